@@ -1,0 +1,1 @@
+"""Storage plugins for Lethe and the contract they implement (:mod:`plugins.base`)."""

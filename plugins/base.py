@@ -1,0 +1,339 @@
+"""The contract every storage plugin implements.
+
+The agent drives one job through these calls, per target:
+
+    plugin = PluginClass(target, context)
+    plugin.describe()                 -> TargetInfo (once, for plan and certificate)
+    plugin.discover()                 -> Item, Item, ... (streamed)
+    plugin.plan_item(item)            -> Decision (method or refusal)
+    plugin.purge(batch)               -> PurgeResult per item of the batch
+    plugin.complete()                 -> PurgeResult per target-wide step
+    plugin.verify(batch)              -> Evidence per item of the batch
+    plugin.close()
+
+A plugin imports nothing from ``agent``. Everything it needs arrives in the
+:class:`Target` and the :class:`JobContext`, and everything it reports leaves
+as the dataclasses below. Only :mod:`plugins.errors` exceptions may cross
+this boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+class Method(str, enum.Enum):
+    """Sanitization methods, named after NIST SP 800-88 where it names them."""
+
+    CLEAR_OVERWRITE = "clear-overwrite"
+    PURGE_CRYPTO = "purge-crypto"
+    PURGE_FIRMWARE = "purge-firmware"
+    DELETE_ALL_VERSIONS = "delete-all-versions"
+    DELETE_AND_COMPACT = "delete-and-compact"
+    MASK = "mask"
+    WIPE_FREE_SPACE = "wipe-free-space"
+    REMOVE_SNAPSHOTS = "remove-snapshots"
+    LIFECYCLE = "lifecycle"
+
+    @property
+    def sp800_88_category(self) -> str:
+        """The SP 800-88 category: "Clear", "Purge" or "Other"."""
+        if self in (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE):
+            return "Clear"
+        if self in (Method.PURGE_CRYPTO, Method.PURGE_FIRMWARE):
+            return "Purge"
+        return "Other"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target URL as given by the user, with its per-target options.
+
+    ``options`` holds the mapping under the target in the config file (for
+    example ``endpoint_url`` or ``bypass_governance``); plugins validate the
+    keys they read and raise :class:`~plugins.errors.InvalidTarget` on the rest.
+    """
+
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme, with bare filesystem paths reported as ``path``."""
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.scheme in ("", "file"):
+            return "path"
+        return parsed.scheme
+
+    @property
+    def parts(self) -> urllib.parse.SplitResult:
+        return urllib.parse.urlsplit(self.url)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing a plugin can destroy: a file, an object version, a row, a device.
+
+    ``key`` is unique within the target and stable across runs, so the journal
+    and a saved plan can refer to it. ``identity`` holds JSON-serialisable facts
+    that change when the item changes (inode and mtime, ETag and version id,
+    row primary key and a digest of the row); the agent compares it to detect a
+    changed world before destroying anything. ``attributes`` carries facts for
+    classification and holds (path, tags, metadata, table, column names); it
+    must never carry the data itself, because plans and journals store it.
+    ``label`` is what reports show; it may be personal data (a file name), so
+    reports may mask it.
+    """
+
+    key: str
+    kind: str
+    size: int = 0
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.key
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an item is not destroyed, in a stable ``reason`` code and plain words.
+
+    ``reason`` is one of the codes in :data:`REFUSAL_REASONS` or a
+    plugin-specific code; ``blocked_until`` is set when the block lifts on a
+    known date (object lock, retention hold).
+    """
+
+    reason: str
+    detail: str
+    blocked_until: datetime | None = None
+
+
+REFUSAL_REASONS = {
+    "symlink": "symbolic link; the link is removed, its target is never touched",
+    "hard-link": "file has hard links outside the target",
+    "open-file": "file is open in a running process",
+    "special-file": "FIFO, socket or device node",
+    "mount-point": "mount point or another filesystem than the target's",
+    "protected-path": "protected system path",
+    "copy-on-write": "overwrite cannot reach every copy of the data",
+    "object-lock": "object lock retention",
+    "legal-hold": "legal hold",
+    "hold": "retention or legal hold from the policy",
+    "in-use": "device or file is in use",
+    "not-supported": "no method available for this item",
+    "permission": "permission denied",
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A plugin's plan for one item: a method, or a refusal.
+
+    ``fingerprints`` are distinctive byte strings taken from the item's content
+    and name at planning time; verification scans raw storage for them. They
+    live in memory for the job only: the agent never writes them to the plan,
+    the journal or the certificate (it writes their SHA-256 digests).
+    ``residual`` lists, in plain words, copies the method cannot reach.
+    ``params`` carries method settings chosen at planning time (passes, key id).
+    """
+
+    method: Method | None = None
+    refusal: Refusal | None = None
+    residual: tuple[str, ...] = ()
+    fingerprints: tuple[bytes, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.method is None) == (self.refusal is None):
+            raise ValueError("a Decision has exactly one of method and refusal")
+
+    @property
+    def permitted(self) -> bool:
+        return self.refusal is None
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """An item together with the decision the shown plan made for it."""
+
+    item: Item
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """The outcome of destroying one item, or of one target-wide step.
+
+    ``status`` is ``purged`` (the destroy step completed; verification is still
+    owed), ``blocked`` (the store refused for a lawful reason such as an object
+    lock; ``refusal`` says which) or ``failed`` (``detail`` says what state
+    remains). ``key`` is the item key, or a step name such as ``compact`` for
+    results from :meth:`Plugin.complete`.
+    """
+
+    key: str
+    status: str
+    detail: str = ""
+    bytes: int = 0
+    method: Method | None = None
+    refusal: Refusal | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in ("purged", "blocked", "failed"):
+            raise ValueError(f"invalid PurgeResult status: {self.status!r}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification check: its name, whether it passed, and what was seen."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The independent rescan's findings for one item."""
+
+    key: str
+    checks: tuple[Check, ...]
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """Facts about the target for the plan and the certificate.
+
+    ``media`` holds SP 800-88 media information as far as the system knows it
+    (media type, filesystem, device, model, serial, bucket, region, server).
+    ``notes`` are plain-words statements for the plan (versioning state, what
+    happens to the bucket itself). ``residual`` lists target-wide copies the
+    plan cannot reach (journals, WAL archives, replicas, provider retention).
+    """
+
+    media: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    residual: tuple[str, ...] = ()
+
+
+@dataclass
+class JobContext:
+    """What the agent hands a plugin for one job.
+
+    ``settings`` are the job-wide method settings (``passes``, ``final_zero``,
+    ``readback``: "full" or a fraction, ``scan_device``). ``progress`` takes a
+    count of bytes done; ``should_stop`` turns true after SIGTERM, and a plugin
+    checks it between items and between passes, finishing or rolling back the
+    item in flight before it returns.
+    """
+
+    job_id: str = ""
+    dry_run: bool = True
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    progress: Callable[[int], None] = lambda done: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+class Plugin(abc.ABC):
+    """Base class of storage plugins; see the module docstring for the call order.
+
+    Subclasses set ``name``, ``schemes`` and ``methods`` and register in the
+    ``lethe.plugins`` entry-point group. The constructor only stores its
+    arguments and validates the target's shape; network and disk access start
+    in :meth:`describe` or :meth:`discover`.
+    """
+
+    name: ClassVar[str]
+    schemes: ClassVar[tuple[str, ...]]
+    methods: ClassVar[tuple[Method, ...]]
+    #: How many items the agent passes to one call of purge and verify.
+    batch_size: ClassVar[int] = 1
+
+    def __init__(self, target: Target, context: JobContext) -> None:
+        self.target = target
+        self.context = context
+
+    @abc.abstractmethod
+    def describe(self) -> TargetInfo:
+        """Return media facts, plan notes and target-wide residual risks.
+
+        Raises TargetNotFound, AccessDenied or TargetUnreachable when the target
+        cannot be inspected at all.
+        """
+
+    @abc.abstractmethod
+    def discover(self) -> Iterator[Item]:
+        """Yield every item the target selects, streaming, never as one list.
+
+        Items that are refused are yielded too, so the plan can list them.
+        Raises TargetNotFound, AccessDenied or TargetUnreachable.
+        """
+
+    @abc.abstractmethod
+    def plan_item(self, item: Item) -> Decision:
+        """Choose the method for an item, or refuse it with a reason.
+
+        Reads nothing it would change. May raise ItemChanged if the item
+        vanished between discovery and planning.
+        """
+
+    @abc.abstractmethod
+    def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
+        """Destroy each permitted item of the batch and yield one result each.
+
+        Before destroying, check the item still matches ``item.identity``
+        and yield ``failed`` with ItemChanged's message when it does not. A
+        failure of one item is a ``failed`` result, not an exception; raise
+        only when the whole target became unusable (AccessDenied,
+        TargetUnreachable).
+        """
+
+    def complete(self) -> Iterator[PurgeResult]:
+        """Run target-wide steps after every batch (compaction, rescan loops)."""
+        return iter(())
+
+    @abc.abstractmethod
+    def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
+        """Rescan independently of the purge path and yield evidence per item.
+
+        Uses fresh listings and reads, not the purge's own replies. Raw-byte
+        scans use ``decision.fingerprints`` when they are present; an empty
+        tuple (as after a resume) means the scan is reported as not run.
+        """
+
+    def close(self) -> None:
+        """Release connections and clients; called once, also after errors."""
+
+    @classmethod
+    def capabilities(cls) -> Mapping[str, Any]:
+        """Describe the plugin for ``lethe plugins``."""
+        return {
+            "schemes": list(cls.schemes),
+            "methods": [method.value for method in cls.methods],
+        }
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Yield lists of at most ``size`` items, streaming."""
+    batch: list[Any] = []
+    for element in items:
+        batch.append(element)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

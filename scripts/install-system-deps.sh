@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite and benchmarks drive, if missing.
+set -euo pipefail
+
+packages=(
+    e2fsprogs xfsprogs btrfs-progs util-linux   # filesystems on loop devices
+    sleuthkit testdisk                          # forensic checks: fls, icat, photorec
+    cryptsetup-bin                              # LUKS crypto-erase
+    sqlite3 age coreutils                       # benchmarks' reference tools
+    postgresql-client mariadb-client
+)
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]}; run 'make test' as root or install them with apt-get" >&2
+    exit 1
+fi
+echo "installing Debian packages: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
