@@ -287,8 +287,13 @@ class Engine:
             self._record_result(job_id, item, result, log)
             self.progress.advance_items(1)
         for item in by_key.values():
-            # Left ``purging``: the next resume rescans it before anything else.
-            log.error("plugin returned no result for item", key=item.key)
+            if self.stop_requested:
+                # The contract has the plugin finish or roll back the item in
+                # flight before it returns, so items without a result are untouched.
+                self._set(job_id, item, "planned", log, detail="not started before the stop")
+            else:
+                # Left ``purging``: the next resume rescans it before anything else.
+                log.error("plugin returned no result for item", key=item.key)
 
     def _fingerprints_for(self, item: ItemRow) -> tuple[bytes, ...]:
         return self._fingerprints.get((item.target, item.key), ())
