@@ -3,8 +3,8 @@
 It handles ``testdir:///path`` targets: every regular file directly or
 deeply under the path is an item. Files whose name starts with ``keep`` are
 refused (reason ``hold``); symlinks are refused (reason ``symlink``). Purge
-overwrites with zeros, then unlinks; verification checks the path is gone
-and, when fingerprints are present, that a sibling ``raw`` file holds none.
+overwrites with zeros, then unlinks. Verification checks that the path is
+gone and reports the raw scan as run only when fingerprints are present.
 
 Target options inject faults by file name: ``fail_purge`` and
 ``fail_verify`` (lists of names), ``sleep`` (seconds spent per purged item,
