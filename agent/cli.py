@@ -28,7 +28,9 @@ def build_parser() -> ArgumentParser:
         prog="lethe",
         description="Plan, purge, verify and certify the destruction of data.",
     )
-    parser.add_argument("--version", action="version", version=f"lethe {agent.__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"lethe {agent.__version__}"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)
@@ -36,6 +38,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # File names may hold undecodable bytes (surrogate escapes); show them
+    # escaped instead of failing on output.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
