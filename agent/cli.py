@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import structlog
+
 import agent
 from agent.commands import certificate, plan, plugins, purge, verify
 from agent.errors import EXIT_FAILED, LetheError, UsageError, exit_code_for
@@ -51,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(error)
     except KeyboardInterrupt:
         print("lethe: interrupted before any item was destroyed", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 (exit 1 would wrongly mean "refused")
+        structlog.get_logger(__name__).exception("internal error", error=repr(error))
+        print(
+            f"lethe: internal error: {error!r}; the journal keeps every item's state, "
+            "so an interrupted purge can continue with lethe purge --resume JOB",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

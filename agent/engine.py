@@ -256,6 +256,15 @@ class Engine:
         return self._run(job_id)
 
     def _run(self, job_id: str) -> JobOutcome:
+        try:
+            return self._run_steps(job_id)
+        except BaseException:
+            # Item states are already journaled; the job can be resumed.
+            self.progress.finish()
+            self.journal.update_job(job_id, state="interrupted")
+            raise
+
+    def _run_steps(self, job_id: str) -> JobOutcome:
         targets = self.journal.targets(job_id)
         self._start_progress(job_id)
         for row in targets:

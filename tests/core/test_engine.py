@@ -161,3 +161,31 @@ def test_unknown_scheme_is_usage_error(state_dir: Path) -> None:
         Exception, match="no installed plugin handles target 'nope://x'"
     ):
         make_engine(state_dir).plan([Target("nope://x")], {}, dry_run=True)
+
+
+def test_audit_records_job(state_dir: Path, tree: Path) -> None:
+    engine = make_engine(state_dir)
+    outcome = plan_and_purge(engine, [target(tree / "sub")])
+    kinds = [entry["kind"] for entry, _ in engine.audit.entries()]
+    assert kinds == ["job-started", "plan", "job-finished", "certificate"]
+    finished = [
+        entry for entry, _ in engine.audit.entries() if entry["kind"] == "job-finished"
+    ]
+    assert finished[0]["counts"] == {"verified": 4}
+    assert finished[0]["plan_hash"] == outcome.plan_hash
+
+
+def test_audit_records_config_change(state_dir: Path, tree: Path) -> None:
+    registry = Registry()
+    registry.add(DirPlugin)
+    for digest in ("a" * 64, "a" * 64, "b" * 64):
+        engine = Engine(
+            Config(path="lethe.yaml", digest=digest), state_dir, registry=registry
+        )
+        job_id = engine.plan([target(tree / "sub")], {}, dry_run=False)
+        engine.purge(job_id)
+        engine.close()
+    configs = [
+        entry for entry, _ in engine.audit.entries() if entry["kind"] == "config"
+    ]
+    assert [entry["digest"][0] for entry in configs] == ["a", "b"]
