@@ -77,7 +77,7 @@ def new_job_id() -> str:
 
 
 class Engine:
-    """Runs jobs against one state directory (journal, audit log, signing key)."""
+    """A job runner bound to one state directory (journal, audit log, signing key)."""
 
     def __init__(
         self,
