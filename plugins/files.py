@@ -457,7 +457,9 @@ class FilesPlugin(Plugin):
             for result in runner.run():
                 if result.status == "purged":
                     self._purged_any = True
-                    self._purged_fingerprints[result.key] = decisions[result.key].fingerprints
+                    self._purged_fingerprints[result.key] = decisions[
+                        result.key
+                    ].fingerprints
                     self._scan = None
                 yield result
         finally:

@@ -80,7 +80,9 @@ class BatchPurge:
         # Files first, then directories in discovery order: a directory comes
         # after everything in it, so this keeps every directory after its
         # contents and lets one checkpoint cover many emptied directories.
-        files = [p for p in self.batch if p.item.kind == "file" and p.decision.permitted]
+        files = [
+            p for p in self.batch if p.item.kind == "file" and p.decision.permitted
+        ]
         yield from self._files(files)
         for planned in self.batch:
             if planned.item.kind == "file" and planned.decision.permitted:
@@ -272,9 +274,10 @@ class BatchPurge:
                     done = getattr(error, "done", 0)
                     results[work.key] = _failed(
                         work.key,
-                        f"overwrite pass {index + 1} of {len(work.patterns)} stopped after {done} of "
-                        f"{work.overwrite.allocated} bytes: {error.strerror}. The file keeps its name "
-                        "and is partly overwritten; fix the cause and purge it again",
+                        f"overwrite pass {index + 1} of {len(work.patterns)} of {work.key} "
+                        f"stopped after {done} of {work.overwrite.allocated} bytes: "
+                        f"{error.strerror}. The file keeps its name and may be partly "
+                        "overwritten; free space or fix the device, then purge it again",
                     )
             works = self._drop_failed(works, results)
             works = self._flush(works, results, f"after pass {index + 1}")

@@ -124,9 +124,12 @@ class Walk:
                     stack[-1].kept += frame.kept
                 if frame.path == self.root and not self.include_root:
                     continue
-                if any(
-                    is_within(p, frame.path) for w in pending.values() for p in w.paths
-                ):
+                waiting = any(
+                    is_within(path, frame.path)
+                    for held in pending.values()
+                    for path in held.paths
+                ) or any(is_within(entry[0], frame.path) for entry in deferred)
+                if waiting:
                     deferred.append((frame.path, frame.status, frame.kept))
                 else:
                     yield self._directory(frame.path, frame.status, frame.kept)

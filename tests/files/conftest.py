@@ -28,7 +28,9 @@ def raw_image(filesystem: LoopFilesystem) -> bytes:
     return filesystem.image.read_bytes()
 
 
-def make_filesystem(tmp_path: Path, fstype: str, size_mib: int = 64) -> Iterator[LoopFilesystem]:
+def make_filesystem(
+    tmp_path: Path, fstype: str, size_mib: int = 64
+) -> Iterator[LoopFilesystem]:
     require_root()
     require_tool(MKFS_TOOL[fstype])
     require_tool("losetup")
@@ -58,9 +60,13 @@ def purge(path: Path | str, options: dict | None = None, **settings) -> DriverRu
 
 def plan(path: Path | str, options: dict | None = None, **settings) -> DriverRun:
     """Plan one path target without purging."""
-    return run_plugin(FilesPlugin, str(path), options=options, settings=settings, purge=False)
+    return run_plugin(
+        FilesPlugin, str(path), options=options, settings=settings, purge=False
+    )
 
 
 def canary_lines(tag: str, count: int) -> bytes:
     """Return ``count`` distinct lines that all contain ``tag``."""
-    return b"".join(f"{tag}-{index:06d} customer record line\n".encode() for index in range(count))
+    return b"".join(
+        f"{tag}-{index:06d} customer record line\n".encode() for index in range(count)
+    )

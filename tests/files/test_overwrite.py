@@ -25,7 +25,9 @@ def deleted_names(device: str) -> str:
     """Return sleuthkit's listing of deleted directory entries on ``device``."""
     fls = require_tool("fls")
     os.sync()
-    return subprocess.run([fls, "-rd", device], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [fls, "-rd", device], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_ext4_file_content_gone(ext4):
