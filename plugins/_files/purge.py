@@ -64,12 +64,14 @@ class BatchPurge:
         self.log = plugin.log
         self._directories: dict[str, int] = {}
         self._buffer = AlignedBuffer()
+        self._scratch = AlignedBuffer()
         # Directories changed since the last ext4 checkpoint.
         self._changed: set[str] = set()
 
     def close(self) -> None:
         self._close_directories()
         self._buffer.close()
+        self._scratch.close()
 
     def _close_directories(self) -> None:
         for descriptor in self._directories.values():
@@ -285,6 +287,11 @@ class BatchPurge:
             for work in works:
                 work.overwrite.corrupt_for_test()
         for work in works:
+            try:
+                work.overwrite.drop_cache()
+            except OSError:
+                self.log.debug("fadvise failed", item=work.key, exc_info=True)
+        for work in works:
             self._read_back(work)
         return works
 
@@ -301,7 +308,9 @@ class BatchPurge:
             self.plugin._readback[work.key] = (True, "not run: readback is 0")
             return
         try:
-            mismatch = work.overwrite.read_back(pattern, fraction, self._buffer)
+            mismatch = work.overwrite.read_back(
+                pattern, fraction, self._buffer, self._scratch
+            )
         except OSError as error:
             mismatch = f"read failed: {error.strerror}"
         share = "all data" if fraction >= 1 else f"{fraction:.0%} of the data"
