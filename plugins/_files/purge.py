@@ -283,7 +283,7 @@ class BatchPurge:
                     )
             works = self._drop_failed(works, results)
             works = self._flush(works, results, f"after pass {index + 1}")
-        if self.context.settings.get("inject_readback_mismatch"):
+        if _inject_mismatch(self.context.settings):
             for work in works:
                 work.overwrite.corrupt_for_test()
         for work in works:
@@ -466,6 +466,18 @@ class BatchPurge:
             )
         else:
             self.log.error("item failed", item=result.key, detail=result.detail)
+
+
+def _inject_mismatch(settings) -> bool:
+    """Tell whether a test asked to corrupt the data after the last pass.
+
+    Test-only: the setting ``inject_readback_mismatch`` or the environment
+    variable LETHE_TEST_INJECT_READBACK_MISMATCH=1 (for tests through the
+    CLI) flips one byte, so that read-back and verification must fail.
+    """
+    if settings.get("inject_readback_mismatch"):
+        return True
+    return os.environ.get("LETHE_TEST_INJECT_READBACK_MISMATCH") == "1"
 
 
 def _fail(key: str, detail: str) -> _Failed:
