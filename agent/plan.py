@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.journal import ItemRow, Journal, dumps, info_to_json, key_text, now
+from agent.journal import (
+    ItemRow,
+    Journal,
+    dumps,
+    info_to_json,
+    key_text,
+    now,
+    residual_note,
+)
 from plugins.base import REFUSAL_REASONS, Method, Target
 
 PLAN_FORMAT = "lethe-plan/1"
@@ -101,7 +109,10 @@ def summarize(journal: Journal, job_id: str) -> dict[str, Any]:
         "settings": dict(job.settings),
         "targets": targets,
         "totals": totals,
-        "residual": _item_residual(journal, job_id),
+        "residual": [
+            *_item_residual(journal, job_id),
+            {"risk": residual_note(journal.path), "items": totals["items"]},
+        ],
         "classifications": _classifications(journal, job_id),
     }
 
