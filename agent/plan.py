@@ -318,3 +318,12 @@ def compare(
                 "item": "(target facts)",
                 "fields": ["info"],
             }
+    if journal.job(job_id).plan_hash != saved.plan_hash:
+        # The hash also covers the settings, so an edited plan file differs
+        # here even when every item and target fact matches.
+        yield {
+            "change": "changed",
+            "target": "(plan)",
+            "item": "(plan hash)",
+            "fields": ["plan_hash"],
+        }
