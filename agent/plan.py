@@ -279,6 +279,25 @@ def compare(
     saved: SavedPlan, journal: Journal, job_id: str
 ) -> Iterator[dict[str, Any]]:
     """Yield every difference between a saved plan and a fresh discovery."""
+    found = False
+    for difference in _differences(saved, journal, job_id):
+        found = True
+        yield difference
+    if not found and journal.job(job_id).plan_hash != saved.plan_hash:
+        # The hash also covers the settings, so an edited plan file differs
+        # here even when every item and target fact matches.
+        yield {
+            "change": "changed",
+            "target": "(plan)",
+            "item": "(plan hash)",
+            "fields": ["plan_hash"],
+        }
+
+
+def _differences(
+    saved: SavedPlan, journal: Journal, job_id: str
+) -> Iterator[dict[str, Any]]:
+    """Yield the item and target differences between a saved plan and a discovery."""
     urls = {row.position: row.target.url for row in journal.targets(job_id)}
     expected = dict(saved.items)
     for row in journal.items(job_id, by_key=True):
@@ -318,12 +337,3 @@ def compare(
                 "item": "(target facts)",
                 "fields": ["info"],
             }
-    if journal.job(job_id).plan_hash != saved.plan_hash:
-        # The hash also covers the settings, so an edited plan file differs
-        # here even when every item and target fact matches.
-        yield {
-            "change": "changed",
-            "target": "(plan)",
-            "item": "(plan hash)",
-            "fields": ["plan_hash"],
-        }
