@@ -98,6 +98,15 @@ def aligned_buffer(size: int = CHUNK) -> mmap.mmap:
     return mmap.mmap(-1, size + _PAGE)
 
 
+def release(view: memoryview, buffer: mmap.mmap) -> None:
+    """Release a buffer; one still exported by a traceback is left to the collector."""
+    view.release()
+    try:
+        buffer.close()
+    except BufferError:
+        pass
+
+
 def _address(buffer: mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
@@ -183,10 +192,8 @@ def write_pass(
                 raise DeviceGone(error.errno, "device disappeared during flush") from error
             report.flush_error = os.strerror(error.errno or 0)
     finally:
-        for view in views:
-            view.release()
-        for buffer in buffers:
-            buffer.close()
+        for view, buffer in zip(views, buffers):
+            release(view, buffer)
     return report
 
 
@@ -286,12 +293,9 @@ def read_back(
                     break
             pending.result()
     finally:
-        read_view.release()
-        for view in expected_views:
-            view.release()
-        read_buffer.close()
-        for buffer in expected:
-            buffer.close()
+        release(read_view, read_buffer)
+        for view, buffer in zip(expected_views, expected):
+            release(view, buffer)
     return report
 
 

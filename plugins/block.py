@@ -27,6 +27,7 @@ from plugins import _blockdev, _firmware
 from plugins._overwrite import (
     CHUNK,
     aligned_buffer,
+    release,
     DeviceGone,
     Keystream,
     Pattern,
@@ -558,5 +559,4 @@ def _read_direct(path: str, length: int) -> Iterator[bytes]:
             yield bytes(view[:count])
     finally:
         os.close(descriptor)
-        view.release()
-        buffer.close()
+        release(view, buffer)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import structlog
 
-from plugins._overwrite import CHUNK, Keystream, aligned_buffer
+from plugins._overwrite import CHUNK, Keystream, aligned_buffer, release
 from plugins.base import JobContext, Method, PurgeResult
 from plugins.scan import FingerprintScanner, Hit
 
@@ -148,8 +148,7 @@ class _Filler:
                 if not self._fill_file(view):
                     break
         finally:
-            view.release()
-            buffer.close()
+            release(view, buffer)
         self.left_free = os.statvfs(self.directory).f_bfree * self.block
 
     def _fill_file(self, view: memoryview) -> bool:
@@ -239,8 +238,8 @@ def _open_fill(path: str) -> int:
 def device_of(path: str) -> str:
     """Return the block device node under the filesystem holding ``path``."""
     devno = os.stat(path).st_dev
-    node = f"/dev/block/{os.major(devno)}:{os.minor(devno)}"
-    return os.path.realpath(node)
+    name = os.path.basename(os.path.realpath(f"/sys/dev/block/{os.major(devno)}:{os.minor(devno)}"))
+    return f"/dev/{name}"
 
 
 def scan_device(
