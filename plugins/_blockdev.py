@@ -23,7 +23,7 @@ PROC = "/proc"
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What sysfs reports about one block device."""
+    """Sysfs facts about one block device."""
 
     path: str
     name: str

@@ -68,7 +68,7 @@ class AtaSecurity:
 
 @dataclass(frozen=True)
 class AtaCapabilities:
-    """What ``hdparm -I`` reports about erase support and hidden areas."""
+    """Erase support and hidden-area features from ``hdparm -I``."""
 
     model: str = ""
     serial: str = ""
@@ -295,7 +295,7 @@ DISCARD = Step(
 
 @dataclass
 class Capabilities:
-    """Everything the plan knows about how this device can be erased."""
+    """Erase capabilities of one device as the tools report them."""
 
     kind: str
     ata: AtaCapabilities | None = None

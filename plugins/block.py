@@ -1,6 +1,6 @@
 """Whole block devices and partitions: firmware erase, LUKS crypto-erase, overwrite.
 
-A target ``block:///dev/sdb`` selects one device; the target option
+A target ``block:///dev/sdb`` selects one device. The target option
 ``devices`` adds more devices to the same target, and one purge batch
 erases them in parallel, one thread per device. The plan picks a chain of
 methods from the device's capabilities (NVMe sanitize or format, ATA
@@ -64,7 +64,7 @@ FINGERPRINT_READ = 64 * 1024
 
 @dataclass
 class _Outcome:
-    """What the purge of one device did, kept in memory for its verification."""
+    """State of one device's purge, kept in memory for its verification."""
 
     step: _firmware.Step
     pattern: Pattern | None = None
@@ -268,6 +268,11 @@ class BlockPlugin(Plugin):
             detail = f"{key}: {os.strerror(error.errno or 0)}; the device may be partly overwritten"
             log.error("device.failed", error=detail)
             return PurgeResult(key, "failed", detail=detail)
+        except Exception as error:  # noqa: BLE001 - nothing untranslated may cross the contract
+            log.debug("device.unexpected_error", exc_info=True)
+            detail = f"{key}: unexpected {type(error).__name__}: {error}; the device may be partly overwritten"
+            log.error("device.failed", error=detail)
+            return PurgeResult(key, "failed", detail=detail)
 
     def _run_chain(
         self, planned: PlannedItem, info: _blockdev.DeviceInfo, log: Any, started: float
@@ -385,7 +390,9 @@ class BlockPlugin(Plugin):
                 checks.extend(self._check_luks(info, planned))
             else:
                 checks.extend(self._check_firmware(info, outcome, planned))
-        except (OSError, DeviceGone) as error:
+        except _Failure as failure:
+            checks.append(Check("read-back", False, str(failure)))
+        except OSError as error:
             self._log.debug("verify.os_error", device=key, exc_info=True)
             checks.append(Check("read-back", False, f"{key}: {os.strerror(error.errno or 0)} during verification"))
         evidence = Evidence(key, tuple(checks))
@@ -449,7 +456,7 @@ class BlockPlugin(Plugin):
 
 
 class _Failure(Exception):
-    """One device failed; the message says what state it was left in."""
+    """Failure of one device; the message states what state the device was left in."""
 
     def __init__(self, message: str, facts: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)

@@ -1,8 +1,8 @@
 """Firmware erase: capability detection and the fallback chain.
 
 No ATA or NVMe drive exists on the test machine, so these tests replay the
-recorded tool output formats in tests/block/fixtures (written for the
-tests, not captured from live devices; see the README there). The fallback
+recorded tool output formats in tests/block/fixtures. Those files were
+written for the tests in the tools' formats, not captured from live devices. The fallback
 tests still erase a real loop device when the chain reaches the overwrite.
 """
 
@@ -21,7 +21,7 @@ def fixture(name: str) -> str:
 
 
 class Replay:
-    """A tool runner that answers from recorded outputs and logs each call.
+    """A tool runner that returns recorded outputs and logs each call.
 
     ``answers`` maps the argv, with the device path written as DEV, to one
     output or a list of outputs returned in turn. Any other call fails the

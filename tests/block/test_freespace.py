@@ -78,7 +78,7 @@ def test_wipe_stops_when_another_writer_needs_space(tmp_path):
 
         def other_process_writes(done: int) -> None:
             # The progress hook runs between two fill chunks; a write of
-            # 8 MiB here stands in for another process growing a file.
+            # 8 MiB here simulates another process growing a file.
             calls.append(done)
             if len(calls) == 1:
                 with open(intruder, "wb") as handle:

@@ -1,9 +1,9 @@
 """Sectors that cannot be written are counted and reported with their offsets.
 
 Device-mapper's error target is not available on the test machine. Instead
-the loop device sits on a sparse file inside a filesystem that is full: the
-allocated first 2 MiB take writes, and every write into the holes fails in
-the loop driver with ENOSPC, which reaches the purge as EIO.
+the loop device sits on a sparse file inside a filesystem that is full. The
+allocated first 2 MiB take writes. Every write into the holes fails in the
+loop driver with ENOSPC, which reaches the purge as EIO.
 """
 
 from __future__ import annotations
