@@ -48,6 +48,7 @@ from plugins.base import (
     PlannedItem,
     Plugin,
     PurgeResult,
+    Refusal,
     Target,
     TargetInfo,
 )
@@ -231,6 +232,15 @@ class BlockPlugin(Plugin):
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         permitted = [planned for planned in batch if planned.decision.permitted]
+        if self.context.dry_run:
+            for planned in permitted:
+                yield PurgeResult(
+                    planned.item.key,
+                    "blocked",
+                    detail=f"dry run: would erase {planned.item.key}",
+                    refusal=Refusal("dry-run", "a dry run writes nothing"),
+                )
+            return
         if not permitted:
             return
         with ThreadPoolExecutor(len(permitted), thread_name_prefix="lethe-block") as pool:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 import structlog
 
 from plugins._overwrite import CHUNK, Keystream, aligned_buffer, release
-from plugins.base import JobContext, Method, PurgeResult
+from plugins.base import JobContext, Method, PurgeResult, Refusal
 from plugins.scan import FingerprintScanner, Hit
 
 FILL_PREFIX = ".lethe-free-space-"
@@ -47,7 +47,8 @@ class _Crowded(Exception):
 def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
     """Fill the free space of the filesystem holding ``path`` with random data.
 
-    Returns a ``purged`` result with the bytes covered and what the fill
+    A context with ``dry_run`` set writes nothing and returns a ``blocked``
+    result. Otherwise the function returns a ``purged`` result with the bytes covered and what the fill
     cannot reach, or a ``failed`` result when the job was stopped, another
     process needed the space, or the fill could not write. The fill files
     are removed in every case.
@@ -73,6 +74,15 @@ def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
         "reserved_included": os.geteuid() == 0,
         "unreachable": list(UNREACHABLE),
     }
+    if context.dry_run:
+        return PurgeResult(
+            "wipe-free-space",
+            "blocked",
+            detail=f"dry run: would fill {free_before} free bytes of the filesystem holding {path}",
+            method=Method.WIPE_FREE_SPACE,
+            refusal=Refusal("dry-run", "a dry run writes nothing"),
+            facts=facts,
+        )
     log.info("fill.start", free=free_before)
     filler = _Filler(directory, root_stat.st_dev, before, context)
     try:

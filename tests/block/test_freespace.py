@@ -133,6 +133,18 @@ def test_wipe_cleans_up_after_error(tmp_path, monkeypatch):
     assert left == []
 
 
+def test_wipe_dry_run_writes_nothing(tmp_path):
+    require_root()
+    with loop_filesystem(tmp_path, "ext4", 16) as filesystem:
+        before = os.statvfs(filesystem.mountpoint).f_bfree
+        result = wipe_free_space(str(filesystem.mountpoint), JobContext(job_id="test", dry_run=True))
+        after = os.statvfs(filesystem.mountpoint).f_bfree
+
+    assert result.status == "blocked"
+    assert result.detail.startswith("dry run: would fill")
+    assert after == before
+
+
 def test_wipe_walks_up_from_removed_directory(tmp_path):
     require_root()
     with loop_filesystem(tmp_path, "ext4", 16) as filesystem:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from plugins.base import Method
+from plugins.base import JobContext, Method, PlannedItem
 from plugins.block import BlockPlugin
 from tests.block.conftest import CANARY, raw_count
 from tests.helpers.driver import run_plugin
@@ -34,6 +34,18 @@ def test_plan_records_chain_and_hidden_areas(loop_device):
     assert decision.params["hidden_areas"]["hpa"] == "undetermined"
     assert "not applicable to loop devices" in decision.params["hidden_areas"]["detail"]
     assert raw_count(device) == 16  # planning wrote nothing
+
+
+def test_dry_run_context_writes_nothing(loop_device):
+    device = loop_device(8)
+    plugin = BlockPlugin(context_run_target(device), JobContext(job_id="test", dry_run=True))
+    item = next(plugin.discover())
+    planned = [PlannedItem(item, plugin.plan_item(item))]
+
+    results = list(plugin.purge(planned))
+
+    assert results[0].status == "blocked"
+    assert raw_count(device) == 16
 
 
 def test_final_zero_pass_leaves_zeros(loop_device):

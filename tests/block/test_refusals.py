@@ -139,6 +139,34 @@ def test_stacked_device_refused_from_recorded_sysfs(tmp_path, monkeypatch):
     assert "dm-0 (over sdb1) (LVM volume vg0-data)" in detail
 
 
+def test_system_disk_from_recorded_layout(tmp_path, monkeypatch):
+    # A recorded layout: / is an LVM volume (dm-0, 253:0) on partition sda2.
+    sysfs = tmp_path / "sys"
+    disk = sysfs / "devices" / "pci" / "block" / "sda"
+    (disk / "sda2").mkdir(parents=True)
+    (disk / "sda2" / "partition").write_text("2\n")
+    (disk / "sda2" / "dev").write_text("8:2\n")
+    (disk / "dev").write_text("8:0\n")
+    dm = sysfs / "devices" / "virtual" / "block" / "dm-0"
+    (dm / "slaves").mkdir(parents=True)
+    (dm / "slaves" / "sda2").symlink_to(disk / "sda2")
+    (sysfs / "dev" / "block").mkdir(parents=True)
+    for devno, target in (("253:0", dm), ("8:2", disk / "sda2"), ("8:0", disk)):
+        (sysfs / "dev" / "block" / devno).symlink_to(target)
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(
+        "27 1 253:0 / / rw,relatime shared:1 - ext4 /dev/mapper/vg0-root rw\n"
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+    )
+    monkeypatch.setattr(_blockdev, "SYSFS", str(sysfs))
+    monkeypatch.setattr(_blockdev, "PROC", str(proc))
+
+    names = _blockdev.system_devices()
+
+    assert names == {"dm-0", "sda2", "sda"}
+
+
 def test_read_only_device_fails_without_writing(loop_device):
     device = loop_device(8, read_only=True)
 
