@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from plugins.base import Refusal
-from plugins.errors import AccessDenied, InvalidTarget, TargetNotFound
+from plugins.errors import AccessDenied, NotSupported, TargetNotFound
 
 SYSFS = "/sys"
 PROC = "/proc"
@@ -108,8 +108,9 @@ def _kind(name: str) -> str:
 def inspect_device(path: str) -> DeviceInfo:
     """Return sysfs facts for the block device at ``path``.
 
-    Raises TargetNotFound when nothing is there, InvalidTarget when the path
-    is not a block device and AccessDenied when it cannot be examined.
+    Raises TargetNotFound when nothing is there, NotSupported when the path
+    is not a block device (the block plugin cannot erase it, so the job
+    fails) and AccessDenied when it cannot be examined.
     """
     try:
         status = os.stat(path)
@@ -118,7 +119,7 @@ def inspect_device(path: str) -> DeviceInfo:
     except PermissionError as error:
         raise AccessDenied(f"cannot examine {path!r}: permission denied; run as root") from error
     if not stat.S_ISBLK(status.st_mode):
-        raise InvalidTarget(
+        raise NotSupported(
             f"{path!r} is not a block device; use a path target for files and directories"
         )
     major, minor = os.major(status.st_rdev), os.minor(status.st_rdev)

@@ -13,7 +13,7 @@ import pytest
 
 from plugins import _blockdev
 from plugins.block import BlockPlugin
-from plugins.errors import InvalidTarget, TargetNotFound
+from plugins.errors import InvalidTarget, NotSupported, TargetNotFound
 from tests.block.conftest import attach, detach, raw_count
 from tests.conftest import require_tool
 from tests.helpers.driver import run_plugin
@@ -181,11 +181,11 @@ def test_read_only_device_fails_without_writing(loop_device):
     assert raw_count(device) == 16
 
 
-def test_regular_file_is_invalid_target(tmp_path):
+def test_regular_file_not_supported(tmp_path):
     path = tmp_path / "plain.img"
     path.write_bytes(b"x" * 4096)
 
-    with pytest.raises(InvalidTarget, match="is not a block device"):
+    with pytest.raises(NotSupported, match="is not a block device"):
         run_plugin(BlockPlugin, f"block://{path}")
 
 
