@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plugins.base import JobContext, PlannedItem, Target  # noqa: E402
-from plugins.block import BlockPlugin  # noqa: E402
+from plugins.base import JobContext, PlannedItem, Target
+from plugins.block import BlockPlugin
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -51,7 +51,9 @@ def timed(command: list[str]) -> float:
 
 def lethe_pass(device: str) -> tuple[float, float]:
     """Return seconds for one random overwrite pass and for its full read-back."""
-    context = JobContext(job_id="bench", dry_run=False, settings={"passes": 1, "readback": "full"})
+    context = JobContext(
+        job_id="bench", dry_run=False, settings={"passes": 1, "readback": "full"}
+    )
     plugin = BlockPlugin(Target(f"block://{device}"), context)
     try:
         item = next(plugin.discover())
@@ -70,9 +72,15 @@ def lethe_pass(device: str) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="2G", help="size of the loop device, e.g. 512M or 2G")
-    parser.add_argument("--runs", type=int, default=3, help="runs per tool; the median is reported")
-    parser.add_argument("--dir", default=None, help="directory for the image (default: a temporary one)")
+    parser.add_argument(
+        "--size", default="2G", help="size of the loop device, e.g. 512M or 2G"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs per tool; the median is reported"
+    )
+    parser.add_argument(
+        "--dir", default=None, help="directory for the image (default: a temporary one)"
+    )
     parser.add_argument(
         "--loop-direct-io",
         choices=("on", "off"),
@@ -94,25 +102,78 @@ def main() -> int:
     with open(image, "wb") as handle:
         handle.truncate(size)
     device = subprocess.run(
-        ["losetup", "--find", "--show", f"--direct-io={args.loop_direct_io}", str(image)],
+        [
+            "losetup",
+            "--find",
+            "--show",
+            f"--direct-io={args.loop_direct_io}",
+            str(image),
+        ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    times: dict[str, list[float]] = {"dd write": [], "lethe write": [], "nwipe zero": [], "dd read": [], "lethe read-back": []}
+    times: dict[str, list[float]] = {
+        "dd write": [],
+        "lethe write": [],
+        "nwipe zero": [],
+        "dd read": [],
+        "lethe read-back": [],
+    }
     try:
         # An untimed pass allocates the sparse image, so no timed run pays for it.
-        timed(["dd", "if=/dev/zero", f"of={device}", "oflag=direct", "bs=4M", f"count={blocks}"])
+        timed(
+            [
+                "dd",
+                "if=/dev/zero",
+                f"of={device}",
+                "oflag=direct",
+                "bs=4M",
+                f"count={blocks}",
+            ]
+        )
         for _ in range(args.runs):
             # dd fails with ENOSPC at the end of a device, so it gets a count.
-            times["dd write"].append(timed(["dd", "if=/dev/zero", f"of={device}", "oflag=direct", "bs=4M", f"count={blocks}"]))
+            times["dd write"].append(
+                timed(
+                    [
+                        "dd",
+                        "if=/dev/zero",
+                        f"of={device}",
+                        "oflag=direct",
+                        "bs=4M",
+                        f"count={blocks}",
+                    ]
+                )
+            )
             write, read = lethe_pass(device)
             times["lethe write"].append(write)
             times["lethe read-back"].append(read)
-            times["dd read"].append(timed(["dd", f"if={device}", "of=/dev/null", "iflag=direct", "bs=4M", f"count={blocks}"]))
+            times["dd read"].append(
+                timed(
+                    [
+                        "dd",
+                        f"if={device}",
+                        "of=/dev/null",
+                        "iflag=direct",
+                        "bs=4M",
+                        f"count={blocks}",
+                    ]
+                )
+            )
             if nwipe:
                 times["nwipe zero"].append(
-                    timed([nwipe, "--autonuke", "--nogui", "--method=zero", "--verify=off", "--noblank", device])
+                    timed(
+                        [
+                            nwipe,
+                            "--autonuke",
+                            "--nogui",
+                            "--method=zero",
+                            "--verify=off",
+                            "--noblank",
+                            device,
+                        ]
+                    )
                 )
     finally:
         subprocess.run(["losetup", "-d", device], check=False)
@@ -130,10 +191,16 @@ def main() -> int:
         seconds = statistics.median(samples)
         rates[name] = size / seconds / (1 << 20)
         print(f"{name:16} {seconds:7.2f} s  {rates[name]:8.1f} MiB/s")
-    print(f"lethe random write / dd zero write: {rates['lethe write'] / rates['dd write']:.2f} (target >= 0.90)")
-    print(f"lethe read-back / dd direct read:   {rates['lethe read-back'] / rates['dd read']:.2f} (target >= 0.90)")
+    print(
+        f"lethe random write / dd zero write: {rates['lethe write'] / rates['dd write']:.2f} (target >= 0.90)"
+    )
+    print(
+        f"lethe read-back / dd direct read:   {rates['lethe read-back'] / rates['dd read']:.2f} (target >= 0.90)"
+    )
     if "nwipe zero" in rates:
-        print(f"lethe random write / nwipe zero:    {rates['lethe write'] / rates['nwipe zero']:.2f}")
+        print(
+            f"lethe random write / nwipe zero:    {rates['lethe write'] / rates['nwipe zero']:.2f}"
+        )
     return 0
 
 

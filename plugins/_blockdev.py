@@ -117,7 +117,9 @@ def inspect_device(path: str) -> DeviceInfo:
     except FileNotFoundError as error:
         raise TargetNotFound(f"block device {path!r} not found") from error
     except PermissionError as error:
-        raise AccessDenied(f"cannot examine {path!r}: permission denied; run as root") from error
+        raise AccessDenied(
+            f"cannot examine {path!r}: permission denied; run as root"
+        ) from error
     if not stat.S_ISBLK(status.st_mode):
         raise NotSupported(
             f"{path!r} is not a block device; use a path target for files and directories"
@@ -126,22 +128,28 @@ def inspect_device(path: str) -> DeviceInfo:
     directory = sysfs_dir(f"{major}:{minor}")
     name = os.path.basename(directory)
     is_partition = os.path.exists(os.path.join(directory, "partition"))
-    queue = os.path.join(directory if not is_partition else os.path.dirname(directory), "queue")
+    queue = os.path.join(
+        directory if not is_partition else os.path.dirname(directory), "queue"
+    )
     rotational = _read(os.path.join(queue, "rotational"))
     partitions = tuple(
         entry
         for entry in _listdir(directory)
         if os.path.exists(os.path.join(directory, entry, "partition"))
     )
-    device_dir = os.path.join(directory if not is_partition else os.path.dirname(directory), "device")
+    device_dir = os.path.join(
+        directory if not is_partition else os.path.dirname(directory), "device"
+    )
     return DeviceInfo(
         path=path,
         name=name,
         major=major,
         minor=minor,
         size=_read_int(os.path.join(directory, "size")) * 512,
-        logical_block_size=_read_int(os.path.join(queue, "logical_block_size"), 512) or 512,
-        physical_block_size=_read_int(os.path.join(queue, "physical_block_size"), 512) or 512,
+        logical_block_size=_read_int(os.path.join(queue, "logical_block_size"), 512)
+        or 512,
+        physical_block_size=_read_int(os.path.join(queue, "physical_block_size"), 512)
+        or 512,
         read_only=_read(os.path.join(directory, "ro")) == "1",
         rotational=None if rotational == "" else rotational == "1",
         kind=_kind(name),
@@ -230,12 +238,23 @@ def lower_devices(devno: str, seen: set[str] | None = None) -> set[str]:
 
 
 def system_devices() -> set[str]:
-    """Return the names of devices that hold the running system's root, /boot or /usr."""
+    """Return the names of devices under the running system's /, /boot, /usr and /var.
+
+    btrfs reports an anonymous device number (0:N) in mountinfo, so for those
+    mounts the device comes from the mount source instead.
+    """
     names: set[str] = set()
-    for devno, _source, mountpoint in _mounts():
-        if mountpoint in ("/", "/boot", "/boot/efi", "/usr", "/var"):
-            if not devno.startswith("0:"):
-                lower_devices(devno, names)
+    for devno, source, mountpoint in _mounts():
+        if mountpoint not in ("/", "/boot", "/boot/efi", "/usr", "/var"):
+            continue
+        if devno.startswith("0:") and source.startswith("/dev/"):
+            try:
+                rdev = os.stat(source).st_rdev
+            except OSError:
+                continue
+            devno = f"{os.major(rdev)}:{os.minor(rdev)}"
+        if not devno.startswith("0:"):
+            lower_devices(devno, names)
     return names
 
 
@@ -246,7 +265,8 @@ def find_openers(info: DeviceInfo) -> list[str]:
     psutil's open_files() reports regular files only, never device nodes.
     """
     numbers = {
-        os.makedev(*map(int, devno.split(":"))): name for devno, name in _devnos(info).items()
+        os.makedev(*map(int, devno.split(":"))): name
+        for devno, name in _devnos(info).items()
     }
     openers = []
     for process in psutil.process_iter(["pid", "name"]):
@@ -285,7 +305,12 @@ def refusals(info: DeviceInfo) -> list[Refusal]:
         found.append(Refusal("mounted", f"{info.path} is mounted: {', '.join(mounts)}"))
     stack = _stack_members(info)
     if stack:
-        found.append(Refusal("device-stack", f"{info.path} is part of an active device stack: {stack}"))
+        found.append(
+            Refusal(
+                "device-stack",
+                f"{info.path} is part of an active device stack: {stack}",
+            )
+        )
     openers = find_openers(info)
     if openers:
         found.append(Refusal("in-use", f"{info.path} is open in {', '.join(openers)}"))
@@ -300,11 +325,16 @@ def _stack_members(info: DeviceInfo) -> str:
     parts = []
     holders = list(info.holders)
     for partition in info.partitions:
-        holders += [f"{h} (over {partition})" for h in _listdir(os.path.join(directory, partition, "holders"))]
+        holders += [
+            f"{h} (over {partition})"
+            for h in _listdir(os.path.join(directory, partition, "holders"))
+        ]
     if holders:
         parts.append("used by " + ", ".join(_describe_stacked(h) for h in holders))
     if info.slaves:
-        parts.append(f"built on {', '.join(info.slaves)}; destroy the members or stop the stack first")
+        parts.append(
+            f"built on {', '.join(info.slaves)}; destroy the members or stop the stack first"
+        )
     return "; ".join(parts)
 
 

@@ -117,9 +117,9 @@ def parse_hdparm_identify(text: str) -> AtaCapabilities:
         ):
             if re.search(rf"^\s*\*?\s*{command} command", text, re.MULTILINE):
                 sanitize.add(name)
-    sectors = re.search(r"LBA48\s+user addressable sectors:\s*(\d+)", text) or re.search(
-        r"LBA\s+user addressable sectors:\s*(\d+)", text
-    )
+    sectors = re.search(
+        r"LBA48\s+user addressable sectors:\s*(\d+)", text
+    ) or re.search(r"LBA\s+user addressable sectors:\s*(\d+)", text)
     return AtaCapabilities(
         model=_field(text, "Model Number"),
         serial=_field(text, "Serial Number"),
@@ -150,12 +150,17 @@ class HiddenAreas:
 
 def parse_hdparm_hpa(text: str) -> tuple[str, str]:
     """Parse ``hdparm -N DEV``: return (status, detail)."""
-    match = re.search(r"max sectors\s*=\s*(\d+)/(\d+),\s*HPA is (enabled|disabled)", text)
+    match = re.search(
+        r"max sectors\s*=\s*(\d+)/(\d+),\s*HPA is (enabled|disabled)", text
+    )
     if not match:
         return "undetermined", "hdparm -N output not recognised"
     current, native, state = int(match.group(1)), int(match.group(2)), match.group(3)
     if state == "enabled" or current < native:
-        return "found", f"HPA hides {native - current} sectors ({current} of {native} visible)"
+        return (
+            "found",
+            f"HPA hides {native - current} sectors ({current} of {native} visible)",
+        )
     return "absent", f"HPA disabled, {native} sectors visible"
 
 
@@ -166,7 +171,10 @@ def parse_hdparm_dco(text: str, native_sectors: int) -> tuple[str, str]:
         return "undetermined", "hdparm --dco-identify output not recognised"
     real = int(match.group(1))
     if real > native_sectors:
-        return "found", f"DCO hides {real - native_sectors} sectors beyond the native maximum"
+        return (
+            "found",
+            f"DCO hides {real - native_sectors} sectors beyond the native maximum",
+        )
     return "absent", f"DCO maximum {real} sectors equals the native maximum"
 
 
@@ -181,7 +189,10 @@ def ata_hidden_areas(device: str, runner: Runner) -> HiddenAreas:
     if dco_output.ok and native:
         dco, dco_detail = parse_hdparm_dco(dco_output.stdout, int(native.group(1)))
     else:
-        dco, dco_detail = "undetermined", f"hdparm --dco-identify failed: {dco_output.message()}"
+        dco, dco_detail = (
+            "undetermined",
+            f"hdparm --dco-identify failed: {dco_output.message()}",
+        )
     return HiddenAreas(hpa, dco, f"{hpa_detail}; {dco_detail}")
 
 
@@ -209,7 +220,9 @@ def parse_nvme_id_ctrl(text: str) -> NvmeCapabilities:
     oacs = int(data.get("oacs", 0))
     fna = int(data.get("fna", 0))
     sanitize = {
-        name for bit, name in ((0, "crypto"), (1, "block"), (2, "overwrite")) if sanicap >> bit & 1
+        name
+        for bit, name in ((0, "crypto"), (1, "block"), (2, "overwrite"))
+        if sanicap >> bit & 1
     }
     unallocated = data.get("unvmcap")
     return NvmeCapabilities(
@@ -278,12 +291,18 @@ class Step:
     notes: tuple[str, ...] = ()
 
 
-OVERWRITE = Step("overwrite", Method.CLEAR_OVERWRITE, "overwrite with O_DIRECT writes, fdatasync per pass")
+OVERWRITE = Step(
+    "overwrite",
+    Method.CLEAR_OVERWRITE,
+    "overwrite with O_DIRECT writes, fdatasync per pass",
+)
 LUKS_ERASE = Step(
     "luks-erase",
     Method.PURGE_CRYPTO,
     "cryptsetup erase: destroy every LUKS key slot",
-    ("any copy of the LUKS header (a luksHeaderBackup file, an old image) restores access",),
+    (
+        "any copy of the LUKS header (a luksHeaderBackup file, an old image) restores access",
+    ),
 )
 DISCARD = Step(
     "blkdiscard",
@@ -314,7 +333,9 @@ def detect(device: str, kind: str, runner: Runner) -> Capabilities:
             try:
                 capabilities.nvme = parse_nvme_id_ctrl(output.stdout)
             except (ValueError, KeyError, TypeError) as error:
-                capabilities.notes.append(f"nvme id-ctrl output not recognised: {error}")
+                capabilities.notes.append(
+                    f"nvme id-ctrl output not recognised: {error}"
+                )
         else:
             capabilities.notes.append(f"nvme id-ctrl failed: {output.message()}")
         capabilities.hidden = HiddenAreas(
@@ -350,7 +371,9 @@ def detect(device: str, kind: str, runner: Runner) -> Capabilities:
     return capabilities
 
 
-def chain(capabilities: Capabilities, requested: str = "auto") -> tuple[list[Step], list[str]]:
+def chain(
+    capabilities: Capabilities, requested: str = "auto"
+) -> tuple[list[Step], list[str]]:
     """Return the steps to try in order, and plan notes that explain the choice.
 
     ``requested`` is "auto", "firmware", "luks-erase", "overwrite" or "discard".
@@ -359,7 +382,9 @@ def chain(capabilities: Capabilities, requested: str = "auto") -> tuple[list[Ste
     notes = list(capabilities.notes)
     steps: list[Step] = []
     if requested in ("auto", "firmware"):
-        steps += _nvme_steps(capabilities.nvme, notes) + _ata_steps(capabilities.ata, notes)
+        steps += _nvme_steps(capabilities.nvme, notes) + _ata_steps(
+            capabilities.ata, notes
+        )
     if requested in ("auto", "luks-erase") and capabilities.luks:
         steps.append(LUKS_ERASE)
     elif requested == "luks-erase":
@@ -375,17 +400,45 @@ def _nvme_steps(nvme: NvmeCapabilities | None, notes: list[str]) -> list[Step]:
     if nvme is None:
         return []
     steps = []
-    whole = "sanitize acts on the whole NVM subsystem: every namespace of the controller"
+    whole = (
+        "sanitize acts on the whole NVM subsystem: every namespace of the controller"
+    )
     for action, label in (("crypto", "crypto erase"), ("block", "block erase")):
         if action in nvme.sanitize:
-            steps.append(Step(f"nvme-sanitize-{action}", Method.PURGE_FIRMWARE, f"NVMe sanitize, {label}", (whole,)))
+            steps.append(
+                Step(
+                    f"nvme-sanitize-{action}",
+                    Method.PURGE_FIRMWARE,
+                    f"NVMe sanitize, {label}",
+                    (whole,),
+                )
+            )
     if nvme.format_supported:
         scope = "all namespaces" if nvme.format_all_namespaces else "this namespace"
         if nvme.format_crypto:
-            steps.append(Step("nvme-format-crypto", Method.PURGE_FIRMWARE, f"NVMe format, cryptographic erase of {scope}"))
-        steps.append(Step("nvme-format-erase", Method.PURGE_FIRMWARE, f"NVMe format, user data erase of {scope}"))
+            steps.append(
+                Step(
+                    "nvme-format-crypto",
+                    Method.PURGE_FIRMWARE,
+                    f"NVMe format, cryptographic erase of {scope}",
+                )
+            )
+        steps.append(
+            Step(
+                "nvme-format-erase",
+                Method.PURGE_FIRMWARE,
+                f"NVMe format, user data erase of {scope}",
+            )
+        )
     if "overwrite" in nvme.sanitize:
-        steps.append(Step("nvme-sanitize-overwrite", Method.PURGE_FIRMWARE, "NVMe sanitize, overwrite", (whole,)))
+        steps.append(
+            Step(
+                "nvme-sanitize-overwrite",
+                Method.PURGE_FIRMWARE,
+                "NVMe sanitize, overwrite",
+                (whole,),
+            )
+        )
     if not steps:
         notes.append("the NVMe controller reports neither sanitize nor format support")
     return steps
@@ -397,7 +450,13 @@ def _ata_steps(ata: AtaCapabilities | None, notes: list[str]) -> list[Step]:
     steps = []
     for action, label in (("crypto", "crypto scramble"), ("block", "block erase")):
         if action in ata.sanitize:
-            steps.append(Step(f"ata-sanitize-{action}", Method.PURGE_FIRMWARE, f"ATA sanitize, {label}"))
+            steps.append(
+                Step(
+                    f"ata-sanitize-{action}",
+                    Method.PURGE_FIRMWARE,
+                    f"ATA sanitize, {label}",
+                )
+            )
     security = ata.security
     if security and security.supported:
         if security.frozen:
@@ -411,17 +470,39 @@ def _ata_steps(ata: AtaCapabilities | None, notes: list[str]) -> list[Step]:
                 "erase is skipped; disable the password with hdparm --security-disable first"
             )
         elif security.expired:
-            notes.append("the ATA security attempt counter expired; power-cycle the drive")
+            notes.append(
+                "the ATA security attempt counter expired; power-cycle the drive"
+            )
         else:
             password = (
                 "Lethe sets a temporary user password, which the erase itself clears; "
                 "if the erase is interrupted, the drive stays locked with the password 'lethe'"
             )
             if security.enhanced_erase:
-                steps.append(Step("ata-security-erase-enhanced", Method.PURGE_FIRMWARE, "ATA enhanced security erase", (password,)))
-            steps.append(Step("ata-security-erase", Method.PURGE_FIRMWARE, "ATA security erase", (password,)))
+                steps.append(
+                    Step(
+                        "ata-security-erase-enhanced",
+                        Method.PURGE_FIRMWARE,
+                        "ATA enhanced security erase",
+                        (password,),
+                    )
+                )
+            steps.append(
+                Step(
+                    "ata-security-erase",
+                    Method.PURGE_FIRMWARE,
+                    "ATA security erase",
+                    (password,),
+                )
+            )
     if "overwrite" in ata.sanitize:
-        steps.append(Step("ata-sanitize-overwrite", Method.PURGE_FIRMWARE, "ATA sanitize, overwrite"))
+        steps.append(
+            Step(
+                "ata-sanitize-overwrite",
+                Method.PURGE_FIRMWARE,
+                "ATA sanitize, overwrite",
+            )
+        )
     if not steps:
         notes.append("the ATA device offers no usable sanitize or security erase")
     return steps
@@ -457,19 +538,53 @@ def run_step(
     name = step.name
     if name.startswith("nvme-sanitize-"):
         action = name.rsplit("-", 1)[1]
-        _check(runner(["nvme", "sanitize", device, f"--sanact={NVME_SANACT[action]}"]), name)
+        _check(
+            runner(["nvme", "sanitize", device, f"--sanact={NVME_SANACT[action]}"]),
+            name,
+        )
         return _wait_nvme_sanitize(device, runner, poll_interval, sleep)
     if name.startswith("nvme-format-"):
         ses = "2" if name.endswith("crypto") else "1"
-        return _check(runner(["nvme", "format", device, f"--ses={ses}", "--force"]), name)
+        return _check(
+            runner(["nvme", "format", device, f"--ses={ses}", "--force"]), name
+        )
     if name.startswith("ata-sanitize-"):
         action = name.rsplit("-", 1)[1]
-        _check(runner(["hdparm", "--yes-i-know-what-i-am-doing", *ATA_SANITIZE[action], device]), name)
+        _check(
+            runner(
+                [
+                    "hdparm",
+                    "--yes-i-know-what-i-am-doing",
+                    *ATA_SANITIZE[action],
+                    device,
+                ]
+            ),
+            name,
+        )
         return _wait_ata_sanitize(device, runner, poll_interval, sleep)
     if name.startswith("ata-security-erase"):
-        erase = "--security-erase-enhanced" if name.endswith("enhanced") else "--security-erase"
-        _check(runner(["hdparm", "--user-master", "u", "--security-set-pass", TEMPORARY_PASSWORD, device]), name)
-        return _check(runner(["hdparm", "--user-master", "u", erase, TEMPORARY_PASSWORD, device]), name)
+        erase = (
+            "--security-erase-enhanced"
+            if name.endswith("enhanced")
+            else "--security-erase"
+        )
+        _check(
+            runner(
+                [
+                    "hdparm",
+                    "--user-master",
+                    "u",
+                    "--security-set-pass",
+                    TEMPORARY_PASSWORD,
+                    device,
+                ]
+            ),
+            name,
+        )
+        return _check(
+            runner(["hdparm", "--user-master", "u", erase, TEMPORARY_PASSWORD, device]),
+            name,
+        )
     if name == "luks-erase":
         return _check(runner(["cryptsetup", "erase", "--batch-mode", device]), name)
     if name == "blkdiscard":
@@ -483,7 +598,9 @@ def _check(output: ToolOutput, name: str) -> str:
     return output.stdout.strip()
 
 
-def _wait_nvme_sanitize(device: str, runner: Runner, interval: float, sleep: Callable[[float], None]) -> str:
+def _wait_nvme_sanitize(
+    device: str, runner: Runner, interval: float, sleep: Callable[[float], None]
+) -> str:
     while True:
         output = runner(["nvme", "sanitize-log", device, "-o", "json"])
         if not output.ok:
@@ -491,7 +608,9 @@ def _wait_nvme_sanitize(device: str, runner: Runner, interval: float, sleep: Cal
         try:
             state = parse_sanitize_log(output.stdout)
         except (ValueError, KeyError, TypeError) as error:
-            raise StepFailed(f"nvme sanitize-log output not recognised: {error}") from error
+            raise StepFailed(
+                f"nvme sanitize-log output not recognised: {error}"
+            ) from error
         if state.status != 2:
             if not state.succeeded:
                 raise StepFailed(f"NVMe sanitize {state.text}")
@@ -499,7 +618,9 @@ def _wait_nvme_sanitize(device: str, runner: Runner, interval: float, sleep: Cal
         sleep(interval)
 
 
-def _wait_ata_sanitize(device: str, runner: Runner, interval: float, sleep: Callable[[float], None]) -> str:
+def _wait_ata_sanitize(
+    device: str, runner: Runner, interval: float, sleep: Callable[[float], None]
+) -> str:
     while True:
         output = runner(["hdparm", "--sanitize-status", device])
         if not output.ok:

@@ -183,7 +183,9 @@ def write_pass(
                         views[(index + 1) % 2],
                         min(CHUNK, size - following),
                     )
-                _write_chunk(descriptor, current, offset, length, sector, report, check_present)
+                _write_chunk(
+                    descriptor, current, offset, length, sector, report, check_present
+                )
                 report.bytes_written += length
                 progress(length)
             pending.result()
@@ -191,7 +193,9 @@ def write_pass(
             os.fdatasync(descriptor)
         except OSError as error:
             if not check_present():
-                raise DeviceGone(error.errno, "device disappeared during flush") from error
+                raise DeviceGone(
+                    error.errno, "device disappeared during flush"
+                ) from error
             report.flush_error = os.strerror(error.errno or 0)
     finally:
         for view, buffer in zip(views, buffers):
@@ -213,7 +217,9 @@ def _write_chunk(
         return
     except OSError as error:
         if error.errno in GONE_ERRNOS or not check_present():
-            raise DeviceGone(error.errno, "device disappeared during the pass") from error
+            raise DeviceGone(
+                error.errno, "device disappeared during the pass"
+            ) from error
         if error.errno == errno.EROFS or error.errno == errno.EPERM:
             raise
     for start in range(0, length, sector):
@@ -221,7 +227,9 @@ def _write_chunk(
             _write_fully(descriptor, view[start : start + sector], offset + start)
         except OSError as error:
             if error.errno in GONE_ERRNOS or not check_present():
-                raise DeviceGone(error.errno, "device disappeared during the pass") from error
+                raise DeviceGone(
+                    error.errno, "device disappeared during the pass"
+                ) from error
             report.note_failure(offset + start)
 
 
@@ -239,7 +247,10 @@ def sample_units(size: int, fraction: float, seed: int) -> list[tuple[int, int]]
     units = math.ceil(size / SAMPLE_UNIT)
     count = min(units, max(1, math.ceil(units * fraction)))
     chosen = sorted(random.Random(seed).sample(range(units), count))
-    return [(unit * SAMPLE_UNIT, min(SAMPLE_UNIT, size - unit * SAMPLE_UNIT)) for unit in chosen]
+    return [
+        (unit * SAMPLE_UNIT, min(SAMPLE_UNIT, size - unit * SAMPLE_UNIT))
+        for unit in chosen
+    ]
 
 
 def _full_ranges(size: int) -> list[tuple[int, int]]:
@@ -274,7 +285,9 @@ def read_back(
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="lethe-pattern") as generator:
             first_offset, first_length = ranges[0] if ranges else (0, 0)
-            pending = generator.submit(pattern.fill, first_offset, expected_views[0], first_length)
+            pending = generator.submit(
+                pattern.fill, first_offset, expected_views[0], first_length
+            )
             for index, (offset, length) in enumerate(ranges):
                 if should_stop():
                     report.stopped_early = True
@@ -285,7 +298,10 @@ def read_back(
                 if index + 1 < len(ranges):
                     next_offset, next_length = ranges[index + 1]
                     pending = generator.submit(
-                        pattern.fill, next_offset, expected_views[(index + 1) % 2], next_length
+                        pattern.fill,
+                        next_offset,
+                        expected_views[(index + 1) % 2],
+                        next_length,
                     )
                 _compare(read_buffer, current, offset, length, sector, report)
                 report.bytes_read += length
@@ -302,13 +318,20 @@ def read_back(
 
 
 def _read_range(
-    descriptor: int, view: memoryview, offset: int, length: int, sector: int, report: ReadbackReport
+    descriptor: int,
+    view: memoryview,
+    offset: int,
+    length: int,
+    sector: int,
+    report: ReadbackReport,
 ) -> None:
     try:
         count = os.preadv(descriptor, [view[:length]], offset)
     except OSError as error:
         if error.errno in GONE_ERRNOS:
-            raise DeviceGone(error.errno, "device disappeared during the read-back") from error
+            raise DeviceGone(
+                error.errno, "device disappeared during the read-back"
+            ) from error
         count = -1
     if count == length:
         return
@@ -319,7 +342,9 @@ def _read_range(
             got = os.preadv(descriptor, [view[start : start + sector]], offset + start)
         except OSError as error:
             if error.errno in GONE_ERRNOS:
-                raise DeviceGone(error.errno, "device disappeared during the read-back") from error
+                raise DeviceGone(
+                    error.errno, "device disappeared during the read-back"
+                ) from error
             got = -1
         if got != sector:
             report.unreadable_sectors += 1
@@ -328,7 +353,12 @@ def _read_range(
 
 
 def _compare(
-    actual: mmap.mmap, expected: mmap.mmap, offset: int, length: int, sector: int, report: ReadbackReport
+    actual: mmap.mmap,
+    expected: mmap.mmap,
+    offset: int,
+    length: int,
+    sector: int,
+    report: ReadbackReport,
 ) -> None:
     actual_address, expected_address = _address(actual), _address(expected)
     if _libc.memcmp(actual_address, expected_address, length) == 0:

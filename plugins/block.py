@@ -26,16 +26,16 @@ import structlog
 from plugins import _blockdev, _firmware
 from plugins._overwrite import (
     CHUNK,
-    aligned_buffer,
-    release,
     DeviceGone,
     Keystream,
     Pattern,
     ReadbackReport,
     Stopped,
     ZeroPattern,
+    aligned_buffer,
     iter_offsets,
     read_back,
+    release,
     write_pass,
 )
 from plugins.base import (
@@ -100,7 +100,9 @@ class BlockPlugin(Plugin):
         if not isinstance(extra, list) or not all(
             isinstance(path, str) and path.startswith("/") for path in extra
         ):
-            raise InvalidTarget(f"option 'devices' of {target.url} must be a list of absolute device paths")
+            raise InvalidTarget(
+                f"option 'devices' of {target.url} must be a list of absolute device paths"
+            )
         self.paths = list(dict.fromkeys([parts.path, *extra]))
         self.requested = str(target.options.get("method", "auto"))
         if self.requested not in REQUESTED_METHODS:
@@ -108,7 +110,9 @@ class BlockPlugin(Plugin):
                 f"invalid method {self.requested!r} for {target.url}; "
                 f"expected one of {', '.join(REQUESTED_METHODS)}"
             )
-        self._log = structlog.get_logger(__name__).bind(plugin=self.name, target=target.url)
+        self._log = structlog.get_logger(__name__).bind(
+            plugin=self.name, target=target.url
+        )
         self._outcomes: dict[str, _Outcome] = {}
         self._progress_lock = threading.Lock()
 
@@ -136,8 +140,12 @@ class BlockPlugin(Plugin):
                 "blocks; only firmware sanitize or crypto-erase covers them"
             )
         return TargetInfo(
-            media=media[0] if len(media) == 1 else {"media_type": "block devices", "devices": media},
-            notes=(f"{len(devices)} device(s), erased in parallel, one worker per device",),
+            media=media[0]
+            if len(media) == 1
+            else {"media_type": "block devices", "devices": media},
+            notes=(
+                f"{len(devices)} device(s), erased in parallel, one worker per device",
+            ),
             residual=tuple(residual),
         )
 
@@ -165,17 +173,28 @@ class BlockPlugin(Plugin):
         refusals = _blockdev.refusals(info)
         if refusals:
             for refusal in refusals:
-                self._log.warning("device.refused", device=item.key, reason=refusal.reason, detail=refusal.detail)
-            return Decision(refusal=refusals[0], residual=tuple(r.detail for r in refusals[1:]))
+                self._log.warning(
+                    "device.refused",
+                    device=item.key,
+                    reason=refusal.reason,
+                    detail=refusal.detail,
+                )
+            return Decision(
+                refusal=refusals[0], residual=tuple(r.detail for r in refusals[1:])
+            )
         capabilities = _firmware.detect(info.path, info.kind, self.runner)
         steps, notes = _firmware.chain(capabilities, self.requested)
         residual = list(notes)
         for step in steps:
             residual.extend(step.notes)
         hidden = capabilities.hidden
-        residual.append(f"hidden areas: HPA {hidden.hpa}, DCO {hidden.dco} ({hidden.detail})")
+        residual.append(
+            f"hidden areas: HPA {hidden.hpa}, DCO {hidden.dco} ({hidden.detail})"
+        )
         if info.read_only:
-            residual.append(f"{info.path} is read-only, so the purge will fail without writing")
+            residual.append(
+                f"{info.path} is read-only, so the purge will fail without writing"
+            )
         params = {
             "chain": [step.name for step in steps],
             "hidden_areas": hidden.as_facts(),
@@ -199,7 +218,9 @@ class BlockPlugin(Plugin):
             )
         return info
 
-    def _plan_fingerprints(self, info: _blockdev.DeviceInfo, first: _firmware.Step) -> list[bytes]:
+    def _plan_fingerprints(
+        self, info: _blockdev.DeviceInfo, first: _firmware.Step
+    ) -> list[bytes]:
         if first.name == "luks-erase":
             return _luks_keyslot_fingerprints(info.path, self.runner)
         if first.method is Method.CLEAR_OVERWRITE and first.name == "overwrite":
@@ -210,7 +231,9 @@ class BlockPlugin(Plugin):
     def _passes(self) -> int:
         passes = self.context.settings.get("passes", 1)
         if not isinstance(passes, int) or passes < 1:
-            raise InvalidTarget(f"setting 'passes' must be a positive integer, not {passes!r}")
+            raise InvalidTarget(
+                f"setting 'passes' must be a positive integer, not {passes!r}"
+            )
         return passes
 
     def _readback_fraction(self) -> float:
@@ -220,13 +243,21 @@ class BlockPlugin(Plugin):
         try:
             fraction = float(value)
         except (TypeError, ValueError) as error:
-            raise InvalidTarget(f"setting 'readback' must be 'full' or a fraction, not {value!r}") from error
+            raise InvalidTarget(
+                f"setting 'readback' must be 'full' or a fraction, not {value!r}"
+            ) from error
         if not 0 < fraction <= 1:
-            raise InvalidTarget(f"setting 'readback' must lie in (0, 1], not {fraction}")
+            raise InvalidTarget(
+                f"setting 'readback' must lie in (0, 1], not {fraction}"
+            )
         return fraction
 
     def _fail_fast(self) -> bool:
-        return bool(self.target.options.get("fail_fast", self.context.settings.get("fail_fast", False)))
+        return bool(
+            self.target.options.get(
+                "fail_fast", self.context.settings.get("fail_fast", False)
+            )
+        )
 
     # ------------------------------------------------------------ purge
 
@@ -243,7 +274,9 @@ class BlockPlugin(Plugin):
             return
         if not permitted:
             return
-        with ThreadPoolExecutor(len(permitted), thread_name_prefix="lethe-block") as pool:
+        with ThreadPoolExecutor(
+            len(permitted), thread_name_prefix="lethe-block"
+        ) as pool:
             futures = [pool.submit(self._purge_one, planned) for planned in permitted]
             for future in as_completed(futures):
                 yield future.result()
@@ -260,7 +293,9 @@ class BlockPlugin(Plugin):
             info = self._current(planned.item)
             refusals = _blockdev.refusals(info)
             if refusals:
-                raise _Failure(f"{key} came into use after planning: {refusals[0].detail}; nothing was written")
+                raise _Failure(
+                    f"{key} came into use after planning: {refusals[0].detail}; nothing was written"
+                )
             if info.read_only:
                 raise _Failure(
                     f"{key} is read-only (losetup -r, a write-protect switch or the ro flag "
@@ -278,7 +313,7 @@ class BlockPlugin(Plugin):
             detail = f"{key}: {os.strerror(error.errno or 0)}; the device may be partly overwritten"
             log.error("device.failed", error=detail)
             return PurgeResult(key, "failed", detail=detail)
-        except Exception as error:  # noqa: BLE001 - nothing untranslated may cross the contract
+        except Exception as error:
             log.debug("device.unexpected_error", exc_info=True)
             detail = f"{key}: unexpected {type(error).__name__}: {error}; the device may be partly overwritten"
             log.error("device.failed", error=detail)
@@ -309,14 +344,27 @@ class BlockPlugin(Plugin):
                 facts["tool_output"] = output[-500:]
                 outcome = _Outcome(step)
             self._outcomes[info.path] = outcome
-            facts.update(method_used=step.name, method_description=step.description, finished=time.time())
+            facts.update(
+                method_used=step.name,
+                method_description=step.description,
+                finished=time.time(),
+            )
             log.info("device.purged", step=step.name, bytes=info.size)
-            return PurgeResult(info.path, "purged", bytes=info.size, method=step.method, facts=facts)
-        raise _Failure(f"{info.path}: every method in the chain failed; the device may be unchanged", facts)
+            return PurgeResult(
+                info.path, "purged", bytes=info.size, method=step.method, facts=facts
+            )
+        raise _Failure(
+            f"{info.path}: every method in the chain failed; the device may be unchanged",
+            facts,
+        )
 
-    def _overwrite(self, info: _blockdev.DeviceInfo, planned: PlannedItem, facts: dict[str, Any]) -> _Outcome:
+    def _overwrite(
+        self, info: _blockdev.DeviceInfo, planned: PlannedItem, facts: dict[str, Any]
+    ) -> _Outcome:
         params = planned.decision.params
-        patterns: list[Pattern] = [Keystream() for _ in range(int(params.get("passes", 1)))]
+        patterns: list[Pattern] = [
+            Keystream() for _ in range(int(params.get("passes", 1)))
+        ]
         if params.get("final_zero"):
             patterns.append(ZeroPattern())
         outcome = _Outcome(_firmware.OVERWRITE)
@@ -327,24 +375,37 @@ class BlockPlugin(Plugin):
 
         for number, pattern in enumerate(patterns, start=1):
             if self.context.should_stop():
-                raise _Failure(f"{info.path}: stopped before pass {number}; the device is partly overwritten", facts)
+                raise _Failure(
+                    f"{info.path}: stopped before pass {number}; the device is partly overwritten",
+                    facts,
+                )
             if not present():
-                raise _Failure(f"{info.path} disappeared before pass {number}; the device is partly overwritten", facts)
+                raise _Failure(
+                    f"{info.path} disappeared before pass {number}; the device is partly overwritten",
+                    facts,
+                )
             descriptor = _open_device(info.path, os.O_WRONLY)
             try:
                 report = write_pass(
-                    descriptor, info.size, pattern, info.logical_block_size,
-                    self._progress, self.context.should_stop, present,
+                    descriptor,
+                    info.size,
+                    pattern,
+                    info.logical_block_size,
+                    self._progress,
+                    self.context.should_stop,
+                    present,
                 )
             except DeviceGone as error:
                 raise _Failure(
                     f"{info.path} disappeared during pass {number} ({os.strerror(error.errno or 0)}); "
-                    "the device is partly overwritten and was not verified", facts,
+                    "the device is partly overwritten and was not verified",
+                    facts,
                 ) from error
             except Stopped as stop:
                 raise _Failure(
                     f"{info.path}: stopped during pass {number} at offset {stop.args[0]}; "
-                    "the device is partly overwritten", facts,
+                    "the device is partly overwritten",
+                    facts,
                 ) from stop
             finally:
                 os.close(descriptor)
@@ -354,7 +415,9 @@ class BlockPlugin(Plugin):
                     "pattern": report.pattern,
                     "bytes": report.bytes_written,
                     "failed_sectors": report.failed_sectors,
-                    "failed_offsets": list(iter_offsets(report.failed_offsets, report.failed_sectors)),
+                    "failed_offsets": list(
+                        iter_offsets(report.failed_offsets, report.failed_sectors)
+                    ),
                     "flush_error": report.flush_error,
                 }
             )
@@ -363,10 +426,14 @@ class BlockPlugin(Plugin):
                     f"{info.path}: pass {number} could not write {report.failed_sectors} sector(s) of "
                     f"{info.logical_block_size} bytes, at "
                     f"{', '.join(iter_offsets(report.failed_offsets[:10], report.failed_sectors))}; "
-                    "those sectors may still hold data", facts,
+                    "those sectors may still hold data",
+                    facts,
                 )
             if report.flush_error:
-                raise _Failure(f"{info.path}: fdatasync after pass {number} failed: {report.flush_error}", facts)
+                raise _Failure(
+                    f"{info.path}: fdatasync after pass {number} failed: {report.flush_error}",
+                    facts,
+                )
         outcome.pattern = patterns[-1]
         return outcome
 
@@ -375,7 +442,9 @@ class BlockPlugin(Plugin):
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         if not batch:
             return
-        with ThreadPoolExecutor(len(batch), thread_name_prefix="lethe-block-verify") as pool:
+        with ThreadPoolExecutor(
+            len(batch), thread_name_prefix="lethe-block-verify"
+        ) as pool:
             futures = [pool.submit(self._verify_one, planned) for planned in batch]
             for future in as_completed(futures):
                 yield future.result()
@@ -390,7 +459,13 @@ class BlockPlugin(Plugin):
         if outcome is None:
             return Evidence(
                 key,
-                (Check("read-back", False, "no purge of this device ran in this process, so there is nothing to compare against; purge it again"),),
+                (
+                    Check(
+                        "read-back",
+                        False,
+                        "no purge of this device ran in this process, so there is nothing to compare against; purge it again",
+                    ),
+                ),
             )
         checks = [Check("device-present", True, f"{key} has the planned identity")]
         try:
@@ -404,10 +479,20 @@ class BlockPlugin(Plugin):
             checks.append(Check("read-back", False, str(failure)))
         except OSError as error:
             self._log.debug("verify.os_error", device=key, exc_info=True)
-            checks.append(Check("read-back", False, f"{key}: {os.strerror(error.errno or 0)} during verification"))
+            checks.append(
+                Check(
+                    "read-back",
+                    False,
+                    f"{key}: {os.strerror(error.errno or 0)} during verification",
+                )
+            )
         evidence = Evidence(key, tuple(checks))
         if not evidence.verified:
-            self._log.error("device.unverified", device=key, checks=[c.name for c in checks if not c.passed])
+            self._log.error(
+                "device.unverified",
+                device=key,
+                checks=[c.name for c in checks if not c.passed],
+            )
         return evidence
 
     def _check_readback(self, info: _blockdev.DeviceInfo, outcome: _Outcome) -> Check:
@@ -416,50 +501,94 @@ class BlockPlugin(Plugin):
         descriptor = _open_device(info.path, os.O_RDONLY)
         try:
             report = read_back(
-                descriptor, info.size, outcome.pattern, info.logical_block_size,
-                fraction, self._fail_fast(), self._progress, self.context.should_stop,
+                descriptor,
+                info.size,
+                outcome.pattern,
+                info.logical_block_size,
+                fraction,
+                self._fail_fast(),
+                self._progress,
+                self.context.should_stop,
             )
         finally:
             os.close(descriptor)
-        return Check("read-back", report.passed and not report.stopped_early, _readback_detail(report, info))
+        return Check(
+            "read-back",
+            report.passed and not report.stopped_early,
+            _readback_detail(report, info),
+        )
 
-    def _check_luks(self, info: _blockdev.DeviceInfo, planned: PlannedItem) -> list[Check]:
+    def _check_luks(
+        self, info: _blockdev.DeviceInfo, planned: PlannedItem
+    ) -> list[Check]:
         dump = self.runner(["cryptsetup", "luksDump", info.path])
         slots = _luks_keyslot_count(dump.stdout) if dump.ok else -1
         checks = [
             Check(
                 "luks-key-slots",
                 slots == 0,
-                f"luksDump lists {slots} key slot(s)" if slots >= 0 else f"luksDump failed: {dump.message()}",
+                f"luksDump lists {slots} key slot(s)"
+                if slots >= 0
+                else f"luksDump failed: {dump.message()}",
             )
         ]
-        checks.append(self._scan_check(info, planned, "keyslot-areas", limit=16 * 1024 * 1024))
+        checks.append(
+            self._scan_check(info, planned, "keyslot-areas", limit=16 * 1024 * 1024)
+        )
         return checks
 
-    def _check_firmware(self, info: _blockdev.DeviceInfo, outcome: _Outcome, planned: PlannedItem) -> list[Check]:
+    def _check_firmware(
+        self, info: _blockdev.DeviceInfo, outcome: _Outcome, planned: PlannedItem
+    ) -> list[Check]:
         checks = []
         if outcome.step.name.startswith("nvme-sanitize"):
             output = self.runner(["nvme", "sanitize-log", info.path, "-o", "json"])
             try:
-                state = _firmware.parse_sanitize_log(output.stdout) if output.ok else None
+                state = (
+                    _firmware.parse_sanitize_log(output.stdout) if output.ok else None
+                )
             except (ValueError, KeyError, TypeError):
                 state = None
-            checks.append(Check("sanitize-log", bool(state and state.succeeded), state.text if state else output.message()))
+            checks.append(
+                Check(
+                    "sanitize-log",
+                    bool(state and state.succeeded),
+                    state.text if state else output.message(),
+                )
+            )
         checks.append(self._scan_check(info, planned, "raw-scan"))
         return checks
 
-    def _scan_check(self, info: _blockdev.DeviceInfo, planned: PlannedItem, name: str, limit: int | None = None) -> Check:
+    def _scan_check(
+        self,
+        info: _blockdev.DeviceInfo,
+        planned: PlannedItem,
+        name: str,
+        limit: int | None = None,
+    ) -> Check:
         fingerprints = planned.decision.fingerprints
         if not fingerprints:
-            return Check(name, False, "scan not run: no fingerprints from planning (resumed job or empty device)")
+            return Check(
+                name,
+                False,
+                "scan not run: no fingerprints from planning (resumed job or empty device)",
+            )
         scanner = FingerprintScanner()
         scanner.add_all(info.path, fingerprints)
         read = min(limit or info.size, info.size)
         hits = list(scanner.scan_chunks(_read_direct(info.path, read)))
         if hits:
             offsets = ", ".join(f"0x{hit.offset:x}" for hit in hits[:10])
-            return Check(name, False, f"{len(hits)} of the planned fingerprints still on the device, at {offsets}")
-        return Check(name, True, f"none of {len(fingerprints)} fingerprints found in {read} bytes read with O_DIRECT")
+            return Check(
+                name,
+                False,
+                f"{len(hits)} of the planned fingerprints still on the device, at {offsets}",
+            )
+        return Check(
+            name,
+            True,
+            f"none of {len(fingerprints)} fingerprints found in {read} bytes read with O_DIRECT",
+        )
 
     def close(self) -> None:
         self._outcomes.clear()
@@ -474,7 +603,10 @@ class _Failure(Exception):
 
 
 def _steps_by_name(names: Sequence[str]) -> list[_firmware.Step]:
-    known = {step.name: step for step in (_firmware.OVERWRITE, _firmware.LUKS_ERASE, _firmware.DISCARD)}
+    known = {
+        step.name: step
+        for step in (_firmware.OVERWRITE, _firmware.LUKS_ERASE, _firmware.DISCARD)
+    }
     steps = []
     for name in names:
         if name in known:
@@ -490,11 +622,17 @@ def _open_device(path: str, mode: int) -> int:
         return os.open(path, mode | os.O_DIRECT | os.O_EXCL | os.O_CLOEXEC)
     except OSError as error:
         if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise _Failure(f"{path} is read-only or not writable ({os.strerror(error.errno)}); nothing was written") from error
+            raise _Failure(
+                f"{path} is read-only or not writable ({os.strerror(error.errno)}); nothing was written"
+            ) from error
         if error.errno == errno.EBUSY:
-            raise _Failure(f"{path} is in use (exclusive open failed); nothing was written") from error
+            raise _Failure(
+                f"{path} is in use (exclusive open failed); nothing was written"
+            ) from error
         if error.errno in (errno.ENOENT, errno.ENXIO, errno.ENODEV):
-            raise _Failure(f"{path} disappeared ({os.strerror(error.errno)})") from error
+            raise _Failure(
+                f"{path} disappeared ({os.strerror(error.errno)})"
+            ) from error
         raise
 
 
@@ -525,7 +663,9 @@ def _sample_fingerprints(info: _blockdev.DeviceInfo) -> list[bytes]:
         with open(info.path, "rb", buffering=0) as device:
             for offset in range(0, info.size, step):
                 device.seek(offset)
-                for window in content_fingerprints(device.read(FINGERPRINT_READ), count=2):
+                for window in content_fingerprints(
+                    device.read(FINGERPRINT_READ), count=2
+                ):
                     if window not in picked:
                         picked.append(window)
     except OSError:
@@ -550,7 +690,9 @@ def _luks_keyslot_fingerprints(path: str, runner: _firmware.Runner) -> list[byte
     with open(path, "rb", buffering=0) as device:
         for offset, size in areas:
             device.seek(offset)
-            picked.extend(content_fingerprints(device.read(min(size, 256 * 1024)), count=8))
+            picked.extend(
+                content_fingerprints(device.read(min(size, 256 * 1024)), count=8)
+            )
     return picked
 
 
@@ -559,7 +701,13 @@ def _luks_keyslot_count(dump: str) -> int:
     if "Keyslots:" in dump:
         section = dump.split("Keyslots:", 1)[1]
         section = section.split("Tokens:", 1)[0]
-        return sum(1 for line in section.splitlines() if line[:1].isspace() and line.strip().split(":")[0].strip().isdigit() and ": luks2" in line)
+        return sum(
+            1
+            for line in section.splitlines()
+            if line[:1].isspace()
+            and line.strip().split(":")[0].strip().isdigit()
+            and ": luks2" in line
+        )
     return dump.count(": ENABLED")
 
 

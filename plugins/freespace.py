@@ -62,7 +62,9 @@ def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
         before = os.statvfs(path)
         root_stat = os.stat(path)
     except OSError as error:
-        return _failed(path, f"cannot examine {path!r}: {os.strerror(error.errno or 0)}")
+        return _failed(
+            path, f"cannot examine {path!r}: {os.strerror(error.errno or 0)}"
+        )
     if not stat.S_ISDIR(root_stat.st_mode):
         path = os.path.dirname(os.path.abspath(path))
     directory = os.path.join(path, FILL_PREFIX + secrets.token_hex(6))
@@ -90,7 +92,11 @@ def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
         filler.fill()
         filler.sync()
     except _Crowded as crowded:
-        log.warning("fill.stopped", reason="space needed by another process", foreign=crowded.args[0])
+        log.warning(
+            "fill.stopped",
+            reason="space needed by another process",
+            foreign=crowded.args[0],
+        )
         return _failed(
             path,
             f"another process wrote {crowded.args[0]} bytes to the filesystem during the wipe; "
@@ -99,10 +105,18 @@ def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
             facts | {"bytes_covered": filler.written},
         )
     except _StopRequested:
-        return _failed(path, "stopped on request; the fill files were removed, free space is only partly wiped", facts | {"bytes_covered": filler.written})
+        return _failed(
+            path,
+            "stopped on request; the fill files were removed, free space is only partly wiped",
+            facts | {"bytes_covered": filler.written},
+        )
     except OSError as error:
         log.debug("fill.os_error", exc_info=True)
-        return _failed(path, f"free-space fill failed: {os.strerror(error.errno or 0)}; the fill files were removed", facts | {"bytes_covered": filler.written})
+        return _failed(
+            path,
+            f"free-space fill failed: {os.strerror(error.errno or 0)}; the fill files were removed",
+            facts | {"bytes_covered": filler.written},
+        )
     finally:
         removed = filler.remove()
         facts["fill_files"] = removed
@@ -126,9 +140,17 @@ def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
     )
 
 
-def _failed(path: str, detail: str, facts: Mapping[str, object] | None = None) -> PurgeResult:
+def _failed(
+    path: str, detail: str, facts: Mapping[str, object] | None = None
+) -> PurgeResult:
     _log.error("fill.failed", target=path, error=detail)
-    return PurgeResult("wipe-free-space", "failed", detail=detail, method=Method.WIPE_FREE_SPACE, facts=dict(facts or {}))
+    return PurgeResult(
+        "wipe-free-space",
+        "failed",
+        detail=detail,
+        method=Method.WIPE_FREE_SPACE,
+        facts=dict(facts or {}),
+    )
 
 
 class _StopRequested(Exception):
@@ -138,7 +160,13 @@ class _StopRequested(Exception):
 class _Filler:
     """Writes fill files until the filesystem reports it is full."""
 
-    def __init__(self, directory: str, device: int, before: os.statvfs_result, context: JobContext) -> None:
+    def __init__(
+        self,
+        directory: str,
+        device: int,
+        before: os.statvfs_result,
+        context: JobContext,
+    ) -> None:
         self.directory = directory
         self.device = device
         self.context = context
@@ -230,7 +258,11 @@ class _Filler:
         except FileNotFoundError:
             pass
         except OSError as error:
-            _log.error("fill.cleanup_failed", directory=self.directory, error=os.strerror(error.errno or 0))
+            _log.error(
+                "fill.cleanup_failed",
+                directory=self.directory,
+                error=os.strerror(error.errno or 0),
+            )
         return removed
 
 
@@ -248,7 +280,9 @@ def _open_fill(path: str) -> int:
 def device_of(path: str) -> str:
     """Return the block device node under the filesystem holding ``path``."""
     devno = os.stat(path).st_dev
-    name = os.path.basename(os.path.realpath(f"/sys/dev/block/{os.major(devno)}:{os.minor(devno)}"))
+    name = os.path.basename(
+        os.path.realpath(f"/sys/dev/block/{os.major(devno)}:{os.minor(devno)}")
+    )
     return f"/dev/{name}"
 
 

@@ -20,7 +20,9 @@ def attach(image: Path, read_only: bool = False) -> str:
     command = ["losetup", "--find", "--show"]
     if read_only:
         command.append("--read-only")
-    return subprocess.run([*command, str(image)], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [*command, str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def detach(device: str) -> None:
@@ -55,7 +57,12 @@ def loop_device(tmp_path: Path) -> Iterator[Callable[..., str]]:
     require_tool("losetup")
     devices: list[str] = []
 
-    def make(size_mib: int = 16, canaries: bool = True, read_only: bool = False, name: str = "disk") -> str:
+    def make(
+        size_mib: int = 16,
+        canaries: bool = True,
+        read_only: bool = False,
+        name: str = "disk",
+    ) -> str:
         image = tmp_path / f"{name}.img"
         with open(image, "wb") as handle:
             handle.truncate(size_mib * 1024 * 1024)

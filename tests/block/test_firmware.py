@@ -30,7 +30,10 @@ class Replay:
 
     def __init__(self, device: str, answers: dict[tuple[str, ...], object]) -> None:
         self.device = device
-        self.answers = {key: list(value) if isinstance(value, list) else [value] for key, value in answers.items()}
+        self.answers = {
+            key: list(value) if isinstance(value, list) else [value]
+            for key, value in answers.items()
+        }
         self.calls: list[tuple[str, ...]] = []
 
     def __call__(self, argv: Sequence[str]) -> _firmware.ToolOutput:
@@ -74,12 +77,23 @@ def test_hdparm_hdd_parsed():
 def test_hidden_areas_found_and_absent():
     assert _firmware.parse_hdparm_hpa(fixture("hdparm-N-hpa.txt"))[0] == "found"
     assert _firmware.parse_hdparm_hpa(fixture("hdparm-N-none.txt"))[0] == "absent"
-    assert _firmware.parse_hdparm_dco(fixture("hdparm-dco.txt"), 1953523055)[0] == "found"
-    assert _firmware.parse_hdparm_dco(fixture("hdparm-dco.txt"), 1953525168)[0] == "absent"
+    assert (
+        _firmware.parse_hdparm_dco(fixture("hdparm-dco.txt"), 1953523055)[0] == "found"
+    )
+    assert (
+        _firmware.parse_hdparm_dco(fixture("hdparm-dco.txt"), 1953525168)[0] == "absent"
+    )
 
 
 def test_hidden_areas_undetermined_when_unreadable():
-    runner = Replay("/dev/sdb", {("hdparm", "-N", "DEV"): _firmware.ToolOutput(5, "", "SG_IO: bad/missing sense data")})
+    runner = Replay(
+        "/dev/sdb",
+        {
+            ("hdparm", "-N", "DEV"): _firmware.ToolOutput(
+                5, "", "SG_IO: bad/missing sense data"
+            )
+        },
+    )
 
     hidden = _firmware.ata_hidden_areas("/dev/sdb", runner)
 
@@ -109,9 +123,22 @@ def test_sanitize_log_both_formats():
 
 
 def test_ata_sanitize_status_states():
-    assert _firmware.parse_ata_sanitize_status("State:    SD2 Sanitize operation In Process\n") == "in progress"
-    assert _firmware.parse_ata_sanitize_status("State:    SD4 Sanitize Operation succeeded\n") == "succeeded"
-    assert _firmware.parse_ata_sanitize_status("State:    SD1 Sanitize Frozen\n") == "frozen"
+    assert (
+        _firmware.parse_ata_sanitize_status(
+            "State:    SD2 Sanitize operation In Process\n"
+        )
+        == "in progress"
+    )
+    assert (
+        _firmware.parse_ata_sanitize_status(
+            "State:    SD4 Sanitize Operation succeeded\n"
+        )
+        == "succeeded"
+    )
+    assert (
+        _firmware.parse_ata_sanitize_status("State:    SD1 Sanitize Frozen\n")
+        == "frozen"
+    )
 
 
 def test_frozen_ssd_chain_skips_security_erase():
@@ -126,23 +153,36 @@ def test_frozen_ssd_chain_skips_security_erase():
     caps = _firmware.detect("/dev/sda", "scsi", runner)
     steps, notes = _firmware.chain(caps)
 
-    assert [step.name for step in steps] == ["ata-sanitize-crypto", "ata-sanitize-block", "overwrite"]
+    assert [step.name for step in steps] == [
+        "ata-sanitize-crypto",
+        "ata-sanitize-block",
+        "overwrite",
+    ]
     assert any("frozen" in note and "suspend" in note for note in notes)
     assert caps.hidden.hpa == "absent"
     assert caps.hidden.dco == "undetermined"
 
 
 def test_hdd_chain_uses_security_erase_with_password_note():
-    runner = Replay("/dev/sdb", {("hdparm", "-I", "DEV"): ok(fixture("hdparm-I-hdd.txt"))})
+    runner = Replay(
+        "/dev/sdb", {("hdparm", "-I", "DEV"): ok(fixture("hdparm-I-hdd.txt"))}
+    )
 
     steps, _notes = _firmware.chain(_firmware.detect("/dev/sdb", "scsi", runner))
 
-    assert [step.name for step in steps] == ["ata-security-erase-enhanced", "ata-security-erase", "overwrite"]
+    assert [step.name for step in steps] == [
+        "ata-security-erase-enhanced",
+        "ata-security-erase",
+        "overwrite",
+    ]
     assert "temporary user password" in steps[0].notes[0]
 
 
 def test_nvme_chain_order():
-    runner = Replay("/dev/nvme0n1", {("nvme", "id-ctrl", "DEV", "-o", "json"): ok(fixture("nvme-id-ctrl.json"))})
+    runner = Replay(
+        "/dev/nvme0n1",
+        {("nvme", "id-ctrl", "DEV", "-o", "json"): ok(fixture("nvme-id-ctrl.json"))},
+    )
 
     caps = _firmware.detect("/dev/nvme0n1", "nvme", runner)
     steps, _notes = _firmware.chain(caps)
@@ -158,7 +198,14 @@ def test_nvme_chain_order():
 
 
 def test_nvme_without_sanitize_falls_to_format():
-    runner = Replay("/dev/nvme0n1", {("nvme", "id-ctrl", "DEV", "-o", "json"): ok(fixture("nvme-id-ctrl-format-only.json"))})
+    runner = Replay(
+        "/dev/nvme0n1",
+        {
+            ("nvme", "id-ctrl", "DEV", "-o", "json"): ok(
+                fixture("nvme-id-ctrl-format-only.json")
+            )
+        },
+    )
 
     steps, _notes = _firmware.chain(_firmware.detect("/dev/nvme0n1", "nvme", runner))
 
@@ -191,25 +238,36 @@ def test_failed_firmware_falls_back_to_overwrite(loop_device, monkeypatch):
         device,
         {
             ("nvme", "sanitize", "DEV", "--sanact=4"): _firmware.ToolOutput(
-                1, "", "NVMe status: SANITIZE_PROHIBITED: Sanitize is prohibited while persistent memory region is enabled(0x823)"
+                1,
+                "",
+                "NVMe status: SANITIZE_PROHIBITED: Sanitize is prohibited while persistent memory region is enabled(0x823)",
             ),
             ("nvme", "format", "DEV", "--ses=2", "--force"): _firmware.ToolOutput(
-                1, "", "NVMe status: INVALID_FORMAT: The LBA Format specified is not supported(0x10a)"
+                1,
+                "",
+                "NVMe status: INVALID_FORMAT: The LBA Format specified is not supported(0x10a)",
             ),
         },
     )
     monkeypatch.setattr(BlockPlugin, "runner", staticmethod(runner))
-    plugin = BlockPlugin(Target(f"block://{device}"), JobContext(job_id="test", dry_run=False))
-    planned = _planned(plugin, ["nvme-sanitize-crypto", "nvme-format-crypto", "overwrite"])
+    plugin = BlockPlugin(
+        Target(f"block://{device}"), JobContext(job_id="test", dry_run=False)
+    )
+    planned = _planned(
+        plugin, ["nvme-sanitize-crypto", "nvme-format-crypto", "overwrite"]
+    )
 
-    result = list(plugin.purge(planned))[0]
-    evidence = list(plugin.verify(planned))[0]
+    result = next(iter(plugin.purge(planned)))
+    evidence = next(iter(plugin.verify(planned)))
     plugin.close()
 
     assert result.status == "purged"
     assert result.facts["method_used"] == "overwrite"
     assert result.method is Method.CLEAR_OVERWRITE
-    assert [attempt["step"] for attempt in result.facts["attempts"]] == ["nvme-sanitize-crypto", "nvme-format-crypto"]
+    assert [attempt["step"] for attempt in result.facts["attempts"]] == [
+        "nvme-sanitize-crypto",
+        "nvme-format-crypto",
+    ]
     assert "SANITIZE_PROHIBITED" in result.facts["attempts"][0]["error"]
     assert evidence.verified
     assert raw_count(device) == 0
@@ -231,18 +289,24 @@ def test_replayed_sanitize_is_not_trusted(loop_device, monkeypatch):
     )
     monkeypatch.setattr(BlockPlugin, "runner", staticmethod(runner))
     monkeypatch.setattr(_firmware.time, "sleep", lambda seconds: None)
-    plugin = BlockPlugin(Target(f"block://{device}"), JobContext(job_id="test", dry_run=False))
+    plugin = BlockPlugin(
+        Target(f"block://{device}"), JobContext(job_id="test", dry_run=False)
+    )
     item = next(plugin.discover())
     fingerprints = (b"LETHE-BLOCK-CANARY customer=Ada Lovelace",)
     planned = [
         PlannedItem(
             item,
-            Decision(method=Method.PURGE_FIRMWARE, fingerprints=fingerprints, params={"chain": ["nvme-sanitize-crypto", "overwrite"]}),
+            Decision(
+                method=Method.PURGE_FIRMWARE,
+                fingerprints=fingerprints,
+                params={"chain": ["nvme-sanitize-crypto", "overwrite"]},
+            ),
         )
     ]
 
-    result = list(plugin.purge(planned))[0]
-    evidence = list(plugin.verify(planned))[0]
+    result = next(iter(plugin.purge(planned)))
+    evidence = next(iter(plugin.verify(planned)))
     plugin.close()
 
     checks = {check.name: check for check in evidence.checks}
@@ -252,4 +316,3 @@ def test_replayed_sanitize_is_not_trusted(loop_device, monkeypatch):
     assert not checks["raw-scan"].passed
     assert not evidence.verified
     assert raw_count(device) == 16
-

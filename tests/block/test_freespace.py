@@ -44,11 +44,15 @@ def test_wipe_removes_deleted_canaries(tmp_path):
         before = scan_device(filesystem.device, fingerprints)
         assert len(before) >= 20  # control: plain rm leaves the canaries
 
-        result = wipe_free_space(str(filesystem.mountpoint), JobContext(job_id="test", dry_run=False))
+        result = wipe_free_space(
+            str(filesystem.mountpoint), JobContext(job_id="test", dry_run=False)
+        )
 
         after = scan_device(filesystem.device, fingerprints)
         left = leftovers(filesystem.mountpoint)
-        assert device_of(str(filesystem.mountpoint)) == os.path.realpath(filesystem.device)
+        assert device_of(str(filesystem.mountpoint)) == os.path.realpath(
+            filesystem.device
+        )
 
     assert result.status == "purged"
     assert result.method is Method.WIPE_FREE_SPACE
@@ -63,7 +67,9 @@ def test_wipe_removes_deleted_canaries(tmp_path):
 def test_wipe_covers_root_reserved_space(tmp_path):
     require_root()
     with loop_filesystem(tmp_path, "ext4", 32) as filesystem:
-        result = wipe_free_space(str(filesystem.mountpoint), JobContext(job_id="test", dry_run=False))
+        result = wipe_free_space(
+            str(filesystem.mountpoint), JobContext(job_id="test", dry_run=False)
+        )
 
     reserved = result.facts["free_before"] - result.facts["free_for_users_before"]
     assert reserved > 0
@@ -85,7 +91,9 @@ def test_wipe_stops_when_another_writer_needs_space(tmp_path):
                     handle.write(os.urandom(8 * 1024 * 1024))
                     os.fsync(handle.fileno())
 
-        context = JobContext(job_id="test", dry_run=False, progress=other_process_writes)
+        context = JobContext(
+            job_id="test", dry_run=False, progress=other_process_writes
+        )
         result = wipe_free_space(str(filesystem.mountpoint), context)
         left = leftovers(filesystem.mountpoint)
         intruder_size = intruder.stat().st_size
@@ -101,7 +109,10 @@ def test_wipe_stop_request_cleans_up(tmp_path):
     with loop_filesystem(tmp_path, "ext4", 32) as filesystem:
         chunks = []
         context = JobContext(
-            job_id="test", dry_run=False, progress=chunks.append, should_stop=lambda: len(chunks) >= 2
+            job_id="test",
+            dry_run=False,
+            progress=chunks.append,
+            should_stop=lambda: len(chunks) >= 2,
         )
         result = wipe_free_space(str(filesystem.mountpoint), context)
         left = leftovers(filesystem.mountpoint)
@@ -124,7 +135,9 @@ def test_wipe_cleans_up_after_error(tmp_path, monkeypatch):
             return real_pwrite(descriptor, data, offset)
 
         monkeypatch.setattr(freespace.os, "pwrite", failing_pwrite)
-        result = wipe_free_space(str(filesystem.mountpoint), JobContext(job_id="test", dry_run=False))
+        result = wipe_free_space(
+            str(filesystem.mountpoint), JobContext(job_id="test", dry_run=False)
+        )
         monkeypatch.undo()
         left = leftovers(filesystem.mountpoint)
 
@@ -137,7 +150,9 @@ def test_wipe_dry_run_writes_nothing(tmp_path):
     require_root()
     with loop_filesystem(tmp_path, "ext4", 16) as filesystem:
         before = os.statvfs(filesystem.mountpoint).f_bfree
-        result = wipe_free_space(str(filesystem.mountpoint), JobContext(job_id="test", dry_run=True))
+        result = wipe_free_space(
+            str(filesystem.mountpoint), JobContext(job_id="test", dry_run=True)
+        )
         after = os.statvfs(filesystem.mountpoint).f_bfree
 
     assert result.status == "blocked"

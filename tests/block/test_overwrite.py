@@ -38,7 +38,9 @@ def test_plan_records_chain_and_hidden_areas(loop_device):
 
 def test_dry_run_context_writes_nothing(loop_device):
     device = loop_device(8)
-    plugin = BlockPlugin(context_run_target(device), JobContext(job_id="test", dry_run=True))
+    plugin = BlockPlugin(
+        context_run_target(device), JobContext(job_id="test", dry_run=True)
+    )
     item = next(plugin.discover())
     planned = [PlannedItem(item, plugin.plan_item(item))]
 
@@ -51,7 +53,9 @@ def test_dry_run_context_writes_nothing(loop_device):
 def test_final_zero_pass_leaves_zeros(loop_device):
     device = loop_device(8)
 
-    run = run_plugin(BlockPlugin, f"block://{device}", settings={"passes": 2, "final_zero": True})
+    run = run_plugin(
+        BlockPlugin, f"block://{device}", settings={"passes": 2, "final_zero": True}
+    )
 
     passes = run.results[0].facts["passes"]
     assert [entry["pattern"] for entry in passes] == ["random", "random", "zero"]

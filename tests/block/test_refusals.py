@@ -35,16 +35,28 @@ def test_mounted_partition_refuses_whole_disk(tmp_path):
     image = tmp_path / "parted.img"
     with open(image, "wb") as handle:
         handle.truncate(32 * 1024 * 1024)
-    subprocess.run(["sfdisk", "-q", str(image)], input=b"label: dos\n,,L\n", check=True, capture_output=True)
+    subprocess.run(
+        ["sfdisk", "-q", str(image)],
+        input=b"label: dos\n,,L\n",
+        check=True,
+        capture_output=True,
+    )
     device = subprocess.run(
-        ["losetup", "--find", "--show", "--partscan", str(image)], check=True, capture_output=True, text=True
+        ["losetup", "--find", "--show", "--partscan", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
     try:
         partition = _partition_node(device, tmp_path)
-        subprocess.run(["mkfs.ext4", "-q", "-F", partition], check=True, capture_output=True)
-        subprocess.run(["mount", partition, str(mountpoint)], check=True, capture_output=True)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", partition], check=True, capture_output=True
+        )
+        subprocess.run(
+            ["mount", partition, str(mountpoint)], check=True, capture_output=True
+        )
         try:
             run = run_plugin(BlockPlugin, f"block://{device}", purge=False)
         finally:
@@ -76,7 +88,11 @@ def _partition_node(device: str, directory) -> str:
 def test_device_open_in_process_refused(loop_device):
     device = loop_device(8)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; f = open({device!r}, 'rb'); print('open', flush=True); sys.stdin.read()"],
+        [
+            sys.executable,
+            "-c",
+            f"import sys; f = open({device!r}, 'rb'); print('open', flush=True); sys.stdin.read()",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -129,9 +145,17 @@ def test_stacked_device_refused_from_recorded_sysfs(tmp_path, monkeypatch):
     (sysfs / "dev" / "block" / "8:16").symlink_to(disk)
     monkeypatch.setattr(_blockdev, "SYSFS", str(sysfs))
     info = _blockdev.DeviceInfo(
-        path="/dev/sdb", name="sdb", major=8, minor=16, size=1 << 30,
-        logical_block_size=512, physical_block_size=512, read_only=False,
-        rotational=True, kind="scsi", partitions=("sdb1",),
+        path="/dev/sdb",
+        name="sdb",
+        major=8,
+        minor=16,
+        size=1 << 30,
+        logical_block_size=512,
+        physical_block_size=512,
+        read_only=False,
+        rotational=True,
+        kind="scsi",
+        partitions=("sdb1",),
     )
 
     detail = _blockdev._stack_members(info)
@@ -211,7 +235,12 @@ def test_device_disappearing_mid_pass(loop_device, tmp_path):
         progress_seen = threading.Event()
         from plugins.base import JobContext, PlannedItem, Target
 
-        context = JobContext(job_id="test", dry_run=False, settings={"passes": 2}, progress=lambda done: progress_seen.set())
+        context = JobContext(
+            job_id="test",
+            dry_run=False,
+            settings={"passes": 2},
+            progress=lambda done: progress_seen.set(),
+        )
         plugin = BlockPlugin(Target(f"block://{device}"), context)
         item = next(plugin.discover())
         planned = [PlannedItem(item, plugin.plan_item(item))]
