@@ -53,7 +53,12 @@ from plugins.base import (
     TargetInfo,
 )
 from plugins.errors import InvalidTarget, ItemChanged, PluginError
-from plugins.scan import FingerprintScanner, content_fingerprints
+from plugins.scan import (
+    WINDOW,
+    FingerprintScanner,
+    content_fingerprints,
+    is_distinctive,
+)
 
 OPTIONS = {"devices", "method", "fail_fast"}
 REQUESTED_METHODS = ("auto", "firmware", "luks-erase", "overwrite", "discard")
@@ -654,7 +659,11 @@ def _readback_detail(report: ReadbackReport, info: _blockdev.DeviceInfo) -> str:
 
 
 def _sample_fingerprints(info: _blockdev.DeviceInfo) -> list[bytes]:
-    """Take distinctive windows from reads spread over the device."""
+    """Take distinctive windows from reads spread over the device.
+
+    Each read keeps its first two distinctive windows, wherever they sit,
+    because disks are mostly zeros or repeated patterns around the data.
+    """
     picked: list[bytes] = []
     if info.size == 0:
         return picked
@@ -663,14 +672,23 @@ def _sample_fingerprints(info: _blockdev.DeviceInfo) -> list[bytes]:
         with open(info.path, "rb", buffering=0) as device:
             for offset in range(0, info.size, step):
                 device.seek(offset)
-                for window in content_fingerprints(
-                    device.read(FINGERPRINT_READ), count=2
-                ):
-                    if window not in picked:
-                        picked.append(window)
+                picked.extend(
+                    _distinctive_windows(device.read(FINGERPRINT_READ), picked)
+                )
     except OSError:
         return picked
     return picked
+
+
+def _distinctive_windows(data: bytes, seen: list[bytes], count: int = 2) -> list[bytes]:
+    found: list[bytes] = []
+    for start in range(0, len(data) - WINDOW + 1, WINDOW):
+        window = data[start : start + WINDOW]
+        if is_distinctive(window) and window not in seen and window not in found:
+            found.append(window)
+            if len(found) >= count:
+                break
+    return found
 
 
 def _luks_keyslot_fingerprints(path: str, runner: _firmware.Runner) -> list[bytes]:

@@ -147,3 +147,40 @@ def _context():
     from plugins.base import JobContext
 
     return JobContext(job_id="test", dry_run=False)
+
+
+def test_discard_verified_by_raw_scan(loop_device):
+    # Loop devices implement discard by punching holes in the image, so the
+    # discarded range reads back as zeros and the fingerprint scan passes.
+    device = loop_device(16)
+
+    run = run_plugin(BlockPlugin, f"block://{device}", options={"method": "discard"})
+
+    decision = run.planned[0].decision
+    checks = {check.name: check for check in run.evidence[0].checks}
+    assert decision.params["chain"] == ["blkdiscard"]
+    assert len(decision.fingerprints) > 0
+    assert run.results[0].facts["method_used"] == "blkdiscard"
+    assert checks["raw-scan"].passed
+    assert raw_count(device) == 0
+
+
+def test_stop_request_fails_item(loop_device):
+    device = loop_device(32)
+    chunks = []
+    context = JobContext(
+        job_id="test",
+        dry_run=False,
+        progress=chunks.append,
+        should_stop=lambda: len(chunks) >= 1,
+    )
+    plugin = BlockPlugin(context_run_target(device), context)
+    item = next(plugin.discover())
+    planned = [PlannedItem(item, plugin.plan_item(item))]
+
+    results = list(plugin.purge(planned))
+    plugin.close()
+
+    assert results[0].status == "failed"
+    assert "stopped during pass 1" in results[0].detail
+    assert "partly overwritten" in results[0].detail
