@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plugins._overwrite import CHUNK, Keystream, aligned_buffer, release
 from plugins.base import JobContext, PlannedItem, Target
 from plugins.block import BlockPlugin
 
@@ -70,6 +71,19 @@ def lethe_pass(device: str) -> tuple[float, float]:
     return written - started, verified - written
 
 
+def keystream_rate(size: int) -> float:
+    """Return MiB/s of keystream generation alone, the CPU bound of a random pass."""
+    keystream = Keystream()
+    buffer = aligned_buffer()
+    view = memoryview(buffer)
+    started = time.perf_counter()
+    for offset in range(0, size, CHUNK):
+        keystream.fill(offset, view, CHUNK)
+    seconds = time.perf_counter() - started
+    release(view, buffer)
+    return size / seconds / (1 << 20)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -77,6 +91,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--runs", type=int, default=3, help="runs per tool; the median is reported"
+    )
+    parser.add_argument(
+        "--nwipe-runs",
+        type=int,
+        default=1,
+        help="runs of nwipe, which is far slower than the others (default: 1)",
     )
     parser.add_argument(
         "--dir", default=None, help="directory for the image (default: a temporary one)"
@@ -161,7 +181,7 @@ def main() -> int:
                     ]
                 )
             )
-            if nwipe:
+            if nwipe and len(times["nwipe zero"]) < args.nwipe_runs:
                 times["nwipe zero"].append(
                     timed(
                         [
@@ -186,11 +206,16 @@ def main() -> int:
     rates = {}
     for name, samples in times.items():
         if not samples:
-            print(f"{name:16} not run (nwipe is not installed)")
+            reason = "nwipe is not installed" if not nwipe else "--nwipe-runs 0"
+            print(f"{name:16} not run ({reason})")
             continue
         seconds = statistics.median(samples)
         rates[name] = size / seconds / (1 << 20)
         print(f"{name:16} {seconds:7.2f} s  {rates[name]:8.1f} MiB/s")
+    keystream = keystream_rate(min(size, 1 << 30))
+    print(f"keystream alone  {keystream:8.1f} MiB/s (AES-128-CTR, one core)")
+    load = os.getloadavg()[0]
+    print(f"load average at the end: {load:.2f} on {os.cpu_count()} cores")
     print(
         f"lethe random write / dd zero write: {rates['lethe write'] / rates['dd write']:.2f} (target >= 0.90)"
     )
