@@ -386,7 +386,7 @@ class BlockPlugin(Plugin):
                 )
             if not present():
                 raise _Failure(
-                    f"{info.path} disappeared before pass {number}; the device is partly overwritten",
+                    f"{info.path} disappeared or shrank before pass {number}; the device is partly overwritten",
                     facts,
                 )
             descriptor = _open_device(info.path, os.O_WRONLY)
@@ -402,7 +402,7 @@ class BlockPlugin(Plugin):
                 )
             except DeviceGone as error:
                 raise _Failure(
-                    f"{info.path} disappeared during pass {number} ({os.strerror(error.errno or 0)}); "
+                    f"{info.path} disappeared or shrank during pass {number} ({os.strerror(error.errno or 0)}); "
                     "the device is partly overwritten and was not verified",
                     facts,
                 ) from error

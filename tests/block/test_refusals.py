@@ -260,3 +260,30 @@ def test_device_disappearing_mid_pass(loop_device, tmp_path):
     assert results[0].status == "failed"
     assert "disappeared" in results[0].detail
     assert "partly overwritten" in results[0].detail
+
+
+def test_device_shrinking_mid_pass(tmp_path):
+    # The image is cut to 8 MiB and the loop device told its new capacity
+    # while the first pass runs, so writes past the new end fail at once.
+    image = tmp_path / "shrinking.img"
+    with open(image, "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)
+    device = attach(image)
+    try:
+        from plugins.base import JobContext, PlannedItem, Target
+
+        def shrink(done: int) -> None:
+            if os.path.getsize(image) > 8 * 1024 * 1024:
+                os.truncate(image, 8 * 1024 * 1024)
+                subprocess.run(["losetup", "--set-capacity", device], check=True)
+
+        context = JobContext(job_id="test", dry_run=False, progress=shrink)
+        plugin = BlockPlugin(Target(f"block://{device}"), context)
+        item = next(plugin.discover())
+        planned = [PlannedItem(item, plugin.plan_item(item))]
+        results = list(plugin.purge(planned))
+    finally:
+        detach(device)
+
+    assert results[0].status == "failed"
+    assert "disappeared or shrank during pass 1" in results[0].detail
