@@ -13,6 +13,7 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterable, Mapping
 
 import structlog
@@ -119,6 +120,10 @@ def wipe_free_space(path: str, context: JobContext) -> PurgeResult:
         )
     finally:
         removed = filler.remove()
+        if filler.full_since is not None:
+            # Other writers got ENOSPC for this long, from the end of the fill
+            # through the sync until the fill files were gone.
+            facts["full_for_seconds"] = round(time.monotonic() - filler.full_since, 3)
         facts["fill_files"] = removed
     after = os.statvfs(path)
     facts.update(
@@ -174,6 +179,7 @@ class _Filler:
         self.free_before = before.f_bfree * before.f_frsize
         self.written = 0
         self.left_free = 0
+        self.full_since: float | None = None
         self.paths: list[str] = []
         self._allocated_closed = 0
         self._keystream = Keystream()
@@ -187,6 +193,7 @@ class _Filler:
                     break
         finally:
             release(view, buffer)
+        self.full_since = time.monotonic()
         self.left_free = os.statvfs(self.directory).f_bfree * self.block
 
     def _fill_file(self, view: memoryview) -> bool:

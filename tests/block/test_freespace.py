@@ -60,6 +60,7 @@ def test_wipe_removes_deleted_canaries(tmp_path):
     assert left == []
     assert result.bytes >= 0.9 * result.facts["free_before"]
     assert result.facts["reserved_included"] is True
+    assert 0 <= result.facts["full_for_seconds"] < 60
     assert any("journal" in entry for entry in result.facts["unreachable"])
     assert len(lines) == 20
 
