@@ -390,6 +390,7 @@ class BlockPlugin(Plugin):
                     facts,
                 )
             descriptor = _open_device(info.path, os.O_WRONLY)
+            pass_started = time.monotonic()
             try:
                 report = write_pass(
                     descriptor,
@@ -424,6 +425,7 @@ class BlockPlugin(Plugin):
                         iter_offsets(report.failed_offsets, report.failed_sectors)
                     ),
                     "flush_error": report.flush_error,
+                    "seconds": round(time.monotonic() - pass_started, 3),
                 }
             )
             if report.failed_sectors:

@@ -263,7 +263,7 @@ def test_device_disappearing_mid_pass(loop_device, tmp_path):
 
 
 def test_device_shrinking_mid_pass(tmp_path):
-    # The image is cut to 8 MiB and the loop device told its new capacity
+    # The image is cut to 8 MiB and the loop device gets its new capacity
     # while the first pass runs, so writes past the new end fail at once.
     image = tmp_path / "shrinking.img"
     with open(image, "wb") as handle:
