@@ -14,6 +14,7 @@ import math
 import mmap
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ SAMPLE_UNIT = 1024 * 1024
 #: Offsets of failed or mismatched sectors kept for the report; the count is
 #: always complete.
 MAX_OFFSETS = 100
+#: I/O threads per pass; see :func:`_run_workers`.
+WORKERS = 2
 #: Errors after which the device is presumed gone rather than partly bad.
 GONE_ERRNOS = {errno.ENXIO, errno.ENODEV, errno.ENOENT, errno.ESHUTDOWN}
 
@@ -158,49 +161,83 @@ def write_pass(
 ) -> PassReport:
     """Write ``pattern`` over ``size`` bytes of the open device, then fdatasync.
 
-    The next chunk is generated in a second thread while the current one is
-    written. A failed write is retried sector by sector so that each bad
-    sector is counted with its offset and the pass goes on past it.
+    See :func:`_run_workers` for how the chunks are shared out. A failed
+    write is retried sector by sector so that each bad sector is counted
+    with its offset and the pass goes on past it.
     """
     report = PassReport(pattern.name)
-    buffers = [aligned_buffer(), aligned_buffer()]
-    views = [memoryview(buffer) for buffer in buffers]
-    offsets = list(range(0, size, CHUNK))
+    lock = threading.Lock()
+
+    def write_chunk(offset: int, view: memoryview, _spare: memoryview) -> bool:
+        length = min(CHUNK, size - offset)
+        pattern.fill(offset, view, length)
+        failed = _write_chunk(descriptor, view, offset, length, sector, check_present)
+        with lock:
+            report.bytes_written += length
+            for bad in failed:
+                report.note_failure(bad)
+        progress(length)
+        return False
+
+    _run_workers(list(range(0, size, CHUNK)), write_chunk, should_stop)
+    with lock:
+        report.failed_offsets.sort()
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="lethe-pattern") as generator:
-            pending = generator.submit(pattern.fill, 0, views[0], min(CHUNK, size))
-            for index, offset in enumerate(offsets):
+        os.fdatasync(descriptor)
+    except OSError as error:
+        if not check_present():
+            raise DeviceGone(error.errno, "device disappeared during flush") from error
+        report.flush_error = os.strerror(error.errno or 0)
+    return report
+
+
+def _run_workers(
+    offsets: list[int],
+    handle: Callable[[int, memoryview, memoryview], bool],
+    should_stop: Callable[[], bool],
+) -> int:
+    """Run ``handle`` on each offset in two threads that take turns; return how many ran.
+
+    Thread 0 takes the even-numbered chunks and thread 1 the odd ones, each
+    with its own two buffers. ``cryptography`` holds the GIL while it
+    generates keystream, so one thread generates while the other waits in
+    a read or write syscall, which releases the GIL. Each thread issues its
+    I/O straight after generating, without a GIL hand-off in between.
+    ``handle`` returns True to stop both threads early. The first exception
+    stops both threads and is raised; Stopped is raised when ``should_stop``
+    turns true.
+    """
+    halt = threading.Event()
+    lock = threading.Lock()
+    done = [0]
+
+    def worker(first: int) -> None:
+        buffers = [aligned_buffer(), aligned_buffer()]
+        views = [memoryview(buffer) for buffer in buffers]
+        try:
+            for offset in offsets[first::WORKERS]:
+                if halt.is_set():
+                    return
                 if should_stop():
                     raise Stopped(offset)
-                length = min(CHUNK, size - offset)
-                pending.result()
-                current = views[index % 2]
-                if index + 1 < len(offsets):
-                    following = offsets[index + 1]
-                    pending = generator.submit(
-                        pattern.fill,
-                        following,
-                        views[(index + 1) % 2],
-                        min(CHUNK, size - following),
-                    )
-                _write_chunk(
-                    descriptor, current, offset, length, sector, report, check_present
-                )
-                report.bytes_written += length
-                progress(length)
-            pending.result()
-        try:
-            os.fdatasync(descriptor)
-        except OSError as error:
-            if not check_present():
-                raise DeviceGone(
-                    error.errno, "device disappeared during flush"
-                ) from error
-            report.flush_error = os.strerror(error.errno or 0)
-    finally:
-        for view, buffer in zip(views, buffers):
-            release(view, buffer)
-    return report
+                finished = handle(offset, views[0], views[1])
+                with lock:
+                    done[0] += 1
+                if finished:
+                    halt.set()
+                    return
+        except BaseException:
+            halt.set()
+            raise
+        finally:
+            for view, buffer in zip(views, buffers):
+                release(view, buffer)
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="lethe-io") as pool:
+        futures = [pool.submit(worker, first) for first in range(WORKERS)]
+    for future in futures:
+        future.result()
+    return done[0]
 
 
 def _write_chunk(
@@ -209,12 +246,12 @@ def _write_chunk(
     offset: int,
     length: int,
     sector: int,
-    report: PassReport,
     check_present: Callable[[], bool],
-) -> None:
+) -> list[int]:
+    """Write one chunk; return the offsets of sectors that could not be written."""
     try:
         _write_fully(descriptor, view[:length], offset)
-        return
+        return []
     except OSError as error:
         if error.errno in GONE_ERRNOS or not check_present():
             raise DeviceGone(
@@ -222,6 +259,7 @@ def _write_chunk(
             ) from error
         if error.errno == errno.EROFS or error.errno == errno.EPERM:
             raise
+    failed = []
     for start in range(0, length, sector):
         try:
             _write_fully(descriptor, view[start : start + sector], offset + start)
@@ -230,7 +268,8 @@ def _write_chunk(
                 raise DeviceGone(
                     error.errno, "device disappeared during the pass"
                 ) from error
-            report.note_failure(offset + start)
+            failed.append(offset + start)
+    return failed
 
 
 def _write_fully(descriptor: int, view: memoryview, offset: int) -> None:
@@ -269,62 +308,47 @@ def read_back(
 ) -> ReadbackReport:
     """Read the device back (all of it, or a sample) and compare with ``pattern``.
 
-    The expected bytes for the next range are generated in a second thread
-    while the current range is read; every differing sector is counted.
+    Two threads take turns as in :func:`_run_workers`. Every differing
+    sector is counted, and with ``fail_fast`` both threads stop after the
+    first chunk that differs.
     """
     report = ReadbackReport(pattern.name, fraction)
     if fraction >= 1.0:
-        ranges = _full_ranges(size)
+        ranges = dict(_full_ranges(size))
     else:
         report.seed = int.from_bytes(os.urandom(8), "big")
-        ranges = sample_units(size, fraction, report.seed)
-    read_buffer = aligned_buffer()
-    expected = [aligned_buffer(), aligned_buffer()]
-    read_view = memoryview(read_buffer)
-    expected_views = [memoryview(buffer) for buffer in expected]
+        ranges = dict(sample_units(size, fraction, report.seed))
+    lock = threading.Lock()
+
+    def check_range(offset: int, actual: memoryview, expected: memoryview) -> bool:
+        length = ranges[offset]
+        unreadable = _read_range(descriptor, actual, offset, length, sector)
+        pattern.fill(offset, expected, length)
+        mismatched = _compare(
+            actual.obj, expected.obj, offset, length, sector, unreadable
+        )
+        with lock:
+            report.bytes_read += length
+            report.unreadable_sectors += len(unreadable)
+            report.mismatched_sectors += len(mismatched)
+            report.mismatched_offsets.extend(sorted(unreadable + mismatched))
+        progress(length)
+        return fail_fast and bool(unreadable or mismatched)
+
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="lethe-pattern") as generator:
-            first_offset, first_length = ranges[0] if ranges else (0, 0)
-            pending = generator.submit(
-                pattern.fill, first_offset, expected_views[0], first_length
-            )
-            for index, (offset, length) in enumerate(ranges):
-                if should_stop():
-                    report.stopped_early = True
-                    break
-                _read_range(descriptor, read_view, offset, length, sector, report)
-                pending.result()
-                current = expected[index % 2]
-                if index + 1 < len(ranges):
-                    next_offset, next_length = ranges[index + 1]
-                    pending = generator.submit(
-                        pattern.fill,
-                        next_offset,
-                        expected_views[(index + 1) % 2],
-                        next_length,
-                    )
-                _compare(read_buffer, current, offset, length, sector, report)
-                report.bytes_read += length
-                progress(length)
-                if fail_fast and not report.passed:
-                    report.stopped_early = index + 1 < len(ranges)
-                    break
-            pending.result()
-    finally:
-        release(read_view, read_buffer)
-        for view, buffer in zip(expected_views, expected):
-            release(view, buffer)
+        checked = _run_workers(sorted(ranges), check_range, should_stop)
+    except Stopped:
+        report.stopped_early = True
+        checked = -1
+    report.stopped_early = report.stopped_early or checked < len(ranges)
+    report.mismatched_offsets = sorted(report.mismatched_offsets)[:MAX_OFFSETS]
     return report
 
 
 def _read_range(
-    descriptor: int,
-    view: memoryview,
-    offset: int,
-    length: int,
-    sector: int,
-    report: ReadbackReport,
-) -> None:
+    descriptor: int, view: memoryview, offset: int, length: int, sector: int
+) -> list[int]:
+    """Read one range into ``view``; return the offsets of unreadable sectors."""
     try:
         count = os.preadv(descriptor, [view[:length]], offset)
     except OSError as error:
@@ -334,9 +358,9 @@ def _read_range(
             ) from error
         count = -1
     if count == length:
-        return
-    # A short or failed read: find the unreadable sectors one by one, and
-    # poison them in the buffer so the comparison cannot pass them by chance.
+        return []
+    # A short or failed read: find the unreadable sectors one by one.
+    unreadable = []
     for start in range(0, length, sector):
         try:
             got = os.preadv(descriptor, [view[start : start + sector]], offset + start)
@@ -347,9 +371,8 @@ def _read_range(
                 ) from error
             got = -1
         if got != sector:
-            report.unreadable_sectors += 1
-            if len(report.mismatched_offsets) < MAX_OFFSETS:
-                report.mismatched_offsets.append(offset + start)
+            unreadable.append(offset + start)
+    return unreadable
 
 
 def _compare(
@@ -358,16 +381,20 @@ def _compare(
     offset: int,
     length: int,
     sector: int,
-    report: ReadbackReport,
-) -> None:
+    skip: list[int],
+) -> list[int]:
+    """Return the offsets of sectors that differ, leaving out those in ``skip``."""
     actual_address, expected_address = _address(actual), _address(expected)
     if _libc.memcmp(actual_address, expected_address, length) == 0:
-        return
+        return []
+    skipped = set(skip)
+    differing = []
     for start in range(0, length, sector):
+        if offset + start in skipped:
+            continue
         if _libc.memcmp(actual_address + start, expected_address + start, sector) != 0:
-            report.mismatched_sectors += 1
-            if len(report.mismatched_offsets) < MAX_OFFSETS:
-                report.mismatched_offsets.append(offset + start)
+            differing.append(offset + start)
+    return differing
 
 
 def iter_offsets(report_offsets: list[int], count: int) -> Iterator[str]:
