@@ -22,12 +22,16 @@ from plugins._overwrite import CHUNK, Keystream, aligned_buffer, release
 from plugins.base import JobContext, Method, PurgeResult, Refusal
 from plugins.scan import FingerprintScanner, Hit
 
+# NOTE: a fill killed with SIGKILL or a power loss leaves its directory
+# behind, and a later run does not look for such leftovers.
 FILL_PREFIX = ".lethe-free-space-"
 #: Largest fill file; several smaller files keep each one under any
 #: filesystem's maximum file size and let the fill give space back in steps.
 FILE_SIZE = 1024 * 1024 * 1024
 #: Bytes written by other processes during the fill that still count as noise
 #: (metadata, logs); more than this means someone else needs the space.
+#: NOTE: an estimate, checked only on ext4; the 1% of the fill added to it
+#: covers the fill's own extent-tree blocks.
 FOREIGN_ALLOWANCE = 2 * 1024 * 1024
 
 _log = structlog.get_logger(__name__).bind(plugin="files", step="wipe-free-space")
