@@ -80,6 +80,7 @@ def test_luks_erase_destroys_key_slots(loop_device, tmp_path):
 
 
 def test_luks_verification_checks_keyslot_area(loop_device, tmp_path):
+    require_tool("cryptsetup")
     device = loop_device(32, canaries=False)
     luks_format(device, tmp_path / "key")
 

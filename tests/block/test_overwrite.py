@@ -7,6 +7,7 @@ import os
 from plugins.base import JobContext, Method, PlannedItem
 from plugins.block import BlockPlugin
 from tests.block.conftest import CANARY, raw_count
+from tests.conftest import require_tool
 from tests.helpers.driver import run_plugin
 
 
@@ -152,6 +153,7 @@ def _context():
 def test_discard_verified_by_raw_scan(loop_device):
     # Loop devices implement discard by punching holes in the image, so the
     # discarded range reads back as zeros and the fingerprint scan passes.
+    require_tool("blkdiscard")
     device = loop_device(16)
 
     run = run_plugin(BlockPlugin, f"block://{device}", options={"method": "discard"})

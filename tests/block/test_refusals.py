@@ -32,6 +32,7 @@ def test_mounted_device_refused(tmp_path):
 
 def test_mounted_partition_refuses_whole_disk(tmp_path):
     require_tool("sfdisk")
+    require_tool("partx")
     image = tmp_path / "parted.img"
     with open(image, "wb") as handle:
         handle.truncate(32 * 1024 * 1024)
