@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -717,18 +718,16 @@ def _luks_keyslot_fingerprints(path: str, runner: _firmware.Runner) -> list[byte
 
 
 def _luks_keyslot_count(dump: str) -> int:
-    """Count key slots in ``cryptsetup luksDump`` text (LUKS2 or LUKS1)."""
-    if "Keyslots:" in dump:
-        section = dump.split("Keyslots:", 1)[1]
-        section = section.split("Tokens:", 1)[0]
-        return sum(
-            1
-            for line in section.splitlines()
-            if line[:1].isspace()
-            and line.strip().split(":")[0].strip().isdigit()
-            and ": luks2" in line
-        )
-    return dump.count(": ENABLED")
+    """Count key slots in ``cryptsetup luksDump`` text (LUKS2 or LUKS1).
+
+    LUKS2 lists each slot as an indented ``N: luks2`` line under
+    ``Keyslots:``; LUKS1 prints ``Key Slot N: ENABLED`` for each used slot.
+    """
+    if "Keyslots:" not in dump:
+        return dump.count(": ENABLED")
+    section = dump.split("Keyslots:", 1)[1].split("Tokens:", 1)[0]
+    slot_line = re.compile(r"^\s+\d+: luks2\b")
+    return sum(1 for line in section.splitlines() if slot_line.match(line))
 
 
 def _read_direct(path: str, length: int) -> Iterator[bytes]:
