@@ -147,6 +147,10 @@ class Engine:
         self, job_id: str, position: int, target: Target, settings: Mapping[str, Any], dry_run: bool
     ) -> Plugin:
         plugin_class = self.registry.plugin_for(target)
+        if target.scheme == "key":
+            from agent import keystore
+
+            target = keystore.with_store_options(target, self.config, self.state_dir)
         context = JobContext(
             job_id=job_id,
             dry_run=dry_run,
@@ -375,7 +379,7 @@ class Engine:
             self.journal.job(job_id).plan_hash,
             messages=[f"job stopped before the end; continue it with: lethe purge --resume {job_id}"],
         )
-        hooks.after_job(outcome.summary())
+        hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
 
     def _finish(self, job_id: str) -> JobOutcome:
@@ -396,7 +400,7 @@ class Engine:
         self.journal.update_job(job_id, state=state, certificate=str(path) if path else None)
         outcome = JobOutcome(job_id, state, exit_code, counts, job.plan_hash, path, messages)
         self._log.info("job finished", state=state, counts=counts)
-        hooks.after_job(outcome.summary())
+        hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
 
     def _certify(self, job_id: str) -> Path:

@@ -673,7 +673,16 @@ class KeysPlugin(Plugin):
                 f"{self.store.kms.pending_window_days} days; until then an administrator "
                 "can cancel the deletion"
             )
-        return TargetInfo(media=media, residual=tuple(residual))
+        return TargetInfo(media=media, notes=tuple(self._copy_notes()), residual=tuple(residual))
+
+    def _copy_notes(self) -> Iterator[str]:
+        """Say where files sealed with each selected key were written."""
+        for item in self.discover():
+            copies = item.attributes.get("sealed_copies") or ()
+            if copies:
+                yield f"files sealed with data key {item.key}: {', '.join(copies)}"
+            else:
+                yield f"no sealed copies of data key {item.key} are recorded in this store"
 
     def discover(self) -> Iterator[Item]:
         prefix = self.target.options.get("subject_prefix")
@@ -716,7 +725,7 @@ class KeysPlugin(Plugin):
             method=Method.PURGE_CRYPTO,
             fingerprints=tuple(fingerprints),
             residual=residual,
-            params={"key_id": item.key, "backend": record.get("backend", "local")},
+            params=_plan_params(record, self.store),
         )
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
@@ -753,13 +762,27 @@ class KeysPlugin(Plugin):
         for planned in batch:
             scanner.add_all(planned.item.key, planned.decision.fingerprints)
         store_hits = _owners(scanner.scan_file(self.store.path)) if len(scanner) else None
-        device = block_device_of(self.store.path) if self.target.options.get("scan_device", True) else None
+        device = block_device_of(self.store.path) if self._scan_device() else None
         device_hits = None
-        if device and len(scanner) and os.access(device, os.R_OK):
+        if device and len(scanner):
             os.sync()
-            device_hits = _owners(scanner.scan_file(device, direct=True))
+            try:
+                device_hits = _owners(scanner.scan_file(device, direct=True))
+            except OSError as error:
+                self.log.warning("device scan not run", device=device, error=error.strerror)
+                device = None
         for planned in batch:
             yield Evidence(planned.item.key, tuple(self._checks(planned, store_hits, device, device_hits)))
+
+    def _scan_device(self) -> bool:
+        """Tell whether to scan the store's block device (option, else job setting).
+
+        Off unless asked, because the device may be a whole system disk.
+        """
+        option = self.target.options.get("scan_device")
+        if option is not None:
+            return bool(option)
+        return bool(self.context.settings.get("scan_device", False))
 
     def _checks(
         self,
@@ -796,6 +819,15 @@ class KeysPlugin(Plugin):
             return Check("kms-deletion", False, str(error))
         passed = state == "PendingDeletion" and date is not None
         return Check("kms-deletion", passed, f"KMS key state {state}, deletion on {date}")
+
+
+def _plan_params(record: Mapping[str, Any], store: KeyStore) -> dict[str, Any]:
+    params = {"key_id": record["id"], "backend": record.get("backend", "local")}
+    if record.get("kms_key"):
+        params["kms_key"] = record["kms_key"]
+    if store.kms is not None:
+        params["kms_pending_window_days"] = store.kms.pending_window_days
+    return params
 
 
 def _owners(hits: Iterator[Any]) -> set[str]:
