@@ -657,10 +657,17 @@ class RowStorePlugin(Plugin, abc.ABC):
         for name, entries in by_table.items():
             table = self.table(name)
             keys = [tuple(entry.item.identity["key"]) for entry in entries]
+            # A row counts as present only with its old content, because
+            # VACUUM renumbers the implicit rowids of SQLite tables.
             present = {
-                item_key(name, row[: len(table.key)]) for row in self._rows_by_key(table, keys)
+                (item_key(name, row[: len(table.key)]), row_digest(row[len(table.key) :]))
+                for row in self._rows_by_key(table, keys)
             }
-            gone.update(entry.item.key for entry in entries if entry.item.key not in present)
+            gone.update(
+                entry.item.key
+                for entry in entries
+                if (entry.item.key, entry.item.identity["digest"]) not in present
+            )
         return gone
 
     def _scan_for(self, batch: Sequence[PlannedItem]) -> None:
