@@ -36,7 +36,13 @@ from plugins.base import (
     Target,
     TargetInfo,
 )
-from plugins.errors import InvalidTarget, PluginError, PurgeFailed, TargetUnreachable
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    PluginError,
+    PurgeFailed,
+    TargetUnreachable,
+)
 
 #: Option keys a database target accepts, in the URL query or the config.
 SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents")
@@ -288,6 +294,10 @@ class RowStorePlugin(Plugin, abc.ABC):
     def quote(self, name: str) -> str:
         """Return an identifier quoted for the engine's SQL."""
 
+    def quote_table(self, name: str) -> str:
+        """Return a table name quoted for the engine's SQL."""
+        return self.quote(name)
+
     @abc.abstractmethod
     def load_table(self, name: str) -> TableInfo:
         """Read a table's columns, key, indexes and incoming foreign keys.
@@ -357,7 +367,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         table = self.table(self.selection.table)
         self._check_not_all_rows(table)
         columns = ", ".join(self.quote(name) for name in table.key + table.columns)
-        sql = f"SELECT {columns} FROM {self.quote(table.name)}"
+        sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
         if self.selection.where:
             sql += f" WHERE {self.selection.where}"
         seen: set[str] = set()
@@ -448,7 +458,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 f"no WHERE clause given for table {table.name}, which selects "
                 "every row; set all_rows: true to purge the whole table"
             )
-        name = self.quote(table.name)
+        name = self.quote_table(table.name)
         total = self._guarded(
             f"count rows of {table.name}",
             lambda: self.query(f"SELECT COUNT(*) FROM {name}")[0][0],
@@ -515,7 +525,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         condition = " AND ".join(
             f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
         )
-        sql = f"SELECT {columns} FROM {self.quote(child.name)} WHERE {condition}"
+        sql = f"SELECT {columns} FROM {self.quote_table(child.name)} WHERE {condition}"
         return self._guarded(
             f"read rows of {child.name} that reference {fk.parent}",
             lambda: self.query(sql, list(parent_values)),
@@ -527,7 +537,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         condition = " AND ".join(
             f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
         )
-        sql = f"SELECT COUNT(*) FROM {self.quote(child.name)} WHERE {condition}"
+        sql = f"SELECT COUNT(*) FROM {self.quote_table(child.name)} WHERE {condition}"
         return self._guarded(
             f"count rows of {child.name} that reference {fk.parent}",
             lambda: self.query(sql, list(parent_values))[0][0],
@@ -558,7 +568,7 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
         columns = ", ".join(self.quote(name) for name in table.key + table.columns)
-        base = f"SELECT {columns} FROM {self.quote(table.name)} WHERE "
+        base = f"SELECT {columns} FROM {self.quote_table(table.name)} WHERE "
         if len(table.key) == 1:
             marks = ", ".join([self.placeholder] * len(keys))
             sql = base + f"{self.quote(table.key[0])} IN ({marks})"
@@ -604,7 +614,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 self.delete_rows(table, present)
         except Exception as error:  # noqa: BLE001 - translated below
             failure = self.translate(error, f"delete {len(present)} row(s) of {table.name}")
-            if isinstance(failure, TargetUnreachable):
+            if isinstance(failure, (TargetUnreachable, AccessDenied)):
                 raise failure from None
             self.log.error("delete failed", table=table.name, rows=len(present), error=str(failure))
             for entry in to_delete:
@@ -727,16 +737,26 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _live_digests(self, digests: set[str]) -> set[str]:
         fingerprints = self._fingerprints_by_digest(digests)
         scanner = scan.FingerprintScanner()
+        # A surviving value one or two bytes shorter than a fingerprint also
+        # explains a hit: the length header or separator stored after it can
+        # supply the missing bytes ("person 2" followed by a header byte "4"
+        # reads as "person 24").
+        extended: dict[bytes, str] = {}
         for fingerprint in fingerprints:
             scanner.add("live", fingerprint)
+            digest = scan.fingerprint_digest(fingerprint)
+            for cut in (1, 2):
+                if len(fingerprint) - cut >= scan.MIN_TOKEN // 2:
+                    extended[fingerprint[:-cut]] = digest
         found: set[str] = set()
         for name in self.user_tables():
             table = self.table(name)
             columns = ", ".join(self.quote(col) for col in table.columns)
-            for row in self.stream(f"SELECT {columns} FROM {self.quote(name)}"):
-                chunk = b"\0".join(_row_bytes(row))
-                for hit in scanner.scan_chunks([chunk]):
+            for row in self.stream(f"SELECT {columns} FROM {self.quote_table(name)}"):
+                values = list(_row_bytes(row))
+                for hit in scanner.scan_chunks([b"\0".join(values)]):
                     found.add(hit.digest)
+                found.update(extended[value] for value in values if value in extended)
                 if found >= digests:
                     return found
         return found

@@ -50,3 +50,64 @@ def sqlite_db(tmp_path: Path):
         return path, conn
 
     return build
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pg_admin():
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN, autocommit=True)
+
+
+@pytest.fixture
+def pg_database():
+    """Create a private PostgreSQL database and return its URL; drop it after."""
+    name = f"lethe_db_{secrets.token_hex(4)}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_relation_files(conn, relation: str) -> list[str]:
+    """Return the data files of a relation, its indexes and its TOAST table."""
+    directory = conn.execute("SHOW data_directory").fetchone()[0]
+    oids = conn.execute(
+        "SELECT %s::regclass::oid UNION ALL "
+        "SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass "
+        "UNION ALL SELECT reltoastrelid FROM pg_class WHERE oid = %s::regclass "
+        "AND reltoastrelid <> 0",
+        (relation, relation, relation),
+    ).fetchall()
+    files = []
+    for (oid,) in oids:
+        relative = conn.execute("SELECT pg_relation_filepath(%s)", (oid,)).fetchone()[0]
+        files.append(os.path.join(directory, relative))
+    return files
+
+
+def load_chinook_postgresql(url: str) -> None:
+    """Load the Chinook PostgreSQL script into the database at ``url``."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    psql = require_tool("psql")
+    script = (CHINOOK / "Chinook_PostgreSql.sql").read_text(encoding="utf-8")
+    kept = [
+        line
+        for line in script.splitlines()
+        if not line.startswith(("CREATE DATABASE", "DROP DATABASE", "\\c "))
+    ]
+    subprocess.run(
+        [psql, "-q", "-v", "ON_ERROR_STOP=1", url],
+        input="\n".join(kept),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
