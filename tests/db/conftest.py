@@ -111,3 +111,46 @@ def load_chinook_postgresql(url: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def mysql_admin(database: str | None = None):
+    import pymysql
+
+    return pymysql.connect(
+        host="127.0.0.1", port=3306, user="root", password="", database=database, autocommit=True
+    )
+
+
+@pytest.fixture
+def mysql_database():
+    """Create a private MariaDB database and return its URL; drop it after."""
+    name = f"lethe_db_{secrets.token_hex(4)}"
+    with mysql_admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with mysql_admin() as admin, admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def load_chinook_mysql(database: str) -> None:
+    """Load the Chinook MySQL script into ``database``."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    client = require_tool("mysql")
+    script = (CHINOOK / "Chinook_MySql.sql").read_text(encoding="utf-8")
+    kept = [
+        line
+        for line in script.splitlines()
+        if not line.startswith(("CREATE DATABASE", "DROP DATABASE", "USE "))
+    ]
+    subprocess.run(
+        [client, "-h", "127.0.0.1", "-u", "root", database],
+        input="\n".join(kept),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
