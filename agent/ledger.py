@@ -238,10 +238,11 @@ class ReplayReport:
 def match_units(state_dir: Path, restored: Sequence[Target]) -> tuple[list[ReplayUnit], list[str]]:
     """Pair each recorded target with the restored target it applies to.
 
-    A restored target applies when its scheme matches and either its base
-    URL equals the recorded one or its last path component (the database
-    file or directory name) does. Recorded targets no restored target
-    matches are returned as ``unmatched``.
+    A restored target applies when its scheme matches and its base URL
+    equals the recorded one, or its last path component (the database file
+    or directory name) equals the recorded one, or it names a directory
+    above the recorded path. Recorded targets no restored target matches
+    are returned as ``unmatched``.
     """
     units: dict[tuple[str, str], ReplayUnit] = {}
     unmatched: list[str] = []
@@ -261,34 +262,31 @@ def match_units(state_dir: Path, restored: Sequence[Target]) -> tuple[list[Repla
 
 
 def _restored_for(record: Mapping[str, Any], restored: Sequence[Target]) -> Target | None:
+    """Return the restored target a recorded target applies to, re-rooted there."""
     candidates = [target for target in restored if target.scheme == record["scheme"]]
     for target in candidates:
         if base_url(target) == record["base"]:
             return target
     for target in candidates:
-        if PurePosixPath(target_path(target)).name == record["name"]:
+        if record["name"] and PurePosixPath(target_path(target)).name == record["name"]:
             return target
+    # A restored directory that contains the recorded one: the recorded path
+    # /srv/exports/cust-2 applies to /restore/exports as /restore/exports/cust-2.
+    recorded = PurePosixPath(urllib.parse.urlsplit(record["base"]).path or record["base"])
+    for target in candidates:
+        name = PurePosixPath(target_path(target)).name
+        if name and name in recorded.parent.parts:
+            index = len(recorded.parts) - 1 - recorded.parts[::-1].index(name)
+            remainder = PurePosixPath(*recorded.parts[index + 1 :])
+            return _with_path(target, str(PurePosixPath(target_path(target)) / remainder))
     return None
 
 
-def _replay_target(restored: Target, record: Mapping[str, Any]) -> Target:
-    """Apply the recorded selector to the restored target's location."""
-    recorded = dict(record.get("selector") or {})
-    if "://" not in restored.url:
-        return Target(restored.url, {**recorded, **restored.options})
-    query = []
-    for key, value in recorded.items():
-        if key == "param":
-            query.extend(("param", str(element)) for element in value)
-        elif isinstance(value, (list, dict)):
-            import json
-
-            query.append((key, json.dumps(value)))
-        else:
-            query.append((key, str(value)))
-    parts = restored.parts
-    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, urllib.parse.urlencode(query), ""))
-    return Target(url, dict(restored.options))
+def _with_path(target: Target, path: str) -> Target:
+    if "://" not in target.url:
+        return Target(path, dict(target.options))
+    parts = target.parts
+    return Target(urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), dict(target.options))
 
 
 def filtering_registry(units: Sequence[ReplayUnit], base: Registry | None = None) -> Registry:
