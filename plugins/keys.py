@@ -558,17 +558,18 @@ class AwsKmsBackend:
                 KeyUsage="ENCRYPT_DECRYPT",
                 Tags=[{"TagKey": "lethe-subject-sha256", "TagValue": digest}],
             )
-            kms_key = created["KeyMetadata"]["Arn"]
+            metadata = created["KeyMetadata"]
             generated = self.client.generate_data_key(
-                KeyId=kms_key, KeySpec="AES_256", EncryptionContext={"lethe-key-id": key_id}
+                KeyId=metadata["KeyId"], KeySpec="AES_256", EncryptionContext={"lethe-key-id": key_id}
             )
-        return generated["Plaintext"], generated["CiphertextBlob"], {"kms_key": kms_key}
+        facts = {"kms_key": metadata["Arn"], "kms_key_id": metadata["KeyId"]}
+        return generated["Plaintext"], generated["CiphertextBlob"], facts
 
     def unwrap(self, wrapped: bytes, record: Mapping[str, Any]) -> bytes:
         with _kms_errors(f"decrypt data key {record['id']}"):
             reply = self.client.decrypt(
                 CiphertextBlob=wrapped,
-                KeyId=record["kms_key"],
+                KeyId=record["kms_key_id"],
                 EncryptionContext={"lethe-key-id": record["id"]},
             )
         return reply["Plaintext"]
@@ -576,17 +577,17 @@ class AwsKmsBackend:
     def schedule_deletion(self, record: Mapping[str, Any]) -> dict[str, Any]:
         with _kms_errors(f"schedule deletion of KMS key {record.get('kms_key')}"):
             reply = self.client.schedule_key_deletion(
-                KeyId=record["kms_key"], PendingWindowInDays=self.pending_window_days
+                KeyId=record["kms_key_id"], PendingWindowInDays=self.pending_window_days
             )
         return {
             "kms_deletion_date": reply["DeletionDate"].astimezone(UTC).isoformat(),
             "kms_pending_window_days": self.pending_window_days,
         }
 
-    def key_state(self, kms_key: str) -> tuple[str, str | None]:
+    def key_state(self, kms_key_id: str) -> tuple[str, str | None]:
         """Return the KMS key's state and its deletion date, if scheduled."""
-        with _kms_errors(f"describe KMS key {kms_key}"):
-            metadata = self.client.describe_key(KeyId=kms_key)["KeyMetadata"]
+        with _kms_errors(f"describe KMS key {kms_key_id}"):
+            metadata = self.client.describe_key(KeyId=kms_key_id)["KeyMetadata"]
         date = metadata.get("DeletionDate")
         return metadata["KeyState"], date.astimezone(UTC).isoformat() if date else None
 
@@ -814,7 +815,7 @@ class KeysPlugin(Plugin):
     def _kms_check(self, key_id: str) -> Check:
         _slot, tombstone = self.store.find(key_id)
         try:
-            state, date = self.store.kms.key_state(tombstone["kms_key"])
+            state, date = self.store.kms.key_state(tombstone["kms_key_id"])
         except PluginError as error:
             return Check("kms-deletion", False, str(error))
         passed = state == "PendingDeletion" and date is not None
