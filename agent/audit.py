@@ -1,6 +1,6 @@
 """The audit log: append-only JSON lines, each carrying the previous line's hash.
 
-Entry ``seq`` n holds ``prev``, the SHA-256 of line n-1 exactly as written
+Entry ``seq`` n contains ``prev``, the SHA-256 of line n-1 exactly as written
 (a run of 64 zeros for the first entry). Editing, removing or reordering any
 line breaks the chain at that line, and :meth:`AuditLog.verify` reports
 where. Writers hold an exclusive ``flock`` on the file while they append, so
@@ -32,7 +32,7 @@ class AuditChainBroken(LetheError):
 
 @dataclass(frozen=True)
 class Position:
-    """Where an entry sits in the log: its sequence number and line hash."""
+    """The position of an entry in the log: its sequence number and line hash."""
 
     seq: int
     hash: str

@@ -118,11 +118,12 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
     )
     checks = [{"check": row["name"], "passed": row["passed"], "items": row["n"]} for row in rows]
     failed = sum(check["items"] - check["passed"] for check in checks)
+    if not checks:
+        return {"method": "none", "result": "not run", "checks": []}
+    names = ", ".join(check["check"] for check in checks)
     return {
-        "method": "independent rescan after purge: " + ", ".join(c["check"] for c in checks)
-        if checks
-        else "none",
-        "result": "passed" if checks and failed == 0 else ("failed" if failed else "not run"),
+        "method": f"independent rescan after purge: {names}",
+        "result": "failed" if failed else "passed",
         "checks": checks,
     }
 

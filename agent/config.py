@@ -1,7 +1,7 @@
 """Configuration: YAML loaded with line numbers and validated into dataclasses.
 
-Every error names the file, the line and the dotted key, and says what value
-was expected. The sections ``policy``, ``keystore`` and ``daemon`` belong to
+Every error names the file, the line and the dotted key, and names the value
+that was expected. The sections ``policy``, ``keystore`` and ``daemon`` belong to
 other modules: each registers a validator with :func:`register_section`, and
 :func:`load` passes it the raw node together with a :class:`Node` helper that
 raises errors with the same file and line information.
@@ -41,7 +41,7 @@ def register_section(name: str, validator: Validator) -> None:
 
     ``validator`` receives a :class:`Node` for the section (whose ``value``
     is None when the section is absent) and returns the validated object,
-    which :attr:`Config.sections` then holds under ``name``.
+    which :attr:`Config.sections` then stores under ``name``.
     """
     if name in _TOP_LEVEL:
         raise ValueError(f"section {name!r} is validated by agent.config itself")

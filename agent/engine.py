@@ -5,9 +5,9 @@ the next step, in this order per item: ``planned`` -> ``purging`` (before the
 plugin is called) -> ``purged``, ``blocked`` or ``failed`` (after it returns)
 -> ``verified`` or ``failed`` (after the independent rescan). Only
 ``verified`` items count as destroyed. After :meth:`Engine.request_stop`
-(SIGTERM), the plugin finishes the item in flight, the engine stops between
-batches and marks the job ``interrupted``; ``purge --resume`` then rescans
-the items left ``purging`` before it purges anything again.
+(SIGTERM), the plugin finishes the item in flight and the engine stops
+between batches, marking the job ``interrupted``. ``purge --resume`` then
+rescans the items left ``purging`` before it purges anything again.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ UNFINISHED = ("planned", "purging", "purged")
 
 @dataclass
 class JobOutcome:
-    """What a finished (or stopped) job reports to the CLI and the hooks."""
+    """The result of a finished or stopped job, for the CLI and the hooks."""
 
     job_id: str
     state: str
@@ -248,7 +248,7 @@ class Engine:
         """Verify items left ``purging`` by a crash; requeue the ones still present.
 
         Fingerprints were lost with the crashed process, so the raw scan does
-        not run for these items, and their evidence says so.
+        not run for these items, and their evidence records that.
         """
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
@@ -291,8 +291,13 @@ class Engine:
             self._record_result(job_id, item, result, log)
             self.progress.advance_items(1)
         for item in by_key.values():
-            # Left ``purging``: the next resume rescans it before anything else.
-            log.error("plugin returned no result for item", key=item.key)
+            if self.stop_requested:
+                # The contract has the plugin finish or roll back the item in
+                # flight before it returns, so items without a result are untouched.
+                self._set(job_id, item, "planned", log, detail="not started before the stop")
+            else:
+                # Left ``purging``: the next resume rescans it before anything else.
+                log.error("plugin returned no result for item", key=item.key)
 
     def _fingerprints_for(self, item: ItemRow) -> tuple[bytes, ...]:
         return self._fingerprints.get((item.target, item.key), ())

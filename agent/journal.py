@@ -1,7 +1,7 @@
 """The job journal: one SQLite file in the state directory.
 
 Every state change of an item is committed before the engine moves on, so
-after a crash or SIGTERM the journal says exactly which items were planned,
+after a crash or SIGTERM the journal records exactly which items were planned,
 in flight (``purging``), destroyed but not yet verified (``purged``),
 verified, failed, refused or blocked. Items are read back in pages by row id,
 so a job of any size is never held in memory.
@@ -13,7 +13,7 @@ Item states:
 - ``purged``: the destroy step completed; verification is still owed
 - ``verified``: the independent rescan agreed; only now is it destroyed
 - ``failed``: the destroy step or the verification failed
-- ``refused``: the plan refused it (``refusal`` says why)
+- ``refused``: the plan refused it (``refusal`` gives the reason)
 - ``blocked``: the store refused to destroy it for a lawful reason
 """
 
@@ -412,7 +412,7 @@ class Journal:
     def requeue(self, job_id: str, target: int, key: str, detail: str) -> None:
         """Return an item left in flight to ``planned`` and mark its decision resumed.
 
-        ``params["resumed"]`` tells the plugin that the item may differ from
+        ``params["resumed"]`` informs the plugin that the item may differ from
         its planned identity only by the interrupted destroy step itself
         (for files: the same inode with a new mtime).
         """

@@ -27,7 +27,7 @@ class SigningKeyError(LetheError):
 def load_or_create(state_dir: Path) -> Ed25519PrivateKey:
     """Return the signing key, creating it (mode 0600) when there is none."""
     path = state_dir / KEY_FILE
-    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:

@@ -29,7 +29,7 @@ DIFFERENCES_SHOWN = 50
 
 
 def hash_entry(row: ItemRow) -> dict[str, Any]:
-    """The fields of an item that the plan hash covers."""
+    """Return the fields of an item that the plan hash covers."""
     refusal = None
     if row.refusal:
         refusal = {"reason": row.refusal["reason"], "blocked_until": row.refusal.get("blocked_until")}

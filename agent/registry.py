@@ -53,7 +53,7 @@ class Registry:
     def from_entry_points(cls) -> Registry:
         """Build the registry from installed entry points and ``LETHE_EXTRA_PLUGINS``.
 
-        ``LETHE_EXTRA_PLUGINS`` holds comma-separated ``name=module:Class``
+        ``LETHE_EXTRA_PLUGINS`` contains comma-separated ``name=module:Class``
         values, for plugins under development or test plugins that are not
         installed as a distribution.
         """

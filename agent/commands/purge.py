@@ -53,7 +53,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("give either targets or --plan, not both: a saved plan names its own targets")
     if args.resume and (args.plan or args.targets or args.dry_run):
         raise UsageError("--resume continues a journaled job; it takes no targets, --plan or --dry-run")
-    if not (args.dry_run or args.yes or sys.stdin.isatty()):
+    # A resumed job continues a plan that was confirmed when the job started.
+    if not (args.dry_run or args.yes or args.resume or sys.stdin.isatty()):
         raise UsageError(
             "stdin is not a terminal, so the purge cannot be confirmed; "
             "pass --yes to purge without confirmation, or --dry-run to only plan"

@@ -2,7 +2,7 @@
 
 The engine calls :meth:`Policy.assess` for every discovered item before the
 plugin plans it. A refusal from the policy (reason ``hold``) wins over any
-method the plugin would choose; a ``mask`` asks for the item to be masked
+method the plugin would choose; a ``mask`` requests that the item be masked
 rather than destroyed. The default policy classifies nothing and holds
 nothing.
 """

@@ -3,18 +3,20 @@
 It handles ``testdir:///path`` targets: every regular file directly or
 deeply under the path is an item. Files whose name starts with ``keep`` are
 refused (reason ``hold``); symlinks are refused (reason ``symlink``). Purge
-overwrites with zeros, then unlinks; verification checks the path is gone
-and, when fingerprints are present, that a sibling ``raw`` file holds none.
+overwrites with zeros, then unlinks. Verification checks that the path is
+gone and reports the raw scan as run only when fingerprints are present.
 
 Target options inject faults by file name: ``fail_purge`` and
 ``fail_verify`` (lists of names), ``sleep`` (seconds spent per purged item,
-so a test can kill the process mid-purge), ``stop_after`` (items purged
-before the plugin asks for a stop, as SIGTERM would).
+so a test can kill the process mid-purge), ``stop_marker`` (a file: after
+the first purged item, when it exists, the plugin removes it and sends its
+own process SIGTERM, as an operator would).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -78,7 +80,7 @@ class DirPlugin(Plugin):
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         options = self.target.options
-        for done, planned in enumerate(batch):
+        for planned in batch:
             if self.context.should_stop():
                 return
             path = Path(planned.item.key)
@@ -100,9 +102,10 @@ class DirPlugin(Plugin):
             os.unlink(path)
             self.context.progress(status.st_size)
             yield PurgeResult(planned.item.key, "purged", bytes=status.st_size, method=Method.CLEAR_OVERWRITE)
-            stop_after = options.get("stop_after")
-            if stop_after is not None and done + 1 >= stop_after:
-                os.kill(os.getpid(), 15)
+            marker = options.get("stop_marker")
+            if marker and os.path.exists(marker):
+                os.unlink(marker)
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         for planned in batch:
