@@ -21,6 +21,7 @@ and purges and certifies the rest as one job through the engine.
 from __future__ import annotations
 
 import hashlib
+import json
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def base_url(target: Target) -> str:
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def selector(target: Target) -> dict[str, Any]:
@@ -286,7 +287,28 @@ def _with_path(target: Target, path: str) -> Target:
     if "://" not in target.url:
         return Target(path, dict(target.options))
     parts = target.parts
-    return Target(urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), dict(target.options))
+    query = f"?{parts.query}" if parts.query else ""
+    return Target(f"{parts.scheme}://{parts.netloc}{path}{query}", dict(target.options))
+
+
+def _replay_target(restored: Target, record: Mapping[str, Any]) -> Target:
+    """Apply the recorded selector to the restored target's location."""
+    recorded = dict(record.get("selector") or {})
+    if "://" not in restored.url:
+        return Target(restored.url, {**recorded, **restored.options})
+    query: list[tuple[str, str]] = []
+    for key, value in recorded.items():
+        if key == "param":
+            query.extend(("param", str(element)) for element in value)
+        elif isinstance(value, (list, dict)):
+            query.append((key, json.dumps(value)))
+        else:
+            query.append((key, str(value)))
+    parts = restored.parts
+    url = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    return Target(url, dict(restored.options))
 
 
 def filtering_registry(units: Sequence[ReplayUnit], base: Registry | None = None) -> Registry:

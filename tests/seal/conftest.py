@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,3 +31,36 @@ def store_options(tmp_path: Path, kek_file: Path) -> dict:
 def store(store_options: dict) -> KeyStore:
     Path(store_options["path"]).parent.mkdir(mode=0o700)
     return KeyStore.from_options(store_options)
+
+
+REPO = Path(__file__).resolve().parents[2]
+LETHE = Path(sys.executable).with_name("lethe")
+TEST_PLUGIN = "testdir=tests.core.dirplugin:DirPlugin"
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the installed ``lethe`` command with a private state dir and KEK."""
+    kek = secrets.token_hex(32)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        environment = dict(os.environ)
+        environment.update(
+            PYTHONPATH=str(REPO),
+            LETHE_EXTRA_PLUGINS=TEST_PLUGIN,
+            LETHE_STATE_DIR=str(state_dir),
+            LETHE_KEK=kek,
+        )
+        environment.update(env or {})
+        return subprocess.run(
+            [str(LETHE), *args], input="", capture_output=True, text=True, env=environment, timeout=120, cwd=REPO
+        )
+
+    return run

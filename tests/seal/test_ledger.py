@@ -1,0 +1,189 @@
+"""The erasure ledger: recording, tamper evidence, and replay on a restored backup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from agent import ledger
+from agent.audit import AuditChainBroken
+
+CUSTOMERS = [
+    (1, "Ada Lovelace", "ada@example.com", "active"),
+    (2, "Alan Turing", "alan@example.com", "active"),
+    (3, "Grace Hopper", "grace@example.com", "closed"),
+    (4, "Edsger Dijkstra", "edsger@example.com", "active"),
+    (5, "Barbara Liskov", "barbara@example.com", "closed"),
+    (6, "Donald Knuth", "donald@example.com", "active"),
+    (7, "Frances Allen", "frances@example.com", "closed"),
+    (8, "Ken Thompson", "ken@example.com", "active"),
+]
+
+
+def _make_database(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, status TEXT)")
+        connection.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)", CUSTOMERS)
+    connection.close()
+
+
+def _make_exports(root: Path) -> None:
+    for customer_id, name, email, _status in CUSTOMERS:
+        directory = root / f"cust-{customer_id}"
+        directory.mkdir(parents=True)
+        (directory / "invoice.csv").write_text(f"customer,email\n{name},{email}\n")
+
+
+def _query(path: Path, sql: str) -> list[tuple]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def _sqlite_target(path: Path, table: str, where: str, *params: str) -> str:
+    query = [("table", table), ("where", where), *(("param", value) for value in params)]
+    return f"sqlite://{path}?{urllib.parse.urlencode(query)}"
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Path:
+    """A live system (database and exports), with a backup taken of it."""
+    root = tmp_path / "live"
+    root.mkdir()
+    _make_database(root / "app.db")
+    _make_exports(root / "exports")
+    shutil.copytree(root, tmp_path / "backup")
+    return root
+
+
+def _purge_closed(lethe, live: Path) -> None:
+    """Purge closed customers, after customer 7 reopened since the backup."""
+    with sqlite3.connect(live / "app.db") as connection:
+        connection.execute("UPDATE customers SET status = 'active' WHERE id = 7")
+        connection.execute("CREATE TABLE leads (id INTEGER PRIMARY KEY, email TEXT)")
+        connection.executemany("INSERT INTO leads VALUES (?, ?)", [(1, "lead1@example.com"), (2, "lead2@example.com")])
+    connection.close()
+    result = lethe(
+        "purge",
+        "--yes",
+        _sqlite_target(live / "app.db", "customers", "status = ?", "closed"),
+        _sqlite_target(live / "app.db", "leads", "id = ?", "1"),
+        f"testdir://{live}/exports/cust-3",
+        f"testdir://{live}/exports/cust-5",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_purge_appends_ledger_entry(lethe, live: Path, state_dir: Path) -> None:
+    _purge_closed(lethe, live)
+    entries = list(ledger.entries(state_dir))
+    assert len(entries) == 1
+    targets = entries[0]["targets"]
+    assert [record["count"] for record in targets] == [2, 1, 1, 1]
+    assert targets[0]["selector"] == {"table": "customers", "where": "status = ?", "param": ["closed"]}
+    text = (state_dir / ledger.FILE_NAME).read_text()
+    assert "Grace Hopper" not in text
+    assert "invoice.csv" not in text
+    assert "customers:[3]" not in text
+
+
+def test_ledger_verify_detects_edit(lethe, live: Path, state_dir: Path) -> None:
+    _purge_closed(lethe, live)
+    _purge_closed_again = lethe("purge", "--yes", f"testdir://{live}/exports/cust-1")
+    assert _purge_closed_again.returncode == 0
+    assert lethe("ledger", "verify").returncode == 0
+    path = state_dir / ledger.FILE_NAME
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0].replace('"count":2', '"count":1') + lines[1])
+    result = lethe("ledger", "verify")
+    assert result.returncode == 2
+    assert "line 2" in result.stderr or ":2:" in result.stderr
+
+
+def test_ledger_verify_detects_removed_line(lethe, live: Path, state_dir: Path) -> None:
+    _purge_closed(lethe, live)
+    assert lethe("purge", "--yes", f"testdir://{live}/exports/cust-1").returncode == 0
+    path = state_dir / ledger.FILE_NAME
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[1])
+    with pytest.raises(AuditChainBroken):
+        ledger.verify(state_dir)
+
+
+def test_replay_purges_exactly_resurfaced(lethe, live: Path, tmp_path: Path) -> None:
+    _purge_closed(lethe, live)
+    assert _query(live / "app.db", "SELECT id FROM customers WHERE id IN (3, 5)") == []
+    restored = tmp_path / "restored"
+    shutil.copytree(tmp_path / "backup", restored)
+    assert _query(restored / "app.db", "SELECT id FROM customers WHERE status = 'closed' ORDER BY id") == [(3,), (5,), (7,)]
+
+    planned = lethe("ledger", "replay", "--dry-run", "--json", f"sqlite://{restored}/app.db", f"testdir://{restored}/exports")
+    report = json.loads(planned.stdout)
+    assert report["resurfaced"] == 4
+    assert _query(restored / "app.db", "SELECT COUNT(*) FROM customers") == [(8,)]
+
+    result = lethe("ledger", "replay", "--yes", "--json", f"sqlite://{restored}/app.db", f"testdir://{restored}/exports")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1, result.stderr
+    assert report["resurfaced"] == 4
+    assert report["job"]["state"] == "done"
+    assert report["job"]["certificate"]
+    assert [problem["target"].split("?")[0] for problem in report["not_applied"]] == [f"sqlite://{restored}/app.db"]
+    assert "leads" in report["not_applied"][0]["error"]
+    remaining = _query(restored / "app.db", "SELECT id FROM customers ORDER BY id")
+    assert remaining == [(1,), (2,), (4,), (6,), (7,), (8,)]
+    assert not (restored / "exports" / "cust-3" / "invoice.csv").exists()
+    assert not (restored / "exports" / "cust-5" / "invoice.csv").exists()
+    assert (restored / "exports" / "cust-7" / "invoice.csv").exists()
+    assert (restored / "exports" / "cust-1" / "invoice.csv").exists()
+
+
+def test_replay_twice_finds_nothing(lethe, live: Path, tmp_path: Path) -> None:
+    _purge_closed(lethe, live)
+    restored = tmp_path / "restored"
+    shutil.copytree(tmp_path / "backup", restored)
+    targets = (f"sqlite://{restored}/app.db", f"testdir://{restored}/exports")
+    assert lethe("ledger", "replay", "--yes", *targets).returncode == 1
+    again = json.loads(lethe("ledger", "replay", "--yes", "--json", *targets).stdout)
+    assert again["resurfaced"] == 0
+    assert again["job"] is None
+
+
+def test_replay_without_yes_on_pipe(lethe, live: Path, tmp_path: Path) -> None:
+    result = lethe("ledger", "replay", f"sqlite://{tmp_path}/backup/app.db")
+    assert result.returncode == 3
+    assert "--yes" in result.stderr
+
+
+def test_seal_purge_unseal_through_cli(lethe, tmp_path: Path, state_dir: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text("Ada Lovelace,ada@example.com\n" * 100)
+    assert lethe("seal", str(source), "--subject", "cust-1").returncode == 0
+    sealed = tmp_path / "export.csv.lethe"
+    restored = lethe("unseal", str(sealed), "-o", str(tmp_path / "restored.csv"))
+    assert restored.returncode == 0, restored.stderr
+    assert (tmp_path / "restored.csv").read_text() == source.read_text()
+    purged = lethe("purge", "--yes", "key://cust-1")
+    assert purged.returncode == 0, purged.stderr
+    failed = lethe("unseal", str(sealed), "-o", str(tmp_path / "again.csv"))
+    assert failed.returncode == 2
+    assert "the data key for subject cust-1 was destroyed on" in failed.stderr
+    assert not (tmp_path / "again.csv").exists()
+    assert len(list(ledger.entries(state_dir))) == 1
+
+
+def test_unseal_with_wrong_kek_through_cli(lethe, tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text("row\n" * 100)
+    assert lethe("seal", str(source), "--subject", "cust-1").returncode == 0
+    result = lethe("unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "out"), env={"LETHE_KEK": "00" * 32})
+    assert result.returncode == 2
+    assert "key-encryption key" in result.stderr
+    assert not (tmp_path / "out").exists()
