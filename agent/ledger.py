@@ -1,12 +1,12 @@
 """The erasure ledger: what every purge destroyed, so it can be re-applied.
 
-A backup restored after a purge brings the purged data back. The ledger
-records, for each finished purge, the selector of every target (base URL
-without credentials, and the selection keys of the query and options, such
-as table, WHERE clause and bind parameters, which a replay needs to select
-again) and the SHA-256 of each destroyed item's key, taken relative to the
-target so a copy restored elsewhere still matches. Item keys themselves
-(file names, primary keys) are not stored.
+A backup restored after a purge brings the purged data back. For each
+finished purge the ledger records the selector of every target: the base
+URL without credentials, and the selection keys of the query and options
+(table, WHERE clause and bind parameters), which a replay needs to select
+again. It also records the SHA-256 of each destroyed item's key, taken
+relative to the target so a copy restored elsewhere still matches. Item
+keys themselves (file names, primary keys) are not stored.
 
 The ledger reuses the audit log's format: append-only JSON lines, each
 carrying the SHA-256 of the line before it, so an edit, a removed line or a
@@ -68,8 +68,8 @@ def item_digest(relative_key: str) -> str:
     """Return the digest that stands for a destroyed item's key in the ledger.
 
     NOTE: a plain SHA-256 of a key from a small space (a numeric customer id)
-    can be reversed by trying every value; the ledger hides the key from a
-    casual reader, not from a determined one.
+    can be reversed by trying every value, so the ledger hides the key from
+    a casual reader only.
     """
     data = b"lethe ledger item\0" + relative_key.encode("utf-8", "surrogateescape")
     return hashlib.sha256(data).hexdigest()
@@ -206,7 +206,7 @@ class ReplayProblem:
 
 @dataclass
 class ReplayReport:
-    """What a replay found and did."""
+    """The findings and outcome of one replay."""
 
     units: list[ReplayUnit] = field(default_factory=list)
     problems: list[ReplayProblem] = field(default_factory=list)
@@ -316,8 +316,8 @@ def filtering_registry(units: Sequence[ReplayUnit], base: Registry | None = None
 
     Each plugin class a unit needs is replaced by a subclass whose
     ``discover`` drops items whose key digest is not recorded for that
-    target, so the engine plans, purges and certifies exactly the
-    resurfaced items and nothing the original purge left alone.
+    target. The engine then plans, purges and certifies exactly the
+    resurfaced items, and nothing the original purge left alone.
     """
     registry = base or Registry.from_entry_points()
     wanted: dict[str, set[str]] = {}

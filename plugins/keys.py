@@ -15,7 +15,7 @@ remaining records are written to a new file (fsync, rename), and the old
 inode is overwritten in place before its last reference is dropped.
 
 A destroyed key leaves a tombstone with its key id, the SHA-256 of its
-subject, the date and the job, so ``lethe unseal`` can say when and by
+subject, the date and the job, so ``lethe unseal`` can report when and by
 which job the key was destroyed.
 """
 
@@ -70,7 +70,7 @@ MAGIC = b"LETHE KEYSTORE v1"
 HEADER_SIZE = 64
 SLOT_SIZE = 1024
 KEY_SIZE = 32
-#: Longest subject id, in UTF-8 bytes, so any record fits in one slot.
+#: Maximum length of a subject id in UTF-8 bytes, so any record fits in one slot.
 MAX_SUBJECT = 200
 ACTIVE = "active"
 DESTROYED = "destroyed"
@@ -81,7 +81,7 @@ class KeyStoreError(PluginError):
 
 
 class KeyNotFound(TargetNotFound):
-    """The key store holds no data key with this id or for this subject."""
+    """The key store contains no data key with this id or for this subject."""
 
 
 class KeyDestroyed(TargetNotFound):
@@ -143,7 +143,7 @@ class LocalKek:
             value = os.environ.get(str(variable), "")
             if not value:
                 raise KekMissing(
-                    f"environment variable {variable} holds no key-encryption key; "
+                    f"environment variable {variable} is empty or not set; "
                     "set it to 64 hex digits or base64 of 32 random bytes"
                 )
             return cls(_decode_kek(value.encode(), f"variable {variable}"))
@@ -211,11 +211,11 @@ class DataKey:
 
 
 class KeyStore:
-    """The slot file of wrapped data keys; see the module docstring.
+    """The slot file of wrapped data keys, as the module docstring describes.
 
-    ``kms`` is an optional backend object (``AwsKmsBackend``); without it keys
-    are wrapped by the local KEK, which is loaded only when a key is created
-    or unwrapped, so destroying keys works without it.
+    ``kms`` is an optional backend object (``AwsKmsBackend``). Without it,
+    keys are wrapped by the local KEK. The KEK is loaded only when a key is
+    created or unwrapped, so destroying keys works without it.
     """
 
     def __init__(
@@ -283,7 +283,7 @@ class KeyStore:
         for slot, record in self.records():
             if record.get("id") == key_id:
                 return slot, record
-        raise KeyNotFound(f"key store {self.path} holds no data key {key_id}")
+        raise KeyNotFound(f"data key {key_id} not found in key store {self.path}")
 
     def active_for(self, subject: str) -> dict[str, Any] | None:
         for _slot, record in self.records():
@@ -524,7 +524,8 @@ class AwsKmsBackend:
 
     Destroying a subject's key schedules deletion of its KMS key. KMS keeps
     the key for the pending window (7 to 30 days) before deleting it, and
-    the deletion can be cancelled until then; the certificate says so.
+    the deletion can be cancelled until then. The plan and certificate
+    state this as a residual risk.
     Options: ``region``, ``endpoint_url``, ``pending_window_days`` (default 7).
     """
 
