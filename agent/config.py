@@ -88,7 +88,9 @@ def _construct_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> MarkedD
 
 
 def _construct_sequence(loader: _MarkedLoader, node: yaml.SequenceNode) -> MarkedList:
-    sequence = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+    sequence = MarkedList(
+        loader.construct_object(child, deep=True) for child in node.value
+    )
     sequence.line = node.start_mark.line + 1
     sequence.item_lines = [child.start_mark.line + 1 for child in node.value]
     return sequence
@@ -119,7 +121,9 @@ class Node:
         """Build an error for this node, or for its child ``key``."""
         node = self.child(key) if key is not None else self
         shown = "" if node.value is None else f", got {_describe(node.value)}"
-        return ConfigError(f"{node.file}:{node.line}: {node.path}: expected {expected}{shown}")
+        return ConfigError(
+            f"{node.file}:{node.line}: {node.path}: expected {expected}{shown}"
+        )
 
     def child(self, key: str | int) -> Node:
         """Return the child node under ``key`` (a missing key has value None)."""
@@ -164,11 +168,15 @@ class Node:
             raise self.error("a list")
         return [self.child(index) for index in range(len(self.value))]
 
-    def string(self, key: str, default: str | None = None, required: bool = False) -> str | None:
+    def string(
+        self, key: str, default: str | None = None, required: bool = False
+    ) -> str | None:
         node = self.child(key)
         if node.value is None:
             if required:
-                raise ConfigError(f"{self.file}:{self.line}: {node.path}: missing required key")
+                raise ConfigError(
+                    f"{self.file}:{self.line}: {node.path}: missing required key"
+                )
             return default
         if not isinstance(node.value, str) or not node.value.strip():
             raise node.error("a non-empty string")
@@ -182,7 +190,9 @@ class Node:
             raise node.error("true or false")
         return node.value
 
-    def integer(self, key: str, default: int | None = None, minimum: int | None = None) -> int | None:
+    def integer(
+        self, key: str, default: int | None = None, minimum: int | None = None
+    ) -> int | None:
         node = self.child(key)
         if node.value is None:
             return default
@@ -263,7 +273,9 @@ class Config:
 def load(path: str | os.PathLike[str] | None) -> Config:
     """Read and validate a config file; with no path, return the defaults."""
     if path is None:
-        return Config(sections=_validate_sections(Node(MarkedDict(), "<defaults>", 0, "")))
+        return Config(
+            sections=_validate_sections(Node(MarkedDict(), "<defaults>", 0, ""))
+        )
     file = os.fspath(path)
     try:
         raw = Path(file).read_bytes()
@@ -272,7 +284,7 @@ def load(path: str | os.PathLike[str] | None) -> Config:
             f"cannot read config file {file}: {error.strerror}; check the path given with -c"
         ) from error
     try:
-        document = yaml.load(raw, Loader=_MarkedLoader)  # noqa: S506 (safe loader subclass)
+        document = yaml.load(raw, Loader=_MarkedLoader)
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_message(file, error)) from error
     root = Node(document if document is not None else MarkedDict(), file, 1, "")
@@ -304,7 +316,14 @@ def _operator(node: Node) -> Operator:
 
 def _settings(node: Node) -> Settings:
     node = node.mapping(
-        {"passes", "final_zero", "readback", "scan_device", "protected_paths", "cross_filesystems"}
+        {
+            "passes",
+            "final_zero",
+            "readback",
+            "scan_device",
+            "protected_paths",
+            "cross_filesystems",
+        }
     )
     for path_node in node.child("protected_paths").elements():
         if not isinstance(path_node.value, str) or not path_node.value.startswith("/"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class JobOutcome:
 
 
 def new_job_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
 class Engine:
@@ -109,7 +109,9 @@ class Engine:
             try:
                 plugin.close()
             except PluginError as error:
-                self._log.warning("plugin close failed", plugin=plugin.name, error=str(error))
+                self._log.warning(
+                    "plugin close failed", plugin=plugin.name, error=str(error)
+                )
         self._plugins.clear()
         self.journal.close()
 
@@ -124,27 +126,40 @@ class Engine:
     ) -> str:
         """Discover and plan every target into a new journaled job; return its id."""
         if not targets:
-            raise UsageError("no targets given; name a target on the command line or under targets: in the config")
+            raise UsageError(
+                "no targets given; name a target on the command line or under targets: in the config"
+            )
         job_id = new_job_id()
         self._log = get_logger(__name__, job=job_id)
-        self.journal.create_job(job_id, dry_run, settings, self.config.digest, source_plan)
+        self.journal.create_job(
+            job_id, dry_run, settings, self.config.digest, source_plan
+        )
         try:
             for position, target in enumerate(targets):
                 plugin = self._open_plugin(job_id, position, target, settings, dry_run)
                 info = plugin.describe()
                 self.journal.add_target(job_id, position, target, plugin.name, info)
-                self.journal.add_items(job_id, self._plan_target(position, target, plugin))
+                self.journal.add_items(
+                    job_id, self._plan_target(position, target, plugin)
+                )
         except BaseException:
             self.journal.update_job(job_id, state="plan-failed")
             raise
         plan_hash = plan_module.plan_hash(self.journal, job_id)
         self.journal.set_plan_hash(job_id, plan_hash)
-        self.journal.update_job(job_id, state="planned", summary=plan_module.summarize(self.journal, job_id))
+        self.journal.update_job(
+            job_id, state="planned", summary=plan_module.summarize(self.journal, job_id)
+        )
         self._log.info("plan ready", plan_hash=plan_hash)
         return job_id
 
     def _open_plugin(
-        self, job_id: str, position: int, target: Target, settings: Mapping[str, Any], dry_run: bool
+        self,
+        job_id: str,
+        position: int,
+        target: Target,
+        settings: Mapping[str, Any],
+        dry_run: bool,
     ) -> Plugin:
         plugin_class = self.registry.plugin_for(target)
         if target.scheme == "key":
@@ -162,17 +177,28 @@ class Engine:
         self._plugins[position] = plugin
         return plugin
 
-    def _plan_target(self, position: int, target: Target, plugin: Plugin) -> Iterator[ItemRow]:
+    def _plan_target(
+        self, position: int, target: Target, plugin: Plugin
+    ) -> Iterator[ItemRow]:
         log = self._log.bind(plugin=plugin.name, target=target.url)
         for item in plugin.discover():
             assessment = self.policy.assess(target, item)
             try:
-                decision = self._decide(plugin, item, assessment.refusal, assessment.mask)
+                decision = self._decide(
+                    plugin, item, assessment.refusal, assessment.mask
+                )
             except ItemChanged as error:
-                log.info("item vanished before planning", key=item.key, error=str(error))
+                log.info(
+                    "item vanished before planning", key=item.key, error=str(error)
+                )
                 continue
             if decision.refusal is not None:
-                log.warning("item refused", key=item.key, reason=decision.refusal.reason, detail=decision.refusal.detail)
+                log.warning(
+                    "item refused",
+                    key=item.key,
+                    reason=decision.refusal.reason,
+                    detail=decision.refusal.detail,
+                )
             else:
                 self._fingerprints[(position, item.key)] = decision.fingerprints
             yield _row(position, item, decision, assessment.classification)
@@ -197,8 +223,14 @@ class Engine:
         job = self.journal.job(job_id)
         self._log = get_logger(__name__, job=job_id)
         self._record_config_change()
-        self.audit.append("job-started", job_id=job_id, targets=[row.target.url for row in self.journal.targets(job_id)])
-        self.audit.append("plan", job_id=job_id, plan_hash=job.plan_hash, source_plan=job.source_plan)
+        self.audit.append(
+            "job-started",
+            job_id=job_id,
+            targets=[row.target.url for row in self.journal.targets(job_id)],
+        )
+        self.audit.append(
+            "plan", job_id=job_id, plan_hash=job.plan_hash, source_plan=job.source_plan
+        )
         self.journal.update_job(job_id, state="purging", dry_run=0)
         for plugin in self._plugins.values():
             plugin.context.dry_run = False
@@ -209,17 +241,34 @@ class Engine:
         job = self.journal.job(job_id)
         self._log = get_logger(__name__, job=job_id)
         if job.state in ("done", "failed") and not self._count(job_id, UNFINISHED):
-            raise UsageError(f"job {job_id} is already finished ({job.state}); nothing to resume")
-        if job.state in ("planning", "mismatch", "cancelled") or (job.state == "planned" and job.dry_run):
-            raise UsageError(f"job {job_id} was never started ({job.state}); run lethe purge again")
+            raise UsageError(
+                f"job {job_id} is already finished ({job.state}); nothing to resume"
+            )
+        if job.state in ("planning", "mismatch", "cancelled") or (
+            job.state == "planned" and job.dry_run
+        ):
+            raise UsageError(
+                f"job {job_id} was never started ({job.state}); run lethe purge again"
+            )
         for row in self.journal.targets(job_id):
-            plugin = self._open_plugin(job_id, row.position, row.target, job.settings, dry_run=False)
+            plugin = self._open_plugin(
+                job_id, row.position, row.target, job.settings, dry_run=False
+            )
             plugin.describe()
         self.audit.append("job-resumed", job_id=job_id, plan_hash=job.plan_hash)
         self.journal.update_job(job_id, state="purging")
         return self._run(job_id)
 
     def _run(self, job_id: str) -> JobOutcome:
+        try:
+            return self._run_steps(job_id)
+        except BaseException:
+            # Item states are already journaled; the job can be resumed.
+            self.progress.finish()
+            self.journal.update_job(job_id, state="interrupted")
+            raise
+
+    def _run_steps(self, job_id: str) -> JobOutcome:
         targets = self.journal.targets(job_id)
         self._start_progress(job_id)
         for row in targets:
@@ -258,15 +307,25 @@ class Engine:
             for item in batch:
                 found = evidence.get(item.key)
                 if found is not None and found.verified:
-                    self._set(job_id, item, "verified", log, evidence=_evidence_json(found))
+                    self._set(
+                        job_id, item, "verified", log, evidence=_evidence_json(found)
+                    )
                 else:
-                    self.journal.requeue(job_id, item.target, item.key, "in flight at interruption; purged again")
+                    self.journal.requeue(
+                        job_id,
+                        item.target,
+                        item.key,
+                        "in flight at interruption; purged again",
+                    )
                     log.info("item state", key=item.key, state="planned", resumed=True)
 
     def _purge_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
-        for batch in chunked(self.journal.items(job_id, target=row.position, states=("planned",)), plugin.batch_size):
+        for batch in chunked(
+            self.journal.items(job_id, target=row.position, states=("planned",)),
+            plugin.batch_size,
+        ):
             if self.stop_requested:
                 return
             keys_ = [item.key for item in batch]
@@ -277,16 +336,23 @@ class Engine:
                 self._purge_batch(job_id, plugin, batch, log)
             except PluginError as error:
                 log.error("target failed during purge", error=str(error))
-                self.journal.add_step(job_id, row.position, "purge", "failed", str(error))
+                self.journal.add_step(
+                    job_id, row.position, "purge", "failed", str(error)
+                )
                 return
 
-    def _purge_batch(self, job_id: str, plugin: Plugin, batch: list[ItemRow], log: Any) -> None:
+    def _purge_batch(
+        self, job_id: str, plugin: Plugin, batch: list[ItemRow], log: Any
+    ) -> None:
         by_key = {item.key: item for item in batch}
         planned = [item.planned_item(self._fingerprints_for(item)) for item in batch]
         for result in plugin.purge(planned):
             item = by_key.pop(result.key, None)
             if item is None:
-                log.error("plugin returned a result for an item not in the batch", key=result.key)
+                log.error(
+                    "plugin returned a result for an item not in the batch",
+                    key=result.key,
+                )
                 continue
             self._record_result(job_id, item, result, log)
             self.progress.advance_items(1)
@@ -294,7 +360,9 @@ class Engine:
             if self.stop_requested:
                 # The contract has the plugin finish or roll back the item in
                 # flight before it returns, so items without a result are untouched.
-                self._set(job_id, item, "planned", log, detail="not started before the stop")
+                self._set(
+                    job_id, item, "planned", log, detail="not started before the stop"
+                )
             else:
                 # Left ``purging``: the next resume rescans it before anything else.
                 log.error("plugin returned no result for item", key=item.key)
@@ -302,32 +370,67 @@ class Engine:
     def _fingerprints_for(self, item: ItemRow) -> tuple[bytes, ...]:
         return self._fingerprints.get((item.target, item.key), ())
 
-    def _record_result(self, job_id: str, item: ItemRow, result: PurgeResult, log: Any) -> None:
+    def _record_result(
+        self, job_id: str, item: ItemRow, result: PurgeResult, log: Any
+    ) -> None:
         if result.status == "purged":
-            self._set(job_id, item, "purged", log, detail=result.detail, bytes_done=result.bytes)
+            self._set(
+                job_id,
+                item,
+                "purged",
+                log,
+                detail=result.detail,
+                bytes_done=result.bytes,
+            )
         elif result.status == "blocked":
-            refusal = refusal_to_json(result.refusal) or {"reason": "blocked", "detail": result.detail}
-            self._set(job_id, item, "blocked", log, detail=result.detail, refusal=refusal)
+            refusal = refusal_to_json(result.refusal) or {
+                "reason": "blocked",
+                "detail": result.detail,
+            }
+            self._set(
+                job_id, item, "blocked", log, detail=result.detail, refusal=refusal
+            )
         else:
-            self._set(job_id, item, "failed", log, detail=result.detail, bytes_done=result.bytes)
+            self._set(
+                job_id,
+                item,
+                "failed",
+                log,
+                detail=result.detail,
+                bytes_done=result.bytes,
+            )
 
     def _complete_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
         try:
             for result in plugin.complete():
-                self.journal.add_step(job_id, row.position, result.key, result.status, result.detail)
+                self.journal.add_step(
+                    job_id, row.position, result.key, result.status, result.detail
+                )
                 level = log.info if result.status == "purged" else log.error
-                level("target step", step=result.key, status=result.status, detail=result.detail)
+                level(
+                    "target step",
+                    step=result.key,
+                    status=result.status,
+                    detail=result.detail,
+                )
         except PluginError as error:
             log.error("target step failed", error=str(error))
-            self.journal.add_step(job_id, row.position, "complete", "failed", str(error))
+            self.journal.add_step(
+                job_id, row.position, "complete", "failed", str(error)
+            )
 
     def _verify_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
-        self.progress.start("verifying", self._count(job_id, ("purged",), row.position), 0)
-        for batch in chunked(self.journal.items(job_id, target=row.position, states=("purged",)), plugin.batch_size):
+        self.progress.start(
+            "verifying", self._count(job_id, ("purged",), row.position), 0
+        )
+        for batch in chunked(
+            self.journal.items(job_id, target=row.position, states=("purged",)),
+            plugin.batch_size,
+        ):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             for item in batch:
                 found = evidence.get(item.key)
@@ -336,21 +439,39 @@ class Engine:
                     log.error("no verification evidence for item", key=item.key)
                     continue
                 if found.verified:
-                    self._set(job_id, item, "verified", log, evidence=_evidence_json(found))
+                    self._set(
+                        job_id, item, "verified", log, evidence=_evidence_json(found)
+                    )
                 else:
-                    self._set(job_id, item, "failed", log, detail=_failed_checks(found), evidence=_evidence_json(found))
+                    self._set(
+                        job_id,
+                        item,
+                        "failed",
+                        log,
+                        detail=_failed_checks(found),
+                        evidence=_evidence_json(found),
+                    )
                 self.progress.advance_items(1)
 
-    def _collect_evidence(self, job_id: str, plugin: Plugin, batch: list[ItemRow], row: TargetRow) -> dict[str, Evidence]:
+    def _collect_evidence(
+        self, job_id: str, plugin: Plugin, batch: list[ItemRow], row: TargetRow
+    ) -> dict[str, Evidence]:
         planned = [item.planned_item(self._fingerprints_for(item)) for item in batch]
         try:
             return {evidence.key: evidence for evidence in plugin.verify(planned)}
         except PluginError as error:
-            self._log.error("verification could not run", plugin=plugin.name, target=row.target.url, error=str(error))
+            self._log.error(
+                "verification could not run",
+                plugin=plugin.name,
+                target=row.target.url,
+                error=str(error),
+            )
             self.journal.add_step(job_id, row.position, "verify", "failed", str(error))
             return {}
 
-    def _set(self, job_id: str, item: ItemRow, state: str, log: Any, **fields: Any) -> None:
+    def _set(
+        self, job_id: str, item: ItemRow, state: str, log: Any, **fields: Any
+    ) -> None:
         self.journal.set_state(job_id, item.target, item.key, state, **fields)
         detail = fields.get("detail", "")
         if state == "failed":
@@ -360,7 +481,9 @@ class Engine:
         else:
             log.info("item state", key=item.key, state=state)
 
-    def _count(self, job_id: str, states: Sequence[str], target: int | None = None) -> int:
+    def _count(
+        self, job_id: str, states: Sequence[str], target: int | None = None
+    ) -> int:
         sql = f"SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state IN ({', '.join('?' for _ in states)})"
         parameters: list[Any] = [job_id, *states]
         if target is not None:
@@ -382,7 +505,9 @@ class Engine:
             EXIT_FAILED,
             counts,
             self.journal.job(job_id).plan_hash,
-            messages=[f"job stopped before the end; continue it with: lethe purge --resume {job_id}"],
+            messages=[
+                f"job stopped before the end; continue it with: lethe purge --resume {job_id}"
+            ],
         )
         hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
@@ -390,20 +515,37 @@ class Engine:
     def _finish(self, job_id: str) -> JobOutcome:
         job = self.journal.job(job_id)
         counts = self.journal.count_states(job_id)
-        failed_steps = [step for step in self.journal.steps(job_id) if step["status"] == "failed"]
-        messages = [f"target step {step['name']} failed: {step['detail']}" for step in failed_steps]
+        failed_steps = [
+            step for step in self.journal.steps(job_id) if step["status"] == "failed"
+        ]
+        messages = [
+            f"target step {step['name']} failed: {step['detail']}"
+            for step in failed_steps
+        ]
         unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
         if counts.get("failed") or unfinished or failed_steps:
             state, exit_code = "failed", EXIT_FAILED
-            messages.append("no certificate was issued because not every item was destroyed and verified")
+            messages.append(
+                "no certificate was issued because not every item was destroyed and verified"
+            )
         elif counts.get("refused") or counts.get("blocked"):
             state, exit_code = "done", EXIT_REFUSED
         else:
             state, exit_code = "done", EXIT_OK
-        self.audit.append("job-finished", job_id=job_id, state=state, plan_hash=job.plan_hash, counts=counts)
+        self.audit.append(
+            "job-finished",
+            job_id=job_id,
+            state=state,
+            plan_hash=job.plan_hash,
+            counts=counts,
+        )
         path = self._certify(job_id) if state == "done" else None
-        self.journal.update_job(job_id, state=state, certificate=str(path) if path else None)
-        outcome = JobOutcome(job_id, state, exit_code, counts, job.plan_hash, path, messages)
+        self.journal.update_job(
+            job_id, state=state, certificate=str(path) if path else None
+        )
+        outcome = JobOutcome(
+            job_id, state, exit_code, counts, job.plan_hash, path, messages
+        )
         self._log.info("job finished", state=state, counts=counts)
         hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
@@ -411,7 +553,9 @@ class Engine:
     def _certify(self, job_id: str) -> Path:
         key = keys.load_or_create(self.state_dir)
         with self.audit.writer() as writer:
-            document = certificate.build(self.journal, job_id, self.config.operator, writer.next_seq)
+            document = certificate.build(
+                self.journal, job_id, self.config.operator, writer.next_seq
+            )
             signed = certificate.sign(document, key)
             writer.append(
                 "certificate",
@@ -428,7 +572,9 @@ class Engine:
             return
         last = self.audit.last_of_kind("config")
         if last is None or last.get("digest") != self.config.digest:
-            self.audit.append("config", path=self.config.path, digest=self.config.digest)
+            self.audit.append(
+                "config", path=self.config.path, digest=self.config.digest
+            )
 
     # Re-verification
 
@@ -438,27 +584,49 @@ class Engine:
         self._log = get_logger(__name__, job=job_id)
         disagreements = 0
         for row in self.journal.targets(job_id):
-            plugin = self._open_plugin(job_id, row.position, row.target, job.settings, dry_run=True)
+            plugin = self._open_plugin(
+                job_id, row.position, row.target, job.settings, dry_run=True
+            )
             plugin.describe()
             disagreements += self._recheck_target(job_id, row, plugin)
         counts = self.journal.count_states(job_id)
         exit_code = EXIT_FAILED if disagreements or counts.get("failed") else EXIT_OK
-        self.audit.append("job-reverified", job_id=job_id, disagreements=disagreements, counts=counts)
-        messages = [f"{disagreements} item(s) failed the repeated rescan"] if disagreements else []
-        return JobOutcome(job_id, job.state, exit_code, counts, job.plan_hash, None, messages)
+        self.audit.append(
+            "job-reverified", job_id=job_id, disagreements=disagreements, counts=counts
+        )
+        messages = (
+            [f"{disagreements} item(s) failed the repeated rescan"]
+            if disagreements
+            else []
+        )
+        return JobOutcome(
+            job_id, job.state, exit_code, counts, job.plan_hash, None, messages
+        )
 
     def _recheck_target(self, job_id: str, row: TargetRow, plugin: Plugin) -> int:
         disagreements = 0
-        rows = self.journal.items(job_id, target=row.position, states=("verified", "purged"))
+        rows = self.journal.items(
+            job_id, target=row.position, states=("verified", "purged")
+        )
         for batch in chunked(rows, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             for item in batch:
                 found = evidence.get(item.key)
                 verified = found is not None and found.verified
-                self.journal.add_recheck(job_id, item.target, item.key, verified, _evidence_json(found) if found else None)
+                self.journal.add_recheck(
+                    job_id,
+                    item.target,
+                    item.key,
+                    verified,
+                    _evidence_json(found) if found else None,
+                )
                 if not verified:
                     disagreements += 1
-                    self._log.error("repeated rescan disagrees", key=item.key, detail=_failed_checks(found) if found else "no evidence")
+                    self._log.error(
+                        "repeated rescan disagrees",
+                        key=item.key,
+                        detail=_failed_checks(found) if found else "no evidence",
+                    )
         return disagreements
 
 
@@ -477,18 +645,27 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
         refusal=refusal_to_json(decision.refusal),
         residual=tuple(decision.residual),
         state="planned" if decision.permitted else "refused",
-        fingerprints=tuple(fingerprint_digest(value) for value in decision.fingerprints),
+        fingerprints=tuple(
+            fingerprint_digest(value) for value in decision.fingerprints
+        ),
     )
 
 
 def _evidence_json(evidence: Evidence) -> dict[str, Any]:
     return {
         "checks": [
-            {"name": check.name, "passed": check.passed, "detail": check.detail} for check in evidence.checks
+            {"name": check.name, "passed": check.passed, "detail": check.detail}
+            for check in evidence.checks
         ]
     }
 
 
 def _failed_checks(evidence: Evidence) -> str:
-    failed = [f"{check.name}: {check.detail}" for check in evidence.checks if not check.passed]
-    return "verification failed: " + "; ".join(failed) if failed else "verification returned no checks"
+    failed = [
+        f"{check.name}: {check.detail}" for check in evidence.checks if not check.passed
+    ]
+    return (
+        "verification failed: " + "; ".join(failed)
+        if failed
+        else "verification returned no checks"
+    )

@@ -23,14 +23,30 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.errors import JournalError
-from plugins.base import Decision, Item, Method, PlannedItem, Refusal, Target, TargetInfo
+from plugins.base import (
+    Decision,
+    Item,
+    Method,
+    PlannedItem,
+    Refusal,
+    Target,
+    TargetInfo,
+)
 
-ITEM_STATES = ("planned", "purging", "purged", "verified", "failed", "refused", "blocked")
+ITEM_STATES = (
+    "planned",
+    "purging",
+    "purged",
+    "verified",
+    "failed",
+    "refused",
+    "blocked",
+)
 FILE_NAME = "journal.sqlite"
 PAGE = 500
 
@@ -61,7 +77,7 @@ CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL REFERENCES jobs(id),
     target INTEGER NOT NULL,
-    key TEXT NOT NULL,
+    key BLOB NOT NULL,
     kind TEXT NOT NULL,
     size INTEGER NOT NULL,
     label TEXT NOT NULL,
@@ -93,7 +109,7 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS rechecks (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     target INTEGER NOT NULL,
-    key TEXT NOT NULL,
+    key BLOB NOT NULL,
     at TEXT NOT NULL,
     verified INTEGER NOT NULL,
     evidence TEXT NOT NULL
@@ -101,13 +117,40 @@ CREATE TABLE IF NOT EXISTS rechecks (
 """
 
 
+def key_bytes(key: str) -> bytes:
+    """Encode an item key for the journal, keeping undecodable file-name bytes.
+
+    Keys are stored as BLOBs because a file name that is not valid UTF-8
+    arrives as a str with surrogate escapes (``os.fsdecode``), which SQLite
+    TEXT cannot store; BLOBs also sort bytewise, so paging by key is stable.
+    """
+    return key.encode("utf-8", "surrogateescape")
+
+
+def key_text(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def display_text(text: str) -> str:
+    """Make a label or message storable as TEXT, escaping undecodable bytes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def dumps(value: Any) -> str:
-    """Serialise to the canonical JSON the journal, plan and audit log share."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Serialise to the canonical JSON the journal, plan and audit log share.
+
+    Non-ASCII characters are escaped, so file names with surrogate escapes
+    (undecodable bytes) survive the round trip.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+    )
 
 
 @dataclass(frozen=True)
@@ -157,7 +200,9 @@ class ItemRow:
     row_id: int = 0
 
     def item(self) -> Item:
-        return Item(self.key, self.kind, self.size, self.identity, self.attributes, self.label)
+        return Item(
+            self.key, self.kind, self.size, self.identity, self.attributes, self.label
+        )
 
     def planned_item(self, fingerprints: tuple[bytes, ...] = ()) -> PlannedItem:
         """Rebuild the plan's decision; fingerprints come from memory, if at all."""
@@ -169,7 +214,9 @@ class ItemRow:
                 params=self.params,
             )
         else:
-            decision = Decision(refusal=refusal_from_json(self.refusal), residual=self.residual)
+            decision = Decision(
+                refusal=refusal_from_json(self.refusal), residual=self.residual
+            )
         return PlannedItem(self.item(), decision)
 
 
@@ -191,7 +238,11 @@ def refusal_from_json(value: Mapping[str, Any] | None) -> Refusal:
 
 
 def info_to_json(info: TargetInfo) -> dict[str, Any]:
-    return {"media": dict(info.media), "notes": list(info.notes), "residual": list(info.residual)}
+    return {
+        "media": dict(info.media),
+        "notes": list(info.notes),
+        "residual": list(info.residual),
+    }
 
 
 def info_from_json(value: Mapping[str, Any]) -> TargetInfo:
@@ -230,7 +281,9 @@ class Journal:
             with self._transaction():
                 return self._db.execute(sql, parameters)
         except sqlite3.Error as error:
-            raise JournalError(f"cannot write the journal {self.path}: {error}") from error
+            raise JournalError(
+                f"cannot write the journal {self.path}: {error}"
+            ) from error
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -249,7 +302,15 @@ class Journal:
         self._write(
             "INSERT INTO jobs (id, created, updated, state, dry_run, config_digest,"
             " settings, source_plan) VALUES (?, ?, ?, 'planning', ?, ?, ?, ?)",
-            (job_id, stamp, stamp, int(dry_run), config_digest, dumps(settings), source_plan),
+            (
+                job_id,
+                stamp,
+                stamp,
+                int(dry_run),
+                config_digest,
+                dumps(settings),
+                source_plan,
+            ),
         )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -288,11 +349,20 @@ class Journal:
 
     # Targets
 
-    def add_target(self, job_id: str, position: int, target: Target, plugin: str, info: TargetInfo) -> None:
+    def add_target(
+        self, job_id: str, position: int, target: Target, plugin: str, info: TargetInfo
+    ) -> None:
         self._write(
             "INSERT INTO targets (job_id, position, url, options, plugin, info)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, position, target.url, dumps(dict(target.options)), plugin, dumps(info_to_json(info))),
+            (
+                job_id,
+                position,
+                target.url,
+                dumps(dict(target.options)),
+                plugin,
+                dumps(info_to_json(info)),
+            ),
         )
 
     def targets(self, job_id: str) -> list[TargetRow]:
@@ -345,10 +415,10 @@ class Journal:
         return (
             job_id,
             row.target,
-            row.key,
+            key_bytes(row.key),
             row.kind,
             row.size,
-            row.label,
+            display_text(row.label),
             dumps(row.identity),
             dumps(row.attributes),
             row.classification,
@@ -357,19 +427,29 @@ class Journal:
             dumps(row.refusal) if row.refusal else None,
             dumps(list(row.residual)),
             row.state,
-            row.detail,
+            display_text(row.detail),
             dumps(list(row.fingerprints)),
             now(),
         )
 
     def set_plan_hash(self, job_id: str, plan_hash: str) -> None:
         with self._transaction():
-            self._db.execute("UPDATE items SET plan_hash = ? WHERE job_id = ?", (plan_hash, job_id))
             self._db.execute(
-                "UPDATE jobs SET plan_hash = ?, updated = ? WHERE id = ?", (plan_hash, now(), job_id)
+                "UPDATE items SET plan_hash = ? WHERE job_id = ?", (plan_hash, job_id)
+            )
+            self._db.execute(
+                "UPDATE jobs SET plan_hash = ?, updated = ? WHERE id = ?",
+                (plan_hash, now(), job_id),
             )
 
-    def set_states(self, job_id: str, target: int, keys: Sequence[str], state: str, detail: str = "") -> None:
+    def set_states(
+        self,
+        job_id: str,
+        target: int,
+        keys: Sequence[str],
+        state: str,
+        detail: str = "",
+    ) -> None:
         """Move several items to one state in a single transaction."""
         self._check_state(state)
         stamp = now()
@@ -377,7 +457,10 @@ class Journal:
             self._db.executemany(
                 "UPDATE items SET state = ?, detail = ?, updated = ?"
                 " WHERE job_id = ? AND target = ? AND key = ?",
-                [(state, detail, stamp, job_id, target, key) for key in keys],
+                [
+                    (state, display_text(detail), stamp, job_id, target, key_bytes(key))
+                    for key in keys
+                ],
             )
 
     def set_state(
@@ -394,7 +477,7 @@ class Journal:
         """Record one item's new state, with its evidence or refusal, in one transaction."""
         self._check_state(state)
         assignments = ["state = ?", "detail = ?", "updated = ?"]
-        values: list[Any] = [state, detail, now()]
+        values: list[Any] = [state, display_text(detail), now()]
         if bytes_done is not None:
             assignments.append("bytes_done = ?")
             values.append(bytes_done)
@@ -406,7 +489,7 @@ class Journal:
             values.append(dumps(refusal))
         self._write(
             f"UPDATE items SET {', '.join(assignments)} WHERE job_id = ? AND target = ? AND key = ?",
-            (*values, job_id, target, key),
+            (*values, job_id, target, key_bytes(key)),
         )
 
     def requeue(self, job_id: str, target: int, key: str, detail: str) -> None:
@@ -420,7 +503,7 @@ class Journal:
             "UPDATE items SET state = 'planned', detail = ?, updated = ?,"
             " params = json_set(params, '$.resumed', json('true'))"
             " WHERE job_id = ? AND target = ? AND key = ?",
-            (detail, now(), job_id, target, key),
+            (display_text(detail), now(), job_id, target, key_bytes(key)),
         )
 
     @staticmethod
@@ -464,7 +547,7 @@ class Journal:
             last = rows[-1]["id"]
 
     def _pages_by_key(self, where: str, parameters: list[Any]) -> Iterator[ItemRow]:
-        last_target, last_key = -1, ""
+        last_target, last_key = -1, b""
         while True:
             rows = self._db.execute(
                 f"SELECT * FROM items WHERE {where} AND (target > ? OR (target = ? AND key > ?))"
@@ -479,13 +562,15 @@ class Journal:
 
     def get_item(self, job_id: str, target: int, key: str) -> ItemRow | None:
         row = self._db.execute(
-            "SELECT * FROM items WHERE job_id = ? AND target = ? AND key = ?", (job_id, target, key)
+            "SELECT * FROM items WHERE job_id = ? AND target = ? AND key = ?",
+            (job_id, target, key_bytes(key)),
         ).fetchone()
         return _item_row(row) if row else None
 
     def count_states(self, job_id: str) -> dict[str, int]:
         rows = self._db.execute(
-            "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state", (job_id,)
+            "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state",
+            (job_id,),
         ).fetchall()
         return {row["state"]: row["n"] for row in rows}
 
@@ -495,19 +580,25 @@ class Journal:
 
     # Target-wide steps and re-verification
 
-    def add_step(self, job_id: str, target: int, name: str, status: str, detail: str) -> None:
+    def add_step(
+        self, job_id: str, target: int, name: str, status: str, detail: str
+    ) -> None:
         self._write(
             "INSERT INTO steps (job_id, target, name, status, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
             (job_id, target, name, status, detail, now()),
         )
 
     def steps(self, job_id: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM steps WHERE job_id = ? ORDER BY rowid", (job_id,))
+        return self.query(
+            "SELECT * FROM steps WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
 
-    def add_recheck(self, job_id: str, target: int, key: str, verified: bool, evidence: Any) -> None:
+    def add_recheck(
+        self, job_id: str, target: int, key: str, verified: bool, evidence: Any
+    ) -> None:
         self._write(
             "INSERT INTO rechecks (job_id, target, key, at, verified, evidence) VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, target, key, now(), int(verified), dumps(evidence)),
+            (job_id, target, key_bytes(key), now(), int(verified), dumps(evidence)),
         )
 
 
@@ -530,7 +621,7 @@ class _Transaction:
 def _item_row(row: sqlite3.Row) -> ItemRow:
     return ItemRow(
         target=row["target"],
-        key=row["key"],
+        key=key_text(row["key"]),
         kind=row["kind"],
         size=row["size"],
         label=row["label"],

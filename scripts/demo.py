@@ -23,8 +23,30 @@ STATE = DEMO / "state"
 MARKER = DEMO / ".lethe-demo"
 LETHE = Path(sys.executable).with_name("lethe")
 
-FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
-LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Berners"]
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Radia",
+    "Tim",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Perlman",
+    "Berners",
+]
 
 
 def reset() -> None:
@@ -45,15 +67,27 @@ def write_customers(path: Path, rows: int, generator: random.Random) -> None:
         for _ in range(rows):
             name = f"{generator.choice(FIRST)} {generator.choice(LAST)}"
             phone = f"+44 7700 900{generator.randrange(1000):03d}"
-            national_id = f"QX{generator.randrange(10**6):06d}{generator.choice('ABCD')}"
-            writer.writerow([generator.randrange(10**8), name, phone, national_id, generator.randrange(10**5)])
+            national_id = (
+                f"QX{generator.randrange(10**6):06d}{generator.choice('ABCD')}"
+            )
+            writer.writerow(
+                [
+                    generator.randrange(10**8),
+                    name,
+                    phone,
+                    national_id,
+                    generator.randrange(10**5),
+                ]
+            )
 
 
 def generate() -> None:
     generator = random.Random(2026)
     write_customers(EXPORTS / "2019" / "q1" / "customers.csv", 200, generator)
     write_customers(EXPORTS / "2019" / "q2" / "customers.csv", 200, generator)
-    write_customers(EXPORTS / "2019" / "q2" / "archive" / "closed-accounts.csv", 50, generator)
+    write_customers(
+        EXPORTS / "2019" / "q2" / "archive" / "closed-accounts.csv", 50, generator
+    )
     write_customers(EXPORTS / "2020" / "customers.csv", 500, generator)
     write_customers(OUTSIDE / "contracts.csv", 20, generator)
     write_customers(OUTSIDE / "shared-ledger.csv", 20, generator)
@@ -80,7 +114,9 @@ def lethe(*args: str) -> int:
     command = [str(LETHE), *args, "-c", str(DEMO / "lethe.yaml")]
     print(f"\n$ lethe {' '.join(args)}", flush=True)
     environment = dict(os.environ, LETHE_STATE_DIR=str(STATE))
-    return subprocess.run(command, env=environment, stderr=subprocess.DEVNULL, check=False).returncode
+    return subprocess.run(
+        command, env=environment, stderr=subprocess.DEVNULL, check=False
+    ).returncode
 
 
 def main() -> int:
@@ -99,7 +135,9 @@ def main() -> int:
         print("no certificate was issued")
         return 2
     verify_code = lethe("certificate", "verify", str(certificates[-1]))
-    intact = (OUTSIDE / "contracts.csv").exists() and (OUTSIDE / "shared-ledger.csv").exists()
+    intact = (OUTSIDE / "contracts.csv").exists() and (
+        OUTSIDE / "shared-ledger.csv"
+    ).exists()
     print(f"\nfiles outside the target untouched: {intact}")
     print(f"certificate: {certificates[-1]}")
     print(f"certificate for people: {certificates[-1].with_suffix('.html')}")

@@ -92,7 +92,9 @@ class DirPlugin(Plugin):
             if status.st_ino != planned.item.identity["inode"] or (
                 not resumed and status.st_mtime_ns != planned.item.identity["mtime_ns"]
             ):
-                yield PurgeResult(planned.item.key, "failed", "item changed since planning")
+                yield PurgeResult(
+                    planned.item.key, "failed", "item changed since planning"
+                )
                 continue
             with open(path, "r+b") as stream:
                 stream.write(b"\0" * status.st_size)
@@ -101,7 +103,12 @@ class DirPlugin(Plugin):
             time.sleep(options.get("sleep", 0))
             os.unlink(path)
             self.context.progress(status.st_size)
-            yield PurgeResult(planned.item.key, "purged", bytes=status.st_size, method=Method.CLEAR_OVERWRITE)
+            yield PurgeResult(
+                planned.item.key,
+                "purged",
+                bytes=status.st_size,
+                method=Method.CLEAR_OVERWRITE,
+            )
             marker = options.get("stop_marker")
             if marker and os.path.exists(marker):
                 os.unlink(marker)
@@ -114,7 +121,13 @@ class DirPlugin(Plugin):
             if path.name in self.target.options.get("fail_verify", ()):
                 checks.append(Check("read-back", False, "injected read-back mismatch"))
             if planned.decision.fingerprints:
-                checks.append(Check("raw scan", True, f"{len(planned.decision.fingerprints)} fingerprints absent"))
+                checks.append(
+                    Check(
+                        "raw scan",
+                        True,
+                        f"{len(planned.decision.fingerprints)} fingerprints absent",
+                    )
+                )
             else:
                 checks.append(Check("raw scan", True, "not run: no fingerprints"))
             yield Evidence(planned.item.key, tuple(checks))
