@@ -13,7 +13,7 @@ rescans the items left ``purging`` before it purges anything again.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,7 +94,9 @@ class Engine:
         self.progress = progress or NullProgress()
         self.journal = Journal.open(state_dir)
         self.audit = AuditLog.open(state_dir)
-        self.stop_requested = False
+        self._stop_requested = False
+        #: Extra stop condition polled with the SIGTERM flag (set by daemons).
+        self.stop_condition: Callable[[], bool] = lambda: False
         self._plugins: dict[int, Plugin] = {}
         #: Fingerprints by (target position, item key), in memory for this job only.
         self._fingerprints: dict[tuple[int, str], tuple[bytes, ...]] = {}
@@ -102,7 +104,11 @@ class Engine:
 
     def request_stop(self) -> None:
         """Ask the job to stop after the item in flight (SIGTERM handler)."""
-        self.stop_requested = True
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested or self.stop_condition()
 
     def close(self) -> None:
         for plugin in self._plugins.values():
@@ -582,6 +588,16 @@ class Engine:
         """Repeat the rescan of a job's destroyed items without fingerprints."""
         job = self.journal.job(job_id)
         self._log = get_logger(__name__, job=job_id)
+        if job.dry_run or job.state in (
+            "planning",
+            "plan-failed",
+            "planned",
+            "mismatch",
+            "cancelled",
+        ):
+            raise UsageError(
+                f"job {job_id} destroyed nothing ({job.state}), so there is nothing to verify"
+            )
         disagreements = 0
         for row in self.journal.targets(job_id):
             plugin = self._open_plugin(
@@ -628,6 +644,32 @@ class Engine:
                         detail=_failed_checks(found) if found else "no evidence",
                     )
         return disagreements
+
+
+def run_job(
+    config: Config,
+    state_dir: Path,
+    targets: Sequence[Target],
+    settings: Mapping[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> JobOutcome:
+    """Plan and purge targets without confirmation (daemon and scheduled jobs).
+
+    ``settings`` defaults to the config's settings. ``should_stop`` is polled
+    between batches and by the plugins, so a daemon's SIGTERM stops the job
+    after the item in flight.
+    """
+    engine = Engine(config, state_dir)
+    if should_stop is not None:
+        engine.stop_condition = should_stop
+    try:
+        chosen = (
+            settings if settings is not None else config.settings.as_plugin_settings()
+        )
+        job_id = engine.plan(targets, chosen, dry_run=False)
+        return engine.purge(job_id)
+    finally:
+        engine.close()
 
 
 def _row(position: int, item: Item, decision: Decision, classification: str) -> ItemRow:

@@ -10,8 +10,8 @@ import pytest
 
 from agent import hooks
 from agent.config import Config
-from agent.engine import Engine
-from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
+from agent.engine import Engine, run_job
+from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
 from agent.policy import Assessment, Policy
 from agent.registry import Registry
 from plugins.base import Item, Refusal, Target
@@ -189,3 +189,29 @@ def test_audit_records_config_change(state_dir: Path, tree: Path) -> None:
         entry for entry, _ in engine.audit.entries() if entry["kind"] == "config"
     ]
     assert [entry["digest"][0] for entry in configs] == ["a", "b"]
+
+
+def test_run_job_honours_stop_condition(
+    state_dir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LETHE_EXTRA_PLUGINS", "testdir=tests.core.dirplugin:DirPlugin")
+    outcome = run_job(
+        Config(), state_dir, [target(tree / "sub")], should_stop=lambda: True
+    )
+    assert outcome.state == "interrupted"
+    assert (tree / "sub" / "export-0.csv").exists()
+
+
+def test_run_job_purges(
+    state_dir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LETHE_EXTRA_PLUGINS", "testdir=tests.core.dirplugin:DirPlugin")
+    outcome = run_job(Config(), state_dir, [target(tree / "sub")])
+    assert outcome.exit_code == EXIT_OK
+
+
+def test_dry_run_job_not_verifiable(state_dir: Path, tree: Path) -> None:
+    engine = make_engine(state_dir)
+    job_id = engine.plan([target(tree / "sub")], {}, dry_run=True)
+    with pytest.raises(UsageError, match="destroyed nothing"):
+        engine.reverify(job_id)
