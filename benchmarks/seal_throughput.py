@@ -7,7 +7,7 @@ file next to it. ``lethe seal`` and ``lethe unseal`` fsync their output, so
 each ``age`` run is followed by ``sync FILE`` to make its output durable
 too. ``age`` uses an X25519 recipient: its per-file key exchange is one
 operation per file, and the payload is ChaCha20-Poly1305 in 64 KiB chunks.
-Peak memory is the child's maximum RSS; ``lethe seal`` is also run on a
+Peak memory is each process's maximum RSS as GNU time reports it; ``lethe seal`` is also run on a
 small file to show its peak does not grow with the file size.
 """
 
@@ -25,19 +25,23 @@ from pathlib import Path
 
 MiB = 1 << 20
 LETHE = Path(sys.executable).with_name("lethe")
+TIME = "/usr/bin/time"
 
 
 def run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run a command; return its wall time in seconds and its peak RSS in KiB."""
+    """Run a command; return its wall time in seconds and its peak RSS in KiB.
+
+    The peak comes from GNU time, because a child forked from this (large)
+    Python process inherits its RSS high-water mark.
+    """
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.run(
+        [TIME, "-f", "%M", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        message = process.stderr.read().decode(errors="replace") if process.stderr else ""
-        raise SystemExit(f"{command[0]} failed ({process.returncode}): {message}")
-    return elapsed, usage.ru_maxrss
+        raise SystemExit(f"{command[0]} failed ({process.returncode}): {process.stderr}")
+    return elapsed, int(process.stderr.strip().splitlines()[-1])
 
 
 def make_input(path: Path, size: int) -> None:
@@ -61,9 +65,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=64, help="size in MiB of the memory comparison run (default 64)")
     parser.add_argument("--dir", default=None, help="directory for the temporary files (default: system temp)")
     args = parser.parse_args()
-    for tool in ("age", "age-keygen", "sync"):
+    for tool, package in (("age", "age"), ("age-keygen", "age"), ("sync", "coreutils"), (TIME, "time")):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed; install the Debian package 'age'")
+            raise SystemExit(f"{tool} is not installed; install the Debian package '{package}'")
 
     with tempfile.TemporaryDirectory(prefix="lethe-seal-bench-", dir=args.dir) as directory:
         work = Path(directory)

@@ -6,7 +6,7 @@ packages=(
     e2fsprogs xfsprogs btrfs-progs util-linux   # filesystems on loop devices
     sleuthkit testdisk                          # forensic checks: fls, icat, photorec
     cryptsetup-bin                              # LUKS crypto-erase
-    sqlite3 age coreutils                       # benchmarks' reference tools
+    sqlite3 age coreutils time                  # benchmarks' reference tools, GNU time for peak RSS
     postgresql-client mariadb-client
 )
 
