@@ -265,6 +265,13 @@ def match_units(state_dir: Path, restored: Sequence[Target]) -> tuple[list[Repla
 def _restored_for(record: Mapping[str, Any], restored: Sequence[Target]) -> Target | None:
     """Return the restored target a recorded target applies to, re-rooted there."""
     candidates = [target for target in restored if target.scheme == record["scheme"]]
+    if record["scheme"] == "key":
+        # Destroyed keys come back with a restored key store. ``key://*``
+        # stands for the whole store; the recorded key ids pick the keys.
+        for target in candidates:
+            if target.url == "key://*":
+                return Target(target.url, {**target.options, "all_keys": True})
+        return None
     for target in candidates:
         if base_url(target) == record["base"]:
             return target

@@ -3,7 +3,7 @@
 Usage: python benchmarks/seal_throughput.py [SIZE_MIB] [--small SIZE_MIB]
 
 Both tools read the same input file (warm in the page cache) and write a
-file next to it. ``lethe seal`` and ``lethe unseal`` fsync their output, so
+file next to it; each step runs ``--rounds`` times and the fastest counts. ``lethe seal`` and ``lethe unseal`` fsync their output, so
 each ``age`` run is followed by ``sync FILE`` to make its output durable
 too. ``age`` uses an X25519 recipient: its per-file key exchange is one
 operation per file, and the payload is ChaCha20-Poly1305 in 64 KiB chunks.
@@ -14,6 +14,7 @@ small file to show its peak does not grow with the file size.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import secrets
 import shutil
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("size", nargs="?", type=int, default=1024, help="input size in MiB (default 1024)")
     parser.add_argument("--small", type=int, default=64, help="size in MiB of the memory comparison run (default 64)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds to run; the fastest of each step counts (default 2)")
     parser.add_argument("--dir", default=None, help="directory for the temporary files (default: system temp)")
     args = parser.parse_args()
     for tool, package in (("age", "age"), ("age-keygen", "age"), ("sync", "coreutils"), (TIME, "time")):
@@ -81,23 +83,13 @@ def main() -> None:
         size = args.size * MiB
         plain = work / "input.bin"
         make_input(plain, size)
-        sealed, unsealed = work / "input.bin.lethe", work / "lethe.out"
-        encrypted, decrypted = work / "input.bin.age", work / "age.out"
 
-        results = {}
-        results["lethe seal"] = run([str(LETHE), "seal", str(plain), "--subject", "bench"], env)
-        started = time.perf_counter()
-        run(["age", "-e", "-r", recipient, "-o", str(encrypted), str(plain)], env)
-        run(["sync", str(encrypted)], env)
-        results["age encrypt"] = (time.perf_counter() - started, _age_rss(recipient, plain, env))
-        results["lethe unseal"] = run([str(LETHE), "unseal", str(sealed), "-o", str(unsealed)], env)
-        started = time.perf_counter()
-        _elapsed, age_rss = run(["age", "-d", "-i", str(identity), "-o", str(decrypted), str(encrypted)], env)
-        run(["sync", str(decrypted)], env)
-        results["age decrypt"] = (time.perf_counter() - started, age_rss)
-        if unsealed.read_bytes()[:MiB] != plain.read_bytes()[:MiB] or unsealed.stat().st_size != size:
-            raise SystemExit("lethe unseal output differs from the input")
-        remove(sealed, unsealed, encrypted, decrypted, plain)
+        results: dict[str, tuple[float, int]] = {}
+        for _round in range(args.rounds):
+            for name, measured in one_round(plain, work, identity, recipient, env).items():
+                if name not in results or measured[0] < results[name][0]:
+                    results[name] = measured
+        remove(plain)
 
         small = work / "small.bin"
         make_input(small, args.small * MiB)
@@ -113,6 +105,27 @@ def main() -> None:
         f"lethe seal peak RSS: {results['lethe seal'][1] / 1024:.1f} MiB at {args.size} MiB, "
         f"{small_rss / 1024:.1f} MiB at {args.small} MiB"
     )
+
+
+def one_round(plain: Path, work: Path, identity: Path, recipient: str, env: dict[str, str]) -> dict[str, tuple[float, int]]:
+    """Time each step once; return (seconds, peak RSS in KiB) per step."""
+    sealed, unsealed = work / "input.bin.lethe", work / "lethe.out"
+    encrypted, decrypted = work / "input.bin.age", work / "age.out"
+    results = {}
+    results["lethe seal"] = run([str(LETHE), "seal", str(plain), "--subject", "bench"], env)
+    started = time.perf_counter()
+    run(["age", "-e", "-r", recipient, "-o", str(encrypted), str(plain)], env)
+    run(["sync", str(encrypted)], env)
+    results["age encrypt"] = (time.perf_counter() - started, _age_rss(recipient, plain, env))
+    results["lethe unseal"] = run([str(LETHE), "unseal", str(sealed), "-o", str(unsealed)], env)
+    started = time.perf_counter()
+    _elapsed, age_rss = run(["age", "-d", "-i", str(identity), "-o", str(decrypted), str(encrypted)], env)
+    run(["sync", str(decrypted)], env)
+    results["age decrypt"] = (time.perf_counter() - started, age_rss)
+    if not filecmp.cmp(unsealed, plain, shallow=False):
+        raise SystemExit("lethe unseal output differs from the input")
+    remove(sealed, unsealed, encrypted, decrypted)
+    return results
 
 
 def _age_rss(recipient: str, plain: Path, env: dict[str, str]) -> int:

@@ -187,3 +187,30 @@ def test_unseal_with_wrong_kek_through_cli(lethe, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "key-encryption key" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_replay_destroys_restored_key(lethe, tmp_path: Path, state_dir: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text("Ada Lovelace,ada@example.com\n" * 100)
+    assert lethe("seal", str(source), "--subject", "cust-1").returncode == 0
+    assert lethe("seal", str(source), "--subject", "cust-2", "-o", str(tmp_path / "other.lethe")).returncode == 0
+    store = state_dir / "keys" / "data-keys.store"
+    backup = tmp_path / "data-keys.store.backup"
+    shutil.copy2(store, backup)
+    assert lethe("purge", "--yes", "key://cust-1").returncode == 0
+
+    shutil.copy2(backup, store)
+    resurrected = lethe("unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "leak.csv"))
+    assert resurrected.returncode == 0
+    (tmp_path / "leak.csv").unlink()
+
+    result = lethe("ledger", "replay", "--yes", "--json", "key://*")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert report["resurfaced"] == 1
+    assert report["job"]["state"] == "done"
+    again = lethe("unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "again.csv"))
+    assert again.returncode == 2
+    assert "was destroyed" in again.stderr
+    kept = lethe("unseal", str(tmp_path / "other.lethe"), "-o", str(tmp_path / "other.csv"))
+    assert kept.returncode == 0
