@@ -54,7 +54,9 @@ def validate(node: Node) -> dict[str, Any]:
         kms.mapping({"region", "endpoint_url", "pending_window_days"})
         window = kms.integer("pending_window_days", default=7, minimum=7)
         if window > 30:
-            raise kms.child("pending_window_days").error("a number of days from 7 to 30")
+            raise kms.child("pending_window_days").error(
+                "a number of days from 7 to 30"
+            )
         settings["aws_kms"] = {
             "region": kms.string("region"),
             "endpoint_url": kms.string("endpoint_url"),
@@ -98,4 +100,8 @@ def kek_hint() -> str:
 
 def is_configured(config: Config) -> bool:
     section = config.sections.get("keystore") or {}
-    return bool(section.get("kek_file") or section.get("kek_env") or os.environ.get(DEFAULT_KEK_ENV))
+    return bool(
+        section.get("kek_file")
+        or section.get("kek_env")
+        or os.environ.get(DEFAULT_KEK_ENV)
+    )

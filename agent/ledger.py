@@ -103,7 +103,9 @@ def selector(target: Target) -> dict[str, Any]:
     """Return the selection keys of the target's query and options."""
     chosen: dict[str, Any] = {}
     if "://" in target.url:
-        for key, values in urllib.parse.parse_qs(target.parts.query, keep_blank_values=True).items():
+        for key, values in urllib.parse.parse_qs(
+            target.parts.query, keep_blank_values=True
+        ).items():
             if key in SELECTOR_KEYS:
                 chosen[key] = values if key == "param" else values[-1]
     for key, value in target.options.items():
@@ -120,7 +122,10 @@ def record_job(summary: Mapping[str, Any]) -> None:
     state_dir = summary.get("state_dir")
     job_id = summary.get("job_id")
     if not state_dir or not job_id:
-        log.warning("erasure ledger not written: the job summary names no state directory", job=job_id)
+        log.warning(
+            "erasure ledger not written: the job summary names no state directory",
+            job=job_id,
+        )
         return
     journal = Journal.open(Path(state_dir))
     try:
@@ -139,13 +144,20 @@ def record_job(summary: Mapping[str, Any]) -> None:
         certificate=summary.get("certificate"),
         targets=targets,
     )
-    log.info("erasure ledger entry written", job=job_id, seq=position.seq, targets=len(targets))
+    log.info(
+        "erasure ledger entry written",
+        job=job_id,
+        seq=position.seq,
+        targets=len(targets),
+    )
 
 
 def _target_records(journal: Journal, job_id: str) -> Iterator[dict[str, Any]]:
     for row in journal.targets(job_id):
         items = journal.items(job_id, target=row.position, states=["verified"])
-        digests = sorted({item_digest(relative_key(row.target, item.key)) for item in items})
+        digests = sorted(
+            {item_digest(relative_key(row.target, item.key)) for item in items}
+        )
         if not digests:
             continue
         record = {
@@ -162,7 +174,9 @@ def _target_records(journal: Journal, job_id: str) -> Iterator[dict[str, Any]]:
             # to find resurrected keys in a restored store.
             subject = urllib.parse.unquote(row.target.url.split("://", 1)[1])
             digest = hashlib.sha256(subject.encode()).hexdigest()
-            record.update(base=f"key://sha256:{digest[:16]}", name="", subjects_sha256=[digest])
+            record.update(
+                base=f"key://sha256:{digest[:16]}", name="", subjects_sha256=[digest]
+            )
         yield record
 
 
@@ -236,7 +250,9 @@ class ReplayReport:
         }
 
 
-def match_units(state_dir: Path, restored: Sequence[Target]) -> tuple[list[ReplayUnit], list[str]]:
+def match_units(
+    state_dir: Path, restored: Sequence[Target]
+) -> tuple[list[ReplayUnit], list[str]]:
     """Pair each recorded target with the restored target it applies to.
 
     A restored target applies when its scheme matches and its base URL
@@ -262,7 +278,9 @@ def match_units(state_dir: Path, restored: Sequence[Target]) -> tuple[list[Repla
     return list(units.values()), unmatched
 
 
-def _restored_for(record: Mapping[str, Any], restored: Sequence[Target]) -> Target | None:
+def _restored_for(
+    record: Mapping[str, Any], restored: Sequence[Target]
+) -> Target | None:
     """Return the restored target a recorded target applies to, re-rooted there."""
     candidates = [target for target in restored if target.scheme == record["scheme"]]
     if record["scheme"] == "key":
@@ -280,13 +298,17 @@ def _restored_for(record: Mapping[str, Any], restored: Sequence[Target]) -> Targ
             return target
     # A restored directory that contains the recorded one: the recorded path
     # /srv/exports/cust-2 applies to /restore/exports as /restore/exports/cust-2.
-    recorded = PurePosixPath(urllib.parse.urlsplit(record["base"]).path or record["base"])
+    recorded = PurePosixPath(
+        urllib.parse.urlsplit(record["base"]).path or record["base"]
+    )
     for target in candidates:
         name = PurePosixPath(target_path(target)).name
         if name and name in recorded.parent.parts:
             index = len(recorded.parts) - 1 - recorded.parts[::-1].index(name)
             remainder = PurePosixPath(*recorded.parts[index + 1 :])
-            return _with_path(target, str(PurePosixPath(target_path(target)) / remainder))
+            return _with_path(
+                target, str(PurePosixPath(target_path(target)) / remainder)
+            )
     return None
 
 
@@ -318,7 +340,9 @@ def _replay_target(restored: Target, record: Mapping[str, Any]) -> Target:
     return Target(url, dict(restored.options))
 
 
-def filtering_registry(units: Sequence[ReplayUnit], base: Registry | None = None) -> Registry:
+def filtering_registry(
+    units: Sequence[ReplayUnit], base: Registry | None = None
+) -> Registry:
     """Return a registry whose plugins discover only items the ledger records.
 
     Each plugin class a unit needs is replaced by a subclass whose
@@ -340,14 +364,20 @@ def filtering_registry(units: Sequence[ReplayUnit], base: Registry | None = None
     return registry
 
 
-def _filtered(plugin_class: type[Plugin], wanted: Mapping[str, set[str]]) -> type[Plugin]:
+def _filtered(
+    plugin_class: type[Plugin], wanted: Mapping[str, set[str]]
+) -> type[Plugin]:
     def discover(self: Plugin) -> Iterator[Item]:
         digests = wanted.get(self.target.url, set())
         for item in plugin_class.discover(self):
             if item_digest(relative_key(self.target, item.key)) in digests:
                 yield item
 
-    return type(plugin_class.__name__, (plugin_class,), {"discover": discover, "__doc__": plugin_class.__doc__})
+    return type(
+        plugin_class.__name__,
+        (plugin_class,),
+        {"discover": discover, "__doc__": plugin_class.__doc__},
+    )
 
 
 def replay(
@@ -372,17 +402,25 @@ def replay(
         try:
             _plan_unit(config, state_dir, unit, settings, registry)
         except (LetheError, PluginError) as error:
-            log.warning("ledger entry not applied", target=unit.target.url, error=str(error))
+            log.warning(
+                "ledger entry not applied", target=unit.target.url, error=str(error)
+            )
             for source in unit.sources:
-                report.problems.append(ReplayProblem(source, unit.target.url, str(error)))
+                report.problems.append(
+                    ReplayProblem(source, unit.target.url, str(error))
+                )
             continue
         report.units.append(unit)
     to_purge = [unit for unit in report.units if unit.resurfaced]
     if dry_run or not to_purge or (confirm is not None and not confirm(report)):
         return report
-    engine = Engine(config, state_dir, registry=filtering_registry(to_purge, _copy(registry)))
+    engine = Engine(
+        config, state_dir, registry=filtering_registry(to_purge, _copy(registry))
+    )
     try:
-        job_id = engine.plan([unit.target for unit in to_purge], settings, dry_run=False)
+        job_id = engine.plan(
+            [unit.target for unit in to_purge], settings, dry_run=False
+        )
         report.outcome = engine.purge(job_id)
     finally:
         engine.close()
@@ -390,9 +428,15 @@ def replay(
 
 
 def _plan_unit(
-    config: Config, state_dir: Path, unit: ReplayUnit, settings: Mapping[str, Any], registry: Registry | None
+    config: Config,
+    state_dir: Path,
+    unit: ReplayUnit,
+    settings: Mapping[str, Any],
+    registry: Registry | None,
 ) -> None:
-    engine = Engine(config, state_dir, registry=filtering_registry([unit], _copy(registry)))
+    engine = Engine(
+        config, state_dir, registry=filtering_registry([unit], _copy(registry))
+    )
     try:
         job_id = engine.plan([unit.target], settings, dry_run=True)
         rows = engine.journal.query(
@@ -409,4 +453,6 @@ def _plan_unit(
 def _copy(registry: Registry | None) -> Registry | None:
     if registry is None:
         return None
-    return Registry(dict(registry.entry_points), dict(registry.loaded), dict(registry.failures))
+    return Registry(
+        dict(registry.entry_points), dict(registry.loaded), dict(registry.failures)
+    )

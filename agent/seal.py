@@ -150,7 +150,9 @@ def read_header(stream: BinaryIO, name: str) -> Header:
         raise NotSealed(f"{name} is not a Lethe sealed file (no LTHSEAL1 header)")
     (length,) = struct.unpack(">I", start[len(MAGIC) :])
     if length > MAX_HEADER:
-        raise NotSealed(f"{name} has a header of {length} bytes; the limit is {MAX_HEADER}")
+        raise NotSealed(
+            f"{name} has a header of {length} bytes; the limit is {MAX_HEADER}"
+        )
     body = stream.read(length)
     if len(body) < length:
         raise SealedFileTruncated(f"{name} is truncated inside its header")
@@ -172,8 +174,14 @@ def _parse_header(raw: bytes, name: str) -> Header:
     except (ValueError, KeyError, TypeError):
         raise NotSealed(f"{name} has a malformed sealed-file header") from None
     if version != VERSION:
-        raise NotSealed(f"{name} is sealed-file version {version}; this Lethe reads version {VERSION}")
-    if len(header.nonce_prefix) != 7 or len(header.salt) != 16 or not 1 <= header.chunk_size <= 1 << 26:
+        raise NotSealed(
+            f"{name} is sealed-file version {version}; this Lethe reads version {VERSION}"
+        )
+    if (
+        len(header.nonce_prefix) != 7
+        or len(header.salt) != 16
+        or not 1 <= header.chunk_size <= 1 << 26
+    ):
         raise NotSealed(f"{name} has a malformed sealed-file header")
     return header
 
@@ -189,7 +197,9 @@ def _read_full(stream: BinaryIO, view: memoryview) -> int:
     return filled
 
 
-def seal_stream(source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: Header) -> StreamResult:
+def seal_stream(
+    source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: Header
+) -> StreamResult:
     """Write the header and every chunk of ``source``, sealed, to ``sink``."""
     cipher = _file_key(data_key.key, header)
     size = header.chunk_size
@@ -204,7 +214,12 @@ def seal_stream(source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: Hea
         if index >= MAX_CHUNKS:
             raise SealError(f"input exceeds {MAX_CHUNKS} chunks of {size} bytes")
         nonce = _nonce(header.nonce_prefix, index, final)
-        cipher.encrypt_into(nonce, buffers[0][:current], _aad(header, index, final), output[: current + TAG_SIZE])
+        cipher.encrypt_into(
+            nonce,
+            buffers[0][:current],
+            _aad(header, index, final),
+            output[: current + TAG_SIZE],
+        )
         sink.write(output[: current + TAG_SIZE])
         total += current
         index += 1
@@ -214,7 +229,9 @@ def seal_stream(source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: Hea
         current = following
 
 
-def unseal_stream(source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: Header, name: str) -> StreamResult:
+def unseal_stream(
+    source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: Header, name: str
+) -> StreamResult:
     """Authenticate and decrypt every chunk after the header into ``sink``.
 
     Raises SealedFileTampered or SealedFileTruncated; the caller discards
@@ -228,14 +245,23 @@ def unseal_stream(source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: H
     index = total = 0
     while True:
         if current < TAG_SIZE:
-            raise SealedFileTruncated(f"{name} is truncated: chunk {index} is missing or incomplete")
+            raise SealedFileTruncated(
+                f"{name} is truncated: chunk {index} is missing or incomplete"
+            )
         following = _read_full(source, buffers[1]) if current == size else 0
         final = following == 0
         nonce = _nonce(header.nonce_prefix, index, final)
         try:
-            cipher.decrypt_into(nonce, buffers[0][:current], _aad(header, index, final), output[: current - TAG_SIZE])
+            cipher.decrypt_into(
+                nonce,
+                buffers[0][:current],
+                _aad(header, index, final),
+                output[: current - TAG_SIZE],
+            )
         except InvalidTag:
-            raise _chunk_failure(cipher, header, buffers[0][:current], index, final, name) from None
+            raise _chunk_failure(
+                cipher, header, buffers[0][:current], index, final, name
+            ) from None
         sink.write(output[: current - TAG_SIZE])
         total += current - TAG_SIZE
         index += 1
@@ -245,15 +271,28 @@ def unseal_stream(source: BinaryIO, sink: BinaryIO, data_key: DataKey, header: H
         current = following
 
 
-def _chunk_failure(cipher: AESGCM, header: Header, chunk: memoryview, index: int, final: bool, name: str) -> SealError:
+def _chunk_failure(
+    cipher: AESGCM,
+    header: Header,
+    chunk: memoryview,
+    index: int,
+    final: bool,
+    name: str,
+) -> SealError:
     """Tell a file cut at a chunk boundary apart from an altered chunk."""
     if final:
         try:
-            cipher.decrypt(_nonce(header.nonce_prefix, index, False), bytes(chunk), _aad(header, index, False))
+            cipher.decrypt(
+                _nonce(header.nonce_prefix, index, False),
+                bytes(chunk),
+                _aad(header, index, False),
+            )
         except InvalidTag:
             pass
         else:
-            return SealedFileTruncated(f"{name} is truncated after chunk {index}: its final chunk is missing")
+            return SealedFileTruncated(
+                f"{name} is truncated after chunk {index}: its final chunk is missing"
+            )
     return SealedFileTampered(
         f"{name}: chunk {index} fails authentication; the file was altered, reordered "
         "or sealed with another key"
@@ -263,16 +302,16 @@ def _chunk_failure(cipher: AESGCM, header: Header, chunk: memoryview, index: int
 # --- files ------------------------------------------------------------------
 
 
-def seal_file(source: Path, destination: Path, store: KeyStore, subject: str) -> StreamResult:
+def seal_file(
+    source: Path, destination: Path, store: KeyStore, subject: str
+) -> StreamResult:
     """Seal ``source`` into ``destination`` (which must not exist) under the subject's key."""
-    data_key = store.data_key_for(subject)
-    header = new_header(data_key, subject)
-    try:
-        reader = open(source, "rb")
-    except FileNotFoundError:
-        raise SealError(f"{source} not found; nothing was sealed") from None
-    with reader:
-        result = _write_then_link(destination, lambda sink: seal_stream(reader, sink, data_key, header))
+    with _open_source(source, "sealed") as reader:
+        data_key = store.data_key_for(subject)
+        header = new_header(data_key, subject)
+        result = _write_then_link(
+            destination, lambda sink: seal_stream(reader, sink, data_key, header)
+        )
     store.record_copy(data_key.key_id, str(destination.resolve()))
     log.info("file sealed", key_id=data_key.key_id, bytes=result.plaintext_bytes)
     return result
@@ -280,24 +319,35 @@ def seal_file(source: Path, destination: Path, store: KeyStore, subject: str) ->
 
 def unseal_file(source: Path, destination: Path, store: KeyStore) -> StreamResult:
     """Restore ``source``'s plaintext into ``destination`` (which must not exist)."""
-    try:
-        reader = open(source, "rb")
-    except FileNotFoundError:
-        raise SealError(f"{source} not found; nothing was unsealed") from None
-    with reader:
+    with _open_source(source, "unsealed") as reader:
         header = read_header(reader, str(source))
         try:
             data_key = store.data_key(header.key_id)
         except KeyDestroyed as error:
-            raise SealKeyDestroyed(destroyed_message(error.record, header.subject)) from None
+            raise SealKeyDestroyed(
+                destroyed_message(error.record, header.subject)
+            ) from None
         result = _write_then_link(
-            destination, lambda sink: unseal_stream(reader, sink, data_key, header, str(source))
+            destination,
+            lambda sink: unseal_stream(reader, sink, data_key, header, str(source)),
         )
     log.info("file unsealed", key_id=header.key_id, bytes=result.plaintext_bytes)
     return result
 
 
-def _write_then_link(destination: Path, write: Callable[[BinaryIO], StreamResult]) -> StreamResult:
+def _open_source(source: Path, done: str) -> BinaryIO:
+    """Open an input file, turning OS errors into a SealError that names it."""
+    try:
+        return open(source, "rb", buffering=0)
+    except OSError as error:
+        raise SealError(
+            f"cannot read {source}: {error.strerror}; nothing was {done}"
+        ) from None
+
+
+def _write_then_link(
+    destination: Path, write: Callable[[BinaryIO], StreamResult]
+) -> StreamResult:
     """Run ``write`` into a hidden ``.partial`` file and link it as ``destination`` on success.
 
     The partial file has mode 0600 and a name that never looks like the
@@ -309,11 +359,17 @@ def _write_then_link(destination: Path, write: Callable[[BinaryIO], StreamResult
     # NOTE: O_TMPFILE would leave no name at all during the write, but linking
     # it through /proc/self/fd fails with EXDEV on some kernels, so a named
     # partial file is used. A crash mid-write can leave that partial file.
-    partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.partial")
+    partial = destination.with_name(
+        f".{destination.name}.{secrets.token_hex(4)}.partial"
+    )
     try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(
+            partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
     except OSError as error:
-        raise SealError(f"cannot write in {destination.parent}: {error.strerror}") from None
+        raise SealError(
+            f"cannot write in {destination.parent}: {error.strerror}"
+        ) from None
     try:
         with os.fdopen(descriptor, "wb", buffering=0) as sink:
             result = write(sink)
@@ -321,7 +377,9 @@ def _write_then_link(destination: Path, write: Callable[[BinaryIO], StreamResult
         os.link(partial, destination)
     except FileExistsError:
         partial.unlink(missing_ok=True)
-        raise OutputExists(f"{destination} appeared while writing; nothing was replaced") from None
+        raise OutputExists(
+            f"{destination} appeared while writing; nothing was replaced"
+        ) from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -345,4 +403,6 @@ def sealed_name(path: Path) -> Path:
 def unsealed_name(path: Path) -> Path:
     if path.name.endswith(SUFFIX) and len(path.name) > len(SUFFIX):
         return path.with_name(path.name[: -len(SUFFIX)])
-    raise SealError(f"{path} does not end in {SUFFIX}; give the output name with --output")
+    raise SealError(
+        f"{path} does not end in {SUFFIX}; give the output name with --output"
+    )

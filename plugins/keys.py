@@ -137,7 +137,9 @@ class LocalKek:
                     f"'head -c 32 /dev/urandom > {path}; chmod 600 {path}'"
                 ) from None
             except OSError as error:
-                raise AccessDenied(f"cannot read key-encryption key file {path}: {error.strerror}") from None
+                raise AccessDenied(
+                    f"cannot read key-encryption key file {path}: {error.strerror}"
+                ) from None
             return cls(_decode_kek(raw, f"file {path}"))
         if variable:
             value = os.environ.get(str(variable), "")
@@ -168,7 +170,9 @@ class LocalKek:
                 "sealed with"
             )
         try:
-            return AESGCM(self.key).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(key_id))
+            return AESGCM(self.key).decrypt(
+                wrapped[:12], wrapped[12:], _wrap_aad(key_id)
+            )
         except InvalidTag:
             raise KekMismatch(
                 f"data key {key_id} does not authenticate under key-encryption key "
@@ -242,9 +246,13 @@ class KeyStore:
         elif backend in ("gcp-kms", "azure-keyvault"):
             # TODO: Google Cloud KMS and Azure Key Vault backends are not
             # implemented; they would follow AwsKmsBackend with a key per subject.
-            raise InvalidTarget(f"key store backend {backend!r} is not implemented yet; use local or aws-kms")
+            raise InvalidTarget(
+                f"key store backend {backend!r} is not implemented yet; use local or aws-kms"
+            )
         elif backend != "local":
-            raise InvalidTarget(f"unknown key store backend {backend!r}; expected local or aws-kms")
+            raise InvalidTarget(
+                f"unknown key store backend {backend!r}; expected local or aws-kms"
+            )
         return cls(path, options, kms)
 
     @property
@@ -273,7 +281,9 @@ class KeyStore:
         except FileNotFoundError:
             return
         except PermissionError:
-            raise AccessDenied(f"cannot read key store {self.path}: permission denied") from None
+            raise AccessDenied(
+                f"cannot read key store {self.path}: permission denied"
+            ) from None
 
     def _check_header(self, header: bytes) -> None:
         if not header.startswith(MAGIC):
@@ -321,7 +331,12 @@ class KeyStore:
 
     def _create(self, subject: str) -> DataKey:
         key_id = f"dk-{secrets.token_hex(12)}"
-        record: dict[str, Any] = {"id": key_id, "state": ACTIVE, "subject": subject, "created": now_iso()}
+        record: dict[str, Any] = {
+            "id": key_id,
+            "state": ACTIVE,
+            "subject": subject,
+            "created": now_iso(),
+        }
         if self.kms is not None:
             data_key, wrapped, facts = self.kms.new_data_key(subject, key_id)
             record.update(backend="aws-kms", **facts)
@@ -396,9 +411,13 @@ class KeyStore:
         """Rewrite the store without free slots, then overwrite the old inode."""
         slots = [_encode_slot(record) for _slot, record in self.records()]
         temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
         try:
-            os.write(descriptor, MAGIC.ljust(HEADER_SIZE - 1, b" ") + b"\n" + b"".join(slots))
+            os.write(
+                descriptor, MAGIC.ljust(HEADER_SIZE - 1, b" ") + b"\n" + b"".join(slots)
+            )
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
@@ -435,8 +454,15 @@ class KeyStore:
 
     def record_copy(self, key_id: str, location: str) -> None:
         """Note where a file sealed with ``key_id`` was written."""
-        line = json.dumps({"key_id": key_id, "location": location, "time": now_iso()}) + "\n"
-        descriptor = os.open(self.copies_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        line = (
+            json.dumps({"key_id": key_id, "location": location, "time": now_iso()})
+            + "\n"
+        )
+        descriptor = os.open(
+            self.copies_path,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
         try:
             os.write(descriptor, line.encode("utf-8"))
         finally:
@@ -470,7 +496,9 @@ def destroyed_message(record: Mapping[str, Any], subject: str | None = None) -> 
 def _encode_slot(record: Mapping[str, Any]) -> bytes:
     text = json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     if len(text) > SLOT_SIZE - 1:
-        raise KeyStoreError(f"key record {record.get('id')} does not fit in a {SLOT_SIZE}-byte slot")
+        raise KeyStoreError(
+            f"key record {record.get('id')} does not fit in a {SLOT_SIZE}-byte slot"
+        )
     return text.ljust(SLOT_SIZE - 1, b" ") + b"\n"
 
 
@@ -485,7 +513,9 @@ def _parse_slot(block: bytes) -> dict[str, Any] | None:
 
 def _check_subject(subject: str) -> None:
     if not subject or len(subject.encode("utf-8")) > MAX_SUBJECT:
-        raise InvalidTarget(f"subject id must be 1 to {MAX_SUBJECT} bytes of UTF-8, not {subject!r}")
+        raise InvalidTarget(
+            f"subject id must be 1 to {MAX_SUBJECT} bytes of UTF-8, not {subject!r}"
+        )
 
 
 def _check_private(descriptor: int, path: Path) -> None:
@@ -543,7 +573,9 @@ class AwsKmsBackend:
             try:
                 import boto3
             except ImportError:
-                raise MissingDependency("the AWS KMS backend needs boto3; install lethe[s3]") from None
+                raise MissingDependency(
+                    "the AWS KMS backend needs boto3; install lethe[s3]"
+                ) from None
             self._client = boto3.client(
                 "kms",
                 region_name=self.options.get("region"),
@@ -551,7 +583,9 @@ class AwsKmsBackend:
             )
         return self._client
 
-    def new_data_key(self, subject: str, key_id: str) -> tuple[bytes, bytes, dict[str, Any]]:
+    def new_data_key(
+        self, subject: str, key_id: str
+    ) -> tuple[bytes, bytes, dict[str, Any]]:
         digest = subject_digest(subject)
         with _kms_errors("create a KMS key"):
             created = self.client.create_key(
@@ -561,7 +595,9 @@ class AwsKmsBackend:
             )
             metadata = created["KeyMetadata"]
             generated = self.client.generate_data_key(
-                KeyId=metadata["KeyId"], KeySpec="AES_256", EncryptionContext={"lethe-key-id": key_id}
+                KeyId=metadata["KeyId"],
+                KeySpec="AES_256",
+                EncryptionContext={"lethe-key-id": key_id},
             )
         facts = {"kms_key": metadata["Arn"], "kms_key_id": metadata["KeyId"]}
         return generated["Plaintext"], generated["CiphertextBlob"], facts
@@ -599,7 +635,9 @@ def _kms_errors(action: str) -> Iterator[None]:
     try:
         import botocore.exceptions as aws
     except ImportError:
-        raise MissingDependency("the AWS KMS backend needs boto3; install lethe[s3]") from None
+        raise MissingDependency(
+            "the AWS KMS backend needs boto3; install lethe[s3]"
+        ) from None
     try:
         yield
     except aws.ClientError as error:
@@ -607,11 +645,15 @@ def _kms_errors(action: str) -> Iterator[None]:
         log.debug("kms call failed", action=action, code=code, exc_info=True)
         message = f"could not {action}: {code}"
         if code in ("AccessDeniedException", "UnauthorizedOperation"):
-            raise AccessDenied(f"{message}; grant the KMS permission to these credentials") from None
+            raise AccessDenied(
+                f"{message}; grant the KMS permission to these credentials"
+            ) from None
         if code == "NotFoundException":
             raise KeyNotFound(message) from None
         if code in ("KMSInvalidStateException", "DisabledException"):
-            raise KeyDestroyed(f"{message}; the KMS key is pending deletion or disabled", {}) from None
+            raise KeyDestroyed(
+                f"{message}; the KMS key is pending deletion or disabled", {}
+            ) from None
         raise PurgeFailed(message) from None
     except aws.BotoCoreError as error:
         log.debug("kms call failed", action=action, exc_info=True)
@@ -637,22 +679,46 @@ class KeysPlugin(Plugin):
     methods = (Method.PURGE_CRYPTO,)
     batch_size = 50
 
-    OPTION_KEYS = {"path", "store", "kek_file", "kek_env", "backend", "aws_kms", "all_keys", "subject_prefix", "scan_device"}
+    OPTION_KEYS = frozenset(
+        {
+            "path",
+            "store",
+            "kek_file",
+            "kek_env",
+            "backend",
+            "aws_kms",
+            "all_keys",
+            "subject_prefix",
+            "scan_device",
+        }
+    )
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
         unknown = set(target.options) - self.OPTION_KEYS
         if unknown:
-            raise InvalidTarget(f"unknown option(s) {', '.join(sorted(unknown))} for {target.url!r}")
-        self.subject = urllib.parse.unquote(target.url.split("://", 1)[1]) if "://" in target.url else ""
+            raise InvalidTarget(
+                f"unknown option(s) {', '.join(sorted(unknown))} for {target.url!r}"
+            )
+        self.subject = (
+            urllib.parse.unquote(target.url.split("://", 1)[1])
+            if "://" in target.url
+            else ""
+        )
         if not self.subject:
-            raise InvalidTarget(f"target {target.url!r} names no subject; use key://SUBJECT or key://*")
-        if self.subject == "*" and not (target.options.get("all_keys") or target.options.get("subject_prefix")):
+            raise InvalidTarget(
+                f"target {target.url!r} names no subject; use key://SUBJECT or key://*"
+            )
+        if self.subject == "*" and not (
+            target.options.get("all_keys") or target.options.get("subject_prefix")
+        ):
             raise InvalidTarget(
                 "key://* selects every data key; set all_keys: true or subject_prefix to say which"
             )
         self.store = KeyStore.from_options(target.options)
-        self.log = log.bind(plugin=self.name, target=f"key://{subject_digest(self.subject)[:12]}")
+        self.log = log.bind(
+            plugin=self.name, target=f"key://{subject_digest(self.subject)[:12]}"
+        )
         self._samples: dict[str, tuple[bytes, bytes]] = {}
 
     def describe(self) -> TargetInfo:
@@ -665,9 +731,11 @@ class KeysPlugin(Plugin):
             "device": block_device_of(self.store.path) or "unknown",
         }
         residual = [
-            "backups or snapshots of the key store taken before this purge still hold "
-            "the wrapped key; it stays protected by the key-encryption key, so destroy "
-            "those copies or rotate the key-encryption key",
+            (
+                "backups or snapshots of the key store taken before this purge still "
+                "contain the wrapped key; it stays protected by the key-encryption key, "
+                "so destroy those copies or rotate the key-encryption key"
+            ),
         ]
         if self.store.kms is not None:
             residual.append(
@@ -675,7 +743,9 @@ class KeysPlugin(Plugin):
                 f"{self.store.kms.pending_window_days} days; until then an administrator "
                 "can cancel the deletion"
             )
-        return TargetInfo(media=media, notes=tuple(self._copy_notes()), residual=tuple(residual))
+        return TargetInfo(
+            media=media, notes=tuple(self._copy_notes()), residual=tuple(residual)
+        )
 
     def _copy_notes(self) -> Iterator[str]:
         """Say where files sealed with each selected key were written."""
@@ -700,7 +770,11 @@ class KeysPlugin(Plugin):
                 key=record["id"],
                 kind="data-key",
                 size=KEY_SIZE,
-                identity={"key_id": record["id"], "created": record.get("created"), "slot": slot},
+                identity={
+                    "key_id": record["id"],
+                    "created": record.get("created"),
+                    "slot": slot,
+                },
                 attributes={
                     "backend": record.get("backend", "local"),
                     "subject_sha256": subject_digest(subject),
@@ -715,14 +789,19 @@ class KeysPlugin(Plugin):
             _slot, record = self.store.find(item.key)
         except KeyNotFound as error:
             raise ItemChanged(str(error)) from None
-        fingerprints = [record["wrapped"].encode("ascii"), base64.b64decode(record["wrapped"])]
+        fingerprints = [
+            record["wrapped"].encode("ascii"),
+            base64.b64decode(record["wrapped"]),
+        ]
         with contextlib.suppress(PluginError):
             # Without the KEK the raw key cannot be fingerprinted; the wrapped
             # form is what the store file holds, so the scan still covers it.
             fingerprints.append(self.store.data_key(item.key).key)
         residual = ()
         if item.attributes.get("sealed_copies"):
-            residual = ("sealed copies stay on their media as ciphertext; without the key they cannot be decrypted",)
+            residual = (
+                "sealed copies stay on their media as ciphertext; without the key they cannot be decrypted",
+            )
         return Decision(
             method=Method.PURGE_CRYPTO,
             fingerprints=tuple(fingerprints),
@@ -740,14 +819,20 @@ class KeysPlugin(Plugin):
         key_id = planned.item.key
         try:
             _slot, record = self.store.find(key_id)
-            if record.get("state") != ACTIVE or record.get("created") != planned.item.identity.get("created"):
-                raise ItemChanged(f"data key {key_id} changed since planning; it was not touched")
+            if record.get("state") != ACTIVE or record.get(
+                "created"
+            ) != planned.item.identity.get("created"):
+                raise ItemChanged(
+                    f"data key {key_id} changed since planning; it was not touched"
+                )
             with contextlib.suppress(PluginError):
                 self._samples[key_id] = _seal_sample(self.store.data_key(key_id))
             tombstone = self.store.destroy(key_id, self.context.job_id)
         except PluginError as error:
             self.log.error("data key purge failed", key_id=key_id, error=str(error))
-            return PurgeResult(key_id, "failed", detail=str(error), method=Method.PURGE_CRYPTO)
+            return PurgeResult(
+                key_id, "failed", detail=str(error), method=Method.PURGE_CRYPTO
+            )
         self.log.info("data key purged", key_id=key_id)
         facts = {
             "key_id": key_id,
@@ -757,13 +842,17 @@ class KeysPlugin(Plugin):
         for name in ("kms_key", "kms_deletion_date", "kms_pending_window_days"):
             if name in tombstone:
                 facts[name] = tombstone[name]
-        return PurgeResult(key_id, "purged", bytes=KEY_SIZE, method=Method.PURGE_CRYPTO, facts=facts)
+        return PurgeResult(
+            key_id, "purged", bytes=KEY_SIZE, method=Method.PURGE_CRYPTO, facts=facts
+        )
 
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         scanner = FingerprintScanner()
         for planned in batch:
             scanner.add_all(planned.item.key, planned.decision.fingerprints)
-        store_hits = _owners(scanner.scan_file(self.store.path)) if len(scanner) else None
+        store_hits = (
+            _owners(scanner.scan_file(self.store.path)) if len(scanner) else None
+        )
         device = block_device_of(self.store.path) if self._scan_device() else None
         device_hits = None
         if device and len(scanner):
@@ -771,10 +860,15 @@ class KeysPlugin(Plugin):
             try:
                 device_hits = _owners(scanner.scan_file(device, direct=True))
             except OSError as error:
-                self.log.warning("device scan not run", device=device, error=error.strerror)
+                self.log.warning(
+                    "device scan not run", device=device, error=error.strerror
+                )
                 device = None
         for planned in batch:
-            yield Evidence(planned.item.key, tuple(self._checks(planned, store_hits, device, device_hits)))
+            yield Evidence(
+                planned.item.key,
+                tuple(self._checks(planned, store_hits, device, device_hits)),
+            )
 
     def _scan_device(self) -> bool:
         """Tell whether to scan the store's block device (option, else job setting).
@@ -796,21 +890,42 @@ class KeysPlugin(Plugin):
         key_id = planned.item.key
         try:
             self.store.data_key(key_id)
-            yield Check("key-destroyed", False, f"data key {key_id} still unwraps from the store")
+            yield Check(
+                "key-destroyed",
+                False,
+                f"data key {key_id} still unwraps from the store",
+            )
         except KeyDestroyed:
-            yield Check("key-destroyed", True, f"store holds only the tombstone of {key_id}")
+            yield Check(
+                "key-destroyed", True, f"store holds only the tombstone of {key_id}"
+            )
         except PluginError as error:
             yield Check("key-destroyed", False, f"store lookup failed: {error}")
         if store_hits is not None:
             found = key_id in store_hits
-            yield Check("store-scan", not found, f"raw scan of {self.store.path}: {'key bytes found' if found else 'no key bytes'}")
+            yield Check(
+                "store-scan",
+                not found,
+                f"raw scan of {self.store.path}: {'key bytes found' if found else 'no key bytes'}",
+            )
         if device_hits is not None:
             found = key_id in device_hits
-            yield Check("device-scan", not found, f"raw scan of {device}: {'key bytes found' if found else 'no key bytes'}")
+            yield Check(
+                "device-scan",
+                not found,
+                f"raw scan of {device}: {'key bytes found' if found else 'no key bytes'}",
+            )
         sample = self._samples.get(key_id)
         if sample is not None:
-            yield Check("sample-unseal", not _sample_opens(self.store, key_id, sample), "a sample sealed before the purge no longer decrypts")
-        if self.store.kms is not None and planned.decision.params.get("backend") == "aws-kms":
+            yield Check(
+                "sample-unseal",
+                not _sample_opens(self.store, key_id, sample),
+                "a sample sealed before the purge no longer decrypts",
+            )
+        if (
+            self.store.kms is not None
+            and planned.decision.params.get("backend") == "aws-kms"
+        ):
             yield self._kms_check(key_id)
 
     def _kms_check(self, key_id: str) -> Check:
@@ -820,7 +935,9 @@ class KeysPlugin(Plugin):
         except PluginError as error:
             return Check("kms-deletion", False, str(error))
         passed = state == "PendingDeletion" and date is not None
-        return Check("kms-deletion", passed, f"KMS key state {state}, deletion on {date}")
+        return Check(
+            "kms-deletion", passed, f"KMS key state {state}, deletion on {date}"
+        )
 
 
 def _plan_params(record: Mapping[str, Any], store: KeyStore) -> dict[str, Any]:
@@ -840,7 +957,9 @@ def _seal_sample(data_key: DataKey) -> tuple[bytes, bytes]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     nonce = secrets.token_bytes(12)
-    return nonce, AESGCM(data_key.key).encrypt(nonce, secrets.token_bytes(64), b"lethe sample")
+    return nonce, AESGCM(data_key.key).encrypt(
+        nonce, secrets.token_bytes(64), b"lethe sample"
+    )
 
 
 def _sample_opens(store: KeyStore, key_id: str, sample: tuple[bytes, bytes]) -> bool:

@@ -6,7 +6,13 @@ import argparse
 import sys
 
 from agent import ledger, render
-from agent.commands.common import Context, load_context, parent_parser, print_json, targets_from
+from agent.commands.common import (
+    Context,
+    load_context,
+    parent_parser,
+    print_json,
+    targets_from,
+)
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
 
 CONFIRMATION_WORD = "replay"
@@ -20,10 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'replay' re-applies it to a restored backup.",
     )
     verbs = parser.add_subparsers(dest="ledger_command", required=True, metavar="VERB")
-    show = verbs.add_parser("show", parents=[parent_parser()], help="list the ledger entries")
-    show.add_argument("--json", action="store_true", help="print the entries as JSON lines")
+    show = verbs.add_parser(
+        "show", parents=[parent_parser()], help="list the ledger entries"
+    )
+    show.add_argument(
+        "--json", action="store_true", help="print the entries as JSON lines"
+    )
     show.set_defaults(run=run_show)
-    check = verbs.add_parser("verify", parents=[parent_parser()], help="check the ledger's hash chain")
+    check = verbs.add_parser(
+        "verify", parents=[parent_parser()], help="check the ledger's hash chain"
+    )
     check.set_defaults(run=run_verify)
     replay = verbs.add_parser(
         "replay",
@@ -33,10 +45,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or last path component (a restored database file or directory), plan the "
         "recorded selector there, show what resurfaced, then purge and certify it.",
     )
-    replay.add_argument("targets", nargs="+", metavar="TARGET", help="restored database, directory or bucket")
-    replay.add_argument("--dry-run", action="store_true", help="only show what resurfaced")
-    replay.add_argument("--yes", action="store_true", help="purge without the typed confirmation")
-    replay.add_argument("--json", action="store_true", help="print the replay report as JSON")
+    replay.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="restored database, directory or bucket",
+    )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="only show what resurfaced"
+    )
+    replay.add_argument(
+        "--yes", action="store_true", help="purge without the typed confirmation"
+    )
+    replay.add_argument(
+        "--json", action="store_true", help="print the replay report as JSON"
+    )
     replay.set_defaults(run=run_replay)
 
 
@@ -46,9 +69,13 @@ def run_show(args: argparse.Namespace) -> int:
         if args.json:
             print_json(entry)
             continue
-        context.console.print(f"#{entry['seq']} {entry['time']} job {entry.get('job_id')}")
+        context.console.print(
+            f"#{entry['seq']} {entry['time']} job {entry.get('job_id')}"
+        )
         for record in entry.get("targets", ()):
-            context.console.print(f"  {record['base']} {record.get('selector') or ''}: {record['count']} items")
+            context.console.print(
+                f"  {record['base']} {record.get('selector') or ''}: {record['count']} items"
+            )
     return EXIT_OK
 
 
@@ -61,7 +88,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     if not (args.dry_run or args.yes or sys.stdin.isatty()):
-        raise UsageError("stdin is not a terminal, so the replay cannot be confirmed; pass --yes or --dry-run")
+        raise UsageError(
+            "stdin is not a terminal, so the replay cannot be confirmed; pass --yes or --dry-run"
+        )
     context = load_context(args)
     report = ledger.replay(
         context.config,
@@ -84,7 +113,9 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def _confirmed(context: Context, report: ledger.ReplayReport) -> bool:
     _print_found(context, report)
-    context.console.print(f"Type '{CONFIRMATION_WORD}' to purge the resurfaced items: ", end="")
+    context.console.print(
+        f"Type '{CONFIRMATION_WORD}' to purge the resurfaced items: ", end=""
+    )
     try:
         return input().strip() == CONFIRMATION_WORD
     except EOFError:
@@ -102,7 +133,9 @@ def _print_found(context: Context, report: ledger.ReplayReport) -> None:
 def _print_report(context: Context, report: ledger.ReplayReport, dry_run: bool) -> None:
     _print_found(context, report)
     for problem in report.problems:
-        context.console.print(f"not applied: {problem.source} on {problem.target}: {problem.error}")
+        context.console.print(
+            f"not applied: {problem.source} on {problem.target}: {problem.error}"
+        )
     for source in report.unmatched:
         context.console.print(f"no restored target given for {source}")
     if report.outcome is not None:

@@ -22,29 +22,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="file to seal")
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--subject", metavar="ID", help="subject whose data key seals the files (use a pseudonymous id)")
-    group.add_argument("--dataset", metavar="NAME", help="seal under a per-dataset key instead of a per-subject key")
-    parser.add_argument("-o", "--output", metavar="FILE", help="sealed file name (one PATH only; default PATH.lethe)")
-    parser.add_argument("--json", action="store_true", help="print what was sealed as JSON")
+    group.add_argument(
+        "--subject",
+        metavar="ID",
+        help="subject whose data key seals the files (use a pseudonymous id)",
+    )
+    group.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="seal under a per-dataset key instead of a per-subject key",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="sealed file name (one PATH only; default PATH.lethe)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print what was sealed as JSON"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.output and len(args.paths) != 1:
-        raise UsageError("--output names one sealed file; give exactly one PATH with it")
+        raise UsageError(
+            "--output names one sealed file; give exactly one PATH with it"
+        )
     context = load_context(args)
     store = keystore.open_store(context.config, context.state_dir)
     subject = args.subject if args.subject else f"dataset:{args.dataset}"
     sealed = []
     for name in args.paths:
         source = Path(name)
-        destination = Path(args.output) if args.output else seal_module.sealed_name(source)
+        destination = (
+            Path(args.output) if args.output else seal_module.sealed_name(source)
+        )
         result = seal_module.seal_file(source, destination, store, subject)
-        sealed.append({"path": name, "sealed": str(destination), "bytes": result.plaintext_bytes})
+        sealed.append(
+            {"path": name, "sealed": str(destination), "bytes": result.plaintext_bytes}
+        )
         if not args.json:
-            context.console.print(f"sealed {name} -> {destination} ({result.plaintext_bytes} bytes)")
+            context.console.print(
+                f"sealed {name} -> {destination} ({result.plaintext_bytes} bytes)"
+            )
     if args.json:
         print_json({"subject": subject, "files": sealed})
     else:
-        context.console.print("the plaintext files are unchanged; destroy them with 'lethe purge PATH'")
+        context.console.print(
+            "the plaintext files are unchanged; destroy them with 'lethe purge PATH'"
+        )
     return 0

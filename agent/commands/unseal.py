@@ -20,18 +20,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "last chunk authenticates; a truncated or altered file leaves no output.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="sealed file")
-    parser.add_argument("-o", "--output", metavar="FILE", help="output name (one FILE only; default FILE without .lethe)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="output name (one FILE only; default FILE without .lethe)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.output and len(args.files) != 1:
-        raise UsageError("--output names one output file; give exactly one FILE with it")
+        raise UsageError(
+            "--output names one output file; give exactly one FILE with it"
+        )
     context = load_context(args)
     store = keystore.open_store(context.config, context.state_dir)
     for name in args.files:
         source = Path(name)
-        destination = Path(args.output) if args.output else seal_module.unsealed_name(source)
+        destination = (
+            Path(args.output) if args.output else seal_module.unsealed_name(source)
+        )
         result = seal_module.unseal_file(source, destination, store)
-        context.console.print(f"unsealed {name} -> {destination} ({result.plaintext_bytes} bytes)")
+        context.console.print(
+            f"unsealed {name} -> {destination} ({result.plaintext_bytes} bytes)"
+        )
     return 0

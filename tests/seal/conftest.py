@@ -24,7 +24,10 @@ def kek_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store_options(tmp_path: Path, kek_file: Path) -> dict:
-    return {"path": str(tmp_path / "keys" / "data-keys.store"), "kek_file": str(kek_file)}
+    return {
+        "path": str(tmp_path / "keys" / "data-keys.store"),
+        "kek_file": str(kek_file),
+    }
 
 
 @pytest.fixture
@@ -50,7 +53,9 @@ def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the installed ``lethe`` command with a private state dir and KEK."""
     kek = secrets.token_hex(32)
 
-    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         environment = dict(os.environ)
         environment.update(
             PYTHONPATH=str(REPO),
@@ -60,7 +65,14 @@ def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
         environment.update(env or {})
         return subprocess.run(
-            [str(LETHE), *args], input="", capture_output=True, text=True, env=environment, timeout=120, cwd=REPO
+            [str(LETHE), *args],
+            check=False,
+            input="",
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=120,
+            cwd=REPO,
         )
 
     return run

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from agent import seal
-from plugins.base import Target
 from plugins.errors import InvalidTarget
-from plugins.keys import HEADER_SIZE, SLOT_SIZE, KeyDestroyed, KeysPlugin, KeyStore, KeyStoreError
+from plugins.keys import (
+    HEADER_SIZE,
+    SLOT_SIZE,
+    KeyDestroyed,
+    KeysPlugin,
+    KeyStore,
+    KeyStoreError,
+)
 from plugins.scan import _read_chunks
 from tests.conftest import require_root, require_tool
 from tests.helpers.driver import run_plugin
@@ -70,7 +76,9 @@ def test_destroy_compacts_into_new_inode(store: KeyStore) -> None:
     assert os.stat(store.path).st_ino != inode
     assert (os.path.getsize(store.path) - HEADER_SIZE) % SLOT_SIZE == 0
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
-    assert not [name for name in os.listdir(store.path.parent) if name.startswith(".data-keys")]
+    assert not [
+        name for name in os.listdir(store.path.parent) if name.startswith(".data-keys")
+    ]
 
 
 def test_tombstone_keeps_no_subject(store: KeyStore) -> None:
@@ -86,10 +94,15 @@ def test_torn_slot_is_skipped(store: KeyStore) -> None:
     with open(store.path, "ab") as stream:
         stream.write(os.urandom(300))
     assert store.data_key_for("cust-2").key_id
-    assert [record["subject"] for _slot, record in store.records()] == ["cust-1", "cust-2"]
+    assert [record["subject"] for _slot, record in store.records()] == [
+        "cust-1",
+        "cust-2",
+    ]
 
 
-def test_plugin_purges_and_verifies(store: KeyStore, store_options: dict, tmp_path: Path) -> None:
+def test_plugin_purges_and_verifies(
+    store: KeyStore, store_options: dict, tmp_path: Path
+) -> None:
     source = tmp_path / "export.csv"
     source.write_bytes(b"id,name\n1,Ada\n" * 1000)
     sealed = tmp_path / "export.csv.lethe"
@@ -115,13 +128,19 @@ def test_plugin_wildcard_needs_option(store: KeyStore, store_options: dict) -> N
 def test_plugin_wildcard_with_prefix(store: KeyStore, store_options: dict) -> None:
     for subject in ("eu-1", "eu-2", "us-1"):
         store.data_key_for(subject)
-    run = run_plugin(KeysPlugin, "key://*", {**store_options, "subject_prefix": "eu-"}, purge=False)
+    run = run_plugin(
+        KeysPlugin, "key://*", {**store_options, "subject_prefix": "eu-"}, purge=False
+    )
     assert len(run.permitted) == 2
 
 
-def test_verification_fails_when_key_survives(store: KeyStore, store_options: dict, monkeypatch) -> None:
+def test_verification_fails_when_key_survives(
+    store: KeyStore, store_options: dict, monkeypatch
+) -> None:
     store.data_key_for("cust-1")
-    monkeypatch.setattr(KeyStore, "destroy", lambda self, key_id, job: {"destroyed": "never"})
+    monkeypatch.setattr(
+        KeyStore, "destroy", lambda self, key_id, job: {"destroyed": "never"}
+    )
     run = run_plugin(KeysPlugin, "key://cust-1", store_options)
     failed = {check.name for check in run.evidence[0].checks if not check.passed}
     assert failed == {"key-destroyed", "store-scan", "sample-unseal"}
@@ -132,7 +151,11 @@ def test_raw_device_holds_no_key_after_purge(tmp_path: Path, kek_file: Path) -> 
     require_root()
     require_tool("mkfs.ext4")
     with loop_filesystem(tmp_path, "ext4", size_mib=16) as filesystem:
-        options = {"path": str(filesystem.mountpoint / "data-keys.store"), "kek_file": str(kek_file), "scan_device": True}
+        options = {
+            "path": str(filesystem.mountpoint / "data-keys.store"),
+            "kek_file": str(kek_file),
+            "scan_device": True,
+        }
         store = KeyStore.from_options(options)
         for index in range(20):
             store.data_key_for(f"cust-{index}")

@@ -33,7 +33,11 @@ def kms_options(tmp_path: Path, kms_endpoint: str) -> dict:
     return {
         "path": str(tmp_path / "keys" / "data-keys.store"),
         "backend": "aws-kms",
-        "aws_kms": {"region": "us-east-1", "endpoint_url": kms_endpoint, "pending_window_days": 7},
+        "aws_kms": {
+            "region": "us-east-1",
+            "endpoint_url": kms_endpoint,
+            "pending_window_days": 7,
+        },
     }
 
 
@@ -73,9 +77,16 @@ def test_schedule_deletion_request(kms_options: dict) -> None:
     sent: list[dict] = []
 
     def capture(request, **_ignored) -> None:
-        sent.append({"target": request.headers["X-Amz-Target"], "body": json.loads(request.body)})
+        sent.append(
+            {
+                "target": request.headers["X-Amz-Target"],
+                "body": json.loads(request.body),
+            }
+        )
 
-    store.kms.client.meta.events.register("before-send.kms.ScheduleKeyDeletion", capture)
+    store.kms.client.meta.events.register(
+        "before-send.kms.ScheduleKeyDeletion", capture
+    )
     record = store.find(key_id)[1]
     store.destroy(key_id, "job-1")
     assert sent == [
@@ -89,6 +100,9 @@ def test_schedule_deletion_request(kms_options: dict) -> None:
 def test_pending_window_out_of_range(kms_options: dict) -> None:
     from plugins.errors import InvalidTarget
 
-    options = {**kms_options, "aws_kms": {**kms_options["aws_kms"], "pending_window_days": 3}}
+    options = {
+        **kms_options,
+        "aws_kms": {**kms_options["aws_kms"], "pending_window_days": 3},
+    }
     with pytest.raises(InvalidTarget, match="7 to 30"):
         KeyStore.from_options(options)

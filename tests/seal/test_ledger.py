@@ -27,7 +27,9 @@ CUSTOMERS = [
 
 def _make_database(path: Path) -> None:
     with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, status TEXT)")
+        connection.execute(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, status TEXT)"
+        )
         connection.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)", CUSTOMERS)
     connection.close()
 
@@ -48,7 +50,11 @@ def _query(path: Path, sql: str) -> list[tuple]:
 
 
 def _sqlite_target(path: Path, table: str, where: str, *params: str) -> str:
-    query = [("table", table), ("where", where), *(("param", value) for value in params)]
+    query = [
+        ("table", table),
+        ("where", where),
+        *(("param", value) for value in params),
+    ]
     return f"sqlite://{path}?{urllib.parse.urlencode(query)}"
 
 
@@ -68,7 +74,10 @@ def _purge_closed(lethe, live: Path) -> None:
     with sqlite3.connect(live / "app.db") as connection:
         connection.execute("UPDATE customers SET status = 'active' WHERE id = 7")
         connection.execute("CREATE TABLE leads (id INTEGER PRIMARY KEY, email TEXT)")
-        connection.executemany("INSERT INTO leads VALUES (?, ?)", [(1, "lead1@example.com"), (2, "lead2@example.com")])
+        connection.executemany(
+            "INSERT INTO leads VALUES (?, ?)",
+            [(1, "lead1@example.com"), (2, "lead2@example.com")],
+        )
     connection.close()
     result = lethe(
         "purge",
@@ -87,7 +96,11 @@ def test_purge_appends_ledger_entry(lethe, live: Path, state_dir: Path) -> None:
     assert len(entries) == 1
     targets = entries[0]["targets"]
     assert [record["count"] for record in targets] == [2, 1, 1, 1]
-    assert targets[0]["selector"] == {"table": "customers", "where": "status = ?", "param": ["closed"]}
+    assert targets[0]["selector"] == {
+        "table": "customers",
+        "where": "status = ?",
+        "param": ["closed"],
+    }
     text = (state_dir / ledger.FILE_NAME).read_text()
     assert "Grace Hopper" not in text
     assert "invoice.csv" not in text
@@ -122,20 +135,39 @@ def test_replay_purges_exactly_resurfaced(lethe, live: Path, tmp_path: Path) -> 
     assert _query(live / "app.db", "SELECT id FROM customers WHERE id IN (3, 5)") == []
     restored = tmp_path / "restored"
     shutil.copytree(tmp_path / "backup", restored)
-    assert _query(restored / "app.db", "SELECT id FROM customers WHERE status = 'closed' ORDER BY id") == [(3,), (5,), (7,)]
+    assert _query(
+        restored / "app.db",
+        "SELECT id FROM customers WHERE status = 'closed' ORDER BY id",
+    ) == [(3,), (5,), (7,)]
 
-    planned = lethe("ledger", "replay", "--dry-run", "--json", f"sqlite://{restored}/app.db", f"testdir://{restored}/exports")
+    planned = lethe(
+        "ledger",
+        "replay",
+        "--dry-run",
+        "--json",
+        f"sqlite://{restored}/app.db",
+        f"testdir://{restored}/exports",
+    )
     report = json.loads(planned.stdout)
     assert report["resurfaced"] == 4
     assert _query(restored / "app.db", "SELECT COUNT(*) FROM customers") == [(8,)]
 
-    result = lethe("ledger", "replay", "--yes", "--json", f"sqlite://{restored}/app.db", f"testdir://{restored}/exports")
+    result = lethe(
+        "ledger",
+        "replay",
+        "--yes",
+        "--json",
+        f"sqlite://{restored}/app.db",
+        f"testdir://{restored}/exports",
+    )
     report = json.loads(result.stdout)
     assert result.returncode == 1, result.stderr
     assert report["resurfaced"] == 4
     assert report["job"]["state"] == "done"
     assert report["job"]["certificate"]
-    assert [problem["target"].split("?")[0] for problem in report["not_applied"]] == [f"sqlite://{restored}/app.db"]
+    assert [problem["target"].split("?")[0] for problem in report["not_applied"]] == [
+        f"sqlite://{restored}/app.db"
+    ]
     assert "leads" in report["not_applied"][0]["error"]
     remaining = _query(restored / "app.db", "SELECT id FROM customers ORDER BY id")
     assert remaining == [(1,), (2,), (4,), (6,), (7,), (8,)]
@@ -183,7 +215,13 @@ def test_unseal_with_wrong_kek_through_cli(lethe, tmp_path: Path) -> None:
     source = tmp_path / "export.csv"
     source.write_text("row\n" * 100)
     assert lethe("seal", str(source), "--subject", "cust-1").returncode == 0
-    result = lethe("unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "out"), env={"LETHE_KEK": "00" * 32})
+    result = lethe(
+        "unseal",
+        str(tmp_path / "export.csv.lethe"),
+        "-o",
+        str(tmp_path / "out"),
+        env={"LETHE_KEK": "00" * 32},
+    )
     assert result.returncode == 2
     assert "key-encryption key" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -193,14 +231,26 @@ def test_replay_destroys_restored_key(lethe, tmp_path: Path, state_dir: Path) ->
     source = tmp_path / "export.csv"
     source.write_text("Ada Lovelace,ada@example.com\n" * 100)
     assert lethe("seal", str(source), "--subject", "cust-1").returncode == 0
-    assert lethe("seal", str(source), "--subject", "cust-2", "-o", str(tmp_path / "other.lethe")).returncode == 0
+    assert (
+        lethe(
+            "seal",
+            str(source),
+            "--subject",
+            "cust-2",
+            "-o",
+            str(tmp_path / "other.lethe"),
+        ).returncode
+        == 0
+    )
     store = state_dir / "keys" / "data-keys.store"
     backup = tmp_path / "data-keys.store.backup"
     shutil.copy2(store, backup)
     assert lethe("purge", "--yes", "key://cust-1").returncode == 0
 
     shutil.copy2(backup, store)
-    resurrected = lethe("unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "leak.csv"))
+    resurrected = lethe(
+        "unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "leak.csv")
+    )
     assert resurrected.returncode == 0
     (tmp_path / "leak.csv").unlink()
 
@@ -209,8 +259,12 @@ def test_replay_destroys_restored_key(lethe, tmp_path: Path, state_dir: Path) ->
     assert result.returncode == 0, result.stderr
     assert report["resurfaced"] == 1
     assert report["job"]["state"] == "done"
-    again = lethe("unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "again.csv"))
+    again = lethe(
+        "unseal", str(tmp_path / "export.csv.lethe"), "-o", str(tmp_path / "again.csv")
+    )
     assert again.returncode == 2
     assert "was destroyed" in again.stderr
-    kept = lethe("unseal", str(tmp_path / "other.lethe"), "-o", str(tmp_path / "other.csv"))
+    kept = lethe(
+        "unseal", str(tmp_path / "other.lethe"), "-o", str(tmp_path / "other.csv")
+    )
     assert kept.returncode == 0

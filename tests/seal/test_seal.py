@@ -53,7 +53,9 @@ class HashingWriter(io.RawIOBase):
         return len(data)
 
 
-def _pipe_round_trip(store: KeyStore, size: int) -> tuple[PatternReader, HashingWriter, int]:
+def _pipe_round_trip(
+    store: KeyStore, size: int
+) -> tuple[PatternReader, HashingWriter, int]:
     """Seal ``size`` bytes into a pipe and unseal them on the other end; return the peak."""
     data_key = store.data_key_for("subject-large")
     header = seal.new_header(data_key, "subject-large")
@@ -65,7 +67,7 @@ def _pipe_round_trip(store: KeyStore, size: int) -> tuple[PatternReader, Hashing
         try:
             with open(write_end, "wb", buffering=0) as pipe:
                 seal.seal_stream(source, pipe, data_key, header)
-        except BaseException as error:  # reported by the main thread
+        except BaseException as error:  # noqa: BLE001 - re-raised by the main thread
             errors.append(error)
 
     tracemalloc.start()
@@ -77,7 +79,8 @@ def _pipe_round_trip(store: KeyStore, size: int) -> tuple[PatternReader, Hashing
     producer.join()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert not errors
+    if errors:
+        raise errors[0]
     return source, sink, peak
 
 
@@ -100,7 +103,13 @@ def test_round_trip_sizes(store: KeyStore, tmp_path: Path, size: int) -> None:
     assert output.read_bytes() == data
 
 
-def _seal_bytes(store: KeyStore, tmp_path: Path, data: bytes, chunk_size: int = 4096, subject: str = "cust-1") -> Path:
+def _seal_bytes(
+    store: KeyStore,
+    tmp_path: Path,
+    data: bytes,
+    chunk_size: int = 4096,
+    subject: str = "cust-1",
+) -> Path:
     """Seal ``data`` with a small chunk size so tests can reach chunk boundaries."""
     data_key = store.data_key_for(subject)
     header = seal.new_header(data_key, subject, chunk_size=chunk_size)
@@ -138,7 +147,10 @@ def test_reordered_chunks_rejected(store: KeyStore, tmp_path: Path) -> None:
     raw = bytearray(sealed.read_bytes())
     first, second = _chunk_offset(sealed, 0), _chunk_offset(sealed, 1)
     length = second - first
-    raw[first:second], raw[second : second + length] = raw[second : second + length], raw[first:second]
+    raw[first:second], raw[second : second + length] = (
+        raw[second : second + length],
+        raw[first:second],
+    )
     sealed.write_bytes(bytes(raw))
     with pytest.raises(seal.SealedFileTampered, match="chunk 0"):
         seal.unseal_file(sealed, tmp_path / "out", store)
@@ -191,7 +203,9 @@ def test_not_a_sealed_file(store: KeyStore, tmp_path: Path) -> None:
         seal.unseal_file(plain, tmp_path / "out", store)
 
 
-def test_wrong_kek_rejected(store: KeyStore, store_options: dict, tmp_path: Path) -> None:
+def test_wrong_kek_rejected(
+    store: KeyStore, store_options: dict, tmp_path: Path
+) -> None:
     sealed = _seal_bytes(store, tmp_path, b"secret " * 100)
     other = tmp_path / "other-kek"
     other.write_bytes(secrets.token_bytes(32))
@@ -201,9 +215,13 @@ def test_wrong_kek_rejected(store: KeyStore, store_options: dict, tmp_path: Path
     _assert_no_output(tmp_path)
 
 
-def test_missing_kek_rejected(store: KeyStore, store_options: dict, tmp_path: Path) -> None:
+def test_missing_kek_rejected(
+    store: KeyStore, store_options: dict, tmp_path: Path
+) -> None:
     sealed = _seal_bytes(store, tmp_path, b"secret " * 100)
-    missing = KeyStore.from_options({**store_options, "kek_file": str(tmp_path / "absent")})
+    missing = KeyStore.from_options(
+        {**store_options, "kek_file": str(tmp_path / "absent")}
+    )
     with pytest.raises(KekMissing, match="not found"):
         seal.unseal_file(sealed, tmp_path / "out", missing)
 
@@ -228,3 +246,10 @@ def test_existing_output_not_replaced(store: KeyStore, tmp_path: Path) -> None:
     with pytest.raises(seal.OutputExists):
         seal.unseal_file(sealed, output, store)
     assert output.read_bytes() == b"keep me"
+
+
+def test_missing_source_creates_no_key(store: KeyStore, tmp_path: Path) -> None:
+    with pytest.raises(seal.SealError, match="nothing was sealed"):
+        seal.seal_file(tmp_path / "absent", tmp_path / "absent.lethe", store, "cust-1")
+    assert store.active_for("cust-1") is None
+    assert not (tmp_path / "absent.lethe").exists()
