@@ -268,3 +268,19 @@ def test_replay_destroys_restored_key(lethe, tmp_path: Path, state_dir: Path) ->
         "unseal", str(tmp_path / "other.lethe"), "-o", str(tmp_path / "other.csv")
     )
     assert kept.returncode == 0
+
+
+def test_keystore_config_errors(lethe, tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text("row\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("keystore:\n  backend: gcp\n")
+    result = lethe("seal", "-c", str(bad), str(source), "--subject", "cust-1")
+    assert result.returncode == 3
+    assert "bad.yaml:2: keystore.backend: expected one of local, aws-kms" in result.stderr
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"keystore:\n  kek_file: {tmp_path}/absent\n")
+    result = lethe("seal", "-c", str(missing), str(source), "--subject", "cust-1")
+    assert result.returncode == 3
+    assert "key-encryption key file" in result.stderr
+    assert not (tmp_path / "export.csv.lethe").exists()
