@@ -24,7 +24,7 @@ from agent import plan as plan_module
 from agent.audit import AuditLog
 from agent.config import Config
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
-from agent.journal import ItemRow, Journal, TargetRow, refusal_to_json
+from agent.journal import ItemRow, Journal, StateChange, TargetRow, refusal_to_json
 from agent.log import get_logger
 from agent.policy import Policy
 from agent.progress import NullProgress, Progress
@@ -77,7 +77,7 @@ def new_job_id() -> str:
 
 
 class Engine:
-    """Runs jobs against one state directory (journal, audit log, signing key)."""
+    """A job runner bound to one state directory (journal, audit log, signing key)."""
 
     def __init__(
         self,
@@ -310,19 +310,17 @@ class Engine:
         in_flight = self.journal.items(job_id, target=row.position, states=("purging",))
         for batch in chunked(in_flight, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
+            verified = [
+                _evidence_change(item, evidence[item.key])
+                for item in batch
+                if item.key in evidence and evidence[item.key].verified
+            ]
+            self._commit(job_id, verified, log)
+            done = {change.key for change in verified}
             for item in batch:
-                found = evidence.get(item.key)
-                if found is not None and found.verified:
-                    self._set(
-                        job_id, item, "verified", log, evidence=_evidence_json(found)
-                    )
-                else:
-                    self.journal.requeue(
-                        job_id,
-                        item.target,
-                        item.key,
-                        "in flight at interruption; purged again",
-                    )
+                if item.key not in done:
+                    detail = "in flight at interruption; purged again"
+                    self.journal.requeue(job_id, item.target, item.key, detail)
                     log.info("item state", key=item.key, state="planned", resumed=True)
 
     def _purge_target(self, job_id: str, row: TargetRow) -> None:
@@ -350,61 +348,43 @@ class Engine:
     def _purge_batch(
         self, job_id: str, plugin: Plugin, batch: list[ItemRow], log: Any
     ) -> None:
+        """Purge one batch and record its outcomes in one transaction.
+
+        Items whose destroy step finished but whose outcome is not committed
+        yet stay ``purging``, which a resume rescans before anything else.
+        """
         by_key = {item.key: item for item in batch}
         planned = [item.planned_item(self._fingerprints_for(item)) for item in batch]
-        for result in plugin.purge(planned):
-            item = by_key.pop(result.key, None)
-            if item is None:
-                log.error(
-                    "plugin returned a result for an item not in the batch",
-                    key=result.key,
+        changes: list[StateChange] = []
+        try:
+            for result in plugin.purge(planned):
+                item = by_key.pop(result.key, None)
+                if item is None:
+                    log.error(
+                        "plugin returned a result for an item not in the batch",
+                        key=result.key,
+                    )
+                    continue
+                changes.append(_result_change(item, result))
+                self.progress.advance_items(1)
+        finally:
+            self._commit(job_id, changes, log)
+        if by_key and self.stop_requested:
+            # The contract has the plugin finish or roll back the item in
+            # flight before it returns, so items without a result are untouched.
+            untouched = [
+                StateChange(
+                    item.target, item.key, "planned", "not started before the stop"
                 )
-                continue
-            self._record_result(job_id, item, result, log)
-            self.progress.advance_items(1)
-        for item in by_key.values():
-            if self.stop_requested:
-                # The contract has the plugin finish or roll back the item in
-                # flight before it returns, so items without a result are untouched.
-                self._set(
-                    job_id, item, "planned", log, detail="not started before the stop"
-                )
-            else:
-                # Left ``purging``: the next resume rescans it before anything else.
+                for item in by_key.values()
+            ]
+            self._commit(job_id, untouched, log)
+        elif by_key:
+            for item in by_key.values():
                 log.error("plugin returned no result for item", key=item.key)
 
     def _fingerprints_for(self, item: ItemRow) -> tuple[bytes, ...]:
         return self._fingerprints.get((item.target, item.key), ())
-
-    def _record_result(
-        self, job_id: str, item: ItemRow, result: PurgeResult, log: Any
-    ) -> None:
-        if result.status == "purged":
-            self._set(
-                job_id,
-                item,
-                "purged",
-                log,
-                detail=result.detail,
-                bytes_done=result.bytes,
-            )
-        elif result.status == "blocked":
-            refusal = refusal_to_json(result.refusal) or {
-                "reason": "blocked",
-                "detail": result.detail,
-            }
-            self._set(
-                job_id, item, "blocked", log, detail=result.detail, refusal=refusal
-            )
-        else:
-            self._set(
-                job_id,
-                item,
-                "failed",
-                log,
-                detail=result.detail,
-                bytes_done=result.bytes,
-            )
 
     def _complete_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
@@ -430,34 +410,21 @@ class Engine:
     def _verify_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
-        self.progress.start(
-            "verifying", self._count(job_id, ("purged",), row.position), 0
-        )
-        for batch in chunked(
-            self.journal.items(job_id, target=row.position, states=("purged",)),
-            plugin.batch_size,
-        ):
+        purged = self._count(job_id, ("purged",), row.position)
+        self.progress.start("verifying", purged, 0)
+        rows = self.journal.items(job_id, target=row.position, states=("purged",))
+        for batch in chunked(rows, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
+            changes = []
             for item in batch:
                 found = evidence.get(item.key)
                 if found is None:
                     # Stays ``purged``: not destroyed until a rescan agrees.
                     log.error("no verification evidence for item", key=item.key)
                     continue
-                if found.verified:
-                    self._set(
-                        job_id, item, "verified", log, evidence=_evidence_json(found)
-                    )
-                else:
-                    self._set(
-                        job_id,
-                        item,
-                        "failed",
-                        log,
-                        detail=_failed_checks(found),
-                        evidence=_evidence_json(found),
-                    )
-                self.progress.advance_items(1)
+                changes.append(_evidence_change(item, found))
+            self._commit(job_id, changes, log)
+            self.progress.advance_items(len(changes))
 
     def _collect_evidence(
         self, job_id: str, plugin: Plugin, batch: list[ItemRow], row: TargetRow
@@ -475,17 +442,28 @@ class Engine:
             self.journal.add_step(job_id, row.position, "verify", "failed", str(error))
             return {}
 
-    def _set(
-        self, job_id: str, item: ItemRow, state: str, log: Any, **fields: Any
-    ) -> None:
-        self.journal.set_state(job_id, item.target, item.key, state, **fields)
-        detail = fields.get("detail", "")
-        if state == "failed":
-            log.error("item failed", key=item.key, state=state, detail=detail)
-        elif state == "blocked":
-            log.warning("item blocked", key=item.key, state=state, detail=detail)
-        else:
-            log.info("item state", key=item.key, state=state)
+    def _commit(self, job_id: str, changes: list[StateChange], log: Any) -> None:
+        """Write state changes in one transaction, then log each of them."""
+        if not changes:
+            return
+        self.journal.apply(job_id, changes)
+        for change in changes:
+            if change.state == "failed":
+                log.error(
+                    "item failed",
+                    key=change.key,
+                    state=change.state,
+                    detail=change.detail,
+                )
+            elif change.state == "blocked":
+                log.warning(
+                    "item blocked",
+                    key=change.key,
+                    state=change.state,
+                    detail=change.detail,
+                )
+            else:
+                log.info("item state", key=change.key, state=change.state)
 
     def _count(
         self, job_id: str, states: Sequence[str], target: int | None = None
@@ -690,6 +668,34 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
         fingerprints=tuple(
             fingerprint_digest(value) for value in decision.fingerprints
         ),
+    )
+
+
+def _result_change(item: ItemRow, result: PurgeResult) -> StateChange:
+    if result.status == "purged":
+        return StateChange(item.target, item.key, "purged", result.detail, result.bytes)
+    if result.status == "blocked":
+        refusal = refusal_to_json(result.refusal) or {
+            "reason": "blocked",
+            "detail": result.detail,
+        }
+        return StateChange(
+            item.target, item.key, "blocked", result.detail, refusal=refusal
+        )
+    return StateChange(item.target, item.key, "failed", result.detail, result.bytes)
+
+
+def _evidence_change(item: ItemRow, evidence: Evidence) -> StateChange:
+    if evidence.verified:
+        return StateChange(
+            item.target, item.key, "verified", evidence=_evidence_json(evidence)
+        )
+    return StateChange(
+        item.target,
+        item.key,
+        "failed",
+        _failed_checks(evidence),
+        evidence=_evidence_json(evidence),
     )
 
 

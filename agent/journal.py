@@ -253,6 +253,33 @@ def info_from_json(value: Mapping[str, Any]) -> TargetInfo:
     )
 
 
+@dataclass(frozen=True)
+class StateChange:
+    """A new state for one item, with the detail, bytes, evidence or refusal seen."""
+
+    target: int
+    key: str
+    state: str
+    detail: str = ""
+    bytes_done: int | None = None
+    evidence: Any = None
+    refusal: Mapping[str, Any] | None = None
+
+    def assignments(self) -> tuple[str, list[Any]]:
+        columns = ["state = ?", "detail = ?"]
+        values: list[Any] = [self.state, display_text(self.detail)]
+        if self.bytes_done is not None:
+            columns.append("bytes_done = ?")
+            values.append(self.bytes_done)
+        if self.evidence is not None:
+            columns.append("evidence = ?")
+            values.append(dumps(self.evidence))
+        if self.refusal is not None:
+            columns.append("refusal = ?")
+            values.append(dumps(self.refusal))
+        return ", ".join(columns), values
+
+
 class Journal:
     """The SQLite journal of every job run from one state directory."""
 
@@ -464,33 +491,28 @@ class Journal:
             )
 
     def set_state(
-        self,
-        job_id: str,
-        target: int,
-        key: str,
-        state: str,
-        detail: str = "",
-        bytes_done: int | None = None,
-        evidence: Any = None,
-        refusal: Mapping[str, Any] | None = None,
+        self, job_id: str, target: int, key: str, state: str, **fields: Any
     ) -> None:
-        """Record one item's new state, with its evidence or refusal, in one transaction."""
-        self._check_state(state)
-        assignments = ["state = ?", "detail = ?", "updated = ?"]
-        values: list[Any] = [state, display_text(detail), now()]
-        if bytes_done is not None:
-            assignments.append("bytes_done = ?")
-            values.append(bytes_done)
-        if evidence is not None:
-            assignments.append("evidence = ?")
-            values.append(dumps(evidence))
-        if refusal is not None:
-            assignments.append("refusal = ?")
-            values.append(dumps(refusal))
-        self._write(
-            f"UPDATE items SET {', '.join(assignments)} WHERE job_id = ? AND target = ? AND key = ?",
-            (*values, job_id, target, key_bytes(key)),
-        )
+        """Record one item's new state in its own transaction."""
+        self.apply(job_id, [StateChange(target, key, state, **fields)])
+
+    def apply(self, job_id: str, changes: Sequence[StateChange]) -> None:
+        """Record the outcomes of one batch of items in a single transaction."""
+        stamp = now()
+        try:
+            with self._transaction():
+                for change in changes:
+                    self._check_state(change.state)
+                    assignments, values = change.assignments()
+                    self._db.execute(
+                        f"UPDATE items SET {assignments}, updated = ?"
+                        " WHERE job_id = ? AND target = ? AND key = ?",
+                        (*values, stamp, job_id, change.target, key_bytes(change.key)),
+                    )
+        except sqlite3.Error as error:
+            raise JournalError(
+                f"cannot write the journal {self.path}: {error}"
+            ) from error
 
     def requeue(self, job_id: str, target: int, key: str, detail: str) -> None:
         """Return an item left in flight to ``planned`` and mark its decision resumed.

@@ -63,11 +63,7 @@ def show_plan(
     engine: Engine, job_id: str, args: argparse.Namespace, console: Console
 ) -> int:
     """Print or save a planned job's summary; return 1 when items are refused."""
-    summary = engine.journal.job(job_id).summary or {}
-    if args.output:
-        write_plan_file(args.output, engine.journal, job_id, summary)
-    if args.html:
-        Path(args.html).write_text(render.plan_html(summary), encoding="utf-8")
+    summary = save_plan(engine, job_id, args)
     if args.json:
         print_json(summary)
     else:
@@ -75,3 +71,13 @@ def show_plan(
         if args.output:
             console.print(f"plan saved to {args.output}")
     return EXIT_REFUSED if summary["totals"]["refused"] else EXIT_OK
+
+
+def save_plan(engine: Engine, job_id: str, args: argparse.Namespace) -> dict:
+    """Write the plan file (-o) and the HTML summary (--html) when requested."""
+    summary = dict(engine.journal.job(job_id).summary or {})
+    if args.output:
+        write_plan_file(args.output, engine.journal, job_id, summary)
+    if args.html:
+        Path(args.html).write_text(render.plan_html(summary), encoding="utf-8")
+    return summary

@@ -19,7 +19,7 @@ from agent.commands.common import (
     print_json,
     targets_from,
 )
-from agent.commands.plan import add_target_arguments, show_plan
+from agent.commands.plan import add_target_arguments, save_plan, show_plan
 from agent.engine import Engine, JobOutcome
 from agent.errors import EXIT_FAILED, UsageError
 
@@ -95,7 +95,7 @@ def _plan_and_purge(engine: Engine, args: argparse.Namespace, context: Context) 
         return EXIT_FAILED
     if args.dry_run:
         return show_plan(engine, job_id, args, context.console)
-    summary = engine.journal.job(job_id).summary or {}
+    summary = save_plan(engine, job_id, args)
     if not args.json:
         render.print_plan(context.console, summary, dry_run=False)
     if not args.yes and not _confirmed(context.console, summary):
