@@ -1,8 +1,10 @@
 """MariaDB and MySQL (InnoDB) rows: delete, wait for purge, rebuild the table.
 
 Target: ``mysql://user:password@host:3306/db?table=customers&where=id = %s``
-(``mariadb://`` works too). The WHERE clause uses PyMySQL placeholders
-(``%s`` or ``%(name)s``) and its values travel as bind parameters. After the
+(``mariadb://`` works too). The WHERE clause uses positional placeholders
+(``%s`` or ``?``), and every statement that carries values runs as a
+server-side prepared statement, so the values travel as bind parameters and
+never appear in the statement text the server logs. After the
 deletes the plugin waits until InnoDB has purged the delete-marked records,
 rebuilds each touched table into a new tablespace file with
 ``ALTER TABLE ... FORCE`` and flushes its pages to disk with
@@ -43,15 +45,15 @@ _DENIED = {1044, 1045, 1142, 1143, 1227, 1370}
 _CONSTRAINT = {1451, 1452, 1217, 3008}
 
 
-def _pymysql() -> Any:
+def _connector() -> Any:
     try:
-        import pymysql
+        import mysql.connector
     except ImportError:
         raise MissingDependency(
-            "the MariaDB/MySQL plugin needs PyMySQL; install it with "
+            "the MariaDB/MySQL plugin needs mysql-connector-python; install it with "
             "pip install 'lethe[mysql]'"
         ) from None
-    return pymysql
+    return mysql.connector
 
 
 class MySQLPlugin(_rows.RowStorePlugin):
@@ -70,6 +72,11 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 f"target {self.redacted_url()!r} names no database; "
                 "write mysql://USER@HOST/DATABASE?table=NAME"
             )
+        if isinstance(self.selection.params, Mapping):
+            raise InvalidTarget(
+                "MariaDB/MySQL targets take 'params' as a list matching positional "
+                "placeholders (%s or ?), not a mapping"
+            )
         self.lock_timeout = max(1, int(context.settings.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)))
         self.purge_wait = float(context.settings.get("purge_wait", PURGE_WAIT))
         self.connection: Any = None
@@ -79,9 +86,8 @@ class MySQLPlugin(_rows.RowStorePlugin):
     # -- connection ---------------------------------------------------------
 
     def _open(self) -> Any:
-        pymysql = _pymysql()
         parts = self.target.parts
-        connection = pymysql.connect(
+        connection = _connector().connect(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 3306,
             user=urllib.parse.unquote(parts.username or "root"),
@@ -89,10 +95,11 @@ class MySQLPlugin(_rows.RowStorePlugin):
             database=self.database,
             charset="utf8mb4",
             autocommit=True,
-            connect_timeout=10,
+            connection_timeout=10,
         )
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {self.lock_timeout}")
+        cursor = connection.cursor()
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {self.lock_timeout}")
+        cursor.close()
         return connection
 
     def connect(self) -> None:
@@ -136,13 +143,16 @@ class MySQLPlugin(_rows.RowStorePlugin):
         if isinstance(error, PluginError):
             return error
         self.log.debug("driver error", action=action, exc_info=error)
-        pymysql = _pymysql()
+        connector = _connector()
         where = f"could not {action} in database {self.database}"
-        code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+        code = getattr(error, "errno", None)
         # Some server messages quote key values (duplicate entry), so only
-        # messages of these codes are passed on.
-        message = str(error.args[1]) if len(error.args) > 1 else ""
-        if isinstance(error, pymysql.err.InterfaceError) or code in _LOST_CONNECTION:
+        # messages of the codes below are passed on.
+        message = getattr(error, "msg", "") or ""
+        lost = isinstance(error, connector.errors.OperationalError) and (
+            code is None or code < 0 or code >= 2000
+        )
+        if lost or code in _LOST_CONNECTION:
             return TargetUnreachable(
                 f"{where}: the connection to {self.redacted_url()} was lost; rows whose "
                 "results were reported purged are gone, the batch in flight was rolled "
@@ -263,37 +273,49 @@ class MySQLPlugin(_rows.RowStorePlugin):
             )
         ]
 
+    def _cursor(self, connection: Any, params: Any) -> Any:
+        # Statements with values run prepared, so the values are bound on the
+        # server rather than spliced into the text.
+        return connection.cursor(prepared=True) if params else connection.cursor()
+
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
-        with self.conn.cursor() as cursor:
-            cursor.execute(sql, params or None)
-            return list(cursor.fetchall())
+        cursor = self._cursor(self.conn, params)
+        try:
+            cursor.execute(sql, tuple(params) if params else None)
+            return list(cursor.fetchall()) if cursor.with_rows else []
+        finally:
+            cursor.close()
 
     def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
         # An unbuffered cursor reads rows from the socket as they are used; it
         # runs on its own connection because it blocks others on the same one.
-        cursor = self.reader.cursor(_pymysql().cursors.SSCursor)
+        cursor = self._cursor(self.reader, params)
         try:
-            cursor.execute(sql, params or None)
-            yield from cursor
+            cursor.execute(sql, tuple(params) if params else None)
+            while (row := cursor.fetchone()) is not None:
+                yield tuple(row)
         finally:
+            if self.reader.unread_result:
+                self.reader.consume_results()
             cursor.close()
 
     # -- purge --------------------------------------------------------------
 
     def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
         name = self.quote_table(table.name)
-        self.conn.begin()
+        self.conn.start_transaction()
+        cursor = self.conn.cursor(prepared=True)
         try:
-            with self.conn.cursor() as cursor:
-                if len(table.key) == 1:
-                    marks = ", ".join(["%s"] * len(keys))
-                    cursor.execute(
-                        f"DELETE FROM {name} WHERE {self.quote(table.key[0])} IN ({marks})",
-                        [key[0] for key in keys],
-                    )
-                else:
-                    condition = " AND ".join(f"{self.quote(col)} = %s" for col in table.key)
-                    cursor.executemany(f"DELETE FROM {name} WHERE {condition}", keys)
+            if len(table.key) == 1:
+                marks = ", ".join(["%s"] * len(keys))
+                cursor.execute(
+                    f"DELETE FROM {name} WHERE {self.quote(table.key[0])} IN ({marks})",
+                    tuple(key[0] for key in keys),
+                )
+            else:
+                condition = " AND ".join(f"{self.quote(col)} = %s" for col in table.key)
+                for key in keys:
+                    cursor.execute(f"DELETE FROM {name} WHERE {condition}", tuple(key))
             self.conn.commit()
         except BaseException:
             try:
@@ -301,6 +323,11 @@ class MySQLPlugin(_rows.RowStorePlugin):
             except Exception:  # noqa: BLE001 - the connection may be gone
                 self.log.debug("rollback failed", exc_info=True)
             raise
+        finally:
+            try:
+                cursor.close()
+            except Exception:  # noqa: BLE001 - the connection may be gone
+                self.log.debug("cursor close failed", exc_info=True)
 
     def compaction_steps(self) -> Iterator[PurgeResult]:
         yield self.step(
@@ -339,8 +366,8 @@ class MySQLPlugin(_rows.RowStorePlugin):
         try:
             self.query("SET GLOBAL innodb_max_purge_lag_wait = 0")
             return {"history_length": self._history_length()}
-        except _pymysql().err.MySQLError as error:
-            self.log.debug("innodb_max_purge_lag_wait unavailable", error=str(error))
+        except _connector().Error as error:
+            self.log.debug("innodb_max_purge_lag_wait unavailable", errno=error.errno)
         deadline = time.monotonic() + self.purge_wait
         while True:
             length = self._history_length()
@@ -420,14 +447,14 @@ class MySQLPlugin(_rows.RowStorePlugin):
         found = []
         try:
             replicas = self.query("SHOW SLAVE HOSTS")
-        except _pymysql().err.MySQLError:
+        except _connector().Error:
             return ["replicas could not be listed (needs REPLICATION MASTER ADMIN)"]
         for replica in replicas:
             found.append(f"replica server {replica[0]} ({replica[1]}) holds its own copy")
         try:
             if self.query("SHOW SLAVE STATUS"):
                 found.append("this server is itself a replica; its primary keeps the rows")
-        except _pymysql().err.MySQLError:
+        except _connector().Error:
             self.log.debug("replica status not readable")
         return found
 

@@ -158,7 +158,7 @@ def test_lost_connection_then_rerun(mysql_database):
         plugin.describe()
         planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
         with mysql_admin() as admin, admin.cursor() as cursor:
-            cursor.execute(f"KILL CONNECTION {plugin.connection.thread_id()}")
+            cursor.execute(f"KILL CONNECTION {plugin.connection.connection_id}")
         with pytest.raises(TargetUnreachable, match="run the purge again"):
             list(plugin.purge(planned))
     finally:
@@ -192,3 +192,61 @@ def test_lock_timeout_then_rerun(mysql_database):
     assert "timed out" in blocked.results[0].detail
     assert rerun.statuses() == {"people:[2]": "purged"}
     assert not rerun.unverified()
+
+
+def test_d6_values_travel_as_bind_parameters(mysql_database, monkeypatch):
+    """MariaDB keeps no statement log by default, so check the driver calls.
+
+    Every statement the plugin sends must keep the value out of its text and
+    carry it in the parameters of a server-side prepared statement.
+    """
+    import mysql.connector.cursor as cursors
+
+    fill_people(mysql_database, rows=4)
+    secret = canary("d6")
+    with mysql_admin(database_name(mysql_database)) as conn, conn.cursor() as cursor:
+        cursor.execute("UPDATE people SET email = %s WHERE id = 1", (secret,))
+        cursor.execute(
+            "CREATE TABLE visits (id INT PRIMARY KEY, person INT, "
+            "FOREIGN KEY (person) REFERENCES people(id)) ENGINE=InnoDB"
+        )
+    texts: list[str] = []
+    bound: list[tuple] = []
+    spliced: list[tuple] = []  # parameters a plain cursor would splice into the text
+    plain_execute = cursors.MySQLCursor.execute
+    prepared_execute = cursors.MySQLCursorPrepared.execute
+
+    def record_plain(self, operation, params=None, *args, **kwargs):
+        texts.append(str(operation))
+        if params:
+            spliced.append(tuple(params))
+        return plain_execute(self, operation, params, *args, **kwargs)
+
+    def record_prepared(self, operation, params=None, *args, **kwargs):
+        texts.append(str(operation))
+        bound.append(tuple(params or ()))
+        return prepared_execute(self, operation, params, *args, **kwargs)
+
+    monkeypatch.setattr(cursors.MySQLCursor, "execute", record_plain)
+    monkeypatch.setattr(cursors.MySQLCursorPrepared, "execute", record_prepared)
+    plugin = MySQLPlugin(
+        Target(target(mysql_database, "people", "email = %s"), {"params": [secret]}),
+        JobContext(dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        # A reference appears after planning, so the DELETE fails on the constraint.
+        with mysql_admin(database_name(mysql_database)) as conn, conn.cursor() as cursor:
+            cursor.execute("INSERT INTO visits VALUES (1, 1)")
+        results = list(plugin.purge(planned))
+    finally:
+        plugin.close()
+
+    assert [result.status for result in results] == ["failed"]
+    assert "foreign key" in results[0].detail
+    assert secret not in results[0].detail
+    assert texts
+    assert all(secret not in text for text in texts)
+    assert any(secret in params for params in bound)
+    assert spliced == []
