@@ -83,6 +83,8 @@ def target_path(target: Target) -> str:
 def relative_key(target: Target, key: str) -> str:
     """Strip the target's own path from an item key, so restored copies match."""
     root = target_path(target).rstrip("/")
+    if root and key == root:
+        return ""
     if root and key.startswith(root + "/"):
         return key[len(root) + 1 :]
     return key

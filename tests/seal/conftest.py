@@ -38,7 +38,6 @@ def store(store_options: dict) -> KeyStore:
 
 REPO = Path(__file__).resolve().parents[2]
 LETHE = Path(sys.executable).with_name("lethe")
-TEST_PLUGIN = "testdir=tests.core.dirplugin:DirPlugin"
 
 
 @pytest.fixture
@@ -59,7 +58,6 @@ def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         environment = dict(os.environ)
         environment.update(
             PYTHONPATH=str(REPO),
-            LETHE_EXTRA_PLUGINS=TEST_PLUGIN,
             LETHE_STATE_DIR=str(state_dir),
             LETHE_KEK=kek,
         )

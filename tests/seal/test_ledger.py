@@ -6,12 +6,15 @@ import json
 import shutil
 import sqlite3
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent import ledger
 from agent.audit import AuditChainBroken
+from tests.conftest import require_root, require_tool
+from tests.helpers.loopfs import loop_filesystem
 
 CUSTOMERS = [
     (1, "Ada Lovelace", "ada@example.com", "active"),
@@ -38,7 +41,8 @@ def _make_exports(root: Path) -> None:
     for customer_id, name, email, _status in CUSTOMERS:
         directory = root / f"cust-{customer_id}"
         directory.mkdir(parents=True)
-        (directory / "invoice.csv").write_text(f"customer,email\n{name},{email}\n")
+        # Unique names: the files plugin scans the device for purged names too.
+        (directory / f"invoice-{customer_id}.csv").write_text(f"{name},{email}\n")
 
 
 def _query(path: Path, sql: str) -> list[tuple]:
@@ -59,9 +63,22 @@ def _sqlite_target(path: Path, table: str, where: str, *params: str) -> str:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Path:
-    """A live system (database and exports), with a backup taken of it."""
-    root = tmp_path / "live"
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """Return the mount point of a fresh ext4 loop filesystem, where files are purged."""
+    require_root()
+    require_tool("mkfs.ext4")
+    with loop_filesystem(tmp_path, "ext4", size_mib=32) as filesystem:
+        yield filesystem.mountpoint
+
+
+@pytest.fixture
+def live(disk: Path, tmp_path: Path) -> Path:
+    """A live system (database and exports), with a backup taken of it.
+
+    The backup sits outside the loop filesystem, as on a backup medium,
+    so the purge's device scan does not find the backup's copies.
+    """
+    root = disk / "live"
     root.mkdir()
     _make_database(root / "app.db")
     _make_exports(root / "exports")
@@ -84,8 +101,8 @@ def _purge_closed(lethe, live: Path) -> None:
         "--yes",
         _sqlite_target(live / "app.db", "customers", "status = ?", "closed"),
         _sqlite_target(live / "app.db", "leads", "id = ?", "1"),
-        f"testdir://{live}/exports/cust-3",
-        f"testdir://{live}/exports/cust-5",
+        str(live / "exports" / "cust-3"),
+        str(live / "exports" / "cust-5"),
     )
     assert result.returncode == 0, result.stderr
 
@@ -95,7 +112,7 @@ def test_purge_appends_ledger_entry(lethe, live: Path, state_dir: Path) -> None:
     entries = list(ledger.entries(state_dir))
     assert len(entries) == 1
     targets = entries[0]["targets"]
-    assert [record["count"] for record in targets] == [2, 1, 1, 1]
+    assert [record["count"] for record in targets] == [2, 1, 2, 2]
     assert targets[0]["selector"] == {
         "table": "customers",
         "where": "status = ?",
@@ -103,13 +120,13 @@ def test_purge_appends_ledger_entry(lethe, live: Path, state_dir: Path) -> None:
     }
     text = (state_dir / ledger.FILE_NAME).read_text()
     assert "Grace Hopper" not in text
-    assert "invoice.csv" not in text
+    assert "invoice-3.csv" not in text
     assert "customers:[3]" not in text
 
 
 def test_ledger_verify_detects_edit(lethe, live: Path, state_dir: Path) -> None:
     _purge_closed(lethe, live)
-    _purge_closed_again = lethe("purge", "--yes", f"testdir://{live}/exports/cust-1")
+    _purge_closed_again = lethe("purge", "--yes", str(live / "exports" / "cust-1"))
     assert _purge_closed_again.returncode == 0
     assert lethe("ledger", "verify").returncode == 0
     path = state_dir / ledger.FILE_NAME
@@ -122,7 +139,7 @@ def test_ledger_verify_detects_edit(lethe, live: Path, state_dir: Path) -> None:
 
 def test_ledger_verify_detects_removed_line(lethe, live: Path, state_dir: Path) -> None:
     _purge_closed(lethe, live)
-    assert lethe("purge", "--yes", f"testdir://{live}/exports/cust-1").returncode == 0
+    assert lethe("purge", "--yes", str(live / "exports" / "cust-1")).returncode == 0
     path = state_dir / ledger.FILE_NAME
     lines = path.read_text().splitlines(keepends=True)
     path.write_text(lines[1])
@@ -130,10 +147,12 @@ def test_ledger_verify_detects_removed_line(lethe, live: Path, state_dir: Path) 
         ledger.verify(state_dir)
 
 
-def test_replay_purges_exactly_resurfaced(lethe, live: Path, tmp_path: Path) -> None:
+def test_replay_purges_exactly_resurfaced(
+    lethe, live: Path, disk: Path, tmp_path: Path
+) -> None:
     _purge_closed(lethe, live)
     assert _query(live / "app.db", "SELECT id FROM customers WHERE id IN (3, 5)") == []
-    restored = tmp_path / "restored"
+    restored = disk / "restored"
     shutil.copytree(tmp_path / "backup", restored)
     assert _query(
         restored / "app.db",
@@ -146,10 +165,10 @@ def test_replay_purges_exactly_resurfaced(lethe, live: Path, tmp_path: Path) -> 
         "--dry-run",
         "--json",
         f"sqlite://{restored}/app.db",
-        f"testdir://{restored}/exports",
+        str(restored / "exports"),
     )
     report = json.loads(planned.stdout)
-    assert report["resurfaced"] == 4
+    assert report["resurfaced"] == 6  # 2 rows, 2 directories, 2 files
     assert _query(restored / "app.db", "SELECT COUNT(*) FROM customers") == [(8,)]
 
     result = lethe(
@@ -158,11 +177,11 @@ def test_replay_purges_exactly_resurfaced(lethe, live: Path, tmp_path: Path) -> 
         "--yes",
         "--json",
         f"sqlite://{restored}/app.db",
-        f"testdir://{restored}/exports",
+        str(restored / "exports"),
     )
     report = json.loads(result.stdout)
     assert result.returncode == 1, result.stderr
-    assert report["resurfaced"] == 4
+    assert report["resurfaced"] == 6  # 2 rows, 2 directories, 2 files
     assert report["job"]["state"] == "done"
     assert report["job"]["certificate"]
     assert [problem["target"].split("?")[0] for problem in report["not_applied"]] == [
@@ -171,24 +190,26 @@ def test_replay_purges_exactly_resurfaced(lethe, live: Path, tmp_path: Path) -> 
     assert "leads" in report["not_applied"][0]["error"]
     remaining = _query(restored / "app.db", "SELECT id FROM customers ORDER BY id")
     assert remaining == [(1,), (2,), (4,), (6,), (7,), (8,)]
-    assert not (restored / "exports" / "cust-3" / "invoice.csv").exists()
-    assert not (restored / "exports" / "cust-5" / "invoice.csv").exists()
-    assert (restored / "exports" / "cust-7" / "invoice.csv").exists()
-    assert (restored / "exports" / "cust-1" / "invoice.csv").exists()
+    assert not (restored / "exports" / "cust-3").exists()
+    assert not (restored / "exports" / "cust-5").exists()
+    assert (restored / "exports" / "cust-7" / "invoice-7.csv").exists()
+    assert (restored / "exports" / "cust-1" / "invoice-1.csv").exists()
 
 
-def test_replay_twice_finds_nothing(lethe, live: Path, tmp_path: Path) -> None:
+def test_replay_twice_finds_nothing(
+    lethe, live: Path, disk: Path, tmp_path: Path
+) -> None:
     _purge_closed(lethe, live)
-    restored = tmp_path / "restored"
+    restored = disk / "restored"
     shutil.copytree(tmp_path / "backup", restored)
-    targets = (f"sqlite://{restored}/app.db", f"testdir://{restored}/exports")
+    targets = (f"sqlite://{restored}/app.db", str(restored / "exports"))
     assert lethe("ledger", "replay", "--yes", *targets).returncode == 1
     again = json.loads(lethe("ledger", "replay", "--yes", "--json", *targets).stdout)
     assert again["resurfaced"] == 0
     assert again["job"] is None
 
 
-def test_replay_without_yes_on_pipe(lethe, live: Path, tmp_path: Path) -> None:
+def test_replay_without_yes_on_pipe(lethe, tmp_path: Path) -> None:
     result = lethe("ledger", "replay", f"sqlite://{tmp_path}/backup/app.db")
     assert result.returncode == 3
     assert "--yes" in result.stderr
@@ -277,7 +298,9 @@ def test_keystore_config_errors(lethe, tmp_path: Path) -> None:
     bad.write_text("keystore:\n  backend: gcp\n")
     result = lethe("seal", "-c", str(bad), str(source), "--subject", "cust-1")
     assert result.returncode == 3
-    assert "bad.yaml:2: keystore.backend: expected one of local, aws-kms" in result.stderr
+    assert (
+        "bad.yaml:2: keystore.backend: expected one of local, aws-kms" in result.stderr
+    )
     missing = tmp_path / "missing.yaml"
     missing.write_text(f"keystore:\n  kek_file: {tmp_path}/absent\n")
     result = lethe("seal", "-c", str(missing), str(source), "--subject", "cust-1")
