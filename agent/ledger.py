@@ -353,24 +353,24 @@ def filtering_registry(
     resurfaced items, and nothing the original purge left alone.
     """
     registry = base or Registry.from_entry_points()
-    wanted: dict[str, set[str]] = {}
+    recorded: dict[str, set[str]] = {}
     for unit in units:
-        wanted.setdefault(unit.target.url, set()).update(unit.digests)
+        recorded.setdefault(unit.target.url, set()).update(unit.digests)
     replaced: dict[str, type[Plugin]] = {}
     for unit in units:
         plugin_class = registry.plugin_for(unit.target)
         if plugin_class.name not in replaced:
-            replaced[plugin_class.name] = _filtered(plugin_class, wanted)
+            replaced[plugin_class.name] = _filtered(plugin_class, recorded)
     for plugin_class in replaced.values():
         registry.add(plugin_class)
     return registry
 
 
 def _filtered(
-    plugin_class: type[Plugin], wanted: Mapping[str, set[str]]
+    plugin_class: type[Plugin], recorded: Mapping[str, set[str]]
 ) -> type[Plugin]:
     def discover(self: Plugin) -> Iterator[Item]:
-        digests = wanted.get(self.target.url, set())
+        digests = recorded.get(self.target.url, set())
         for item in plugin_class.discover(self):
             if item_digest(relative_key(self.target, item.key)) in digests:
                 yield item

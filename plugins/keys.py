@@ -485,9 +485,9 @@ class KeyStore:
 
 def destroyed_message(record: Mapping[str, Any], subject: str | None = None) -> str:
     """Return the plain-words message for a destroyed key's tombstone."""
-    who = f"subject {subject}" if subject else f"key {record.get('id')}"
+    owner = f"subject {subject}" if subject else f"key {record.get('id')}"
     message = (
-        f"the data key for {who} was destroyed on {record.get('destroyed', 'an unknown date')} "
+        f"the data key for {owner} was destroyed on {record.get('destroyed', 'an unknown date')} "
         f"by job {record.get('job') or 'unknown'}; data sealed with it cannot be recovered"
     )
     return message

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'replay' re-applies it to a restored backup.",
     )
     verbs = parser.add_subparsers(dest="ledger_command", required=True, metavar="VERB")
+
     show = verbs.add_parser(
         "show", parents=[parent_parser()], help="list the ledger entries"
     )
@@ -33,16 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print the entries as JSON lines"
     )
     show.set_defaults(run=run_show)
+
     check = verbs.add_parser(
         "verify", parents=[parent_parser()], help="check the ledger's hash chain"
     )
     check.set_defaults(run=run_verify)
+
     replay = verbs.add_parser(
         "replay",
         parents=[parent_parser()],
         help="re-apply every recorded purge to restored copies",
-        description="Match each recorded target to a TARGET of the same scheme and base URL "
-        "or last path component (a restored database file or directory), plan the "
+        description="Match each recorded target to a TARGET of the same scheme whose "
+        "base URL, last path component or an enclosing directory matches (a restored "
+        "database file or directory; key://* for a restored key store), plan the "
         "recorded selector there, show what resurfaced, then purge and certify it.",
     )
     replay.add_argument(
