@@ -307,3 +307,37 @@ def test_keystore_config_errors(lethe, tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "key-encryption key file" in result.stderr
     assert not (tmp_path / "export.csv.lethe").exists()
+
+
+def test_engine_job_writes_ledger_without_cli(tmp_path: Path) -> None:
+    """A job run through the engine alone (as the daemon does) is recorded too."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("x" * 100)
+    state = tmp_path / "state"
+    state.mkdir()
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from agent.config import Config\n"
+        "from agent.engine import Engine\n"
+        "from agent.registry import Registry\n"
+        "from plugins.base import Target\n"
+        "from tests.core.dirplugin import DirPlugin\n"
+        "registry = Registry.from_entry_points()\n"
+        "registry.add(DirPlugin)\n"
+        "engine = Engine(Config(), Path(sys.argv[1]), registry=registry)\n"
+        "job = engine.plan([Target('testdir://' + sys.argv[2])], {}, dry_run=False)\n"
+        "engine.purge(job)\n"
+        "engine.close()\n"
+        "assert 'agent.commands.ledger' not in sys.modules\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(state), str(data)],
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert len(list(ledger.entries(state))) == 1
