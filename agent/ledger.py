@@ -447,7 +447,6 @@ def _plan_unit(
         )
         unit.resurfaced = rows[0]["n"]
         unit.resurfaced_bytes = rows[0]["total"]
-        engine.journal.update_job(job_id, state="replay-plan")
     finally:
         engine.close()
 
