@@ -142,6 +142,7 @@ def main() -> None:
                     results[name] = measured
         remove(plain)
 
+        startup = min(run([str(LETHE), "--version"], env)[0] for _ in range(3))
         small = work / "small.bin"
         make_input(small, args.small * MiB)
         _elapsed, small_rss = run(
@@ -153,6 +154,7 @@ def main() -> None:
         print(
             f"{name:13s} {args.size / elapsed:8.1f} MiB/s  {elapsed:6.2f} s  peak RSS {rss / 1024:6.1f} MiB"
         )
+    print(f"lethe start-up (lethe --version), included above: {startup:.2f} s")
     seal_ratio = results["age encrypt"][0] / results["lethe seal"][0]
     unseal_ratio = results["age decrypt"][0] / results["lethe unseal"][0]
     print(
