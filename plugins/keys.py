@@ -49,6 +49,7 @@ from plugins.base import (
     PlannedItem,
     Plugin,
     PurgeResult,
+    Refusal,
     Target,
     TargetInfo,
 )
@@ -789,13 +790,19 @@ class KeysPlugin(Plugin):
             _slot, record = self.store.find(item.key)
         except KeyNotFound as error:
             raise ItemChanged(str(error)) from None
+        if record.get("backend") == "aws-kms" and self.store.kms is None:
+            detail = (
+                f"data key {item.key} is wrapped by AWS KMS key {record.get('kms_key')}, "
+                "which would survive; set keystore.backend: aws-kms to schedule its deletion"
+            )
+            return Decision(refusal=Refusal("not-supported", detail))
         fingerprints = [
             record["wrapped"].encode("ascii"),
             base64.b64decode(record["wrapped"]),
         ]
         with contextlib.suppress(PluginError):
-            # Without the KEK the raw key cannot be fingerprinted; the wrapped
-            # form is what the store file holds, so the scan still covers it.
+            # Without the KEK the raw key cannot be fingerprinted. The store
+            # file contains the wrapped form, so the scan still covers it.
             fingerprints.append(self.store.data_key(item.key).key)
         residual = ()
         if item.attributes.get("sealed_copies"):

@@ -106,3 +106,13 @@ def test_pending_window_out_of_range(kms_options: dict) -> None:
     }
     with pytest.raises(InvalidTarget, match="7 to 30"):
         KeyStore.from_options(options)
+
+
+def test_kms_key_refused_without_kms_backend(kms_options: dict) -> None:
+    store = KeyStore.from_options(kms_options)
+    store.data_key_for("cust-1")
+    local = {"path": kms_options["path"], "kek_env": "LETHE_TEST_UNSET_KEK"}
+    run = run_plugin(KeysPlugin, "key://cust-1", local)
+    assert run.refusal_reasons() == {store.active_for("cust-1")["id"]: "not-supported"}
+    assert run.results == []
+    assert store.active_for("cust-1") is not None
