@@ -100,6 +100,8 @@ class Engine:
         self._plugins: dict[int, Plugin] = {}
         #: Fingerprints by (target position, item key), in memory for this job only.
         self._fingerprints: dict[tuple[int, str], tuple[bytes, ...]] = {}
+        #: Items whose destroy step ran in this process, by (target position, key).
+        self._purged_here: set[tuple[int, str]] = set()
         self._log = get_logger(__name__)
 
     def request_stop(self) -> None:
@@ -366,6 +368,7 @@ class Engine:
                     )
                     continue
                 changes.append(_result_change(item, result))
+                self._purged_here.add((item.target, item.key))
                 self.progress.advance_items(1)
         finally:
             self._commit(job_id, changes, log)
@@ -427,9 +430,27 @@ class Engine:
             self.progress.advance_items(len(changes))
 
     def _collect_evidence(
-        self, job_id: str, plugin: Plugin, batch: list[ItemRow], row: TargetRow
+        self,
+        job_id: str,
+        plugin: Plugin,
+        batch: list[ItemRow],
+        row: TargetRow,
+        recheck: bool = False,
     ) -> dict[str, Evidence]:
-        planned = [item.planned_item(self._fingerprints_for(item)) for item in batch]
+        """Run the plugin's verification of one batch, keyed by item key.
+
+        Items this process did not purge carry ``params["resumed"]`` (after a
+        restart) or ``params["recheck"]`` (``lethe verify``), so the plugin
+        reports checks it cannot repeat, such as a read-back, as not run.
+        """
+        planned = []
+        for item in batch:
+            flags = {}
+            if recheck:
+                flags["recheck"] = True
+            elif (item.target, item.key) not in self._purged_here:
+                flags["resumed"] = True
+            planned.append(item.planned_item(self._fingerprints_for(item), flags))
         try:
             return {evidence.key: evidence for evidence in plugin.verify(planned)}
         except PluginError as error:
@@ -603,7 +624,7 @@ class Engine:
             job_id, target=row.position, states=("verified", "purged")
         )
         for batch in chunked(rows, plugin.batch_size):
-            evidence = self._collect_evidence(job_id, plugin, batch, row)
+            evidence = self._collect_evidence(job_id, plugin, batch, row, recheck=True)
             for item in batch:
                 found = evidence.get(item.key)
                 verified = found is not None and found.verified
