@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from plugins import scan
+from plugins._bytescan import RowScanner
 from plugins.base import (
     Check,
     Decision,
@@ -203,18 +204,20 @@ def value_size(values: Iterable[Any]) -> int:
 _WORD = re.compile(r"\w+")
 
 
-def row_fingerprints(values: Iterable[Any]) -> list[bytes]:
+def row_fingerprints(values: Iterable[Any], words: bool = False) -> list[bytes]:
     """Return the byte strings whose presence in storage betrays a row.
 
-    Text gives its UTF-8 bytes, its case-folded form and its longer words
-    (as full-text indexes store them); long text and binary values give
-    spread windows. Numbers and dates are stored in engine-specific binary
-    forms and give none.
+    Text gives its UTF-8 bytes and its case-folded form, and with ``words``
+    also its longer words, as full-text indexes store them; long text and
+    binary values give spread windows. Numbers and dates are stored in
+    engine-specific binary forms and give none. Words are left out unless a
+    full-text index exists, because a short word also occurs inside longer
+    surviving values ("user1729" in "user17290").
     """
     found: list[bytes] = []
     for value in values:
         if isinstance(value, str):
-            candidates = _text_fingerprints(value)
+            candidates = _text_fingerprints(value, words)
         elif isinstance(value, (bytes, bytearray, memoryview)):
             candidates = scan.content_fingerprints(bytes(value))
         else:
@@ -225,15 +228,16 @@ def row_fingerprints(values: Iterable[Any]) -> list[bytes]:
     return found
 
 
-def _text_fingerprints(text: str) -> list[bytes]:
+def _text_fingerprints(text: str, words: bool) -> list[bytes]:
     raw = text.encode("utf-8", "surrogateescape")
     folded = text.casefold().encode("utf-8", "surrogateescape")
     if len(raw) > MAX_WHOLE_VALUE:
         candidates = scan.content_fingerprints(raw) + scan.content_fingerprints(folded)
     else:
         candidates = scan.token_fingerprints(raw, folded)
-    words = [word for word in _WORD.findall(text.casefold()) if word != text.casefold()]
-    candidates += scan.token_fingerprints(*words)[:MAX_WORDS_PER_VALUE]
+    if words:
+        found = [word for word in _WORD.findall(text.casefold()) if word != text.casefold()]
+        candidates += scan.token_fingerprints(*found)[:MAX_WORDS_PER_VALUE]
     return candidates
 
 
@@ -335,6 +339,10 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def close_connections(self) -> None:
         """Close the connection(s) quietly."""
+
+    def full_text_indexed(self, table: str) -> bool:
+        """Tell whether a full-text index may hold the table's words one by one."""
+        return False
 
     def redacted_url(self) -> str:
         """Return the target URL without password and query, for logs."""
@@ -505,7 +513,8 @@ class RowStorePlugin(Plugin, abc.ABC):
                 f"referenced by {', '.join(blockers)} through a foreign key without "
                 "ON DELETE CASCADE; set delete_dependents: true to purge them too",
             )
-        self._pending[name] = _Pending(tuple(row_fingerprints(values)), refusal)
+        fingerprints = row_fingerprints(values, self.full_text_indexed(table.name))
+        self._pending[name] = _Pending(tuple(fingerprints), refusal)
         attributes: dict[str, Any] = {"table": table.name, "columns": table.columns}
         if via is not None:
             attributes["reached_by"] = f"{via.child} -> {via.parent} ON DELETE {via.on_delete}"
@@ -564,7 +573,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         if not rows:
             return _Pending((), None)
         values = rows[0][len(table.key) :]
-        return _Pending(tuple(row_fingerprints(values)), None)
+        words = self.full_text_indexed(table.name)
+        return _Pending(tuple(row_fingerprints(values, words)), None)
 
     def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
         columns = ", ".join(self.quote(name) for name in table.key + table.columns)
@@ -691,7 +701,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             return
         files, note = self._guarded("locate the data files", self.data_files)
         self._scan_note = note
-        scanner = scan.FingerprintScanner()
+        scanner = RowScanner()
         owners = set()
         for entry in wanted:
             scanner.add_all(entry.item.key, entry.decision.fingerprints)

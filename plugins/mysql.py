@@ -82,6 +82,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
         self.connection: Any = None
         self.reader: Any = None
         self.facts: dict[str, Any] = {}
+        self._full_text: dict[str, bool] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -263,6 +264,18 @@ class MySQLPlugin(_rows.RowStorePlugin):
             )
             for (_, child), members in groups.items()
         ]
+
+    def full_text_indexed(self, table: str) -> bool:
+        if table not in self._full_text:
+            self._full_text[table] = bool(
+                self.query(
+                    "SELECT 1 FROM information_schema.STATISTICS "
+                    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+                    "AND INDEX_TYPE = 'FULLTEXT' LIMIT 1",
+                    (table,),
+                )
+            )
+        return self._full_text[table]
 
     def user_tables(self) -> list[str]:
         return [

@@ -78,6 +78,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         self.reader: Any = None
         self._oids: dict[str, int] = {}
         self.privileges: dict[str, bool] = {}
+        self._full_text: dict[str, bool] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -269,6 +270,20 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         table = super().table(name)
         self._tables.setdefault(table.name, table)
         return table
+
+    def full_text_indexed(self, table: str) -> bool:
+        if table not in self._full_text:
+            self._full_text[table] = bool(
+                self.conn.execute(
+                    "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                    "AND atttypid = 'tsvector'::regtype "
+                    "UNION ALL SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = %s "
+                    "AND a.amname IN ('gin', 'gist') LIMIT 1",
+                    (self._oids[table], self._oids[table]),
+                ).fetchone()
+            )
+        return self._full_text[table]
 
     def user_tables(self) -> list[str]:
         return [

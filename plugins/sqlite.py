@@ -53,6 +53,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self.journal_mode = ""
         self.build_secure_delete = 0
         self._fts5_secure_delete: dict[str, bool] = {}
+        self._fts_cache: dict[str, str] | None = None
 
     # -- connection ---------------------------------------------------------
 
@@ -149,6 +150,13 @@ class SQLitePlugin(_rows.RowStorePlugin):
                         found[name] = module
                         break
         return found
+
+    def full_text_indexed(self, table: str) -> bool:
+        # An external-content FTS table may index any table, so any FTS
+        # table in the file counts.
+        if self._fts_cache is None:
+            self._fts_cache = self._fts_tables()
+        return bool(self._fts_cache)
 
     def _shadow_tables(self) -> set[str]:
         virtual = [
