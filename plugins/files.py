@@ -367,7 +367,7 @@ class FilesPlugin(Plugin):
             status = _lstat_or_changed(path, item.key)
             if identity(status) != dict(item.identity):
                 raise ItemChanged(f"{item.key} changed after discovery; plan again")
-        self._open.refresh(max_age=5.0)
+        self._open.refresh(max_age=30.0)
         holders = self._open.holders(item.identity["dev"], item.identity["ino"])
         if holders:
             return Decision(
@@ -450,7 +450,7 @@ class FilesPlugin(Plugin):
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         from plugins._files.purge import BatchPurge
 
-        self._open.refresh(max_age=1.0)
+        self._open.refresh(max_age=2.0)
         runner = BatchPurge(self, batch)
         try:
             decisions = {planned.item.key: planned.decision for planned in batch}
@@ -651,6 +651,10 @@ def _spread_offsets(
 def random_name(length: int) -> str:
     """Return a random file name of ``length`` ASCII characters, never "." or ".."."""
     while True:
-        name = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(length))
+        # 252 is the largest multiple of 36 below 256, so no character is favoured.
+        raw = [byte for byte in secrets.token_bytes(length * 2) if byte < 252]
+        if len(raw) < length:
+            continue
+        name = "".join(_NAME_ALPHABET[byte % 36] for byte in raw[:length])
         if name not in (".", ".."):
             return name

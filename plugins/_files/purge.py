@@ -64,12 +64,14 @@ class BatchPurge:
         self.log = plugin.log
         self._directories: dict[str, int] = {}
         self._buffer = AlignedBuffer()
+        self._scratch = AlignedBuffer()
         # Directories changed since the last ext4 checkpoint.
         self._changed: set[str] = set()
 
     def close(self) -> None:
         self._close_directories()
         self._buffer.close()
+        self._scratch.close()
 
     def _close_directories(self) -> None:
         for descriptor in self._directories.values():
@@ -285,9 +287,14 @@ class BatchPurge:
                     )
             works = self._drop_failed(works, results)
             works = self._flush(works, results, f"after pass {index + 1}")
-        if self.context.settings.get("inject_readback_mismatch"):
+        if _inject_mismatch(self.context.settings):
             for work in works:
                 work.overwrite.corrupt_for_test()
+        for work in works:
+            try:
+                work.overwrite.drop_cache()
+            except OSError:
+                self.log.debug("fadvise failed", item=work.key, exc_info=True)
         for work in works:
             self._read_back(work)
         return works
@@ -305,7 +312,9 @@ class BatchPurge:
             self.plugin._readback[work.key] = (True, "not run: readback is 0")
             return
         try:
-            mismatch = work.overwrite.read_back(pattern, fraction, self._buffer)
+            mismatch = work.overwrite.read_back(
+                pattern, fraction, self._buffer, self._scratch
+            )
         except OSError as error:
             mismatch = f"read failed: {error.strerror}"
         share = "all data" if fraction >= 1 else f"{fraction:.0%} of the data"
@@ -461,6 +470,18 @@ class BatchPurge:
             )
         else:
             self.log.error("item failed", item=result.key, detail=result.detail)
+
+
+def _inject_mismatch(settings) -> bool:
+    """Tell whether a test asked to corrupt the data after the last pass.
+
+    Test-only: the setting ``inject_readback_mismatch`` or the environment
+    variable LETHE_TEST_INJECT_READBACK_MISMATCH=1 (for tests through the
+    CLI) flips one byte, so that read-back and verification must fail.
+    """
+    if settings.get("inject_readback_mismatch"):
+        return True
+    return os.environ.get("LETHE_TEST_INJECT_READBACK_MISMATCH") == "1"
 
 
 def _fail(key: str, detail: str) -> _Failed:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from plugins._files.mounts import xfs_log_range
 from plugins.scan import FingerprintScanner, content_fingerprints, token_fingerprints
 from tests.conftest import require_tool
 from tests.files.conftest import canary_lines, make_filesystem, plan, purge, raw_image
@@ -87,6 +89,22 @@ def test_xfs_file_content_gone(xfs):
     assert run.unverified() == []
     assert raw_image(xfs).count(CANARY) == 0
     assert not target.exists()
+
+
+def test_xfs_name_only_in_log(xfs):
+    target = xfs.mountpoint / "exports"
+    target.mkdir()
+    (target / NAME_CANARY).write_bytes(canary_lines(CANARY.decode(), 200))
+    os.sync()
+    run = purge(target)
+    image = raw_image(xfs)
+    log_start, log_end = xfs_log_range(str(xfs.image))
+    offsets = [match.start() for match in re.finditer(re.escape(NAME_CANARY.encode()), image)]
+    scan = {check.name: check for check in run.evidence[0].checks}["device-scan"]
+    assert [offset for offset in offsets if not log_start <= offset < log_end] == []
+    assert scan.passed
+    if offsets:
+        assert "xfs log" in scan.detail
 
 
 def test_xfs_rm_leaves_content(xfs):
