@@ -95,9 +95,9 @@ def base_url(target: Target) -> str:
     if "://" not in target.url:
         return target.url
     parts = target.parts
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    # Split off user and password by hand: ``parts.port`` raises on netlocs
+    # that are no host:port, such as the subject in key://dataset:orders.
+    host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}"
 
 
@@ -155,6 +155,8 @@ def record_job(summary: Mapping[str, Any]) -> None:
 
 
 def _target_records(journal: Journal, job_id: str) -> Iterator[dict[str, Any]]:
+    # NOTE: all digests of a job go into one JSON line (64 hex digits per
+    # item), so a purge of millions of items writes a line of many MiB.
     for row in journal.targets(job_id):
         items = journal.items(job_id, target=row.position, states=["verified"])
         digests = sorted(

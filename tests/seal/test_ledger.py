@@ -341,3 +341,36 @@ def test_engine_job_writes_ledger_without_cli(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert len(list(ledger.entries(state))) == 1
+
+
+def test_dataset_seal_and_default_names(lethe, tmp_path: Path, state_dir: Path) -> None:
+    source = tmp_path / "orders.csv"
+    source.write_text("order,total\n1,10\n")
+    sealed = lethe("seal", str(source), "--dataset", "orders-2024")
+    assert sealed.returncode == 0, sealed.stderr
+    source.rename(tmp_path / "orders.original")
+    restored = lethe("unseal", str(tmp_path / "orders.csv.lethe"))
+    assert restored.returncode == 0, restored.stderr
+    assert source.read_text() == "order,total\n1,10\n"
+    assert lethe("purge", "--yes", "key://dataset:orders-2024").returncode == 0
+    shown = lethe("ledger", "show")
+    assert shown.returncode == 0
+    assert "key://sha256:" in shown.stdout
+    assert "orders-2024" not in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql://app:s3cret@db.example:5432/shop?table=t",
+            "postgresql://db.example:5432/shop",
+        ),
+        ("key://dataset:orders-2024", "key://dataset:orders-2024"),
+        ("/srv/exports", "/srv/exports"),
+    ],
+)
+def test_base_url_drops_credentials(url: str, expected: str) -> None:
+    from plugins.base import Target
+
+    assert ledger.base_url(Target(url)) == expected
