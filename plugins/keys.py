@@ -272,7 +272,10 @@ class KeyStore:
         """Yield (slot number, record) for every readable slot."""
         try:
             with open(self.path, "rb") as stream:
-                self._check_header(stream.read(HEADER_SIZE))
+                header = stream.read(HEADER_SIZE)
+                if not header:
+                    return  # created, but the first append did not finish
+                self._check_header(header)
                 slot = 0
                 while block := stream.read(SLOT_SIZE):
                     record = _parse_slot(block)

@@ -177,3 +177,16 @@ def _raw_device(device: str) -> bytes:
     """Read the device with O_DIRECT so the page cache cannot hide stale blocks."""
     os.sync()
     return b"".join(_read_chunks(device, None, True))
+
+
+def test_empty_store_file_is_empty_store(store: KeyStore) -> None:
+    store.path.touch(mode=0o600)
+    assert list(store.records()) == []
+    assert store.data_key_for("cust-1").key_id
+
+
+def test_foreign_file_rejected(store: KeyStore) -> None:
+    store.path.write_bytes(b"not a key store\n")
+    store.path.chmod(0o600)
+    with pytest.raises(KeyStoreError, match="not a Lethe key store"):
+        store.data_key_for("cust-1")
