@@ -126,8 +126,8 @@ def test_purge_appends_ledger_entry(lethe, live: Path, state_dir: Path) -> None:
 
 def test_ledger_verify_detects_edit(lethe, live: Path, state_dir: Path) -> None:
     _purge_closed(lethe, live)
-    _purge_closed_again = lethe("purge", "--yes", str(live / "exports" / "cust-1"))
-    assert _purge_closed_again.returncode == 0
+    second_purge = lethe("purge", "--yes", str(live / "exports" / "cust-1"))
+    assert second_purge.returncode == 0
     assert lethe("ledger", "verify").returncode == 0
     path = state_dir / ledger.FILE_NAME
     lines = path.read_text().splitlines(keepends=True)
