@@ -100,6 +100,8 @@ class Engine:
         self._plugins: dict[int, Plugin] = {}
         #: Fingerprints by (target position, item key), in memory for this job only.
         self._fingerprints: dict[tuple[int, str], tuple[bytes, ...]] = {}
+        #: Messages of target-wide steps that failed in this run.
+        self._failed_steps: list[str] = []
         #: Items whose destroy step ran in this process, by (target position, key).
         self._purged_here: set[tuple[int, str]] = set()
         self._log = get_logger(__name__)
@@ -220,7 +222,7 @@ class Engine:
         if mask is None:
             return plugin.plan_item(item)
         if Method.MASK not in plugin.methods:
-            detail = f"the policy asks to mask this item, but the {plugin.name} plugin cannot mask"
+            detail = f"the policy requests masking for this item, but the {plugin.name} plugin cannot mask"
             return Decision(refusal=Refusal("not-supported", detail))
         return Decision(method=Method.MASK, params={"mask": dict(mask)})
 
@@ -342,9 +344,7 @@ class Engine:
                 self._purge_batch(job_id, plugin, batch, log)
             except PluginError as error:
                 log.error("target failed during purge", error=str(error))
-                self.journal.add_step(
-                    job_id, row.position, "purge", "failed", str(error)
-                )
+                self._add_step(job_id, row.position, "purge", "failed", str(error))
                 return
 
     def _purge_batch(
@@ -394,7 +394,7 @@ class Engine:
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
         try:
             for result in plugin.complete():
-                self.journal.add_step(
+                self._add_step(
                     job_id, row.position, result.key, result.status, result.detail
                 )
                 level = log.info if result.status == "purged" else log.error
@@ -406,9 +406,7 @@ class Engine:
                 )
         except PluginError as error:
             log.error("target step failed", error=str(error))
-            self.journal.add_step(
-                job_id, row.position, "complete", "failed", str(error)
-            )
+            self._add_step(job_id, row.position, "complete", "failed", str(error))
 
     def _verify_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
@@ -460,7 +458,7 @@ class Engine:
                 target=row.target.url,
                 error=str(error),
             )
-            self.journal.add_step(job_id, row.position, "verify", "failed", str(error))
+            self._add_step(job_id, row.position, "verify", "failed", str(error))
             return {}
 
     def _commit(self, job_id: str, changes: list[StateChange], log: Any) -> None:
@@ -517,26 +515,24 @@ class Engine:
         hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
 
+    def _add_step(
+        self, job_id: str, position: int, name: str, status: str, detail: str
+    ) -> None:
+        """Journal a target-wide step; a failed one fails this run of the job."""
+        self.journal.add_step(job_id, position, name, status, detail)
+        if status == "failed":
+            self._failed_steps.append(f"target step {name} failed: {detail}")
+
     def _finish(self, job_id: str) -> JobOutcome:
         job = self.journal.job(job_id)
         counts = self.journal.count_states(job_id)
-        failed_steps = [
-            step for step in self.journal.steps(job_id) if step["status"] == "failed"
-        ]
-        messages = [
-            f"target step {step['name']} failed: {step['detail']}"
-            for step in failed_steps
-        ]
-        unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
-        if counts.get("failed") or unfinished or failed_steps:
-            state, exit_code = "failed", EXIT_FAILED
+        messages = list(self._failed_steps)
+        state, exit_code = _final_state(counts, bool(self._failed_steps))
+        if state == "failed":
             messages.append(
                 "no certificate was issued because not every item was destroyed and verified"
             )
-        elif counts.get("refused") or counts.get("blocked"):
-            state, exit_code = "done", EXIT_REFUSED
-        else:
-            state, exit_code = "done", EXIT_OK
+
         self.audit.append(
             "job-finished",
             job_id=job_id,
@@ -548,6 +544,7 @@ class Engine:
         self.journal.update_job(
             job_id, state=state, certificate=str(path) if path else None
         )
+
         outcome = JobOutcome(
             job_id, state, exit_code, counts, job.plan_hash, path, messages
         )
@@ -690,6 +687,16 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
             fingerprint_digest(value) for value in decision.fingerprints
         ),
     )
+
+
+def _final_state(counts: Mapping[str, int], step_failed: bool) -> tuple[str, int]:
+    """Return the job state and exit code for the final item counts."""
+    unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
+    if counts.get("failed") or unfinished or step_failed:
+        return "failed", EXIT_FAILED
+    if counts.get("refused") or counts.get("blocked"):
+        return "done", EXIT_REFUSED
+    return "done", EXIT_OK
 
 
 def _result_change(item: ItemRow, result: PurgeResult) -> StateChange:

@@ -131,6 +131,7 @@ REFUSAL_REASONS = {
     "in-use": "device or file is in use",
     "not-supported": "no method available for this item",
     "permission": "permission denied",
+    "not-empty": "directory keeps refused entries, so it stays",
 }
 
 

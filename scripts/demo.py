@@ -4,7 +4,7 @@ Runs as a normal user, without loop devices: the raw-device scan is off, so
 verification checks that each file is gone and that the read-back of the
 overwrite matched. Started as root, it runs Lethe as the user ``nobody``,
 because as root Lethe also checkpoints and zeroes the ext4 journal of the
-filesystem that holds ./demo, which is usually the system disk. Every name, phone number and ID number is made up (phone
+filesystem that contains ./demo, which is usually the system disk. Every name, phone number and ID number is made up (phone
 numbers come from the +44 7700 900xxx range reserved for fiction).
 """
 
