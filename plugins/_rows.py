@@ -360,8 +360,13 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._guarded("connect", self.connect)
         table = self.table(self.selection.table)
         info = self._guarded("inspect the server", self.engine_info)
+        selected, total = self._count_selection(table)
         notes = list(info.notes)
-        notes.append(f"table {table.name}: key ({', '.join(table.key)})")
+        notes.append(
+            f"table {table.name}: the selection matches {selected} of {total} rows, "
+            f"key ({', '.join(table.key)}); rows reached through foreign keys are "
+            "listed as items of their own tables"
+        )
         if table.indexes:
             notes.append(f"indexes holding copies: {', '.join(table.indexes)}")
         for fk in self._reachable_foreign_keys(table.name):
@@ -373,7 +378,6 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def discover(self) -> Iterator[Item]:
         table = self.table(self.selection.table)
-        self._check_not_all_rows(table)
         columns = ", ".join(self.quote(name) for name in table.key + table.columns)
         sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
         if self.selection.where:
@@ -458,19 +462,20 @@ class RowStorePlugin(Plugin, abc.ABC):
         except Exception as error:  # noqa: BLE001 - translated below
             raise self.translate(error, action) from None
 
-    def _check_not_all_rows(self, table: TableInfo) -> None:
-        if self.selection.all_rows:
-            return
-        if not self.selection.where:
-            raise InvalidTarget(
-                f"no WHERE clause given for table {table.name}, which selects "
-                "every row; set all_rows: true to purge the whole table"
-            )
+    def _count_selection(self, table: TableInfo) -> tuple[int, int]:
+        """Count the selected and all rows, rejecting an unflagged whole-table purge."""
         name = self.quote_table(table.name)
         total = self._guarded(
             f"count rows of {table.name}",
             lambda: self.query(f"SELECT COUNT(*) FROM {name}")[0][0],
         )
+        if not self.selection.where:
+            if not self.selection.all_rows:
+                raise InvalidTarget(
+                    f"no WHERE clause given for table {table.name}, which selects "
+                    "every row; set all_rows: true to purge the whole table"
+                )
+            return total, total
         selected = self._guarded(
             f"count selected rows of {table.name}",
             lambda: self.query(
@@ -478,11 +483,12 @@ class RowStorePlugin(Plugin, abc.ABC):
                 self.selection.params,
             )[0][0],
         )
-        if total and selected == total:
+        if total and selected == total and not self.selection.all_rows:
             raise InvalidTarget(
                 f"the WHERE clause selects all {total} rows of table {table.name}; "
                 "set all_rows: true if that is intended"
             )
+        return selected, total
 
     def _items_for(
         self, table: TableInfo, row: tuple, seen: set[str], via: ForeignKey | None
