@@ -46,7 +46,7 @@ from plugins.errors import (
 )
 
 #: Option keys a database target accepts, in the URL query or the config.
-SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents")
+SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents", "lock_timeout")
 #: Words of a text value kept as separate fingerprints, because full-text
 #: indexes store each token on its own.
 MAX_WORDS_PER_VALUE = 16
@@ -67,6 +67,8 @@ class Selection:
     params: Sequence[Any] | Mapping[str, Any] = ()
     all_rows: bool = False
     delete_dependents: bool = False
+    #: Seconds a statement waits for another session's lock; None: engine default.
+    lock_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,20 @@ def parse_selection(target: Target) -> Selection:
         params=dict(params) if isinstance(params, Mapping) else tuple(params),
         all_rows=_flag(merged.get("all_rows", False), "all_rows"),
         delete_dependents=_flag(merged.get("delete_dependents", False), "delete_dependents"),
+        lock_timeout=_seconds(merged.get("lock_timeout")),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise InvalidTarget(f"option 'lock_timeout' must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def _json_params(text: str) -> Any:
@@ -266,10 +281,17 @@ class RowStorePlugin(Plugin, abc.ABC):
     batch_size = 500
     #: Placeholder of the driver's paramstyle, used in generated statements.
     placeholder = "?"
+    #: Seconds a statement waits for another session's lock before failing.
+    default_lock_timeout = 10.0
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
         self.selection = parse_selection(target)
+        self.lock_timeout = float(
+            self.selection.lock_timeout
+            or context.settings.get("lock_timeout")
+            or self.default_lock_timeout
+        )
         self.log = structlog.get_logger(__name__).bind(
             plugin=self.name, target=self.redacted_url()
         )

@@ -34,6 +34,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
 
     name = "sqlite"
     schemes = ("sqlite",)
+    default_lock_timeout = DEFAULT_LOCK_TIMEOUT
     placeholder = "?"
 
     def __init__(self, target: Target, context: JobContext) -> None:
@@ -48,7 +49,6 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self.path = "/" + path.lstrip("/") if path.strip("/") else ""
         if not self.path:
             raise InvalidTarget(f"SQLite target {target.url!r} names no file")
-        self.lock_timeout = float(context.settings.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         self.connection: sqlite3.Connection | None = None
         self.journal_mode = ""
         self.build_secure_delete = 0
