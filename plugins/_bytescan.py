@@ -43,6 +43,7 @@ class RowScanner:
         self._owners: dict[bytes, list[str]] = {}
         self._longest = 0
         self._table: numpy.ndarray | None = None
+        self._sorted_keys = numpy.zeros(0, dtype=numpy.uint64)
 
     def add_all(self, owner: str, fingerprints: Iterable[bytes]) -> None:
         for fingerprint in fingerprints:
@@ -86,6 +87,7 @@ class RowScanner:
             keys = numpy.fromiter(self._by_key, dtype=numpy.uint64, count=len(self._by_key))
             table[_hash(keys)] = True
             self._table = table
+            self._sorted_keys = numpy.sort(keys)
         return self._table
 
     def scan_file(self, path: str | os.PathLike[str]) -> Iterator[scan.Hit]:
@@ -116,7 +118,13 @@ class RowScanner:
                 continue
             windows = numpy.frombuffer(buffer, dtype="<u8", count=count, offset=shift)
             candidates = numpy.flatnonzero(table[_hash(windows)])
-            values = windows[candidates].tolist()
+            # Keep only windows equal to a key before the per-match Python loop.
+            values = windows[candidates]
+            slots = numpy.searchsorted(self._sorted_keys, values)
+            slots[slots == len(self._sorted_keys)] = 0
+            exact = self._sorted_keys[slots] == values
+            candidates = candidates[exact]
+            values = values[exact].tolist()
             for index, value in zip(candidates.tolist(), values):
                 entries = self._by_key.get(value)
                 if not entries:

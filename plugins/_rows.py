@@ -60,7 +60,7 @@ _FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 @dataclass(frozen=True)
 class Selection:
-    """Which rows a target selects: a table, a WHERE clause and its parameters."""
+    """The rows a target selects: a table, a WHERE clause and its parameters."""
 
     table: str
     where: str = ""

@@ -72,7 +72,10 @@ class SQLitePlugin(_rows.RowStorePlugin):
         # pages are then overwritten with zeros.
         conn.execute("PRAGMA secure_delete = ON")
         if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
-            raise PurgeFailed(f"SQLite refused secure_delete on {self.path}")
+            raise PurgeFailed(
+                f"SQLite did not turn secure_delete on for {self.path}; this build "
+                "fixes it off, so purge with a Python linked to another SQLite"
+            )
         conn.execute("PRAGMA foreign_keys = ON")
         # VACUUM's temporary copy of the database would otherwise land, and
         # be unlinked, in the temporary directory.
