@@ -366,7 +366,11 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         kept = 0
         for attempt in range(VACUUM_ATTEMPTS):
             messages: list[str] = []
-            handler = lambda diag: messages.append(diag.message_primary or "")  # noqa: E731
+
+            def handler(diag: Any) -> None:
+                # The count of kept rows is in the DETAIL part of the notice.
+                messages.append(f"{diag.message_primary} {diag.message_detail}")
+
             self.conn.add_notice_handler(handler)
             try:
                 self.conn.execute(f"VACUUM (FULL, VERBOSE) {quoted}")
