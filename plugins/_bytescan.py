@@ -5,8 +5,8 @@ the data files to scan run to gigabytes. Building an Aho-Corasick automaton
 over that many patterns, and stepping it over latin-1 text, takes longer
 than the purge itself. This scanner filters with numpy instead: it reads
 every 8-byte window of a chunk as an unsigned integer, keeps the windows
-whose low 24 bits appear in a bit table of the fingerprints' last 8 bytes,
-and compares only those candidates in full. It returns the same
+whose 24-bit multiplicative hash is set in a bit table of 8-byte keys taken
+from the fingerprints, and compares only those candidates in full. It returns the same
 :class:`plugins.scan.Hit` values as :class:`plugins.scan.FingerprintScanner`.
 """
 
@@ -23,16 +23,27 @@ from plugins import scan
 CHUNK = 64 * 1024 * 1024
 _KEY = 8
 _TABLE_BITS = 24
+#: Odd 64-bit multiplier of the hash; the top bits of the product mix every
+#: byte of the window, unlike the low bits of text, which repeat.
+_MULTIPLIER = numpy.uint64(0x9E3779B97F4A7C15)
+_SHIFT = numpy.uint64(64 - _TABLE_BITS)
+
+
+def _hash(values: numpy.ndarray) -> numpy.ndarray:
+    return ((values * _MULTIPLIER) >> _SHIFT).astype(numpy.intp)
 
 
 class RowScanner:
     """Search files for fingerprints registered under owners (item keys)."""
 
     def __init__(self) -> None:
-        self._by_key: dict[int, list[tuple[bytes, str, list[str]]]] = {}
+        # Key (8 bytes of a fingerprint as an integer) -> (fingerprint, digest,
+        # owners, offset of the key inside the fingerprint).
+        self._by_key: dict[int, list[tuple[bytes, str, list[str], int]]] = {}
         self._owners: dict[bytes, list[str]] = {}
         self._longest = 0
         self._table: numpy.ndarray | None = None
+        self._sorted_keys = numpy.zeros(0, dtype=numpy.uint64)
 
     def add_all(self, owner: str, fingerprints: Iterable[bytes]) -> None:
         for fingerprint in fingerprints:
@@ -41,13 +52,31 @@ class RowScanner:
             owners = self._owners.get(fingerprint)
             if owners is None:
                 owners = self._owners[fingerprint] = []
-                key = int.from_bytes(fingerprint[-_KEY:], "little")
-                entry = (fingerprint, scan.fingerprint_digest(fingerprint), owners)
+                offset = self._key_offset(fingerprint)
+                key = int.from_bytes(fingerprint[offset : offset + _KEY], "little")
+                entry = (fingerprint, scan.fingerprint_digest(fingerprint), owners, offset)
                 self._by_key.setdefault(key, []).append(entry)
                 self._longest = max(self._longest, len(fingerprint))
                 self._table = None
             if owner not in owners:
                 owners.append(owner)
+
+    def _key_offset(self, fingerprint: bytes) -> int:
+        """Pick the 8 bytes of a fingerprint that the fewest others share.
+
+        Values of one column often share a prefix or suffix ("@example.org"),
+        and a key shared by thousands of fingerprints turns every occurrence
+        in the file into thousands of comparisons.
+        """
+        best, best_count = 0, None
+        for offset in range(0, len(fingerprint) - _KEY + 1):
+            key = int.from_bytes(fingerprint[offset : offset + _KEY], "little")
+            count = len(self._by_key.get(key, ()))
+            if best_count is None or count < best_count:
+                best, best_count = offset, count
+                if count == 0:
+                    break
+        return best
 
     def __len__(self) -> int:
         return len(self._owners)
@@ -56,8 +85,9 @@ class RowScanner:
         if self._table is None:
             table = numpy.zeros(1 << _TABLE_BITS, dtype=bool)
             keys = numpy.fromiter(self._by_key, dtype=numpy.uint64, count=len(self._by_key))
-            table[(keys & numpy.uint64((1 << _TABLE_BITS) - 1)).astype(numpy.intp)] = True
+            table[_hash(keys)] = True
             self._table = table
+            self._sorted_keys = numpy.sort(keys)
         return self._table
 
     def scan_file(self, path: str | os.PathLike[str]) -> Iterator[scan.Hit]:
@@ -80,22 +110,27 @@ class RowScanner:
                 carry = buffer[len(buffer) - keep :] if keep else b""
                 position += len(buffer) - len(carry)
 
-    def _search(self, buffer: bytes) -> Iterator[tuple[int, tuple[bytes, str, list[str]]]]:
+    def _search(self, buffer: bytes) -> Iterator[tuple[int, tuple[bytes, str, list[str], int]]]:
         table = self._bit_table()
-        mask = numpy.uint64((1 << _TABLE_BITS) - 1)
         for shift in range(_KEY):
             count = (len(buffer) - shift) // _KEY
             if count <= 0:
                 continue
             windows = numpy.frombuffer(buffer, dtype="<u8", count=count, offset=shift)
-            candidates = numpy.flatnonzero(table[(windows & mask).astype(numpy.intp)])
-            values = windows[candidates].tolist()
+            candidates = numpy.flatnonzero(table[_hash(windows)])
+            # Keep only windows equal to a key before the per-match Python loop.
+            values = windows[candidates]
+            slots = numpy.searchsorted(self._sorted_keys, values)
+            slots[slots == len(self._sorted_keys)] = 0
+            exact = self._sorted_keys[slots] == values
+            candidates = candidates[exact]
+            values = values[exact].tolist()
             for index, value in zip(candidates.tolist(), values):
                 entries = self._by_key.get(value)
                 if not entries:
                     continue
-                end = shift + index * _KEY + _KEY
+                window = shift + index * _KEY
                 for entry in entries:
-                    start = end - len(entry[0])
-                    if start >= 0 and buffer[start:end] == entry[0]:
+                    start = window - entry[3]
+                    if start >= 0 and buffer[start : start + len(entry[0])] == entry[0]:
                         yield start, entry

@@ -46,7 +46,7 @@ from plugins.errors import (
 )
 
 #: Option keys a database target accepts, in the URL query or the config.
-SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents")
+SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents", "lock_timeout")
 #: Words of a text value kept as separate fingerprints, because full-text
 #: indexes store each token on its own.
 MAX_WORDS_PER_VALUE = 16
@@ -60,13 +60,15 @@ _FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 @dataclass(frozen=True)
 class Selection:
-    """Which rows a target selects: a table, a WHERE clause and its parameters."""
+    """The rows a target selects: a table, a WHERE clause and its parameters."""
 
     table: str
     where: str = ""
     params: Sequence[Any] | Mapping[str, Any] = ()
     all_rows: bool = False
     delete_dependents: bool = False
+    #: Seconds a statement waits for another session's lock; None: engine default.
+    lock_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,20 @@ def parse_selection(target: Target) -> Selection:
         params=dict(params) if isinstance(params, Mapping) else tuple(params),
         all_rows=_flag(merged.get("all_rows", False), "all_rows"),
         delete_dependents=_flag(merged.get("delete_dependents", False), "delete_dependents"),
+        lock_timeout=_seconds(merged.get("lock_timeout")),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise InvalidTarget(f"option 'lock_timeout' must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def _json_params(text: str) -> Any:
@@ -266,10 +281,17 @@ class RowStorePlugin(Plugin, abc.ABC):
     batch_size = 500
     #: Placeholder of the driver's paramstyle, used in generated statements.
     placeholder = "?"
+    #: Seconds a statement waits for another session's lock before failing.
+    default_lock_timeout = 10.0
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
         self.selection = parse_selection(target)
+        self.lock_timeout = float(
+            self.selection.lock_timeout
+            or context.settings.get("lock_timeout")
+            or self.default_lock_timeout
+        )
         self.log = structlog.get_logger(__name__).bind(
             plugin=self.name, target=self.redacted_url()
         )
@@ -360,8 +382,13 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._guarded("connect", self.connect)
         table = self.table(self.selection.table)
         info = self._guarded("inspect the server", self.engine_info)
+        selected, total = self._count_selection(table)
         notes = list(info.notes)
-        notes.append(f"table {table.name}: key ({', '.join(table.key)})")
+        notes.append(
+            f"table {table.name}: the selection matches {selected} of {total} rows, "
+            f"key ({', '.join(table.key)}); rows reached through foreign keys are "
+            "listed as items of their own tables"
+        )
         if table.indexes:
             notes.append(f"indexes holding copies: {', '.join(table.indexes)}")
         for fk in self._reachable_foreign_keys(table.name):
@@ -373,7 +400,6 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def discover(self) -> Iterator[Item]:
         table = self.table(self.selection.table)
-        self._check_not_all_rows(table)
         columns = ", ".join(self.quote(name) for name in table.key + table.columns)
         sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
         if self.selection.where:
@@ -458,19 +484,20 @@ class RowStorePlugin(Plugin, abc.ABC):
         except Exception as error:  # noqa: BLE001 - translated below
             raise self.translate(error, action) from None
 
-    def _check_not_all_rows(self, table: TableInfo) -> None:
-        if self.selection.all_rows:
-            return
-        if not self.selection.where:
-            raise InvalidTarget(
-                f"no WHERE clause given for table {table.name}, which selects "
-                "every row; set all_rows: true to purge the whole table"
-            )
+    def _count_selection(self, table: TableInfo) -> tuple[int, int]:
+        """Count the selected and all rows, rejecting an unflagged whole-table purge."""
         name = self.quote_table(table.name)
         total = self._guarded(
             f"count rows of {table.name}",
             lambda: self.query(f"SELECT COUNT(*) FROM {name}")[0][0],
         )
+        if not self.selection.where:
+            if not self.selection.all_rows:
+                raise InvalidTarget(
+                    f"no WHERE clause given for table {table.name}, which selects "
+                    "every row; set all_rows: true to purge the whole table"
+                )
+            return total, total
         selected = self._guarded(
             f"count selected rows of {table.name}",
             lambda: self.query(
@@ -478,11 +505,12 @@ class RowStorePlugin(Plugin, abc.ABC):
                 self.selection.params,
             )[0][0],
         )
-        if total and selected == total:
+        if total and selected == total and not self.selection.all_rows:
             raise InvalidTarget(
                 f"the WHERE clause selects all {total} rows of table {table.name}; "
                 "set all_rows: true if that is intended"
             )
+        return selected, total
 
     def _items_for(
         self, table: TableInfo, row: tuple, seen: set[str], via: ForeignKey | None

@@ -62,6 +62,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
     name = "mysql"
     schemes = ("mysql", "mariadb")
     placeholder = "%s"
+    default_lock_timeout = DEFAULT_LOCK_TIMEOUT
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
@@ -77,7 +78,8 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 "MariaDB/MySQL targets take 'params' as a list matching positional "
                 "placeholders (%s or ?), not a mapping"
             )
-        self.lock_timeout = max(1, int(context.settings.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)))
+        # InnoDB counts its lock wait timeout in whole seconds.
+        self.lock_timeout = max(1, round(self.lock_timeout))
         self.purge_wait = float(context.settings.get("purge_wait", PURGE_WAIT))
         self.connection: Any = None
         self.reader: Any = None

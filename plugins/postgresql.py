@@ -12,6 +12,8 @@ most-common values leave its dead tuples, then runs CHECKPOINT and
 from __future__ import annotations
 
 import os
+import re
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -33,6 +35,11 @@ from plugins.errors import (
 DEFAULT_LOCK_TIMEOUT = 10.0
 #: Rows fetched per round trip by the server-side cursor of discovery.
 FETCH_SIZE = 2000
+#: VACUUM FULL runs while open snapshots force it to keep deleted rows.
+VACUUM_ATTEMPTS = 5
+#: Seconds between those runs.
+VACUUM_RETRY_DELAY = 2.0
+_KEPT_DEAD = re.compile(r"(\d+) dead row versions cannot be removed yet")
 
 _DELETE_ACTIONS = {
     "a": "no action",
@@ -59,6 +66,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
 
     name = "postgresql"
     schemes = ("postgresql", "postgres")
+    default_lock_timeout = DEFAULT_LOCK_TIMEOUT
     placeholder = "%s"
 
     def __init__(self, target: Target, context: JobContext) -> None:
@@ -73,7 +81,6 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         self.conninfo = urllib.parse.urlunsplit(
             ("postgresql", parts.netloc, parts.path, "", "")
         )
-        self.lock_timeout = float(context.settings.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         self.connection: Any = None
         self.reader: Any = None
         self._oids: dict[str, int] = {}
@@ -332,7 +339,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             quoted = self.quote_table(name)
             yield self.step(
                 f"vacuum-full:{name}",
-                lambda quoted=quoted: self.conn.execute(f"VACUUM (FULL) {quoted}") and None,
+                lambda quoted=quoted: self._vacuum_full(quoted),
                 f"rewrote {name}, its TOAST table and its indexes into new files",
             )
             yield self.step(
@@ -348,14 +355,62 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         yield self.step("checkpoint", self._checkpoint, "flushed every changed page to disk")
         yield self.step("switch-wal", self._switch_wal, "closed the current WAL segment")
 
-    def _rewrite_statistics(self) -> None:
+    def _vacuum_full(self, quoted: str) -> dict[str, Any]:
+        """Rewrite a table, retrying while old snapshots keep deleted rows.
+
+        VACUUM FULL copies row versions that an open transaction may still
+        see ("recently dead"), so the deleted rows would move into the new
+        file. VERBOSE reports their count; the step retries, then fails
+        naming the sessions that hold old snapshots.
+        """
+        kept = 0
+        for attempt in range(VACUUM_ATTEMPTS):
+            messages: list[str] = []
+
+            def handler(diag: Any) -> None:
+                # The count of kept rows is in the DETAIL part of the notice.
+                messages.append(f"{diag.message_primary} {diag.message_detail}")
+
+            self.conn.add_notice_handler(handler)
+            try:
+                self.conn.execute(f"VACUUM (FULL, VERBOSE) {quoted}")
+            finally:
+                self.conn.remove_notice_handler(handler)
+            kept = sum(
+                int(found.group(1))
+                for message in messages
+                if (found := _KEPT_DEAD.search(message))
+            )
+            if kept == 0:
+                return {"attempts": attempt + 1}
+            time.sleep(VACUUM_RETRY_DELAY)
+        raise PurgeFailed(
+            f"VACUUM FULL {quoted} had to keep {kept} deleted row version(s) because "
+            f"open transactions may still see them ({self._old_snapshots()}); end those "
+            "transactions and run the purge again"
+        )
+
+    def _old_snapshots(self) -> str:
+        rows = self.conn.execute(
+            "SELECT pid, datname, state, now() - xact_start FROM pg_stat_activity "
+            "WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() "
+            "ORDER BY age(backend_xmin) DESC LIMIT 5"
+        ).fetchall()
+        if not rows:
+            return "no session listed; check prepared transactions and replication slots"
+        return ", ".join(
+            f"pid {pid} in {database} ({state}, transaction open {age})"
+            for pid, database, state, age in rows
+        )
+
+    def _rewrite_statistics(self) -> dict[str, Any]:
         if not self.privileges["superuser"]:
             raise AccessDenied(
                 "VACUUM FULL pg_statistic needs a superuser; the old most-common "
                 "values stay in its dead tuples until autovacuum and later writes "
                 "reuse the space"
             )
-        self.conn.execute("VACUUM (FULL) pg_catalog.pg_statistic")
+        return self._vacuum_full("pg_catalog.pg_statistic")
 
     def _checkpoint(self) -> None:
         if not self.privileges["checkpoint"]:

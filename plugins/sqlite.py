@@ -34,6 +34,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
 
     name = "sqlite"
     schemes = ("sqlite",)
+    default_lock_timeout = DEFAULT_LOCK_TIMEOUT
     placeholder = "?"
 
     def __init__(self, target: Target, context: JobContext) -> None:
@@ -48,7 +49,6 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self.path = "/" + path.lstrip("/") if path.strip("/") else ""
         if not self.path:
             raise InvalidTarget(f"SQLite target {target.url!r} names no file")
-        self.lock_timeout = float(context.settings.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         self.connection: sqlite3.Connection | None = None
         self.journal_mode = ""
         self.build_secure_delete = 0
@@ -72,7 +72,10 @@ class SQLitePlugin(_rows.RowStorePlugin):
         # pages are then overwritten with zeros.
         conn.execute("PRAGMA secure_delete = ON")
         if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
-            raise PurgeFailed(f"SQLite refused secure_delete on {self.path}")
+            raise PurgeFailed(
+                f"SQLite did not turn secure_delete on for {self.path}; this build "
+                "fixes it off, so purge with a Python linked to another SQLite"
+            )
         conn.execute("PRAGMA foreign_keys = ON")
         # VACUUM's temporary copy of the database would otherwise land, and
         # be unlinked, in the temporary directory.

@@ -181,8 +181,7 @@ def test_lock_timeout_then_rerun(mysql_database):
     blocked = run_plugin(
         MySQLPlugin,
         target(mysql_database, "people", "id = %s"),
-        {"params": [2]},
-        settings={"lock_timeout": 1},
+        {"params": [2], "lock_timeout": 1},
     )
     holder.rollback()
     holder.close()

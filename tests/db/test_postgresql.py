@@ -254,8 +254,7 @@ def test_lock_timeout_then_rerun(pg_database):
     blocked = run_plugin(
         PostgreSQLPlugin,
         target(pg_database, "people", "id = %s"),
-        {"params": [2]},
-        settings={"lock_timeout": 0.5},
+        {"params": [2], "lock_timeout": 0.5},
     )
     holder.rollback()
     holder.close()

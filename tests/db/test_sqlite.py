@@ -271,8 +271,7 @@ def test_lock_timeout_then_rerun(sqlite_db):
     blocked = run_plugin(
         SQLitePlugin,
         url(path, "accounts", "id = ?"),
-        {"params": [2]},
-        settings={"lock_timeout": 0.2},
+        {"params": [2], "lock_timeout": 0.2},
     )
     conn.execute("ROLLBACK")
     conn.close()
