@@ -158,7 +158,9 @@ class FilesPlugin(Plugin):
         self._root_status = self._lstat_root()
         mount = self._mount()
         if mount is None:
-            raise TargetUnreachable(f"no mount holds {escape_path(self.root)}")
+            raise TargetUnreachable(
+                f"no mount found for {escape_path(self.root)} in /proc/self/mountinfo"
+            )
         device = mountinfo.block_device(mount.major, mount.minor)
         media: dict[str, Any] = {
             "media_type": "filesystem",

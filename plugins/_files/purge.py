@@ -1,8 +1,8 @@
 """The destroy path of the local-files plugin, and the raw device scan.
 
-A batch of files goes through each stage together (open and check, one
+A batch of files goes through each stage together: open and check, one
 overwrite pass for all, one flush, read-back, rename, flush, truncate and
-unlink, flush), so a batch of small files costs a few filesystem flushes
+unlink, flush. A batch of small files thus costs a few filesystem flushes
 rather than several per file.
 """
 
@@ -30,7 +30,7 @@ _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Failed(Exception):
-    """One item's purge stopped; ``result`` says why and what state remains."""
+    """One item's purge stopped; ``result`` records why and what state remains."""
 
     def __init__(self, result: PurgeResult) -> None:
         super().__init__(result.detail)
@@ -559,7 +559,7 @@ def remove_recorded_symlinks(plugin: FilesPlugin) -> int:
 
 @dataclass
 class ScanOutcome:
-    """What the raw scan of one item's device found for that item."""
+    """The findings of the raw scan of one item's device, for that item."""
 
     ran: bool
     detail: str
