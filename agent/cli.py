@@ -10,12 +10,12 @@ from typing import NoReturn
 import structlog
 
 import agent
-from agent.commands import certificate, plan, plugins, purge, verify
+from agent.commands import certificate, ledger, plan, plugins, purge, seal, unseal, verify
 from agent.errors import EXIT_FAILED, LetheError, UsageError, exit_code_for
 from plugins.errors import PluginError
 
 #: Verb modules; each adds its subcommand through ``register(subparsers)``.
-COMMAND_MODULES = [plan, purge, verify, certificate, plugins]
+COMMAND_MODULES = [plan, purge, verify, certificate, plugins, seal, unseal, ledger]
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -172,6 +172,10 @@ class Engine:
         dry_run: bool,
     ) -> Plugin:
         plugin_class = self.registry.plugin_for(target)
+        if target.scheme == "key":
+            from agent import keystore
+
+            target = keystore.with_store_options(target, self.config, self.state_dir)
         context = JobContext(
             job_id=job_id,
             dry_run=dry_run,
@@ -508,7 +512,7 @@ class Engine:
                 f"job stopped before the end; continue it with: lethe purge --resume {job_id}"
             ],
         )
-        hooks.after_job(outcome.summary())
+        hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
 
     def _add_step(
@@ -545,7 +549,7 @@ class Engine:
             job_id, state, exit_code, counts, job.plan_hash, path, messages
         )
         self._log.info("job finished", state=state, counts=counts)
-        hooks.after_job(outcome.summary())
+        hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
 
     def _certify(self, job_id: str) -> Path:

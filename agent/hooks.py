@@ -8,6 +8,7 @@ not raise; an exception is logged and the next hook still runs.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,8 +27,16 @@ def register_after_job(hook: AfterJob) -> AfterJob:
     return hook
 
 
+#: Modules whose hooks every job runs, whichever entry point started it
+#: (CLI or daemon). They are imported on the first job, because they import
+#: the engine themselves.
+BUILT_IN_HOOK_MODULES = ("agent.ledger",)
+
+
 def after_job(job_summary: Mapping[str, Any]) -> None:
     """Run every registered hook with the summary of a finished job."""
+    for module in BUILT_IN_HOOK_MODULES:
+        importlib.import_module(module)
     for hook in list(AFTER_JOB):
         try:
             hook(job_summary)

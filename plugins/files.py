@@ -84,7 +84,12 @@ class FilesPlugin(Plugin):
                 f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
             )
         self.root = target_path(target)
-        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
+        # The target option overrides the job-wide setting of the same name.
+        self.cross_filesystems = bool(
+            target.options.get(
+                "cross_filesystems", context.settings.get("cross_filesystems", False)
+            )
+        )
         self.log = log.bind(plugin=self.name, target=escape_path(self.root))
         self._root_status: os.stat_result | None = None
         self._mounts: list[mountinfo.Mount] = []
@@ -92,18 +97,17 @@ class FilesPlugin(Plugin):
         self._symlinks: dict[str, list[tuple[str, int]]] = {}
         self._readback: dict[str, tuple[bool, str]] = {}
         self._purged_fingerprints: dict[str, tuple[bytes, ...]] = {}
-        self._name_fingerprints: dict[str, set[bytes]] = {}
-        self._scan: dict[str, list[str]] | None = None
-        self._scan_detail = ""
-        self._scan_residual: dict[str, list[int]] = {}
-        self._purged_any = False
+        self._purged_devices: dict[str, int] = {}
+        self._scan: dict[str, Any] | None = None
 
     # -- settings -----------------------------------------------------------
 
     @property
     def _protected(self) -> tuple[str, ...]:
-        configured = self.context.settings.get("protected_paths")
-        return tuple(configured) if configured else PROTECTED_TREES
+        """Protected trees: the built-in list plus ``settings["protected_paths"]``."""
+        configured = self.context.settings.get("protected_paths") or ()
+        extra = tuple(os.path.abspath(path) for path in configured)
+        return PROTECTED_TREES + extra
 
     def _method_params(self) -> dict[str, Any]:
         settings = self.context.settings
@@ -154,7 +158,9 @@ class FilesPlugin(Plugin):
         self._root_status = self._lstat_root()
         mount = self._mount()
         if mount is None:
-            raise TargetUnreachable(f"no mount holds {escape_path(self.root)}")
+            raise TargetUnreachable(
+                f"no mount found for {escape_path(self.root)} in /proc/self/mountinfo"
+            )
         device = mountinfo.block_device(mount.major, mount.minor)
         media: dict[str, Any] = {
             "media_type": "filesystem",
@@ -172,7 +178,7 @@ class FilesPlugin(Plugin):
         if not self.cross_filesystems:
             notes.append(
                 "other filesystems mounted below the target are listed and left alone "
-                "(target option cross_filesystems: true includes them)"
+                "(cross_filesystems: true includes them)"
             )
         return TargetInfo(
             media=media,
@@ -295,7 +301,7 @@ class FilesPlugin(Plugin):
             return Refusal(
                 "mount-point",
                 f"{escape_path(path)} is a mount point of another filesystem; "
-                "set the target option cross_filesystems: true to include it",
+                "set cross_filesystems: true (setting or target option) to include it",
             )
         return None
 
@@ -453,13 +459,14 @@ class FilesPlugin(Plugin):
         self._open.refresh(max_age=2.0)
         runner = BatchPurge(self, batch)
         try:
-            decisions = {planned.item.key: planned.decision for planned in batch}
+            by_key = {planned.item.key: planned for planned in batch}
             for result in runner.run():
                 if result.status == "purged":
-                    self._purged_any = True
-                    self._purged_fingerprints[result.key] = decisions[
-                        result.key
-                    ].fingerprints
+                    planned = by_key[result.key]
+                    self._purged_fingerprints[result.key] = (
+                        planned.decision.fingerprints
+                    )
+                    self._purged_devices[result.key] = planned.item.identity["dev"]
                     self._scan = None
                 yield result
         finally:
@@ -478,13 +485,16 @@ class FilesPlugin(Plugin):
             )
         if self.target.options.get("wipe_free_space"):
             yield self._wipe_free_space()
-        mount = self._mount()
-        if (
-            self._purged_any
-            and mount is not None
-            and mount.fstype in ("ext3", "ext4")
-            and os.geteuid() == 0
-        ):
+        if os.geteuid() != 0:
+            return  # the checkpoint ioctl needs CAP_SYS_ADMIN
+        from plugins._files.purge import mount_of_device
+
+        journaled = {}
+        for device in set(self._purged_devices.values()):
+            mount = mount_of_device(self, device)
+            if mount is not None and mount.fstype in ("ext3", "ext4"):
+                journaled[mount.mount_point] = mount
+        for mount in journaled.values():
             yield self._zero_journal(mount)
 
     def _wipe_free_space(self) -> PurgeResult:
@@ -534,9 +544,11 @@ class FilesPlugin(Plugin):
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         for planned in batch:
             if planned.item.key not in self._purged_fingerprints:
+                # Purged in an earlier process (a resumed job).
                 self._purged_fingerprints[planned.item.key] = (
                     planned.decision.fingerprints
                 )
+                self._purged_devices[planned.item.key] = planned.item.identity["dev"]
                 self._scan = None
         if self._scan_device_enabled() and self._scan is None:
             self._scan = self._scan_device()
@@ -565,34 +577,34 @@ class FilesPlugin(Plugin):
                 True,
                 "not run: no fingerprints for this item (name too short, no distinctive content, or a resumed job)",
             )
-        if self._scan is None:
-            return Check("device-scan", False, f"not run: {self._scan_detail}")
-        hits = self._scan.get(planned.item.key, [])
+        outcome = (self._scan or {}).get(planned.item.key)
+        if outcome is None or not outcome.ran:
+            detail = outcome.detail if outcome else "not run"
+            return Check("device-scan", False, detail)
         count = len(planned.decision.fingerprints)
-        if hits:
+        if outcome.hits:
             return Check(
                 "device-scan",
                 False,
-                f"{len(hits)} fingerprint hit(s) on {self._scan_detail}: "
-                + "; ".join(hits[:5]),
+                f"{len(outcome.hits)} fingerprint hit(s) on {outcome.detail}: "
+                + "; ".join(outcome.hits[:5]),
             )
-        detail = f"none of {count} fingerprint(s) found on {self._scan_detail}"
-        residual = self._scan_residual.get(planned.item.key)
-        if residual:
+        detail = f"none of {count} fingerprint(s) found on {outcome.detail}"
+        if outcome.residual:
             detail += (
-                f"; the file name remains {len(residual)} time(s) inside the xfs log "
-                "(residual: it is overwritten as the log wraps)"
+                f"; the file name remains {len(outcome.residual)} time(s) inside "
+                "the xfs log (residual: it is overwritten as the log wraps)"
             )
         return Check("device-scan", True, detail)
 
-    def _scan_device(self) -> dict[str, list[str]] | None:
+    def _scan_device(self) -> dict[str, Any]:
         from plugins._files.purge import scan_device
 
         return scan_device(self)
 
     def close(self) -> None:
         self._purged_fingerprints.clear()
-        self._name_fingerprints.clear()
+        self._purged_devices.clear()
 
 
 def _kind(mode: int) -> str:

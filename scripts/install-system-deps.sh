@@ -7,7 +7,7 @@ packages=(
     sleuthkit testdisk                          # forensic checks: fls, icat, photorec
     cryptsetup-bin                              # LUKS crypto-erase
     fdisk nwipe                                 # partition tables in tests; benchmark reference
-    sqlite3 age coreutils                       # benchmarks' reference tools
+    sqlite3 age coreutils time                  # benchmarks' reference tools, GNU time for peak RSS
     postgresql-client mariadb-client
 )
 

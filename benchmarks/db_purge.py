@@ -1,0 +1,181 @@
+"""Time a Lethe row purge against the same purge typed by hand, in one run.
+
+PostgreSQL: a table of ROWS rows; Lethe purges PURGE of them (plan, delete,
+VACUUM FULL, statistics rewrite, CHECKPOINT, WAL switch, verification with a
+byte scan of the table's files) against DELETE + VACUUM FULL + CHECKPOINT
+on an identical table. SQLite: the same against DELETE + VACUUM.
+
+Needs the PostgreSQL server on 127.0.0.1:5432 (trust auth, user postgres)
+and root to read its data directory. Creates and drops its own database.
+
+    python benchmarks/db_purge.py --rows 1000000 --purge 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+
+import structlog
+
+from plugins.base import JobContext, PlannedItem, Plugin, Target, chunked
+from plugins.postgresql import PostgreSQLPlugin
+from plugins.sqlite import SQLitePlugin
+
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def run_lethe(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, object]:
+    """Plan, purge, compact and verify one target; return counts and phase times."""
+    plugin = plugin_class(Target(url, options), JobContext(job_id="bench", dry_run=False))
+    phases: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(now - clock, 2)
+        clock = now
+
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        lap("plan")
+        purged = []
+        for batch in chunked(planned, plugin_class.batch_size):
+            purged += [r for r in plugin.purge(batch) if r.status == "purged"]
+        lap("delete")
+        steps = list(plugin.complete())
+        lap("compact")
+        verified = 0
+        for batch in chunked(planned, plugin_class.batch_size):
+            verified += sum(evidence.verified for evidence in plugin.verify(batch))
+        lap("verify")
+    finally:
+        plugin.close()
+    failed = [step.key for step in steps if step.status != "purged"]
+    return {
+        "planned": len(planned),
+        "purged": len(purged),
+        "verified": verified,
+        "failed_steps": failed,
+        "seconds": phases,
+    }
+
+
+def timed(call: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = call()
+    return time.perf_counter() - start, result
+
+
+def postgresql(rows: int, purge: int) -> tuple[float, float, dict]:
+    import psycopg
+
+    # One database per side, so each has its own pg_statistic.
+    names = {side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}" for side in ("hand", "lethe")}
+    urls = {side: f"postgresql://postgres@127.0.0.1:5432/{name}" for side, name in names.items()}
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        for name in names.values():
+            admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        for url in urls.values():
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "CREATE TABLE people (id bigint PRIMARY KEY, email text, "
+                    "name text, note text)"
+                )
+                conn.execute(
+                    "INSERT INTO people SELECT i, 'user' || i || '.' || md5(i::text) "
+                    "|| '@example.org', 'name ' || md5((i * 7)::text), "
+                    "repeat(md5((i * 13)::text), 4) FROM generate_series(1, %s) i",
+                    (rows,),
+                )
+                conn.execute("CREATE INDEX people_email ON people(email)")
+                conn.execute("ANALYZE people")
+                conn.execute("CHECKPOINT")
+
+        def by_hand() -> None:
+            with psycopg.connect(urls["hand"], autocommit=True) as conn:
+                conn.execute("DELETE FROM people WHERE id <= %s", (purge,))
+                conn.execute("VACUUM FULL people")
+                conn.execute("CHECKPOINT")
+
+        hand_seconds, _ = timed(by_hand)
+        lethe_seconds, counts = timed(
+            lambda: run_lethe(
+                PostgreSQLPlugin,
+                f"{urls['lethe']}?table=people&where=id <= %s",
+                {"params": [purge]},
+            )
+        )
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            for name in names.values():
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return hand_seconds, lethe_seconds, counts
+
+
+def sqlite(rows: int, purge: int) -> tuple[float, float, dict]:
+    with tempfile.TemporaryDirectory(prefix="lethe-bench-") as directory:
+        paths = {name: os.path.join(directory, f"{name}.db") for name in ("by_hand", "by_lethe")}
+        for path in paths.values():
+            conn = sqlite3.connect(path)
+            conn.execute(
+                "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, name TEXT, note TEXT)"
+            )
+            conn.executemany(
+                "INSERT INTO people VALUES (?, ?, ?, ?)",
+                (
+                    (i, f"user{i}.{secrets.token_hex(8)}@example.org",
+                     f"name {secrets.token_hex(8)}", secrets.token_hex(64))
+                    for i in range(1, rows + 1)
+                ),
+            )
+            conn.execute("CREATE INDEX people_email ON people(email)")
+            conn.commit()
+            conn.close()
+
+        def by_hand() -> None:
+            conn = sqlite3.connect(paths["by_hand"], isolation_level=None)
+            conn.execute("DELETE FROM people WHERE id <= ?", (purge,))
+            conn.execute("VACUUM")
+            conn.close()
+
+        hand_seconds, _ = timed(by_hand)
+        lethe_seconds, counts = timed(
+            lambda: run_lethe(
+                SQLitePlugin,
+                f"sqlite://{paths['by_lethe']}?table=people&where=id <= ?",
+                {"params": [purge]},
+            )
+        )
+    return hand_seconds, lethe_seconds, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table")
+    parser.add_argument("--purge", type=int, default=100_000, help="rows to purge")
+    parser.add_argument("--engine", choices=("postgresql", "sqlite", "both"), default="both")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    engines = {"postgresql": postgresql, "sqlite": sqlite}
+    for name, bench in engines.items():
+        if args.engine not in (name, "both"):
+            continue
+        hand, lethe, counts = bench(args.rows, args.purge)
+        print(
+            f"{name}: {args.rows} rows, purge {args.purge}: by hand {hand:.2f} s, "
+            f"lethe {lethe:.2f} s, ratio {lethe / hand:.2f}x, {counts}"
+        )
+
+
+if __name__ == "__main__":
+    main()

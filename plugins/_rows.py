@@ -1,0 +1,840 @@
+"""Shared machinery of the database plugins: selection, rows as items, scans.
+
+A database target selects rows of one table with a WHERE clause whose values
+travel as bind parameters. Each selected row becomes an item keyed by its
+primary key; rows that reference it through foreign keys are reached too.
+The engine plugins (SQLite, PostgreSQL, MariaDB/MySQL) subclass
+:class:`RowStorePlugin` and supply the catalog queries, the delete and the
+compaction steps of their engine.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from plugins import scan
+from plugins._bytescan import RowScanner
+from plugins.base import (
+    Check,
+    Decision,
+    Evidence,
+    Item,
+    JobContext,
+    Method,
+    PlannedItem,
+    Plugin,
+    PurgeResult,
+    Refusal,
+    Target,
+    TargetInfo,
+)
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    PluginError,
+    PurgeFailed,
+    TargetUnreachable,
+)
+
+#: Option keys a database target accepts, in the URL query or the config.
+SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents", "lock_timeout")
+#: Words of a text value kept as separate fingerprints, because full-text
+#: indexes store each token on its own.
+MAX_WORDS_PER_VALUE = 16
+#: Text values longer than this are fingerprinted by windows, because engines
+#: split long values into chunks (TOAST, overflow pages).
+MAX_WHOLE_VALUE = 256
+
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows a target selects: a table, a WHERE clause and its parameters."""
+
+    table: str
+    where: str = ""
+    params: Sequence[Any] | Mapping[str, Any] = ()
+    all_rows: bool = False
+    delete_dependents: bool = False
+    #: Seconds a statement waits for another session's lock; None: engine default.
+    lock_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of ``child`` whose ``child_columns`` reference ``parent``."""
+
+    child: str
+    child_columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+    on_delete: str  # "cascade", "restrict", "no action", "set null", "set default"
+
+    @property
+    def cascades(self) -> bool:
+        return self.on_delete == "cascade"
+
+    @property
+    def blocks(self) -> bool:
+        return self.on_delete in ("restrict", "no action")
+
+
+@dataclass
+class TableInfo:
+    """Catalog facts about one table that the plugins need."""
+
+    name: str
+    columns: list[str]
+    key: list[str]
+    indexes: list[str] = field(default_factory=list)
+    referenced_by: list[ForeignKey] = field(default_factory=list)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    raise InvalidTarget(f"option {name!r} must be true or false, not {value!r}")
+
+
+def parse_selection(target: Target) -> Selection:
+    """Read table, WHERE clause and parameters from the URL query and options.
+
+    Options from the config take precedence over the URL query. Repeated
+    ``param`` query keys, or ``params`` as a JSON list or object, give the
+    bind parameters.
+    """
+    query = urllib.parse.parse_qs(target.parts.query, keep_blank_values=True)
+    unknown = set(query) - set(SELECTION_KEYS) - {"param"}
+    unknown |= set(target.options) - set(SELECTION_KEYS)
+    if unknown:
+        raise InvalidTarget(
+            f"unknown option(s) {', '.join(sorted(unknown))} for {target.url!r}; "
+            f"expected {', '.join(SELECTION_KEYS)}"
+        )
+    merged: dict[str, Any] = {key: values[-1] for key, values in query.items()}
+    if "param" in query:
+        merged["params"] = query["param"]
+    elif isinstance(merged.get("params"), str):
+        merged["params"] = _json_params(merged["params"])
+    merged.pop("param", None)
+    merged.update(target.options)
+    table = str(merged.get("table") or "").strip()
+    if not table:
+        raise InvalidTarget(f"target {target.url!r} names no table; add ?table=NAME")
+    where = str(merged.get("where") or "").strip()
+    _check_where(where)
+    params = merged.get("params") or ()
+    if not isinstance(params, (list, tuple, Mapping)):
+        raise InvalidTarget(f"option 'params' must be a list or a mapping, not {params!r}")
+    return Selection(
+        table=table,
+        where=where,
+        params=dict(params) if isinstance(params, Mapping) else tuple(params),
+        all_rows=_flag(merged.get("all_rows", False), "all_rows"),
+        delete_dependents=_flag(merged.get("delete_dependents", False), "delete_dependents"),
+        lock_timeout=_seconds(merged.get("lock_timeout")),
+    )
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise InvalidTarget(f"option 'lock_timeout' must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def _json_params(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidTarget(
+            f"query key 'params' must be a JSON list or object ({error}); "
+            "or repeat 'param=VALUE' once per parameter"
+        ) from None
+
+
+def _check_where(where: str) -> None:
+    """Reject WHERE clauses that would put data into the statement text.
+
+    A failing statement lands in the server log with its text, so a quoted
+    literal there leaks the very value being destroyed.
+    """
+    if "'" in where:
+        raise InvalidTarget(
+            "the WHERE clause contains a quoted literal; write a placeholder "
+            "and pass the value in 'params' so it is sent as a bind parameter"
+        )
+    if ";" in where or "--" in where or "/*" in where:
+        raise InvalidTarget(
+            "the WHERE clause contains ';' or a comment; give one condition only"
+        )
+
+
+def row_digest(values: Sequence[Any]) -> str:
+    """Return a SHA-256 digest of a row's values, for change detection."""
+    text = json.dumps([_plain(value) for value in values], default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(bytes(value)).hexdigest()
+    return value
+
+
+def value_size(values: Iterable[Any]) -> int:
+    """Estimate a row's stored size in bytes from its text and binary values."""
+    total = 0
+    for value in values:
+        if isinstance(value, str):
+            total += len(value.encode("utf-8", "surrogateescape"))
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            total += len(bytes(value))
+        elif value is not None:
+            total += 8
+    return total
+
+
+_WORD = re.compile(r"\w+")
+
+
+def row_fingerprints(values: Iterable[Any], words: bool = False) -> list[bytes]:
+    """Return the byte strings whose presence in storage betrays a row.
+
+    Text gives its UTF-8 bytes and its case-folded form, and with ``words``
+    also its longer words, as full-text indexes store them; long text and
+    binary values give spread windows. Numbers and dates are stored in
+    engine-specific binary forms and give none. Words are left out unless a
+    full-text index exists, because a short word also occurs inside longer
+    surviving values ("user1729" in "user17290").
+    """
+    found: list[bytes] = []
+    for value in values:
+        if isinstance(value, str):
+            candidates = _text_fingerprints(value, words)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            candidates = scan.content_fingerprints(bytes(value))
+        else:
+            continue
+        for candidate in candidates:
+            if candidate not in found:
+                found.append(candidate)
+    return found
+
+
+def _text_fingerprints(text: str, words: bool) -> list[bytes]:
+    raw = text.encode("utf-8", "surrogateescape")
+    folded = text.casefold().encode("utf-8", "surrogateescape")
+    if len(raw) > MAX_WHOLE_VALUE:
+        candidates = scan.content_fingerprints(raw) + scan.content_fingerprints(folded)
+    else:
+        candidates = scan.token_fingerprints(raw, folded)
+    if words:
+        found = [word for word in _WORD.findall(text.casefold()) if word != text.casefold()]
+        candidates += scan.token_fingerprints(*found)[:MAX_WORDS_PER_VALUE]
+    return candidates
+
+
+def item_key(table: str, key: Sequence[Any]) -> str:
+    """Return the item key of a row: its table and primary key as JSON."""
+    return f"{table}:{json.dumps(list(key), default=str, ensure_ascii=False)}"
+
+
+@dataclass
+class _Pending:
+    """What discovery learned about an item, waiting for plan_item."""
+
+    fingerprints: tuple[bytes, ...]
+    refusal: Refusal | None
+
+
+class RowStorePlugin(Plugin, abc.ABC):
+    """Rows of a database table as items; purge is delete then compaction.
+
+    Subclasses implement the engine hooks below. Every hook may raise the
+    driver's exceptions; :meth:`translate` turns them into
+    :mod:`plugins.errors` classes at the contract boundary.
+    """
+
+    methods = (Method.DELETE_AND_COMPACT,)
+    batch_size = 500
+    #: Placeholder of the driver's paramstyle, used in generated statements.
+    placeholder = "?"
+    #: Seconds a statement waits for another session's lock before failing.
+    default_lock_timeout = 10.0
+
+    def __init__(self, target: Target, context: JobContext) -> None:
+        super().__init__(target, context)
+        self.selection = parse_selection(target)
+        self.lock_timeout = float(
+            self.selection.lock_timeout
+            or context.settings.get("lock_timeout")
+            or self.default_lock_timeout
+        )
+        self.log = structlog.get_logger(__name__).bind(
+            plugin=self.name, target=self.redacted_url()
+        )
+        self._tables: dict[str, TableInfo] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._touched: list[str] = []  # tables rows were deleted from, in order
+        self._scan_hits: dict[str, list[scan.Hit]] = {}
+        self._scan_note: str | None = None
+        self._scanned: set[str] = set()
+        self._scanned_files: list[str] = []
+        # Fingerprints of planned rows, kept so one scan serves every batch.
+        self._job_fingerprints: dict[str, tuple[bytes, ...]] = {}
+        self._all_fingerprints: set[bytes] = set()
+
+    # -- engine hooks -------------------------------------------------------
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the connection(s); raise the driver's errors unchanged."""
+
+    @abc.abstractmethod
+    def translate(self, error: Exception, action: str) -> PluginError:
+        """Turn a driver exception raised during ``action`` into a plugin error."""
+
+    @abc.abstractmethod
+    def quote(self, name: str) -> str:
+        """Return an identifier quoted for the engine's SQL."""
+
+    def quote_table(self, name: str) -> str:
+        """Return a table name quoted for the engine's SQL."""
+        return self.quote(name)
+
+    @abc.abstractmethod
+    def load_table(self, name: str) -> TableInfo:
+        """Read a table's columns, key, indexes and incoming foreign keys.
+
+        Raises TargetNotFound naming the table when the catalog lacks it.
+        """
+
+    @abc.abstractmethod
+    def user_tables(self) -> list[str]:
+        """Return every user table of the database, for the residue check."""
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        """Run a read statement and return all rows."""
+
+    @abc.abstractmethod
+    def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
+        """Run a read statement through a server-side cursor, yielding rows."""
+
+    @abc.abstractmethod
+    def delete_rows(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+        """Delete rows by primary key in one committed transaction."""
+
+    @abc.abstractmethod
+    def engine_info(self) -> TargetInfo:
+        """Return media facts, notes and residual risks of the server or file."""
+
+    @abc.abstractmethod
+    def compaction_steps(self) -> Iterator[PurgeResult]:
+        """Rewrite storage after the deletes and yield one result per step."""
+
+    @abc.abstractmethod
+    def data_files(self) -> tuple[list[str], str | None]:
+        """Return the files to byte-scan, or a note saying why there are none."""
+
+    def close_connections(self) -> None:
+        """Close the connection(s) quietly."""
+
+    def full_text_indexed(self, table: str) -> bool:
+        """Tell whether a full-text index may hold the table's words one by one."""
+        return False
+
+    def redacted_url(self) -> str:
+        """Return the target URL without password and query, for logs."""
+        parts = self.target.parts
+        netloc = parts.hostname or ""
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+    # -- contract -----------------------------------------------------------
+
+    def describe(self) -> TargetInfo:
+        self._guarded("connect", self.connect)
+        table = self.table(self.selection.table)
+        info = self._guarded("inspect the server", self.engine_info)
+        selected, total = self._count_selection(table)
+        notes = list(info.notes)
+        notes.append(
+            f"table {table.name}: the selection matches {selected} of {total} rows, "
+            f"key ({', '.join(table.key)}); rows reached through foreign keys are "
+            "listed as items of their own tables"
+        )
+        if table.indexes:
+            notes.append(f"indexes holding copies: {', '.join(table.indexes)}")
+        for fk in self._reachable_foreign_keys(table.name):
+            notes.append(
+                f"{fk.child}({', '.join(fk.child_columns)}) references "
+                f"{fk.parent} ON DELETE {fk.on_delete.upper()}"
+            )
+        return TargetInfo(media=info.media, notes=tuple(notes), residual=info.residual)
+
+    def discover(self) -> Iterator[Item]:
+        table = self.table(self.selection.table)
+        columns = ", ".join(self.quote(name) for name in table.key + table.columns)
+        sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
+        if self.selection.where:
+            sql += f" WHERE {self.selection.where}"
+        seen: set[str] = set()
+        rows = self.stream(sql, self.selection.params)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except Exception as error:  # noqa: BLE001 - translated below
+                raise self.translate(error, f"select rows of {table.name}") from None
+            yield from self._items_for(table, row, seen, via=None)
+
+    def plan_item(self, item: Item) -> Decision:
+        pending = self._pending.pop(item.key, None)
+        if pending is None:
+            pending = self._reload(item)
+        if pending.refusal is not None:
+            return Decision(refusal=pending.refusal)
+        table = item.attributes["table"]
+        self._job_fingerprints[item.key] = pending.fingerprints
+        residual = (
+            f"copies in the engine's logs and backups are not rewritten ({table})",
+        )
+        return Decision(
+            method=Method.DELETE_AND_COMPACT,
+            fingerprints=pending.fingerprints,
+            residual=residual,
+        )
+
+    def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
+        by_table: dict[str, list[PlannedItem]] = {}
+        for entry in batch:
+            by_table.setdefault(entry.item.attributes["table"], []).append(entry)
+        # Items arrive children first, so tables go in the order first seen.
+        for table_name, entries in by_table.items():
+            yield from self._purge_table(self.table(table_name), entries)
+
+    def complete(self) -> Iterator[PurgeResult]:
+        if not self._touched:
+            return
+        try:
+            yield from self.compaction_steps()
+        except PluginError:
+            raise
+        except Exception as error:  # noqa: BLE001 - translated below
+            raise self.translate(error, "compact the database") from None
+
+    def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
+        gone = self._guarded("check the rows are gone", lambda: self._missing_keys(batch))
+        self._scan_for(batch)
+        for entry in batch:
+            checks = [
+                Check(
+                    "row-absent",
+                    entry.item.key in gone,
+                    "the row no longer selects"
+                    if entry.item.key in gone
+                    else "the row still selects",
+                )
+            ]
+            checks.append(self._scan_check(entry))
+            yield Evidence(entry.item.key, tuple(checks))
+
+    def close(self) -> None:
+        self.close_connections()
+
+    # -- selection and discovery --------------------------------------------
+
+    def table(self, name: str) -> TableInfo:
+        if name not in self._tables:
+            self._tables[name] = self._guarded(f"read table {name}", lambda: self.load_table(name))
+        return self._tables[name]
+
+    def _guarded(self, action: str, call: Any) -> Any:
+        try:
+            return call()
+        except PluginError:
+            raise
+        except Exception as error:  # noqa: BLE001 - translated below
+            raise self.translate(error, action) from None
+
+    def _count_selection(self, table: TableInfo) -> tuple[int, int]:
+        """Count the selected and all rows, rejecting an unflagged whole-table purge."""
+        name = self.quote_table(table.name)
+        total = self._guarded(
+            f"count rows of {table.name}",
+            lambda: self.query(f"SELECT COUNT(*) FROM {name}")[0][0],
+        )
+        if not self.selection.where:
+            if not self.selection.all_rows:
+                raise InvalidTarget(
+                    f"no WHERE clause given for table {table.name}, which selects "
+                    "every row; set all_rows: true to purge the whole table"
+                )
+            return total, total
+        selected = self._guarded(
+            f"count selected rows of {table.name}",
+            lambda: self.query(
+                f"SELECT COUNT(*) FROM {name} WHERE {self.selection.where}",
+                self.selection.params,
+            )[0][0],
+        )
+        if total and selected == total and not self.selection.all_rows:
+            raise InvalidTarget(
+                f"the WHERE clause selects all {total} rows of table {table.name}; "
+                "set all_rows: true if that is intended"
+            )
+        return selected, total
+
+    def _items_for(
+        self, table: TableInfo, row: tuple, seen: set[str], via: ForeignKey | None
+    ) -> Iterator[Item]:
+        key = tuple(row[: len(table.key)])
+        values = row[len(table.key) :]
+        name = item_key(table.name, key)
+        if name in seen:
+            return
+        seen.add(name)
+        blockers: list[str] = []
+        for fk in table.referenced_by:
+            parent_values = [values[table.columns.index(col)] for col in fk.parent_columns]
+            if any(value is None for value in parent_values):
+                continue
+            child = self.table(fk.child)
+            if fk.cascades or (fk.blocks and self.selection.delete_dependents):
+                for child_row in self._referencing_rows(child, fk, parent_values):
+                    yield from self._items_for(child, child_row, seen, via=fk)
+            elif fk.blocks:
+                count = self._count_referencing(child, fk, parent_values)
+                if count:
+                    blockers.append(f"{count} row(s) of {fk.child}")
+        refusal = None
+        if blockers:
+            refusal = Refusal(
+                "referenced",
+                f"referenced by {', '.join(blockers)} through a foreign key without "
+                "ON DELETE CASCADE; set delete_dependents: true to purge them too",
+            )
+        fingerprints = row_fingerprints(values, self.full_text_indexed(table.name))
+        self._pending[name] = _Pending(tuple(fingerprints), refusal)
+        attributes: dict[str, Any] = {"table": table.name, "columns": table.columns}
+        if via is not None:
+            attributes["reached_by"] = f"{via.child} -> {via.parent} ON DELETE {via.on_delete}"
+        yield Item(
+            key=name,
+            kind="row",
+            size=value_size(values),
+            identity={"table": table.name, "key": list(key), "digest": row_digest(values)},
+            attributes=attributes,
+            label=name,
+        )
+
+    def _referencing_rows(
+        self, child: TableInfo, fk: ForeignKey, parent_values: Sequence[Any]
+    ) -> list[tuple]:
+        columns = ", ".join(self.quote(name) for name in child.key + child.columns)
+        condition = " AND ".join(
+            f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
+        )
+        sql = f"SELECT {columns} FROM {self.quote_table(child.name)} WHERE {condition}"
+        return self._guarded(
+            f"read rows of {child.name} that reference {fk.parent}",
+            lambda: self.query(sql, list(parent_values)),
+        )
+
+    def _count_referencing(
+        self, child: TableInfo, fk: ForeignKey, parent_values: Sequence[Any]
+    ) -> int:
+        condition = " AND ".join(
+            f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
+        )
+        sql = f"SELECT COUNT(*) FROM {self.quote_table(child.name)} WHERE {condition}"
+        return self._guarded(
+            f"count rows of {child.name} that reference {fk.parent}",
+            lambda: self.query(sql, list(parent_values))[0][0],
+        )
+
+    def _reachable_foreign_keys(self, name: str) -> list[ForeignKey]:
+        found: list[ForeignKey] = []
+        pending = [name]
+        visited: set[str] = set()
+        while pending:
+            current = pending.pop()
+            if current in visited:
+                continue
+            visited.add(current)
+            for fk in self.table(current).referenced_by:
+                found.append(fk)
+                if fk.cascades or self.selection.delete_dependents:
+                    pending.append(fk.child)
+        return found
+
+    def _reload(self, item: Item) -> _Pending:
+        table = self.table(item.attributes["table"])
+        rows = self._rows_by_key(table, [item.identity["key"]])
+        if not rows:
+            return _Pending((), None)
+        values = rows[0][len(table.key) :]
+        words = self.full_text_indexed(table.name)
+        return _Pending(tuple(row_fingerprints(values, words)), None)
+
+    def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
+        columns = ", ".join(self.quote(name) for name in table.key + table.columns)
+        base = f"SELECT {columns} FROM {self.quote_table(table.name)} WHERE "
+        if len(table.key) == 1:
+            marks = ", ".join([self.placeholder] * len(keys))
+            sql = base + f"{self.quote(table.key[0])} IN ({marks})"
+            return self.query(sql, [key[0] for key in keys]) if keys else []
+        condition = " AND ".join(f"{self.quote(col)} = {self.placeholder}" for col in table.key)
+        rows: list[tuple] = []
+        for key in keys:
+            rows.extend(self.query(base + condition, list(key)))
+        return rows
+
+    # -- purge --------------------------------------------------------------
+
+    def _purge_table(self, table: TableInfo, entries: list[PlannedItem]) -> Iterator[PurgeResult]:
+        keys = [tuple(entry.item.identity["key"]) for entry in entries]
+        try:
+            current = {
+                item_key(table.name, row[: len(table.key)]): row_digest(row[len(table.key) :])
+                for row in self._rows_by_key(table, keys)
+            }
+        except Exception as error:  # noqa: BLE001 - translated below
+            raise self.translate(error, f"re-read rows of {table.name}") from None
+        to_delete: list[PlannedItem] = []
+        for entry in entries:
+            digest = current.get(entry.item.key)
+            if digest is not None and digest != entry.item.identity["digest"]:
+                yield PurgeResult(
+                    entry.item.key,
+                    "failed",
+                    f"row {entry.item.key} changed since planning; it was not deleted, "
+                    "plan again to include its new values",
+                )
+            else:
+                to_delete.append(entry)
+        if not to_delete:
+            return
+        try:
+            present = [
+                tuple(entry.item.identity["key"])
+                for entry in to_delete
+                if entry.item.key in current
+            ]
+            if present:
+                self.delete_rows(table, present)
+        except Exception as error:  # noqa: BLE001 - translated below
+            failure = self.translate(error, f"delete {len(present)} row(s) of {table.name}")
+            if isinstance(failure, (TargetUnreachable, AccessDenied)):
+                raise failure from None
+            self.log.error("delete failed", table=table.name, rows=len(present), error=str(failure))
+            for entry in to_delete:
+                yield PurgeResult(
+                    entry.item.key,
+                    "failed",
+                    f"{failure} The transaction was rolled back, so row "
+                    f"{entry.item.key} is still present; run the purge again.",
+                )
+            return
+        if table.name not in self._touched:
+            self._touched.append(table.name)
+        self.log.info("rows deleted", table=table.name, rows=len(present))
+        for entry in to_delete:
+            self.context.progress(entry.item.size)
+            detail = "deleted" if entry.item.key in current else "already gone when the purge ran"
+            yield PurgeResult(
+                entry.item.key,
+                "purged",
+                detail,
+                bytes=entry.item.size,
+                method=Method.DELETE_AND_COMPACT,
+            )
+
+    def step(self, name: str, call: Any, detail: str) -> PurgeResult:
+        """Run one compaction step and return its result; driver errors fail it."""
+        try:
+            facts = call() or {}
+        except PluginError as error:
+            self.log.error("compaction step failed", step=name, error=str(error))
+            return PurgeResult(name, "failed", str(error))
+        except Exception as error:  # noqa: BLE001 - translated below
+            failure = self.translate(error, f"run step {name}")
+            if isinstance(failure, TargetUnreachable):
+                raise failure from None
+            self.log.error("compaction step failed", step=name, error=str(failure))
+            return PurgeResult(name, "failed", str(failure))
+        self.log.info("compaction step done", step=name)
+        return PurgeResult(
+            name, "purged", detail, method=Method.DELETE_AND_COMPACT, facts=facts
+        )
+
+    # -- verification -------------------------------------------------------
+
+    def _missing_keys(self, batch: Sequence[PlannedItem]) -> set[str]:
+        by_table: dict[str, list[PlannedItem]] = {}
+        for entry in batch:
+            by_table.setdefault(entry.item.attributes["table"], []).append(entry)
+        gone: set[str] = set()
+        for name, entries in by_table.items():
+            table = self.table(name)
+            keys = [tuple(entry.item.identity["key"]) for entry in entries]
+            # A row counts as present only with its old content, because
+            # VACUUM renumbers the implicit rowids of SQLite tables.
+            present = {
+                (item_key(name, row[: len(table.key)]), row_digest(row[len(table.key) :]))
+                for row in self._rows_by_key(table, keys)
+            }
+            gone.update(
+                entry.item.key
+                for entry in entries
+                if (entry.item.key, entry.item.identity["digest"]) not in present
+            )
+        return gone
+
+    def _scan_for(self, batch: Sequence[PlannedItem]) -> None:
+        """Scan the data files once for every fingerprint not yet scanned for."""
+        wanted = [
+            entry
+            for entry in batch
+            if entry.decision.fingerprints and entry.item.key not in self._scanned
+        ]
+        if not wanted:
+            return
+        files, note = self._guarded("locate the data files", self.data_files)
+        self._scan_note = note
+        scanner = RowScanner()
+        owners = set()
+        for entry in wanted:
+            scanner.add_all(entry.item.key, entry.decision.fingerprints)
+            self._all_fingerprints.update(entry.decision.fingerprints)
+            owners.add(entry.item.key)
+        # Fingerprints of the other planned rows ride along, so a job scans
+        # its files once rather than once per batch.
+        for key, fingerprints in self._job_fingerprints.items():
+            if key not in self._scanned:
+                scanner.add_all(key, fingerprints)
+                self._all_fingerprints.update(fingerprints)
+                owners.add(key)
+        self._job_fingerprints = {}
+        hits: dict[str, list[scan.Hit]] = {}
+        for path in files:
+            try:
+                for hit in scanner.scan_file(path):
+                    hits.setdefault(hit.owner, []).append(hit)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                self._scan_note = f"could not read {path}: {error.strerror}"
+        self._explain_live(hits)
+        for owner in owners:
+            self._scan_hits[owner] = hits.get(owner, [])
+        self._scanned |= owners
+        self._scanned_files = files
+
+    def _explain_live(self, hits: dict[str, list[scan.Hit]]) -> None:
+        """Drop hits whose bytes also belong to rows that still exist.
+
+        A value shared with a surviving row (a country, a city) is found in
+        the files legitimately, so it is no evidence of residue.
+        """
+        digests = {hit.digest for found in hits.values() for hit in found}
+        if not digests:
+            return
+        live = self._guarded("read surviving rows", lambda: self._live_digests(digests))
+        for owner in list(hits):
+            kept = [hit for hit in hits[owner] if hit.digest not in live]
+            hits[owner] = kept
+
+    def _live_digests(self, digests: set[str]) -> set[str]:
+        fingerprints = self._fingerprints_by_digest(digests)
+        scanner = scan.FingerprintScanner()
+        # A surviving value one or two bytes shorter than a fingerprint also
+        # explains a hit: the length header or separator stored after it can
+        # supply the missing bytes ("person 2" followed by a header byte "4"
+        # reads as "person 24").
+        extended: dict[bytes, str] = {}
+        for fingerprint in fingerprints:
+            scanner.add("live", fingerprint)
+            digest = scan.fingerprint_digest(fingerprint)
+            for cut in (1, 2):
+                if len(fingerprint) - cut >= scan.MIN_TOKEN // 2:
+                    extended[fingerprint[:-cut]] = digest
+        found: set[str] = set()
+        for name in self.user_tables():
+            table = self.table(name)
+            columns = ", ".join(self.quote(col) for col in table.columns)
+            for row in self.stream(f"SELECT {columns} FROM {self.quote_table(name)}"):
+                values = list(_row_bytes(row))
+                for hit in scanner.scan_chunks([b"\0".join(values)]):
+                    found.add(hit.digest)
+                found.update(extended[value] for value in values if value in extended)
+                if found >= digests:
+                    return found
+        return found
+
+    def _fingerprints_by_digest(self, digests: set[str]) -> list[bytes]:
+        return [
+            fingerprint
+            for fingerprint in self._all_fingerprints
+            if scan.fingerprint_digest(fingerprint) in digests
+        ]
+
+    def _scan_check(self, entry: PlannedItem) -> Check:
+        if not entry.decision.fingerprints:
+            return Check(
+                "byte-scan", True, "not run: no fingerprints were taken for this row"
+            )
+        if entry.item.key not in self._scan_hits:
+            return Check("byte-scan", True, f"not run: {self._scan_note}")
+        found = self._scan_hits[entry.item.key]
+        files = len(self._scanned_files)
+        if not files:
+            return Check("byte-scan", True, f"not run: {self._scan_note}")
+        if found:
+            offsets = ", ".join(str(hit.offset) for hit in found[:5])
+            return Check(
+                "byte-scan",
+                False,
+                f"{len(found)} fingerprint(s) of the row remain in the data files "
+                f"(offsets {offsets})",
+            )
+        detail = f"no fingerprint found in {files} data file(s)"
+        if self._scan_note:
+            detail += f"; {self._scan_note}"
+        return Check("byte-scan", True, detail)
+
+
+def _row_bytes(row: Iterable[Any]) -> Iterator[bytes]:
+    for value in row:
+        if isinstance(value, str):
+            yield value.encode("utf-8", "surrogateescape")
+            yield value.casefold().encode("utf-8", "surrogateescape")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            yield bytes(value)

@@ -1,0 +1,486 @@
+"""MariaDB and MySQL (InnoDB) rows: delete, wait for purge, rebuild the table.
+
+Target: ``mysql://user:password@host:3306/db?table=customers&where=id = %s``
+(``mariadb://`` works too). The WHERE clause uses positional placeholders
+(``%s`` or ``?``), and every statement that carries values runs as a
+server-side prepared statement, so the values travel as bind parameters and
+never appear in the statement text the server logs. After the
+deletes the plugin waits until InnoDB has purged the delete-marked records,
+rebuilds each touched table into a new tablespace file with
+``ALTER TABLE ... FORCE`` and flushes its pages to disk with
+``FLUSH TABLES ... FOR EXPORT``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from plugins import _rows
+from plugins.base import JobContext, PurgeResult, Target, TargetInfo
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    MissingDependency,
+    NotSupported,
+    PluginError,
+    PurgeFailed,
+    TargetNotFound,
+    TargetUnreachable,
+)
+
+#: Seconds a row lock wait lasts before the statement fails (InnoDB's unit).
+DEFAULT_LOCK_TIMEOUT = 10
+#: Seconds to wait for InnoDB's purge of delete-marked records.
+PURGE_WAIT = 60.0
+
+_LOST_CONNECTION = {2003, 2006, 2013, 2055, 0}
+_LOCK_ERRORS = {1205, 1213}
+_READ_ONLY = {1290, 1792, 1836}
+_MISSING = {1146, 1054, 1049, 1051}
+_DENIED = {1044, 1045, 1142, 1143, 1227, 1370}
+_CONSTRAINT = {1451, 1452, 1217, 3008}
+
+
+def _connector() -> Any:
+    try:
+        import mysql.connector
+    except ImportError:
+        raise MissingDependency(
+            "the MariaDB/MySQL plugin needs mysql-connector-python; install it with "
+            "pip install 'lethe[mysql]'"
+        ) from None
+    return mysql.connector
+
+
+class MySQLPlugin(_rows.RowStorePlugin):
+    """Rows of one InnoDB table in MariaDB or MySQL."""
+
+    name = "mysql"
+    schemes = ("mysql", "mariadb")
+    placeholder = "%s"
+    default_lock_timeout = DEFAULT_LOCK_TIMEOUT
+
+    def __init__(self, target: Target, context: JobContext) -> None:
+        super().__init__(target, context)
+        parts = target.parts
+        self.database = urllib.parse.unquote(parts.path.strip("/"))
+        if not self.database:
+            raise InvalidTarget(
+                f"target {self.redacted_url()!r} names no database; "
+                "write mysql://USER@HOST/DATABASE?table=NAME"
+            )
+        if isinstance(self.selection.params, Mapping):
+            raise InvalidTarget(
+                "MariaDB/MySQL targets take 'params' as a list matching positional "
+                "placeholders (%s or ?), not a mapping"
+            )
+        # InnoDB counts its lock wait timeout in whole seconds.
+        self.lock_timeout = max(1, round(self.lock_timeout))
+        self.purge_wait = float(context.settings.get("purge_wait", PURGE_WAIT))
+        self.connection: Any = None
+        self.reader: Any = None
+        self.facts: dict[str, Any] = {}
+        self._full_text: dict[str, bool] = {}
+
+    # -- connection ---------------------------------------------------------
+
+    def _open(self) -> Any:
+        parts = self.target.parts
+        connection = _connector().connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=urllib.parse.unquote(parts.username or "root"),
+            password=urllib.parse.unquote(parts.password or ""),
+            database=self.database,
+            charset="utf8mb4",
+            autocommit=True,
+            connection_timeout=10,
+        )
+        cursor = connection.cursor()
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {self.lock_timeout}")
+        cursor.close()
+        return connection
+
+    def connect(self) -> None:
+        if self.connection is not None:
+            return
+        self.connection = self._open()
+        self.reader = self._open()
+        variables = self.query(
+            "SELECT @@version, @@datadir, @@log_bin, @@innodb_file_per_table, "
+            "@@general_log, @@read_only, @@innodb_undo_tablespaces, "
+            "@@lower_case_table_names"
+        )[0]
+        keys = (
+            "version",
+            "datadir",
+            "log_bin",
+            "file_per_table",
+            "general_log",
+            "read_only",
+            "undo_tablespaces",
+            "lower_case_table_names",
+        )
+        self.facts = dict(zip(keys, variables))
+
+    def close_connections(self) -> None:
+        for connection in (self.reader, self.connection):
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    self.log.debug("close failed", exc_info=True)
+        self.connection = self.reader = None
+
+    @property
+    def conn(self) -> Any:
+        if self.connection is None:
+            self.connect()
+        return self.connection
+
+    def translate(self, error: Exception, action: str) -> PluginError:
+        if isinstance(error, PluginError):
+            return error
+        self.log.debug("driver error", action=action, exc_info=error)
+        connector = _connector()
+        where = f"could not {action} in database {self.database}"
+        code = getattr(error, "errno", None)
+        # Some server messages quote key values (duplicate entry), so only
+        # messages of the codes below are passed on.
+        message = getattr(error, "msg", "") or ""
+        lost = isinstance(error, connector.errors.OperationalError) and (
+            code is None or code < 0 or code >= 2000
+        )
+        if lost or code in _LOST_CONNECTION:
+            return TargetUnreachable(
+                f"{where}: the connection to {self.redacted_url()} was lost; rows whose "
+                "results were reported purged are gone, the batch in flight was rolled "
+                "back; run the purge again to finish"
+            )
+        if code in _LOCK_ERRORS:
+            return PurgeFailed(
+                f"{where}: timed out after {self.lock_timeout} s waiting for a row lock "
+                "held by another session; end that transaction and run the purge again"
+            )
+        if code in _READ_ONLY:
+            return AccessDenied(
+                f"{where}: the server accepts only reads ({message}); point the target "
+                "at the primary"
+            )
+        if code in _MISSING:
+            return TargetNotFound(f"{where}: {message}; check the table and WHERE clause")
+        if code in _DENIED:
+            return AccessDenied(f"{where}: {message}; grant the privilege to this user")
+        if code in _CONSTRAINT:
+            return PurgeFailed(
+                f"{where}: a foreign key constraint rejected the delete ({message}); set "
+                "delete_dependents: true or remove the referencing rows first"
+            )
+        if code in (1064, 1149):
+            return InvalidTarget(f"{where}: the WHERE clause is invalid ({message})")
+        if isinstance(error, (TypeError, KeyError)):
+            return InvalidTarget(f"{where}: the WHERE placeholders do not match 'params'")
+        return PurgeFailed(f"{where}: server error {code} ({type(error).__name__})")
+
+    def quote(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    # -- catalog ------------------------------------------------------------
+
+    def load_table(self, name: str) -> _rows.TableInfo:
+        found = self.query(
+            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'",
+            (name,),
+        )
+        if not found:
+            raise TargetNotFound(
+                f"table {name!r} does not exist in database {self.database}; "
+                "check the 'table' option (names are case-sensitive on this server "
+                f"when lower_case_table_names is 0, here {self.facts.get('lower_case_table_names')})"
+            )
+        table, engine = found[0]
+        if (engine or "").lower() != "innodb":
+            raise NotSupported(
+                f"table {table} uses the {engine} engine; only InnoDB tables can be "
+                "purged, convert it with ALTER TABLE ... ENGINE=InnoDB"
+            )
+        columns = [
+            row[0]
+            for row in self.query(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                (table,),
+            )
+        ]
+        key = [
+            row[0]
+            for row in self.query(
+                "SELECT COLUMN_NAME FROM information_schema.STATISTICS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+                "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+                (table,),
+            )
+        ]
+        if not key:
+            raise NotSupported(
+                f"table {table} has no primary key, so its rows cannot be addressed "
+                "one by one; add a primary key and plan again"
+            )
+        indexes = [
+            row[0]
+            for row in self.query(
+                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                (table,),
+            )
+        ]
+        return _rows.TableInfo(table, columns, key, indexes, self._foreign_keys_to(table))
+
+    def _foreign_keys_to(self, table: str) -> list[_rows.ForeignKey]:
+        rows = self.query(
+            "SELECT k.CONSTRAINT_NAME, k.TABLE_NAME, k.COLUMN_NAME, "
+            "k.REFERENCED_COLUMN_NAME, r.DELETE_RULE "
+            "FROM information_schema.KEY_COLUMN_USAGE k "
+            "JOIN information_schema.REFERENTIAL_CONSTRAINTS r "
+            "ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
+            "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME "
+            "WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_SCHEMA = DATABASE() "
+            "AND k.REFERENCED_TABLE_NAME = %s ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            (table,),
+        )
+        groups: dict[tuple[str, str], list[tuple]] = {}
+        for row in rows:
+            groups.setdefault((row[0], row[1]), []).append(row)
+        return [
+            _rows.ForeignKey(
+                child,
+                tuple(row[2] for row in members),
+                table,
+                tuple(row[3] for row in members),
+                members[0][4].lower(),
+            )
+            for (_, child), members in groups.items()
+        ]
+
+    def full_text_indexed(self, table: str) -> bool:
+        if table not in self._full_text:
+            self._full_text[table] = bool(
+                self.query(
+                    "SELECT 1 FROM information_schema.STATISTICS "
+                    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+                    "AND INDEX_TYPE = 'FULLTEXT' LIMIT 1",
+                    (table,),
+                )
+            )
+        return self._full_text[table]
+
+    def user_tables(self) -> list[str]:
+        return [
+            row[0]
+            for row in self.query(
+                "SELECT TABLE_NAME FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
+            )
+        ]
+
+    def _cursor(self, connection: Any, params: Any) -> Any:
+        # Statements with values run prepared, so the values are bound on the
+        # server rather than spliced into the text.
+        return connection.cursor(prepared=True) if params else connection.cursor()
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        cursor = self._cursor(self.conn, params)
+        try:
+            cursor.execute(sql, tuple(params) if params else None)
+            return list(cursor.fetchall()) if cursor.with_rows else []
+        finally:
+            cursor.close()
+
+    def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
+        # An unbuffered cursor reads rows from the socket as they are used; it
+        # runs on its own connection because it blocks others on the same one.
+        cursor = self._cursor(self.reader, params)
+        try:
+            cursor.execute(sql, tuple(params) if params else None)
+            while (row := cursor.fetchone()) is not None:
+                yield tuple(row)
+        finally:
+            if self.reader.unread_result:
+                self.reader.consume_results()
+            cursor.close()
+
+    # -- purge --------------------------------------------------------------
+
+    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+        name = self.quote_table(table.name)
+        self.conn.start_transaction()
+        cursor = self.conn.cursor(prepared=True)
+        try:
+            if len(table.key) == 1:
+                marks = ", ".join(["%s"] * len(keys))
+                cursor.execute(
+                    f"DELETE FROM {name} WHERE {self.quote(table.key[0])} IN ({marks})",
+                    tuple(key[0] for key in keys),
+                )
+            else:
+                condition = " AND ".join(f"{self.quote(col)} = %s" for col in table.key)
+                for key in keys:
+                    cursor.execute(f"DELETE FROM {name} WHERE {condition}", tuple(key))
+            self.conn.commit()
+        except BaseException:
+            try:
+                self.conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection may be gone
+                self.log.debug("rollback failed", exc_info=True)
+            raise
+        finally:
+            try:
+                cursor.close()
+            except Exception:  # noqa: BLE001 - the connection may be gone
+                self.log.debug("cursor close failed", exc_info=True)
+
+    def compaction_steps(self) -> Iterator[PurgeResult]:
+        yield self.step(
+            "wait-purge",
+            self._wait_for_purge,
+            "InnoDB purged the delete-marked records and their undo entries",
+        )
+        for name in self._touched:
+            quoted = self.quote_table(name)
+            yield self.step(
+                f"rebuild:{name}",
+                lambda quoted=quoted: self.query(f"ALTER TABLE {quoted} FORCE") and None,
+                f"rebuilt {name} and its indexes into a new tablespace file",
+            )
+            yield self.step(
+                f"flush:{name}",
+                lambda quoted=quoted: self._flush(quoted),
+                f"wrote the pages of {name} to its file",
+            )
+
+    def _history_length(self) -> int:
+        rows = self.query(
+            "SELECT COUNT FROM information_schema.INNODB_METRICS "
+            "WHERE NAME = 'trx_rseg_history_len'"
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def _wait_for_purge(self) -> dict[str, Any]:
+        """Wait until InnoDB's history list is empty or stops shrinking.
+
+        MariaDB 10.5.7 and later block in ``SET GLOBAL
+        innodb_max_purge_lag_wait=0`` until the list is empty; other servers
+        are polled. Other sessions' open transactions keep history alive, so
+        the wait ends with a failure after ``purge_wait`` seconds.
+        """
+        try:
+            self.query("SET GLOBAL innodb_max_purge_lag_wait = 0")
+            return {"history_length": self._history_length()}
+        except _connector().Error as error:
+            self.log.debug("innodb_max_purge_lag_wait unavailable", errno=error.errno)
+        deadline = time.monotonic() + self.purge_wait
+        while True:
+            length = self._history_length()
+            if length == 0:
+                return {"history_length": 0}
+            if time.monotonic() > deadline:
+                raise PurgeFailed(
+                    f"InnoDB's history list still holds {length} entries after "
+                    f"{self.purge_wait:g} s; an open transaction elsewhere keeps undo "
+                    "records of the deleted rows; end it and run the purge again"
+                )
+            time.sleep(0.5)
+
+    def _flush(self, quoted: str) -> None:
+        self.query(f"FLUSH TABLES {quoted} FOR EXPORT")
+        self.query("UNLOCK TABLES")
+
+    # -- plan facts and verification -----------------------------------------
+
+    def engine_info(self) -> TargetInfo:
+        facts = self.facts
+        table = self.table(self.selection.table)
+        size = self.query(
+            "SELECT DATA_LENGTH, INDEX_LENGTH, TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            (table.name,),
+        )[0]
+        notes = [
+            f"server {facts['version']}, database {self.database}",
+            f"{table.name}: about {size[2]} rows, {size[0]} bytes of data and "
+            f"{size[1]} bytes of secondary indexes",
+            f"binary log {'on' if facts['log_bin'] else 'off'}, "
+            f"innodb_file_per_table={facts['file_per_table']}",
+        ]
+        media = {
+            "engine": "mysql",
+            "version": facts["version"],
+            "server": f"{self.target.parts.hostname}:{self.target.parts.port or 3306}",
+            "database": self.database,
+        }
+        return TargetInfo(media=media, notes=tuple(notes), residual=tuple(self._residual()))
+
+    def _residual(self) -> list[str]:
+        facts = self.facts
+        residual = [
+            "the InnoDB redo log (ib_logfile0) holds the rows' pages and changes until "
+            "the server overwrites it in circular order",
+            "undo logs in the system or undo tablespaces keep old record versions until "
+            "purged and reused"
+            + (f" ({facts['undo_tablespaces']} undo tablespaces)" if facts["undo_tablespaces"] else ""),
+            "backups and dumps taken before the purge",
+        ]
+        if facts["log_bin"]:
+            logs = self.query("SHOW BINARY LOGS")
+            residual.append(
+                f"the binary log is on ({len(logs)} files): it keeps the rows or the "
+                "statements that wrote them until PURGE BINARY LOGS or expiry removes them"
+            )
+        else:
+            residual.append("the binary log is off, so no binlog copies were written")
+        if not facts["file_per_table"]:
+            residual.append(
+                "innodb_file_per_table is off: the table lives in the shared system "
+                "tablespace, which ALTER TABLE cannot shrink, so freed pages keep old bytes"
+            )
+        if facts["general_log"]:
+            residual.append("the general query log records statement texts")
+        residual.extend(self._replica_residual())
+        residual.append(
+            "the tablespace file replaced by ALTER TABLE leaves its old bytes in free "
+            f"blocks of the filesystem holding {facts['datadir']}; wipe its free space "
+            "as a follow-up step"
+        )
+        return residual
+
+    def _replica_residual(self) -> list[str]:
+        found = []
+        try:
+            replicas = self.query("SHOW SLAVE HOSTS")
+        except _connector().Error:
+            return ["replicas could not be listed (needs REPLICATION MASTER ADMIN)"]
+        for replica in replicas:
+            found.append(f"replica server {replica[0]} ({replica[1]}) holds its own copy")
+        try:
+            if self.query("SHOW SLAVE STATUS"):
+                found.append("this server is itself a replica; its primary keeps the rows")
+        except _connector().Error:
+            self.log.debug("replica status not readable")
+        return found
+
+    def data_files(self) -> tuple[list[str], str | None]:
+        directory = self.facts.get("datadir") or ""
+        if not directory or not os.access(directory, os.R_OK | os.X_OK):
+            return [], f"the data directory {directory} is not readable by this process"
+        if not self.facts.get("file_per_table"):
+            return [], "the table lives in the system tablespace, which is not scanned"
+        # NOTE: names with characters outside [A-Za-z0-9_] are encoded in file
+        # names (@0040 and the like); such tables are not found here.
+        names = dict.fromkeys([self.table(self.selection.table).name, *self._touched])
+        files = [os.path.join(directory, self.database, f"{name}.ibd") for name in names]
+        return [path for path in files if os.path.exists(path)], None

@@ -1,0 +1,619 @@
+"""PostgreSQL rows: delete, rewrite table and statistics, checkpoint, switch WAL.
+
+Target: ``postgresql://user@host:5432/db?table=public.customers&where=id = %s``.
+The WHERE clause uses psycopg placeholders (``%s`` or ``%(name)s``) and its
+values travel as bind parameters. After the deletes the plugin rewrites each
+touched table with VACUUM FULL (heap, TOAST and indexes get new files),
+refreshes its statistics with ANALYZE and rewrites ``pg_statistic`` so old
+most-common values leave its dead tuples, then runs CHECKPOINT and
+``pg_switch_wal()``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from plugins import _rows
+from plugins.base import JobContext, PurgeResult, Target, TargetInfo
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    MissingDependency,
+    NotSupported,
+    PluginError,
+    PurgeFailed,
+    TargetNotFound,
+    TargetUnreachable,
+)
+
+#: Seconds a statement waits for a lock before it fails.
+DEFAULT_LOCK_TIMEOUT = 10.0
+#: Rows fetched per round trip by the server-side cursor of discovery.
+FETCH_SIZE = 2000
+#: VACUUM FULL runs while open snapshots force it to keep deleted rows.
+VACUUM_ATTEMPTS = 5
+#: Seconds between those runs.
+VACUUM_RETRY_DELAY = 2.0
+_KEPT_DEAD = re.compile(r"(\d+) dead row versions cannot be removed yet")
+
+_DELETE_ACTIONS = {
+    "a": "no action",
+    "r": "restrict",
+    "c": "cascade",
+    "n": "set null",
+    "d": "set default",
+}
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise MissingDependency(
+            "the PostgreSQL plugin needs psycopg; install it with "
+            "pip install 'lethe[postgresql]'"
+        ) from None
+    return psycopg
+
+
+class PostgreSQLPlugin(_rows.RowStorePlugin):
+    """Rows of one table in a PostgreSQL database."""
+
+    name = "postgresql"
+    schemes = ("postgresql", "postgres")
+    default_lock_timeout = DEFAULT_LOCK_TIMEOUT
+    placeholder = "%s"
+
+    def __init__(self, target: Target, context: JobContext) -> None:
+        super().__init__(target, context)
+        parts = target.parts
+        if not parts.path.strip("/"):
+            raise InvalidTarget(
+                f"PostgreSQL target {self.redacted_url()!r} names no database; "
+                "write postgresql://USER@HOST/DATABASE?table=NAME"
+            )
+        self.database = urllib.parse.unquote(parts.path.strip("/"))
+        self.conninfo = urllib.parse.urlunsplit(
+            ("postgresql", parts.netloc, parts.path, "", "")
+        )
+        self.connection: Any = None
+        self.reader: Any = None
+        self._oids: dict[str, int] = {}
+        self.privileges: dict[str, bool] = {}
+        self._full_text: dict[str, bool] = {}
+
+    # -- connection ---------------------------------------------------------
+
+    def connect(self) -> None:
+        if self.connection is not None:
+            return
+        psycopg = _psycopg()
+        self.connection = psycopg.connect(self.conninfo, autocommit=True)
+        self.reader = psycopg.connect(self.conninfo)
+        self._load_privileges()
+        timeout_ms = int(self.lock_timeout * 1000)
+        for conn in (self.connection, self.reader):
+            conn.execute(f"SET lock_timeout = {timeout_ms}")
+            if self.privileges["superuser"]:
+                # Keep this session's statements, and with them any bind
+                # parameter, out of the server log.
+                conn.execute("SET log_statement = 'none'")
+                conn.execute("SET log_min_duration_statement = -1")
+        self.reader.commit()
+
+    def _load_privileges(self) -> None:
+        row = self.connection.execute(
+            "SELECT rolsuper, pg_has_role(current_user, 'pg_checkpoint', 'MEMBER'), "
+            "has_function_privilege('pg_switch_wal()', 'EXECUTE'), "
+            "pg_has_role(current_user, 'pg_read_all_settings', 'MEMBER'), "
+            "pg_is_in_recovery() "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        superuser, checkpoint, switch_wal, settings, recovery = row
+        self.privileges = {
+            "superuser": superuser,
+            "checkpoint": superuser or checkpoint,
+            "switch_wal": superuser or switch_wal,
+            "read_settings": superuser or settings,
+            "in_recovery": recovery,
+        }
+
+    def close_connections(self) -> None:
+        for conn in (self.reader, self.connection):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    self.log.debug("close failed", exc_info=True)
+        self.connection = self.reader = None
+
+    @property
+    def conn(self) -> Any:
+        if self.connection is None:
+            self.connect()
+        return self.connection
+
+    def translate(self, error: Exception, action: str) -> PluginError:
+        if isinstance(error, PluginError):
+            return error
+        self.log.debug("driver error", action=action, exc_info=error)
+        psycopg = _psycopg()
+        errors = psycopg.errors
+        where = f"could not {action} in database {self.database}"
+        summary = _summary(error)
+        if isinstance(error, (errors.LockNotAvailable, errors.DeadlockDetected)):
+            return PurgeFailed(
+                f"{where}: timed out after {self.lock_timeout:g} s waiting for a lock "
+                "held by another session; end that session's transaction and run the "
+                "purge again"
+            )
+        if isinstance(error, errors.ReadOnlySqlTransaction):
+            return AccessDenied(
+                f"{where}: the server accepts only reads (a standby or "
+                "default_transaction_read_only); point the target at the primary"
+            )
+        if isinstance(error, (errors.UndefinedTable, errors.UndefinedColumn)):
+            return TargetNotFound(f"{where}: {summary}; check the table and WHERE clause")
+        if isinstance(error, errors.InsufficientPrivilege):
+            return AccessDenied(f"{where}: {summary}; grant the privilege or run as the owner")
+        if isinstance(error, errors.IntegrityError):
+            return PurgeFailed(
+                f"{where}: a constraint rejected the statement ({summary}); set "
+                "delete_dependents: true or remove the referencing rows first"
+            )
+        if isinstance(error, (errors.SyntaxError, errors.UndefinedFunction)):
+            return InvalidTarget(f"{where}: the WHERE clause is invalid ({summary})")
+        if isinstance(error, psycopg.ProgrammingError) and "placeholder" in summary:
+            return InvalidTarget(f"{where}: the WHERE placeholders do not match 'params'")
+        if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return TargetUnreachable(
+                f"{where}: the connection to {self.redacted_url()} failed ({summary}); "
+                "rows whose results were reported purged are gone, the batch in "
+                "flight was rolled back; run the purge again to finish"
+            )
+        return PurgeFailed(f"{where}: {summary}")
+
+    def quote(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def quote_table(self, name: str) -> str:
+        # NOTE: catalog names are stored as "schema.table", so a schema whose
+        # name contains a dot is not supported.
+        schema, _, table = name.partition(".")
+        return f"{self.quote(schema)}.{self.quote(table)}"
+
+    # -- catalog ------------------------------------------------------------
+
+    def load_table(self, name: str) -> _rows.TableInfo:
+        schema, _, relation = name.rpartition(".")
+        row = self.conn.execute(
+            "SELECT c.oid, n.nspname, c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND c.relname = %s "
+            "AND (n.nspname = %s OR (%s = '' AND pg_table_is_visible(c.oid)))",
+            (relation, schema, schema),
+        ).fetchone()
+        if row is None:
+            raise TargetNotFound(
+                f"table {name!r} does not exist in database {self.database} "
+                "(or is not on the search_path); check the 'table' option"
+            )
+        oid, namespace, relname = row
+        qualified = f"{namespace}.{relname}"
+        self._oids[qualified] = oid
+        columns = [
+            record[0]
+            for record in self.conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum",
+                (oid,),
+            )
+        ]
+        key = self._primary_key(oid)
+        if not key:
+            raise NotSupported(
+                f"table {qualified} has no primary key, so its rows cannot be "
+                "addressed one by one; add a primary key and plan again"
+            )
+        indexes = [
+            record[0]
+            for record in self.conn.execute(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s", (oid,)
+            )
+        ]
+        table = _rows.TableInfo(qualified, columns, key, indexes, self._foreign_keys_to(oid))
+        self._tables[qualified] = table
+        return table
+
+    def _primary_key(self, oid: int) -> list[str]:
+        return [
+            record[0]
+            for record in self.conn.execute(
+                "SELECT a.attname FROM pg_index i "
+                "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) "
+                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+                "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.position",
+                (oid,),
+            )
+        ]
+
+    def _foreign_keys_to(self, oid: int) -> list[_rows.ForeignKey]:
+        found = []
+        rows = self.conn.execute(
+            "SELECT n.nspname || '.' || c.relname, pc.relname, pn.nspname, "
+            "ARRAY(SELECT attname FROM unnest(f.conkey) WITH ORDINALITY k(num, pos) "
+            "      JOIN pg_attribute ON attrelid = f.conrelid AND attnum = k.num "
+            "      ORDER BY k.pos), "
+            "ARRAY(SELECT attname FROM unnest(f.confkey) WITH ORDINALITY k(num, pos) "
+            "      JOIN pg_attribute ON attrelid = f.confrelid AND attnum = k.num "
+            "      ORDER BY k.pos), "
+            "f.confdeltype "
+            "FROM pg_constraint f "
+            "JOIN pg_class c ON c.oid = f.conrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_class pc ON pc.oid = f.confrelid "
+            "JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+            "WHERE f.contype = 'f' AND f.confrelid = %s",
+            (oid,),
+        ).fetchall()
+        for child, parent, parent_schema, child_columns, parent_columns, action in rows:
+            found.append(
+                _rows.ForeignKey(
+                    child,
+                    tuple(child_columns),
+                    f"{parent_schema}.{parent}",
+                    tuple(parent_columns),
+                    _DELETE_ACTIONS.get(action, "no action"),
+                )
+            )
+        return found
+
+    def table(self, name: str) -> _rows.TableInfo:
+        table = super().table(name)
+        self._tables.setdefault(table.name, table)
+        return table
+
+    def full_text_indexed(self, table: str) -> bool:
+        if table not in self._full_text:
+            self._full_text[table] = bool(
+                self.conn.execute(
+                    "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                    "AND atttypid = 'tsvector'::regtype "
+                    "UNION ALL SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = %s "
+                    "AND a.amname IN ('gin', 'gist') LIMIT 1",
+                    (self._oids[table], self._oids[table]),
+                ).fetchone()
+            )
+        return self._full_text[table]
+
+    def user_tables(self) -> list[str]:
+        return [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_toast%%'"
+            )
+        ]
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        return self.conn.execute(sql, params or None).fetchall()
+
+    def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
+        # A named cursor is a server-side cursor: rows arrive FETCH_SIZE at a
+        # time inside the reader connection's transaction.
+        cursor = self.reader.cursor(name=f"lethe_{id(self)}_{os.getpid()}")
+        cursor.itersize = FETCH_SIZE
+        try:
+            cursor.execute(sql, params or None)
+            yield from cursor
+        finally:
+            cursor.close()
+            self.reader.rollback()
+
+    # -- purge --------------------------------------------------------------
+
+    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+        name = self.quote_table(table.name)
+        with self.conn.transaction():
+            cursor = self.conn.cursor()
+            if len(table.key) == 1:
+                cursor.execute(
+                    f"DELETE FROM {name} WHERE {self.quote(table.key[0])} = ANY(%s)",
+                    ([key[0] for key in keys],),
+                )
+            else:
+                condition = " AND ".join(f"{self.quote(col)} = %s" for col in table.key)
+                cursor.executemany(f"DELETE FROM {name} WHERE {condition}", keys)
+
+    def compaction_steps(self) -> Iterator[PurgeResult]:
+        for name in self._touched:
+            quoted = self.quote_table(name)
+            yield self.step(
+                f"vacuum-full:{name}",
+                lambda quoted=quoted: self._vacuum_full(quoted),
+                f"rewrote {name}, its TOAST table and its indexes into new files",
+            )
+            yield self.step(
+                f"analyze:{name}",
+                lambda quoted=quoted: self.conn.execute(f"ANALYZE {quoted}") and None,
+                f"refreshed the statistics of {name}",
+            )
+        yield self.step(
+            "rewrite-statistics",
+            self._rewrite_statistics,
+            "rewrote pg_statistic so replaced most-common values leave its files",
+        )
+        yield self.step("checkpoint", self._checkpoint, "flushed every changed page to disk")
+        yield self.step("switch-wal", self._switch_wal, "closed the current WAL segment")
+
+    def _vacuum_full(self, quoted: str) -> dict[str, Any]:
+        """Rewrite a table, retrying while old snapshots keep deleted rows.
+
+        VACUUM FULL copies row versions that an open transaction may still
+        see ("recently dead"), so the deleted rows would move into the new
+        file. VERBOSE reports their count; the step retries, then fails
+        naming the sessions that hold old snapshots.
+        """
+        kept = 0
+        for attempt in range(VACUUM_ATTEMPTS):
+            messages: list[str] = []
+
+            def handler(diag: Any) -> None:
+                # The count of kept rows is in the DETAIL part of the notice.
+                messages.append(f"{diag.message_primary} {diag.message_detail}")
+
+            self.conn.add_notice_handler(handler)
+            try:
+                self.conn.execute(f"VACUUM (FULL, VERBOSE) {quoted}")
+            finally:
+                self.conn.remove_notice_handler(handler)
+            kept = sum(
+                int(found.group(1))
+                for message in messages
+                if (found := _KEPT_DEAD.search(message))
+            )
+            if kept == 0:
+                return {"attempts": attempt + 1}
+            time.sleep(VACUUM_RETRY_DELAY)
+        raise PurgeFailed(
+            f"VACUUM FULL {quoted} had to keep {kept} deleted row version(s) because "
+            f"open transactions may still see them ({self._old_snapshots()}); end those "
+            "transactions and run the purge again"
+        )
+
+    def _old_snapshots(self) -> str:
+        rows = self.conn.execute(
+            "SELECT pid, datname, state, now() - xact_start FROM pg_stat_activity "
+            "WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() "
+            "ORDER BY age(backend_xmin) DESC LIMIT 5"
+        ).fetchall()
+        if not rows:
+            return "no session listed; check prepared transactions and replication slots"
+        return ", ".join(
+            f"pid {pid} in {database} ({state}, transaction open {age})"
+            for pid, database, state, age in rows
+        )
+
+    def _rewrite_statistics(self) -> dict[str, Any]:
+        if not self.privileges["superuser"]:
+            raise AccessDenied(
+                "VACUUM FULL pg_statistic needs a superuser; the old most-common "
+                "values stay in its dead tuples until autovacuum and later writes "
+                "reuse the space"
+            )
+        return self._vacuum_full("pg_catalog.pg_statistic")
+
+    def _checkpoint(self) -> None:
+        if not self.privileges["checkpoint"]:
+            raise AccessDenied(
+                "CHECKPOINT needs a superuser or the pg_checkpoint role; the rewritten "
+                "files reach disk at the next scheduled checkpoint"
+            )
+        self.conn.execute("CHECKPOINT")
+
+    def _switch_wal(self) -> dict[str, Any]:
+        if self.privileges["in_recovery"]:
+            raise NotSupported("the server is a standby, where WAL cannot be switched")
+        if not self.privileges["switch_wal"]:
+            raise AccessDenied(
+                "pg_switch_wal() needs a superuser or an EXECUTE grant; the WAL segment "
+                "holding the deletes stays open until it fills"
+            )
+        lsn = self.conn.execute("SELECT pg_switch_wal()::text").fetchone()[0]
+        return {"wal_lsn": lsn}
+
+    # -- plan facts and verification -----------------------------------------
+
+    def engine_info(self) -> TargetInfo:
+        version = self.conn.execute("SHOW server_version").fetchone()[0]
+        notes = [f"PostgreSQL {version}, database {self.database}"]
+        table = self.table(self.selection.table)
+        notes.extend(self._storage_notes(table))
+        notes.append(self._replication_summary())
+        residual = self._missing_privilege_notes(table) + self._server_residual()
+        media = {
+            "engine": "postgresql",
+            "version": version,
+            "server": f"{self.target.parts.hostname}:{self.target.parts.port or 5432}",
+            "database": self.database,
+        }
+        return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _storage_notes(self, table: _rows.TableInfo) -> list[str]:
+        oid = self._oids[table.name]
+        size, toast, toast_size, live = self.conn.execute(
+            "SELECT pg_relation_size(c.oid), c.reltoastrelid::regclass::text, "
+            "COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0), c.reltuples "
+            "FROM pg_class c WHERE c.oid = %s",
+            (oid,),
+        ).fetchone()
+        notes = [f"{table.name}: about {int(max(live, 0))} rows, heap {size} bytes"]
+        if toast and toast != "-":
+            notes.append(f"TOAST table {toast} holds out-of-line values ({toast_size} bytes)")
+        notes.append(
+            "pg_statistic holds most-common values of the table's columns after ANALYZE"
+        )
+        return notes
+
+    def _replication_summary(self) -> str:
+        slots = self.conn.execute("SELECT COUNT(*) FROM pg_replication_slots").fetchone()[0]
+        standbys = self.conn.execute("SELECT COUNT(*) FROM pg_stat_replication").fetchone()[0]
+        return (
+            f"archive_mode={self._setting('archive_mode')}, {slots} replication slot(s), "
+            f"{standbys} connected standby(s)"
+        )
+
+    def _missing_privilege_notes(self, table: _rows.TableInfo) -> list[str]:
+        missing = []
+        owner = self.conn.execute(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = %s",
+            (self._oids[table.name],),
+        ).fetchone()[0]
+        if not owner:
+            missing.append(f"VACUUM FULL {table.name} cannot run: the table's owner is needed")
+        if not self.privileges["superuser"]:
+            missing.append("VACUUM FULL pg_statistic cannot run: a superuser is needed")
+        if not self.privileges["checkpoint"]:
+            missing.append("CHECKPOINT cannot run: needs superuser or pg_checkpoint")
+        if not self.privileges["switch_wal"]:
+            missing.append("pg_switch_wal() cannot run: needs superuser or an EXECUTE grant")
+        return missing
+
+    def _setting(self, name: str) -> str | None:
+        try:
+            return self.conn.execute(f"SHOW {name}").fetchone()[0]
+        except _psycopg().Error:
+            self.log.debug("setting not readable", setting=name)
+            return None
+
+    def _server_residual(self) -> list[str]:
+        residual = [
+            "WAL segments in pg_wal hold the deleted rows until the server recycles "
+            "them after later checkpoints",
+            "base backups, dumps and snapshots taken before the purge",
+        ]
+        archive_mode = self._setting("archive_mode")
+        if archive_mode and archive_mode != "off":
+            command = self._setting("archive_command") or "unknown"
+            residual.append(
+                f"WAL archiving is on (archive_mode={archive_mode}, archive_command="
+                f"{command!r}): archived segments keep the rows"
+            )
+        for slot, kind, active in self.conn.execute(
+            "SELECT slot_name, slot_type, active FROM pg_replication_slots"
+        ):
+            residual.append(
+                f"replication slot {slot} ({kind}, {'active' if active else 'inactive'}) "
+                "retains WAL with the rows"
+            )
+        for name, address, state in self.conn.execute(
+            "SELECT application_name, client_addr::text, state FROM pg_stat_replication"
+        ):
+            residual.append(
+                f"standby {name or address} ({state}) received the rows; purge it as well"
+            )
+        for (publication,) in self.conn.execute(
+            "SELECT pubname FROM pg_publication_tables "
+            "WHERE schemaname || '.' || tablename = %s",
+            (self.selection_table_name(),),
+        ):
+            residual.append(
+                f"publication {publication} sends the table's changes to logical "
+                "subscribers, which keep their own copies"
+            )
+        for (subscription,) in self.conn.execute("SELECT subname FROM pg_subscription"):
+            residual.append(f"subscription {subscription} feeds this database")
+        residual.extend(self._log_residual())
+        directory = self._setting("data_directory") if self.privileges["read_settings"] else None
+        residual.append(
+            "files replaced by VACUUM FULL leave their old bytes in free blocks of the "
+            f"filesystem holding {directory or 'the data directory'}; wipe its free space "
+            "as a follow-up step"
+        )
+        return residual
+
+    def _log_residual(self) -> list[str]:
+        statement = self._setting("log_statement")
+        error_level = self._setting("log_min_error_statement")
+        parts = [f"log_statement={statement}", f"log_min_error_statement={error_level}"]
+        text = (
+            "the server log may hold earlier statements that named these rows "
+            f"({', '.join(parts)})"
+        )
+        if statement in ("all", "mod"):
+            text += "; with log_statement on, bind parameters are logged as statement details"
+        return [text]
+
+    def selection_table_name(self) -> str:
+        return self.table(self.selection.table).name
+
+    def data_files(self) -> tuple[list[str], str | None]:
+        if not self.privileges["read_settings"]:
+            return [], "the data directory location is not readable (needs pg_read_all_settings)"
+        directory = self._setting("data_directory")
+        if not directory or not os.access(directory, os.R_OK | os.X_OK):
+            return [], f"the data directory {directory} is not readable by this process"
+        relations: list[Any] = []
+        for name in [self.selection_table_name(), *self._touched]:
+            oid = self._oids[self.table(name).name]
+            relations.extend(
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT %s::oid UNION ALL "
+                    "SELECT indexrelid FROM pg_index WHERE indrelid = %s "
+                    "UNION ALL SELECT reltoastrelid FROM pg_class "
+                    "WHERE oid = %s AND reltoastrelid <> 0 "
+                    "UNION ALL SELECT i.indexrelid FROM pg_class c "
+                    "JOIN pg_index i ON i.indrelid = c.reltoastrelid WHERE c.oid = %s",
+                    (oid, oid, oid, oid),
+                )
+            )
+        relations.extend(
+            row[0]
+            for row in self.conn.execute(
+                "SELECT 'pg_catalog.pg_statistic'::regclass::oid UNION ALL "
+                "SELECT indexrelid FROM pg_index "
+                "WHERE indrelid = 'pg_catalog.pg_statistic'::regclass UNION ALL "
+                "SELECT reltoastrelid FROM pg_class "
+                "WHERE oid = 'pg_catalog.pg_statistic'::regclass AND reltoastrelid <> 0"
+            )
+        )
+        files: list[str] = []
+        for oid in dict.fromkeys(relations):
+            relative = self.conn.execute("SELECT pg_relation_filepath(%s)", (oid,)).fetchone()[0]
+            if relative:
+                files.extend(_segments(os.path.join(directory, relative)))
+        return files, None
+
+
+def _segments(path: str) -> list[str]:
+    """Return a relation's 1 GiB segment files: path, path.1, path.2, ..."""
+    found = [path]
+    number = 1
+    while os.path.exists(f"{path}.{number}"):
+        found.append(f"{path}.{number}")
+        number += 1
+    return found
+
+
+def _summary(error: Exception) -> str:
+    """Return the first line of a driver error, which never carries row values.
+
+    The DETAIL part of a PostgreSQL error can quote key values, so only the
+    primary message is kept.
+    """
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary:
+        return primary
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__

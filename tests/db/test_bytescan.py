@@ -1,0 +1,36 @@
+"""Numpy prefilter scanner: finds what the Aho-Corasick scanner finds."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from plugins import _bytescan, scan
+
+
+def test_hits_match_reference_scanner(tmp_path, monkeypatch):
+    monkeypatch.setattr(_bytescan, "CHUNK", 4096)  # force many chunk boundaries
+    fingerprints = [f"user{n}.{secrets.token_hex(6)}@example.org".encode() for n in range(300)]
+    data = bytearray(os.urandom(64 * 1024))
+    for number, offset in ((3, 0), (150, 4090), (299, len(data) - len(fingerprints[299]))):
+        data[offset : offset + len(fingerprints[number])] = fingerprints[number]
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(data))
+    fast = _bytescan.RowScanner()
+    reference = scan.FingerprintScanner()
+    for number, fingerprint in enumerate(fingerprints):
+        fast.add_all(str(number), [fingerprint])
+        reference.add(str(number), fingerprint)
+
+    found = sorted((hit.owner, hit.offset) for hit in fast.scan_file(path))
+
+    assert found == sorted((hit.owner, hit.offset) for hit in reference.scan_file(path))
+    assert found == sorted([("3", 0), ("150", 4090), ("299", len(data) - len(fingerprints[299]))])
+
+
+def test_shared_suffixes_get_distinct_keys():
+    scanner = _bytescan.RowScanner()
+    for number in range(50):
+        scanner.add_all("row", [f"{secrets.token_hex(4)}@example.org".encode()])
+
+    assert max(len(entries) for entries in scanner._by_key.values()) == 1

@@ -1,0 +1,82 @@
+"""The database plugins through the real ``lethe`` command."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from tests.db.conftest import canary, files_contain, mysql_admin, sqlite_files
+
+REPO = Path(__file__).resolve().parents[2]
+LETHE = Path(sys.executable).with_name("lethe")
+
+
+def lethe(tmp_path: Path, url: str, options: dict) -> subprocess.CompletedProcess[str]:
+    """Run ``lethe purge --yes`` on one target given in a config file."""
+    config = tmp_path / "lethe.yaml"
+    config.write_text(yaml.safe_dump({"targets": [{"url": url, "options": options}]}))
+    environment = dict(os.environ, LETHE_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [str(LETHE), "purge", "-c", str(config), "--yes"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def certificates(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "state").rglob("*.json")) + list((tmp_path / "state").rglob("*.html"))
+
+
+def test_cli_sqlite_purge(tmp_path):
+    path = tmp_path / "app.db"
+    marker = canary()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.executemany("INSERT INTO accounts VALUES (?, ?)", [(1, marker), (2, canary())])
+    conn.commit()
+    conn.close()
+
+    result = lethe(tmp_path, f"sqlite://{path}", {"table": "accounts", "where": "id = ?", "params": [1]})
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not files_contain(sqlite_files(path), marker.encode())
+    assert certificates(tmp_path)
+
+
+def test_cli_postgresql_purge(tmp_path, pg_database):
+    marker = canary()
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO accounts VALUES (1, %s), (2, %s)", (marker, canary()))
+
+    result = lethe(tmp_path, pg_database, {"table": "accounts", "where": "id = %s", "params": [1]})
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 1
+    assert certificates(tmp_path)
+
+
+def test_cli_mysql_purge(tmp_path, mysql_database):
+    marker = canary()
+    with mysql_admin(mysql_database.rsplit("/", 1)[1]) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE accounts (id INT PRIMARY KEY, email TEXT) ENGINE=InnoDB")
+        cursor.execute("INSERT INTO accounts VALUES (1, %s), (2, %s)", (marker, canary()))
+
+    result = lethe(tmp_path, mysql_database, {"table": "accounts", "where": "id = %s", "params": [1]})
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    with mysql_admin(mysql_database.rsplit("/", 1)[1]) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM accounts")
+        assert cursor.fetchone()[0] == 1
+    assert certificates(tmp_path)

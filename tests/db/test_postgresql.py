@@ -1,0 +1,294 @@
+"""PostgreSQL plugin against the real server on 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from plugins import _rows, scan
+from plugins.base import JobContext, PlannedItem, Target
+from plugins.errors import AccessDenied, InvalidTarget, TargetNotFound, TargetUnreachable
+from plugins.postgresql import PostgreSQLPlugin
+from tests.db.conftest import (
+    canary,
+    files_contain,
+    load_chinook_postgresql,
+    pg_admin,
+    pg_relation_files,
+)
+from tests.helpers.driver import run_plugin
+
+
+def target(url: str, table: str, where: str = "") -> str:
+    query = f"?table={table}"
+    if where:
+        query += f"&where={where}"
+    return url + query
+
+
+def fill_people(url: str, rows: int = 60) -> dict[str, str]:
+    """Create ``people`` with an index, a TOAST column and a frequent value."""
+    frequent = canary("country")
+    markers = {"frequent": frequent, "name": canary("name"), "bio": canary("bio")}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE people (id int PRIMARY KEY, name text, country text, bio text)"
+        )
+        conn.execute("CREATE INDEX people_name ON people(name)")
+        # Stored uncompressed so the planted bytes sit in the TOAST file as is.
+        conn.execute("ALTER TABLE people ALTER COLUMN bio SET STORAGE EXTERNAL")
+        for number in range(rows):
+            selected = number % 3 == 0
+            conn.execute(
+                "INSERT INTO people VALUES (%s, %s, %s, %s)",
+                (
+                    number,
+                    markers["name"] if number == 0 else f"person {number}",
+                    frequent if selected else f"country {number % 7}",
+                    (markers["bio"] if selected else "b") * 300,
+                ),
+            )
+        conn.execute("ANALYZE people")
+        conn.execute("CHECKPOINT")
+    return markers
+
+
+def statistics_files(conn: psycopg.Connection) -> list[str]:
+    return pg_relation_files(conn, "pg_catalog.pg_statistic")
+
+
+def test_d4_table_index_toast_statistics(pg_database):
+    markers = fill_people(pg_database)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        stats = conn.execute(
+            "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'people' "
+            "AND attname = 'country'"
+        ).fetchone()[0]
+        assert markers["frequent"] in stats
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        target(pg_database, "people", "country = %s"),
+        {"params": [markers["frequent"]]},
+    )
+
+    assert len(run.permitted) == 20
+    assert set(run.statuses().values()) == {"purged"}
+    assert [step.status for step in run.completion] == ["purged"] * 5
+    assert not run.unverified()
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        files = pg_relation_files(conn, "people") + statistics_files(conn)
+        assert conn.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 40
+    for marker in markers.values():
+        assert not files_contain(files, marker.encode())
+
+
+def test_d4_residual_report(pg_database):
+    fill_people(pg_database, rows=6)
+
+    run = run_plugin(
+        PostgreSQLPlugin, target(pg_database, "people", "id = %s"), {"params": [1]}, purge=False
+    )
+
+    residual = " ".join(run.info.residual)
+    notes = " ".join(run.info.notes)
+    assert "pg_wal" in residual
+    assert "server log" in residual
+    assert "backups" in residual
+    assert "archive_mode=" in notes
+    assert "replication slot" in notes
+    assert "TOAST table" in notes
+
+
+def test_d4_control_plain_delete_leaves_canary(pg_database):
+    markers = fill_people(pg_database)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("DELETE FROM people WHERE country = %s", (markers["frequent"],))
+        conn.execute("CHECKPOINT")
+        files = pg_relation_files(conn, "people") + statistics_files(conn)
+
+    assert files_contain(files, markers["bio"].encode())
+
+
+def server_log_path(conn: psycopg.Connection) -> Path:
+    """Return the file the server logs to.
+
+    With logging_collector off, Debian's pg_ctlcluster sends the server's
+    stderr to /var/log/postgresql/postgresql-MAJOR-main.log.
+    """
+    current = conn.execute("SELECT pg_current_logfile()").fetchone()[0]
+    if current:
+        directory = conn.execute("SHOW data_directory").fetchone()[0]
+        return Path(directory, current)
+    major = conn.execute("SHOW server_version_num").fetchone()[0][:2]
+    return Path(f"/var/log/postgresql/postgresql-{major}-main.log")
+
+
+def test_d6_failed_delete_logs_no_value(pg_database):
+    fill_people(pg_database, rows=6)
+    secret = canary("d6")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("UPDATE people SET name = %s WHERE id = 1", (secret,))
+        conn.execute("CREATE TABLE visits (id int PRIMARY KEY, person int REFERENCES people)")
+        log = server_log_path(conn)
+    assert log.exists()
+    start = log.stat().st_size
+    plugin = PostgreSQLPlugin(
+        Target(target(pg_database, "people", "name = %s"), {"params": [secret]}),
+        JobContext(dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        # A reference appears after planning, so the DELETE fails on the constraint.
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("INSERT INTO visits VALUES (1, 1)")
+        results = list(plugin.purge(planned))
+    finally:
+        plugin.close()
+    logged = log.read_bytes()[start:]
+
+    assert [result.status for result in results] == ["failed"]
+    assert "constraint" in results[0].detail
+    assert secret not in results[0].detail
+    assert b"violates foreign key constraint" in logged
+    assert secret.encode() not in logged
+
+
+def test_chinook_customer_with_invoices(pg_database):
+    load_chinook_postgresql(pg_database)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        customer = conn.execute("SELECT * FROM customer WHERE customer_id = 12").fetchone()
+        others_before = conn.execute(
+            "SELECT * FROM customer WHERE customer_id <> 12 ORDER BY customer_id"
+        ).fetchall()
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        target(pg_database, "customer", "customer_id = %s"),
+        {"params": [12], "delete_dependents": True},
+    )
+
+    assert not run.unverified()
+    tables = {entry.item.attributes["table"] for entry in run.permitted}
+    assert tables == {"public.customer", "public.invoice", "public.invoice_line"}
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        files = []
+        for table in ("customer", "invoice", "invoice_line"):
+            files += pg_relation_files(conn, table)
+        others_after = conn.execute(
+            "SELECT * FROM customer ORDER BY customer_id"
+        ).fetchall()
+        remaining = " ".join(
+            str(value) for row in conn.execute("SELECT * FROM customer") for value in row
+        )
+    fingerprints = [
+        fp
+        for fp in _rows.row_fingerprints(customer)
+        if fp.decode() not in remaining and fp.decode() not in remaining.casefold()
+    ]
+    assert fingerprints
+    scanner = scan.FingerprintScanner()
+    scanner.add_all("customer", fingerprints)
+    for path in files:
+        assert list(scanner.scan_file(path)) == [], path
+    assert len(others_after) == 58
+    assert _digest(others_after) == _digest(others_before)
+
+
+def _digest(rows: list[tuple]) -> str:
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def test_all_rows_needs_flag(pg_database):
+    fill_people(pg_database, rows=4)
+    with pytest.raises(InvalidTarget, match="all_rows"):
+        run_plugin(
+            PostgreSQLPlugin, target(pg_database, "people", "id >= %s"), {"params": [0]}
+        )
+
+
+def test_missing_table(pg_database):
+    with pytest.raises(TargetNotFound, match="'nobody'"):
+        run_plugin(PostgreSQLPlugin, target(pg_database, "nobody", "id = %s"), {"params": [1]})
+
+
+def test_missing_column(pg_database):
+    fill_people(pg_database, rows=4)
+    with pytest.raises(TargetNotFound, match="nmae"):
+        run_plugin(PostgreSQLPlugin, target(pg_database, "people", "nmae = %s"), {"params": [1]})
+
+
+def test_lost_connection_then_rerun(pg_database):
+    fill_people(pg_database, rows=6)
+    plugin = PostgreSQLPlugin(
+        Target(target(pg_database, "people", "id < %s"), {"params": [3]}),
+        JobContext(dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        with pg_admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (plugin.connection.info.backend_pid,))
+        with pytest.raises(TargetUnreachable, match="run the purge again"):
+            list(plugin.purge(planned))
+    finally:
+        plugin.close()
+
+    rerun = run_plugin(PostgreSQLPlugin, target(pg_database, "people", "id < %s"), {"params": [3]})
+
+    assert set(rerun.statuses().values()) == {"purged"}
+    assert len(rerun.results) == 3
+    assert not rerun.unverified()
+
+
+def test_lock_timeout_then_rerun(pg_database):
+    fill_people(pg_database, rows=6)
+    holder = psycopg.connect(pg_database)
+    holder.execute("SELECT * FROM people WHERE id = 2 FOR UPDATE")
+
+    blocked = run_plugin(
+        PostgreSQLPlugin,
+        target(pg_database, "people", "id = %s"),
+        {"params": [2], "lock_timeout": 0.5},
+    )
+    holder.rollback()
+    holder.close()
+    rerun = run_plugin(PostgreSQLPlugin, target(pg_database, "people", "id = %s"), {"params": [2]})
+
+    assert blocked.statuses() == {"public.people:[2]": "failed"}
+    assert "timed out" in blocked.results[0].detail
+    assert rerun.statuses() == {"public.people:[2]": "purged"}
+    assert not rerun.unverified()
+
+
+def test_read_only_database(pg_database):
+    fill_people(pg_database, rows=6)
+    name = pg_database.rsplit("/", 1)[1]
+    with pg_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+
+    with pytest.raises(AccessDenied, match="accepts only reads"):
+        run_plugin(PostgreSQLPlugin, target(pg_database, "people", "id = %s"), {"params": [2]})
+
+
+def test_data_files_cover_toast_and_statistics(pg_database):
+    fill_people(pg_database, rows=3)
+    plugin = PostgreSQLPlugin(
+        Target(target(pg_database, "people", "id = %s"), {"params": [1]}), JobContext()
+    )
+    try:
+        plugin.describe()
+        files, note = plugin.data_files()
+    finally:
+        plugin.close()
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        expected = pg_relation_files(conn, "people") + statistics_files(conn)
+    assert note is None
+    assert set(expected) <= set(files)
+    assert all(os.path.exists(path) for path in files)
