@@ -90,7 +90,9 @@ class FilesPlugin(Plugin):
                 "cross_filesystems", context.settings.get("cross_filesystems", False)
             )
         )
-        self.log = log.bind(plugin=self.name, target=escape_path(self.root))
+        self.log = log.bind(
+            plugin=self.name, target=escape_path(self.root), job=context.job_id
+        )
         self._root_status: os.stat_result | None = None
         self._mounts: list[mountinfo.Mount] = []
         self._open = OpenFiles()
@@ -155,7 +157,12 @@ class FilesPlugin(Plugin):
         return mountinfo.mount_of(path or self.root, self._mounts)
 
     def describe(self) -> TargetInfo:
-        self._root_status = self._lstat_root()
+        # A missing target is reported by discover: after a purge the target
+        # is gone, and a later rescan still needs the filesystem's facts.
+        try:
+            self._root_status = os.lstat(self.root)
+        except OSError:
+            self._root_status = None
         mount = self._mount()
         if mount is None:
             raise TargetUnreachable(
@@ -171,6 +178,10 @@ class FilesPlugin(Plugin):
         }
         media.update(mountinfo.media_facts(device))
         notes = []
+        if self._root_status is None:
+            notes.append(
+                f"{escape_path(self.root)} does not exist or cannot be inspected"
+            )
         if self.target.options.get("keep_root") or self.root == mount.mount_point:
             notes.append(
                 f"{escape_path(self.root)} itself stays; what it holds is purged"
@@ -560,12 +571,22 @@ class FilesPlugin(Plugin):
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
         if item.kind == "file":
-            passed, detail = self._readback.get(
-                item.key,
-                (False, "no read-back record: the overwrite ran in another process"),
-            )
-            yield Check("read-back", passed, detail)
+            yield self._readback_check(planned)
         yield self._scan_check(planned)
+
+    def _readback_check(self, planned: PlannedItem) -> Check:
+        record = self._readback.get(planned.item.key)
+        if record is not None:
+            return Check("read-back", record[0], record[1])
+        if not planned.decision.fingerprints:
+            # A later rescan (lethe verify) or a resumed job: the read-back
+            # ran with the purge, and its result is in the purge result.
+            return Check(
+                "read-back",
+                True,
+                "not repeated: the read-back ran with the purge in an earlier process",
+            )
+        return Check("read-back", False, "no read-back was recorded for this item")
 
     def _scan_check(self, planned: PlannedItem) -> Check:
         if not self._scan_device_enabled():
