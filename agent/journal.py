@@ -38,6 +38,16 @@ from plugins.base import (
     TargetInfo,
 )
 
+
+def residual_note(path: Path) -> str:
+    """Return the residual-risk statement about the names the journal keeps."""
+    return (
+        f"Lethe's journal {path} keeps each item's key and label (file paths, object "
+        "keys), which can themselves be personal data; protect, retain or purge the "
+        "state directory accordingly."
+    )
+
+
 ITEM_STATES = (
     "planned",
     "purging",
@@ -204,19 +214,26 @@ class ItemRow:
             self.key, self.kind, self.size, self.identity, self.attributes, self.label
         )
 
-    def planned_item(self, fingerprints: tuple[bytes, ...] = ()) -> PlannedItem:
-        """Rebuild the plan's decision; fingerprints come from memory, if at all."""
-        if self.method is not None:
-            decision = Decision(
-                method=Method(self.method),
-                residual=self.residual,
-                fingerprints=fingerprints,
-                params=self.params,
-            )
-        else:
+    def planned_item(
+        self,
+        fingerprints: tuple[bytes, ...] = (),
+        flags: Mapping[str, bool] | None = None,
+    ) -> PlannedItem:
+        """Rebuild the plan's decision; fingerprints come from memory, if at all.
+
+        ``flags`` are added to the decision's params (``resumed``, ``recheck``).
+        """
+        if self.method is None:
             decision = Decision(
                 refusal=refusal_from_json(self.refusal), residual=self.residual
             )
+            return PlannedItem(self.item(), decision)
+        decision = Decision(
+            method=Method(self.method),
+            residual=self.residual,
+            fingerprints=fingerprints,
+            params={**self.params, **(flags or {})},
+        )
         return PlannedItem(self.item(), decision)
 
 

@@ -578,13 +578,11 @@ class FilesPlugin(Plugin):
         record = self._readback.get(planned.item.key)
         if record is not None:
             return Check("read-back", record[0], record[1])
-        if not planned.decision.fingerprints:
-            # A later rescan (lethe verify) or a resumed job: the read-back
-            # ran with the purge, and its result is in the purge result.
+        params = planned.decision.params
+        if params.get("resumed") or params.get("recheck"):
+            # The read-back ran with the overwrite, in an earlier process.
             return Check(
-                "read-back",
-                True,
-                "not repeated: the read-back ran with the purge in an earlier process",
+                "read-back", True, "not run: the overwrite ran in an earlier process"
             )
         return Check("read-back", False, "no read-back was recorded for this item")
 
