@@ -486,6 +486,8 @@ class FilesPlugin(Plugin):
     def complete(self) -> Iterator[PurgeResult]:
         from plugins._files.purge import remove_recorded_symlinks
 
+        if self.context.dry_run:
+            return
         removed = remove_recorded_symlinks(self)
         if removed:
             yield PurgeResult(
