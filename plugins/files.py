@@ -84,12 +84,7 @@ class FilesPlugin(Plugin):
                 f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
             )
         self.root = target_path(target)
-        # The target option overrides the job-wide setting of the same name.
-        self.cross_filesystems = bool(
-            target.options.get(
-                "cross_filesystems", context.settings.get("cross_filesystems", False)
-            )
-        )
+        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
         self.log = log.bind(
             plugin=self.name, target=escape_path(self.root), job=context.job_id
         )
@@ -312,7 +307,7 @@ class FilesPlugin(Plugin):
             return Refusal(
                 "mount-point",
                 f"{escape_path(path)} is a mount point of another filesystem; "
-                "set cross_filesystems: true (setting or target option) to include it",
+                "set the target option cross_filesystems: true to include it",
             )
         return None
 
