@@ -84,13 +84,10 @@ class FilesPlugin(Plugin):
                 f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
             )
         self.root = target_path(target)
-        # The target option overrides the job-wide setting of the same name.
-        self.cross_filesystems = bool(
-            target.options.get(
-                "cross_filesystems", context.settings.get("cross_filesystems", False)
-            )
+        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
+        self.log = log.bind(
+            plugin=self.name, target=escape_path(self.root), job=context.job_id
         )
-        self.log = log.bind(plugin=self.name, target=escape_path(self.root))
         self._root_status: os.stat_result | None = None
         self._mounts: list[mountinfo.Mount] = []
         self._open = OpenFiles()
@@ -155,7 +152,12 @@ class FilesPlugin(Plugin):
         return mountinfo.mount_of(path or self.root, self._mounts)
 
     def describe(self) -> TargetInfo:
-        self._root_status = self._lstat_root()
+        # A missing target is reported by discover: after a purge the target
+        # is gone, and a later rescan still needs the filesystem's facts.
+        try:
+            self._root_status = os.lstat(self.root)
+        except OSError:
+            self._root_status = None
         mount = self._mount()
         if mount is None:
             raise TargetUnreachable(
@@ -171,6 +173,10 @@ class FilesPlugin(Plugin):
         }
         media.update(mountinfo.media_facts(device))
         notes = []
+        if self._root_status is None:
+            notes.append(
+                f"{escape_path(self.root)} does not exist or cannot be inspected"
+            )
         if self.target.options.get("keep_root") or self.root == mount.mount_point:
             notes.append(
                 f"{escape_path(self.root)} itself stays; what it holds is purged"
@@ -301,7 +307,7 @@ class FilesPlugin(Plugin):
             return Refusal(
                 "mount-point",
                 f"{escape_path(path)} is a mount point of another filesystem; "
-                "set cross_filesystems: true (setting or target option) to include it",
+                "set the target option cross_filesystems: true to include it",
             )
         return None
 
@@ -475,6 +481,8 @@ class FilesPlugin(Plugin):
     def complete(self) -> Iterator[PurgeResult]:
         from plugins._files.purge import remove_recorded_symlinks
 
+        if self.context.dry_run:
+            return
         removed = remove_recorded_symlinks(self)
         if removed:
             yield PurgeResult(
@@ -560,13 +568,20 @@ class FilesPlugin(Plugin):
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
         if item.kind == "file":
-            missing = (False, "no read-back record: the overwrite ran in another process")
-            params = planned.decision.params
-            if params.get("resumed") or params.get("recheck"):
-                missing = (True, "not run: the overwrite ran in an earlier process")
-            passed, detail = self._readback.get(item.key, missing)
-            yield Check("read-back", passed, detail)
+            yield self._readback_check(planned)
         yield self._scan_check(planned)
+
+    def _readback_check(self, planned: PlannedItem) -> Check:
+        record = self._readback.get(planned.item.key)
+        if record is not None:
+            return Check("read-back", record[0], record[1])
+        params = planned.decision.params
+        if params.get("resumed") or params.get("recheck"):
+            # The read-back ran with the overwrite, in an earlier process.
+            return Check(
+                "read-back", True, "not run: the overwrite ran in an earlier process"
+            )
+        return Check("read-back", False, "no read-back was recorded for this item")
 
     def _scan_check(self, planned: PlannedItem) -> Check:
         if not self._scan_device_enabled():

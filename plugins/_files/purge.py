@@ -108,6 +108,13 @@ class BatchPurge:
             result = self._directory(planned)
         except _Failed as failure:
             result = failure.result
+        except OSError as error:
+            self.log.debug("directory removal failed", item=item.key, exc_info=True)
+            result = _failed(
+                item.key,
+                f"could not remove directory {item.key}: {error.strerror}; "
+                "what the purge had removed from it stays removed",
+            )
         finally:
             self._close_directories()
         self._log_result(result)
@@ -249,6 +256,12 @@ class BatchPurge:
                     PurgeResult(item.key, "blocked", refusal.detail, refusal=refusal)
                 )
             overwrite = FileOverwrite(descriptor, status.st_size)
+        except OSError as error:
+            os.close(descriptor)
+            raise _fail(
+                item.key,
+                f"cannot inspect {item.key}: {error.strerror}; nothing was overwritten",
+            ) from None
         except BaseException:
             os.close(descriptor)
             raise
@@ -626,14 +639,19 @@ def _scan_one(
     log_range = mountinfo.xfs_log_range(device) if mount.fstype == "xfs" else None
     detail = f"{device} ({mount.fstype}, {len(scanner)} fingerprints)"
     outcomes = {key: ScanOutcome(True, detail) for key in keys}
-    for hit in scanner.scan_file(device, direct=True):
-        in_log = log_range is not None and log_range[0] <= hit.offset < log_range[1]
-        if in_log and hit.digest in names.get(hit.owner, set()):
-            outcomes[hit.owner].residual.append(hit.offset)
-            continue
-        outcomes[hit.owner].hits.append(
-            f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
-        )
+    try:
+        for hit in scanner.scan_file(device, direct=True):
+            in_log = log_range is not None and log_range[0] <= hit.offset < log_range[1]
+            if in_log and hit.digest in names.get(hit.owner, set()):
+                outcomes[hit.owner].residual.append(hit.offset)
+                continue
+            outcomes[hit.owner].hits.append(
+                f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
+            )
+    except OSError as error:
+        plugin.log.error("device scan failed", device=device, error=error.strerror)
+        detail = f"not run: reading {device} failed: {error.strerror}"
+        return {key: ScanOutcome(False, detail) for key in keys}
     plugin.log.info(
         "device scanned",
         device=device,
