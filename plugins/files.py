@@ -11,6 +11,7 @@ raw block device for fingerprints of every file's content and name.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -529,6 +530,14 @@ class FilesPlugin(Plugin):
         try:
             mountinfo.zero_ext4_journal(mount.mount_point)
         except OSError as error:
+            if error.errno == errno.ENODEV:
+                # The ext4 checkpoint ioctl returns ENODEV when the filesystem
+                # was made without a journal, so no journal holds old names.
+                return PurgeResult(
+                    "zero-journal",
+                    "purged",
+                    f"{escape_path(mount.mount_point)} has no ext4 journal to zero",
+                )
             self.log.debug("journal checkpoint failed", exc_info=True)
             detail = (
                 f"could not zero the ext4 journal of {escape_path(mount.mount_point)}: "

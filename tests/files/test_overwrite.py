@@ -16,8 +16,9 @@ from pathlib import Path
 
 from plugins._files.mounts import xfs_log_range
 from plugins.scan import FingerprintScanner, content_fingerprints, token_fingerprints
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 from tests.files.conftest import canary_lines, make_filesystem, plan, purge, raw_image
+from tests.helpers.loopfs import loop_filesystem
 
 CANARY = b"LETHE-CANARY-F1"
 NAME_CANARY = "Jane-Doe-ID-8812345678.csv"
@@ -241,3 +242,19 @@ def test_random_data_multiple_passes_and_zero(ext4):
     assert "zeros" in result.facts["readback"]
     assert run.unverified() == []
     assert raw_image(ext4).count(CANARY) == 0
+
+
+def test_ext4_without_journal_purges_cleanly(tmp_path):
+    require_root()
+    require_tool("mkfs.ext4")
+    with loop_filesystem(tmp_path, "ext4", mkfs_options=("-O", "^has_journal")) as fs:
+        target = fs.mountpoint / "exports"
+        target.mkdir()
+        (target / "customers.csv").write_bytes(canary_lines(CANARY.decode(), 2_000))
+        os.sync()
+        run = purge(target)
+        steps = {result.key: result for result in run.completion}
+        assert steps["zero-journal"].status == "purged"
+        assert "no ext4 journal" in steps["zero-journal"].detail
+        assert run.unverified() == []
+        assert raw_image(fs).count(CANARY) == 0

@@ -44,7 +44,11 @@ def _run(*command: str) -> str:
 
 @contextlib.contextmanager
 def loop_filesystem(
-    directory: Path, fstype: str = "ext4", size_mib: int = 64, mount_options: str = ""
+    directory: Path,
+    fstype: str = "ext4",
+    size_mib: int = 64,
+    mount_options: str = "",
+    mkfs_options: tuple[str, ...] = (),
 ) -> Iterator[LoopFilesystem]:
     """Create an image in ``directory``, format it, attach and mount it.
 
@@ -56,7 +60,9 @@ def loop_filesystem(
     mountpoint.mkdir()
     with open(image, "wb") as handle:
         handle.truncate(size_mib * 1024 * 1024)
-    subprocess.run([*MKFS[fstype], str(image)], check=True, capture_output=True)
+    subprocess.run(
+        [*MKFS[fstype], *mkfs_options, str(image)], check=True, capture_output=True
+    )
     device = _run("losetup", "--find", "--show", str(image)).strip()
     try:
         command = ["mount", device, str(mountpoint)]
