@@ -12,7 +12,9 @@ rescans the items left ``purging`` before it purges anything again.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -360,6 +362,7 @@ class Engine:
         changes: list[StateChange] = []
         try:
             for result in plugin.purge(planned):
+                _crash_point()
                 item = by_key.pop(result.key, None)
                 if item is None:
                     log.error(
@@ -745,3 +748,21 @@ def _failed_checks(evidence: Evidence) -> str:
         if failed
         else "verification returned no checks"
     )
+
+
+_crash_countdown = int(os.environ.get("LETHE_CRASH_AFTER_ITEMS", "0") or 0)
+
+
+def _crash_point() -> None:
+    """Kill the process with SIGKILL after the configured number of destroyed items.
+
+    Crash tests set ``LETHE_CRASH_AFTER_ITEMS=N`` so the crash lands after the
+    N-th item's destroy step and before its outcome is committed, the window a
+    resume must handle. Unset or 0 disables it.
+    """
+    global _crash_countdown
+    if _crash_countdown <= 0:
+        return
+    _crash_countdown -= 1
+    if _crash_countdown == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
