@@ -1,19 +1,20 @@
-"""Generate synthetic customer exports in ./demo, then plan, purge and certify them.
+"""Generate synthetic customer exports, then plan, purge, verify and certify them.
 
-Runs as a normal user, without loop devices: the raw-device scan is off, so
-verification checks that each file is gone and that the read-back of the
-overwrite matched. Started as root, it runs Lethe as the user ``nobody``,
-because as root Lethe also checkpoints and zeroes the ext4 journal of the
-filesystem that contains ./demo, which is usually the system disk. Every name, phone number and ID number is made up (phone
-numbers come from the +44 7700 900xxx range reserved for fiction).
+As root, the sample lives on a 64 MiB ext4 image attached to a loop device
+under ./demo, so Lethe also scans the raw device for the purged data and the
+demo counts planted ID numbers in the raw image afterwards. As a normal user
+(or where loop devices are unavailable) the sample lives in ./demo itself
+and the raw-device scan is off; verification then checks that each file is
+gone and that the read-back of the overwrite matched. Every name, phone
+number and ID number is made up (phone numbers come from the +44 7700
+900xxx range reserved for fiction).
 """
 
 from __future__ import annotations
 
 import csv
-import grp
+import contextlib
 import os
-import pwd
 import random
 import shutil
 import subprocess
@@ -21,10 +22,15 @@ import sys
 from pathlib import Path
 
 DEMO = Path("demo").resolve()
-EXPORTS = DEMO / "exports"
-OUTSIDE = DEMO / "outside"
 STATE = DEMO / "state"
 MARKER = DEMO / ".lethe-demo"
+IMAGE = DEMO / "disk.img"
+DISK = DEMO / "disk"
+# Set by choose_location(): on the loop-device image as root, else in ./demo.
+EXPORTS = DEMO / "exports"
+OUTSIDE = DEMO / "outside"
+#: National ID numbers written into the target tree and outside it.
+PLANTED: dict[str, list[str]] = {"inside": [], "outside": []}
 LETHE = Path(sys.executable).with_name("lethe")
 
 FIRST = [
@@ -63,7 +69,9 @@ def reset() -> None:
     MARKER.touch()
 
 
-def write_customers(path: Path, rows: int, generator: random.Random) -> None:
+def write_customers(
+    path: Path, rows: int, generator: random.Random, inside: bool = True
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
@@ -74,6 +82,7 @@ def write_customers(path: Path, rows: int, generator: random.Random) -> None:
             national_id = (
                 f"QX{generator.randrange(10**6):06d}{generator.choice('ABCD')}"
             )
+            PLANTED["inside" if inside else "outside"].append(national_id)
             writer.writerow(
                 [
                     generator.randrange(10**8),
@@ -93,8 +102,8 @@ def generate() -> None:
         EXPORTS / "2019" / "q2" / "archive" / "closed-accounts.csv", 50, generator
     )
     write_customers(EXPORTS / "2020" / "customers.csv", 500, generator)
-    write_customers(OUTSIDE / "contracts.csv", 20, generator)
-    write_customers(OUTSIDE / "shared-ledger.csv", 20, generator)
+    write_customers(OUTSIDE / "contracts.csv", 20, generator, inside=False)
+    write_customers(OUTSIDE / "shared-ledger.csv", 20, generator, inside=False)
     # A symlink that leads out of the tree: the link may go, its target stays.
     (EXPORTS / "latest-contracts.csv").symlink_to(OUTSIDE / "contracts.csv")
     # A hard link whose other name is outside the tree: refused.
@@ -109,61 +118,94 @@ def generate() -> None:
         "    contact: security@example.com\n"
         f"state_dir: {STATE}\n"
         "settings:\n"
-        "  scan_device: false\n",
+        f"  scan_device: {'true' if DISK.is_mount() else 'false'}\n",
         encoding="utf-8",
     )
 
 
-def give_to_nobody() -> dict[str, object]:
-    """Hand ./demo to the user nobody when running as root; return subprocess options."""
-    if os.geteuid() != 0:
-        return {}
-    user, group = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
-    privileges = {"user": user.pw_uid, "group": group.gr_gid, "extra_groups": []}
-    try:
-        probe = subprocess.run(
-            [str(LETHE), "--version"], capture_output=True, check=False, **privileges
-        )
-        usable = probe.returncode == 0
-    except PermissionError:
-        usable = False
-    if not usable:
-        sys.exit(
-            f"as root the demo runs Lethe as the user nobody, who cannot run {LETHE} "
-            "(its Python lives in a directory only root can read); "
-            "run make demo as a normal user instead"
-        )
-    for directory, subdirectories, files in os.walk(DEMO):
-        os.chown(directory, user.pw_uid, group.gr_gid)
-        for name in subdirectories + files:
-            path = os.path.join(directory, name)
-            os.chown(path, user.pw_uid, group.gr_gid, follow_symlinks=False)
-    print(
-        "running Lethe as the user nobody (see the note at the top of scripts/demo.py)"
+@contextlib.contextmanager
+def sample_disk():
+    """Mount a fresh ext4 image on a loop device at ./demo/disk when root.
+
+    Yields True when the image is mounted. Detaches on exit and keeps the
+    image file, so the raw bytes can be inspected afterwards.
+    """
+    if (
+        os.geteuid() != 0
+        or not shutil.which("losetup")
+        or not shutil.which("mkfs.ext4")
+    ):
+        yield False
+        return
+    with open(IMAGE, "wb") as image:
+        image.truncate(64 * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(IMAGE)], check=True)
+    attach = subprocess.run(
+        ["losetup", "--find", "--show", str(IMAGE)], capture_output=True, text=True
     )
-    return privileges
+    if attach.returncode != 0:
+        print(f"loop devices unavailable ({attach.stderr.strip()}); using ./demo")
+        yield False
+        return
+    device = attach.stdout.strip()
+    DISK.mkdir()
+    try:
+        subprocess.run(["mount", device, str(DISK)], check=True)
+        try:
+            yield True
+        finally:
+            subprocess.run(["umount", str(DISK)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
 
 
-def lethe(*args: str, privileges: dict[str, object]) -> int:
+def count_in_image(values: list[str]) -> int:
+    """Count how many of ``values`` occur anywhere in the raw image."""
+    os.sync()
+    raw = IMAGE.read_bytes()
+    return sum(1 for value in values if value.encode() in raw)
+
+
+def lethe(*args: str) -> int:
     command = [str(LETHE), *args, "-c", str(DEMO / "lethe.yaml")]
     print(f"\n$ lethe {' '.join(args)}", flush=True)
     environment = dict(os.environ, LETHE_STATE_DIR=str(STATE), HOME=str(DEMO))
     completed = subprocess.run(
-        command, env=environment, stderr=subprocess.DEVNULL, check=False, **privileges
+        command, env=environment, stderr=subprocess.DEVNULL, check=False
     )
     return completed.returncode
 
 
 def main() -> int:
+    global EXPORTS, OUTSIDE
     reset()
-    generate()
-    print(f"generated synthetic customer exports in {EXPORTS}")
     STATE.mkdir()
-    privileges = give_to_nobody()
-    plan_code = lethe("plan", str(EXPORTS), privileges=privileges)
+    with sample_disk() as on_disk:
+        if on_disk:
+            EXPORTS, OUTSIDE = DISK / "exports", DISK / "outside"
+        generate()
+        where = f"on an ext4 image at {IMAGE}" if on_disk else f"in {DEMO}"
+        print(f"generated synthetic customer exports {where}")
+        code = run_job()
+        if on_disk and code in (0, 1):
+            subprocess.run(["umount", str(DISK)], check=True)
+            remaining = count_in_image(PLANTED["inside"])
+            kept = count_in_image(PLANTED["outside"])
+            print(
+                f"raw image: {remaining} of {len(PLANTED['inside'])} purged ID numbers "
+                f"found; {kept} of {len(PLANTED['outside'])} ID numbers of the files "
+                "outside the target are still there, as they should be"
+            )
+            if remaining:
+                code = 2
+    return code
+
+
+def run_job() -> int:
+    plan_code = lethe("plan", str(EXPORTS))
     if plan_code not in (0, 1):
         return plan_code
-    purge_code = lethe("purge", "--yes", str(EXPORTS), privileges=privileges)
+    purge_code = lethe("purge", "--yes", str(EXPORTS))
     if purge_code not in (0, 1):
         print(f"purge failed with exit code {purge_code}")
         return purge_code
@@ -171,9 +213,7 @@ def main() -> int:
     if not certificates:
         print("no certificate was issued")
         return 2
-    verify_code = lethe(
-        "certificate", "verify", str(certificates[-1]), privileges=privileges
-    )
+    verify_code = lethe("certificate", "verify", str(certificates[-1]))
     intact = (OUTSIDE / "contracts.csv").exists() and (
         OUTSIDE / "shared-ledger.csv"
     ).exists()
