@@ -26,7 +26,15 @@ from agent import plan as plan_module
 from agent.audit import AuditLog
 from agent.config import Config
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
-from agent.journal import ItemRow, Journal, StateChange, TargetRow, refusal_to_json
+from agent.journal import (
+    ItemRow,
+    Journal,
+    StateChange,
+    TargetRow,
+    display_text,
+    refusal_to_json,
+)
+from agent.render import printable
 from agent.log import get_logger
 from agent.policy import Policy
 from agent.progress import NullProgress, Progress
@@ -532,6 +540,7 @@ class Engine:
         messages = list(self._failed_steps)
         state, exit_code = _final_state(counts, bool(self._failed_steps))
         if state == "failed":
+            messages.extend(self._failed_item_messages(job_id, counts.get("failed", 0)))
             messages.append(
                 "no certificate was issued because not every item was destroyed and verified"
             )
@@ -554,6 +563,18 @@ class Engine:
         self._log.info("job finished", state=state, counts=counts)
         hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
+
+    def _failed_item_messages(self, job_id: str, total: int) -> list[str]:
+        """Name the first failed items and why, so the summary says what to fix."""
+        shown: list[str] = []
+        for row in self.journal.items(job_id, states=("failed",)):
+            if len(shown) == FAILED_ITEMS_SHOWN:
+                break
+            label = printable(display_text(row.label or row.key))
+            shown.append(f"failed: {label}: {row.detail}")
+        if total > len(shown):
+            shown.append(f"... and {total - len(shown)} more failed item(s)")
+        return shown
 
     def _certify(self, job_id: str) -> Path:
         key = keys.load_or_create(self.state_dir)
@@ -749,6 +770,9 @@ def _failed_checks(evidence: Evidence) -> str:
         else "verification returned no checks"
     )
 
+
+#: Failed items named in a job's closing messages; the journal has them all.
+FAILED_ITEMS_SHOWN = 10
 
 _crash_countdown = int(os.environ.get("LETHE_CRASH_AFTER_ITEMS", "0") or 0)
 
