@@ -112,10 +112,12 @@ def _xml_safe(key: str) -> bool:
 
     XML 1.0 cannot carry most control characters, and XML parsers turn a
     carriage return into a line feed, so such keys go through DeleteObject,
-    which carries the key in the URL path.
+    which carries the key in the URL path. Tab and line feed pass intact.
     """
     for char in key:
         code = ord(char)
+        if char in "\t\n":
+            continue
         if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF:
             return False
         if code in (0xFFFE, 0xFFFF):
@@ -598,12 +600,12 @@ class S3Plugin(Plugin):
         if uploads:
             yield from self._list_uploads()
 
-    def _version_pages(self) -> Iterator[list[_Entry]]:
+    def _version_pages(self, prefix: str | None = None) -> Iterator[list[_Entry]]:
         client = self._client()
         paginator = client.get_paginator("list_object_versions")
         pages = paginator.paginate(
             Bucket=self.bucket,
-            Prefix=self.prefix,
+            Prefix=self.prefix if prefix is None else prefix,
             PaginationConfig={"PageSize": self.options["page_size"]},
         )
         iterator = iter(pages)
@@ -664,19 +666,19 @@ class S3Plugin(Plugin):
         try:
             with self._translated(f"reading version {entry.ident} of a key"):
                 try:
-                    head = self._client().head_object(
-                        Bucket=self.bucket, Key=entry.key, VersionId=entry.ident
-                    )
+                    head = self._head_version(entry.key, entry.ident)
                 except ClientError as exc:
                     # S3 answers 400 to a HEAD without the customer key of an
                     # SSE-C object; other errors are translated.
                     if self._error_code(exc) in ("400", "BadRequest"):
-                        return {"encryption": "SSE-C"}
+                        return {"encryption": "SSE-C (HEAD needs the customer key)"}
                     if self._error_code(exc) in NOT_FOUND_CODES:
                         return {"encryption": "unknown", "gone": True}
                     raise
         except PurgeFailed:
             return {"encryption": "unknown"}
+        if head is None:
+            return {"encryption": "unknown (null version is not the current object)"}
         detail: dict[str, Any] = {
             "encryption": _encryption_name(
                 head.get("ServerSideEncryption"),
@@ -914,10 +916,8 @@ class S3Plugin(Plugin):
 
         with self._translated("checking a version after DeleteObjects"):
             try:
-                self._client().head_object(
-                    Bucket=self.bucket,
-                    Key=entry.item.identity["key"],
-                    VersionId=entry.item.identity["id"],
+                self._head_version(
+                    entry.item.identity["key"], entry.item.identity["id"]
                 )
             except ClientError as exc:
                 if self._error_code(exc) in NOT_FOUND_CODES:
@@ -989,19 +989,32 @@ class S3Plugin(Plugin):
                 unchanged.append(entry)
         return changed, unchanged
 
+    def _head_version(self, key: str, version_id: str) -> dict[str, Any] | None:
+        """Send HEAD for one version; None when the reply is about another version.
+
+        NOTE: moto answers 400 to HEAD with versionId=null, which S3 accepts, so
+        the null version is read as the current object instead, and the reply
+        counts only when the current object is that null version.
+        """
+        client = self._client()
+        if version_id != "null":
+            return client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        head = client.head_object(Bucket=self.bucket, Key=key)
+        if head.get("VersionId") not in (None, "null"):
+            return None
+        return head
+
     def _current_etag(self, key: str) -> str | None:
         from botocore.exceptions import ClientError
 
         with self._translated("checking an unversioned object before deleting it"):
             try:
-                head = self._client().head_object(
-                    Bucket=self.bucket, Key=key, VersionId="null"
-                )
+                head = self._head_version(key, "null")
             except ClientError as exc:
                 if self._error_code(exc) in NOT_FOUND_CODES | {"405"}:
                     return None
                 raise
-        return head.get("ETag")
+        return head.get("ETag") if head else None
 
     def _delete_singly(self, chunk: list[PlannedItem]) -> list[PurgeResult]:
         """Delete items whose keys XML cannot carry, one DeleteObject each."""
@@ -1328,7 +1341,7 @@ class S3Plugin(Plugin):
                 is not None
             )
             checks = [Check("listing", not listed, self._listing_detail(entry, listed))]
-            if entry.item.key in heads:
+            if heads.get(entry.item.key) is not None:
                 checks.append(heads[entry.item.key])
             yield Evidence(entry.item.key, tuple(checks))
 
@@ -1349,11 +1362,18 @@ class S3Plugin(Plugin):
         db = self._db()
         with db:
             db.execute("DELETE FROM remaining")
-            for page in chunked(self._list_entries(), DELETE_REQUEST_LIMIT):
-                db.executemany(
-                    "INSERT OR IGNORE INTO remaining VALUES (?)",
-                    ((entry.item_key,) for entry in page),
-                )
+            try:
+                for page in chunked(self._list_entries(), DELETE_REQUEST_LIMIT):
+                    db.executemany(
+                        "INSERT OR IGNORE INTO remaining VALUES (?)",
+                        ((entry.item_key,) for entry in page),
+                    )
+            except TargetNotFound:
+                # S3 deletes only empty buckets, so a bucket that is gone
+                # holds no version, marker or upload.
+                if not self._deletes_bucket():
+                    raise
+                self.log.info("s3_bucket_absent", bucket=self.bucket)
         self._rescanned = True
 
     def _sample(self, batch: Sequence[PlannedItem]) -> list[PlannedItem]:
@@ -1364,23 +1384,42 @@ class S3Plugin(Plugin):
         step = max(1, len(versions) // size)
         return versions[::step][:size]
 
-    def _head_gone(self, entry: PlannedItem) -> Check:
+    def _head_gone(self, entry: PlannedItem) -> Check | None:
+        """HEAD a purged version; None when HEAD cannot tell (a noncurrent null version)."""
         from botocore.exceptions import ClientError
 
         identity = entry.item.identity
+        version = identity["id"]
         with self._translated("checking a purged version with HEAD"):
             try:
-                self._client().head_object(
-                    Bucket=self.bucket, Key=identity["key"], VersionId=identity["id"]
-                )
+                head = self._head_version(identity["key"], version)
             except ClientError as exc:
                 code = self._error_code(exc)
                 if code in NOT_FOUND_CODES:
-                    return Check(
-                        "head", True, f"HEAD of version {identity['id']}: not found"
-                    )
-                return Check("head", False, f"HEAD of version {identity['id']}: {code}")
-        return Check("head", False, f"HEAD of version {identity['id']}: still readable")
+                    return Check("head", True, f"HEAD of version {version}: not found")
+                if code == "405" and version == "null":
+                    return None
+                if code in ("400", "BadRequest"):
+                    return self._listed_check(identity["key"], version)
+                return Check("head", False, f"HEAD of version {version}: {code}")
+        if head is None:
+            return None
+        return Check("head", False, f"HEAD of version {version}: still readable")
+
+    def _listed_check(self, key: str, version: str) -> Check:
+        """Decide a HEAD that answered 400 by listing the versions of that one key.
+
+        S3 answers 400 to HEAD on an SSE-C version without its customer key,
+        and moto answers 400 for a deleted version in a suspended bucket.
+        """
+        listed = False
+        for page in self._version_pages(prefix=key):
+            listed = any(e.key == key and e.ident == version for e in page)
+            if listed:
+                break
+        state = "still listed" if listed else "not listed"
+        detail = f"HEAD of version {version}: 400; a listing of its key: {state}"
+        return Check("head", not listed, detail)
 
     # -- teardown ---------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ test gets fresh, uniquely named buckets, so tests do not see each other's data.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,3 +90,30 @@ def all_entries(s3: Any, bucket: str, prefix: str = "") -> list[tuple[str, str, 
     ):
         entries += [("upload", u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
     return entries
+
+
+@pytest.fixture
+def sdk_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Record every request the plugin's boto3 clients build: (operation, params).
+
+    The hook sits on botocore's ``before-parameter-build`` event, so it sees
+    the API parameters of each call exactly as the plugin passed them.
+    """
+    calls: list[tuple[str, dict[str, Any]]] = []
+    original = S3Plugin._make_client
+
+    def make_client(self: S3Plugin, service: str, endpoint_url: str | None) -> Any:
+        client = original(self, service, endpoint_url)
+
+        def record(params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+            calls.append((model.name, copy.deepcopy(params)))
+
+        client.meta.events.register("before-parameter-build", record)
+        return client
+
+    monkeypatch.setattr(S3Plugin, "_make_client", make_client)
+    return calls
+
+
+def operations(calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [name for name, _ in calls]

@@ -1,0 +1,78 @@
+"""Seed moto's S3 backend quickly, and serve a seeded moto S3 in its own process.
+
+Creating thousands of versions through HTTP takes minutes on moto, so tests
+and benchmarks write them straight into the backend of a moto server that
+runs in the same process. Run as a module, this starts such a server, seeds
+one bucket, prints ``{"endpoint": ...}`` on one line and serves until its
+standard input closes; the client side then runs in another process, so its
+memory can be measured alone.
+
+    python -m tests.helpers.moto_s3 --bucket NAME --versions N --markers M
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def s3_backend() -> Any:
+    """Return the in-process moto S3 backend of the default account."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+
+def seed_versions(
+    bucket: str, versions: int, markers: int = 0, keys: int = 0, prefix: str = "data/"
+) -> None:
+    """Write ``versions`` object versions over ``keys`` keys, then delete markers.
+
+    The bucket must exist and have versioning enabled. With ``keys`` of 0 each
+    version gets its own key. Each marker goes on top of a different key.
+    """
+    backend = s3_backend()
+    keys = keys or versions
+    for number in range(versions):
+        backend.put_object(bucket, f"{prefix}{number % keys:07d}", b"v%d" % number)
+    for number in range(markers):
+        backend.delete_object(bucket, f"{prefix}{number % keys:07d}")
+
+
+def serve(arguments: argparse.Namespace) -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        backend = s3_backend()
+        for bucket in arguments.bucket:
+            backend.create_bucket(bucket, "us-east-1")
+            backend.put_bucket_versioning(bucket, "Enabled")
+            seed_versions(bucket, arguments.versions, arguments.markers, arguments.keys)
+        print(json.dumps({"endpoint": f"http://{host}:{port}"}), flush=True)
+        sys.stdin.read()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bucket", action="append", required=True)
+    parser.add_argument("--versions", type=int, default=1000)
+    parser.add_argument("--markers", type=int, default=0)
+    parser.add_argument("--keys", type=int, default=0)
+    serve(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
