@@ -101,9 +101,10 @@ def test_overwritten_null_version_not_deleted(s3, make_bucket, run_s3, moto_endp
 
 def test_odd_keys_purged_exactly(s3, make_bucket, run_s3):
     bucket = make_bucket()
-    # moto ignores encoding-type=url in listings, so a carriage return in a key
-    # reaches the client as a line feed; the contract test below covers it.
-    inside = ["t/.", "t/..", "t/a/./b", "t/a/../b", "t/dir/", "t//lead", "t/lf\nkey"]
+    # moto rejects a line feed in a PUT path and ignores encoding-type=url in
+    # listings (a carriage return comes back as a line feed), so keys with
+    # control characters are covered by the contract test below.
+    inside = ["t/.", "t/..", "t/a/./b", "t/a/../b", "t/dir/", "t//lead", "t/sp ace"]
     for key in [*inside, "keep/x", "t0"]:
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
 
