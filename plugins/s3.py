@@ -182,6 +182,8 @@ class S3Plugin(Plugin):
         self._lifecycle_rules: list[str] = []
         self._started: datetime | None = None
         self._rescanned = False
+        self._snapshot_ready = False
+        self._deleted_any = False
 
     # -- target shape -----------------------------------------------------
 
@@ -394,7 +396,7 @@ class S3Plugin(Plugin):
 
     def describe(self) -> TargetInfo:
         facts = self._read_bucket_facts()
-        counts = self._count()
+        counts = self._snapshot()
         notes = [
             f"versioning: {facts['versioning']}",
             f"object lock: {'enabled' if facts['object_lock'] else 'not enabled'}",
@@ -579,17 +581,67 @@ class S3Plugin(Plugin):
             default.get("SSEAlgorithm"), default.get("KMSMasterKeyID")
         )
 
-    def _count(self) -> dict[str, int]:
+    def _snapshot(self) -> dict[str, int]:
+        """List the prefix once into the scratch database and count what is there.
+
+        :meth:`discover` then streams from this snapshot instead of listing
+        again, so planning costs one listing, and the plan shows the same
+        entries that the counts describe.
+        """
         counts = {"versions": 0, "markers": 0, "uploads": 0, "bytes": 0}
-        for entry in self._list_entries():
-            if entry.kind == "version":
-                counts["versions"] += 1
-                counts["bytes"] += entry.size
-            elif entry.kind == "marker":
-                counts["markers"] += 1
-            else:
-                counts["uploads"] += 1
+        db = self._db()
+        with db:
+            db.execute("DELETE FROM listing")
+            for page in chunked(self._list_entries(), DELETE_REQUEST_LIMIT):
+                db.executemany(
+                    "INSERT INTO listing (kind, key, ident, size, etag, modified,"
+                    " is_latest, storage_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        (
+                            e.kind,
+                            e.key,
+                            e.ident,
+                            e.size,
+                            e.etag,
+                            _iso(e.modified),
+                            int(e.is_latest),
+                            e.storage_class,
+                        )
+                        for e in page
+                    ),
+                )
+                for entry in page:
+                    counts[f"{entry.kind}s"] += 1
+                    counts["bytes"] += entry.size
+        self._snapshot_ready = True
         return counts
+
+    def _snapshot_pages(self) -> Iterator[list[_Entry]]:
+        """Stream the snapshot taken by :meth:`_snapshot`, a page at a time."""
+        db = self._db()
+        last = 0
+        while True:
+            rows = db.execute(
+                "SELECT seq, kind, key, ident, size, etag, modified, is_latest,"
+                " storage_class FROM listing WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, self.options["page_size"]),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [
+                _Entry(
+                    kind=row[1],
+                    key=row[2],
+                    ident=row[3],
+                    size=row[4],
+                    etag=row[5],
+                    modified=datetime.fromisoformat(row[6]) if row[6] else None,
+                    is_latest=bool(row[7]),
+                    storage_class=row[8],
+                )
+                for row in rows
+            ]
 
     # -- listing --------------------------------------------------------------
 
@@ -648,7 +700,11 @@ class S3Plugin(Plugin):
             or facts["object_lock"]
             or self.options.get("purge_crypto") is True
         )
-        for page in self._version_pages():
+        if self._snapshot_ready:
+            pages = self._snapshot_pages()
+        else:
+            pages = chunked(self._list_entries(), self.options["page_size"])
+        for page in pages:
             versions = [entry for entry in page if entry.kind == "version"]
             details: Mapping[str, dict[str, Any]] = {}
             if inspect and versions:
@@ -656,8 +712,6 @@ class S3Plugin(Plugin):
                 details = {entry.item_key: head for entry, head in zip(versions, heads)}
             for entry in page:
                 yield self._make_item(entry, details.get(entry.item_key))
-        for entry in self._list_uploads():
-            yield self._make_item(entry, None)
 
     def _inspect_version(self, entry: _Entry) -> dict[str, Any]:
         """Read a version's encryption, retention and legal hold with HEAD."""
@@ -1088,6 +1142,9 @@ class S3Plugin(Plugin):
                 "PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;"
                 "CREATE TABLE purged (item TEXT PRIMARY KEY, method TEXT, kms TEXT);"
                 "CREATE TABLE remaining (item TEXT PRIMARY KEY);"
+                "CREATE TABLE listing (seq INTEGER PRIMARY KEY, kind TEXT, key TEXT,"
+                " ident TEXT, size INTEGER, etag TEXT, modified TEXT,"
+                " is_latest INTEGER, storage_class TEXT);"
             )
         return self._state
 
@@ -1103,6 +1160,9 @@ class S3Plugin(Plugin):
                 self._crypto_keys.add(kms)
             method = result.method.value if result.method else ""
             rows.append((result.key, method, kms))
+        if not rows:
+            return
+        self._deleted_any = True
         with self._db() as db:
             db.executemany("INSERT OR REPLACE INTO purged VALUES (?, ?, ?)", rows)
 
@@ -1113,7 +1173,7 @@ class S3Plugin(Plugin):
     # -- complete: rescan, key shredding, bucket ----------------------------
 
     def complete(self) -> Iterator[PurgeResult]:
-        if self._state is None:
+        if not self._deleted_any:
             return
         yield self._sweep()
         for key_id in sorted(self._crypto_keys):
