@@ -278,7 +278,7 @@ class S3Plugin(Plugin):
         config = Config(
             retries={
                 "mode": self.options["retry_mode"],
-                "max_attempts": self.options["max_attempts"],
+                "total_max_attempts": self.options["max_attempts"],
             },
             max_pool_connections=self.options["workers"] * 2 + 2,
         )
@@ -831,7 +831,7 @@ class S3Plugin(Plugin):
 
     def _item_residual(self, item: Item) -> tuple[str, ...]:
         encryption = item.attributes.get("encryption", "")
-        if encryption == "SSE-C":
+        if encryption.startswith("SSE-C"):
             residual = (
                 "encrypted with a customer-provided key (SSE-C); the key is held by "
                 "whoever wrote the object and is outside Lethe's reach"

@@ -81,14 +81,18 @@ def all_entries(s3: Any, bucket: str, prefix: str = "") -> list[tuple[str, str, 
     for page in s3.get_paginator("list_object_versions").paginate(
         Bucket=bucket, Prefix=prefix
     ):
-        entries += [("version", v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        entries += [
+            ("version", v["Key"], v["VersionId"]) for v in page.get("Versions", [])
+        ]
         entries += [
             ("marker", m["Key"], m["VersionId"]) for m in page.get("DeleteMarkers", [])
         ]
     for page in s3.get_paginator("list_multipart_uploads").paginate(
         Bucket=bucket, Prefix=prefix
     ):
-        entries += [("upload", u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+        entries += [
+            ("upload", u["Key"], u["UploadId"]) for u in page.get("Uploads", [])
+        ]
     return entries
 
 

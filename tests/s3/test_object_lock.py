@@ -97,7 +97,9 @@ def test_hold_added_after_plan_is_blocked(s3, make_bucket, moto_endpoint):
     target = Target(f"s3://{bucket}/l/plain", {"endpoint_url": moto_endpoint})
     plugin = S3Plugin(target, JobContext(dry_run=False))
     try:
-        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        planned = [
+            PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()
+        ]
         s3.put_object_legal_hold(
             Bucket=bucket,
             Key="l/plain",

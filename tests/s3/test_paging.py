@@ -81,9 +81,7 @@ def test_listing_restarts_after_deletes(
         for name, params in sdk_calls[first_delete:]
         if name == "ListObjectVersions"
     ]
-    restarts = [
-        params for params in listings_after if "KeyMarker" not in params
-    ]
+    restarts = [params for params in listings_after if "KeyMarker" not in params]
     assert len(restarts) >= 2
     previous = None
     for name, params in sdk_calls[first_delete:]:
@@ -91,6 +89,8 @@ def test_listing_restarts_after_deletes(
             assert "KeyMarker" not in params
             assert "VersionIdMarker" not in params
         previous = name
-    assert all(params["MaxKeys"] == 2 for params in listings_after if "MaxKeys" in params)
+    assert all(
+        params["MaxKeys"] == 2 for params in listings_after if "MaxKeys" in params
+    )
     assert all_entries(s3, bucket) == []
     assert run.unverified() == []

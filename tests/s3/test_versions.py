@@ -87,7 +87,9 @@ def test_overwritten_null_version_not_deleted(s3, make_bucket, run_s3, moto_endp
         Target(f"s3://{bucket}/p/", {"endpoint_url": moto_endpoint}), JobContext()
     )
     try:
-        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        planned = [
+            PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()
+        ]
         s3.put_object(Bucket=bucket, Key="p/one", Body=b"newer content")
         results = list(plugin.purge(planned))
     finally:
