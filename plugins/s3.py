@@ -592,7 +592,7 @@ class S3Plugin(Plugin):
         db = self._db()
         with db:
             db.execute("DELETE FROM listing")
-            for page in chunked(self._list_entries(), DELETE_REQUEST_LIMIT):
+            for page in chunked(self._list_entries(), self.options["page_size"]):
                 db.executemany(
                     "INSERT INTO listing (kind, key, ident, size, etag, modified,"
                     " is_latest, storage_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1423,7 +1423,7 @@ class S3Plugin(Plugin):
         with db:
             db.execute("DELETE FROM remaining")
             try:
-                for page in chunked(self._list_entries(), DELETE_REQUEST_LIMIT):
+                for page in chunked(self._list_entries(), self.options["page_size"]):
                     db.executemany(
                         "INSERT OR IGNORE INTO remaining VALUES (?)",
                         ((entry.item_key,) for entry in page),

@@ -3,11 +3,11 @@
 Creating thousands of versions through HTTP takes minutes on moto, so tests
 and benchmarks write them straight into the backend of a moto server that
 runs in the same process. Run as a module, this starts such a server, seeds
-one bucket, prints ``{"endpoint": ...}`` on one line and serves until its
-standard input closes; the client side then runs in another process, so its
-memory can be measured alone.
+versioned buckets, prints ``{"endpoint": ...}`` on one line and serves until
+its standard input closes; the client side then runs in another process, so
+its memory can be measured alone.
 
-    python -m tests.helpers.moto_s3 --bucket NAME --versions N --markers M
+    python -m tests.helpers.moto_s3 --bucket NAME=VERSIONS[+MARKERS] ...
 """
 
 from __future__ import annotations
@@ -55,22 +55,62 @@ def serve(arguments: argparse.Namespace) -> None:
     try:
         host, port = server.get_host_and_port()
         backend = s3_backend()
-        for bucket in arguments.bucket:
+        for spec in arguments.bucket:
+            bucket, _, sizes = spec.partition("=")
+            versions, _, markers = sizes.partition("+")
             backend.create_bucket(bucket, "us-east-1")
             backend.put_bucket_versioning(bucket, "Enabled")
-            seed_versions(bucket, arguments.versions, arguments.markers, arguments.keys)
+            seed_versions(bucket, int(versions or 0), int(markers or 0))
         print(json.dumps({"endpoint": f"http://{host}:{port}"}), flush=True)
         sys.stdin.read()
     finally:
         server.stop()
 
 
+def start_seeded_server(*buckets: str) -> tuple[Any, str]:
+    """Start :func:`serve` in a child process; return the process and endpoint."""
+    import subprocess
+
+    command = [sys.executable, "-m", "tests.helpers.moto_s3"]
+    for spec in buckets:
+        command += ["--bucket", spec]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=os.path.dirname(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ),
+    )
+    line = process.stdout.readline()
+    if not line:
+        process.wait(timeout=10)
+        raise RuntimeError(f"seeded moto server exited with {process.returncode}")
+    return process, json.loads(line)["endpoint"]
+
+
+def stop_seeded_server(process: Any) -> None:
+    """Close the child's standard input so it stops, then reap it."""
+    process.stdin.close()
+    try:
+        process.wait(timeout=20)
+    except Exception:
+        process.kill()
+        process.wait()
+    process.stdout.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bucket", action="append", required=True)
-    parser.add_argument("--versions", type=int, default=1000)
-    parser.add_argument("--markers", type=int, default=0)
-    parser.add_argument("--keys", type=int, default=0)
+    parser.add_argument(
+        "--bucket",
+        action="append",
+        required=True,
+        help="NAME=VERSIONS[+MARKERS]: a versioned bucket with that many versions "
+        "(one per key, under data/) and delete markers on the first keys",
+    )
     serve(parser.parse_args())
 
 
