@@ -93,10 +93,12 @@ def start_seeded_server(*buckets: str) -> tuple[Any, str]:
 
 def stop_seeded_server(process: Any) -> None:
     """Close the child's standard input so it stops, then reap it."""
+    import subprocess
+
     process.stdin.close()
     try:
         process.wait(timeout=20)
-    except Exception:
+    except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
     process.stdout.close()
