@@ -402,9 +402,9 @@ class S3Plugin(Plugin):
             f"object lock: {'enabled' if facts['object_lock'] else 'not enabled'}",
             f"default encryption: {facts['default_encryption']}",
             (
-                f"selected: {counts['versions']} versions ({counts['bytes']} bytes), "
-                f"{counts['markers']} delete markers, {counts['uploads']} incomplete "
-                "multipart uploads"
+                f"selected: versions {counts['versions']} ({counts['bytes']} bytes), "
+                f"delete markers {counts['markers']}, incomplete multipart uploads "
+                f"{counts['uploads']}"
             ),
         ]
         notes.extend(f"lifecycle rule: {rule}" for rule in facts["lifecycle"])
