@@ -25,8 +25,8 @@ Options read from the target's mapping in the config:
     with a pending window of 7 to 30 days.
 ``inspect_versions``
     Send a HEAD per version during discovery to read its encryption, retention
-    and legal hold (default true; forced on for Object Lock buckets and for
-    ``purge_crypto``).
+    and legal hold. Default true, and always on for Object Lock buckets and
+    with ``purge_crypto``.
 ``page_size``, ``retry_mode``, ``max_attempts``, ``workers``, ``verify_sample``
     Listing page size (at most 1000), boto3 retry mode (``standard`` or
     ``adaptive``) and attempts, concurrent requests, and HEAD requests per
@@ -183,6 +183,7 @@ class S3Plugin(Plugin):
         self._started: datetime | None = None
         self._rescanned = False
         self._snapshot_ready = False
+        self._unreadable: list[str] = []
         self._deleted_any = False
 
     # -- target shape -----------------------------------------------------
@@ -202,6 +203,7 @@ class S3Plugin(Plugin):
 
     def _validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - ALLOWED_OPTIONS)
+
         if unknown:
             raise InvalidTarget(
                 f"unknown option(s) {', '.join(unknown)} for target {self.target.url}; "
@@ -219,6 +221,7 @@ class S3Plugin(Plugin):
                 f"bucket can only be deleted when the target is s3://{self.bucket} "
                 "with whole_bucket: true"
             )
+
         method = options.setdefault("method", Method.DELETE_ALL_VERSIONS.value)
         if method not in (Method.DELETE_ALL_VERSIONS.value, Method.LIFECYCLE.value):
             raise InvalidTarget(
@@ -231,6 +234,7 @@ class S3Plugin(Plugin):
                 f"invalid kms_pending_days {pending!r} for {self.target.url}; "
                 "KMS accepts a whole number of days from 7 to 30"
             )
+
         page_size = options.setdefault("page_size", DELETE_REQUEST_LIMIT)
         if not isinstance(page_size, int) or not 1 <= page_size <= DELETE_REQUEST_LIMIT:
             raise InvalidTarget(
@@ -242,6 +246,7 @@ class S3Plugin(Plugin):
                 f"invalid retry_mode {retry_mode!r} for {self.target.url}; "
                 "expected standard or adaptive"
             )
+
         options.setdefault("max_attempts", 10)
         options.setdefault("workers", DEFAULT_WORKERS)
         options.setdefault("verify_sample", 10)
@@ -407,18 +412,25 @@ class S3Plugin(Plugin):
                 f"{counts['uploads']}"
             ),
         ]
+
         notes.extend(f"lifecycle rule: {rule}" for rule in facts["lifecycle"])
         notes.extend(
             f"replication rule {rule['id']} copies to {rule['destination']}"
             for rule in facts["replication"]
         )
         notes.append(self._bucket_fate())
+        if self._unreadable:
+            notes.append(
+                "could not read, so treated as not configured: "
+                + "; ".join(self._unreadable)
+            )
         if self.options["method"] == Method.LIFECYCLE.value:
             notes.append(
                 "method lifecycle: Lethe installs expiration rules and S3 deletes "
                 "asynchronously, usually within two days; 'lethe verify' reports the "
                 "versions still present until the listing is empty"
             )
+
         residual = [
             f"replicas in {rule['destination']} (replication rule {rule['id']}) are "
             f"not purged; add s3://{rule['destination_bucket']}/{self.prefix} as "
@@ -429,6 +441,7 @@ class S3Plugin(Plugin):
             "S3 server access logs, CloudTrail data events and S3 Inventory reports "
             "may name the purged keys; they are outside this target"
         )
+
         media = {
             "media_type": "object storage (Amazon S3 API)",
             "bucket": self.bucket,
@@ -472,6 +485,7 @@ class S3Plugin(Plugin):
         versioning = {"Enabled": "enabled", "Suspended": "suspended"}.get(
             status, "never enabled"
         )
+
         facts: dict[str, Any] = {"versioning": versioning}
         facts["region"] = self._optional(
             lambda: (
@@ -481,6 +495,7 @@ class S3Plugin(Plugin):
             "reading the bucket region",
             default="unknown",
         )
+
         lock = self._optional(
             lambda: client.get_object_lock_configuration(Bucket=bucket),
             "reading the Object Lock configuration",
@@ -491,6 +506,7 @@ class S3Plugin(Plugin):
             and lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
             == "Enabled"
         )
+
         facts["replication"] = self._replication_rules()
         facts["lifecycle"] = self._lifecycle_summaries()
         facts["default_encryption"] = self._default_encryption()
@@ -504,7 +520,7 @@ class S3Plugin(Plugin):
         absent: tuple[str, ...] = (),
         default: Any = None,
     ) -> Any:
-        """Run a read whose "not configured" error means an empty answer."""
+        """Run a read call; return ``default`` when S3 reports it as not configured."""
         from botocore.exceptions import ClientError
 
         try:
@@ -516,9 +532,10 @@ class S3Plugin(Plugin):
                         return default
                     raise
         except PurgeFailed:
-            # NOTE: S3-compatible stores often lack these sub-resources and
-            # answer NotImplemented; the plan then reports the fact as unknown.
+            # S3-compatible stores often lack these sub-resources and return
+            # NotImplemented, so the plan lists the read as failed.
             self.log.warning("s3_read_failed", action=action)
+            self._unreadable.append(action)
             return default
 
     def _replication_rules(self) -> list[dict[str, str]]:
@@ -722,8 +739,8 @@ class S3Plugin(Plugin):
                 try:
                     head = self._head_version(entry.key, entry.ident)
                 except ClientError as exc:
-                    # S3 answers 400 to a HEAD without the customer key of an
-                    # SSE-C object; other errors are translated.
+                    # S3 returns 400 to a HEAD without the customer key of an
+                    # SSE-C object. Other errors are translated.
                     if self._error_code(exc) in ("400", "BadRequest"):
                         return {"encryption": "SSE-C (HEAD needs the customer key)"}
                     if self._error_code(exc) in NOT_FOUND_CODES:
@@ -948,9 +965,10 @@ class S3Plugin(Plugin):
     ) -> dict[str, Any] | None:
         """Find the DeleteObjects error for one item, if any.
 
-        Some S3-compatible servers leave VersionId out of the error entries; an
-        error naming only the key then applies to the item only when no other
-        version of that key is in the request, and otherwise a HEAD decides.
+        Some S3-compatible servers (moto among them) leave VersionId out of the
+        error entries. An error naming only the key then applies to the item
+        when no other version of that key is in the request. Otherwise a HEAD
+        decides.
         """
         key = entry.item.identity["key"]
         version = entry.item.identity["id"]
@@ -1018,9 +1036,9 @@ class S3Plugin(Plugin):
     ) -> tuple[list[PurgeResult], list[PlannedItem]]:
         """Separate items whose identity no longer matches the plan.
 
-        A version id names immutable content, so only ``null`` versions (from
-        buckets that were never versioned or are suspended) can be overwritten
-        in place; those are compared by ETag with a HEAD.
+        A version id names immutable content, so only ``null`` versions can be
+        overwritten in place. Those come from buckets that were never versioned
+        or are suspended, and a HEAD compares their ETag with the plan's.
         """
         changed: list[PurgeResult] = []
         unchanged: list[PlannedItem] = []
@@ -1046,9 +1064,9 @@ class S3Plugin(Plugin):
     def _head_version(self, key: str, version_id: str) -> dict[str, Any] | None:
         """Send HEAD for one version; None when the reply is about another version.
 
-        NOTE: moto answers 400 to HEAD with versionId=null, which S3 accepts, so
-        the null version is read as the current object instead, and the reply
-        counts only when the current object is that null version.
+        NOTE: moto returns 400 to HEAD with versionId=null, which S3 accepts.
+        The null version is therefore read as the current object, and the
+        reply counts only when the current object is that null version.
         """
         client = self._client()
         if version_id != "null":
@@ -1430,7 +1448,7 @@ class S3Plugin(Plugin):
                     )
             except TargetNotFound:
                 # S3 deletes only empty buckets, so a bucket that is gone
-                # holds no version, marker or upload.
+                # contains no version, marker or upload.
                 if not self._deletes_bucket():
                     raise
                 self.log.info("s3_bucket_absent", bucket=self.bucket)
@@ -1467,10 +1485,10 @@ class S3Plugin(Plugin):
         return Check("head", False, f"HEAD of version {version}: still readable")
 
     def _listed_check(self, key: str, version: str) -> Check:
-        """Decide a HEAD that answered 400 by listing the versions of that one key.
+        """Check a version whose HEAD returned 400 by listing the versions of its key.
 
-        S3 answers 400 to HEAD on an SSE-C version without its customer key,
-        and moto answers 400 for a deleted version in a suspended bucket.
+        S3 returns 400 to HEAD on an SSE-C version without its customer key,
+        and moto returns 400 for a deleted version in a suspended bucket.
         """
         listed = False
         for page in self._version_pages(prefix=key):

@@ -4,8 +4,8 @@ Creating thousands of versions through HTTP takes minutes on moto, so tests
 and benchmarks write them straight into the backend of a moto server that
 runs in the same process. Run as a module, this starts such a server, seeds
 versioned buckets, prints ``{"endpoint": ...}`` on one line and serves until
-its standard input closes; the client side then runs in another process, so
-its memory can be measured alone.
+its standard input closes. The client then runs in another process, so its
+memory can be measured alone.
 
     python -m tests.helpers.moto_s3 --bucket NAME=VERSIONS[+MARKERS] ...
 """

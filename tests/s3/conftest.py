@@ -1,7 +1,7 @@
 """Fixtures for the S3 plugin tests: moto's HTTP server on 127.0.0.1.
 
-The server runs in a thread of the test process for the whole session; each
-test gets fresh, uniquely named buckets, so tests do not see each other's data.
+The server runs in a thread of the test process for the whole session. Each
+test creates its own uniquely named buckets, so no test reads another's data.
 """
 
 from __future__ import annotations

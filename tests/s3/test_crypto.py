@@ -42,7 +42,7 @@ def test_encryption_reported_per_version(s3, kms, make_bucket, run_s3):
 
 
 def test_sse_c_reported_with_residual(moto_endpoint):
-    """Contract test: moto does not report SSE-C on HEAD, S3 answers 400."""
+    """Contract test: moto omits SSE-C from HEAD, where S3 returns 400."""
     from botocore.stub import Stubber
 
     plugin = S3Plugin(
