@@ -95,7 +95,8 @@ def timed(function, *arguments):
 
 def measure_speed(versions: int, markers: int, inspect: bool) -> None:
     spec = f"{versions}+{markers}"
-    process, endpoint = start_seeded_server(f"lethe-bench={spec}", f"boto-bench={spec}")
+    process, ready = start_seeded_server(f"lethe-bench={spec}", f"boto-bench={spec}")
+    endpoint = ready["endpoint"]
     try:
         lethe_seconds, lethe_counts = timed(
             lethe_purge, endpoint, "lethe-bench", inspect
@@ -122,7 +123,8 @@ def measure_speed(versions: int, markers: int, inspect: bool) -> None:
 
 
 def measure_rss(size: int) -> dict[str, object]:
-    process, endpoint = start_seeded_server(f"rss-bench={size}+{size // 10}")
+    process, ready = start_seeded_server(f"rss-bench={size}+{size // 10}")
+    endpoint = ready["endpoint"]
     try:
         started = time.perf_counter()
         child = subprocess.run(

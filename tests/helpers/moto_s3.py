@@ -43,6 +43,21 @@ def seed_versions(
         backend.delete_object(bucket, f"{prefix}{number % keys:07d}")
 
 
+def create_iam_users() -> dict[str, dict[str, str]]:
+    """Create the user ``no-access``, which has no policy; return its access keys.
+
+    NOTE: moto 5.2 checks single-object requests against IAM policies but not
+    DeleteObjects, so a user denied deletes only could still delete there.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    iam.create_user("us-east-1", "no-access")
+    key = iam.create_access_key("no-access")
+    return {"no-access": {"id": key.access_key_id, "secret": key.secret_access_key}}
+
+
 def serve(arguments: argparse.Namespace) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -61,17 +76,30 @@ def serve(arguments: argparse.Namespace) -> None:
             backend.create_bucket(bucket, "us-east-1")
             backend.put_bucket_versioning(bucket, "Enabled")
             seed_versions(bucket, int(versions or 0), int(markers or 0))
-        print(json.dumps({"endpoint": f"http://{host}:{port}"}), flush=True)
+        ready: dict[str, Any] = {"endpoint": f"http://{host}:{port}"}
+        if arguments.iam:
+            from moto import settings
+
+            ready["users"] = create_iam_users()
+            # From here on, moto checks every request against IAM policies.
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        print(json.dumps(ready), flush=True)
         sys.stdin.read()
     finally:
         server.stop()
 
 
-def start_seeded_server(*buckets: str) -> tuple[Any, str]:
-    """Start :func:`serve` in a child process; return the process and endpoint."""
+def start_seeded_server(*buckets: str, iam: bool = False) -> tuple[Any, dict]:
+    """Start :func:`serve` in a child process; return the process and its ready line.
+
+    The ready line has ``endpoint`` and, with ``iam``, ``users``: access keys
+    by user name.
+    """
     import subprocess
 
     command = [sys.executable, "-m", "tests.helpers.moto_s3"]
+    if iam:
+        command.append("--iam")
     for spec in buckets:
         command += ["--bucket", spec]
     process = subprocess.Popen(
@@ -88,7 +116,7 @@ def start_seeded_server(*buckets: str) -> tuple[Any, str]:
     if not line:
         process.wait(timeout=10)
         raise RuntimeError(f"seeded moto server exited with {process.returncode}")
-    return process, json.loads(line)["endpoint"]
+    return process, json.loads(line)
 
 
 def stop_seeded_server(process: Any) -> None:
@@ -112,6 +140,11 @@ def main() -> None:
         required=True,
         help="NAME=VERSIONS[+MARKERS]: a versioned bucket with that many versions "
         "(one per key, under data/) and delete markers on the first keys",
+    )
+    parser.add_argument(
+        "--iam",
+        action="store_true",
+        help="create the IAM user no-access, then enforce IAM policies",
     )
     serve(parser.parse_args())
 

@@ -28,9 +28,10 @@ ALLOWED_GROWTH = 512 * 1024
 
 @pytest.fixture(scope="module")
 def seeded_endpoint() -> Iterator[str]:
-    process, endpoint = start_seeded_server(
+    process, ready = start_seeded_server(
         "warm=10", f"small={SMALL}+{SMALL // 10}", f"large={LARGE}+{LARGE // 10}"
     )
+    endpoint = ready["endpoint"]
     try:
         yield endpoint
     finally:
