@@ -241,14 +241,12 @@ class Settings:
     #: None means: scan the raw device when it is readable (as root).
     scan_device: bool | None = None
     protected_paths: tuple[str, ...] = ()
-    cross_filesystems: bool = False
 
     def as_plugin_settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {
             "passes": self.passes,
             "final_zero": self.final_zero,
             "readback": self.readback,
-            "cross_filesystems": self.cross_filesystems,
         }
         if self.scan_device is not None:
             settings["scan_device"] = self.scan_device
@@ -322,7 +320,6 @@ def _settings(node: Node) -> Settings:
             "readback",
             "scan_device",
             "protected_paths",
-            "cross_filesystems",
         }
     )
     for path_node in node.child("protected_paths").elements():
@@ -334,7 +331,6 @@ def _settings(node: Node) -> Settings:
         readback=_readback(node.child("readback")),
         scan_device=node.boolean("scan_device", None),
         protected_paths=node.strings("protected_paths"),
-        cross_filesystems=node.boolean("cross_filesystems", False),
     )
 
 

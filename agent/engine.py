@@ -100,6 +100,10 @@ class Engine:
         self._plugins: dict[int, Plugin] = {}
         #: Fingerprints by (target position, item key), in memory for this job only.
         self._fingerprints: dict[tuple[int, str], tuple[bytes, ...]] = {}
+        #: Messages of target-wide steps that failed in this run.
+        self._failed_steps: list[str] = []
+        #: Items whose destroy step ran in this process, by (target position, key).
+        self._purged_here: set[tuple[int, str]] = set()
         self._log = get_logger(__name__)
 
     def request_stop(self) -> None:
@@ -214,7 +218,7 @@ class Engine:
         if mask is None:
             return plugin.plan_item(item)
         if Method.MASK not in plugin.methods:
-            detail = f"the policy asks to mask this item, but the {plugin.name} plugin cannot mask"
+            detail = f"the policy requests masking for this item, but the {plugin.name} plugin cannot mask"
             return Decision(refusal=Refusal("not-supported", detail))
         return Decision(method=Method.MASK, params={"mask": dict(mask)})
 
@@ -336,9 +340,7 @@ class Engine:
                 self._purge_batch(job_id, plugin, batch, log)
             except PluginError as error:
                 log.error("target failed during purge", error=str(error))
-                self.journal.add_step(
-                    job_id, row.position, "purge", "failed", str(error)
-                )
+                self._add_step(job_id, row.position, "purge", "failed", str(error))
                 return
 
     def _purge_batch(
@@ -362,6 +364,7 @@ class Engine:
                     )
                     continue
                 changes.append(_result_change(item, result))
+                self._purged_here.add((item.target, item.key))
                 self.progress.advance_items(1)
         finally:
             self._commit(job_id, changes, log)
@@ -387,7 +390,7 @@ class Engine:
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
         try:
             for result in plugin.complete():
-                self.journal.add_step(
+                self._add_step(
                     job_id, row.position, result.key, result.status, result.detail
                 )
                 level = log.info if result.status == "purged" else log.error
@@ -399,9 +402,7 @@ class Engine:
                 )
         except PluginError as error:
             log.error("target step failed", error=str(error))
-            self.journal.add_step(
-                job_id, row.position, "complete", "failed", str(error)
-            )
+            self._add_step(job_id, row.position, "complete", "failed", str(error))
 
     def _verify_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
@@ -423,9 +424,27 @@ class Engine:
             self.progress.advance_items(len(changes))
 
     def _collect_evidence(
-        self, job_id: str, plugin: Plugin, batch: list[ItemRow], row: TargetRow
+        self,
+        job_id: str,
+        plugin: Plugin,
+        batch: list[ItemRow],
+        row: TargetRow,
+        recheck: bool = False,
     ) -> dict[str, Evidence]:
-        planned = [item.planned_item(self._fingerprints_for(item)) for item in batch]
+        """Run the plugin's verification of one batch, keyed by item key.
+
+        Items this process did not purge carry ``params["resumed"]`` (after a
+        restart) or ``params["recheck"]`` (``lethe verify``), so the plugin
+        reports checks it cannot repeat, such as a read-back, as not run.
+        """
+        planned = []
+        for item in batch:
+            flags = {}
+            if recheck:
+                flags["recheck"] = True
+            elif (item.target, item.key) not in self._purged_here:
+                flags["resumed"] = True
+            planned.append(item.planned_item(self._fingerprints_for(item), flags))
         try:
             return {evidence.key: evidence for evidence in plugin.verify(planned)}
         except PluginError as error:
@@ -435,7 +454,7 @@ class Engine:
                 target=row.target.url,
                 error=str(error),
             )
-            self.journal.add_step(job_id, row.position, "verify", "failed", str(error))
+            self._add_step(job_id, row.position, "verify", "failed", str(error))
             return {}
 
     def _commit(self, job_id: str, changes: list[StateChange], log: Any) -> None:
@@ -492,26 +511,24 @@ class Engine:
         hooks.after_job(outcome.summary())
         return outcome
 
+    def _add_step(
+        self, job_id: str, position: int, name: str, status: str, detail: str
+    ) -> None:
+        """Journal a target-wide step; a failed one fails this run of the job."""
+        self.journal.add_step(job_id, position, name, status, detail)
+        if status == "failed":
+            self._failed_steps.append(f"target step {name} failed: {detail}")
+
     def _finish(self, job_id: str) -> JobOutcome:
         job = self.journal.job(job_id)
         counts = self.journal.count_states(job_id)
-        failed_steps = [
-            step for step in self.journal.steps(job_id) if step["status"] == "failed"
-        ]
-        messages = [
-            f"target step {step['name']} failed: {step['detail']}"
-            for step in failed_steps
-        ]
-        unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
-        if counts.get("failed") or unfinished or failed_steps:
-            state, exit_code = "failed", EXIT_FAILED
+        messages = list(self._failed_steps)
+        state, exit_code = _final_state(counts, bool(self._failed_steps))
+        if state == "failed":
             messages.append(
                 "no certificate was issued because not every item was destroyed and verified"
             )
-        elif counts.get("refused") or counts.get("blocked"):
-            state, exit_code = "done", EXIT_REFUSED
-        else:
-            state, exit_code = "done", EXIT_OK
+
         self.audit.append(
             "job-finished",
             job_id=job_id,
@@ -523,6 +540,7 @@ class Engine:
         self.journal.update_job(
             job_id, state=state, certificate=str(path) if path else None
         )
+
         outcome = JobOutcome(
             job_id, state, exit_code, counts, job.plan_hash, path, messages
         )
@@ -599,7 +617,7 @@ class Engine:
             job_id, target=row.position, states=("verified", "purged")
         )
         for batch in chunked(rows, plugin.batch_size):
-            evidence = self._collect_evidence(job_id, plugin, batch, row)
+            evidence = self._collect_evidence(job_id, plugin, batch, row, recheck=True)
             for item in batch:
                 found = evidence.get(item.key)
                 verified = found is not None and found.verified
@@ -665,6 +683,16 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
             fingerprint_digest(value) for value in decision.fingerprints
         ),
     )
+
+
+def _final_state(counts: Mapping[str, int], step_failed: bool) -> tuple[str, int]:
+    """Return the job state and exit code for the final item counts."""
+    unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
+    if counts.get("failed") or unfinished or step_failed:
+        return "failed", EXIT_FAILED
+    if counts.get("refused") or counts.get("blocked"):
+        return "done", EXIT_REFUSED
+    return "done", EXIT_OK
 
 
 def _result_change(item: ItemRow, result: PurgeResult) -> StateChange:

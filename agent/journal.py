@@ -204,19 +204,26 @@ class ItemRow:
             self.key, self.kind, self.size, self.identity, self.attributes, self.label
         )
 
-    def planned_item(self, fingerprints: tuple[bytes, ...] = ()) -> PlannedItem:
-        """Rebuild the plan's decision; fingerprints come from memory, if at all."""
-        if self.method is not None:
-            decision = Decision(
-                method=Method(self.method),
-                residual=self.residual,
-                fingerprints=fingerprints,
-                params=self.params,
-            )
-        else:
+    def planned_item(
+        self,
+        fingerprints: tuple[bytes, ...] = (),
+        flags: Mapping[str, bool] | None = None,
+    ) -> PlannedItem:
+        """Rebuild the plan's decision; fingerprints come from memory, if at all.
+
+        ``flags`` are added to the decision's params (``resumed``, ``recheck``).
+        """
+        if self.method is None:
             decision = Decision(
                 refusal=refusal_from_json(self.refusal), residual=self.residual
             )
+            return PlannedItem(self.item(), decision)
+        decision = Decision(
+            method=Method(self.method),
+            residual=self.residual,
+            fingerprints=fingerprints,
+            params={**self.params, **(flags or {})},
+        )
         return PlannedItem(self.item(), decision)
 
 

@@ -2,14 +2,18 @@
 
 Runs as a normal user, without loop devices: the raw-device scan is off, so
 verification checks that each file is gone and that the read-back of the
-overwrite matched. Every name, phone number and ID number is made up (phone
+overwrite matched. Started as root, it runs Lethe as the user ``nobody``,
+because as root Lethe also checkpoints and zeroes the ext4 journal of the
+filesystem that contains ./demo, which is usually the system disk. Every name, phone number and ID number is made up (phone
 numbers come from the +44 7700 900xxx range reserved for fiction).
 """
 
 from __future__ import annotations
 
 import csv
+import grp
 import os
+import pwd
 import random
 import shutil
 import subprocess
@@ -110,23 +114,56 @@ def generate() -> None:
     )
 
 
-def lethe(*args: str) -> int:
+def give_to_nobody() -> dict[str, object]:
+    """Hand ./demo to the user nobody when running as root; return subprocess options."""
+    if os.geteuid() != 0:
+        return {}
+    user, group = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    privileges = {"user": user.pw_uid, "group": group.gr_gid, "extra_groups": []}
+    try:
+        probe = subprocess.run(
+            [str(LETHE), "--version"], capture_output=True, check=False, **privileges
+        )
+        usable = probe.returncode == 0
+    except PermissionError:
+        usable = False
+    if not usable:
+        sys.exit(
+            f"as root the demo runs Lethe as the user nobody, who cannot run {LETHE} "
+            "(its Python lives in a directory only root can read); "
+            "run make demo as a normal user instead"
+        )
+    for directory, subdirectories, files in os.walk(DEMO):
+        os.chown(directory, user.pw_uid, group.gr_gid)
+        for name in subdirectories + files:
+            path = os.path.join(directory, name)
+            os.chown(path, user.pw_uid, group.gr_gid, follow_symlinks=False)
+    print(
+        "running Lethe as the user nobody (see the note at the top of scripts/demo.py)"
+    )
+    return privileges
+
+
+def lethe(*args: str, privileges: dict[str, object]) -> int:
     command = [str(LETHE), *args, "-c", str(DEMO / "lethe.yaml")]
     print(f"\n$ lethe {' '.join(args)}", flush=True)
-    environment = dict(os.environ, LETHE_STATE_DIR=str(STATE))
-    return subprocess.run(
-        command, env=environment, stderr=subprocess.DEVNULL, check=False
-    ).returncode
+    environment = dict(os.environ, LETHE_STATE_DIR=str(STATE), HOME=str(DEMO))
+    completed = subprocess.run(
+        command, env=environment, stderr=subprocess.DEVNULL, check=False, **privileges
+    )
+    return completed.returncode
 
 
 def main() -> int:
     reset()
     generate()
     print(f"generated synthetic customer exports in {EXPORTS}")
-    plan_code = lethe("plan", str(EXPORTS))
+    STATE.mkdir()
+    privileges = give_to_nobody()
+    plan_code = lethe("plan", str(EXPORTS), privileges=privileges)
     if plan_code not in (0, 1):
         return plan_code
-    purge_code = lethe("purge", "--yes", str(EXPORTS))
+    purge_code = lethe("purge", "--yes", str(EXPORTS), privileges=privileges)
     if purge_code not in (0, 1):
         print(f"purge failed with exit code {purge_code}")
         return purge_code
@@ -134,7 +171,9 @@ def main() -> int:
     if not certificates:
         print("no certificate was issued")
         return 2
-    verify_code = lethe("certificate", "verify", str(certificates[-1]))
+    verify_code = lethe(
+        "certificate", "verify", str(certificates[-1]), privileges=privileges
+    )
     intact = (OUTSIDE / "contracts.csv").exists() and (
         OUTSIDE / "shared-ledger.csv"
     ).exists()

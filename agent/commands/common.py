@@ -33,9 +33,9 @@ def parent_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr",
+        help="log level on stderr (default: INFO for JSON logs, WARNING on a terminal, "
+        "where progress bars show the per-item progress)",
     )
     return parser
 

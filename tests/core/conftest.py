@@ -80,3 +80,16 @@ def log_events(stderr: str) -> list[dict]:
         if line.startswith("{"):
             events.append(json.loads(line))
     return events
+
+
+@pytest.fixture
+def ext4(tmp_path: Path):
+    """An ext4 filesystem on a loop device that the test creates and removes."""
+    from tests.conftest import require_root, require_tool
+    from tests.helpers.loopfs import loop_filesystem
+
+    require_root()
+    require_tool("mkfs.ext4")
+    require_tool("losetup")
+    with loop_filesystem(tmp_path, "ext4", 64) as filesystem:
+        yield filesystem

@@ -7,7 +7,8 @@ overwrites with zeros, then unlinks. Verification checks that the path is
 gone and reports the raw scan as run only when fingerprints are present.
 
 Target options inject faults by file name: ``fail_purge`` and
-``fail_verify`` (lists of names), ``sleep`` (seconds spent per purged item,
+``fail_verify`` (lists of names), ``fail_complete`` (a failed target-wide
+step), ``sleep`` (seconds spent per purged item,
 so a test can kill the process mid-purge), ``stop_marker`` (a file: after
 the first purged item, when it exists, the plugin removes it and sends its
 own process SIGTERM, as an operator would).
@@ -113,6 +114,12 @@ class DirPlugin(Plugin):
             if marker and os.path.exists(marker):
                 os.unlink(marker)
                 os.kill(os.getpid(), signal.SIGTERM)
+
+    def complete(self) -> Iterator[PurgeResult]:
+        if self.target.options.get("fail_complete"):
+            yield PurgeResult(
+                "compact", "failed", "injected failure of a target-wide step"
+            )
 
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         for planned in batch:

@@ -20,7 +20,7 @@ def test_example_config_loads() -> None:
     loaded = config.load(Path(__file__).parents[2] / "config" / "lethe.yaml")
     assert loaded.operator.organization.name == "Example Ltd"
     assert loaded.settings.passes == 1
-    assert loaded.targets[1].options["endpoint_url"] == "http://127.0.0.1:5000"
+    assert loaded.targets[2].options["endpoint_url"] == "http://127.0.0.1:5000"
 
 
 def test_defaults_without_file() -> None:

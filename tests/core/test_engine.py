@@ -215,3 +215,12 @@ def test_dry_run_job_not_verifiable(state_dir: Path, tree: Path) -> None:
     job_id = engine.plan([target(tree / "sub")], {}, dry_run=True)
     with pytest.raises(UsageError, match="destroyed nothing"):
         engine.reverify(job_id)
+
+
+def test_failed_target_step_gives_no_certificate(state_dir: Path, tree: Path) -> None:
+    outcome = plan_and_purge(
+        make_engine(state_dir), [target(tree / "sub", fail_complete=True)]
+    )
+    assert outcome.exit_code == EXIT_FAILED
+    assert outcome.certificate is None
+    assert "target step compact failed" in outcome.messages[0]
