@@ -62,8 +62,10 @@ def test_cli_plan_then_purge(s3, make_bucket, moto_endpoint, tmp_path):
     assert all_entries(s3, bucket, "cust/") == []
     assert [key for _, key, _ in all_entries(s3, bucket)] == ["keep/b.csv"]
     certificate = next((state_dir / "certificates").glob("*.json"))
-    verified = run_lethe(state_dir, "certificate", "verify", str(certificate))
-    assert verified.returncode == 0, verified.stderr
+    checked = run_lethe(state_dir, "certificate", "verify", str(certificate))
+    assert checked.returncode == 0, checked.stderr
+    rescan = run_lethe(state_dir, "verify", certificate.stem, "-c", str(config))
+    assert rescan.returncode == 0, rescan.stdout + rescan.stderr
 
 
 def test_cli_object_lock_exits_one(s3, make_bucket, moto_endpoint, tmp_path):
