@@ -548,7 +548,10 @@ class FilesPlugin(Plugin):
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
         if item.kind == "file":
-            missing = (False, "no read-back record: the overwrite ran in another process")
+            missing = (
+                False,
+                "no read-back record: the overwrite ran in another process",
+            )
             params = planned.decision.params
             if params.get("resumed") or params.get("recheck"):
                 missing = (True, "not run: the overwrite ran in an earlier process")

@@ -927,7 +927,18 @@ class S3Plugin(Plugin):
         for attempt in range(4):
             if not chunk:
                 break
-            errors = self._send_delete_objects(chunk, bypass)
+            try:
+                errors = self._send_delete_objects(chunk, bypass)
+            except PurgeFailed as exc:
+                # The request failed as a whole after boto3's retries; its
+                # items stay in place and a re-run sends them again.
+                self.log.error(
+                    "s3_delete_request_failed", error=str(exc), items=len(chunk)
+                )
+                results.extend(
+                    PurgeResult(e.item.key, "failed", detail=str(exc)) for e in chunk
+                )
+                return results
             retry = []
             for entry in chunk:
                 error = self._match_error(entry, chunk, errors)

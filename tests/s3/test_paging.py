@@ -95,3 +95,43 @@ def test_listing_restarts_after_deletes(
     )
     assert all_entries(s3, bucket) == []
     assert run.unverified() == []
+
+
+def test_failed_request_then_rerun_finishes(s3, make_bucket, run_s3, monkeypatch):
+    """A DeleteObjects request that fails whole leaves failed items; a re-run ends it."""
+    from botocore.exceptions import ClientError
+
+    from plugins.s3 import S3Plugin
+
+    bucket = make_bucket()
+    seed_versions(bucket, versions=1100, prefix="r/")
+    original = S3Plugin._make_client
+    sent = []
+
+    def fail_first_delete(params: dict[str, Any], **kwargs: Any) -> None:
+        sent.append(len(params["Delete"]["Objects"]))
+        if len(sent) == 1:
+            error = {"Error": {"Code": "InternalError", "Message": "injected"}}
+            raise ClientError(error, "DeleteObjects")
+
+    def make_client(self, service, endpoint_url):
+        client = original(self, service, endpoint_url)
+        client.meta.events.register(
+            "before-parameter-build.s3.DeleteObjects", fail_first_delete
+        )
+        return client
+
+    monkeypatch.setattr(S3Plugin, "_make_client", make_client)
+    first = run_s3(f"s3://{bucket}/r/", inspect_versions=False, workers=1)
+    monkeypatch.setattr(S3Plugin, "_make_client", original)
+
+    statuses = list(first.statuses().values())
+    assert statuses.count("failed") == sent[0]
+    assert statuses.count("purged") == 1100 - sent[0]
+    assert len(all_entries(s3, bucket)) == sent[0]
+
+    second = run_s3(f"s3://{bucket}/r/", inspect_versions=False)
+
+    assert len(second.planned) == sent[0]
+    assert set(second.statuses().values()) == {"purged"}
+    assert all_entries(s3, bucket) == []
