@@ -1,0 +1,109 @@
+"""Encryption per version, and key shredding of SSE-KMS customer keys."""
+
+from __future__ import annotations
+
+from plugins.base import JobContext, Method, Target
+from plugins.s3 import S3Plugin, _Entry
+from tests.s3.conftest import all_entries, operations
+
+
+def encrypted_bucket(s3, kms, make_bucket):
+    bucket = make_bucket()
+    key_id = kms.create_key(Description="lethe test key")["KeyMetadata"]["KeyId"]
+    s3.put_object(
+        Bucket=bucket,
+        Key="e/kms",
+        Body=b"k",
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_id,
+    )
+    s3.put_object(Bucket=bucket, Key="e/s3", Body=b"s", ServerSideEncryption="AES256")
+    s3.put_object(Bucket=bucket, Key="e/plain", Body=b"p")
+    return bucket, key_id
+
+
+def encryption_by_key(run):
+    return {
+        entry.item.identity["key"]: entry.item.attributes["encryption"]
+        for entry in run.planned
+    }
+
+
+def test_encryption_reported_per_version(s3, kms, make_bucket, run_s3):
+    bucket, key_id = encrypted_bucket(s3, kms, make_bucket)
+
+    run = run_s3(f"s3://{bucket}/e/", purge=False)
+
+    assert encryption_by_key(run) == {
+        "e/kms": f"SSE-KMS ({key_id})",
+        "e/s3": "SSE-S3",
+        "e/plain": "none",
+    }
+
+
+def test_sse_c_reported_with_residual(moto_endpoint):
+    """Contract test: moto omits SSE-C from HEAD, where S3 returns 400."""
+    from botocore.stub import Stubber
+
+    plugin = S3Plugin(
+        Target("s3://stubbed/e/", {"endpoint_url": moto_endpoint}), JobContext()
+    )
+    entry = _Entry(kind="version", key="e/cust", ident="v1", size=1)
+    with Stubber(plugin._client()) as stub:
+        stub.add_client_error("head_object", "400", "Bad Request", 400)
+        detail = plugin._inspect_version(entry)
+    item = plugin._make_item(entry, detail)
+    decision = plugin.plan_item(item)
+    plugin.close()
+    assert item.attributes["encryption"].startswith("SSE-C")
+    assert "customer-provided key" in decision.residual[0]
+
+
+def test_key_scheduled_for_deletion(s3, kms, make_bucket, run_s3, sdk_calls):
+    """Schedules the KMS key; moto never deletes keys, so only the request is checked.
+
+    moto keeps a key in PendingDeletion forever and still decrypts with it,
+    so the test asserts the request sent and the certificate facts, and makes
+    no claim that the data became unreadable.
+    """
+    bucket, key_id = encrypted_bucket(s3, kms, make_bucket)
+
+    run = run_s3(f"s3://{bucket}/e/", purge_crypto=True, kms_pending_days=7)
+
+    methods = {e.item.identity["key"]: e.decision.method for e in run.planned}
+    assert methods["e/kms"] == Method.PURGE_CRYPTO
+    assert methods["e/s3"] == Method.DELETE_ALL_VERSIONS
+    step = next(r for r in run.completion if r.key == f"purge-crypto:{key_id}")
+    assert step.status == "purged"
+    assert step.facts["pending_window_days"] == 7
+    assert step.facts["crypto_shredding_complete"] is False
+    assert "completes only then" in step.detail
+    scheduled = [p for name, p in sdk_calls if name == "ScheduleKeyDeletion"]
+    assert scheduled == [{"KeyId": key_id, "PendingWindowInDays": 7}]
+    state = kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"]
+    assert state == "PendingDeletion"
+    assert all_entries(s3, bucket) == []
+
+
+def test_key_kept_while_held_data_uses_it(s3, kms, make_bucket, run_s3, sdk_calls):
+    bucket = make_bucket(versioning=None, object_lock=True)
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    for name, hold in (("e/free", "OFF"), ("e/held", "ON")):
+        s3.put_object(
+            Bucket=bucket,
+            Key=name,
+            Body=b"x",
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=key_id,
+            ObjectLockLegalHoldStatus=hold,
+        )
+
+    run = run_s3(f"s3://{bucket}/e/", purge_crypto=True, kms_pending_days=7)
+
+    step = next(r for r in run.completion if r.key == f"purge-crypto:{key_id}")
+    assert step.status == "blocked"
+    assert step.refusal.reason == "in-use"
+    assert "ScheduleKeyDeletion" not in operations(sdk_calls)
+    state = kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"]
+    assert state == "Enabled"
+    assert [key for _, key, _ in all_entries(s3, bucket)] == ["e/held"]
