@@ -10,12 +10,21 @@ from typing import NoReturn
 import structlog
 
 import agent
-from agent.commands import certificate, plan, plugins, purge, verify
+from agent.commands import (
+    certificate,
+    daemon,
+    plan,
+    plugins,
+    purge,
+    status,
+    submit,
+    verify,
+)
 from agent.errors import EXIT_FAILED, LetheError, UsageError, exit_code_for
 from plugins.errors import PluginError
 
 #: Verb modules; each adds its subcommand through ``register(subparsers)``.
-COMMAND_MODULES = [plan, purge, verify, certificate, plugins]
+COMMAND_MODULES = [plan, purge, verify, certificate, plugins, submit, daemon, status]
 
 
 class ArgumentParser(argparse.ArgumentParser):
