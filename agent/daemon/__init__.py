@@ -152,7 +152,7 @@ def _check_cron(element: Node, cron: str) -> None:
         ) from error
     if not croniter.is_valid(cron):
         raise element.error(
-            'a cron expression of five fields, such as "0 3 * * *"', "cron"
+            'a cron expression such as "0 3 * * *" (five fields, or six with seconds last)', "cron"
         )
 
 
