@@ -46,6 +46,8 @@ from plugins.errors import PluginError
 RESUMABLE = ("purging", "interrupted")
 #: Prefix of ``source_plan`` for jobs started by a schedule.
 SCHEDULE_SOURCE = "schedule:"
+#: Job states in which nothing was destroyed yet.
+NOT_STARTED = ("planning", "planned", "cancelled", "plan-failed")
 STATUS_FILE = "daemon-status.json"
 #: Longest sleep of the main loop, so signals and the watchdog stay prompt.
 MAX_TICK_SECONDS = 1.0
@@ -98,6 +100,9 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit code (0)."""
         self._install_signals()
+        # The daemon holds a journal connection for its whole life, so the
+        # journal's WAL and shared-memory files exist while jobs run.
+        self.journal = Journal.open(self.state_dir)
         self.metrics.start()
         self.log.info(
             "daemon starting",
@@ -161,6 +166,7 @@ class Daemon:
         self._reap()
         self._publish_status(force=True)
         self.metrics.stop()
+        self.journal.close()
         self.log.info("daemon stopped")
         self.notifier.close()
         return 0
@@ -202,30 +208,27 @@ class Daemon:
 
     def _queue_unfinished(self) -> None:
         """Queue every started, unfinished job, then settle leftovers in claimed/."""
-        journal = Journal.open(self.state_dir)
-        try:
-            claimed = {str(path): path for path in self.spool.claimed_plans()}
-            latest: dict[str, Any] = {}
-            for row in journal.query(
-                "SELECT id, state, dry_run, source_plan FROM jobs"
-                " WHERE dry_run = 0 ORDER BY created, id"
-            ):
-                source = row["source_plan"] or ""
-                latest[source] = row
-                if row["state"] in RESUMABLE:
-                    self._queue_resume(journal, row["id"], claimed.get(source))
-                elif row["state"] in ("planning", "planned") and self._is_ours(source):
-                    # Nothing was destroyed yet; the plan runs again from the spool.
-                    journal.update_job(row["id"], state="cancelled")
-                    self.log.info("unstarted job cancelled", job=row["id"], source=source)
-            for name, path in claimed.items():
-                row = latest.get(name)
-                if row is None or row["state"] in ("planning", "planned", "cancelled", "plan-failed"):
-                    self._queue_spooled(path)
-                elif row["state"] not in RESUMABLE:
-                    self._settle_claimed(journal, row["id"], row["state"], path)
-        finally:
-            journal.close()
+        journal = self.journal
+        claimed = {str(path): path for path in self.spool.claimed_plans()}
+        latest: dict[str, Any] = {}
+        for row in journal.query(
+            "SELECT id, state, dry_run, source_plan FROM jobs"
+            " WHERE dry_run = 0 ORDER BY created, id"
+        ):
+            source = row["source_plan"] or ""
+            latest[source] = row
+            if row["state"] in RESUMABLE:
+                self._queue_resume(journal, row["id"], claimed.get(source))
+            elif row["state"] in ("planning", "planned") and self._is_ours(source):
+                # Nothing was destroyed yet; the plan runs again from the spool.
+                journal.update_job(row["id"], state="cancelled")
+                self.log.info("unstarted job cancelled", job=row["id"], source=source)
+        for name, path in claimed.items():
+            row = latest.get(name)
+            if row is None or row["state"] in NOT_STARTED:
+                self._queue_spooled(path)
+            elif row["state"] not in RESUMABLE:
+                self._settle_claimed(journal, row["id"], row["state"], path)
 
     def _is_ours(self, source: str) -> bool:
         return source.startswith(SCHEDULE_SOURCE) or source.startswith(

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.daemon.conftest import (
+from tests.daemon.rig import (
     DaemonRig,
     NotifySocket,
     file_hashes,
