@@ -38,7 +38,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Metrics:
-    """Where the Prometheus metrics go; both None means none are exported."""
+    """Destinations of the Prometheus metrics; with both None, none are exported."""
 
     textfile: str | None = None
     #: TCP port of an HTTP listener bound to 127.0.0.1.

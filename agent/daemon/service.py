@@ -49,7 +49,7 @@ SCHEDULE_SOURCE = "schedule:"
 #: Job states in which nothing was destroyed yet.
 NOT_STARTED = ("planning", "planned", "cancelled", "plan-failed")
 STATUS_FILE = "daemon-status.json"
-#: Longest sleep of the main loop, so signals and the watchdog stay prompt.
+#: Maximum sleep of the main loop, so signals and the watchdog stay prompt.
 MAX_TICK_SECONDS = 1.0
 
 
@@ -100,7 +100,7 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit code (0)."""
         self._install_signals()
-        # The daemon holds a journal connection for its whole life, so the
+        # The daemon keeps a journal connection open for its whole life, so the
         # journal's WAL and shared-memory files exist while jobs run.
         self.journal = Journal.open(self.state_dir)
         self.metrics.start()
