@@ -2,7 +2,7 @@
 
 Runs ``--jobs`` jobs one after another, each on a fresh tree of ``--files``
 files on a tmpfs, killing the daemon ``--kills`` times per job at random
-delays, then checks every file's end state as tests/daemon/test_crash.py
+points, then checks every file's end state as tests/daemon/test_crash.py
 does. Prints one line per job and exits 1 if any check failed.
 
     sudo .venv/bin/python benchmarks/daemon_crash.py --jobs 6 --kills 15
@@ -23,7 +23,7 @@ from tests.daemon.crash import build_tree, check_end_state, kill_until_done  # n
 from tests.daemon.rig import DaemonRig, mount_tmpfs, unmount  # noqa: E402
 
 
-def run_job(seed: int, files: int, kills: int, max_delay: float) -> tuple[int, list[str]]:
+def run_job(seed: int, files: int, kills: int, max_events: int) -> tuple[int, list[str]]:
     with tempfile.TemporaryDirectory(prefix="lethe-crash-") as folder:
         root = Path(folder)
         filesystem = root / "fs"
@@ -35,7 +35,7 @@ def run_job(seed: int, files: int, kills: int, max_delay: float) -> tuple[int, l
             if rig.submit(plan).returncode != 0:
                 return 0, ["lethe submit failed"]
             name = rig.spool_files("incoming")[0].name
-            run = kill_until_done(rig, name, random.Random(seed), kills, max_delay)
+            run = kill_until_done(rig, name, random.Random(seed), kills, max_events)
             return run.kills, check_end_state(rig, tree, run)
         finally:
             rig.close()
@@ -48,7 +48,10 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=2000, help="files per job")
     parser.add_argument("--kills", type=int, default=15, help="kill points per job at most")
     parser.add_argument(
-        "--max-delay", type=float, default=0.5, help="longest delay before a kill, seconds"
+        "--max-events",
+        type=int,
+        default=400,
+        help="maximum logged item state changes before a kill (default 400)",
     )
     parser.add_argument("--seed", type=int, default=100, help="seed of the first job")
     args = parser.parse_args()
@@ -57,7 +60,7 @@ def main() -> int:
     started = time.monotonic()
     for index in range(args.jobs):
         seed = args.seed + index
-        kills, problems = run_job(seed, args.files, args.kills, args.max_delay)
+        kills, problems = run_job(seed, args.files, args.kills, args.max_events)
         total_kills += kills
         failures += bool(problems)
         verdict = "ok" if not problems else "; ".join(problems)

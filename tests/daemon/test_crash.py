@@ -26,7 +26,9 @@ def test_kill_nine_during_purge(rig: DaemonRig, seed: int) -> None:
     plan = rig.plan(rig.target)
     assert rig.submit(plan).returncode == 0
     spool_name = rig.spool_files("incoming")[0].name
-    run = kill_until_done(rig, spool_name, random.Random(seed), max_kills=MIN_KILLS, max_delay=0.35)
+    run = kill_until_done(
+        rig, spool_name, random.Random(seed), max_kills=MIN_KILLS, max_events=500
+    )
     assert run.kills == MIN_KILLS, f"job finished after {run.kills} kills: {run.delays}"
     assert check_end_state(rig, tree, run) == []
     resumed = [e for e in rig.events() if e.get("event") == "resuming unfinished job"]
@@ -39,7 +41,7 @@ def test_end_state_check_can_fail(rig: DaemonRig) -> None:
     plan = rig.plan(rig.target)
     rig.submit(plan)
     spool_name = rig.spool_files("incoming")[0].name
-    run = kill_until_done(rig, spool_name, random.Random(0), max_kills=0, max_delay=0)
+    run = kill_until_done(rig, spool_name, random.Random(0), max_kills=0, max_events=1)
     survivor = next(iter(tree.selected))
     survivor.parent.mkdir(parents=True, exist_ok=True)
     survivor.write_text("survived\n")
