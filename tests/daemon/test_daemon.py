@@ -194,3 +194,23 @@ def test_sighup_keeps_old_config_when_invalid(rig: DaemonRig) -> None:
     assert ended["state"] == "done"
     assert not [path for path in selected if path.exists()]
     assert rig.stop() == 0
+
+
+def test_overlapping_targets_run_one_at_a_time(rig: DaemonRig) -> None:
+    make_tree(rig.target, 400, dirs=4)
+    inner = rig.plan(rig.target / "d00", name="inner.json")
+    outer = rig.plan(rig.target, name="outer.json")
+    assert rig.submit(inner).returncode == 0
+    assert rig.submit(outer).returncode == 0
+    rig.start()
+    rig.wait_ready()
+    rig.wait_for_event("spooled plan rejected")
+    assert rig.stop() == 0
+    events = rig.events()
+    starts = [e["timestamp"] for e in events if e.get("event") == "job starting"]
+    ended = [e["timestamp"] for e in events if e.get("event") == "job run ended"]
+    assert len(starts) == 2
+    assert starts[1] >= ended[0]
+    # The outer plan ran after the inner one destroyed d00, so its world changed.
+    rejected = [e for e in events if e.get("event") == "spooled plan rejected"]
+    assert rejected[0]["reason"].startswith("the world no longer matches the plan")
