@@ -19,11 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.daemon.crash import build_tree, check_end_state, kill_until_done  # noqa: E402
-from tests.daemon.rig import DaemonRig, mount_tmpfs, unmount  # noqa: E402
+from tests.daemon.crash import build_tree, check_end_state, kill_until_done
+from tests.daemon.rig import DaemonRig, mount_tmpfs, unmount
 
 
-def run_job(seed: int, files: int, kills: int, max_events: int) -> tuple[int, list[str]]:
+def run_job(
+    seed: int, files: int, kills: int, max_events: int
+) -> tuple[int, list[str]]:
     with tempfile.TemporaryDirectory(prefix="lethe-crash-") as folder:
         root = Path(folder)
         filesystem = root / "fs"
@@ -46,7 +48,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=6, help="jobs to run (default 6)")
     parser.add_argument("--files", type=int, default=2000, help="files per job")
-    parser.add_argument("--kills", type=int, default=15, help="kill points per job at most")
+    parser.add_argument(
+        "--kills", type=int, default=15, help="kill points per job at most"
+    )
     parser.add_argument(
         "--max-events",
         type=int,
@@ -64,7 +68,9 @@ def main() -> int:
         total_kills += kills
         failures += bool(problems)
         verdict = "ok" if not problems else "; ".join(problems)
-        print(f"job {index + 1} seed {seed}: {kills} kill points, {verdict}", flush=True)
+        print(
+            f"job {index + 1} seed {seed}: {kills} kill points, {verdict}", flush=True
+        )
     seconds = time.monotonic() - started
     print(
         f"{args.jobs} jobs of {args.files} files, {total_kills} kill points, "

@@ -21,7 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "-c", "--config", metavar="FILE", required=True, help="configuration file (YAML)"
+        "-c",
+        "--config",
+        metavar="FILE",
+        required=True,
+        help="configuration file (YAML)",
     )
     parser.add_argument(
         "--state-dir",

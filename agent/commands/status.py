@@ -120,16 +120,29 @@ def _alive(pid: int) -> bool:
 def _print(status: dict[str, Any]) -> None:
     counts = status["counts"]
     daemon = status["daemon"]
-    print(f"daemon: {'running, pid ' + str(daemon['pid']) if daemon else 'not running'}")
+    print(
+        f"daemon: {'running, pid ' + str(daemon['pid']) if daemon else 'not running'}"
+    )
     print(
         "jobs: "
-        + ", ".join(f"{counts[name]} {name}" for name in (
-            "running", "queued", "finished", "failed", "interrupted", "cancelled", "rejected"
-        ))
+        + ", ".join(
+            f"{counts[name]} {name}"
+            for name in (
+                "running",
+                "queued",
+                "finished",
+                "failed",
+                "interrupted",
+                "cancelled",
+                "rejected",
+            )
+        )
     )
     for group in ("running", "interrupted", "failed"):
         for job in status["jobs"][group]:
-            items = ", ".join(f"{n} {state}" for state, n in sorted(job["items"].items()))
+            items = ", ".join(
+                f"{n} {state}" for state, n in sorted(job["items"].items())
+            )
             print(f"  {group}: {job['id']} ({job['state']}): {items}")
     if daemon:
         for work in daemon["running"]:

@@ -83,8 +83,7 @@ def targets_overlap(first: str, second: str) -> bool:
 
 
 def _comparable(url: str) -> str:
-    if url.startswith("file://"):
-        url = url[len("file://") :]
+    url = url.removeprefix("file://")
     if "://" in url:
         return url
     return os.path.normpath(os.path.abspath(url))
@@ -131,7 +130,9 @@ def _schedules(node: Node) -> tuple[Schedule, ...]:
         element = element.mapping({"name", "cron", "targets"})
         name = element.string("name", required=True)
         if name in names:
-            raise element.error(f"a schedule name used once, {name!r} is repeated", "name")
+            raise element.error(
+                f"a schedule name used once, {name!r} is repeated", "name"
+            )
         names.add(name)
         cron = element.string("cron", required=True)
         _check_cron(element, cron)
@@ -152,7 +153,8 @@ def _check_cron(element: Node, cron: str) -> None:
         ) from error
     if not croniter.is_valid(cron):
         raise element.error(
-            'a cron expression such as "0 3 * * *" (five fields, or six with seconds last)', "cron"
+            'a cron expression such as "0 3 * * *" (five fields, or six with seconds last)',
+            "cron",
         )
 
 

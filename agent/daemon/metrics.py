@@ -97,7 +97,9 @@ class DaemonMetrics:
         self._server, _thread = start_http_server(
             self.config.listen_port, addr="127.0.0.1", registry=self.registry
         )
-        log.info("metrics listener started", address=f"127.0.0.1:{self.config.listen_port}")
+        log.info(
+            "metrics listener started", address=f"127.0.0.1:{self.config.listen_port}"
+        )
 
     def stop(self) -> None:
         if self._server is not None:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as config_module
-from agent.config import Config
 from agent.daemon import DaemonConfig, Schedule, targets_overlap
 from agent.daemon.metrics import DaemonMetrics, JobTotals
 from agent.daemon.notify import Notifier, watchdog_interval
@@ -188,7 +187,10 @@ class Daemon:
         old = self.daemon_config
         self.config = config
         new = self.daemon_config
-        if spool_path(new, self.state_dir) != self.spool.root or new.metrics != old.metrics:
+        if (
+            spool_path(new, self.state_dir) != self.spool.root
+            or new.metrics != old.metrics
+        ):
             # NOTE: the spool directory and the metrics outputs are set up at
             # start; a change to them takes effect on the next restart.
             self.log.warning(
@@ -231,11 +233,11 @@ class Daemon:
                 self._settle_claimed(journal, row["id"], row["state"], path)
 
     def _is_ours(self, source: str) -> bool:
-        return source.startswith(SCHEDULE_SOURCE) or source.startswith(
-            str(self.spool.claimed) + os.sep
-        )
+        return source.startswith((SCHEDULE_SOURCE, str(self.spool.claimed) + os.sep))
 
-    def _queue_resume(self, journal: Journal, job_id: str, spool_file: Path | None) -> None:
+    def _queue_resume(
+        self, journal: Journal, job_id: str, spool_file: Path | None
+    ) -> None:
         targets = tuple(row.target.url for row in journal.targets(job_id))
         self.log.info("resuming unfinished job", job=job_id, targets=list(targets))
         work = Work(
@@ -249,7 +251,9 @@ class Daemon:
         )
         self._pending.append(work)
 
-    def _settle_claimed(self, journal: Journal, job_id: str, state: str, path: Path) -> None:
+    def _settle_claimed(
+        self, journal: Journal, job_id: str, state: str, path: Path
+    ) -> None:
         """Move a claimed plan whose job ended before a crash to done/ or rejected/."""
         if state == "mismatch":
             self._reject(path, f"the world no longer matches the plan (job {job_id})")
@@ -284,7 +288,9 @@ class Daemon:
                 continue
             self._next_runs[schedule.name] = schedule.next_run(now)
             label = f"schedule {schedule.name}"
-            busy = [work for work in [*self._pending, *self._running] if work.label == label]
+            busy = [
+                work for work in [*self._pending, *self._running] if work.label == label
+            ]
             if busy:
                 self.log.warning(
                     "schedule skipped: its previous run has not finished",
@@ -426,7 +432,7 @@ class Daemon:
             outcome = work.run(engine)
         except (LetheError, PluginError) as error:
             self._work_failed(work, error)
-        except Exception as error:  # noqa: BLE001 (a worker must report, not vanish)
+        except Exception as error:
             self.log.exception("job crashed", work=work.label, error=repr(error))
             work.extra["error"] = repr(error)
         if outcome is not None and engine is not None:

@@ -72,7 +72,7 @@ def kill_until_done(
 
     Most kill points are counted in logged item state changes after READY
     (between 1 and ``max_events``), so they land inside the purge however
-    loaded the machine is; the rest fall at a random time during start-up,
+    loaded the machine is. The rest fall at a random time during start-up,
     where the rescan of items left in flight runs.
     """
     run = CrashRun()
@@ -130,7 +130,10 @@ def journal_items(rig: DaemonRig, job_id: str) -> dict[str, tuple[str, str]]:
         ).fetchall()
     finally:
         connection.close()
-    return {bytes(key).decode("utf-8", "surrogateescape"): (state, kind) for key, state, kind in rows}
+    return {
+        bytes(key).decode("utf-8", "surrogateescape"): (state, kind)
+        for key, state, kind in rows
+    }
 
 
 def check_end_state(rig: DaemonRig, tree: CrashTree, run: CrashRun) -> list[str]:
@@ -140,7 +143,11 @@ def check_end_state(rig: DaemonRig, tree: CrashTree, run: CrashRun) -> list[str]
     states = {state for state, _ in items.values()}
     if not states <= {"verified", "refused"}:
         problems.append(f"items not verified or refused: {sorted(states)}")
-    verified_files = {key for key, (state, kind) in items.items() if state == "verified" and kind == "file"}
+    verified_files = {
+        key
+        for key, (state, kind) in items.items()
+        if state == "verified" and kind == "file"
+    }
     expected = {str(path) for path in tree.selected}
     if verified_files != expected:
         problems.append(
@@ -164,5 +171,7 @@ def check_end_state(rig: DaemonRig, tree: CrashTree, run: CrashRun) -> list[str]
         problems.append("a refused file inside the target changed")
     rescan = run_lethe("verify", "-c", str(rig.config), run.job_id, "--json")
     if rescan.returncode != 0:
-        problems.append(f"lethe verify exited {rescan.returncode}: {rescan.stderr[-500:]}")
+        problems.append(
+            f"lethe verify exited {rescan.returncode}: {rescan.stderr[-500:]}"
+        )
     return problems

@@ -36,7 +36,15 @@ def mount_tmpfs(mount_point: Path, size: str) -> None:
     require_tool("mount")
     mount_point.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)],
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={size},mode=0755",
+            "tmpfs",
+            str(mount_point),
+        ],
         check=True,
     )
 
@@ -161,7 +169,13 @@ class DaemonRig:
     def plan(self, *targets: Path, name: str = "plan.json") -> Path:
         path = self.root / name
         result = run_lethe(
-            "plan", "-c", str(self.config), *map(str, targets), "-o", str(path), "--json"
+            "plan",
+            "-c",
+            str(self.config),
+            *map(str, targets),
+            "-o",
+            str(path),
+            "--json",
         )
         assert result.returncode in (0, 1), result.stderr
         return path
@@ -210,7 +224,9 @@ class DaemonRig:
         path = self.state / "spool" / folder
         if not path.is_dir():
             return []
-        return sorted(p for p in path.glob("*.json") if not p.name.endswith(".result.json"))
+        return sorted(
+            p for p in path.glob("*.json") if not p.name.endswith(".result.json")
+        )
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -49,7 +49,9 @@ def test_plan_with_edited_item(rig: DaemonRig) -> None:
     plan = json.loads(rig.plan(rig.target).read_text())
     # Drop one file from the plan but keep the recorded hash: the plan now
     # differs from what was shown, so it must not run.
-    plan["items"] = [item for item in plan["items"] if not item["key"].endswith("00003.csv")]
+    plan["items"] = [
+        item for item in plan["items"] if not item["key"].endswith("00003.csv")
+    ]
     name = "20000101T000000000000Z-00000003.json"
     rig.spool_write(name, json.dumps(plan).encode())
     event = _run_until_rejected(rig, name)

@@ -37,13 +37,26 @@ def test_schedule_parsed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("daemon:\n  max_jobs: 0\n", "lethe.yaml:2: daemon.max_jobs: expected an integer of at least 1"),
-        ("daemon:\n  schedules:\n    - name: a\n      cron: 'every night'\n      targets: [/x]\n",
-         "lethe.yaml:4: daemon.schedules[0].cron: expected a cron expression"),
-        ("daemon:\n  schedules:\n    - name: a\n      cron: '* * * * *'\n",
-         "daemon.schedules[0].targets: expected a non-empty list of targets"),
-        ("daemon:\n  metrics:\n    listen_port: 70000\n", "expected a TCP port between 1 and 65535"),
-        ("daemon:\n  spool_dir: spool\n", "daemon.spool_dir: expected an absolute path"),
+        (
+            "daemon:\n  max_jobs: 0\n",
+            "lethe.yaml:2: daemon.max_jobs: expected an integer of at least 1",
+        ),
+        (
+            "daemon:\n  schedules:\n    - name: a\n      cron: 'every night'\n      targets: [/x]\n",
+            "lethe.yaml:4: daemon.schedules[0].cron: expected a cron expression",
+        ),
+        (
+            "daemon:\n  schedules:\n    - name: a\n      cron: '* * * * *'\n",
+            "daemon.schedules[0].targets: expected a non-empty list of targets",
+        ),
+        (
+            "daemon:\n  metrics:\n    listen_port: 70000\n",
+            "expected a TCP port between 1 and 65535",
+        ),
+        (
+            "daemon:\n  spool_dir: spool\n",
+            "daemon.spool_dir: expected an absolute path",
+        ),
         ("daemon:\n  colour: blue\n", "daemon.colour: unknown key"),
     ],
 )

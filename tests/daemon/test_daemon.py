@@ -32,7 +32,9 @@ def test_spooled_plan_runs_to_done(rig: DaemonRig) -> None:
     assert not [path for path in selected if path.exists()]
     assert file_hashes(list(kept)) == kept
     assert len(rig.spool_files("done")) == 1
-    result = json.loads(next((rig.state / "spool" / "done").glob("*.result.json")).read_text())
+    result = json.loads(
+        next((rig.state / "spool" / "done").glob("*.result.json")).read_text()
+    )
     assert result["state"] == "done"
     assert result["certificate"]
     assert rig.stop() == 0
@@ -84,14 +86,22 @@ def test_status_message_follows_jobs(rig: DaemonRig) -> None:
     rig.start()
     rig.wait_ready()
     rig.submit(plan)
-    rig.notify.wait_for("STATUS", "0 running, 0 queued, 1 finished, 0 failed, 0 rejected")
+    rig.notify.wait_for(
+        "STATUS", "0 running, 0 queued, 1 finished, 0 failed, 0 rejected"
+    )
     assert rig.stop() == 0
 
 
 def test_schedule_fires_and_purges(rig: DaemonRig) -> None:
     scheduled = make_tree(rig.target, 15)
     rig.write_config(
-        schedules=[{"name": "every-second", "cron": "* * * * * *", "targets": [str(rig.target)]}]
+        schedules=[
+            {
+                "name": "every-second",
+                "cron": "* * * * * *",
+                "targets": [str(rig.target)],
+            }
+        ]
     )
     rig.start()
     rig.wait_ready()
@@ -110,7 +120,9 @@ def test_metrics_textfile(rig: DaemonRig) -> None:
     rig.wait_ready()
     rig.submit(plan)
     rig.wait_for_event("job run ended")
-    text = wait_until(lambda: textfile.exists() and textfile.read_text(), 10, "textfile")
+    text = wait_until(
+        lambda: textfile.exists() and textfile.read_text(), 10, "textfile"
+    )
     count = item_count(tree)
     assert f"lethe_items_purged_total {count}.0" in text
     assert f'lethe_verifications_total{{result="passed"}} {count}.0' in text
@@ -129,11 +141,14 @@ def test_metrics_http_on_loopback(rig: DaemonRig) -> None:
     rig.write_config(metrics={"listen_port": port})
     rig.start()
     rig.wait_ready()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/metrics", timeout=10
+    ) as reply:
         body = reply.read().decode()
     assert "lethe_items_purged_total" in body
     listening = [
-        line for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        line
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
         if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
     ]
     assert [line.split()[1].split(":")[0] for line in listening] == ["0100007F"]
@@ -152,7 +167,9 @@ def test_sigterm_stops_after_item_in_flight(rig: DaemonRig) -> None:
     assert time.monotonic() - started < 30
     journal = sqlite3.connect(rig.state / "journal.sqlite")
     states = dict(journal.execute("SELECT state, COUNT(*) FROM items GROUP BY state"))
-    job_state = journal.execute("SELECT state FROM jobs WHERE dry_run = 0").fetchone()[0]
+    job_state = journal.execute("SELECT state FROM jobs WHERE dry_run = 0").fetchone()[
+        0
+    ]
     journal.close()
     assert "purging" not in states
     assert job_state in ("interrupted", "done")

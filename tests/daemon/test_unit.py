@@ -37,7 +37,9 @@ def test_unit_exposure_at_most_three() -> None:
         text=True,
         timeout=60,
     )
-    match = re.search(r"Overall exposure level for lethe\.service: ([0-9.]+)", result.stdout)
+    match = re.search(
+        r"Overall exposure level for lethe\.service: ([0-9.]+)", result.stdout
+    )
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE
 
