@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 from tests.daemon.rig import (
+    LETHE,
     DaemonRig,
     NotifySocket,
     file_hashes,
@@ -231,3 +233,29 @@ def test_overlapping_targets_run_one_at_a_time(rig: DaemonRig) -> None:
     # The outer plan ran after the inner one destroyed d00, so its world changed.
     rejected = [e for e in events if e.get("event") == "spooled plan rejected"]
     assert rejected[0]["reason"].startswith("the world no longer matches the plan")
+
+
+def test_start_resumes_killed_cli_purge(rig: DaemonRig) -> None:
+    selected = make_tree(rig.target, 1500, dirs=30)
+    purge_log = rig.root / "purge.log"
+    with open(purge_log, "wb") as log:
+        purge = subprocess.Popen(
+            [*LETHE, "purge", "--yes", "-c", str(rig.config), str(rig.target)],
+            stdout=log,
+            stderr=log,
+        )
+    wait_until(
+        lambda: purge_log.read_bytes().count(b'"state": "purged"') >= 50,
+        120,
+        "the command-line purge to destroy 50 items",
+    )
+    purge.kill()
+    purge.wait(30)
+    assert [path for path in selected if path.exists()]
+    rig.start()
+    rig.wait_ready()
+    ended = rig.wait_for_event("job run ended")
+    assert ended["work"].startswith("resume ")
+    assert ended["state"] == "done"
+    assert not [path for path in selected if path.exists()]
+    assert rig.stop() == 0
