@@ -312,6 +312,7 @@ class Daemon:
             self._set_job(work, job_id)
             if self._stop.is_set():
                 engine.journal.update_job(job_id, state="cancelled")
+                work.extra["state"] = "cancelled"
                 return None
             work.extra["purge_started"] = True
             return engine.purge(job_id)
@@ -357,6 +358,7 @@ class Daemon:
                     saved_plan_hash=saved.plan_hash,
                     differences=len(differences),
                 )
+                work.extra["state"] = "mismatch"
                 shown = differences[:DIFFERENCES_SHOWN]
                 self._reject(
                     path,
@@ -366,6 +368,7 @@ class Daemon:
                 return None
             if self._stop.is_set():
                 engine.journal.update_job(job_id, state="cancelled")
+                work.extra["state"] = "cancelled"
                 return None
             work.extra["purge_started"] = True
             return engine.purge(job_id)
@@ -445,6 +448,7 @@ class Daemon:
         work.extra["error"] = str(error)
         if not work.extra.get("purge_started") and work.spool_file is not None:
             # The purge never started, so nothing was destroyed.
+            work.extra["state"] = "rejected"
             self._reject(work.spool_file, f"the job could not be planned: {error}")
             return
         self.log.error(
@@ -487,7 +491,7 @@ class Daemon:
             state = work.extra.get("state")
             if state == "done":
                 self._finished += 1
-            elif state != "interrupted":
+            elif state not in ("interrupted", "cancelled", "mismatch", "rejected"):
                 self._failed += 1
         self._running = still
 

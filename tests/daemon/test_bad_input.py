@@ -121,6 +121,8 @@ def test_world_changed_since_plan(rig: DaemonRig) -> None:
     name = rig.spool_files("incoming")[0].name
     event = _run_until_rejected(rig, name)
     assert event["reason"].startswith("the world no longer matches the plan")
+    statuses = [m.get("STATUS", "") for m in rig.notify.drain()]
+    assert any(status.endswith("0 failed, 1 rejected") for status in statuses)
     assert file_hashes([*tree, extra]) == {**tree, extra: file_hashes([extra])[extra]}
 
 
