@@ -10,12 +10,36 @@ from typing import NoReturn
 import structlog
 
 import agent
-from agent.commands import certificate, ledger, plan, plugins, purge, seal, unseal, verify
+from agent.commands import (
+    certificate,
+    daemon,
+    ledger,
+    plan,
+    plugins,
+    purge,
+    seal,
+    status,
+    submit,
+    unseal,
+    verify,
+)
 from agent.errors import EXIT_FAILED, LetheError, UsageError, exit_code_for
 from plugins.errors import PluginError
 
 #: Verb modules; each adds its subcommand through ``register(subparsers)``.
-COMMAND_MODULES = [plan, purge, verify, certificate, plugins, seal, unseal, ledger]
+COMMAND_MODULES = [
+    plan,
+    purge,
+    verify,
+    certificate,
+    plugins,
+    seal,
+    unseal,
+    ledger,
+    submit,
+    daemon,
+    status,
+]
 
 
 class ArgumentParser(argparse.ArgumentParser):

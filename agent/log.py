@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure(level: str | None = None, json_output: bool | None = None) -> None:
-    """Route structlog to stderr with the renderer that suits the stream.
+def configure(
+    level: str | None = None,
+    json_output: bool | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog to ``stream`` (default stderr) with a renderer that suits it.
 
     Without a ``level``, JSON logs include INFO (one event per item state
-    change) and console logs start at WARNING.
+    change) and console logs start at WARNING. The daemon passes stdout,
+    which journald reads under systemd.
     """
+    stream = stream or sys.stderr
     if json_output is None:
-        json_output = not sys.stderr.isatty()
+        json_output = not stream.isatty()
     if level is None:
         level = "INFO" if json_output else "WARNING"
     renderer: structlog.typing.Processor
@@ -40,7 +47,7 @@ def configure(level: str | None = None, json_output: bool | None = None) -> None
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelName(level.upper())
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 

@@ -9,6 +9,7 @@ packages=(
     fdisk nwipe                                 # partition tables in tests; benchmark reference
     sqlite3 age coreutils time                  # benchmarks' reference tools, GNU time for peak RSS
     postgresql-client mariadb-client
+    systemd                                     # systemd-analyze verify and security
 )
 
 missing=()
