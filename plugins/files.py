@@ -60,6 +60,7 @@ log = structlog.get_logger(__name__)
 
 OPTIONS = {"cross_filesystems", "wipe_free_space", "keep_root"}
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
+_NAME_SET = frozenset(_NAME_ALPHABET)
 #: Files up to this many allocated bytes are read whole for fingerprints;
 #: larger files are sampled at evenly spread offsets.
 WHOLE_READ_LIMIT = 1024 * 1024
@@ -576,6 +577,8 @@ class FilesPlugin(Plugin):
         item = planned.item
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
+            if item.kind == "file" and "ino" in item.identity:
+                yield _leftover_check(path, item.identity)
         if item.kind == "file":
             yield self._readback_check(planned)
         yield self._scan_check(planned)
@@ -667,6 +670,54 @@ def _path_gone_check(path: str, key: str) -> Check:
     except OSError as error:
         return Check("path-gone", False, f"cannot check {key}: {error.strerror}")
     return Check("path-gone", False, f"{key} still exists (inode {status.st_ino})")
+
+
+def find_renamed_leftover(path: str, identity: dict) -> str | None:
+    """Return the random name an interrupted purge gave the file at ``path``, if any.
+
+    A crash between the rename and the unlink leaves the overwritten file
+    under a random name of the same byte length in the same directory. It is
+    recognised by its device and inode number, which stay the same across a
+    rename, by a name ``random_name`` could have produced, and by its size:
+    the planned size, or 0 after the truncation. The size rules out a new file
+    that reused the inode number of an unlinked one.
+    """
+    parent, name = os.path.split(path)
+    length = len(os.fsencode(name))
+    try:
+        entries = os.scandir(parent)
+    except OSError:
+        return None
+    with entries:
+        for entry in entries:
+            if (
+                len(os.fsencode(entry.name)) != length
+                or not set(entry.name) <= _NAME_SET
+            ):
+                continue
+            try:
+                status = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (
+                stat.S_ISREG(status.st_mode)
+                and status.st_dev == identity.get("dev")
+                and status.st_ino == identity.get("ino")
+                and status.st_size in (identity.get("size"), 0)
+            ):
+                return entry.path
+    return None
+
+
+def _leftover_check(path: str, identity: dict) -> Check:
+    leftover = find_renamed_leftover(path, identity)
+    if leftover is None:
+        return Check("no-leftover", True, "no renamed copy of the file remains")
+    return Check(
+        "no-leftover",
+        False,
+        f"{escape_path(leftover)} is the file renamed by an interrupted purge and still exists",
+    )
 
 
 def _spread_offsets(

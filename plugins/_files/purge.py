@@ -202,6 +202,8 @@ class BatchPurge:
         item = planned.item
         links = []
         for path in _link_paths(item):
+            if planned.decision.params.get("resumed") and not os.path.lexists(path):
+                path = self._renamed_leftover(path, item)
             parent, name = os.path.split(path)
             parent_fd = self._open_directory(parent, item.key)
             status = self._lstat(name, parent_fd, item.key)
@@ -238,9 +240,13 @@ class BatchPurge:
             expected = dict(item.identity)
             found = identity(status)
             if planned.decision.params.get("resumed"):
-                # An overwrite interrupted by a crash changed the time only.
+                # An overwrite interrupted by a crash changed the time, and a
+                # crash after the truncation left the size at 0.
                 expected.pop("mtime_ns", None)
                 found.pop("mtime_ns", None)
+                if found.get("size") == 0:
+                    expected.pop("size", None)
+                    found.pop("size", None)
             if not stat.S_ISREG(status.st_mode) or found != expected:
                 raise _fail(
                     item.key,
@@ -459,6 +465,22 @@ class BatchPurge:
             ) from None
         self._directories[directory] = descriptor
         return descriptor
+
+    def _renamed_leftover(self, path: str, item) -> str:
+        """Return the random name a crash left the file under, to finish its removal."""
+        from plugins.files import find_renamed_leftover
+
+        leftover = find_renamed_leftover(path, item.identity)
+        if leftover is None:
+            raise _fail(
+                item.key, f"{item.key} no longer exists; it changed after the plan"
+            )
+        self.log.info(
+            "finishing an interrupted removal",
+            item=item.key,
+            leftover=escape_path(leftover),
+        )
+        return leftover
 
     def _lstat(self, name: str, parent_fd: int, key: str) -> os.stat_result:
         try:
