@@ -6,6 +6,7 @@ packages=(
     e2fsprogs xfsprogs btrfs-progs util-linux   # filesystems on loop devices
     sleuthkit testdisk                          # forensic checks: fls, icat, photorec
     cryptsetup-bin                              # LUKS crypto-erase
+    fdisk nwipe                                 # partition tables in tests; benchmark reference
     sqlite3 age coreutils                       # benchmarks' reference tools
     postgresql-client mariadb-client
 )
