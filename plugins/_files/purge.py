@@ -570,6 +570,8 @@ def scan_device(plugin: FilesPlugin) -> dict[str, list[str]] | None:
     """
     mount = plugin._mount()
     device = mountinfo.block_device(mount.major, mount.minor) if mount else None
+    if mount is not None and device is None:
+        device = mountinfo.source_device(mount)
     if mount is None or device is None:
         plugin._scan_detail = "no block device holds the target's filesystem"
         return None
