@@ -215,6 +215,7 @@ def _read_chunks(
 
 #: Bytes that separate fields in exports and dumps: CSV and TSV delimiters,
 #: quotes, line ends, and the brackets and commas of SQL value lists.
+_LETTER = re.compile(rb"[A-Za-z\x80-\xff]")
 _FIELD_SEPARATORS = re.compile(rb"[\t\r\n,;|\"'()\[\]{}]+")
 
 
@@ -229,6 +230,10 @@ def field_fingerprints(data: bytes, limit: int = 64) -> list[bytes]:
     for value in _FIELD_SEPARATORS.split(data):
         value = value.strip()
         if len(value) < MIN_TOKEN or not is_distinctive(value[:WINDOW]):
+            continue
+        # Numbers and dates recur across unrelated records; a value must hold
+        # a letter (ASCII or any UTF-8 multi-byte character) to count.
+        if not _LETTER.search(value):
             continue
         if value not in picked:
             picked.append(value)

@@ -61,6 +61,7 @@ class Snapshot:
 
     def item(self) -> Item:
         facts = {
+            "copy": "snapshot",
             "tool": self.tool,
             "snapshot": self.name,
             "origin": self.origin,
@@ -364,6 +365,7 @@ def discover(
             key=f"{UNLISTED_KIND}:{mount_point}",
             kind=UNLISTED_KIND,
             attributes={
+                "copy": "snapshot",
                 "refusal": {
                     "reason": "not-supported",
                     "detail": f"cannot list snapshots of {mount_point}: {error}. "
