@@ -289,7 +289,16 @@ class AWSBackupsPlugin(Plugin):
         ):
             vault = point["BackupVaultName"]
             lock = self._vault_lock(vault)
-            lifecycle = point.get("CalculatedLifecycle") or {}
+            lifecycle = {}
+            if lock["mode"] != "unlocked":
+                # The listing by resource carries no lifecycle; the date a
+                # locked point may be deleted comes from DescribeRecoveryPoint.
+                described = self._call(
+                    "backup", "describe_recovery_point",
+                    f"describing recovery point {point['RecoveryPointArn']}",
+                    BackupVaultName=vault, RecoveryPointArn=point["RecoveryPointArn"],
+                )  # fmt: skip
+                lifecycle = described.get("CalculatedLifecycle") or {}
             yield Item(
                 key=f"recovery-point:{point['RecoveryPointArn']}",
                 kind="recovery-point",
