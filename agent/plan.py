@@ -23,6 +23,7 @@ from agent.journal import (
     Journal,
     dumps,
     info_to_json,
+    display_text,
     key_text,
     now,
     residual_note,
@@ -136,7 +137,7 @@ def copies(journal: Journal, job_id: str) -> list[dict[str, Any]]:
     return [
         {
             "target": row["target"],
-            "key": row["key"],
+            "key": display_text(key_text(row["key"])),
             "copy": row["copy"],
             "label": row["label"],
             "state": row["state"],
