@@ -7,8 +7,9 @@ snapshots, RDS DB snapshots, Aurora cluster snapshots) and its AWS Backup
 recovery points with their vault and the vault's lock state. Items are
 deleted only when the target option ``remove_snapshots`` names them (snapshot
 id, recovery point ARN or a shell pattern). Every deletion is confirmed by
-listing afterwards, because AWS Backup can answer DeleteRecoveryPoint with
-success while it only marks the point ``EXPIRED``; verification lists again.
+listing afterwards, because AWS Backup can return success for
+DeleteRecoveryPoint while it only marks the point ``EXPIRED``. Verification
+lists again.
 
 Options: ``endpoint_url``, ``region``, ``remove_snapshots`` (list of
 patterns), ``recovery_points`` (default true: list AWS Backup recovery

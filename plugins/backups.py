@@ -132,7 +132,6 @@ class BackupScanner:
 
     def __init__(self, selection: Selection) -> None:
         self._scanner = FingerprintScanner()
-        self._field_owners: dict[str, set[str]] = {}
         for owner, windows in selection.content.items():
             self._scanner.add_all("content\0" + owner, windows)
         for owner, values in selection.fields.items():

@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__).bind(plugin="files")
 KIND = "snapshot"
 #: Item kind of a snapshot source that could not be listed.
 UNLISTED_KIND = "snapshot-listing"
-#: Which package provides each tool, for error messages.
+#: Debian package of each tool, named in error messages.
 PACKAGES = {"btrfs": "btrfs-progs", "lvs": "lvm2", "lvremove": "lvm2", "zfs": "zfsutils-linux"}
 #: Inode number of the root directory of every btrfs subvolume.
 BTRFS_SUBVOLUME_ROOT_INODE = 256
@@ -47,8 +47,8 @@ class Snapshot:
     ``name`` is what ``remove_snapshots`` patterns match and what messages
     show: the path below the mount point for btrfs, ``vg/lv`` for LVM and
     ``pool/dataset@snap`` for ZFS. ``ident`` is the tool's stable id (UUID,
-    GUID or creation time) that tells a recreated snapshot of the same name
-    apart. ``size`` is None when the tool cannot tell it.
+    GUID or creation time) that distinguishes a recreated snapshot of the same
+    name. ``size`` is None when the tool cannot tell it.
     """
 
     tool: str
@@ -82,7 +82,7 @@ class Snapshot:
 
 
 def covers(snapshot: Snapshot) -> str:
-    """Say in plain words what else a snapshot holds besides the selection."""
+    """Describe in plain words what else a snapshot contains besides the selection."""
     volume = {"btrfs": "subvolume", "lvm": "logical volume", "zfs": "dataset"}[
         snapshot.tool
     ]
@@ -130,7 +130,7 @@ def run_tool(*argv: str) -> str:
 
 
 def subvolume_root(path: str, mount_point: str) -> str:
-    """Return the root directory of the btrfs subvolume that holds ``path``."""
+    """Return the root directory of the btrfs subvolume that contains ``path``."""
     current = path if os.path.isdir(path) else os.path.dirname(path)
     while True:
         status = os.lstat(current)

@@ -111,13 +111,26 @@ class Copies:
                 path,
                 "file",
                 status,
-                None,
+                self._backup_refusal(path, status),
                 copy="backup",
                 holds=list(match.owners),
                 members=list(match.members),
                 hits=match.hits,
                 detail=describe_match(match),
             )
+
+    def _backup_refusal(self, path: str, status: os.stat_result) -> Refusal | None:
+        """Apply the file refusals to a backup, except being on another filesystem."""
+        if status.st_nlink > 1:
+            return Refusal(
+                "hard-link",
+                f"backup {escape_path(path)} has {status.st_nlink} hard links; "
+                "the other names would keep the data",
+            )
+        refusal = self.plugin._classify_file(path, status)
+        if refusal is not None and refusal.reason == "mount-point":
+            return None
+        return refusal
 
     def remember(self, item: Item, content: Sequence[bytes], data_fields: Sequence[bytes]) -> None:
         """Keep the fingerprints of a selected file for the backup scan."""

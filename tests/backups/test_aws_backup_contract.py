@@ -148,7 +148,7 @@ def test_delete_confirmed_by_listing(stubs):
 
 
 def test_expired_not_deleted_fails(stubs):
-    """DeleteRecoveryPoint answers 200, but the point stays listed as EXPIRED."""
+    """DeleteRecoveryPoint returns 200, but the point stays listed as EXPIRED."""
     plugin, planned = planned_run(stubs, [OPEN_POINT])
     permitted = [entry for entry in planned if entry.decision.permitted]
     stubs.listing(point(OPEN_POINT, "open-vault"))
