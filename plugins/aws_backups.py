@@ -1,8 +1,9 @@
 """Cloud snapshots and backups of AWS resources (``ebs``, ``rds``, ``aurora``).
 
 A target names one resource whose copies are to go: ``ebs://vol-0abc`` (an
-EBS volume), ``rds://mydb`` (an RDS DB instance) or ``aurora://mycluster``
-(an Aurora DB cluster). The plugin lists the resource's snapshots (EBS
+EBS volume), ``rds://mydb`` (an RDS DB instance), ``aurora://mycluster``
+(an Aurora DB cluster) or ``s3-backups://bucket`` (the AWS Backup recovery
+points of an S3 bucket; the bucket's objects belong to the ``s3`` plugin). The plugin lists the resource's snapshots (EBS
 snapshots, RDS DB snapshots, Aurora cluster snapshots) and its AWS Backup
 recovery points with their vault and the vault's lock state. Items are
 deleted only when the target option ``remove_snapshots`` names them (snapshot
@@ -95,7 +96,7 @@ class AWSBackupsPlugin(Plugin):
     """Snapshots and AWS Backup recovery points of EBS volumes and RDS databases."""
 
     name = "aws-backups"
-    schemes = ("ebs", "rds", "aurora")
+    schemes = ("ebs", "rds", "aurora", "s3-backups")
     methods = (Method.REMOVE_SNAPSHOTS,)
     batch_size = 20
 
@@ -173,7 +174,12 @@ class AWSBackupsPlugin(Plugin):
     # -- describe -----------------------------------------------------------
 
     def describe(self) -> TargetInfo:
-        kind = {"ebs": "EBS volume", "rds": "RDS DB instance", "aurora": "Aurora DB cluster"}
+        kind = {
+            "ebs": "EBS volume",
+            "rds": "RDS DB instance",
+            "aurora": "Aurora DB cluster",
+            "s3-backups": "S3 bucket",
+        }
         return TargetInfo(
             media={
                 "media_type": "cloud snapshots and backups",
@@ -199,9 +205,9 @@ class AWSBackupsPlugin(Plugin):
             yield from self._ebs_snapshots()
         elif scheme == "rds":
             yield from self._rds_snapshots()
-        else:
+        elif scheme == "aurora":
             yield from self._aurora_snapshots()
-        if self.target.options.get("recovery_points", True):
+        if scheme == "s3-backups" or self.target.options.get("recovery_points", True):
             yield from self._recovery_points()
 
     def _ebs_snapshots(self) -> Iterator[Item]:
@@ -272,6 +278,8 @@ class AWSBackupsPlugin(Plugin):
         )
 
     def resource_arn(self) -> str:
+        if self._arn is None and self.target.scheme == "s3-backups":
+            self._arn = f"arn:aws:s3:::{self.resource}"
         if self._arn is None:
             account = self._call("sts", "get_caller_identity", "reading the account id")["Account"]
             kind = {"ebs": ("ec2", "volume/"), "rds": ("rds", "db:"), "aurora": ("rds", "cluster:")}

@@ -185,3 +185,20 @@ def test_vanished_point_not_deleted(stubs):
     assert result.status == "failed"
     assert "disappeared between plan and purge" in result.detail
     stubs.assert_all_used()
+
+
+def test_s3_bucket_points_listed(stubs):
+    """An S3 bucket's recovery points are listed by the bucket's ARN."""
+    bucket_arn = "arn:aws:s3:::lethe-exports"
+    plugin = AWSBackupsPlugin(Target("s3-backups://lethe-exports"), JobContext())
+    plugin._clients = stubs.clients
+    stubs.add(
+        "backup", "list_recovery_points_by_resource",
+        {"RecoveryPoints": [point("arn:aws:backup:us-east-1:123456789012:recovery-point:s3-1", "open-vault")]},
+        {"ResourceArn": bucket_arn},
+    )  # fmt: skip
+    stubs.add("backup", "describe_backup_vault",
+              {"BackupVaultName": "open-vault", "Locked": False}, {"BackupVaultName": "open-vault"})  # fmt: skip
+    items = list(plugin.discover())
+    assert [item.attributes["resource"] for item in items] == [bucket_arn]
+    stubs.assert_all_used()

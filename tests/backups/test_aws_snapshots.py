@@ -126,3 +126,23 @@ def test_rds_plan_shows_creation_time(endpoint, rds):
     run = run_plugin(AWSBackupsPlugin, f"rds://{instance}", options(endpoint, []), purge=False)
     assert all(entry.item.attributes["created"] for entry in run.planned)
     assert all(entry.item.size == 20 * 1024**3 for entry in run.planned)
+
+
+def test_aurora_deletes_only_named(endpoint, rds):
+    cluster = f"lethe-{uuid.uuid4().hex[:8]}"
+    rds.create_db_cluster(
+        DBClusterIdentifier=cluster,
+        Engine="aurora-postgresql",
+        MasterUsername="lethe",
+        MasterUserPassword="not-a-secret-1",
+    )
+    names = [f"{cluster}-nightly", f"{cluster}-keep"]
+    for name in names:
+        rds.create_db_cluster_snapshot(DBClusterIdentifier=cluster, DBClusterSnapshotIdentifier=name)
+    run = run_plugin(AWSBackupsPlugin, f"aurora://{cluster}", options(endpoint, ["*-nightly"]))
+    assert run.statuses() == {f"aurora-snapshot:{names[0]}": "purged"}
+    assert run.unverified() == []
+    left = rds.describe_db_cluster_snapshots(
+        DBClusterIdentifier=cluster, SnapshotType="manual"
+    )["DBClusterSnapshots"]
+    assert [snapshot["DBClusterSnapshotIdentifier"] for snapshot in left] == [names[1]]
