@@ -142,7 +142,12 @@ class AWSBackupsPlugin(Plugin):
         """Turn an SDK exception into the plugin error a caller can act on."""
         self.log.debug("AWS call failed", action=action, exc_info=True)
         code = _error_code(error)
-        if code in _DENIED or type(error).__name__ == "NoCredentialsError":
+        if type(error).__name__ == "NoCredentialsError":
+            return AccessDenied(
+                f"{action}: no AWS credentials were found; configure them through "
+                "the AWS SDK's standard chain (environment, profile or role)"
+            )
+        if code in _DENIED:
             return AccessDenied(
                 f"{action}: permission denied ({code or type(error).__name__}); "
                 "grant the missing permission to the credentials Lethe runs with"
