@@ -369,7 +369,12 @@ class FilesPlugin(Plugin):
         if item.kind.startswith("snapshot"):
             return self.copies.plan_snapshot(item)
         refusal = item.attributes.get("refusal")
-        if refusal and refusal["reason"] == "copy-on-write" and item.kind == "file":
+        if (
+            refusal
+            and refusal["reason"] == "copy-on-write"
+            and item.kind == "file"
+            and self.copies.may_unlink()
+        ):
             decision = self._plan_file(item)
             if decision.method is not None:
                 planned = self.copies.copy_on_write_decision(

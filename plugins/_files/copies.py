@@ -158,19 +158,28 @@ class Copies:
             "(purging it destroys the whole backup file)",
         )
 
+    def may_unlink(self) -> bool:
+        """Tell whether files an overwrite cannot reach may be unlinked and wiped.
+
+        That needs a filesystem that frees every block of an unlinked file
+        and the target option ``wipe_free_space``.
+        """
+        facts = self._mount_facts()
+        return (
+            facts is not None
+            and facts[0] in WIPEABLE_COPY_ON_WRITE
+            and bool(self.plugin.target.options.get("wipe_free_space"))
+        )
+
     def copy_on_write_decision(
         self, item: Item, refusal: dict, fingerprints: tuple[bytes, ...]
     ) -> Decision | None:
         """Plan unlink plus free-space wipe for a file an overwrite cannot reach.
 
-        Returns None (the copy-on-write refusal stands) unless the filesystem
-        frees every block of an unlinked file and the target asks for the
-        free-space wipe, and then refuses while any snapshot is kept.
+        Returns None, so the copy-on-write refusal remains, unless
+        :meth:`may_unlink` is true. Refuses while any snapshot is kept.
         """
-        facts = self._mount_facts()
-        if facts is None or facts[0] not in WIPEABLE_COPY_ON_WRITE:
-            return None
-        if not self.plugin.target.options.get("wipe_free_space"):
+        if not self.may_unlink():
             return None
         kept = [
             entry.attributes.get("snapshot", entry.label)
