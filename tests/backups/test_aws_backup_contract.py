@@ -202,3 +202,43 @@ def test_s3_bucket_points_listed(stubs):
     items = list(plugin.discover())
     assert [item.attributes["resource"] for item in items] == [bucket_arn]
     stubs.assert_all_used()
+
+
+def test_denied_vault_journal_exact(stubs, tmp_path):
+    """Through the engine: the denied point fails, the locked one stays refused."""
+    from agent.config import Config
+    from agent.engine import Engine
+    from agent.registry import Registry
+
+    class StubbedPlugin(AWSBackupsPlugin):
+        def client(self, service: str) -> Any:
+            return stubs.clients[service]
+
+    registry = Registry()
+    registry.add(StubbedPlugin)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    engine = Engine(Config(), state, registry=registry)
+    try:
+        stubs.plan_responses()
+        target = Target(f"ebs://{VOLUME}", {"remove_snapshots": ["*"]})
+        job_id = engine.plan([target], {}, dry_run=False)
+        stubs.listing(point(OPEN_POINT, "open-vault"))
+        stubs.error(
+            "backup", "delete_recovery_point", "AccessDeniedException",
+            "Insufficient privileges to perform this action.",
+            delete_request(OPEN_POINT, "open-vault"),
+        )  # fmt: skip
+        outcome = engine.purge(job_id)
+        rows = {row.key: row for row in engine.journal.items(job_id)}
+    finally:
+        engine.close()
+    denied = rows[f"recovery-point:{OPEN_POINT}"]
+    locked = rows[f"recovery-point:{LOCKED_POINT}"]
+    assert outcome.exit_code == 2
+    assert outcome.certificate is None
+    assert denied.state == "failed"
+    assert "permission denied (AccessDeniedException)" in denied.detail
+    assert locked.state == "refused"
+    assert locked.refusal["reason"] == "object-lock"
+    stubs.assert_all_used()
