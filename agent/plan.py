@@ -21,9 +21,9 @@ from agent.errors import UsageError
 from agent.journal import (
     ItemRow,
     Journal,
+    display_text,
     dumps,
     info_to_json,
-    display_text,
     key_text,
     now,
     residual_note,

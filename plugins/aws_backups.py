@@ -81,6 +81,13 @@ def _boto3() -> Any:
     return boto3
 
 
+def _sdk_errors() -> tuple[type[Exception], ...]:
+    """Return the botocore exception bases every SDK failure derives from."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
 def _error_code(error: Exception) -> str:
     response = getattr(error, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -156,24 +163,27 @@ class AWSBackupsPlugin(Plugin):
             return TargetNotFound(f"{action}: not found ({code})")
         if type(error).__name__ in ("EndpointConnectionError", "ConnectTimeoutError"):
             return TargetUnreachable(f"{action}: cannot reach the AWS endpoint")
-        return TargetUnreachable(f"{action} failed: {code or type(error).__name__}: {error}")
+        return TargetUnreachable(
+            f"{action} failed: {code or type(error).__name__}: {error}"
+        )
 
-    def _call(self, service: str, operation: str, action: str, **parameters: Any) -> Any:
+    def _call(
+        self, service: str, operation: str, action: str, **parameters: Any
+    ) -> Any:
+        client = self.client(service)
         try:
-            return getattr(self.client(service), operation)(**parameters)
-        except Exception as error:  # botocore raises many unrelated classes
-            if isinstance(error, PluginError):
-                raise
+            return getattr(client, operation)(**parameters)
+        except _sdk_errors() as error:
             raise self._translate(error, action) from None
 
-    def _pages(self, service: str, operation: str, key: str, action: str, **parameters: Any) -> Iterator[dict]:
+    def _pages(
+        self, service: str, operation: str, key: str, action: str, **parameters: Any
+    ) -> Iterator[dict]:
+        paginator = self.client(service).get_paginator(operation)
         try:
-            paginator = self.client(service).get_paginator(operation)
             for page in paginator.paginate(**parameters):
                 yield from page.get(key, [])
-        except PluginError:
-            raise
-        except Exception as error:
+        except _sdk_errors() as error:
             raise self._translate(error, action) from None
 
     # -- describe -----------------------------------------------------------
@@ -193,12 +203,17 @@ class AWSBackupsPlugin(Plugin):
                 "region": self.region,
             },
             notes=(
-                f"snapshots and recovery points of {kind[self.target.scheme]} "
-                f"{self.resource}; the resource itself is not changed",
+                (
+                    f"snapshots and recovery points of {kind[self.target.scheme]} "
+                    f"{self.resource}; the resource itself is not changed"
+                ),
             ),
             residual=(
-                "Copies of these snapshots in other regions or accounts (copy-snapshot, "
-                "cross-region backup copies) are not listed by this target.",
+                (
+                    "Copies of these snapshots in other regions or accounts "
+                    "(copy-snapshot, cross-region backup copies) are not listed "
+                    "by this target."
+                ),
             ),
         )
 
@@ -266,7 +281,9 @@ class AWSBackupsPlugin(Plugin):
                 snapshot_type=snapshot.get("SnapshotType"),
             )
 
-    def _item(self, copy: str, ident: str, created: Any, size: int, **facts: Any) -> Item:
+    def _item(
+        self, copy: str, ident: str, created: Any, size: int, **facts: Any
+    ) -> Item:
         return Item(
             key=f"{copy}:{ident}",
             kind=copy,
@@ -286,10 +303,18 @@ class AWSBackupsPlugin(Plugin):
         if self._arn is None and self.target.scheme == "s3-backups":
             self._arn = f"arn:aws:s3:::{self.resource}"
         if self._arn is None:
-            account = self._call("sts", "get_caller_identity", "reading the account id")["Account"]
-            kind = {"ebs": ("ec2", "volume/"), "rds": ("rds", "db:"), "aurora": ("rds", "cluster:")}
+            account = self._call(
+                "sts", "get_caller_identity", "reading the account id"
+            )["Account"]
+            kind = {
+                "ebs": ("ec2", "volume/"),
+                "rds": ("rds", "db:"),
+                "aurora": ("rds", "cluster:"),
+            }
             service, prefix = kind[self.target.scheme]
-            self._arn = f"arn:aws:{service}:{self.region}:{account}:{prefix}{self.resource}"
+            self._arn = (
+                f"arn:aws:{service}:{self.region}:{account}:{prefix}{self.resource}"
+            )
         return self._arn
 
     def _recovery_points(self) -> Iterator[Item]:
@@ -395,7 +420,9 @@ class AWSBackupsPlugin(Plugin):
                     "the target option remove_snapshots names no pattern that matches it",
                 )
             )
-        residual = [f"{item.label} holds the whole {self.resource}, not only selected data"]
+        residual = [
+            f"{item.label} holds the whole {self.resource}, not only selected data"
+        ]
         if attributes.get("lock") == "governance":
             residual.append(
                 f"vault {attributes['vault']} is locked in governance mode; deleting needs "
@@ -413,7 +440,9 @@ class AWSBackupsPlugin(Plugin):
             try:
                 result = self._purge_one(item)
             except PluginError as error:
-                result = PurgeResult(item.key, "failed", f"{item.label}: {error}; nothing was deleted")
+                result = PurgeResult(
+                    item.key, "failed", f"{item.label}: {error}; nothing was deleted"
+                )
             if result.status == "purged":
                 self.log.info("copy deleted", key=item.key)
             else:
@@ -433,7 +462,12 @@ class AWSBackupsPlugin(Plugin):
         if item.kind == "ebs-snapshot":
             self._call("ec2", "delete_snapshot", f"deleting {ident}", SnapshotId=ident)
         elif item.kind == "rds-snapshot":
-            self._call("rds", "delete_db_snapshot", f"deleting {ident}", DBSnapshotIdentifier=ident)
+            self._call(
+                "rds",
+                "delete_db_snapshot",
+                f"deleting {ident}",
+                DBSnapshotIdentifier=ident,
+            )
         elif item.kind == "aurora-snapshot":
             self._call(
                 "rds", "delete_db_cluster_snapshot", f"deleting {ident}",
@@ -486,15 +520,39 @@ class AWSBackupsPlugin(Plugin):
             )  # fmt: skip
             return next((p for p in points if p["RecoveryPointArn"] == ident), None)
         listings = {
-            "ebs-snapshot": ("ec2", "describe_snapshots", "Snapshots", "SnapshotId",
-                             {"OwnerIds": ["self"], "Filters": [{"Name": "volume-id", "Values": [self.resource]}]}),
-            "rds-snapshot": ("rds", "describe_db_snapshots", "DBSnapshots", "DBSnapshotIdentifier",
-                             {"DBInstanceIdentifier": self.resource}),
-            "aurora-snapshot": ("rds", "describe_db_cluster_snapshots", "DBClusterSnapshots",
-                                "DBClusterSnapshotIdentifier", {"DBClusterIdentifier": self.resource}),
-        }  # fmt: skip
+            "ebs-snapshot": (
+                "ec2",
+                "describe_snapshots",
+                "Snapshots",
+                "SnapshotId",
+                {
+                    "OwnerIds": ["self"],
+                    "Filters": [{"Name": "volume-id", "Values": [self.resource]}],
+                },
+            ),
+            "rds-snapshot": (
+                "rds",
+                "describe_db_snapshots",
+                "DBSnapshots",
+                "DBSnapshotIdentifier",
+                {"DBInstanceIdentifier": self.resource},
+            ),
+            "aurora-snapshot": (
+                "rds",
+                "describe_db_cluster_snapshots",
+                "DBClusterSnapshots",
+                "DBClusterSnapshotIdentifier",
+                {"DBClusterIdentifier": self.resource},
+            ),
+        }
         service, operation, key, field, parameters = listings[item.kind]
-        entries = self._pages(service, operation, key, f"listing {item.kind}s of {self.resource}", **parameters)
+        entries = self._pages(
+            service,
+            operation,
+            key,
+            f"listing {item.kind}s of {self.resource}",
+            **parameters,
+        )
         return next((entry for entry in entries if entry[field] == ident), None)
 
     # -- verify -------------------------------------------------------------
@@ -514,7 +572,11 @@ class AWSBackupsPlugin(Plugin):
                 return Check("copy-gone", True, f"{item.label} is no longer listed")
             status = found.get("Status") or found.get("State")
             if status != "DELETING" or time.monotonic() >= deadline:
-                return Check("copy-gone", False, f"{item.label} is still listed (status {status})")
+                return Check(
+                    "copy-gone",
+                    False,
+                    f"{item.label} is still listed (status {status})",
+                )
             time.sleep(_POLL_SECONDS)
 
 

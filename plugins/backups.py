@@ -74,7 +74,9 @@ def _strings(value: object, key: str, target: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise InvalidTarget(f"target {target}: {key} must be a list of strings")
     if not all(isinstance(entry, str) and entry for entry in value):
-        raise InvalidTarget(f"target {target}: {key} must be a list of non-empty strings")
+        raise InvalidTarget(
+            f"target {target}: {key} must be a list of non-empty strings"
+        )
     return list(value)
 
 
@@ -85,7 +87,9 @@ class Selection:
     content: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
     fields: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
 
-    def add(self, owner: str, content: Sequence[bytes], fields: Sequence[bytes]) -> None:
+    def add(
+        self, owner: str, content: Sequence[bytes], fields: Sequence[bytes]
+    ) -> None:
         if content:
             self.content[owner] = tuple(content)
         if fields:
@@ -206,4 +210,3 @@ def describe_match(match: Match, shown: int = 3) -> str:
         owners += f" and {len(match.owners) - shown} more"
     where = f" in member(s) {', '.join(match.members[:shown])}" if match.members else ""
     return f"holds data of {owners}{where} ({match.hits} fingerprint hit(s))"
-

@@ -34,7 +34,12 @@ KIND = "snapshot"
 #: Item kind of a snapshot source that could not be listed.
 UNLISTED_KIND = "snapshot-listing"
 #: Debian package of each tool, named in error messages.
-PACKAGES = {"btrfs": "btrfs-progs", "lvs": "lvm2", "lvremove": "lvm2", "zfs": "zfsutils-linux"}
+PACKAGES = {
+    "btrfs": "btrfs-progs",
+    "lvs": "lvm2",
+    "lvremove": "lvm2",
+    "zfs": "zfsutils-linux",
+}
 #: Inode number of the root directory of every btrfs subvolume.
 BTRFS_SUBVOLUME_ROOT_INODE = 256
 _TIMEOUT = 120
@@ -249,7 +254,9 @@ def lvm_time(text: str) -> str | None:
     return btrfs_time(text)
 
 
-def lvm_snapshots_from(volumes: Sequence[dict[str, str]], device: str) -> list[Snapshot]:
+def lvm_snapshots_from(
+    volumes: Sequence[dict[str, str]], device: str
+) -> list[Snapshot]:
     """Pick the snapshots whose origin is the logical volume at ``device``."""
     real = os.path.realpath(device)
     origin = None
@@ -298,7 +305,7 @@ def parse_zfs_list(text: str, dataset: str) -> list[Snapshot]:
         fields = line.split("\t")
         if len(fields) != 5:
             continue
-        name, guid, creation, used, referenced = fields
+        name, guid, creation, _, referenced = fields
         if name.partition("@")[0] != dataset:
             continue
         created = (
@@ -370,7 +377,7 @@ def discover(
                     "reason": "not-supported",
                     "detail": f"cannot list snapshots of {mount_point}: {error}. "
                     "Snapshots of this volume may still hold the selected data",
-                }
+                },
             },
             label=f"snapshots of {mount_point}",
         )
@@ -429,7 +436,11 @@ def remove(item: Item, mount: tuple[str, str, str, str]) -> PurgeResult:
     try:
         current = _current(item, mount)
     except (MissingDependency, TargetUnreachable) as error:
-        return PurgeResult(item.key, "failed", f"cannot list snapshot {name}: {error}; nothing was removed")
+        return PurgeResult(
+            item.key,
+            "failed",
+            f"cannot list snapshot {name}: {error}; nothing was removed",
+        )
     if current is None:
         return PurgeResult(
             item.key,
@@ -447,7 +458,9 @@ def remove(item: Item, mount: tuple[str, str, str, str]) -> PurgeResult:
     try:
         _delete(current)
     except (MissingDependency, TargetUnreachable) as error:
-        return PurgeResult(item.key, "failed", f"removing snapshot {name} failed: {error}")
+        return PurgeResult(
+            item.key, "failed", f"removing snapshot {name} failed: {error}"
+        )
     log.info("snapshot removed", snapshot=name, tool=current.tool)
     return PurgeResult(
         item.key,

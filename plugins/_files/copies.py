@@ -28,8 +28,16 @@ from plugins.backups import (
     backup_files,
     describe_match,
 )
-from plugins.base import Check, Decision, Item, Method, PlannedItem, PurgeResult, Refusal
-from plugins.errors import MissingDependency, TargetUnreachable
+from plugins.base import (
+    Check,
+    Decision,
+    Item,
+    Method,
+    PlannedItem,
+    PurgeResult,
+    Refusal,
+)
+from plugins.errors import InvalidTarget, MissingDependency, TargetUnreachable
 
 if TYPE_CHECKING:
     from plugins.files import FilesPlugin
@@ -47,8 +55,6 @@ class Copies:
         options = plugin.target.options
         patterns = options.get("remove_snapshots", [])
         if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
-            from plugins.errors import InvalidTarget
-
             raise InvalidTarget(
                 f"target {escape_path(plugin.root)}: remove_snapshots must be a list "
                 "of snapshot names or shell patterns"
@@ -90,19 +96,21 @@ class Copies:
         scanner = BackupScanner(self.selection)
         for path in backup_files(self.backups, self.plugin.root):
             try:
-                match = scanner.scan(path)
                 status = os.lstat(path)
+            except OSError:
+                continue  # removed since the directory was listed
+            try:
+                match = scanner.scan(path)
             except OSError as error:
                 self.plugin.log.warning(
                     "backup not readable", path=escape_path(path), error=error.strerror
                 )
+                detail = (
+                    f"cannot read backup {escape_path(path)}: {error.strerror}, so it "
+                    "may contain copies of the selected data; run as a user who can read it"
+                )
                 yield make_item(
-                    path,
-                    "file",
-                    os.lstat(path),
-                    Refusal("permission", f"cannot read backup {escape_path(path)}: {error.strerror}; "
-                            "it may hold copies of the selected data"),
-                    copy="backup",
+                    path, "file", status, Refusal("permission", detail), copy="backup"
                 )
                 continue
             if match is None:
@@ -132,17 +140,14 @@ class Copies:
             return None
         return refusal
 
-    def remember(self, item: Item, content: Sequence[bytes], data_fields: Sequence[bytes]) -> None:
+    def remember(
+        self, item: Item, content: Sequence[bytes], data_fields: Sequence[bytes]
+    ) -> None:
         """Keep the fingerprints of a selected file for the backup scan."""
         if item.attributes.get("copy") != "backup":
             self.selection.add(item.key, content, data_fields)
 
     # -- planning -----------------------------------------------------------
-
-    def is_copy(self, item: Item) -> bool:
-        return item.kind in (snapshots.KIND, snapshots.UNLISTED_KIND) or (
-            item.attributes.get("copy") == "backup"
-        )
 
     def plan_snapshot(self, item: Item) -> Decision:
         return snapshots.plan(item, self.patterns)
@@ -199,8 +204,10 @@ class Copies:
             fingerprints=fingerprints,
             params={"remove": "unlink"},
             residual=(
-                "metadata blocks (file names, small files stored inline) that the "
-                "free-space wipe of data blocks does not reach",
+                (
+                    "metadata blocks (file names, small files stored inline) that "
+                    "the free-space wipe of data blocks does not reach"
+                ),
             ),
         )
 
@@ -223,10 +230,14 @@ class Copies:
         try:
             status = os.lstat(path)
         except FileNotFoundError:
-            return PurgeResult(item.key, "failed", f"{item.key} disappeared between plan and purge")
+            return PurgeResult(
+                item.key, "failed", f"{item.key} disappeared between plan and purge"
+            )
         if identity(status) != dict(item.identity):
             return PurgeResult(
-                item.key, "failed", f"{item.key} changed after the plan; it was not removed"
+                item.key,
+                "failed",
+                f"{item.key} changed after the plan; it was not removed",
             )
         directory, name = os.path.split(path)
         renamed = os.path.join(directory, random_name(len(os.fsencode(name))))

@@ -22,8 +22,8 @@ from plugins.base import JobContext, PlannedItem, Target
 ACCOUNT = "123456789012"
 VOLUME = "vol-0123456789abcdef0"
 RESOURCE = f"arn:aws:ec2:us-east-1:{ACCOUNT}:volume/{VOLUME}"
-OPEN_POINT = f"arn:aws:ec2:us-east-1::snapshot/snap-0aaaaaaaaaaaaaaa1"
-LOCKED_POINT = f"arn:aws:ec2:us-east-1::snapshot/snap-0bbbbbbbbbbbbbbb2"
+OPEN_POINT = "arn:aws:ec2:us-east-1::snapshot/snap-0aaaaaaaaaaaaaaa1"
+LOCKED_POINT = "arn:aws:ec2:us-east-1::snapshot/snap-0bbbbbbbbbbbbbbb2"
 RETAINED_UNTIL = datetime(2031, 1, 1, tzinfo=UTC)
 
 
@@ -47,10 +47,14 @@ class Stubs:
         }
         self.stubbers = {name: Stubber(client) for name, client in self.clients.items()}
 
-    def add(self, service: str, operation: str, response: dict, expected: dict | None = None) -> None:
+    def add(
+        self, service: str, operation: str, response: dict, expected: dict | None = None
+    ) -> None:
         self.stubbers[service].add_response(operation, response, expected)
 
-    def error(self, service: str, operation: str, code: str, message: str, expected: dict) -> None:
+    def error(
+        self, service: str, operation: str, code: str, message: str, expected: dict
+    ) -> None:
         self.stubbers[service].add_client_error(
             operation, code, message, http_status_code=403, expected_params=expected
         )
@@ -62,10 +66,24 @@ class Stubs:
     def plan_responses(self) -> None:
         """Discovery: no EBS snapshots, the account id, two points, two vaults."""
         self.add("ec2", "describe_snapshots", {"Snapshots": []})
-        self.add("sts", "get_caller_identity", {"Account": ACCOUNT, "Arn": "arn:aws:iam::123456789012:user/t", "UserId": "t"})
-        self.listing(point(OPEN_POINT, "open-vault"), point(LOCKED_POINT, "locked-vault"))
-        self.add("backup", "describe_backup_vault",
-                 {"BackupVaultName": "open-vault", "Locked": False}, {"BackupVaultName": "open-vault"})
+        self.add(
+            "sts",
+            "get_caller_identity",
+            {
+                "Account": ACCOUNT,
+                "Arn": "arn:aws:iam::123456789012:user/t",
+                "UserId": "t",
+            },
+        )
+        self.listing(
+            point(OPEN_POINT, "open-vault"), point(LOCKED_POINT, "locked-vault")
+        )
+        self.add(
+            "backup",
+            "describe_backup_vault",
+            {"BackupVaultName": "open-vault", "Locked": False},
+            {"BackupVaultName": "open-vault"},
+        )
         self.add("backup", "describe_backup_vault",
                  {"BackupVaultName": "locked-vault", "Locked": True, "MinRetentionDays": 30,
                   "LockDate": datetime.now(UTC) - timedelta(days=10)},
@@ -99,7 +117,9 @@ def stubs() -> Stubs:
         yield stubbed
 
 
-def planned_run(stubs: Stubs, remove: list[str]) -> tuple[AWSBackupsPlugin, list[PlannedItem]]:
+def planned_run(
+    stubs: Stubs, remove: list[str]
+) -> tuple[AWSBackupsPlugin, list[PlannedItem]]:
     target = Target(f"ebs://{VOLUME}", {"remove_snapshots": remove})
     plugin = AWSBackupsPlugin(target, JobContext(dry_run=False))
     plugin._clients = stubs.clients
@@ -137,7 +157,9 @@ def test_delete_confirmed_by_listing(stubs):
     plugin, planned = planned_run(stubs, [OPEN_POINT])
     permitted = [entry for entry in planned if entry.decision.permitted]
     stubs.listing(point(OPEN_POINT, "open-vault"))
-    stubs.add("backup", "delete_recovery_point", {}, delete_request(OPEN_POINT, "open-vault"))
+    stubs.add(
+        "backup", "delete_recovery_point", {}, delete_request(OPEN_POINT, "open-vault")
+    )
     stubs.listing(point(LOCKED_POINT, "locked-vault"))
     results = list(plugin.purge(permitted))
     stubs.listing(point(LOCKED_POINT, "locked-vault"))
@@ -152,7 +174,9 @@ def test_expired_not_deleted_fails(stubs):
     plugin, planned = planned_run(stubs, [OPEN_POINT])
     permitted = [entry for entry in planned if entry.decision.permitted]
     stubs.listing(point(OPEN_POINT, "open-vault"))
-    stubs.add("backup", "delete_recovery_point", {}, delete_request(OPEN_POINT, "open-vault"))
+    stubs.add(
+        "backup", "delete_recovery_point", {}, delete_request(OPEN_POINT, "open-vault")
+    )
     stubs.listing(point(OPEN_POINT, "open-vault", status="EXPIRED"))
     result = next(iter(plugin.purge(permitted)))
     assert result.status == "failed"

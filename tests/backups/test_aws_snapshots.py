@@ -57,12 +57,18 @@ def instance_with_snapshots(rds: Any) -> tuple[str, list[str]]:
     )
     snapshots = [f"{instance}-{name}" for name in ("nightly", "before-upgrade")]
     for snapshot in snapshots:
-        rds.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier=snapshot)
+        rds.create_db_snapshot(
+            DBInstanceIdentifier=instance, DBSnapshotIdentifier=snapshot
+        )
     return instance, snapshots
 
 
 def options(endpoint: str, remove: list[str]) -> dict:
-    return {"endpoint_url": endpoint, "remove_snapshots": remove, "recovery_points": False}
+    return {
+        "endpoint_url": endpoint,
+        "remove_snapshots": remove,
+        "recovery_points": False,
+    }
 
 
 def ebs_ids(ec2: Any, volume: str) -> set[str]:
@@ -74,14 +80,20 @@ def ebs_ids(ec2: Any, volume: str) -> set[str]:
 
 def test_ebs_plan_lists_both(endpoint, ec2):
     volume, snapshots = volume_with_snapshots(ec2)
-    run = run_plugin(AWSBackupsPlugin, f"ebs://{volume}", options(endpoint, []), purge=False)
-    assert {entry.item.attributes["snapshot"] for entry in run.planned} == set(snapshots)
+    run = run_plugin(
+        AWSBackupsPlugin, f"ebs://{volume}", options(endpoint, []), purge=False
+    )
+    assert {entry.item.attributes["snapshot"] for entry in run.planned} == set(
+        snapshots
+    )
     assert set(run.refusal_reasons().values()) == {"copy-kept"}
 
 
 def test_ebs_deletes_only_named(endpoint, ec2):
     volume, snapshots = volume_with_snapshots(ec2)
-    run = run_plugin(AWSBackupsPlugin, f"ebs://{volume}", options(endpoint, [snapshots[0]]))
+    run = run_plugin(
+        AWSBackupsPlugin, f"ebs://{volume}", options(endpoint, [snapshots[0]])
+    )
     assert run.statuses() == {f"ebs-snapshot:{snapshots[0]}": "purged"}
     assert run.unverified() == []
     assert ebs_ids(ec2, volume) == {snapshots[1]}
@@ -90,7 +102,9 @@ def test_ebs_deletes_only_named(endpoint, ec2):
 def test_ebs_vanished_snapshot_fails(endpoint, ec2):
     volume, snapshots = volume_with_snapshots(ec2)
     context = JobContext(dry_run=False)
-    plugin = AWSBackupsPlugin(Target(f"ebs://{volume}", options(endpoint, ["snap-*"])), context)
+    plugin = AWSBackupsPlugin(
+        Target(f"ebs://{volume}", options(endpoint, ["snap-*"])), context
+    )
     plugin.describe()
     planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
     ec2.delete_snapshot(SnapshotId=snapshots[0])
@@ -103,7 +117,9 @@ def test_ebs_vanished_snapshot_fails(endpoint, ec2):
 
 def test_rds_deletes_only_named(endpoint, rds):
     instance, snapshots = instance_with_snapshots(rds)
-    run = run_plugin(AWSBackupsPlugin, f"rds://{instance}", options(endpoint, ["*-nightly"]))
+    run = run_plugin(
+        AWSBackupsPlugin, f"rds://{instance}", options(endpoint, ["*-nightly"])
+    )
     assert run.statuses() == {f"rds-snapshot:{snapshots[0]}": "purged"}
     assert run.unverified() == []
     left = rds.describe_db_snapshots(
@@ -115,15 +131,21 @@ def test_rds_deletes_only_named(endpoint, rds):
 def test_rds_automated_snapshot_refused(endpoint, rds):
     """moto, like RDS, takes an automated snapshot when the instance is created."""
     instance, _ = instance_with_snapshots(rds)
-    run = run_plugin(AWSBackupsPlugin, f"rds://{instance}", options(endpoint, ["*"]), purge=False)
-    automated = [e for e in run.refused if e.item.attributes.get("snapshot_type") == "automated"]
+    run = run_plugin(
+        AWSBackupsPlugin, f"rds://{instance}", options(endpoint, ["*"]), purge=False
+    )
+    automated = [
+        e for e in run.refused if e.item.attributes.get("snapshot_type") == "automated"
+    ]
     assert len(automated) == 1
     assert "automated snapshot" in automated[0].decision.refusal.detail
 
 
 def test_rds_plan_shows_creation_time(endpoint, rds):
     instance, _ = instance_with_snapshots(rds)
-    run = run_plugin(AWSBackupsPlugin, f"rds://{instance}", options(endpoint, []), purge=False)
+    run = run_plugin(
+        AWSBackupsPlugin, f"rds://{instance}", options(endpoint, []), purge=False
+    )
     assert all(entry.item.attributes["created"] for entry in run.planned)
     assert all(entry.item.size == 20 * 1024**3 for entry in run.planned)
 
@@ -138,8 +160,12 @@ def test_aurora_deletes_only_named(endpoint, rds):
     )
     names = [f"{cluster}-nightly", f"{cluster}-keep"]
     for name in names:
-        rds.create_db_cluster_snapshot(DBClusterIdentifier=cluster, DBClusterSnapshotIdentifier=name)
-    run = run_plugin(AWSBackupsPlugin, f"aurora://{cluster}", options(endpoint, ["*-nightly"]))
+        rds.create_db_cluster_snapshot(
+            DBClusterIdentifier=cluster, DBClusterSnapshotIdentifier=name
+        )
+    run = run_plugin(
+        AWSBackupsPlugin, f"aurora://{cluster}", options(endpoint, ["*-nightly"])
+    )
     assert run.statuses() == {f"aurora-snapshot:{names[0]}": "purged"}
     assert run.unverified() == []
     left = rds.describe_db_cluster_snapshots(

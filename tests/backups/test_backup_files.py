@@ -37,10 +37,14 @@ def customer_export(database: Path, customer_id: int) -> bytes:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerows(
-            connection.execute("SELECT * FROM Customer WHERE CustomerId = ?", (customer_id,))
+            connection.execute(
+                "SELECT * FROM Customer WHERE CustomerId = ?", (customer_id,)
+            )
         )
         writer.writerows(
-            connection.execute("SELECT * FROM Invoice WHERE CustomerId = ?", (customer_id,))
+            connection.execute(
+                "SELECT * FROM Invoice WHERE CustomerId = ?", (customer_id,)
+            )
         )
         return out.getvalue().encode()
     finally:
@@ -61,7 +65,9 @@ def pg_dump_of_chinook(output: Path) -> None:
         for line in script.splitlines()
         if not line.startswith(("DROP DATABASE", "CREATE DATABASE", "\\c "))
     )
-    subprocess.run(["psql", *server, "-q", "-c", f"CREATE DATABASE {database}"], check=True)
+    subprocess.run(
+        ["psql", *server, "-q", "-c", f"CREATE DATABASE {database}"], check=True
+    )
     try:
         subprocess.run(
             ["psql", *server, "-q", "-v", "ON_ERROR_STOP=1", "-d", database],
@@ -70,11 +76,13 @@ def pg_dump_of_chinook(output: Path) -> None:
             capture_output=True,
         )
         subprocess.run(
-            ["pg_dump", *server, "--format=plain", "-f", str(output), database], check=True
+            ["pg_dump", *server, "--format=plain", "-f", str(output), database],
+            check=True,
         )
     finally:
         subprocess.run(
-            ["psql", *server, "-q", "-c", f"DROP DATABASE IF EXISTS {database}"], check=True
+            ["psql", *server, "-q", "-c", f"DROP DATABASE IF EXISTS {database}"],
+            check=True,
         )
 
 
@@ -110,7 +118,10 @@ def layout(ext4, tmp_path: Path, chinook_dump: Path) -> dict[str, Path]:
     shutil.copyfile(chinook_dump, backups / "chinook-pgdump.sql")
     dump = backups / "chinook.sql"
     shutil.copyfile(CHINOOK / "Chinook_PostgreSql.sql", dump)
-    with open(dump, "rb") as source, gzip.open(backups / "chinook-old.sql.gz", "wb") as target:
+    with (
+        open(dump, "rb") as source,
+        gzip.open(backups / "chinook-old.sql.gz", "wb") as target,
+    ):
         shutil.copyfileobj(source, target)
     tar_of(exports, backups / "exports.tar.gz", "w:gz")
     other = tmp_path / "exports-other"
@@ -142,7 +153,10 @@ def found_backups(run) -> dict[str, object]:
 
 def test_plan_finds_customer_in_dump_and_tar(layout):
     run = run_plugin(
-        FilesPlugin, str(layout["exports"]), options=backup_options(layout, False), purge=False
+        FilesPlugin,
+        str(layout["exports"]),
+        options=backup_options(layout, False),
+        purge=False,
     )
     assert set(found_backups(run)) == {
         "chinook-pgdump.sql",
@@ -154,7 +168,10 @@ def test_plan_finds_customer_in_dump_and_tar(layout):
 
 def test_plan_names_the_customer_file(layout):
     run = run_plugin(
-        FilesPlugin, str(layout["exports"]), options=backup_options(layout, False), purge=False
+        FilesPlugin,
+        str(layout["exports"]),
+        options=backup_options(layout, False),
+        purge=False,
     )
     tar = found_backups(run)["exports.tar.gz"].item
     assert tar.attributes["members"] == ["exports/customer-0001.csv"]
@@ -163,7 +180,9 @@ def test_plan_names_the_customer_file(layout):
 
 def test_kept_backups_refused_and_intact(layout):
     before = (layout["backups"] / "chinook.sql").read_bytes()
-    run = run_plugin(FilesPlugin, str(layout["exports"]), options=backup_options(layout, False))
+    run = run_plugin(
+        FilesPlugin, str(layout["exports"]), options=backup_options(layout, False)
+    )
     reasons = {os.path.basename(k): v for k, v in run.refusal_reasons().items()}
     assert reasons == {
         "chinook-pgdump.sql": "copy-kept",

@@ -19,7 +19,9 @@ def test_missing_btrfs_tool_refuses_listing(snapshot_volume, tmp_path, monkeypat
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    run = run_plugin(FilesPlugin, str(snapshot_volume.subvolume), options=ALLOW, purge=False)
+    run = run_plugin(
+        FilesPlugin, str(snapshot_volume.subvolume), options=ALLOW, purge=False
+    )
     listing = [e for e in run.refused if e.item.kind == "snapshot-listing"]
     assert len(listing) == 1
     detail = listing[0].decision.refusal.detail
@@ -32,7 +34,9 @@ def test_missing_btrfs_tool_keeps_file(snapshot_volume, tmp_path, monkeypatch):
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    run = run_plugin(FilesPlugin, str(snapshot_volume.subvolume), options=ALLOW, purge=False)
+    run = run_plugin(
+        FilesPlugin, str(snapshot_volume.subvolume), options=ALLOW, purge=False
+    )
     reasons = run.refusal_reasons()
     assert reasons[str(snapshot_volume.canary_file)] == "copy-on-write"
 
@@ -74,7 +78,14 @@ def test_vanished_snapshot_touches_nothing_else(snapshot_volume, tmp_path):
         target = Target(str(snapshot_volume.subvolume), ALLOW)
         job_id = engine.plan([target], {"scan_device": False}, dry_run=False)
         subprocess.run(
-            ["btrfs", "subvolume", "snapshot", "-r", str(snapshot_volume.subvolume), str(late)],
+            [
+                "btrfs",
+                "subvolume",
+                "snapshot",
+                "-r",
+                str(snapshot_volume.subvolume),
+                str(late),
+            ],
             check=True,
             capture_output=True,
         )

@@ -82,7 +82,9 @@ def test_removal_without_wipe_leaves_canary(snapshot_volume):
     )
     from plugins.base import JobContext, Target
 
-    plugin = FilesPlugin(Target(str(snapshot_volume.subvolume), ALLOW), JobContext(dry_run=False))
+    plugin = FilesPlugin(
+        Target(str(snapshot_volume.subvolume), ALLOW), JobContext(dry_run=False)
+    )
     plugin.describe()
     for entry in run.permitted:
         plugin.copies.purge(entry)

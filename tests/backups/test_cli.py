@@ -36,7 +36,9 @@ def lethe(tmp_path: Path):
 def write_config(tmp_path: Path, subvolume: Path, remove: list[str]) -> str:
     config = tmp_path / "lethe.yaml"
     options = {"remove_snapshots": remove, "wipe_free_space": True, "keep_root": True}
-    config.write_text(yaml.safe_dump({"targets": [{"url": str(subvolume), "options": options}]}))
+    config.write_text(
+        yaml.safe_dump({"targets": [{"url": str(subvolume), "options": options}]})
+    )
     return str(config)
 
 

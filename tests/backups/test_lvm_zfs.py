@@ -49,7 +49,9 @@ def tools(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_lvs_snapshots_of_origin_only():
-    found = snapshots.lvm_snapshots_from(snapshots.parse_lvs(LVS), "/dev/mapper/vg0-data")
+    found = snapshots.lvm_snapshots_from(
+        snapshots.parse_lvs(LVS), "/dev/mapper/vg0-data"
+    )
     assert {s.name for s in found} == {"vg0/data-nightly", "vg0/data-before-upgrade"}
 
 
@@ -86,15 +88,21 @@ def test_lvm_plan_permits_named_only(tools):
     items = list(
         snapshots.discover("/srv/data", "ext4", "/srv", "/", "/dev/mapper/vg0-data")
     )
-    decisions = {i.attributes["snapshot"]: snapshots.plan(i, ["vg0/data-nightly"]) for i in items}
+    decisions = {
+        i.attributes["snapshot"]: snapshots.plan(i, ["vg0/data-nightly"]) for i in items
+    }
     assert decisions["vg0/data-nightly"].method == Method.REMOVE_SNAPSHOTS
     assert decisions["vg0/data-before-upgrade"].refusal.reason == "copy-kept"
-    assert "vg0/data-before-upgrade" in decisions["vg0/data-before-upgrade"].refusal.detail
+    assert (
+        "vg0/data-before-upgrade" in decisions["vg0/data-before-upgrade"].refusal.detail
+    )
 
 
 def test_lvm_plan_states_whole_volume(tools):
     item = next(
-        iter(snapshots.discover("/srv/data", "ext4", "/srv", "/", "/dev/mapper/vg0-data"))
+        iter(
+            snapshots.discover("/srv/data", "ext4", "/srv", "/", "/dev/mapper/vg0-data")
+        )
     )
     decision = snapshots.plan(item, ["vg0/*"])
     assert "whole logical volume vg0/data" in decision.residual[0]
@@ -112,7 +120,9 @@ def test_lvm_remove_runs_lvremove(tools):
 def test_zfs_remove_runs_destroy(tools):
     mount = ("zfs", "/tank/data", "/", "tank/data")
     items = list(snapshots.discover("/tank/data/x", *mount))
-    item = next(i for i in items if i.attributes["snapshot"].endswith("@before-migration"))
+    item = next(
+        i for i in items if i.attributes["snapshot"].endswith("@before-migration")
+    )
     result = snapshots.remove(item, mount)
     assert result.status == "purged"
     assert "destroy tank/data@before-migration" in tools.read_text().splitlines()
@@ -125,12 +135,16 @@ def test_zfs_replaced_snapshot_not_removed(tools):
     result = snapshots.remove(changed, mount)
     assert result.status == "failed"
     assert "replaced after planning" in result.detail
-    assert not any(line.startswith("destroy") for line in tools.read_text().splitlines())
+    assert not any(
+        line.startswith("destroy") for line in tools.read_text().splitlines()
+    )
 
 
 def test_lvs_missing_refuses_listing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    items = list(snapshots.discover("/srv/data", "ext4", "/srv", "/", "/dev/mapper/vg0-data"))
+    items = list(
+        snapshots.discover("/srv/data", "ext4", "/srv", "/", "/dev/mapper/vg0-data")
+    )
     assert [i.kind for i in items] == ["snapshot-listing"]
     detail = items[0].attributes["refusal"]["detail"]
     assert "the lvs command is not installed or not on PATH; install lvm2" in detail
