@@ -180,13 +180,20 @@ def parse_btrfs_list(text: str) -> list[dict[str, str]]:
 
 
 def btrfs_time(text: str | None) -> str | None:
-    """Convert btrfs's ``2026-12-04 16:49:45 +0000`` into ISO 8601."""
+    """Convert a btrfs or lvs time into ISO 8601 in UTC.
+
+    ``subvolume show`` prints ``2026-12-04 16:49:45 +0000``; ``subvolume
+    list`` prints the local time without a zone, which is read as local.
+    """
     if not text or text == "-":
         return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z").isoformat()
-    except ValueError:
-        return text
+    for layout in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S"):
+        try:
+            parsed = datetime.strptime(text, layout)
+        except ValueError:
+            continue
+        return parsed.astimezone(UTC).isoformat()
+    return text
 
 
 def btrfs_snapshots(path: str, mount_point: str, mount_root: str) -> list[Snapshot]:
