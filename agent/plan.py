@@ -126,8 +126,9 @@ def copies(journal: Journal, job_id: str) -> list[dict[str, Any]]:
     listed so a report or the erasure ledger can record where data survives.
     """
     rows = journal.query(
-        "SELECT target, key, kind, label, state, method, detail,"
+        "SELECT target, key, kind, label, size, state, method, detail,"
         " json_extract(attributes, '$.copy') AS copy,"
+        " json_extract(attributes, '$.created') AS created,"
         " json_extract(refusal, '$.reason') AS reason,"
         " json_extract(refusal, '$.detail') AS refusal_detail"
         " FROM items WHERE job_id = ? AND json_extract(attributes, '$.copy') IS NOT NULL"
@@ -140,6 +141,8 @@ def copies(journal: Journal, job_id: str) -> list[dict[str, Any]]:
             "key": display_text(key_text(row["key"])),
             "copy": row["copy"],
             "label": row["label"],
+            "created": row["created"],
+            "size": row["size"],
             "state": row["state"],
             "method": row["method"],
             "reason": row["reason"],

@@ -83,7 +83,8 @@ def _print_copies(console: Console, copies: list[Mapping[str, Any]], verb: str) 
             outcome = f"kept ({copy['reason']}): {copy['detail']}"
         else:
             outcome = f"{verb} ({copy['method']})"
-        console.print(f"  {copy['copy']} {printable(copy['label'])}: {outcome}")
+        facts = f"created {copy['created'] or 'unknown'}, {human_bytes(copy['size'])}"
+        console.print(f"  {printable(copy['label'])} ({facts}): {outcome}")
 
 
 def _print_refusals(console: Console, refused: list[Mapping[str, Any]]) -> None:

@@ -55,7 +55,8 @@ def test_cli_plan_lists_kept_snapshots(lethe, snapshot_volume, tmp_path):
 def test_cli_plan_text_names_snapshot(lethe, snapshot_volume, tmp_path):
     config = write_config(tmp_path, snapshot_volume.subvolume, [])
     result = lethe("plan", "-c", config)
-    assert "btrfs snapshot snaps/data-2: kept (copy-kept)" in result.stdout
+    assert "btrfs snapshot snaps/data-2 (created 20" in result.stdout
+    assert "): kept (copy-kept)" in result.stdout
 
 
 def test_cli_purge_certifies_removed_snapshots(lethe, snapshot_volume, tmp_path):
