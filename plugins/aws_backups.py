@@ -365,8 +365,8 @@ class AWSBackupsPlugin(Plugin):
         """Describe a vault's lock: ``unlocked``, ``governance`` or ``compliance``.
 
         A locked vault whose LockDate has passed can no longer be unlocked by
-        anyone (compliance mode); a locked vault without a passed LockDate is
-        in governance mode.
+        anyone, which is compliance mode. A locked vault without a passed
+        LockDate is in governance mode.
         """
         if vault not in self._vaults:
             found = self._call(
