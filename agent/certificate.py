@@ -36,6 +36,7 @@ from agent.audit import AuditChainBroken, AuditLog
 from agent.config import Operator
 from agent.errors import UsageError
 from agent.journal import Journal, dumps, now, residual_note
+from agent.plan import copies as copies_of
 from plugins.base import Method
 
 CERTIFICATE_FORMAT = "lethe-certificate/1"
@@ -90,6 +91,8 @@ def build(
         },
         "bytes": {"destroyed_and_verified": _bytes(journal, job_id, "verified")},
         "refused": _refused(journal, job_id),
+        # Snapshots and backups of the selected data, and what became of each.
+        "copies": copies_of(journal, job_id),
         "notes": _notes(journal, job_id),
         "evidence_digest": evidence_digest(journal, job_id),
         "fingerprint_digests": _fingerprint_count(journal, job_id),

@@ -21,6 +21,7 @@ from agent.errors import UsageError
 from agent.journal import (
     ItemRow,
     Journal,
+    display_text,
     dumps,
     info_to_json,
     key_text,
@@ -114,7 +115,41 @@ def summarize(journal: Journal, job_id: str) -> dict[str, Any]:
             {"risk": residual_note(journal.path), "items": totals["items"]},
         ],
         "classifications": _classifications(journal, job_id),
+        "copies": copies(journal, job_id),
     }
+
+
+def copies(journal: Journal, job_id: str) -> list[dict[str, Any]]:
+    """List the copies of selected data (snapshots, backups) and their state.
+
+    Plugins mark such items with a ``copy`` attribute. Kept copies stay
+    listed so a report or the erasure ledger can record where data survives.
+    """
+    rows = journal.query(
+        "SELECT target, key, kind, label, size, state, method, detail,"
+        " json_extract(attributes, '$.copy') AS copy,"
+        " json_extract(attributes, '$.created') AS created,"
+        " json_extract(refusal, '$.reason') AS reason,"
+        " json_extract(refusal, '$.detail') AS refusal_detail"
+        " FROM items WHERE job_id = ? AND json_extract(attributes, '$.copy') IS NOT NULL"
+        " ORDER BY target, key",
+        (job_id,),
+    )
+    return [
+        {
+            "target": row["target"],
+            "key": display_text(key_text(row["key"])),
+            "copy": row["copy"],
+            "label": row["label"],
+            "created": row["created"],
+            "size": row["size"],
+            "state": row["state"],
+            "method": row["method"],
+            "reason": row["reason"],
+            "detail": row["refusal_detail"] or row["detail"] or "",
+        }
+        for row in rows
+    ]
 
 
 def _target_summary(journal: Journal, job_id: str, position: int) -> dict[str, Any]:

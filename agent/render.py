@@ -64,6 +64,7 @@ def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> N
             console.print(f"  residual risk: {risk}")
     for risk in summary["residual"]:
         console.print(f"residual risk ({risk['items']} items): {risk['risk']}")
+    _print_copies(console, summary.get("copies", []), verb)
     totals = summary["totals"]
     console.print(
         f"{verb} {totals['permitted']} items ({human_bytes(totals['permitted_bytes'])}); "
@@ -71,6 +72,19 @@ def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> N
     )
     console.print(f"plan hash: {summary['plan_hash']}")
     console.print(f"job: {summary['job_id']}")
+
+
+def _print_copies(console: Console, copies: list[Mapping[str, Any]], verb: str) -> None:
+    """List snapshots and backups of the selected data, one line each."""
+    if copies:
+        console.print(f"copies of the selected data ({len(copies)}):")
+    for copy in copies:
+        if copy["state"] == "refused":
+            outcome = f"kept ({copy['reason']}): {copy['detail']}"
+        else:
+            outcome = f"{verb} ({copy['method']})"
+        facts = f"created {copy['created'] or 'unknown'}, {human_bytes(copy['size'])}"
+        console.print(f"  {printable(copy['label'])} ({facts}): {outcome}")
 
 
 def _print_refusals(console: Console, refused: list[Mapping[str, Any]]) -> None:

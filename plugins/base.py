@@ -87,6 +87,9 @@ class Item:
     changed world before destroying anything. ``attributes`` carries facts for
     classification and holds (path, tags, metadata, table, column names); it
     must never carry the data itself, because plans and journals store it.
+    A plugin sets ``attributes["copy"]`` (for example "snapshot" or "backup")
+    on items that are copies of the selected data rather than the data
+    itself; plans and certificates list those items with their outcome.
     ``label`` is what reports show; it may be personal data (a file name), so
     reports may mask it.
     """
@@ -132,6 +135,7 @@ REFUSAL_REASONS = {
     "not-supported": "no method available for this item",
     "permission": "permission denied",
     "not-empty": "directory keeps refused entries, so it stays",
+    "copy-kept": "snapshot or backup of the selected data that the config does not allow removing",
 }
 
 

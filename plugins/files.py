@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from plugins._files import mounts as mountinfo
+from plugins._files.copies import Copies, field_values
 from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
@@ -58,7 +59,13 @@ from plugins.scan import WINDOWS_PER_ITEM, content_fingerprints, token_fingerpri
 
 log = structlog.get_logger(__name__)
 
-OPTIONS = {"cross_filesystems", "wipe_free_space", "keep_root"}
+OPTIONS = {
+    "cross_filesystems",
+    "wipe_free_space",
+    "keep_root",
+    "remove_snapshots",
+    "backups",
+}
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
 _NAME_SET = frozenset(_NAME_ALPHABET)
 #: Files up to this many allocated bytes are read whole for fingerprints;
@@ -98,6 +105,8 @@ class FilesPlugin(Plugin):
         self._purged_fingerprints: dict[str, tuple[bytes, ...]] = {}
         self._purged_devices: dict[str, int] = {}
         self._scan: dict[str, Any] | None = None
+        # Snapshots and backups of the selected data outside the target.
+        self.copies = Copies(self)
 
     # -- settings -----------------------------------------------------------
 
@@ -237,6 +246,12 @@ class FilesPlugin(Plugin):
     # -- discover -----------------------------------------------------------
 
     def discover(self) -> Iterator[Item]:
+        yield from self._discover_selection()
+        # Runs after every selected file was planned, so the backup scan has
+        # the fingerprints of all of them.
+        yield from self.copies.discover()
+
+    def _discover_selection(self) -> Iterator[Item]:
         root_status = self._root_status or self._lstat_root()
         self._root_status = root_status
         self._open.refresh()
@@ -365,9 +380,31 @@ class FilesPlugin(Plugin):
     # -- plan ---------------------------------------------------------------
 
     def plan_item(self, item: Item) -> Decision:
+        if item.kind.startswith("snapshot"):
+            return self.copies.plan_snapshot(item)
         refusal = item.attributes.get("refusal")
+        if (
+            refusal
+            and refusal["reason"] == "copy-on-write"
+            and item.kind == "file"
+            and self.copies.may_unlink()
+        ):
+            decision = self._plan_file(item)
+            if decision.method is not None:
+                planned = self.copies.copy_on_write_decision(
+                    item, refusal, decision.fingerprints
+                )
+                if planned is not None:
+                    return planned
         if refusal:
             return Decision(refusal=Refusal(refusal["reason"], refusal["detail"]))
+        if item.attributes.get("copy") == "backup":
+            kept = self.copies.backup_refusal(item)
+            if kept is not None:
+                return Decision(refusal=kept)
+        return self._plan_file(item)
+
+    def _plan_file(self, item: Item) -> Decision:
         if item.kind == "directory":
             return self._plan_directory(item)
         if item.kind != "file":
@@ -391,6 +428,8 @@ class FilesPlugin(Plugin):
             )
         fingerprints = self._file_fingerprints(paths[0], item)
         names = token_fingerprints(*(os.fsencode(os.path.basename(p)) for p in paths))
+        if self.copies.backups.paths:
+            self.copies.remember(item, fingerprints, field_values(paths[0]))
         return Decision(
             method=Method.CLEAR_OVERWRITE,
             fingerprints=tuple(
@@ -465,6 +504,11 @@ class FilesPlugin(Plugin):
         from plugins._files.purge import BatchPurge
 
         self._open.refresh(max_age=2.0)
+        copies = [p for p in batch if self._is_copy_step(p)]
+        for planned in copies:
+            yield self.copies.purge(planned)
+        if copies:
+            batch = [p for p in batch if not self._is_copy_step(p)]
         runner = BatchPurge(self, batch)
         try:
             by_key = {planned.item.key: planned for planned in batch}
@@ -480,11 +524,20 @@ class FilesPlugin(Plugin):
         finally:
             runner.close()
 
+    def _is_copy_step(self, planned: PlannedItem) -> bool:
+        """Tell whether an item is a snapshot or a file removed by unlink only."""
+        return planned.decision.permitted and (
+            planned.item.kind.startswith("snapshot")
+            or planned.decision.method == Method.WIPE_FREE_SPACE
+        )
+
     def complete(self) -> Iterator[PurgeResult]:
         from plugins._files.purge import remove_recorded_symlinks
 
         if self.context.dry_run:
             return
+        yield from self.copies.complete()
+
         removed = remove_recorded_symlinks(self)
         if removed:
             yield PurgeResult(
@@ -493,7 +546,7 @@ class FilesPlugin(Plugin):
                 f"removed {removed} symbolic link(s); their destinations were not touched",
                 method=Method.CLEAR_OVERWRITE,
             )
-        if self.target.options.get("wipe_free_space"):
+        if self.target.options.get("wipe_free_space") or self.copies.needs_wipe:
             yield self._wipe_free_space()
         if os.geteuid() != 0:
             return  # the checkpoint ioctl needs CAP_SYS_ADMIN
@@ -571,6 +624,10 @@ class FilesPlugin(Plugin):
         if self._scan_device_enabled() and self._scan is None:
             self._scan = self._scan_device()
         for planned in batch:
+            if planned.item.kind.startswith("snapshot"):
+                check = self.copies.verify_snapshot(planned)
+                yield Evidence(planned.item.key, (check,))
+                continue
             yield Evidence(planned.item.key, tuple(self._checks(planned)))
 
     def _checks(self, planned: PlannedItem) -> Iterator[Check]:
@@ -579,7 +636,7 @@ class FilesPlugin(Plugin):
             yield _path_gone_check(path, escape_path(path))
             if item.kind == "file" and "ino" in item.identity:
                 yield _leftover_check(path, item.identity)
-        if item.kind == "file":
+        if item.kind == "file" and planned.decision.method != Method.WIPE_FREE_SPACE:
             yield self._readback_check(planned)
         yield self._scan_check(planned)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -210,3 +211,32 @@ def _read_chunks(
                     yield chunk
     finally:
         os.close(descriptor)
+
+
+#: Bytes that separate fields in exports and dumps: CSV and TSV delimiters,
+#: quotes, line ends, and the brackets and commas of SQL value lists.
+_LETTER = re.compile(rb"[A-Za-z\x80-\xff]")
+_FIELD_SEPARATORS = re.compile(rb"[\t\r\n,;|\"'()\[\]{}]+")
+
+
+def field_fingerprints(data: bytes, limit: int = 64) -> list[bytes]:
+    """Return up to ``limit`` field values of ``data`` that are distinctive.
+
+    A backup holds the same values as the selected file (an e-mail address,
+    a phone number) in another layout, so content windows of the file do not
+    match a database dump of it; its field values do.
+    """
+    picked: list[bytes] = []
+    for value in _FIELD_SEPARATORS.split(data):
+        value = value.strip()
+        if len(value) < MIN_TOKEN or not is_distinctive(value[:WINDOW]):
+            continue
+        # Numbers and dates recur across unrelated records; a value must hold
+        # a letter (ASCII or any UTF-8 multi-byte character) to count.
+        if not _LETTER.search(value):
+            continue
+        if value not in picked:
+            picked.append(value)
+        if len(picked) >= limit:
+            break
+    return picked

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -49,6 +50,9 @@ class Mount:
     fstype: str
     source: str
     options: tuple[str, ...] = field(default_factory=tuple)
+    #: Directory of the filesystem shown at the mount point (a btrfs
+    #: subvolume mounted with subvol= has its own path here).
+    root: str = "/"
 
     @property
     def read_only(self) -> bool:
@@ -90,6 +94,7 @@ def read_mounts() -> list[Mount]:
                     fstype=tail[0],
                     source=_unescape(tail[1]) if len(tail) > 1 else "",
                     options=tuple(fields[5].split(",")),
+                    root=_unescape(fields[3]),
                 )
             )
     return mounts
@@ -133,6 +138,21 @@ def block_device(major: int, minor: int) -> str | None:
     if not os.path.exists(link):
         return None
     return "/dev/" + os.path.basename(os.path.realpath(link))
+
+
+def source_device(mount: Mount) -> str | None:
+    """Return the mount's source when it is a block device, else None.
+
+    btrfs reports an anonymous device number per subvolume, so its device
+    comes from the mount source instead.
+    """
+    # NOTE: a btrfs spanning several devices is scanned on this one only.
+    if not mount.source.startswith("/dev/"):
+        return None
+    try:
+        return mount.source if stat.S_ISBLK(os.stat(mount.source).st_mode) else None
+    except OSError:
+        return None
 
 
 def _disk_name(name: str) -> str:

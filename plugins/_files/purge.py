@@ -635,6 +635,8 @@ def _scan_one(
     plugin: FilesPlugin, mount: mountinfo.Mount | None, keys: list[str]
 ) -> dict[str, ScanOutcome]:
     device = mountinfo.block_device(mount.major, mount.minor) if mount else None
+    if mount is not None and device is None:
+        device = mountinfo.source_device(mount)
     if mount is None or device is None:
         detail = "not run: no block device holds the filesystem"
         return {key: ScanOutcome(False, detail) for key in keys}
