@@ -8,6 +8,7 @@ packages=(
     cryptsetup-bin                              # LUKS crypto-erase
     sqlite3 age coreutils                       # benchmarks' reference tools
     postgresql-client mariadb-client
+    chromium                                    # renders the HTML policy report in tests
 )
 
 missing=()

@@ -337,10 +337,13 @@ def _classify_digits(token: str, kinds: frozenset[str]) -> str | None:
             return CN_RIC
         if CN_USCC in kinds and is_cn_uscc(token):
             return CN_USCC
-    if length == 15 and CN_RIC15 in kinds and is_cn_ric15(token):
-        return CN_RIC15
+    # A 15-digit number can be both an American Express card and a legacy
+    # identity number (area codes 34 and 37 are provinces); the kind with a
+    # checksum wins, and both kinds make the item personal.
     if BANK_CARD in kinds and is_bank_card(token):
         return BANK_CARD
+    if length == 15 and CN_RIC15 in kinds and is_cn_ric15(token):
+        return CN_RIC15
     if CN_MOBILE in kinds and length in (11, 13, 15) and is_cn_mobile(token):
         return CN_MOBILE
     return None

@@ -1,0 +1,206 @@
+"""The dry-run report of the policy: items by class, by hold and by method.
+
+The report is built from the assessed plan and rendered as text for the
+terminal, JSON for machines and HTML for people. It carries counts, bytes,
+masked examples of the personal data found and residual risks, never a
+full personal value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+
+from plugins.base import Item, Refusal
+
+from . import Assessment
+from .detectors import Findings
+from .rules import CLASSES
+
+#: Item labels listed per hold and per refusal reason; the rest are counted.
+LABELS_PER_GROUP = 5
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One planned item: its assessment and the plan's method or refusal."""
+
+    target: str
+    item: Item
+    assessment: Assessment
+    method: str | None = None
+    refusal: Refusal | None = None
+    residual: tuple[str, ...] = ()
+
+
+@dataclass
+class _Group:
+    items: int = 0
+    bytes: int = 0
+    labels: list[str] = field(default_factory=list)
+    residual: list[str] = field(default_factory=list)
+    findings: Findings = field(default_factory=Findings)
+    until: str | None = None
+    detail: str = ""
+    masked: bool = False
+
+    def add(self, entry: ReportEntry) -> None:
+        self.items += 1
+        self.bytes += entry.item.size
+        if len(self.labels) < LABELS_PER_GROUP:
+            self.labels.append(entry.item.display)
+        for risk in entry.residual:
+            if risk not in self.residual:
+                self.residual.append(risk)
+        if entry.assessment.findings is not None:
+            self.findings.merge(entry.assessment.findings)
+
+
+def build_report(
+    entries: Iterable[ReportEntry],
+    target_residual: Mapping[str, Sequence[str]] | None = None,
+    plan_hash: str = "",
+) -> dict[str, Any]:
+    """Group the planned items and return the report as plain data."""
+    classes: dict[str, _Group] = {}
+    holds: dict[str, _Group] = {}
+    methods: dict[str, _Group] = {}
+    refused: dict[str, _Group] = {}
+    total = _Group()
+    for entry in entries:
+        total.items += 1
+        total.bytes += entry.item.size
+        classes.setdefault(entry.assessment.classification, _Group()).add(entry)
+        refusal = entry.refusal or entry.assessment.refusal
+        if entry.assessment.hold and entry.assessment.refusal is not None:
+            group = holds.setdefault(entry.assessment.hold, _Group())
+            group.add(entry)
+            _note_hold(group, entry.assessment)
+        elif refusal is not None:
+            refused.setdefault(refusal.reason, _Group()).add(entry)
+        if refusal is None and entry.method is not None:
+            methods.setdefault(entry.method, _Group()).add(entry)
+
+    order = {name: rank for rank, name in enumerate(reversed(CLASSES))}
+    return {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "plan_hash": plan_hash,
+        "totals": {"items": total.items, "bytes": total.bytes},
+        "classes": [
+            _class_row(name, group)
+            for name, group in sorted(classes.items(), key=lambda pair: order.get(pair[0], 99))
+        ],
+        "holds": [
+            {
+                "name": name,
+                "items": group.items,
+                "bytes": group.bytes,
+                "until": group.until,
+                "detail": group.detail,
+                "masked": group.masked,
+                "labels": group.labels,
+            }
+            for name, group in sorted(holds.items())
+        ],
+        "methods": [
+            {"method": name, "items": group.items, "bytes": group.bytes, "residual": group.residual}
+            for name, group in sorted(methods.items())
+        ],
+        "refused": [
+            {"reason": name, "items": group.items, "bytes": group.bytes, "labels": group.labels}
+            for name, group in sorted(refused.items())
+        ],
+        "target_residual": {name: list(risks) for name, risks in (target_residual or {}).items()},
+    }
+
+
+def _note_hold(group: _Group, assessment: Assessment) -> None:
+    assert assessment.refusal is not None
+    until = assessment.refusal.blocked_until
+    text = until.date().isoformat() if until else "no end date"
+    if group.until is None or (group.until != "no end date" and (not until or text > group.until)):
+        group.until = text
+    if not group.detail:
+        group.detail = assessment.refusal.detail
+    group.masked = group.masked or assessment.mask is not None
+
+
+def _class_row(name: str, group: _Group) -> dict[str, Any]:
+    return {
+        "class": name,
+        "items": group.items,
+        "bytes": group.bytes,
+        "found": dict(sorted(group.findings.counts.items())),
+        "examples": {kind: list(values) for kind, values in sorted(group.findings.examples.items())},
+        "truncated": group.findings.truncated,
+    }
+
+
+def render_json(report: Mapping[str, Any]) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def human_bytes(count: int) -> str:
+    """Format a byte count with binary units (``1.5 MiB``)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def render_text(report: Mapping[str, Any]) -> str:
+    """Render the report for a terminal, one section per grouping."""
+    totals = report["totals"]
+    lines = [f"Policy report: {totals['items']} items, {human_bytes(totals['bytes'])}"]
+    lines.append("")
+    lines.append("By class:")
+    for row in report["classes"]:
+        lines.append(f"  {row['class']:<13} {row['items']:>8} items  {human_bytes(row['bytes']):>10}")
+        for kind, count in row["found"].items():
+            examples = ", ".join(row["examples"].get(kind, []))
+            lines.append(f"      {kind:<12} {count:>8} found  e.g. {examples}")
+    lines.append("")
+    lines.append("By hold (kept, not destroyed):")
+    if not report["holds"]:
+        lines.append("  none")
+    for row in report["holds"]:
+        masked = ", masked" if row["masked"] else ""
+        lines.append(
+            f"  {row['name']:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}"
+            f"  until {row['until']}{masked}"
+        )
+    lines.append("")
+    lines.append("By method:")
+    for row in report["methods"]:
+        lines.append(f"  {row['method']:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}")
+        for risk in row["residual"]:
+            lines.append(f"      residual risk: {risk}")
+    for name, risks in report["target_residual"].items():
+        for risk in risks:
+            lines.append(f"  {name}: residual risk: {risk}")
+    if report["refused"]:
+        lines.append("")
+        lines.append("Refused:")
+        for row in report["refused"]:
+            lines.append(f"  {row['reason']:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}")
+    return "\n".join(lines) + "\n"
+
+
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("agent.policy", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
+_ENVIRONMENT.filters["human_bytes"] = human_bytes
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """Render the report as one self-contained HTML page."""
+    return _ENVIRONMENT.get_template("report.html").render(report=report)
