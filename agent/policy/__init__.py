@@ -1,8 +1,10 @@
 """The policy layer: classification, personal-data discovery, holds and masking.
 
 The engine calls :meth:`Policy.assess` for every discovered item before the
-plugin plans it. An assessment with a refusal (reason ``hold``) keeps the
-item; its ``mask`` names the fields to mask when the hold asks for masking.
+plugin plans it. A refusal from the policy (reason ``hold``) wins over any
+method the plugin would choose; a ``mask`` asks for the item to be masked
+rather than destroyed, and the engine refuses it when the plugin cannot
+mask. The default policy classifies nothing and holds nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any
 
 import structlog
 
+
+from agent.config import Node, register_section
 from plugins.base import Item, Refusal, Target
 
-from .config import PolicySettings, parse_policy
+from .config import KeyPath, PolicyConfigError, PolicySettings, parse_policy
 from .detectors import Findings, Scanner
 from .discovery import discover_file, discover_rows
 from .holds import find_hold
+from .report import PolicyTally, ReportEntry
 from .rules import PERSONAL, UNCLASSIFIED, ItemView, classify, stricter
 
 __all__ = ["Assessment", "Policy"]
@@ -27,17 +32,18 @@ __all__ = ["Assessment", "Policy"]
 log = structlog.get_logger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Assessment:
     """What the policy decided for one item.
 
-    ``refusal`` is set when a hold keeps the item. ``mask`` is set when that
-    hold also asks for the item's personal fields to be masked: it holds the
-    ``fields`` specs and the ``key_file``, and
+    ``refusal`` is set when a hold keeps the item whole. ``mask`` is set
+    instead when the hold keeps the item but asks for its personal fields to
+    be masked: it holds the ``fields`` specs and the ``key_file``, and
     :meth:`agent.policy.masking.Masker.from_spec` builds the masker from it.
-    The refusal stays set alongside ``mask`` so a caller that cannot mask
-    keeps the item whole. ``findings`` are the content discovery results and
-    ``rule`` names the rule that set the class.
+    ``hold``, ``hold_detail`` and ``hold_until`` describe the hold in both
+    cases (``hold_until`` is None for a hold without an end date).
+    ``findings`` are the content discovery results and ``rule`` names the
+    rule that set the class.
     """
 
     classification: str = UNCLASSIFIED
@@ -46,6 +52,8 @@ class Assessment:
     findings: Findings | None = None
     rule: str = ""
     hold: str = ""
+    hold_detail: str = ""
+    hold_until: datetime | None = None
 
 
 class Policy:
@@ -55,6 +63,8 @@ class Policy:
         self.settings = settings or PolicySettings()
         self.scanner = Scanner(self.settings.discovery.scanner)
         self._today = today
+        #: Totals by class and hold of every item assessed, for the report.
+        self.tally = PolicyTally()
 
     @classmethod
     def from_config(cls, config_section: Mapping | None) -> Policy:
@@ -79,6 +89,11 @@ class Policy:
 
     def assess(self, target: Target, item: Item) -> Assessment:
         """Classify one item, scan its content when it is a local file, apply holds."""
+        assessment = self._assess(target, item)
+        self.tally.add(ReportEntry(target.url, item, assessment))
+        return assessment
+
+    def _assess(self, target: Target, item: Item) -> Assessment:
         view = ItemView.of(target, item)
         classification, rule = classify(self.settings.rules, view)
         findings = self._discover(view, item)
@@ -89,21 +104,29 @@ class Policy:
                     content_class = stricter(content_class, pattern.classification)
             if stricter(classification, content_class) != classification:
                 classification, rule = content_class, "content discovery"
-        assessment = Assessment(classification=classification, findings=findings, rule=rule)
         held = find_hold(list(self.settings.holds), view, classification, self.today)
-        if held is not None:
-            hold, refusal = held
-            assessment.refusal = refusal
-            assessment.hold = hold.name
-            assessment.mask = hold.mask
-            log.warning("item held", item=item.key, hold=hold.name, until=str(refusal.blocked_until))
-        return assessment
+        if held is None:
+            return Assessment(classification=classification, findings=findings, rule=rule)
+        hold, refusal = held
+        log.debug("item held", item=item.key, hold=hold.name, until=str(refusal.blocked_until))
+        return Assessment(
+            classification=classification,
+            refusal=refusal if hold.mask is None else None,
+            mask=hold.mask,
+            findings=findings,
+            rule=rule,
+            hold=hold.name,
+            hold_detail=refusal.detail,
+            hold_until=refusal.blocked_until,
+        )
 
     def _discover(self, view: ItemView, item: Item) -> Findings | None:
         discovery = self.settings.discovery
-        if not discovery.enabled or view.scheme != "path" or view.path is None:
+        # Only local files are read; objects and rows arrive without content,
+        # and database plugins sample rows through discover_rows.
+        if not discovery.enabled or view.path is None or item.size == 0:
             return None
-        if item.kind not in ("file", "") or item.size == 0:
+        if item.kind != "file" and view.scheme != "path":
             return None
         try:
             return discover_file(view.path, self.scanner, discovery.max_bytes)
@@ -152,3 +175,26 @@ class Policy:
             for column in sorted(wanted - present):
                 problems.append(f"{hold.location}: hold {hold.name!r} names column {column!r}, which table {table!r} does not have")
         return problems
+
+
+def validate_section(node: Node) -> PolicySettings:
+    """Validate the config's ``policy`` section; errors name file, line and key."""
+
+    def resolve(path: KeyPath) -> Node:
+        current = node
+        for part in path[1:]:
+            current = current.child(part)
+        return current
+
+    def fail(path: KeyPath, reason: str) -> Any:
+        found = resolve(path)
+        raise PolicyConfigError(found.file, found.line, path, reason)
+
+    def locate(path: KeyPath) -> str:
+        found = resolve(path)
+        return f"{found.file}:{found.line}"
+
+    return parse_policy(node.value, fail, locate)
+
+
+register_section("policy", validate_section)

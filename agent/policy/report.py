@@ -12,15 +12,17 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from plugins.base import Item, Refusal
 
-from . import Assessment
 from .detectors import Findings
 from .rules import CLASSES
+
+if TYPE_CHECKING:
+    from . import Assessment
 
 #: Item labels listed per hold and per refusal reason; the rest are counted.
 LABELS_PER_GROUP = 5
@@ -61,72 +63,134 @@ class _Group:
             self.findings.merge(entry.assessment.findings)
 
 
+class PolicyTally:
+    """Running totals by class and by hold, kept while a plan is assessed.
+
+    Memory stays bounded: findings are merged per class and each group keeps
+    at most :data:`LABELS_PER_GROUP` labels.
+    """
+
+    def __init__(self) -> None:
+        self.total = _Group()
+        self.classes: dict[str, _Group] = {}
+        self.holds: dict[str, _Group] = {}
+
+    def add(self, entry: ReportEntry) -> None:
+        self.total.items += 1
+        self.total.bytes += entry.item.size
+        self.classes.setdefault(entry.assessment.classification, _Group()).add(entry)
+        if entry.assessment.hold:
+            group = self.holds.setdefault(entry.assessment.hold, _Group())
+            group.add(entry)
+            _note_hold(group, entry.assessment)
+
+    def report(
+        self,
+        methods: list[dict[str, Any]],
+        refused: list[dict[str, Any]],
+        target_residual: Mapping[str, Sequence[str]] | None = None,
+        plan_hash: str = "",
+    ) -> dict[str, Any]:
+        """Return the report as plain data, with the plan's methods and refusals."""
+        order = {name: rank for rank, name in enumerate(reversed(CLASSES))}
+        classes = sorted(self.classes.items(), key=lambda pair: order.get(pair[0], 99))
+        return {
+            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "plan_hash": plan_hash,
+            "totals": {"items": self.total.items, "bytes": self.total.bytes},
+            "classes": [_class_row(name, group) for name, group in classes],
+            "holds": [
+                {
+                    "name": name,
+                    "items": group.items,
+                    "bytes": group.bytes,
+                    "until": group.until,
+                    "detail": group.detail,
+                    "masked": group.masked,
+                    "labels": group.labels,
+                }
+                for name, group in sorted(self.holds.items())
+            ],
+            "methods": methods,
+            "refused": refused,
+            "target_residual": {name: list(risks) for name, risks in (target_residual or {}).items()},
+        }
+
+
 def build_report(
     entries: Iterable[ReportEntry],
     target_residual: Mapping[str, Sequence[str]] | None = None,
     plan_hash: str = "",
 ) -> dict[str, Any]:
-    """Group the planned items and return the report as plain data."""
-    classes: dict[str, _Group] = {}
-    holds: dict[str, _Group] = {}
+    """Group planned items by class, hold, method and refusal reason."""
+    tally = PolicyTally()
     methods: dict[str, _Group] = {}
     refused: dict[str, _Group] = {}
-    total = _Group()
     for entry in entries:
-        total.items += 1
-        total.bytes += entry.item.size
-        classes.setdefault(entry.assessment.classification, _Group()).add(entry)
+        tally.add(entry)
         refusal = entry.refusal or entry.assessment.refusal
-        if entry.assessment.hold and entry.assessment.refusal is not None:
-            group = holds.setdefault(entry.assessment.hold, _Group())
-            group.add(entry)
-            _note_hold(group, entry.assessment)
-        elif refusal is not None:
+        if refusal is not None and not entry.assessment.hold:
             refused.setdefault(refusal.reason, _Group()).add(entry)
         if refusal is None and entry.method is not None:
             methods.setdefault(entry.method, _Group()).add(entry)
-
-    order = {name: rank for rank, name in enumerate(reversed(CLASSES))}
-    return {
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "plan_hash": plan_hash,
-        "totals": {"items": total.items, "bytes": total.bytes},
-        "classes": [
-            _class_row(name, group)
-            for name, group in sorted(classes.items(), key=lambda pair: order.get(pair[0], 99))
-        ],
-        "holds": [
-            {
-                "name": name,
-                "items": group.items,
-                "bytes": group.bytes,
-                "until": group.until,
-                "detail": group.detail,
-                "masked": group.masked,
-                "labels": group.labels,
-            }
-            for name, group in sorted(holds.items())
-        ],
-        "methods": [
+    return tally.report(
+        [
             {"method": name, "items": group.items, "bytes": group.bytes, "residual": group.residual}
             for name, group in sorted(methods.items())
         ],
-        "refused": [
+        [
             {"reason": name, "items": group.items, "bytes": group.bytes, "labels": group.labels}
             for name, group in sorted(refused.items())
         ],
-        "target_residual": {name: list(risks) for name, risks in (target_residual or {}).items()},
-    }
+        target_residual,
+        plan_hash,
+    )
+
+
+def report_from_plan(tally: PolicyTally, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Combine a policy tally with the engine's plan summary into one report.
+
+    Methods and refusals other than holds come from the plan summary. Each
+    target's residual risks are listed under the methods that target uses,
+    or on their own for a target where nothing would be destroyed.
+    """
+    methods: dict[str, dict[str, Any]] = {}
+    refused: dict[str, dict[str, Any]] = {}
+    residual: dict[str, list[str]] = {}
+    for target in summary.get("targets", []):
+        risks = list(target.get("residual", []))
+        for row in target.get("methods", []):
+            merged = methods.setdefault(
+                row["method"], {"method": row["method"], "items": 0, "bytes": 0, "residual": []}
+            )
+            merged["items"] += row["items"]
+            merged["bytes"] += row["bytes"]
+            merged["residual"].extend(risk for risk in risks if risk not in merged["residual"])
+        for row in target.get("refused", []):
+            if row["reason"] == "hold":
+                continue
+            merged = refused.setdefault(
+                row["reason"], {"reason": row["reason"], "items": 0, "bytes": 0, "labels": []}
+            )
+            merged["items"] += row["items"]
+            merged["bytes"] += row["bytes"]
+        if risks and not target.get("methods"):
+            residual[target["url"]] = risks
+    return tally.report(
+        [methods[name] for name in sorted(methods)],
+        [refused[name] for name in sorted(refused)],
+        residual,
+        summary.get("plan_hash", ""),
+    )
 
 
 def _note_hold(group: _Group, assessment: Assessment) -> None:
-    assert assessment.refusal is not None
-    until = assessment.refusal.blocked_until
+    until = assessment.hold_until
     text = until.date().isoformat() if until else "no end date"
     if group.until is None or (group.until != "no end date" and (not until or text > group.until)):
         group.until = text
     if not group.detail:
-        group.detail = assessment.refusal.detail
+        group.detail = assessment.hold_detail
     group.masked = group.masked or assessment.mask is not None
 
 
@@ -204,3 +268,16 @@ _ENVIRONMENT.filters["human_bytes"] = human_bytes
 def render_html(report: Mapping[str, Any]) -> str:
     """Render the report as one self-contained HTML page."""
     return _ENVIRONMENT.get_template("report.html").render(report=report)
+
+
+def write_policy_report(path: str, tally: PolicyTally, summary: Mapping[str, Any]) -> None:
+    """Write the report combined from a tally and a plan summary; the suffix picks the format."""
+    report = report_from_plan(tally, summary)
+    if path.endswith((".html", ".htm")):
+        text = render_html(report)
+    elif path.endswith(".json"):
+        text = render_json(report)
+    else:
+        text = render_text(report)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)

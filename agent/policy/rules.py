@@ -3,8 +3,8 @@
 Plugins describe items in ``Item.attributes``. The policy reads these keys
 when they are present:
 
-- ``path``: absolute file path (files plugin); the item key is used when the
-  target is a ``path`` target and ``path`` is missing.
+- ``path``: absolute file path (files plugin); when it is missing, an item
+  key that is an absolute path is used for ``path`` targets and ``file`` items.
 - ``key``: object key (object stores); defaults to the item key for
   ``s3``, ``gs`` and ``az`` targets.
 - ``tags`` and ``metadata``: mappings, or lists of ``{"Key": ..., "Value": ...}``
@@ -115,7 +115,7 @@ class ItemView:
         attributes = item.attributes
         scheme = target.scheme
         path = attributes.get("path")
-        if path is None and scheme == "path" and item.key.startswith("/"):
+        if path is None and item.key.startswith("/") and (scheme == "path" or item.kind == "file"):
             path = item.key
         object_key = attributes.get("key")
         if object_key is None and scheme in OBJECT_SCHEMES:

@@ -197,7 +197,7 @@ def test_hold_until_today_has_ended(load_policy: Callable[..., Policy]) -> None:
     assert policy.assess(Target("s3://b/a/"), Item(key="a/x", kind="object")).refusal is None
 
 
-def test_hold_with_mask_keeps_refusal(load_policy: Callable[..., Policy]) -> None:
+def test_hold_with_mask_asks_for_masking(load_policy: Callable[..., Policy]) -> None:
     policy = load_policy(
         """
         policy:
@@ -212,7 +212,8 @@ def test_hold_with_mask_keeps_refusal(load_policy: Callable[..., Policy]) -> Non
         today=TODAY,
     )
     assessment = policy.assess(Target("sqlite:///db?table=customers"), Item(key="1", kind="row"))
-    assert assessment.refusal is not None
+    assert assessment.refusal is None
+    assert assessment.hold == "keep-masked"
     assert assessment.mask == {
         "fields": {"Phone": {"method": "keep", "keep_last": 4}},
         "key_file": None,

@@ -44,7 +44,7 @@ def report() -> dict:
         ReportEntry(
             "/srv/export",
             Item("/srv/export/invoices/2024.csv", "file", 2048),
-            Assessment("personal", refusal=held, hold="tax-records", findings=_findings(("bank-card", "4111111111111111"))),
+            Assessment("personal", refusal=held, hold="tax-records", hold_detail=held.detail, hold_until=held.blocked_until, findings=_findings(("bank-card", "4111111111111111"))),
             refusal=held,
         ),
         ReportEntry(
