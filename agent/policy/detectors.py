@@ -211,15 +211,25 @@ class _StreamState:
 
 
 class Scanner:
-    """Find and validate personal data in bytes, one buffer or a stream."""
+    """Find and validate personal data in bytes, one buffer or a stream.
 
-    def __init__(self, settings: ScannerSettings | None = None) -> None:
+    Built-in kinds are searched with the vectorised scanner of
+    :mod:`agent.policy.fastscan` unless ``fast`` is false; then, and for
+    custom patterns, with regular expressions. Both report the same values.
+    """
+
+    def __init__(self, settings: ScannerSettings | None = None, fast: bool = True) -> None:
         self.settings = settings or ScannerSettings()
         words = [w.lower().encode("utf-8") for w in self.settings.mobile_context if w]
         self._context = (
             re.compile(b"|".join(re.escape(word) for word in words)) if words else None
         )
         self._kinds = self.settings.kinds
+        self._fast = None
+        if fast:
+            from .fastscan import FastScanner
+
+            self._fast = FastScanner(self.settings)
 
     def has_mobile_context(self, data: bytes) -> bool:
         """Tell whether ``data`` contains one of the mobile context words."""
@@ -258,23 +268,50 @@ class Scanner:
         if pending is not None:
             yield from self._scan_buffer(state, pending, final=True)
 
-    def _scan_buffer(self, state: _StreamState, chunk: bytes, final: bool) -> Iterator[Match]:
+    def count_stream(
+        self, chunks: Iterable[bytes], findings: Findings, mobile_context: bool = False
+    ) -> None:
+        """Add the counts and a few masked examples of a stream to ``findings``.
+
+        Faster than :meth:`scan_stream` because the vectorised scanner's
+        results are counted as arrays, without one object per value.
+        """
+        if self._fast is None:
+            for match in self.scan_stream(chunks, mobile_context):
+                findings.add(match)
+            return
+        state = _StreamState(mobile_context=mobile_context)
+        pending: bytes | None = None
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if pending is not None:
+                self._count_buffer(state, pending, False, findings)
+            pending = chunk
+        if pending is not None:
+            self._count_buffer(state, pending, True, findings)
+
+    def _count_buffer(
+        self, state: _StreamState, chunk: bytes, final: bool, findings: Findings
+    ) -> None:
+        assert self._fast is not None
+        start, buffer, cut = self._open_buffer(state, chunk, final)
+        for offsets, sizes, kind in self._fast.find(buffer, start, cut, state.mobile_context):
+            findings.add_many(kind, len(offsets), (
+                buffer[offset : offset + size].decode("ascii")
+                for offset, size in zip(offsets[: Findings.EXAMPLE_ATTEMPTS].tolist(), sizes.tolist(), strict=False)
+            ))
+        for match in self._custom_matches(state, buffer, start, cut):
+            findings.add(match)
+        self._close_buffer(state, buffer, cut)
+
+    def _open_buffer(self, state: _StreamState, chunk: bytes, final: bool) -> tuple[int, bytes, int]:
         start = state.resume
         buffer = state.carry + chunk
         cut = len(buffer) if final else max(start, len(buffer) - OVERLAP)
-        for match in _CANDIDATES.finditer(buffer, start):
-            if match.start() >= cut:
-                break
-            found = self._validate(buffer, match, state.mobile_context)
-            if found is not None:
-                kind, value, offset = found
-                yield Match(kind, value, state.position + offset)
-        for pattern in self.settings.custom:
-            for match in pattern.regex.finditer(buffer, start):
-                if match.start() >= cut:
-                    break
-                value = match.group().decode("utf-8", "replace")
-                yield Match(pattern.name, value, state.position + match.start())
+        return start, buffer, cut
+
+    def _close_buffer(self, state: _StreamState, buffer: bytes, cut: int) -> None:
         # Keep room before the next scan position for the look-behind, the
         # mobile context window and an e-mail local part.
         lookback = max(self.settings.mobile_window, _EMAIL_LOOKBACK, 1)
@@ -282,6 +319,33 @@ class Scanner:
         state.position += keep_from
         state.carry = buffer[keep_from:]
         state.resume = cut - keep_from
+
+    def _custom_matches(
+        self, state: _StreamState, buffer: bytes, start: int, cut: int
+    ) -> Iterator[Match]:
+        for pattern in self.settings.custom:
+            for match in pattern.regex.finditer(buffer, start):
+                if match.start() >= cut:
+                    break
+                value = match.group().decode("utf-8", "replace")
+                yield Match(pattern.name, value, state.position + match.start())
+
+    def _scan_buffer(self, state: _StreamState, chunk: bytes, final: bool) -> Iterator[Match]:
+        start, buffer, cut = self._open_buffer(state, chunk, final)
+        if self._fast is not None:
+            for span in self._fast.spans(buffer, start, cut, state.mobile_context):
+                value = buffer[span.start : span.end].decode("ascii")
+                yield Match(span.kind, value, state.position + span.start)
+        else:
+            for match in _CANDIDATES.finditer(buffer, start):
+                if match.start() >= cut:
+                    break
+                found = self._validate(buffer, match, state.mobile_context)
+                if found is not None:
+                    kind, value, offset = found
+                    yield Match(kind, value, state.position + offset)
+        yield from self._custom_matches(state, buffer, start, cut)
+        self._close_buffer(state, buffer, cut)
 
     def _validate(
         self, buffer: bytes, match: re.Match[bytes], mobile_context: bool
@@ -385,17 +449,37 @@ class Findings:
     note: str = ""
 
     MAX_EXAMPLES = 3
+    EXAMPLE_ATTEMPTS = 50
 
     def add(self, match: Match, column: str | None = None) -> None:
-        self.counts[match.kind] = self.counts.get(match.kind, 0) + 1
+        count = self.counts.get(match.kind, 0) + 1
+        self.counts[match.kind] = count
         examples = self.examples.setdefault(match.kind, [])
-        if len(examples) < self.MAX_EXAMPLES:
+        # Masked e-mail addresses often look alike, so stop looking for
+        # distinct examples after a few dozen values.
+        if len(examples) < self.MAX_EXAMPLES and count <= self.EXAMPLE_ATTEMPTS:
             masked = mask_example(match.kind, match.value)
             if masked not in examples:
                 examples.append(masked)
         if column is not None:
             per_column = self.columns.setdefault(column, {})
             per_column[match.kind] = per_column.get(match.kind, 0) + 1
+
+    def add_many(self, kind: str, count: int, values: Iterable[str]) -> None:
+        """Add ``count`` values of one kind; ``values`` supplies candidate examples."""
+        if count == 0:
+            return
+        before = self.counts.get(kind, 0)
+        self.counts[kind] = before + count
+        examples = self.examples.setdefault(kind, [])
+        if before >= self.EXAMPLE_ATTEMPTS or len(examples) >= self.MAX_EXAMPLES:
+            return
+        for value in values:
+            masked = mask_example(kind, value)
+            if masked not in examples:
+                examples.append(masked)
+            if len(examples) >= self.MAX_EXAMPLES:
+                break
 
     def merge(self, other: Findings) -> None:
         for kind, count in other.counts.items():

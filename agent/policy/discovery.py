@@ -68,8 +68,7 @@ def discover_file(
         first_line = head.split(b"\n", 1)[0]
         context = suffix in (".csv", ".tsv") and scanner.has_mobile_context(first_line)
         handle.seek(0)
-        for match in scanner.scan_stream(_read_chunks(handle, max_bytes, findings), context):
-            findings.add(match)
+        scanner.count_stream(_read_chunks(handle, max_bytes, findings), findings, context)
     return findings
 
 
