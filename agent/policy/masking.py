@@ -25,6 +25,8 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
+import shutil
 import sqlite3
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -165,12 +167,14 @@ def mask_csv_file(
         open(source, newline="", encoding=encoding, errors="surrogateescape") as reader_file,
         open(destination, "x", newline="", encoding=encoding, errors="surrogateescape") as out,
     ):
-        dialect = _sniff(reader_file)
+        dialect, newline = _sniff(reader_file)
         reader = csv.DictReader(reader_file, dialect=dialect)
         missing = [name for name in masker.fields if name not in (reader.fieldnames or ())]
         if len(missing) == len(masker.fields):
             raise MaskingError(f"{os.fspath(source)!r} has none of the columns {missing}")
-        writer = csv.DictWriter(out, fieldnames=reader.fieldnames or [], dialect=dialect)
+        writer = csv.DictWriter(
+            out, fieldnames=reader.fieldnames or [], dialect=dialect, lineterminator=newline
+        )
         writer.writeheader()
         for row in reader:
             masker.mask_record(row, stats)
@@ -180,13 +184,15 @@ def mask_csv_file(
     return stats
 
 
-def _sniff(handle: Any) -> type[csv.Dialect] | csv.Dialect:
+def _sniff(handle: Any) -> tuple[type[csv.Dialect] | csv.Dialect, str]:
+    """Return the CSV dialect and the line ending of a file open in text mode."""
     sample = handle.read(64 * 1024)
     handle.seek(0)
+    newline = "\r\n" if "\r\n" in sample else "\n"
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|"), newline
     except csv.Error:
-        return csv.excel
+        return csv.excel, newline
 
 
 def mask_json_file(
@@ -236,6 +242,28 @@ def _mask_tree(node: Any, masker: Masker, stats: MaskStats) -> None:
     elif isinstance(node, list):
         for value in node:
             _mask_tree(value, masker, stats)
+
+
+def mask_file(source: str | os.PathLike[str], masker: Masker) -> tuple[Path, MaskStats]:
+    """Write a masked copy of a CSV, JSON or JSON Lines file beside it.
+
+    Returns the copy's path (a hidden name in the same folder, so a rename
+    stays on the same filesystem) and the stats with the fingerprints of
+    the old values. The caller purges the original, renames the copy to the
+    original name and scans for the fingerprints. Raises MaskingError for
+    other formats.
+    """
+    source = Path(source)
+    suffix = source.suffix.lower()
+    destination = source.with_name(f".{source.name}.{secrets.token_hex(4)}.masked")
+    if suffix in (".csv", ".tsv"):
+        stats = mask_csv_file(source, destination, masker)
+    elif suffix in (".json", ".jsonl", ".ndjson"):
+        stats = mask_json_file(source, destination, masker)
+    else:
+        raise MaskingError(f"cannot mask {os.fspath(source)!r}: only CSV and JSON files are supported")
+    shutil.copymode(source, destination)
+    return destination, stats
 
 
 def _quote(identifier: str) -> str:

@@ -274,3 +274,14 @@ def test_from_config_raw_mapping() -> None:
 
 def test_from_config_none_is_empty_policy() -> None:
     assert Policy.from_config(None).settings.holds == ()
+
+
+def test_example_policy_file_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
+    settings = load_policy_file(str(example))
+    assert [hold.name for hold in settings.holds] == [
+        "invoices",
+        "contracts-until-2031",
+        "acme-litigation",
+        "closed-accounts",
+    ]

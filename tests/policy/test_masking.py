@@ -17,6 +17,7 @@ from agent.policy.masking import (
     MaskingError,
     load_key,
     mask_csv_file,
+    mask_file,
     mask_json_file,
     mask_sqlite,
     scan_for_values,
@@ -237,3 +238,22 @@ def test_sqlite_mask_unknown_table(chinook: Path) -> None:
             mask_sqlite(connection, "Clients", "Id", Masker({"Phone": FieldMask("keep")}))
     finally:
         connection.close()
+
+
+def test_mask_file_writes_hidden_copy(tmp_path: Path) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_text("id,phone\n1,13812345678\n")
+    source.chmod(0o640)
+    copy, stats = mask_file(source, Masker({"phone": FieldMask("keep", keep_last=4)}))
+    assert copy.parent == tmp_path
+    assert copy.name.startswith(".customers.csv.")
+    assert copy.read_bytes() == b"id,phone\n1,*******5678\n"
+    assert copy.stat().st_mode & 0o777 == 0o640
+    assert stats.fingerprints == [b"13812345678"]
+
+
+def test_mask_file_rejects_other_formats(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("13812345678\n")
+    with pytest.raises(MaskingError, match="only CSV and JSON"):
+        mask_file(source, Masker({"phone": FieldMask("keep")}))
