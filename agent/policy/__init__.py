@@ -16,7 +16,6 @@ from typing import Any
 
 import structlog
 
-
 from agent.config import Node, register_section
 from plugins.base import Item, Refusal, Target
 
@@ -59,7 +58,9 @@ class Assessment:
 class Policy:
     """Classifies items, applies holds and runs content discovery."""
 
-    def __init__(self, settings: PolicySettings | None = None, today: date | None = None) -> None:
+    def __init__(
+        self, settings: PolicySettings | None = None, today: date | None = None
+    ) -> None:
         self.settings = settings or PolicySettings()
         self.scanner = Scanner(self.settings.discovery.scanner)
         self._today = today
@@ -106,9 +107,13 @@ class Policy:
                 classification, rule = content_class, "content discovery"
         held = find_hold(list(self.settings.holds), view, classification, self.today)
         if held is None:
-            return Assessment(classification=classification, findings=findings, rule=rule)
+            return Assessment(
+                classification=classification, findings=findings, rule=rule
+            )
         hold, refusal = held
-        log.debug("item held", item=item.key, hold=hold.name, until=str(refusal.blocked_until))
+        log.debug(
+            "item held", item=item.key, hold=hold.name, until=str(refusal.blocked_until)
+        )
         return Assessment(
             classification=classification,
             refusal=refusal if hold.mask is None else None,
@@ -151,7 +156,11 @@ class Policy:
             names.update(rule.selector.columns_for(table))
         for hold in self.settings.holds:
             names.update(hold.selector.columns_for(table))
-            if hold.after and hold.after.startswith("column:") and table in hold.selector.tables:
+            if (
+                hold.after
+                and hold.after.startswith("column:")
+                and table in hold.selector.tables
+            ):
                 names.add(hold.after.partition(":")[2])
             if hold.mask and table in hold.selector.tables:
                 names.update(hold.mask["fields"])
@@ -164,7 +173,9 @@ class Policy:
         for rule in self.settings.rules:
             for column in rule.selector.columns_for(table):
                 if column not in present:
-                    problems.append(f"{rule.location}: rule {rule.name!r} names column {column!r}, which table {table!r} does not have")
+                    problems.append(
+                        f"{rule.location}: rule {rule.name!r} names column {column!r}, which table {table!r} does not have"
+                    )
         for hold in self.settings.holds:
             wanted = set(hold.selector.columns_for(table))
             if table in hold.selector.tables:
@@ -173,7 +184,9 @@ class Policy:
                 if hold.mask:
                     wanted.update(hold.mask["fields"])
             for column in sorted(wanted - present):
-                problems.append(f"{hold.location}: hold {hold.name!r} names column {column!r}, which table {table!r} does not have")
+                problems.append(
+                    f"{hold.location}: hold {hold.name!r} names column {column!r}, which table {table!r} does not have"
+                )
         return problems
 
 

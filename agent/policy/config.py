@@ -1,6 +1,6 @@
 """Validation of the ``policy`` section of the config into typed settings.
 
-Every error names the key path and says what is expected; the caller's
+Every error names the key path and states what is expected, and the caller's
 ``fail`` callback adds the file and line and raises. Regular expressions
 and globs are compiled here, so a bad one stops the job before anything
 runs.
@@ -55,10 +55,14 @@ class PolicySettings:
     mask_key_file: str | None = None
 
 
-def _keys(node: Mapping[str, Any], path: KeyPath, allowed: Sequence[str], fail: Fail) -> None:
+def _keys(
+    node: Mapping[str, Any], path: KeyPath, allowed: Sequence[str], fail: Fail
+) -> None:
     for key in node:
         if key not in allowed:
-            fail((*path, str(key)), f"unknown key; expected one of: {', '.join(allowed)}")
+            fail(
+                (*path, str(key)), f"unknown key; expected one of: {', '.join(allowed)}"
+            )
 
 
 def _mapping(value: Any, path: KeyPath, fail: Fail) -> Mapping[str, Any]:
@@ -91,11 +95,15 @@ def _count(value: Any, path: KeyPath, fail: Fail, minimum: int = 0) -> int:
 
 def _class(value: Any, path: KeyPath, fail: Fail) -> str:
     if value not in CLASSES or value == UNCLASSIFIED:
-        fail(path, f"unknown class {value!r}; expected one of: public, personal, secret")
+        fail(
+            path, f"unknown class {value!r}; expected one of: public, personal, secret"
+        )
     return value
 
 
-def parse_policy(section: Any, fail: Fail, locate: Locate | None = None) -> PolicySettings:
+def parse_policy(
+    section: Any, fail: Fail, locate: Locate | None = None
+) -> PolicySettings:
     """Validate a ``policy`` section; ``fail`` raises with file and line.
 
     ``locate`` turns a key path into ``file:line`` for messages that are
@@ -113,12 +121,19 @@ def parse_policy(section: Any, fail: Fail, locate: Locate | None = None) -> Poli
     discovery = _parse_discovery(node.get("discovery"), (*root, "discovery"), fail)
     rules = _parse_rules(node.get("rules"), (*root, "rules"), fail, where)
     holds = _parse_holds(node.get("holds"), (*root, "holds"), fail, where, key_file)
-    return PolicySettings(discovery=discovery, rules=rules, holds=holds, mask_key_file=key_file)
+    return PolicySettings(
+        discovery=discovery, rules=rules, holds=holds, mask_key_file=key_file
+    )
 
 
 def _parse_discovery(value: Any, path: KeyPath, fail: Fail) -> DiscoverySettings:
     node = _mapping(value, path, fail)
-    _keys(node, path, ("enabled", "kinds", "max_bytes", "sample_rows", "mobile", "patterns"), fail)
+    _keys(
+        node,
+        path,
+        ("enabled", "kinds", "max_bytes", "sample_rows", "mobile", "patterns"),
+        fail,
+    )
     enabled = node.get("enabled", True)
     if not isinstance(enabled, bool):
         fail((*path, "enabled"), "expected true or false")
@@ -145,21 +160,33 @@ def _parse_discovery(value: Any, path: KeyPath, fail: Fail) -> DiscoverySettings
     context = tuple(
         _string(word, (*path, "mobile", "context", index), fail)
         for index, word in enumerate(
-            _list(mobile.get("context", detectors.DEFAULT_MOBILE_CONTEXT), (*path, "mobile", "context"), fail)
+            _list(
+                mobile.get("context", detectors.DEFAULT_MOBILE_CONTEXT),
+                (*path, "mobile", "context"),
+                fail,
+            )
         )
     )
     window = _count(
-        mobile.get("window", detectors.MOBILE_WINDOW), (*path, "mobile", "window"), fail, minimum=1
+        mobile.get("window", detectors.MOBILE_WINDOW),
+        (*path, "mobile", "window"),
+        fail,
+        minimum=1,
     )
     if window > detectors.OVERLAP // 2:
-        fail((*path, "mobile", "window"), f"expected at most {detectors.OVERLAP // 2} bytes")
+        fail(
+            (*path, "mobile", "window"),
+            f"expected at most {detectors.OVERLAP // 2} bytes",
+        )
     require = mobile.get("require_context", True)
     if not isinstance(require, bool):
         fail((*path, "mobile", "require_context"), "expected true or false")
 
     patterns = tuple(
         _parse_pattern(entry, (*path, "patterns", index), fail)
-        for index, entry in enumerate(_list(node.get("patterns"), (*path, "patterns"), fail))
+        for index, entry in enumerate(
+            _list(node.get("patterns"), (*path, "patterns"), fail)
+        )
     )
     scanner = ScannerSettings(
         kinds=kinds,
@@ -183,7 +210,9 @@ def _parse_pattern(value: Any, path: KeyPath, fail: Fail) -> CustomPattern:
     except re.error as error:
         fail((*path, "regex"), f"invalid regular expression {source!r}: {error}")
     if regex.match(b"") is not None:
-        fail((*path, "regex"), f"regular expression {source!r} matches the empty string")
+        fail(
+            (*path, "regex"), f"regular expression {source!r} matches the empty string"
+        )
     classification = _class(node.get("class", "personal"), (*path, "class"), fail)
     return CustomPattern(name, regex, classification)
 
@@ -206,7 +235,10 @@ def _parse_selector(value: Any, path: KeyPath, fail: Fail, holds: bool) -> Selec
 
     def strings(key: str) -> tuple[str, ...]:
         entries = _list(node.get(key), (*path, key), fail)
-        return tuple(_string(entry, (*path, key, index), fail) for index, entry in enumerate(entries))
+        return tuple(
+            _string(entry, (*path, key, index), fail)
+            for index, entry in enumerate(entries)
+        )
 
     def globs_by_key(key: str) -> dict[str, re.Pattern[str]]:
         # Tag and metadata values are matched whole; ``*`` also matches ``/``.
@@ -218,7 +250,10 @@ def _parse_selector(value: Any, path: KeyPath, fail: Fail, holds: bool) -> Selec
     classes = strings("classes") if holds else ()
     for index, name in enumerate(classes):
         if name not in CLASSES:
-            fail((*path, "classes", index), f"unknown class {name!r}; expected one of: {', '.join(CLASSES)}")
+            fail(
+                (*path, "classes", index),
+                f"unknown class {name!r}; expected one of: {', '.join(CLASSES)}",
+            )
     selector = Selector(
         paths=tuple(globs),
         path_globs=tuple(path_globs),
@@ -234,19 +269,25 @@ def _parse_selector(value: Any, path: KeyPath, fail: Fail, holds: bool) -> Selec
     return selector
 
 
-def _parse_rules(value: Any, path: KeyPath, fail: Fail, where: Locate) -> tuple[ClassRule, ...]:
+def _parse_rules(
+    value: Any, path: KeyPath, fail: Fail, where: Locate
+) -> tuple[ClassRule, ...]:
     rules = []
     names: set[str] = set()
     for index, entry in enumerate(_list(value, path, fail)):
         entry_path = (*path, index)
         node = _mapping(entry, entry_path, fail)
         _keys(node, entry_path, ("name", "class", "match"), fail)
-        name = _string(node.get("name", f"rule {index + 1}"), (*entry_path, "name"), fail)
+        name = _string(
+            node.get("name", f"rule {index + 1}"), (*entry_path, "name"), fail
+        )
         if name in names:
             fail((*entry_path, "name"), f"duplicate rule name {name!r}")
         names.add(name)
         classification = _class(node.get("class"), (*entry_path, "class"), fail)
-        selector = _parse_selector(node.get("match"), (*entry_path, "match"), fail, holds=False)
+        selector = _parse_selector(
+            node.get("match"), (*entry_path, "match"), fail, holds=False
+        )
         rules.append(ClassRule(name, classification, selector, where(entry_path)))
     return tuple(rules)
 
@@ -259,20 +300,30 @@ def _parse_holds(
     for index, entry in enumerate(_list(value, path, fail)):
         entry_path = (*path, index)
         node = _mapping(entry, entry_path, fail)
-        _keys(node, entry_path, ("name", "kind", "until", "years", "after", "reason", "match", "mask"), fail)
+        _keys(
+            node,
+            entry_path,
+            ("name", "kind", "until", "years", "after", "reason", "match", "mask"),
+            fail,
+        )
         name = _string(node.get("name"), (*entry_path, "name"), fail)
         if name in names:
             fail((*entry_path, "name"), f"duplicate hold name {name!r}")
         names.add(name)
         kind = node.get("kind", RETENTION)
         if kind not in (RETENTION, LEGAL):
-            fail((*entry_path, "kind"), f"unknown hold kind {kind!r}; expected retention or legal")
+            fail(
+                (*entry_path, "kind"),
+                f"unknown hold kind {kind!r}; expected retention or legal",
+            )
         until = None
         if node.get("until") is not None:
             raw = node["until"]
             until = parse_date(raw) if isinstance(raw, date | str) else None
             if until is None:
-                fail((*entry_path, "until"), f"invalid date {raw!r}; expected YYYY-MM-DD")
+                fail(
+                    (*entry_path, "until"), f"invalid date {raw!r}; expected YYYY-MM-DD"
+                )
         years = after = None
         if "years" in node or "after" in node:
             years = _count(node.get("years"), (*entry_path, "years"), fail, minimum=1)
@@ -286,21 +337,40 @@ def _parse_holds(
                     + " or attribute:NAME, metadata:NAME, tag:NAME, column:NAME",
                 )
             if until is not None:
-                fail((*entry_path, "until"), "give either until or years with after, not both")
+                fail(
+                    (*entry_path, "until"),
+                    "give either until or years with after, not both",
+                )
         if kind == RETENTION and until is None and years is None:
             fail(entry_path, "a retention hold needs until, or years with after")
         reason = node.get("reason", "")
         if not isinstance(reason, str):
             fail((*entry_path, "reason"), "expected a string")
-        selector = _parse_selector(node.get("match"), (*entry_path, "match"), fail, holds=True)
+        selector = _parse_selector(
+            node.get("match"), (*entry_path, "match"), fail, holds=True
+        )
         mask = None
         if node.get("mask") is not None:
             mask = _parse_mask(node["mask"], (*entry_path, "mask"), fail, key_file)
-        holds.append(Hold(name, kind, selector, until, years, after, reason, where(entry_path), mask))
+        holds.append(
+            Hold(
+                name,
+                kind,
+                selector,
+                until,
+                years,
+                after,
+                reason,
+                where(entry_path),
+                mask,
+            )
+        )
     return tuple(holds)
 
 
-def _parse_mask(value: Any, path: KeyPath, fail: Fail, key_file: str | None) -> dict[str, Any]:
+def _parse_mask(
+    value: Any, path: KeyPath, fail: Fail, key_file: str | None
+) -> dict[str, Any]:
     node = _mapping(value, path, fail)
     _keys(node, path, ("key_file", "fields"), fail)
     fields = _mapping(node.get("fields"), (*path, "fields"), fail)
@@ -310,16 +380,26 @@ def _parse_mask(value: Any, path: KeyPath, fail: Fail, key_file: str | None) -> 
     for name, options in fields.items():
         field_path = (*path, "fields", str(name))
         spec = _mapping(options, field_path, fail)
-        _keys(spec, field_path, ("method", "keep_first", "keep_last", "char", "value", "length"), fail)
+        _keys(
+            spec,
+            field_path,
+            ("method", "keep_first", "keep_last", "char", "value", "length"),
+            fail,
+        )
         method = spec.get("method", "hmac")
         if method not in MASK_METHODS:
-            fail((*field_path, "method"), f"unknown mask method {method!r}; expected hmac or keep")
+            fail(
+                (*field_path, "method"),
+                f"unknown mask method {method!r}; expected hmac or keep",
+            )
         clean: dict[str, Any] = {"method": method}
         for key in ("keep_first", "keep_last"):
             if key in spec:
                 clean[key] = _count(spec[key], (*field_path, key), fail)
         if "length" in spec:
-            clean["length"] = _count(spec["length"], (*field_path, "length"), fail, minimum=16)
+            clean["length"] = _count(
+                spec["length"], (*field_path, "length"), fail, minimum=16
+            )
         for key in ("char", "value"):
             if key in spec:
                 clean[key] = str(spec[key])
@@ -336,7 +416,9 @@ def _parse_mask(value: Any, path: KeyPath, fail: Fail, key_file: str | None) -> 
 class PolicyConfigError(ConfigError):
     """The ``policy`` section of a config file is invalid."""
 
-    def __init__(self, source: str, line: int | None, key: KeyPath, reason: str) -> None:
+    def __init__(
+        self, source: str, line: int | None, key: KeyPath, reason: str
+    ) -> None:
         self.source, self.line, self.key, self.reason = source, line, key, reason
         place = f"{source}:{line}" if line is not None else source
         super().__init__(f"{place}: {format_key(key)}: {reason}")
@@ -346,7 +428,12 @@ def format_key(path: KeyPath) -> str:
     """Write a key path as ``policy.holds[0].until``."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = part
     return text
 
 
@@ -377,7 +464,11 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag != "tag:yaml.org,2002:timestamp"
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 

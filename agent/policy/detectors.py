@@ -91,8 +91,44 @@ _CARD_PREFIX = re.compile(
 # permits (81-83), and 91 on some older cards. Credit codes also use 10 for
 # authorities registered at the national level.
 _PROVINCES = frozenset(
-    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46"
-    " 50 51 52 53 54 61 62 63 64 65 71 81 82 83 91".split()
+    [
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "21",
+        "22",
+        "23",
+        "31",
+        "32",
+        "33",
+        "34",
+        "35",
+        "36",
+        "37",
+        "41",
+        "42",
+        "43",
+        "44",
+        "45",
+        "46",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "71",
+        "81",
+        "82",
+        "83",
+        "91",
+    ]
 )
 # Registration authority codes, the first character of a credit code.
 _USCC_AUTHORITIES = frozenset("123456789ANY")
@@ -110,9 +146,10 @@ def _birth_date(year: int, month: int, day: int) -> date | None:
 def is_cn_ric(number: str) -> bool:
     """Tell whether an 18-character string is a valid resident identity number.
 
-    Checks the province part of the area code, the birth date (it must
-    exist and not lie in the future; years before 1800 are rejected) and the
+    Checks the province part of the area code, the birth date and the
     ISO 7064 MOD 11-2 check character, where a lower-case ``x`` counts as X.
+    The birth date must exist, must not lie in the future and must not be
+    before 1800.
     The full area code is not looked up, because tables of area codes miss
     codes that were retired or renamed since the card was issued.
     """
@@ -158,7 +195,12 @@ def is_cn_mobile(number: str) -> bool:
         digits = digits[4:]
     elif digits.startswith("86") and len(digits) == 13:
         digits = digits[2:]
-    return len(digits) == 11 and digits.isdigit() and digits[0] == "1" and digits[1] in "3456789"
+    return (
+        len(digits) == 11
+        and digits.isdigit()
+        and digits[0] == "1"
+        and digits[1] in "3456789"
+    )
 
 
 def is_bank_card(number: str) -> bool:
@@ -193,7 +235,7 @@ class CustomPattern:
 
 @dataclass(frozen=True)
 class ScannerSettings:
-    """Which kinds a scanner reports and how it treats mobile numbers."""
+    """The kinds a scanner reports and the context rule for mobile numbers."""
 
     kinds: frozenset[str] = frozenset(BUILTIN_KINDS)
     mobile_context: tuple[str, ...] = DEFAULT_MOBILE_CONTEXT
@@ -218,7 +260,9 @@ class Scanner:
     custom patterns, with regular expressions. Both report the same values.
     """
 
-    def __init__(self, settings: ScannerSettings | None = None, fast: bool = True) -> None:
+    def __init__(
+        self, settings: ScannerSettings | None = None, fast: bool = True
+    ) -> None:
         self.settings = settings or ScannerSettings()
         words = [w.lower().encode("utf-8") for w in self.settings.mobile_context if w]
         self._context = (
@@ -233,7 +277,9 @@ class Scanner:
 
     def has_mobile_context(self, data: bytes) -> bool:
         """Tell whether ``data`` contains one of the mobile context words."""
-        return self._context is not None and self._context.search(data.lower()) is not None
+        return (
+            self._context is not None and self._context.search(data.lower()) is not None
+        )
 
     def scan(self, data: bytes, mobile_context: bool = False) -> list[Match]:
         """Return every validated value in one complete buffer.
@@ -296,16 +342,28 @@ class Scanner:
     ) -> None:
         assert self._fast is not None
         start, buffer, cut = self._open_buffer(state, chunk, final)
-        for offsets, sizes, kind in self._fast.find(buffer, start, cut, state.mobile_context):
-            findings.add_many(kind, len(offsets), (
-                buffer[offset : offset + size].decode("ascii")
-                for offset, size in zip(offsets[: Findings.EXAMPLE_ATTEMPTS].tolist(), sizes.tolist(), strict=False)
-            ))
+        for offsets, sizes, kind in self._fast.find(
+            buffer, start, cut, state.mobile_context
+        ):
+            findings.add_many(
+                kind,
+                len(offsets),
+                (
+                    buffer[offset : offset + size].decode("ascii")
+                    for offset, size in zip(
+                        offsets[: Findings.EXAMPLE_ATTEMPTS].tolist(),
+                        sizes.tolist(),
+                        strict=False,
+                    )
+                ),
+            )
         for match in self._custom_matches(state, buffer, start, cut):
             findings.add(match)
         self._close_buffer(state, buffer, cut)
 
-    def _open_buffer(self, state: _StreamState, chunk: bytes, final: bool) -> tuple[int, bytes, int]:
+    def _open_buffer(
+        self, state: _StreamState, chunk: bytes, final: bool
+    ) -> tuple[int, bytes, int]:
         start = state.resume
         buffer = state.carry + chunk
         cut = len(buffer) if final else max(start, len(buffer) - OVERLAP)
@@ -330,7 +388,9 @@ class Scanner:
                 value = match.group().decode("utf-8", "replace")
                 yield Match(pattern.name, value, state.position + match.start())
 
-    def _scan_buffer(self, state: _StreamState, chunk: bytes, final: bool) -> Iterator[Match]:
+    def _scan_buffer(
+        self, state: _StreamState, chunk: bytes, final: bool
+    ) -> Iterator[Match]:
         start, buffer, cut = self._open_buffer(state, chunk, final)
         if self._fast is not None:
             for span in self._fast.spans(buffer, start, cut, state.mobile_context):
@@ -355,7 +415,9 @@ class Scanner:
         if group == "digits":
             token = match.group("digits").decode("ascii")
             kind = _classify_digits(token, kinds)
-            if kind == CN_MOBILE and not self._mobile_allowed(buffer, match, mobile_context):
+            if kind == CN_MOBILE and not self._mobile_allowed(
+                buffer, match, mobile_context
+            ):
                 kind = _classify_digits(token, kinds - {CN_MOBILE})
             if kind is None:
                 return None
@@ -366,7 +428,9 @@ class Scanner:
                 return CN_USCC, token, match.start()
             return None
         if group == "spaced":
-            if CN_MOBILE not in kinds or not self._mobile_allowed(buffer, match, mobile_context):
+            if CN_MOBILE not in kinds or not self._mobile_allowed(
+                buffer, match, mobile_context
+            ):
                 return None
             return CN_MOBILE, match.group("spaced").decode("ascii"), match.start()
         if group == "domain" and EMAIL in kinds:
@@ -385,7 +449,9 @@ class Scanner:
             return True
         if self._context is None:
             return False
-        window = buffer[max(0, match.start() - self.settings.mobile_window) : match.start()]
+        window = buffer[
+            max(0, match.start() - self.settings.mobile_window) : match.start()
+        ]
         return self._context.search(window.lower()) is not None
 
 
@@ -507,8 +573,12 @@ class Findings:
     def to_dict(self) -> dict[str, object]:
         return {
             "counts": dict(sorted(self.counts.items())),
-            "examples": {kind: list(values) for kind, values in sorted(self.examples.items())},
-            "columns": {name: dict(counts) for name, counts in sorted(self.columns.items())},
+            "examples": {
+                kind: list(values) for kind, values in sorted(self.examples.items())
+            },
+            "columns": {
+                name: dict(counts) for name, counts in sorted(self.columns.items())
+            },
             "scanned_bytes": self.scanned_bytes,
             "scanned_rows": self.scanned_rows,
             "truncated": self.truncated,

@@ -18,7 +18,22 @@ from typing import Any
 from .detectors import CHUNK, Findings, Scanner
 
 TEXT_SUFFIXES = frozenset(
-    ".csv .tsv .txt .log .json .jsonl .ndjson .xml .yaml .yml .sql .md .html .htm".split()
+    [
+        ".csv",
+        ".tsv",
+        ".txt",
+        ".log",
+        ".json",
+        ".jsonl",
+        ".ndjson",
+        ".xml",
+        ".yaml",
+        ".yml",
+        ".sql",
+        ".md",
+        ".html",
+        ".htm",
+    ]
 )
 OFFICE_SUFFIXES = frozenset((".xlsx", ".docx"))
 #: Bytes read to decide whether a file without a known suffix is text.
@@ -68,11 +83,15 @@ def discover_file(
         first_line = head.split(b"\n", 1)[0]
         context = suffix in (".csv", ".tsv") and scanner.has_mobile_context(first_line)
         handle.seek(0)
-        scanner.count_stream(_read_chunks(handle, max_bytes, findings), findings, context)
+        scanner.count_stream(
+            _read_chunks(handle, max_bytes, findings), findings, context
+        )
     return findings
 
 
-def _discover_office(path: str | os.PathLike[str], suffix: str, scanner: Scanner) -> Findings:
+def _discover_office(
+    path: str | os.PathLike[str], suffix: str, scanner: Scanner
+) -> Findings:
     findings = Findings()
     try:
         if suffix == ".xlsx":

@@ -60,7 +60,9 @@ for _byte in b"0123456789":
     _ALNUM[_byte] = _DOMAIN_BYTE[_byte] = True
 for _byte in b".-":
     _DOMAIN_BYTE[_byte] = True
-_AT_DOMAIN = re.compile(rb"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])")
+_AT_DOMAIN = re.compile(
+    rb"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
 _WIDTH = 19
 
 
@@ -80,7 +82,9 @@ def _number(digits: np.ndarray, first: int, count: int) -> np.ndarray:
     return value
 
 
-def _valid_date(year: np.ndarray, month: np.ndarray, day: np.ndarray, today: int) -> np.ndarray:
+def _valid_date(
+    year: np.ndarray, month: np.ndarray, day: np.ndarray, today: int
+) -> np.ndarray:
     month_ok = (month >= 1) & (month <= 12)
     days = _DAYS[np.where(month_ok, month, 0)]
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
@@ -112,7 +116,9 @@ def _luhn(digits: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         rows = lengths == length
         block = digits[rows, :length]
         doubled = (length - 1 - np.arange(length)) % 2 == 1
-        total = block[:, ~doubled].sum(axis=1) + _LUHN_DOUBLE[block[:, doubled]].sum(axis=1)
+        total = block[:, ~doubled].sum(axis=1) + _LUHN_DOUBLE[block[:, doubled]].sum(
+            axis=1
+        )
         ok[rows] = total % 10 == 0
     return ok
 
@@ -124,7 +130,9 @@ class FastScanner:
         self.settings = settings
         self.kinds = settings.kinds
         words = [w.lower().encode("utf-8") for w in settings.mobile_context if w]
-        self._context = re.compile(b"|".join(re.escape(w) for w in words)) if words else None
+        self._context = (
+            re.compile(b"|".join(re.escape(w) for w in words)) if words else None
+        )
 
     def find(
         self, buffer: bytes, low: int, cut: int, mobile_context: bool
@@ -142,9 +150,13 @@ class FastScanner:
         lengths = ends - starts
         keep = (lengths >= 11) & (lengths <= 19) & (starts >= low) & (starts < cut)
         if keep.any():
-            found.extend(self._tokens(data, starts[keep], lengths[keep], buffer, mobile_context))
+            found.extend(
+                self._tokens(data, starts[keep], lengths[keep], buffer, mobile_context)
+            )
         if d.CN_MOBILE in self.kinds:
-            found.extend(self._spaced(data, starts, ends, low, cut, buffer, mobile_context))
+            found.extend(
+                self._spaced(data, starts, ends, low, cut, buffer, mobile_context)
+            )
         domains = _domain_spans(data, buffer, low, cut)
         if domains.size:
             # A number inside an e-mail domain is part of the address.
@@ -153,7 +165,9 @@ class FastScanner:
                 found.extend(self._emails(data, domains))
         return found
 
-    def spans(self, buffer: bytes, low: int, cut: int, mobile_context: bool) -> list[Span]:
+    def spans(
+        self, buffer: bytes, low: int, cut: int, mobile_context: bool
+    ) -> list[Span]:
         """Return validated values that start in ``[low, cut)``, in offset order."""
         spans = [
             Span(kind, start, start + length)
@@ -208,11 +222,17 @@ class FastScanner:
             if legacy.any():
                 province = _PROVINCE[digits[:, 0] * 10 + digits[:, 1]]
                 year = 1900 + _number(digits, 6, 2)
-                born = _valid_date(year, _number(digits, 8, 2), _number(digits, 10, 2), _today())
+                born = _valid_date(
+                    year, _number(digits, 8, 2), _number(digits, 10, 2), _today()
+                )
                 claim(legacy & province & born, d.CN_RIC15)
         if d.CN_MOBILE in self.kinds:
             mobile = all_digits & ~taken & self._mobile_shape(digits, lengths)
-            if mobile.any() and not mobile_context and self.settings.mobile_require_context:
+            if (
+                mobile.any()
+                and not mobile_context
+                and self.settings.mobile_require_context
+            ):
                 mobile &= self._has_context(buffer, starts)
             claim(mobile, d.CN_MOBILE)
         return results
@@ -221,7 +241,9 @@ class FastScanner:
     def _ric(digits: np.ndarray, last: np.ndarray) -> np.ndarray:
         province = _PROVINCE[digits[:, 0] * 10 + digits[:, 1]]
         year = _number(digits, 6, 4)
-        born = _valid_date(year, _number(digits, 10, 2), _number(digits, 12, 2), _today())
+        born = _valid_date(
+            year, _number(digits, 10, 2), _number(digits, 12, 2), _today()
+        )
         expected = (12 - (digits[:, :17] * _RIC_WEIGHTS).sum(axis=1) % 11) % 11
         actual = np.where((last == 88) | (last == 120), 10, digits[:, 17])
         return province & born & (year >= 1800) & (expected == actual)
@@ -302,7 +324,9 @@ class FastScanner:
         return [(offsets[ok], np.full(int(ok.sum()), 13), d.CN_MOBILE)]
 
     @staticmethod
-    def _emails(data: np.ndarray, domains: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    def _emails(
+        data: np.ndarray, domains: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray, str]]:
         signs, stops = domains[:, 0], domains[:, 1]
         # The local part runs back from the '@' over local-part bytes, at
         # most ``lookback`` of them. Most are short, so a narrow window is
@@ -339,7 +363,9 @@ def _domain_spans(data: np.ndarray, buffer: bytes, low: int, cut: int) -> np.nda
     dot_count = dots.sum(axis=1)
     last_dot = width - 1 - np.argmax(dots[:, ::-1], axis=1)
     tail = run - last_dot - 1
-    letters = _LETTER[window] | (columns <= last_dot[:, None]) | (columns >= run[:, None])
+    letters = (
+        _LETTER[window] | (columns <= last_dot[:, None]) | (columns >= run[:, None])
+    )
     rows = np.arange(signs.size)
     simple = (
         (run < width)

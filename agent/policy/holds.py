@@ -26,7 +26,14 @@ LEGAL = "legal"
 #: Sources a retention hold can count its years from. ``mtime``-like names
 #: read item attributes; the prefixed forms read a metadata key, a tag or a
 #: column value of a row (``attributes["dates"]`` of row items).
-DATE_ATTRIBUTES = ("mtime", "ctime", "birthtime", "last_modified", "created", "time_created")
+DATE_ATTRIBUTES = (
+    "mtime",
+    "ctime",
+    "birthtime",
+    "last_modified",
+    "created",
+    "time_created",
+)
 DATE_PREFIXES = ("attribute", "metadata", "tag", "column")
 
 
@@ -41,7 +48,7 @@ def parse_date(value: Any) -> date | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+            return datetime.fromisoformat(text).date()
         except ValueError:
             pass
         try:
@@ -73,7 +80,9 @@ class Hold:
     location: str = ""
     mask: Mapping[str, Any] | None = field(default=None)
 
-    def applies(self, view: ItemView, classification: str, today: date) -> Refusal | None:
+    def applies(
+        self, view: ItemView, classification: str, today: date
+    ) -> Refusal | None:
         """Return the refusal this hold gives an item, or None when it does not hold it."""
         if not self.selector.matches(view, classification):
             return None

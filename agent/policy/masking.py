@@ -48,7 +48,7 @@ class MaskingError(Exception):
 
 @dataclass(frozen=True)
 class FieldMask:
-    """How one field is masked."""
+    """The masking method of one field, with its options."""
 
     method: str
     keep_first: int = 0
@@ -60,7 +60,7 @@ class FieldMask:
 
 @dataclass
 class MaskStats:
-    """What one masking run changed, and the fingerprints of the old values.
+    """Counts of one masking run, and the fingerprints of the old values.
 
     ``fingerprints`` hold original values long enough to search for; they
     live in memory for verification only and are never written out.
@@ -78,7 +78,9 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
         with open(path, "rb") as handle:
             key = handle.read()
     except OSError as error:
-        raise MaskingError(f"cannot read masking key {os.fspath(path)!r}: {error.strerror}") from error
+        raise MaskingError(
+            f"cannot read masking key {os.fspath(path)!r}: {error.strerror}"
+        ) from error
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise MaskingError(
             f"masking key {os.fspath(path)!r} is readable by group or others; "
@@ -95,9 +97,13 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
 class Masker:
     """Masks values field by field with the methods of one mask spec."""
 
-    def __init__(self, fields: Mapping[str, FieldMask], key: bytes | None = None) -> None:
+    def __init__(
+        self, fields: Mapping[str, FieldMask], key: bytes | None = None
+    ) -> None:
         if key is None and any(spec.method == HMAC for spec in fields.values()):
-            raise MaskingError("the hmac mask method needs a key (key_file in the mask spec)")
+            raise MaskingError(
+                "the hmac mask method needs a key (key_file in the mask spec)"
+            )
         self.fields = dict(fields)
         self._key = key
 
@@ -105,7 +111,8 @@ class Masker:
     def from_spec(cls, spec: Mapping[str, Any]) -> Masker:
         """Build a masker from the mapping a policy puts in ``Assessment.mask``."""
         fields = {
-            name: FieldMask(**options) for name, options in spec.get("fields", {}).items()
+            name: FieldMask(**options)
+            for name, options in spec.get("fields", {}).items()
         }
         key_file = spec.get("key_file")
         key = load_key(key_file) if key_file else None
@@ -116,10 +123,16 @@ class Masker:
         if value is None or value == "":
             return value
         spec = self.fields[field_name]
-        text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+        text = (
+            value.decode("utf-8", "surrogateescape")
+            if isinstance(value, bytes)
+            else str(value)
+        )
         if spec.method == HMAC:
             assert self._key is not None
-            digest = hmac.new(self._key, text.encode("utf-8", "surrogateescape"), hashlib.sha256)
+            digest = hmac.new(
+                self._key, text.encode("utf-8", "surrogateescape"), hashlib.sha256
+            )
             return digest.hexdigest()[: spec.length or None]
         return mask_keep(text, spec)
 
@@ -164,16 +177,27 @@ def mask_csv_file(
     """
     stats = MaskStats()
     with (
-        open(source, newline="", encoding=encoding, errors="surrogateescape") as reader_file,
-        open(destination, "x", newline="", encoding=encoding, errors="surrogateescape") as out,
+        open(
+            source, newline="", encoding=encoding, errors="surrogateescape"
+        ) as reader_file,
+        open(
+            destination, "x", newline="", encoding=encoding, errors="surrogateescape"
+        ) as out,
     ):
         dialect, newline = _sniff(reader_file)
         reader = csv.DictReader(reader_file, dialect=dialect)
-        missing = [name for name in masker.fields if name not in (reader.fieldnames or ())]
+        missing = [
+            name for name in masker.fields if name not in (reader.fieldnames or ())
+        ]
         if len(missing) == len(masker.fields):
-            raise MaskingError(f"{os.fspath(source)!r} has none of the columns {missing}")
+            raise MaskingError(
+                f"{os.fspath(source)!r} has none of the columns {missing}"
+            )
         writer = csv.DictWriter(
-            out, fieldnames=reader.fieldnames or [], dialect=dialect, lineterminator=newline
+            out,
+            fieldnames=reader.fieldnames or [],
+            dialect=dialect,
+            lineterminator=newline,
         )
         writer.writeheader()
         for row in reader:
@@ -216,9 +240,13 @@ def mask_json_file(
         lines = False
     except json.JSONDecodeError:
         try:
-            documents = [json.loads(line) for line in content.splitlines() if line.strip()]
+            documents = [
+                json.loads(line) for line in content.splitlines() if line.strip()
+            ]
         except json.JSONDecodeError as error:
-            raise MaskingError(f"{os.fspath(source)!r} is neither JSON nor JSON Lines: {error}") from error
+            raise MaskingError(
+                f"{os.fspath(source)!r} is neither JSON nor JSON Lines: {error}"
+            ) from error
         lines = True
     for document in documents:
         _mask_tree(document, masker, stats)
@@ -261,7 +289,9 @@ def mask_file(source: str | os.PathLike[str], masker: Masker) -> tuple[Path, Mas
     elif suffix in (".json", ".jsonl", ".ndjson"):
         stats = mask_json_file(source, destination, masker)
     else:
-        raise MaskingError(f"cannot mask {os.fspath(source)!r}: only CSV and JSON files are supported")
+        raise MaskingError(
+            f"cannot mask {os.fspath(source)!r}: only CSV and JSON files are supported"
+        )
     shutil.copymode(source, destination)
     return destination, stats
 
@@ -287,12 +317,16 @@ def mask_sqlite(
     and ``VACUUM`` rewrites the file without the old pages. Raises
     MaskingError when a named column does not exist.
     """
-    columns = [row[1] for row in connection.execute(f"PRAGMA table_info({_quote(table)})")]
+    columns = [
+        row[1] for row in connection.execute(f"PRAGMA table_info({_quote(table)})")
+    ]
     if not columns:
         raise MaskingError(f"table {table!r} does not exist")
     unknown = [name for name in [key_column, *masker.fields] if name not in columns]
     if unknown:
-        raise MaskingError(f"table {table!r} has no column {', '.join(map(repr, unknown))}")
+        raise MaskingError(
+            f"table {table!r} has no column {', '.join(map(repr, unknown))}"
+        )
 
     names = list(masker.fields)
     selected = ", ".join(_quote(name) for name in [key_column, *names])
@@ -321,7 +355,9 @@ def compact_sqlite(connection: sqlite3.Connection) -> None:
     if str(journal_mode).lower() == "wal":
         busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
-            raise MaskingError("WAL checkpoint blocked by another connection; close it and retry")
+            raise MaskingError(
+                "WAL checkpoint blocked by another connection; close it and retry"
+            )
     connection.execute("VACUUM")
     if str(journal_mode).lower() == "wal":
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -113,7 +113,9 @@ class PolicyTally:
             ],
             "methods": methods,
             "refused": refused,
-            "target_residual": {name: list(risks) for name, risks in (target_residual or {}).items()},
+            "target_residual": {
+                name: list(risks) for name, risks in (target_residual or {}).items()
+            },
         }
 
 
@@ -135,11 +137,21 @@ def build_report(
             methods.setdefault(entry.method, _Group()).add(entry)
     return tally.report(
         [
-            {"method": name, "items": group.items, "bytes": group.bytes, "residual": group.residual}
+            {
+                "method": name,
+                "items": group.items,
+                "bytes": group.bytes,
+                "residual": group.residual,
+            }
             for name, group in sorted(methods.items())
         ],
         [
-            {"reason": name, "items": group.items, "bytes": group.bytes, "labels": group.labels}
+            {
+                "reason": name,
+                "items": group.items,
+                "bytes": group.bytes,
+                "labels": group.labels,
+            }
             for name, group in sorted(refused.items())
         ],
         target_residual,
@@ -161,16 +173,20 @@ def report_from_plan(tally: PolicyTally, summary: Mapping[str, Any]) -> dict[str
         risks = list(target.get("residual", []))
         for row in target.get("methods", []):
             merged = methods.setdefault(
-                row["method"], {"method": row["method"], "items": 0, "bytes": 0, "residual": []}
+                row["method"],
+                {"method": row["method"], "items": 0, "bytes": 0, "residual": []},
             )
             merged["items"] += row["items"]
             merged["bytes"] += row["bytes"]
-            merged["residual"].extend(risk for risk in risks if risk not in merged["residual"])
+            merged["residual"].extend(
+                risk for risk in risks if risk not in merged["residual"]
+            )
         for row in target.get("refused", []):
             if row["reason"] == "hold":
                 continue
             merged = refused.setdefault(
-                row["reason"], {"reason": row["reason"], "items": 0, "bytes": 0, "labels": []}
+                row["reason"],
+                {"reason": row["reason"], "items": 0, "bytes": 0, "labels": []},
             )
             merged["items"] += row["items"]
             merged["bytes"] += row["bytes"]
@@ -187,7 +203,9 @@ def report_from_plan(tally: PolicyTally, summary: Mapping[str, Any]) -> dict[str
 def _note_hold(group: _Group, assessment: Assessment) -> None:
     until = assessment.hold_until
     text = until.date().isoformat() if until else "no end date"
-    if group.until is None or (group.until != "no end date" and (not until or text > group.until)):
+    if group.until is None or (
+        group.until != "no end date" and (not until or text > group.until)
+    ):
         group.until = text
     if not group.detail:
         group.detail = assessment.hold_detail
@@ -200,7 +218,10 @@ def _class_row(name: str, group: _Group) -> dict[str, Any]:
         "items": group.items,
         "bytes": group.bytes,
         "found": dict(sorted(group.findings.counts.items())),
-        "examples": {kind: list(values) for kind, values in sorted(group.findings.examples.items())},
+        "examples": {
+            kind: list(values)
+            for kind, values in sorted(group.findings.examples.items())
+        },
         "truncated": group.findings.truncated,
     }
 
@@ -219,41 +240,55 @@ def human_bytes(count: int) -> str:
     return f"{count} B"
 
 
-def render_text(report: Mapping[str, Any]) -> str:
-    """Render the report for a terminal, one section per grouping."""
-    totals = report["totals"]
-    lines = [f"Policy report: {totals['items']} items, {human_bytes(totals['bytes'])}"]
-    lines.append("")
-    lines.append("By class:")
+def _text_row(name: str, row: Mapping[str, Any]) -> str:
+    return f"  {name:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}"
+
+
+def _text_classes(report: Mapping[str, Any]) -> list[str]:
+    lines = ["By class:"]
     for row in report["classes"]:
-        lines.append(f"  {row['class']:<13} {row['items']:>8} items  {human_bytes(row['bytes']):>10}")
+        lines.append(_text_row(row["class"], row))
         for kind, count in row["found"].items():
             examples = ", ".join(row["examples"].get(kind, []))
             lines.append(f"      {kind:<12} {count:>8} found  e.g. {examples}")
-    lines.append("")
-    lines.append("By hold (kept, not destroyed):")
+    return lines
+
+
+def _text_holds(report: Mapping[str, Any]) -> list[str]:
+    lines = ["By hold (kept, not destroyed):"]
     if not report["holds"]:
         lines.append("  none")
     for row in report["holds"]:
         masked = ", masked" if row["masked"] else ""
-        lines.append(
-            f"  {row['name']:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}"
-            f"  until {row['until']}{masked}"
-        )
-    lines.append("")
-    lines.append("By method:")
+        lines.append(f"{_text_row(row['name'], row)}  until {row['until']}{masked}")
+    return lines
+
+
+def _text_methods(report: Mapping[str, Any]) -> list[str]:
+    lines = ["By method:"]
     for row in report["methods"]:
-        lines.append(f"  {row['method']:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}")
+        lines.append(_text_row(row["method"], row))
         for risk in row["residual"]:
             lines.append(f"      residual risk: {risk}")
     for name, risks in report["target_residual"].items():
         for risk in risks:
             lines.append(f"  {name}: residual risk: {risk}")
+    return lines
+
+
+def render_text(report: Mapping[str, Any]) -> str:
+    """Render the report for a terminal, one section per grouping."""
+    totals = report["totals"]
+    lines = [
+        f"Policy report: {totals['items']} items, {human_bytes(totals['bytes'])}",
+        "",
+    ]
+    lines += _text_classes(report) + [""]
+    lines += _text_holds(report) + [""]
+    lines += _text_methods(report)
     if report["refused"]:
-        lines.append("")
-        lines.append("Refused:")
-        for row in report["refused"]:
-            lines.append(f"  {row['reason']:<20} {row['items']:>8} items  {human_bytes(row['bytes']):>10}")
+        lines += ["", "Refused:"]
+        lines += [_text_row(row["reason"], row) for row in report["refused"]]
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +305,9 @@ def render_html(report: Mapping[str, Any]) -> str:
     return _ENVIRONMENT.get_template("report.html").render(report=report)
 
 
-def write_policy_report(path: str, tally: PolicyTally, summary: Mapping[str, Any]) -> None:
+def write_policy_report(
+    path: str, tally: PolicyTally, summary: Mapping[str, Any]
+) -> None:
     """Write the report combined from a tally and a plan summary; the suffix picks the format."""
     report = report_from_plan(tally, summary)
     if path.endswith((".html", ".htm")):

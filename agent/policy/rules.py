@@ -115,7 +115,11 @@ class ItemView:
         attributes = item.attributes
         scheme = target.scheme
         path = attributes.get("path")
-        if path is None and item.key.startswith("/") and (scheme == "path" or item.kind == "file"):
+        if (
+            path is None
+            and item.key.startswith("/")
+            and (scheme == "path" or item.kind == "file")
+        ):
             path = item.key
         object_key = attributes.get("key")
         if object_key is None and scheme in OBJECT_SCHEMES:
@@ -213,7 +217,9 @@ class Selector:
         return names
 
 
-def _all_match(expected: Mapping[str, re.Pattern[str]], actual: Mapping[str, str]) -> bool:
+def _all_match(
+    expected: Mapping[str, re.Pattern[str]], actual: Mapping[str, str]
+) -> bool:
     for key, pattern in expected.items():
         value = actual.get(key)
         if value is None or pattern.fullmatch(value) is None:

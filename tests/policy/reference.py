@@ -26,7 +26,9 @@ def make_ric(area: str, born: date, sequence: int) -> str:
 
 def uscc_check(body: str) -> str:
     """GB 32100-2015: weights 3**i mod 31 over 17 characters."""
-    total = sum(USCC_ALPHABET.index(char) * pow(3, index, 31) for index, char in enumerate(body))
+    total = sum(
+        USCC_ALPHABET.index(char) * pow(3, index, 31) for index, char in enumerate(body)
+    )
     return USCC_ALPHABET[(31 - total % 31) % 31]
 
 
@@ -47,7 +49,9 @@ def luhn_valid(number: str) -> bool:
 
 
 def make_card(prefix: str, length: int, rng: random.Random) -> str:
-    body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
+    body = prefix + "".join(
+        rng.choice("0123456789") for _ in range(length - len(prefix) - 1)
+    )
     for check in "0123456789":
         if luhn_valid(body + check):
             return body + check
@@ -68,7 +72,11 @@ def random_uscc(rng: random.Random) -> str:
 
 
 def random_mobile(rng: random.Random) -> str:
-    return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
+    return (
+        "1"
+        + rng.choice("3456789")
+        + "".join(rng.choice("0123456789") for _ in range(9))
+    )
 
 
 def legacy_ric_shape(digits: str) -> bool:

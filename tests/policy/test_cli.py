@@ -30,15 +30,31 @@ policy:
 
 
 @pytest.fixture
-def lethe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    state = tmp_path / "state"
-    state.mkdir()
+def state(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def lethe(state: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         environment = dict(os.environ)
-        environment.update(PYTHONPATH=str(REPO), LETHE_EXTRA_PLUGINS=TEST_PLUGIN, LETHE_STATE_DIR=str(state))
+        environment.update(
+            PYTHONPATH=str(REPO),
+            LETHE_EXTRA_PLUGINS=TEST_PLUGIN,
+            LETHE_STATE_DIR=str(state),
+        )
         return subprocess.run(
-            [str(LETHE), *args], input="", capture_output=True, text=True, env=environment, timeout=120, cwd=REPO
+            [str(LETHE), *args],
+            input="",
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=120,
+            cwd=REPO,
+            check=False,
         )
 
     return run
@@ -48,7 +64,9 @@ def lethe(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     (root / "invoices").mkdir(parents=True)
-    (root / "customers.csv").write_text("name,phone,id\nLi,13812345678,11010519491231002X\n")
+    (root / "customers.csv").write_text(
+        "name,phone,id\nLi,13812345678,11010519491231002X\n"
+    )
     (root / "readme.txt").write_text("public notes\n")
     (root / "invoices" / "2025.csv").write_text("invoice,amount\n1,100\n")
     return root
@@ -67,7 +85,10 @@ def test_plan_refuses_held_file(lethe, tree: Path, config: Path) -> None:
     refused = summary["targets"][0]["refused"]
     assert result.returncode == 1
     assert [row["reason"] for row in refused] == ["hold"]
-    assert "retention hold 'invoices' keeps this item until 2099-01-01" in refused[0]["examples"][0]["detail"]
+    assert (
+        "retention hold 'invoices' keeps this item until 2099-01-01"
+        in refused[0]["examples"][0]["detail"]
+    )
     assert summary["classifications"] == {"personal": 1, "public": 1, "unclassified": 1}
 
 
@@ -78,9 +99,13 @@ def test_purge_keeps_held_file(lethe, tree: Path, config: Path) -> None:
     assert not (tree / "customers.csv").exists()
 
 
-def test_plan_policy_report_html(lethe, tree: Path, config: Path, tmp_path: Path) -> None:
+def test_plan_policy_report_html(
+    lethe, tree: Path, config: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "policy.html"
-    result = lethe("plan", f"testdir://{tree}", "-c", str(config), "--policy-report", str(report))
+    result = lethe(
+        "plan", f"testdir://{tree}", "-c", str(config), "--policy-report", str(report)
+    )
     html = report.read_text()
     assert result.returncode == 1
     assert "110***********002X" in html
@@ -88,9 +113,13 @@ def test_plan_policy_report_html(lethe, tree: Path, config: Path, tmp_path: Path
     assert "invoices" in html
 
 
-def test_plan_policy_report_json(lethe, tree: Path, config: Path, tmp_path: Path) -> None:
+def test_plan_policy_report_json(
+    lethe, tree: Path, config: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "policy.json"
-    lethe("plan", f"testdir://{tree}", "-c", str(config), "--policy-report", str(report))
+    lethe(
+        "plan", f"testdir://{tree}", "-c", str(config), "--policy-report", str(report)
+    )
     data = json.loads(report.read_text())
     classes = {row["class"]: row for row in data["classes"]}
     assert classes["personal"]["found"] == {"cn-mobile": 1, "cn-ric": 1}
@@ -100,23 +129,60 @@ def test_plan_policy_report_json(lethe, tree: Path, config: Path, tmp_path: Path
 
 def test_bad_policy_exits_three_with_line(lethe, tree: Path, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("policy:\n  discovery:\n    patterns:\n      - name: x\n        regex: '(unclosed'\n")
+    config.write_text(
+        "policy:\n  discovery:\n    patterns:\n      - name: x\n        regex: '(unclosed'\n"
+    )
     result = lethe("plan", f"testdir://{tree}", "-c", str(config))
     assert result.returncode == 3
-    assert f"{config}:5: policy.discovery.patterns[0].regex: invalid regular expression" in result.stderr
+    assert (
+        f"{config}:5: policy.discovery.patterns[0].regex: invalid regular expression"
+        in result.stderr
+    )
 
 
-def test_bad_policy_class_exits_three_with_line(lethe, tree: Path, tmp_path: Path) -> None:
+def test_bad_policy_class_exits_three_with_line(
+    lethe, tree: Path, tmp_path: Path
+) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("policy:\n  rules:\n    - name: a\n      class: topsecret\n      match: {prefixes: [a/]}\n")
+    config.write_text(
+        "policy:\n  rules:\n    - name: a\n      class: topsecret\n      match: {prefixes: [a/]}\n"
+    )
     result = lethe("plan", f"testdir://{tree}", "-c", str(config))
     assert result.returncode == 3
-    assert f"{config}:4: policy.rules[0].class: unknown class 'topsecret'" in result.stderr
+    assert (
+        f"{config}:4: policy.rules[0].class: unknown class 'topsecret'" in result.stderr
+    )
 
 
-def test_impossible_date_exits_three_with_line(lethe, tree: Path, tmp_path: Path) -> None:
+def test_impossible_date_exits_three_with_line(
+    lethe, tree: Path, tmp_path: Path
+) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("policy:\n  holds:\n    - name: a\n      until: 2027-02-30\n      match: {prefixes: [a/]}\n")
+    config.write_text(
+        "policy:\n  holds:\n    - name: a\n      until: 2027-02-30\n      match: {prefixes: [a/]}\n"
+    )
     result = lethe("plan", f"testdir://{tree}", "-c", str(config))
     assert result.returncode == 3
-    assert f"{config}:4: policy.holds[0].until: invalid date '2027-02-30'" in result.stderr
+    assert (
+        f"{config}:4: policy.holds[0].until: invalid date '2027-02-30'" in result.stderr
+    )
+
+
+def test_lifting_a_hold_is_audited(
+    lethe, tree: Path, config: Path, state: Path
+) -> None:
+    first = lethe("purge", f"testdir://{tree}", "-c", str(config), "--yes")
+    config.write_text(CONFIG.split("  holds:")[0])
+    second = lethe("purge", f"testdir://{tree}", "-c", str(config), "--yes")
+    entries = [
+        json.loads(line) for line in (state / "audit.log").read_text().splitlines()
+    ]
+    digests = [
+        entry.get("digest")
+        for entry in entries
+        if entry.get("kind", entry.get("event")) == "config"
+    ]
+    assert first.returncode == 1
+    assert second.returncode == 0, second.stderr
+    assert not (tree / "invoices" / "2025.csv").exists()
+    assert len(set(digests)) == 2

@@ -262,13 +262,18 @@ def test_valid_config_loads(load_policy: Callable[..., Policy]) -> None:
     )
     assert policy.settings.discovery.max_bytes == 1048576
     assert policy.settings.holds[0].mask == {
-        "fields": {"Email": {"method": "hmac", "length": 32}, "Phone": {"method": "keep", "keep_last": 4}},
+        "fields": {
+            "Email": {"method": "hmac", "length": 32},
+            "Phone": {"method": "keep", "keep_last": 4},
+        },
         "key_file": "/etc/lethe/mask.key",
     }
 
 
 def test_from_config_raw_mapping() -> None:
-    policy = Policy.from_config({"rules": [{"name": "r", "class": "public", "match": {"prefixes": ["p/"]}}]})
+    policy = Policy.from_config(
+        {"rules": [{"name": "r", "class": "public", "match": {"prefixes": ["p/"]}}]}
+    )
     assert policy.settings.rules[0].classification == "public"
 
 

@@ -24,8 +24,14 @@ VALID_RIC = [
 
 INVALID_RIC = [
     make_ric("110101", date(1999, 3, 1), 1)[:-1] + "0",  # wrong check (when not 0)
-    "110101" + "19000229" + "123" + ric_check("11010119000229123"),  # 1900 was no leap year
-    "110101" + "20230229" + "001" + ric_check("11010120230229001"),  # Feb 29 of a common year
+    "110101"
+    + "19000229"
+    + "123"
+    + ric_check("11010119000229123"),  # 1900 was no leap year
+    "110101"
+    + "20230229"
+    + "001"
+    + ric_check("11010120230229001"),  # Feb 29 of a common year
     "110101" + "19991301" + "001" + ric_check("11010119991301001"),  # month 13
     "110101" + "19990431" + "001" + ric_check("11010119990431001"),  # April 31
     "110101" + "19990100" + "001" + ric_check("11010119990100001"),  # day 0
@@ -179,7 +185,9 @@ def test_scanner_mobile_context_window_is_bounded() -> None:
 
 
 def test_scanner_mobile_context_from_caller() -> None:
-    assert _kinds(Scanner(), "13812345678", context=True) == [("cn-mobile", "13812345678")]
+    assert _kinds(Scanner(), "13812345678", context=True) == [
+        ("cn-mobile", "13812345678")
+    ]
 
 
 def test_scanner_mobile_without_required_context() -> None:
@@ -217,7 +225,9 @@ def test_scanner_stream_many_small_chunks() -> None:
 
 def test_scanner_kinds_filter() -> None:
     scanner = Scanner(ScannerSettings(kinds=frozenset({"email"})))
-    assert _kinds(scanner, "11010519491231002X a@b.example") == [("email", "a@b.example")]
+    assert _kinds(scanner, "11010519491231002X a@b.example") == [
+        ("email", "a@b.example")
+    ]
 
 
 @pytest.mark.parametrize(

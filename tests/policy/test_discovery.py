@@ -34,9 +34,14 @@ def _plant(rng: random.Random) -> tuple[str, str]:
         return kind, random_uscc(rng)
     if kind == "bank-card":
         prefix = rng.choice(["4", "51", "62", "37", "6011"])
-        length = 15 if prefix == "37" else rng.choice([16, 19]) if prefix == "62" else 16
+        length = (
+            15 if prefix == "37" else rng.choice([16, 19]) if prefix == "62" else 16
+        )
         return kind, make_card(prefix, length, rng)
-    return kind, f"user{rng.randrange(10**6)}.{rng.choice('abcxyz')}@mail{rng.randrange(50)}.example.cn"
+    return (
+        kind,
+        f"user{rng.randrange(10**6)}.{rng.choice('abcxyz')}@mail{rng.randrange(50)}.example.cn",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +67,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Counter[str]
         kind, value = _plant(rng)
         planted[kind] += 1
         records.append({"id": index, "value": value, "order": random_digits(rng, 16)})
-    (root / "export.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    (root / "export.json").write_text(
+        json.dumps(records, ensure_ascii=False), encoding="utf-8"
+    )
 
     lines = []
     for index in range(1500):
         kind, value = _plant(rng)
         planted[kind] += 1
         planted["cn-mobile"] += 1
-        lines.append(f"第{index}条 客户资料 {value}; 手机 {random_mobile(rng)}; 订单 {random_digits(rng, 18)}")
+        lines.append(
+            f"第{index}条 客户资料 {value}; 手机 {random_mobile(rng)}; 订单 {random_digits(rng, 18)}"
+        )
     (root / "notes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root, planted
 
@@ -160,8 +169,18 @@ def test_discovery_reads_docx(tmp_path: Path) -> None:
 
 def test_discover_rows_counts_per_column() -> None:
     rows = [
-        {"id": 1, "phone": "13812345678", "email": "a@example.com", "notes": "13812345678"},
-        {"id": 2, "phone": "13912345678", "email": None, "notes": "id 11010519491231002X"},
+        {
+            "id": 1,
+            "phone": "13812345678",
+            "email": "a@example.com",
+            "notes": "13812345678",
+        },
+        {
+            "id": 2,
+            "phone": "13912345678",
+            "email": None,
+            "notes": "id 11010519491231002X",
+        },
     ]
     found = discover_rows(rows, Scanner())
     assert found.columns == {
@@ -183,7 +202,13 @@ def test_discover_rows_chinook_customers(tmp_path: Path) -> None:
     import shutil
     import sqlite3
 
-    source = Path(__file__).parents[3] / "shared" / "data" / "chinook" / "Chinook_Sqlite.sqlite"
+    source = (
+        Path(__file__).parents[3]
+        / "shared"
+        / "data"
+        / "chinook"
+        / "Chinook_Sqlite.sqlite"
+    )
     if not source.exists():
         source = Path("/work/shared/data/chinook/Chinook_Sqlite.sqlite")
     copy = tmp_path / "chinook.sqlite"

@@ -57,7 +57,9 @@ def policy(load_policy: Callable[..., Policy]) -> Policy:
 
 
 def _file(path: str, mtime: float) -> Item:
-    return Item(key=path, kind="file", size=10, attributes={"path": path, "mtime": mtime})
+    return Item(
+        key=path, kind="file", size=10, attributes={"path": path, "mtime": mtime}
+    )
 
 
 def _epoch(day: date) -> float:
@@ -85,7 +87,11 @@ def test_hold_ignores_other_paths(policy: Policy) -> None:
 
 
 def test_hold_file_key_used_as_path(policy: Policy) -> None:
-    item = Item(key="/srv/export/invoices/a.csv", kind="file", attributes={"mtime": _epoch(TODAY)})
+    item = Item(
+        key="/srv/export/invoices/a.csv",
+        kind="file",
+        attributes={"mtime": _epoch(TODAY)},
+    )
     assessment = policy.assess(Target("/srv/export"), item)
     assert assessment.hold == "tax-records"
 
@@ -136,9 +142,15 @@ def test_row_hold_counts_from_column(policy: Policy) -> None:
     item = Item(
         key="accounts:42",
         kind="row",
-        attributes={"table": "accounts", "columns": ["id", "closed_at"], "dates": {"closed_at": "2025-05-31"}},
+        attributes={
+            "table": "accounts",
+            "columns": ["id", "closed_at"],
+            "dates": {"closed_at": "2025-05-31"},
+        },
     )
-    refusal = policy.assess(Target("sqlite:///var/db/app.db?table=accounts"), item).refusal
+    refusal = policy.assess(
+        Target("sqlite:///var/db/app.db?table=accounts"), item
+    ).refusal
     assert refusal is not None
     assert refusal.blocked_until == datetime(2028, 5, 31, tzinfo=UTC)
 
@@ -158,7 +170,11 @@ def test_row_missing_date_is_kept(policy: Policy) -> None:
 
 
 def test_row_expired_retention_released(policy: Policy) -> None:
-    item = Item(key="accounts:44", kind="row", attributes={"table": "accounts", "dates": {"closed_at": "2020-01-01"}})
+    item = Item(
+        key="accounts:44",
+        kind="row",
+        attributes={"table": "accounts", "dates": {"closed_at": "2020-01-01"}},
+    )
     assert policy.assess(Target("sqlite:///db?table=accounts"), item).refusal is None
 
 
@@ -194,7 +210,10 @@ def test_hold_until_today_has_ended(load_policy: Callable[..., Policy]) -> None:
         """,
         today=TODAY,
     )
-    assert policy.assess(Target("s3://b/a/"), Item(key="a/x", kind="object")).refusal is None
+    assert (
+        policy.assess(Target("s3://b/a/"), Item(key="a/x", kind="object")).refusal
+        is None
+    )
 
 
 def test_hold_with_mask_asks_for_masking(load_policy: Callable[..., Policy]) -> None:
@@ -211,7 +230,9 @@ def test_hold_with_mask_asks_for_masking(load_policy: Callable[..., Policy]) -> 
         """,
         today=TODAY,
     )
-    assessment = policy.assess(Target("sqlite:///db?table=customers"), Item(key="1", kind="row"))
+    assessment = policy.assess(
+        Target("sqlite:///db?table=customers"), Item(key="1", kind="row")
+    )
     assert assessment.refusal is None
     assert assessment.hold == "keep-masked"
     assert assessment.mask == {

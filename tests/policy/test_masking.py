@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -73,14 +72,18 @@ def test_keep_short_value_fully_masked() -> None:
 def test_hmac_is_keyed_and_stable() -> None:
     first = Masker({"e": FieldMask("hmac")}, KEY).mask_value("e", "li@example.com")
     again = Masker({"e": FieldMask("hmac")}, KEY).mask_value("e", "li@example.com")
-    other_key = Masker({"e": FieldMask("hmac")}, bytes(32)).mask_value("e", "li@example.com")
+    other_key = Masker({"e": FieldMask("hmac")}, bytes(32)).mask_value(
+        "e", "li@example.com"
+    )
     assert first == again
     assert first != other_key
     assert len(first) == 64
 
 
 def test_hmac_truncated_length() -> None:
-    assert len(Masker({"e": FieldMask("hmac", length=16)}, KEY).mask_value("e", "x")) == 16
+    assert (
+        len(Masker({"e": FieldMask("hmac", length=16)}, KEY).mask_value("e", "x")) == 16
+    )
 
 
 def test_hmac_needs_key() -> None:
@@ -110,7 +113,13 @@ def test_load_key_rejects_short_key(tmp_path: Path) -> None:
 
 def test_masker_from_spec(key_file: Path) -> None:
     masker = Masker.from_spec(
-        {"fields": {"Email": {"method": "hmac"}, "Phone": {"method": "keep", "keep_last": 4}}, "key_file": str(key_file)}
+        {
+            "fields": {
+                "Email": {"method": "hmac"},
+                "Phone": {"method": "keep", "keep_last": 4},
+            },
+            "key_file": str(key_file),
+        }
     )
     assert masker.mask_value("Phone", "13812345678") == "*******5678"
 
@@ -122,7 +131,9 @@ def test_mask_csv_file(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     destination = tmp_path / "customers.masked.csv"
-    masker = Masker({"phone": FieldMask("keep", keep_last=4), "email": FieldMask("hmac")}, KEY)
+    masker = Masker(
+        {"phone": FieldMask("keep", keep_last=4), "email": FieldMask("hmac")}, KEY
+    )
     stats = mask_csv_file(source, destination, masker)
     with open(destination, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -144,10 +155,14 @@ def test_mask_csv_without_columns_rejected(tmp_path: Path) -> None:
 
 def test_mask_json_nested(tmp_path: Path) -> None:
     source = tmp_path / "orders.json"
-    document = {"orders": [{"id": 1, "customer": {"phone": "13812345678", "name": "Li"}}]}
+    document = {
+        "orders": [{"id": 1, "customer": {"phone": "13812345678", "name": "Li"}}]
+    }
     source.write_text(json.dumps(document), encoding="utf-8")
     destination = tmp_path / "orders.masked.json"
-    stats = mask_json_file(source, destination, Masker({"phone": FieldMask("keep", keep_last=4)}))
+    stats = mask_json_file(
+        source, destination, Masker({"phone": FieldMask("keep", keep_last=4)})
+    )
     masked = json.loads(destination.read_text(encoding="utf-8"))
     assert masked["orders"][0]["customer"] == {"phone": "*******5678", "name": "Li"}
     assert stats.fields == 1
@@ -157,9 +172,14 @@ def test_mask_json_lines(tmp_path: Path) -> None:
     source = tmp_path / "events.jsonl"
     source.write_text('{"email": "a@example.com"}\n{"email": "b@example.com"}\n')
     destination = tmp_path / "events.masked.jsonl"
-    mask_json_file(source, destination, Masker({"email": FieldMask("keep", keep_first=1)}))
+    mask_json_file(
+        source, destination, Masker({"email": FieldMask("keep", keep_first=1)})
+    )
     lines = destination.read_text().splitlines()
-    assert [json.loads(line)["email"] for line in lines] == ["a************", "b************"]
+    assert [json.loads(line)["email"] for line in lines] == [
+        "a************",
+        "b************",
+    ]
 
 
 def _customer_values(database: Path, country: str | None = None) -> list[bytes]:
@@ -179,11 +199,15 @@ def _customer_values(database: Path, country: str | None = None) -> list[bytes]:
 
 def test_sqlite_mask_leaves_no_original_bytes(chinook: Path) -> None:
     fingerprints = _customer_values(chinook)
-    assert scan_for_values(sqlite_files(chinook), fingerprints), "control: values present before"
+    assert scan_for_values(sqlite_files(chinook), fingerprints), (
+        "control: values present before"
+    )
     connection = sqlite3.connect(chinook)
     try:
         stats = mask_sqlite(connection, "Customer", "CustomerId", _masker())
-        emails = [row[0] for row in connection.execute("SELECT Email FROM Customer LIMIT 2")]
+        emails = [
+            row[0] for row in connection.execute("SELECT Email FROM Customer LIMIT 2")
+        ]
     finally:
         connection.close()
     assert stats.records == 59
@@ -198,7 +222,9 @@ def test_sqlite_update_alone_leaves_bytes(chinook: Path) -> None:
     try:
         connection.execute("PRAGMA secure_delete = OFF")
         with connection:
-            connection.execute("UPDATE Customer SET Email = 'x', Phone = 'x', Fax = 'x'")
+            connection.execute(
+                "UPDATE Customer SET Email = 'x', Phone = 'x', Fax = 'x'"
+            )
     finally:
         connection.close()
     assert scan_for_values(sqlite_files(chinook), fingerprints) != []
@@ -212,8 +238,17 @@ def test_sqlite_mask_in_wal_mode(chinook: Path) -> None:
     others = _customer_values(chinook, "Canada")
     connection = sqlite3.connect(chinook)
     try:
-        mask_sqlite(connection, "Customer", "CustomerId", _masker(), where="Country = ?", parameters=("Brazil",))
-        masked = connection.execute("SELECT count(*) FROM Customer WHERE Fax = 'REMOVED'").fetchone()[0]
+        mask_sqlite(
+            connection,
+            "Customer",
+            "CustomerId",
+            _masker(),
+            where="Country = ?",
+            parameters=("Brazil",),
+        )
+        masked = connection.execute(
+            "SELECT count(*) FROM Customer WHERE Fax = 'REMOVED'"
+        ).fetchone()[0]
     finally:
         connection.close()
     assert masked == 5
@@ -226,7 +261,12 @@ def test_sqlite_mask_unknown_column(chinook: Path) -> None:
     connection = sqlite3.connect(chinook)
     try:
         with pytest.raises(MaskingError, match="no column 'Mobile'"):
-            mask_sqlite(connection, "Customer", "CustomerId", Masker({"Mobile": FieldMask("keep")}))
+            mask_sqlite(
+                connection,
+                "Customer",
+                "CustomerId",
+                Masker({"Mobile": FieldMask("keep")}),
+            )
     finally:
         connection.close()
 
@@ -235,7 +275,9 @@ def test_sqlite_mask_unknown_table(chinook: Path) -> None:
     connection = sqlite3.connect(chinook)
     try:
         with pytest.raises(MaskingError, match="does not exist"):
-            mask_sqlite(connection, "Clients", "Id", Masker({"Phone": FieldMask("keep")}))
+            mask_sqlite(
+                connection, "Clients", "Id", Masker({"Phone": FieldMask("keep")})
+            )
     finally:
         connection.close()
 

@@ -12,7 +12,13 @@ import pytest
 
 from agent.policy import Assessment
 from agent.policy.detectors import Findings, Match
-from agent.policy.report import ReportEntry, build_report, render_html, render_json, render_text
+from agent.policy.report import (
+    ReportEntry,
+    build_report,
+    render_html,
+    render_json,
+    render_text,
+)
 from plugins.base import Item, Refusal
 from tests.conftest import require_tool
 
@@ -26,12 +32,21 @@ def _findings(*matches: tuple[str, str]) -> Findings:
 
 @pytest.fixture
 def report() -> dict:
-    held = Refusal("hold", "retention hold 'tax-records' keeps this item until 2029-03-01", datetime(2029, 3, 1, tzinfo=UTC))
+    held = Refusal(
+        "hold",
+        "retention hold 'tax-records' keeps this item until 2029-03-01",
+        datetime(2029, 3, 1, tzinfo=UTC),
+    )
     entries = [
         ReportEntry(
             "/srv/export",
             Item("/srv/export/customers.csv", "file", 4096),
-            Assessment("personal", findings=_findings(("cn-ric", "11010519491231002X"), ("email", "li.na@example.com"))),
+            Assessment(
+                "personal",
+                findings=_findings(
+                    ("cn-ric", "11010519491231002X"), ("email", "li.na@example.com")
+                ),
+            ),
             method="clear-overwrite",
         ),
         ReportEntry(
@@ -44,7 +59,14 @@ def report() -> dict:
         ReportEntry(
             "/srv/export",
             Item("/srv/export/invoices/2024.csv", "file", 2048),
-            Assessment("personal", refusal=held, hold="tax-records", hold_detail=held.detail, hold_until=held.blocked_until, findings=_findings(("bank-card", "4111111111111111"))),
+            Assessment(
+                "personal",
+                refusal=held,
+                hold="tax-records",
+                hold_detail=held.detail,
+                hold_until=held.blocked_until,
+                findings=_findings(("bank-card", "4111111111111111")),
+            ),
             refusal=held,
         ),
         ReportEntry(
@@ -54,7 +76,11 @@ def report() -> dict:
             refusal=Refusal("symlink", "symbolic link"),
         ),
     ]
-    return build_report(entries, {"s3://bucket/": ["bucket versioning was suspended"]}, plan_hash="abc123")
+    return build_report(
+        entries,
+        {"s3://bucket/": ["bucket versioning was suspended"]},
+        plan_hash="abc123",
+    )
 
 
 def test_report_groups_by_class(report: dict) -> None:
@@ -62,7 +88,11 @@ def test_report_groups_by_class(report: dict) -> None:
     assert rows["personal"]["items"] == 2
     assert rows["personal"]["bytes"] == 6144
     assert rows["personal"]["found"] == {"bank-card": 1, "cn-ric": 1, "email": 1}
-    assert [row["class"] for row in report["classes"]] == ["personal", "public", "unclassified"]
+    assert [row["class"] for row in report["classes"]] == [
+        "personal",
+        "public",
+        "unclassified",
+    ]
 
 
 def test_report_groups_by_hold(report: dict) -> None:

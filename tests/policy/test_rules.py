@@ -45,25 +45,37 @@ def test_unmatched_item_unclassified(policy: Policy) -> None:
 
 
 def test_path_rule(policy: Policy, tmp_path: Path) -> None:
-    assessment = policy.assess(Target("/srv/www"), Item(key="/srv/www/a/index.html", kind="file"))
+    assessment = policy.assess(
+        Target("/srv/www"), Item(key="/srv/www/a/index.html", kind="file")
+    )
     assert assessment.classification == "public"
     assert assessment.rule == "press"
 
 
 def test_prefix_and_tag_rule_needs_both(policy: Policy) -> None:
-    tagged = Item(key="hr/a.pdf", kind="object", attributes={"tags": {"department": "hr"}})
+    tagged = Item(
+        key="hr/a.pdf", kind="object", attributes={"tags": {"department": "hr"}}
+    )
     untagged = Item(key="hr/b.pdf", kind="object")
     assert policy.assess(Target("s3://b/hr/"), tagged).classification == "personal"
-    assert policy.assess(Target("s3://b/hr/"), untagged).classification == "unclassified"
+    assert (
+        policy.assess(Target("s3://b/hr/"), untagged).classification == "unclassified"
+    )
 
 
 def test_metadata_rule(policy: Policy) -> None:
-    item = Item(key="x", kind="object", attributes={"metadata": {"classification": "secret"}})
+    item = Item(
+        key="x", kind="object", attributes={"metadata": {"classification": "secret"}}
+    )
     assert policy.assess(Target("gs://b/"), item).classification == "secret"
 
 
 def test_column_rule(policy: Policy) -> None:
-    item = Item(key="1", kind="row", attributes={"table": "customers", "columns": ["Email", "Id"]})
+    item = Item(
+        key="1",
+        kind="row",
+        attributes={"table": "customers", "columns": ["Email", "Id"]},
+    )
     assert policy.assess(Target("sqlite:///db"), item).classification == "personal"
 
 
@@ -80,7 +92,9 @@ def test_content_discovery_marks_personal(policy: Policy, tmp_path: Path) -> Non
 
 
 def test_content_discovery_keeps_stricter_rule_class(policy: Policy) -> None:
-    item = Item(key="c", kind="object", attributes={"metadata": {"classification": "secret"}})
+    item = Item(
+        key="c", kind="object", attributes={"metadata": {"classification": "secret"}}
+    )
     assert policy.assess(Target("s3://b/"), item).classification == "secret"
 
 
