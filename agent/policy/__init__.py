@@ -133,6 +133,8 @@ class Policy:
             return None
         if item.kind != "file" and view.scheme != "path":
             return None
+        # discover_file opens without following links or blocking on FIFOs,
+        # so special files that a plugin lists are noted, never read.
         try:
             return discover_file(view.path, self.scanner, discovery.max_bytes)
         except OSError as error:

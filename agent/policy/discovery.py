@@ -12,6 +12,7 @@ reported as not scanned. Other binary files are not scanned.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -67,15 +68,24 @@ def discover_file(
 ) -> Findings:
     """Scan one file and return its findings.
 
-    ``max_bytes`` caps the bytes read; when the cap cuts the scan short
-    the findings say ``truncated``. Raises OSError when the file cannot be
-    opened or read.
+    ``max_bytes`` caps the bytes read; when the cap cuts the scan short,
+    ``truncated`` is set. Symbolic links, FIFOs and other special files are
+    not read. Raises OSError when the file cannot be opened or read, which
+    includes a symbolic link (ELOOP).
     """
     findings = Findings()
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix in OFFICE_SUFFIXES:
         return _discover_office(path, suffix, scanner)
-    with open(path, "rb", buffering=0) as handle:
+    # O_NOFOLLOW and O_NONBLOCK keep a symlink from being followed and a
+    # FIFO from blocking the plan; only regular files are read.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(path, flags)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        findings.note = "not a regular file, not scanned"
+        return findings
+    with os.fdopen(descriptor, "rb", buffering=0) as handle:
         head = handle.read(SNIFF_BYTES)
         if suffix not in TEXT_SUFFIXES and looks_binary(head):
             findings.note = "binary file, not scanned"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -222,3 +223,19 @@ def test_discover_rows_chinook_customers(tmp_path: Path) -> None:
         connection.close()
     assert found.columns["Email"] == {"email": 59}
     assert found.scanned_rows == 59
+
+
+def test_discovery_does_not_block_on_fifo(tmp_path: Path) -> None:
+    path = tmp_path / "pipe.csv"
+    os.mkfifo(path)
+    found = discover_file(path, Scanner())
+    assert found.note == "not a regular file, not scanned"
+
+
+def test_discovery_does_not_follow_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "outside.csv"
+    target.write_text("11010519491231002X\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        discover_file(link, Scanner())

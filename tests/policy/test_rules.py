@@ -130,3 +130,14 @@ def test_unreadable_file_noted(policy: Policy, tmp_path: Path) -> None:
 )
 def test_glob(pattern: str, path: str, matches: bool) -> None:
     assert (glob_to_regex(pattern).match(path) is not None) is matches
+
+
+def test_fifo_in_path_target_is_not_read(policy: Policy, tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    item = Item(key=str(path), kind="fifo", size=1)
+    assessment = policy.assess(Target(str(tmp_path)), item)
+    assert assessment.findings is not None
+    assert assessment.findings.note == "not a regular file, not scanned"
