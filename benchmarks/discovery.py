@@ -13,12 +13,16 @@ text), then times in the same run:
 
 Prints the throughput of each and the ratio Lethe / grep. Usage:
 
-    python benchmarks/discovery.py [--size 1G] [--dir /tmp] [--keep]
+    python benchmarks/discovery.py [--size 1G] [--dir /tmp] [--keep] [--csv FILE]
+
+``--keep`` keeps the CSV and its planted counts (``FILE.planted.json``), so
+``--csv FILE`` can time the same file again without generating it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -153,16 +157,24 @@ def main() -> None:
         "--dir", default=tempfile.gettempdir(), help="folder for the CSV"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated CSV")
+    parser.add_argument("--csv", help="time this CSV, kept by an earlier --keep run")
     args = parser.parse_args()
     grep = shutil.which("grep")
     if grep is None:
         raise SystemExit("grep is not installed")
 
-    folder = Path(tempfile.mkdtemp(prefix="lethe-discovery-", dir=args.dir))
-    path = folder / "customers.csv"
-    try:
+    if args.csv:
+        path = Path(args.csv)
+        folder = path.parent
+        planted = json.loads(Path(f"{path}.planted.json").read_text())
+        args.keep = True
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="lethe-discovery-", dir=args.dir))
+        path = folder / "customers.csv"
         print(f"generating {args.size} of CSV in {path} ...", flush=True)
         planted = generate(path, parse_size(args.size))
+        Path(f"{path}.planted.json").write_text(json.dumps(planted))
+    try:
         size = path.stat().st_size
         subprocess.run(
             ["cat", str(path)], stdout=subprocess.DEVNULL, check=True

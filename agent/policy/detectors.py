@@ -461,6 +461,9 @@ def _classify_digits(token: str, kinds: frozenset[str]) -> str | None:
     if token[-1] in "Xx":
         if length == 18 and CN_RIC in kinds and is_cn_ric(token.upper()):
             return CN_RIC
+        # A credit code may also be 17 digits and the check character X.
+        if length == 18 and CN_USCC in kinds and is_cn_uscc(token):
+            return CN_USCC
         return None
     if length == 18:
         if CN_RIC in kinds and is_cn_ric(token):

@@ -209,7 +209,7 @@ class FastScanner:
         if d.CN_RIC in self.kinds and eighteen.any():
             claim(eighteen & self._ric(digits, last), d.CN_RIC)
         if d.CN_USCC in self.kinds:
-            code = (lengths == 18) & ~ric_x
+            code = lengths == 18
             if code.any():
                 claim(code & self._uscc(raw), d.CN_USCC)
         numeric = all_digits & ~taken

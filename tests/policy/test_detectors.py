@@ -86,6 +86,7 @@ VALID_USCC = [
     make_uscc("91110105MA01ABCD0"),
     make_uscc("11100000000013127"),  # national-level authority, area 100000
     make_uscc("Y1440300MA5DABC12"),
+    "91110105000000020X",  # 17 digits and check character X
 ]
 
 
@@ -173,6 +174,12 @@ def test_scanner_finds_each_kind_in_text() -> None:
         ("cn-uscc", "91350100M000100Y43"),
         ("cn-ric15", "110105491231002"),
     ]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_scanner_credit_code_ending_in_x(fast: bool) -> None:
+    scanner = Scanner(fast=fast)
+    assert _kinds(scanner, "code 91110105000000020X.") == [("cn-uscc", "91110105000000020X")]
 
 
 def test_scanner_mobile_needs_context() -> None:
