@@ -170,6 +170,8 @@ class Policy:
 
     def check_columns(self, table: str, existing: Iterable[str]) -> list[str]:
         """Return one message per configured column that the table lacks."""
+        # NOTE: the engine does not know a table's columns, so only a database
+        # plugin that calls this rejects a rule naming a missing column.
         present = set(existing)
         problems = []
         for rule in self.settings.rules:
