@@ -1,6 +1,6 @@
 """The audit log: append-only JSON lines, each carrying the previous line's hash.
 
-Entry ``seq`` n holds ``prev``, the SHA-256 of line n-1 exactly as written
+Entry ``seq`` n contains ``prev``, the SHA-256 of line n-1 exactly as written
 (a run of 64 zeros for the first entry). Editing, removing or reordering any
 line breaks the chain at that line, and :meth:`AuditLog.verify` reports
 where. Writers hold an exclusive ``flock`` on the file while they append, so
@@ -32,7 +32,7 @@ class AuditChainBroken(LetheError):
 
 @dataclass(frozen=True)
 class Position:
-    """Where an entry sits in the log: its sequence number and line hash."""
+    """The position of an entry in the log: its sequence number and line hash."""
 
     seq: int
     hash: str
@@ -64,7 +64,9 @@ class AuditLog:
         A certificate names the audit position of its own entry, so it is
         built while the lock is held and appended before the lock is released.
         """
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(
+            self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield _Writer(descriptor, *self._tail(descriptor))
@@ -100,7 +102,9 @@ class AuditLog:
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise AuditChainBroken(f"{self.path}:{number}: not a JSON entry ({error.msg})") from error
+                    raise AuditChainBroken(
+                        f"{self.path}:{number}: not a JSON entry ({error.msg})"
+                    ) from error
                 yield entry, line_hash(line)
 
     def verify(self, up_to: int | None = None) -> Position | None:
@@ -113,7 +117,9 @@ class AuditLog:
         last: Position | None = None
         for number, (entry, digest) in enumerate(self.entries(), start=1):
             if entry.get("seq") != number - 1:
-                raise AuditChainBroken(f"{self.path}:{number}: expected seq {number - 1}, found {entry.get('seq')}")
+                raise AuditChainBroken(
+                    f"{self.path}:{number}: expected seq {number - 1}, found {entry.get('seq')}"
+                )
             if entry.get("prev") != previous:
                 raise AuditChainBroken(
                     f"{self.path}:{number}: the previous entry's hash does not match; "
@@ -124,7 +130,9 @@ class AuditLog:
             if up_to is not None and entry["seq"] == up_to:
                 return last
         if up_to is not None:
-            raise AuditChainBroken(f"{self.path}: entry {up_to} is missing; the log was truncated")
+            raise AuditChainBroken(
+                f"{self.path}: entry {up_to} is missing; the log was truncated"
+            )
         return last
 
     def find(self, seq: int) -> tuple[dict[str, Any], str] | None:
@@ -148,7 +156,13 @@ class _Writer:
         self._previous = previous
 
     def append(self, kind: str, **fields: Any) -> Position:
-        entry = {"seq": self.next_seq, "time": now(), "kind": kind, "prev": self._previous, **fields}
+        entry = {
+            "seq": self.next_seq,
+            "time": now(),
+            "kind": kind,
+            "prev": self._previous,
+            **fields,
+        }
         line = dumps(entry).encode()
         os.write(self._descriptor, line + b"\n")
         os.fsync(self._descriptor)

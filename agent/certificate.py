@@ -25,7 +25,10 @@ from typing import Any
 
 import jinja2
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 import agent
 from agent import keys
@@ -45,7 +48,9 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-def build(journal: Journal, job_id: str, operator: Operator, audit_seq: int) -> dict[str, Any]:
+def build(
+    journal: Journal, job_id: str, operator: Operator, audit_seq: int
+) -> dict[str, Any]:
     """Assemble the unsigned certificate of a finished job from its journal."""
     job = journal.job(job_id)
     counts = journal.count_states(job_id)
@@ -79,7 +84,9 @@ def build(journal: Journal, job_id: str, operator: Operator, audit_seq: int) -> 
             "refused": counts.get("refused", 0),
             "blocked": counts.get("blocked", 0),
             "failed": counts.get("failed", 0),
-            "not_completed": sum(counts.get(state, 0) for state in ("planned", "purging", "purged")),
+            "not_completed": sum(
+                counts.get(state, 0) for state in ("planned", "purging", "purged")
+            ),
         },
         "bytes": {"destroyed_and_verified": _bytes(journal, job_id, "verified")},
         "refused": _refused(journal, job_id),
@@ -116,20 +123,25 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
         " WHERE items.job_id = ? AND items.evidence IS NOT NULL GROUP BY name ORDER BY name",
         (job_id,),
     )
-    checks = [{"check": row["name"], "passed": row["passed"], "items": row["n"]} for row in rows]
+    checks = [
+        {"check": row["name"], "passed": row["passed"], "items": row["n"]}
+        for row in rows
+    ]
     failed = sum(check["items"] - check["passed"] for check in checks)
+    if not checks:
+        return {"method": "none", "result": "not run", "checks": []}
+    names = ", ".join(check["check"] for check in checks)
     return {
-        "method": "independent rescan after purge: " + ", ".join(c["check"] for c in checks)
-        if checks
-        else "none",
-        "result": "passed" if checks and failed == 0 else ("failed" if failed else "not run"),
+        "method": f"independent rescan after purge: {names}",
+        "result": "failed" if failed else "passed",
         "checks": checks,
     }
 
 
 def _bytes(journal: Journal, job_id: str, state: str) -> int:
     row = journal.query(
-        "SELECT COALESCE(SUM(size), 0) AS total FROM items WHERE job_id = ? AND state = ?", (job_id, state)
+        "SELECT COALESCE(SUM(size), 0) AS total FROM items WHERE job_id = ? AND state = ?",
+        (job_id, state),
     )[0]
     return row["total"]
 
@@ -154,7 +166,9 @@ def _refused(journal: Journal, job_id: str) -> dict[str, int]:
 def _notes(journal: Journal, job_id: str) -> list[str]:
     notes: list[str] = []
     for row in journal.targets(job_id):
-        notes.extend(f"{row.target.url}: residual risk: {risk}" for risk in row.info.residual)
+        notes.extend(
+            f"{row.target.url}: residual risk: {risk}" for risk in row.info.residual
+        )
         notes.extend(f"{row.target.url}: {note}" for note in row.info.notes)
     for row in journal.query(
         "SELECT residual.value AS risk, COUNT(*) AS n FROM items, json_each(items.residual) AS residual"
@@ -169,7 +183,12 @@ def evidence_digest(journal: Journal, job_id: str) -> str:
     """SHA-256 over each item's final state and evidence, ordered by target and key."""
     digest = hashlib.sha256()
     for row in journal.items(job_id, by_key=True):
-        line = {"target": row.target, "key": row.key, "state": row.state, "evidence": row.evidence}
+        line = {
+            "target": row.target,
+            "key": row.key,
+            "state": row.state,
+            "evidence": row.evidence,
+        }
         digest.update((dumps(line) + "\n").encode())
     return digest.hexdigest()
 
@@ -225,28 +244,48 @@ class VerificationReport:
         self.checks.append((name, passed, detail))
 
 
-def verify(document: Mapping[str, Any], audit: AuditLog, trusted: Ed25519PublicKey | None) -> VerificationReport:
+def verify(
+    document: Mapping[str, Any], audit: AuditLog, trusted: Ed25519PublicKey | None
+) -> VerificationReport:
     """Check the signature, the signing key and the audit-log entry."""
     report = VerificationReport()
     signature = document.get("signature") or {}
     try:
         public = keys.decode_public(signature["public_key"])
-        public.verify(base64.b64decode(signature["value"], validate=True), _payload(document))
-        report.add("signature", True, f"valid Ed25519 signature by {keys.fingerprint(public)}")
+        public.verify(
+            base64.b64decode(signature["value"], validate=True), _payload(document)
+        )
+        report.add(
+            "signature", True, f"valid Ed25519 signature by {keys.fingerprint(public)}"
+        )
     except (KeyError, ValueError, TypeError, InvalidSignature):
-        report.add("signature", False, "the signature does not match the content; the certificate was edited")
+        report.add(
+            "signature",
+            False,
+            "the signature does not match the content; the certificate was edited",
+        )
         return report
     if trusted is None:
-        report.add("signing key", False, "this state directory has no signing key to compare with")
+        report.add(
+            "signing key",
+            False,
+            "this state directory has no signing key to compare with",
+        )
     elif keys.fingerprint(trusted) != keys.fingerprint(public):
-        report.add("signing key", False, f"signed by {keys.fingerprint(public)}, not by this agent's key {keys.fingerprint(trusted)}")
+        report.add(
+            "signing key",
+            False,
+            f"signed by {keys.fingerprint(public)}, not by this agent's key {keys.fingerprint(trusted)}",
+        )
     else:
         report.add("signing key", True, "signed by this agent's key")
     _verify_audit(document, audit, report)
     return report
 
 
-def _verify_audit(document: Mapping[str, Any], audit: AuditLog, report: VerificationReport) -> None:
+def _verify_audit(
+    document: Mapping[str, Any], audit: AuditLog, report: VerificationReport
+) -> None:
     seq = (document.get("audit") or {}).get("seq")
     if not isinstance(seq, int):
         report.add("audit log", False, "the certificate names no audit-log position")
@@ -259,8 +298,12 @@ def _verify_audit(document: Mapping[str, Any], audit: AuditLog, report: Verifica
     report.add("audit chain", True, f"entries 0 to {seq} chain correctly")
     found = audit.find(seq)
     entry = found[0] if found else {}
-    if entry.get("kind") != "certificate" or entry.get("certificate_digest") != document_digest(document):
-        report.add("audit entry", False, f"audit entry {seq} does not record this certificate")
+    if entry.get("kind") != "certificate" or entry.get(
+        "certificate_digest"
+    ) != document_digest(document):
+        report.add(
+            "audit entry", False, f"audit entry {seq} does not record this certificate"
+        )
         return
     report.add("audit entry", True, f"audit entry {seq} records this certificate")
 
@@ -273,7 +316,10 @@ def write(document: Mapping[str, Any], state_dir: Path) -> Path:
     directory = state_dir / DIRECTORY
     directory.mkdir(mode=0o700, exist_ok=True)
     path = directory / f"{document['job_id']}.json"
-    path.write_text(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
     path.with_suffix(".html").write_text(render_html(document), encoding="utf-8")
     return path
 
@@ -287,7 +333,9 @@ def read(path: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise UsageError(f"certificate {path} is not valid JSON: {error}") from error
     if not isinstance(document, dict) or document.get("format") != CERTIFICATE_FORMAT:
-        raise UsageError(f"{path} is not a Lethe certificate (expected format {CERTIFICATE_FORMAT!r})")
+        raise UsageError(
+            f"{path} is not a Lethe certificate (expected format {CERTIFICATE_FORMAT!r})"
+        )
     return document
 
 

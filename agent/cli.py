@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import structlog
+
 import agent
 from agent.commands import certificate, plan, plugins, purge, verify
 from agent.errors import EXIT_FAILED, LetheError, UsageError, exit_code_for
@@ -28,7 +30,9 @@ def build_parser() -> ArgumentParser:
         prog="lethe",
         description="Plan, purge, verify and certify the destruction of data.",
     )
-    parser.add_argument("--version", action="version", version=f"lethe {agent.__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"lethe {agent.__version__}"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)
@@ -36,6 +40,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # File names may hold undecodable bytes (surrogate escapes); show them
+    # escaped instead of failing on output.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -44,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(error)
     except KeyboardInterrupt:
         print("lethe: interrupted before any item was destroyed", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 (exit 1 would wrongly mean "refused")
+        structlog.get_logger(__name__).exception("internal error", error=repr(error))
+        print(
+            f"lethe: internal error: {error!r}; the journal keeps every item's state, "
+            "so an interrupted purge can continue with lethe purge --resume JOB",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

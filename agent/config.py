@@ -1,7 +1,7 @@
 """Configuration: YAML loaded with line numbers and validated into dataclasses.
 
-Every error names the file, the line and the dotted key, and says what value
-was expected. The sections ``policy``, ``keystore`` and ``daemon`` belong to
+Every error names the file, the line and the dotted key, and names the value
+that was expected. The sections ``policy``, ``keystore`` and ``daemon`` belong to
 other modules: each registers a validator with :func:`register_section`, and
 :func:`load` passes it the raw node together with a :class:`Node` helper that
 raises errors with the same file and line information.
@@ -41,7 +41,7 @@ def register_section(name: str, validator: Validator) -> None:
 
     ``validator`` receives a :class:`Node` for the section (whose ``value``
     is None when the section is absent) and returns the validated object,
-    which :attr:`Config.sections` then holds under ``name``.
+    which :attr:`Config.sections` then stores under ``name``.
     """
     if name in _TOP_LEVEL:
         raise ValueError(f"section {name!r} is validated by agent.config itself")
@@ -88,7 +88,9 @@ def _construct_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> MarkedD
 
 
 def _construct_sequence(loader: _MarkedLoader, node: yaml.SequenceNode) -> MarkedList:
-    sequence = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+    sequence = MarkedList(
+        loader.construct_object(child, deep=True) for child in node.value
+    )
     sequence.line = node.start_mark.line + 1
     sequence.item_lines = [child.start_mark.line + 1 for child in node.value]
     return sequence
@@ -126,7 +128,9 @@ class Node:
         """Build an error for this node, or for its child ``key``."""
         node = self.child(key) if key is not None else self
         shown = "" if node.value is None else f", got {_describe(node.value)}"
-        return ConfigError(f"{node.file}:{node.line}: {node.path}: expected {expected}{shown}")
+        return ConfigError(
+            f"{node.file}:{node.line}: {node.path}: expected {expected}{shown}"
+        )
 
     def child(self, key: str | int) -> Node:
         """Return the child node under ``key`` (a missing key has value None)."""
@@ -171,11 +175,15 @@ class Node:
             raise self.error("a list")
         return [self.child(index) for index in range(len(self.value))]
 
-    def string(self, key: str, default: str | None = None, required: bool = False) -> str | None:
+    def string(
+        self, key: str, default: str | None = None, required: bool = False
+    ) -> str | None:
         node = self.child(key)
         if node.value is None:
             if required:
-                raise ConfigError(f"{self.file}:{self.line}: {node.path}: missing required key")
+                raise ConfigError(
+                    f"{self.file}:{self.line}: {node.path}: missing required key"
+                )
             return default
         if not isinstance(node.value, str) or not node.value.strip():
             raise node.error("a non-empty string")
@@ -189,7 +197,9 @@ class Node:
             raise node.error("true or false")
         return node.value
 
-    def integer(self, key: str, default: int | None = None, minimum: int | None = None) -> int | None:
+    def integer(
+        self, key: str, default: int | None = None, minimum: int | None = None
+    ) -> int | None:
         node = self.child(key)
         if node.value is None:
             return default
@@ -238,14 +248,12 @@ class Settings:
     #: None means: scan the raw device when it is readable (as root).
     scan_device: bool | None = None
     protected_paths: tuple[str, ...] = ()
-    cross_filesystems: bool = False
 
     def as_plugin_settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {
             "passes": self.passes,
             "final_zero": self.final_zero,
             "readback": self.readback,
-            "cross_filesystems": self.cross_filesystems,
         }
         if self.scan_device is not None:
             settings["scan_device"] = self.scan_device
@@ -270,7 +278,9 @@ class Config:
 def load(path: str | os.PathLike[str] | None) -> Config:
     """Read and validate a config file; with no path, return the defaults."""
     if path is None:
-        return Config(sections=_validate_sections(Node(MarkedDict(), "<defaults>", 0, "")))
+        return Config(
+            sections=_validate_sections(Node(MarkedDict(), "<defaults>", 0, ""))
+        )
     file = os.fspath(path)
     try:
         raw = Path(file).read_bytes()
@@ -279,7 +289,7 @@ def load(path: str | os.PathLike[str] | None) -> Config:
             f"cannot read config file {file}: {error.strerror}; check the path given with -c"
         ) from error
     try:
-        document = yaml.load(raw, Loader=_MarkedLoader)  # noqa: S506 (safe loader subclass)
+        document = yaml.load(raw, Loader=_MarkedLoader)
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_message(file, error)) from error
     root = Node(document if document is not None else MarkedDict(), file, 1, "")
@@ -311,7 +321,13 @@ def _operator(node: Node) -> Operator:
 
 def _settings(node: Node) -> Settings:
     node = node.mapping(
-        {"passes", "final_zero", "readback", "scan_device", "protected_paths", "cross_filesystems"}
+        {
+            "passes",
+            "final_zero",
+            "readback",
+            "scan_device",
+            "protected_paths",
+        }
     )
     for path_node in node.child("protected_paths").elements():
         if not isinstance(path_node.value, str) or not path_node.value.startswith("/"):
@@ -322,7 +338,6 @@ def _settings(node: Node) -> Settings:
         readback=_readback(node.child("readback")),
         scan_device=node.boolean("scan_device", None),
         protected_paths=node.strings("protected_paths"),
-        cross_filesystems=node.boolean("cross_filesystems", False),
     )
 
 

@@ -32,4 +32,8 @@ def after_job(job_summary: Mapping[str, Any]) -> None:
         try:
             hook(job_summary)
         except Exception:  # a hook must not undo a finished purge
-            log.exception("after-job hook failed", hook=getattr(hook, "__qualname__", repr(hook)), job=job_summary.get("job_id"))
+            log.exception(
+                "after-job hook failed",
+                hook=getattr(hook, "__qualname__", repr(hook)),
+                job=job_summary.get("job_id"),
+            )

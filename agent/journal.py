@@ -1,7 +1,7 @@
 """The job journal: one SQLite file in the state directory.
 
 Every state change of an item is committed before the engine moves on, so
-after a crash or SIGTERM the journal says exactly which items were planned,
+after a crash or SIGTERM the journal records exactly which items were planned,
 in flight (``purging``), destroyed but not yet verified (``purged``),
 verified, failed, refused or blocked. Items are read back in pages by row id,
 so a job of any size is never held in memory.
@@ -13,7 +13,7 @@ Item states:
 - ``purged``: the destroy step completed; verification is still owed
 - ``verified``: the independent rescan agreed; only now is it destroyed
 - ``failed``: the destroy step or the verification failed
-- ``refused``: the plan refused it (``refusal`` says why)
+- ``refused``: the plan refused it (``refusal`` gives the reason)
 - ``blocked``: the store refused to destroy it for a lawful reason
 """
 
@@ -23,14 +23,30 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.errors import JournalError
-from plugins.base import Decision, Item, Method, PlannedItem, Refusal, Target, TargetInfo
+from plugins.base import (
+    Decision,
+    Item,
+    Method,
+    PlannedItem,
+    Refusal,
+    Target,
+    TargetInfo,
+)
 
-ITEM_STATES = ("planned", "purging", "purged", "verified", "failed", "refused", "blocked")
+ITEM_STATES = (
+    "planned",
+    "purging",
+    "purged",
+    "verified",
+    "failed",
+    "refused",
+    "blocked",
+)
 FILE_NAME = "journal.sqlite"
 PAGE = 500
 
@@ -61,7 +77,7 @@ CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL REFERENCES jobs(id),
     target INTEGER NOT NULL,
-    key TEXT NOT NULL,
+    key BLOB NOT NULL,
     kind TEXT NOT NULL,
     size INTEGER NOT NULL,
     label TEXT NOT NULL,
@@ -93,7 +109,7 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS rechecks (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     target INTEGER NOT NULL,
-    key TEXT NOT NULL,
+    key BLOB NOT NULL,
     at TEXT NOT NULL,
     verified INTEGER NOT NULL,
     evidence TEXT NOT NULL
@@ -101,13 +117,40 @@ CREATE TABLE IF NOT EXISTS rechecks (
 """
 
 
+def key_bytes(key: str) -> bytes:
+    """Encode an item key for the journal, keeping undecodable file-name bytes.
+
+    Keys are stored as BLOBs because a file name that is not valid UTF-8
+    arrives as a str with surrogate escapes (``os.fsdecode``), which SQLite
+    TEXT cannot store; BLOBs also sort bytewise, so paging by key is stable.
+    """
+    return key.encode("utf-8", "surrogateescape")
+
+
+def key_text(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def display_text(text: str) -> str:
+    """Make a label or message storable as TEXT, escaping undecodable bytes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def dumps(value: Any) -> str:
-    """Serialise to the canonical JSON the journal, plan and audit log share."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Serialise to the canonical JSON the journal, plan and audit log share.
+
+    Non-ASCII characters are escaped, so file names with surrogate escapes
+    (undecodable bytes) survive the round trip.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+    )
 
 
 @dataclass(frozen=True)
@@ -157,19 +200,30 @@ class ItemRow:
     row_id: int = 0
 
     def item(self) -> Item:
-        return Item(self.key, self.kind, self.size, self.identity, self.attributes, self.label)
+        return Item(
+            self.key, self.kind, self.size, self.identity, self.attributes, self.label
+        )
 
-    def planned_item(self, fingerprints: tuple[bytes, ...] = ()) -> PlannedItem:
-        """Rebuild the plan's decision; fingerprints come from memory, if at all."""
-        if self.method is not None:
+    def planned_item(
+        self,
+        fingerprints: tuple[bytes, ...] = (),
+        flags: Mapping[str, bool] | None = None,
+    ) -> PlannedItem:
+        """Rebuild the plan's decision; fingerprints come from memory, if at all.
+
+        ``flags`` are added to the decision's params (``resumed``, ``recheck``).
+        """
+        if self.method is None:
             decision = Decision(
-                method=Method(self.method),
-                residual=self.residual,
-                fingerprints=fingerprints,
-                params=self.params,
+                refusal=refusal_from_json(self.refusal), residual=self.residual
             )
-        else:
-            decision = Decision(refusal=refusal_from_json(self.refusal), residual=self.residual)
+            return PlannedItem(self.item(), decision)
+        decision = Decision(
+            method=Method(self.method),
+            residual=self.residual,
+            fingerprints=fingerprints,
+            params={**self.params, **(flags or {})},
+        )
         return PlannedItem(self.item(), decision)
 
 
@@ -191,7 +245,11 @@ def refusal_from_json(value: Mapping[str, Any] | None) -> Refusal:
 
 
 def info_to_json(info: TargetInfo) -> dict[str, Any]:
-    return {"media": dict(info.media), "notes": list(info.notes), "residual": list(info.residual)}
+    return {
+        "media": dict(info.media),
+        "notes": list(info.notes),
+        "residual": list(info.residual),
+    }
 
 
 def info_from_json(value: Mapping[str, Any]) -> TargetInfo:
@@ -200,6 +258,33 @@ def info_from_json(value: Mapping[str, Any]) -> TargetInfo:
         notes=tuple(value.get("notes", ())),
         residual=tuple(value.get("residual", ())),
     )
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A new state for one item, with the detail, bytes, evidence or refusal seen."""
+
+    target: int
+    key: str
+    state: str
+    detail: str = ""
+    bytes_done: int | None = None
+    evidence: Any = None
+    refusal: Mapping[str, Any] | None = None
+
+    def assignments(self) -> tuple[str, list[Any]]:
+        columns = ["state = ?", "detail = ?"]
+        values: list[Any] = [self.state, display_text(self.detail)]
+        if self.bytes_done is not None:
+            columns.append("bytes_done = ?")
+            values.append(self.bytes_done)
+        if self.evidence is not None:
+            columns.append("evidence = ?")
+            values.append(dumps(self.evidence))
+        if self.refusal is not None:
+            columns.append("refusal = ?")
+            values.append(dumps(self.refusal))
+        return ", ".join(columns), values
 
 
 class Journal:
@@ -230,7 +315,9 @@ class Journal:
             with self._transaction():
                 return self._db.execute(sql, parameters)
         except sqlite3.Error as error:
-            raise JournalError(f"cannot write the journal {self.path}: {error}") from error
+            raise JournalError(
+                f"cannot write the journal {self.path}: {error}"
+            ) from error
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -249,7 +336,15 @@ class Journal:
         self._write(
             "INSERT INTO jobs (id, created, updated, state, dry_run, config_digest,"
             " settings, source_plan) VALUES (?, ?, ?, 'planning', ?, ?, ?, ?)",
-            (job_id, stamp, stamp, int(dry_run), config_digest, dumps(settings), source_plan),
+            (
+                job_id,
+                stamp,
+                stamp,
+                int(dry_run),
+                config_digest,
+                dumps(settings),
+                source_plan,
+            ),
         )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -288,11 +383,20 @@ class Journal:
 
     # Targets
 
-    def add_target(self, job_id: str, position: int, target: Target, plugin: str, info: TargetInfo) -> None:
+    def add_target(
+        self, job_id: str, position: int, target: Target, plugin: str, info: TargetInfo
+    ) -> None:
         self._write(
             "INSERT INTO targets (job_id, position, url, options, plugin, info)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, position, target.url, dumps(dict(target.options)), plugin, dumps(info_to_json(info))),
+            (
+                job_id,
+                position,
+                target.url,
+                dumps(dict(target.options)),
+                plugin,
+                dumps(info_to_json(info)),
+            ),
         )
 
     def targets(self, job_id: str) -> list[TargetRow]:
@@ -345,10 +449,10 @@ class Journal:
         return (
             job_id,
             row.target,
-            row.key,
+            key_bytes(row.key),
             row.kind,
             row.size,
-            row.label,
+            display_text(row.label),
             dumps(row.identity),
             dumps(row.attributes),
             row.classification,
@@ -357,19 +461,29 @@ class Journal:
             dumps(row.refusal) if row.refusal else None,
             dumps(list(row.residual)),
             row.state,
-            row.detail,
+            display_text(row.detail),
             dumps(list(row.fingerprints)),
             now(),
         )
 
     def set_plan_hash(self, job_id: str, plan_hash: str) -> None:
         with self._transaction():
-            self._db.execute("UPDATE items SET plan_hash = ? WHERE job_id = ?", (plan_hash, job_id))
             self._db.execute(
-                "UPDATE jobs SET plan_hash = ?, updated = ? WHERE id = ?", (plan_hash, now(), job_id)
+                "UPDATE items SET plan_hash = ? WHERE job_id = ?", (plan_hash, job_id)
+            )
+            self._db.execute(
+                "UPDATE jobs SET plan_hash = ?, updated = ? WHERE id = ?",
+                (plan_hash, now(), job_id),
             )
 
-    def set_states(self, job_id: str, target: int, keys: Sequence[str], state: str, detail: str = "") -> None:
+    def set_states(
+        self,
+        job_id: str,
+        target: int,
+        keys: Sequence[str],
+        state: str,
+        detail: str = "",
+    ) -> None:
         """Move several items to one state in a single transaction."""
         self._check_state(state)
         stamp = now()
@@ -377,42 +491,40 @@ class Journal:
             self._db.executemany(
                 "UPDATE items SET state = ?, detail = ?, updated = ?"
                 " WHERE job_id = ? AND target = ? AND key = ?",
-                [(state, detail, stamp, job_id, target, key) for key in keys],
+                [
+                    (state, display_text(detail), stamp, job_id, target, key_bytes(key))
+                    for key in keys
+                ],
             )
 
     def set_state(
-        self,
-        job_id: str,
-        target: int,
-        key: str,
-        state: str,
-        detail: str = "",
-        bytes_done: int | None = None,
-        evidence: Any = None,
-        refusal: Mapping[str, Any] | None = None,
+        self, job_id: str, target: int, key: str, state: str, **fields: Any
     ) -> None:
-        """Record one item's new state, with its evidence or refusal, in one transaction."""
-        self._check_state(state)
-        assignments = ["state = ?", "detail = ?", "updated = ?"]
-        values: list[Any] = [state, detail, now()]
-        if bytes_done is not None:
-            assignments.append("bytes_done = ?")
-            values.append(bytes_done)
-        if evidence is not None:
-            assignments.append("evidence = ?")
-            values.append(dumps(evidence))
-        if refusal is not None:
-            assignments.append("refusal = ?")
-            values.append(dumps(refusal))
-        self._write(
-            f"UPDATE items SET {', '.join(assignments)} WHERE job_id = ? AND target = ? AND key = ?",
-            (*values, job_id, target, key),
-        )
+        """Record one item's new state in its own transaction."""
+        self.apply(job_id, [StateChange(target, key, state, **fields)])
+
+    def apply(self, job_id: str, changes: Sequence[StateChange]) -> None:
+        """Record the outcomes of one batch of items in a single transaction."""
+        stamp = now()
+        try:
+            with self._transaction():
+                for change in changes:
+                    self._check_state(change.state)
+                    assignments, values = change.assignments()
+                    self._db.execute(
+                        f"UPDATE items SET {assignments}, updated = ?"
+                        " WHERE job_id = ? AND target = ? AND key = ?",
+                        (*values, stamp, job_id, change.target, key_bytes(change.key)),
+                    )
+        except sqlite3.Error as error:
+            raise JournalError(
+                f"cannot write the journal {self.path}: {error}"
+            ) from error
 
     def requeue(self, job_id: str, target: int, key: str, detail: str) -> None:
         """Return an item left in flight to ``planned`` and mark its decision resumed.
 
-        ``params["resumed"]`` tells the plugin that the item may differ from
+        ``params["resumed"]`` informs the plugin that the item may differ from
         its planned identity only by the interrupted destroy step itself
         (for files: the same inode with a new mtime).
         """
@@ -420,7 +532,7 @@ class Journal:
             "UPDATE items SET state = 'planned', detail = ?, updated = ?,"
             " params = json_set(params, '$.resumed', json('true'))"
             " WHERE job_id = ? AND target = ? AND key = ?",
-            (detail, now(), job_id, target, key),
+            (display_text(detail), now(), job_id, target, key_bytes(key)),
         )
 
     @staticmethod
@@ -464,7 +576,7 @@ class Journal:
             last = rows[-1]["id"]
 
     def _pages_by_key(self, where: str, parameters: list[Any]) -> Iterator[ItemRow]:
-        last_target, last_key = -1, ""
+        last_target, last_key = -1, b""
         while True:
             rows = self._db.execute(
                 f"SELECT * FROM items WHERE {where} AND (target > ? OR (target = ? AND key > ?))"
@@ -479,13 +591,15 @@ class Journal:
 
     def get_item(self, job_id: str, target: int, key: str) -> ItemRow | None:
         row = self._db.execute(
-            "SELECT * FROM items WHERE job_id = ? AND target = ? AND key = ?", (job_id, target, key)
+            "SELECT * FROM items WHERE job_id = ? AND target = ? AND key = ?",
+            (job_id, target, key_bytes(key)),
         ).fetchone()
         return _item_row(row) if row else None
 
     def count_states(self, job_id: str) -> dict[str, int]:
         rows = self._db.execute(
-            "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state", (job_id,)
+            "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state",
+            (job_id,),
         ).fetchall()
         return {row["state"]: row["n"] for row in rows}
 
@@ -495,19 +609,25 @@ class Journal:
 
     # Target-wide steps and re-verification
 
-    def add_step(self, job_id: str, target: int, name: str, status: str, detail: str) -> None:
+    def add_step(
+        self, job_id: str, target: int, name: str, status: str, detail: str
+    ) -> None:
         self._write(
             "INSERT INTO steps (job_id, target, name, status, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
             (job_id, target, name, status, detail, now()),
         )
 
     def steps(self, job_id: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM steps WHERE job_id = ? ORDER BY rowid", (job_id,))
+        return self.query(
+            "SELECT * FROM steps WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
 
-    def add_recheck(self, job_id: str, target: int, key: str, verified: bool, evidence: Any) -> None:
+    def add_recheck(
+        self, job_id: str, target: int, key: str, verified: bool, evidence: Any
+    ) -> None:
         self._write(
             "INSERT INTO rechecks (job_id, target, key, at, verified, evidence) VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, target, key, now(), int(verified), dumps(evidence)),
+            (job_id, target, key_bytes(key), now(), int(verified), dumps(evidence)),
         )
 
 
@@ -530,7 +650,7 @@ class _Transaction:
 def _item_row(row: sqlite3.Row) -> ItemRow:
     return ItemRow(
         target=row["target"],
-        key=row["key"],
+        key=key_text(row["key"]),
         kind=row["kind"],
         size=row["size"],
         label=row["label"],

@@ -13,7 +13,10 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from agent.errors import LetheError
 
@@ -29,12 +32,16 @@ def load_or_create(state_dir: Path) -> Ed25519PrivateKey:
     path = state_dir / KEY_FILE
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
     except FileExistsError:
         return _load(path)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
     with os.fdopen(descriptor, "wb") as stream:
         stream.write(pem)
@@ -54,7 +61,9 @@ def existing_public_key(state_dir: Path) -> Ed25519PublicKey | None:
 def _load(path: Path) -> Ed25519PrivateKey:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise SigningKeyError(f"signing key {path} has mode {mode:o}; run chmod 600 {path}")
+        raise SigningKeyError(
+            f"signing key {path} has mode {mode:o}; run chmod 600 {path}"
+        )
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as error:

@@ -14,10 +14,16 @@ import sys
 import structlog
 
 
-def configure(level: str = "INFO", json_output: bool | None = None) -> None:
-    """Route structlog to stderr with the renderer that suits the stream."""
+def configure(level: str | None = None, json_output: bool | None = None) -> None:
+    """Route structlog to stderr with the renderer that suits the stream.
+
+    Without a ``level``, JSON logs include INFO (one event per item state
+    change) and console logs start at WARNING.
+    """
     if json_output is None:
         json_output = not sys.stderr.isatty()
+    if level is None:
+        level = "INFO" if json_output else "WARNING"
     renderer: structlog.typing.Processor
     if json_output:
         renderer = structlog.processors.JSONRenderer(sort_keys=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.journal import ItemRow, Journal, dumps, info_to_json, now
+from agent.journal import ItemRow, Journal, dumps, info_to_json, key_text, now
 from plugins.base import REFUSAL_REASONS, Method, Target
 
 PLAN_FORMAT = "lethe-plan/1"
@@ -29,10 +29,13 @@ DIFFERENCES_SHOWN = 50
 
 
 def hash_entry(row: ItemRow) -> dict[str, Any]:
-    """The fields of an item that the plan hash covers."""
+    """Return the fields of an item that the plan hash covers."""
     refusal = None
     if row.refusal:
-        refusal = {"reason": row.refusal["reason"], "blocked_until": row.refusal.get("blocked_until")}
+        refusal = {
+            "reason": row.refusal["reason"],
+            "blocked_until": row.refusal.get("blocked_until"),
+        }
     return {
         "target": row.target,
         "key": row.key,
@@ -50,7 +53,11 @@ def plan_hash(journal: Journal, job_id: str) -> str:
     job = journal.job(job_id)
     digest.update((dumps({"settings": job.settings}) + "\n").encode())
     for row in journal.targets(job_id):
-        line = {"target": row.target.url, "options": row.target.options, "info": info_to_json(row.info)}
+        line = {
+            "target": row.target.url,
+            "options": row.target.options,
+            "info": info_to_json(row.info),
+        }
         digest.update((dumps(line) + "\n").encode())
     for item in journal.items(job_id, by_key=True):
         digest.update((dumps(hash_entry(item)) + "\n").encode())
@@ -61,7 +68,14 @@ def summarize(journal: Journal, job_id: str) -> dict[str, Any]:
     """Build the plan summary with aggregate queries, never loading every item."""
     job = journal.job(job_id)
     targets = []
-    totals = {"items": 0, "bytes": 0, "permitted": 0, "permitted_bytes": 0, "refused": 0, "refused_bytes": 0}
+    totals = {
+        "items": 0,
+        "bytes": 0,
+        "permitted": 0,
+        "permitted_bytes": 0,
+        "refused": 0,
+        "refused_bytes": 0,
+    }
     for target_row in journal.targets(job_id):
         entry = _target_summary(journal, job_id, target_row.position)
         entry.update(
@@ -127,7 +141,10 @@ def _target_summary(journal: Journal, job_id: str, position: int) -> dict[str, A
                 "items": row["n"],
                 "bytes": row["total"],
                 "examples": [
-                    {"item": example["label"] or example["key"], "detail": example["detail"] or ""}
+                    {
+                        "item": example["label"] or key_text(example["key"]),
+                        "detail": example["detail"] or "",
+                    }
                     for example in examples
                 ],
             }
@@ -155,11 +172,21 @@ def _classifications(journal: Journal, job_id: str) -> dict[str, int]:
 # Saved plan files
 
 
-def write_plan_file(path: str | os.PathLike[str], journal: Journal, job_id: str, summary: Mapping[str, Any]) -> None:
+def write_plan_file(
+    path: str | os.PathLike[str],
+    journal: Journal,
+    job_id: str,
+    summary: Mapping[str, Any],
+) -> None:
     """Write the plan as one JSON document, streaming items one per line."""
     job = journal.job(job_id)
     targets = [
-        {"url": row.target.url, "options": dict(row.target.options), "plugin": row.plugin, "info": info_to_json(row.info)}
+        {
+            "url": row.target.url,
+            "options": dict(row.target.options),
+            "plugin": row.plugin,
+            "info": info_to_json(row.info),
+        }
         for row in journal.targets(job_id)
     ]
     header = {
@@ -213,15 +240,22 @@ def read_plan_file(path: str) -> SavedPlan:
     except json.JSONDecodeError as error:
         raise UsageError(f"plan file {path} is not valid JSON: {error}") from error
     if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
-        raise UsageError(f"{path} is not a Lethe plan file (expected format {PLAN_FORMAT!r})")
+        raise UsageError(
+            f"{path} is not a Lethe plan file (expected format {PLAN_FORMAT!r})"
+        )
     try:
         return SavedPlan(
             path=path,
             plan_hash=document["plan_hash"],
             settings=document["settings"],
-            targets=[Target(entry["url"], entry.get("options", {})) for entry in document["targets"]],
+            targets=[
+                Target(entry["url"], entry.get("options", {}))
+                for entry in document["targets"]
+            ],
             target_infos=[entry.get("info", {}) for entry in document["targets"]],
-            items={(entry["target"], entry["key"]): entry for entry in document["items"]},
+            items={
+                (entry["target"], entry["key"]): entry for entry in document["items"]
+            },
         )
     except (KeyError, TypeError) as error:
         raise UsageError(f"plan file {path} lacks a required field: {error}") from error
@@ -230,7 +264,9 @@ def read_plan_file(path: str) -> SavedPlan:
 COMPARED_FIELDS = ("kind", "size", "identity", "method", "refusal")
 
 
-def compare(saved: SavedPlan, journal: Journal, job_id: str) -> Iterator[dict[str, Any]]:
+def compare(
+    saved: SavedPlan, journal: Journal, job_id: str
+) -> Iterator[dict[str, Any]]:
     """Yield every difference between a saved plan and a fresh discovery."""
     urls = {row.position: row.target.url for row in journal.targets(job_id)}
     expected = dict(saved.items)
@@ -238,14 +274,36 @@ def compare(saved: SavedPlan, journal: Journal, job_id: str) -> Iterator[dict[st
         entry = hash_entry(row)
         old = expected.pop((row.target, row.key), None)
         if old is None:
-            yield {"change": "new", "target": urls[row.target], "item": row.label or row.key}
+            yield {
+                "change": "new",
+                "target": urls[row.target],
+                "item": row.label or row.key,
+            }
             continue
         changed = [name for name in COMPARED_FIELDS if old.get(name) != entry[name]]
         if changed:
-            yield {"change": "changed", "target": urls[row.target], "item": row.label or row.key, "fields": changed}
+            yield {
+                "change": "changed",
+                "target": urls[row.target],
+                "item": row.label or row.key,
+                "fields": changed,
+            }
     for (target, key), old in sorted(expected.items()):
-        yield {"change": "missing", "target": urls.get(target, str(target)), "item": old.get("label") or key}
+        yield {
+            "change": "missing",
+            "target": urls.get(target, str(target)),
+            "item": old.get("label") or key,
+        }
     for row in journal.targets(job_id):
-        old_info = saved.target_infos[row.position] if row.position < len(saved.target_infos) else {}
+        old_info = (
+            saved.target_infos[row.position]
+            if row.position < len(saved.target_infos)
+            else {}
+        )
         if dumps(old_info) != dumps(info_to_json(row.info)):
-            yield {"change": "changed", "target": row.target.url, "item": "(target facts)", "fields": ["info"]}
+            yield {
+                "change": "changed",
+                "target": row.target.url,
+                "item": "(target facts)",
+                "fields": ["info"],
+            }

@@ -53,16 +53,22 @@ class Registry:
     def from_entry_points(cls) -> Registry:
         """Build the registry from installed entry points and ``LETHE_EXTRA_PLUGINS``.
 
-        ``LETHE_EXTRA_PLUGINS`` holds comma-separated ``name=module:Class``
+        ``LETHE_EXTRA_PLUGINS`` contains comma-separated ``name=module:Class``
         values, for plugins under development or test plugins that are not
         installed as a distribution.
         """
         points = {point.name: point for point in metadata.entry_points(group=GROUP)}
-        for value in filter(None, os.environ.get(EXTRA_PLUGINS_VARIABLE, "").split(",")):
+        for value in filter(
+            None, os.environ.get(EXTRA_PLUGINS_VARIABLE, "").split(",")
+        ):
             name, _, reference = value.partition("=")
             if not reference:
-                raise UsageError(f"{EXTRA_PLUGINS_VARIABLE}: expected name=module:Class, got {value!r}")
-            points[name.strip()] = metadata.EntryPoint(name.strip(), reference.strip(), GROUP)
+                raise UsageError(
+                    f"{EXTRA_PLUGINS_VARIABLE}: expected name=module:Class, got {value!r}"
+                )
+            points[name.strip()] = metadata.EntryPoint(
+                name.strip(), reference.strip(), GROUP
+            )
         return cls(entry_points=points)
 
     def add(self, plugin_class: type[Plugin]) -> None:
@@ -85,7 +91,11 @@ class Registry:
             plugin_class = self._load(name)
             if plugin_class is not None and scheme in plugin_class.schemes:
                 return plugin_class
-        hint = f"; plugins that failed to load: {', '.join(sorted(self.failures))}" if self.failures else ""
+        hint = (
+            f"; plugins that failed to load: {', '.join(sorted(self.failures))}"
+            if self.failures
+            else ""
+        )
         raise UsageError(
             f"no installed plugin handles target {target.url!r} (scheme {scheme!r}); "
             f"run 'lethe plugins' to list the installed ones{hint}"

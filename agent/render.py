@@ -16,6 +16,11 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
+def printable(text: str) -> str:
+    """Escape control characters and undecodable bytes in a name for display."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def human_bytes(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -35,9 +40,21 @@ def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> N
         console.print(f"[bold]{target['url']}[/bold] ({target['plugin']})")
         for note in target["notes"]:
             console.print(f"  note: {note}")
-        table = Table("method", "SP 800-88", "items", "bytes", title=f"{verb}", title_justify="left")
+        table = Table(
+            "method",
+            "SP 800-88",
+            "items",
+            "bytes",
+            title=f"{verb}",
+            title_justify="left",
+        )
         for method in target["methods"]:
-            table.add_row(method["method"], method["category"], str(method["items"]), human_bytes(method["bytes"]))
+            table.add_row(
+                method["method"],
+                method["category"],
+                str(method["items"]),
+                human_bytes(method["bytes"]),
+            )
         if target["methods"]:
             console.print(table)
         else:
@@ -58,20 +75,35 @@ def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> N
 
 def _print_refusals(console: Console, refused: list[Mapping[str, Any]]) -> None:
     for group in refused:
-        console.print(f"  refused ({group['reason']}): {group['items']} items, {group['description']}")
+        console.print(
+            f"  refused ({group['reason']}): {group['items']} items, {group['description']}"
+        )
         for example in group["examples"]:
             detail = f": {example['detail']}" if example["detail"] else ""
-            console.print(f"    {example['item']}{detail}", markup=False, highlight=False)
+            console.print(
+                f"    {printable(example['item'])}{printable(detail)}",
+                markup=False,
+                highlight=False,
+            )
         hidden = group["items"] - len(group["examples"])
         if hidden > 0:
             console.print(f"    ... and {hidden} more")
 
 
-def print_differences(console: Console, differences: list[Mapping[str, Any]], total: int) -> None:
-    console.print(f"[bold red]the world no longer matches the saved plan: {total} difference(s)[/bold red]")
+def print_differences(
+    console: Console, differences: list[Mapping[str, Any]], total: int
+) -> None:
+    console.print(
+        f"[bold red]the world no longer matches the saved plan: {total} difference(s)[/bold red]"
+    )
     for difference in differences:
-        fields = f" ({', '.join(difference['fields'])})" if difference.get("fields") else ""
-        console.print(f"  {difference['change']}: {difference['target']}: {difference['item']}{fields}", markup=False)
+        fields = (
+            f" ({', '.join(difference['fields'])})" if difference.get("fields") else ""
+        )
+        console.print(
+            f"  {difference['change']}: {difference['target']}: {printable(difference['item'])}{fields}",
+            markup=False,
+        )
     if total > len(differences):
         console.print(f"  ... and {total - len(differences)} more")
     console.print("nothing was destroyed; run lethe plan again and review the new plan")

@@ -1,4 +1,4 @@
-"""Where the agent keeps its journal, audit log, signing key and certificates."""
+"""The state directory: journal, audit log, signing key and certificates."""
 
 from __future__ import annotations
 

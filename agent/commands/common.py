@@ -21,7 +21,9 @@ from plugins.base import Target
 def parent_parser() -> argparse.ArgumentParser:
     """Options every verb accepts."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (YAML)")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="configuration file (YAML)"
+    )
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
@@ -30,7 +32,10 @@ def parent_parser() -> argparse.ArgumentParser:
         "$XDG_STATE_HOME/lethe otherwise)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level on stderr"
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default: INFO for JSON logs, WARNING on a terminal, "
+        "where progress bars show the per-item progress)",
     )
     return parser
 
@@ -46,7 +51,11 @@ def load_context(args: argparse.Namespace) -> Context:
     """Configure logging, read the config and resolve the state directory."""
     log.configure(args.log_level)
     config = config_module.load(args.config)
-    return Context(config, state_dir(config, args.state_dir), Console(highlight=False, soft_wrap=True))
+    return Context(
+        config,
+        state_dir(config, args.state_dir),
+        Console(highlight=False, soft_wrap=True),
+    )
 
 
 def targets_from(args_targets: list[str], config: Config) -> list[Target]:
@@ -58,5 +67,7 @@ def targets_from(args_targets: list[str], config: Config) -> list[Target]:
 
 
 def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    json.dump(
+        value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=True, default=str
+    )
     sys.stdout.write("\n")

@@ -27,10 +27,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="*", metavar="TARGET", help="target URL or path (default: targets in the config)")
-    parser.add_argument("--json", action="store_true", help="print the plan summary as JSON")
-    parser.add_argument("--html", metavar="FILE", help="also write the plan summary as HTML to FILE")
-    parser.add_argument("-o", "--output", metavar="PLAN.json", help="save the plan for a later 'lethe purge --plan'")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="target URL or path (default: targets in the config)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the plan summary as JSON"
+    )
+    parser.add_argument(
+        "--html", metavar="FILE", help="also write the plan summary as HTML to FILE"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="PLAN.json",
+        help="save the plan for a later 'lethe purge --plan'",
+    )
     parser.add_argument(
         "--policy-report",
         metavar="FILE",
@@ -44,21 +58,19 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(context.config, context.state_dir)
     try:
         targets = targets_from(args.targets, context.config)
-        job_id = engine.plan(targets, context.config.settings.as_plugin_settings(), dry_run=True)
+        job_id = engine.plan(
+            targets, context.config.settings.as_plugin_settings(), dry_run=True
+        )
         return show_plan(engine, job_id, args, context.console)
     finally:
         engine.close()
 
 
-def show_plan(engine: Engine, job_id: str, args: argparse.Namespace, console: Console) -> int:
+def show_plan(
+    engine: Engine, job_id: str, args: argparse.Namespace, console: Console
+) -> int:
     """Print or save a planned job's summary; return 1 when items are refused."""
-    summary = engine.journal.job(job_id).summary or {}
-    if args.output:
-        write_plan_file(args.output, engine.journal, job_id, summary)
-    if args.html:
-        Path(args.html).write_text(render.plan_html(summary), encoding="utf-8")
-    if getattr(args, "policy_report", None):
-        write_policy_report(args.policy_report, engine.policy.tally, summary)
+    summary = save_plan(engine, job_id, args)
     if args.json:
         print_json(summary)
     else:
@@ -66,3 +78,15 @@ def show_plan(engine: Engine, job_id: str, args: argparse.Namespace, console: Co
         if args.output:
             console.print(f"plan saved to {args.output}")
     return EXIT_REFUSED if summary["totals"]["refused"] else EXIT_OK
+
+
+def save_plan(engine: Engine, job_id: str, args: argparse.Namespace) -> dict:
+    """Write the plan file (-o) and the HTML summary (--html) when requested."""
+    summary = dict(engine.journal.job(job_id).summary or {})
+    if args.output:
+        write_plan_file(args.output, engine.journal, job_id, summary)
+    if args.html:
+        Path(args.html).write_text(render.plan_html(summary), encoding="utf-8")
+    if getattr(args, "policy_report", None):
+        write_policy_report(args.policy_report, engine.policy.tally, summary)
+    return summary

@@ -12,7 +12,9 @@ from agent.registry import Registry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("plugins", parents=[parent_parser()], help="list installed plugins")
+    parser = subparsers.add_parser(
+        "plugins", parents=[parent_parser()], help="list installed plugins"
+    )
     parser.add_argument("--json", action="store_true", help="print the list as JSON")
     parser.set_defaults(run=run)
 
@@ -25,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table("plugin", "schemes", "methods", "status")
     for status in statuses:
-        table.add_row(status.name, ", ".join(status.schemes), ", ".join(status.methods), status.status)
+        table.add_row(
+            status.name,
+            ", ".join(status.schemes),
+            ", ".join(status.methods),
+            status.status,
+        )
     context.console.print(table)
     return EXIT_OK

@@ -12,8 +12,14 @@ from rich.console import Console
 
 from agent import plan as plan_module
 from agent import progress, render
-from agent.commands.common import Context, load_context, parent_parser, print_json, targets_from
-from agent.commands.plan import add_target_arguments, show_plan
+from agent.commands.common import (
+    Context,
+    load_context,
+    parent_parser,
+    print_json,
+    targets_from,
+)
+from agent.commands.plan import add_target_arguments, save_plan, show_plan
 from agent.engine import Engine, JobOutcome
 from agent.errors import EXIT_FAILED, UsageError
 
@@ -28,10 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Show the plan, ask for confirmation, purge, verify and certify.",
     )
     add_target_arguments(parser)
-    parser.add_argument("--plan", metavar="PLAN.json", help="run a plan saved by 'lethe plan -o' after checking it still matches")
-    parser.add_argument("--yes", action="store_true", help="purge without the typed confirmation (for automation)")
-    parser.add_argument("--dry-run", action="store_true", help="only plan, like 'lethe plan'")
-    parser.add_argument("--resume", metavar="JOB", help="continue an interrupted job from its journal")
+    parser.add_argument(
+        "--plan",
+        metavar="PLAN.json",
+        help="run a plan saved by 'lethe plan -o' after checking it still matches",
+    )
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="purge without the typed confirmation (for automation)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="only plan, like 'lethe plan'"
+    )
+    parser.add_argument(
+        "--resume", metavar="JOB", help="continue an interrupted job from its journal"
+    )
     parser.set_defaults(run=run)
 
 
@@ -50,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.plan and args.targets:
-        raise UsageError("give either targets or --plan, not both: a saved plan names its own targets")
+        raise UsageError(
+            "give either targets or --plan, not both: a saved plan names its own targets"
+        )
     if args.resume and (args.plan or args.targets or args.dry_run):
-        raise UsageError("--resume continues a journaled job; it takes no targets, --plan or --dry-run")
+        raise UsageError(
+            "--resume continues a journaled job; it takes no targets, --plan or --dry-run"
+        )
     # A resumed job continues a plan that was confirmed when the job started.
     if not (args.dry_run or args.yes or args.resume or sys.stdin.isatty()):
         raise UsageError(
@@ -73,7 +95,7 @@ def _plan_and_purge(engine: Engine, args: argparse.Namespace, context: Context) 
         return EXIT_FAILED
     if args.dry_run:
         return show_plan(engine, job_id, args, context.console)
-    summary = engine.journal.job(job_id).summary or {}
+    summary = save_plan(engine, job_id, args)
     if not args.json:
         render.print_plan(context.console, summary, dry_run=False)
     if not args.yes and not _confirmed(context.console, summary):
@@ -84,7 +106,9 @@ def _plan_and_purge(engine: Engine, args: argparse.Namespace, context: Context) 
     return _report(outcome, args, context.console)
 
 
-def _plan_changed(engine: Engine, job_id: str, saved: plan_module.SavedPlan, console: Console) -> bool:
+def _plan_changed(
+    engine: Engine, job_id: str, saved: plan_module.SavedPlan, console: Console
+) -> bool:
     """Compare a fresh discovery with the saved plan and report every difference."""
     shown: list[dict] = []
     total = 0
@@ -95,7 +119,12 @@ def _plan_changed(engine: Engine, job_id: str, saved: plan_module.SavedPlan, con
     if total == 0:
         return False
     engine.journal.update_job(job_id, state="mismatch")
-    engine.audit.append("plan-mismatch", job_id=job_id, saved_plan_hash=saved.plan_hash, differences=total)
+    engine.audit.append(
+        "plan-mismatch",
+        job_id=job_id,
+        saved_plan_hash=saved.plan_hash,
+        differences=total,
+    )
     render.print_differences(console, shown, total)
     return True
 
@@ -117,8 +146,11 @@ def _confirmed(console: Console, summary: dict) -> bool:
 @contextmanager
 def _stop_on_signals(request_stop: Callable[[], None]) -> Iterator[None]:
     """Turn SIGTERM and SIGINT into a graceful stop after the item in flight."""
-    handler = lambda signum, frame: request_stop()  # noqa: E731
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
+    handler = lambda signum, frame: request_stop()
+    previous = {
+        number: signal.signal(number, handler)
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield
     finally:

@@ -32,7 +32,9 @@ def tree(tmp_path: Path) -> Path:
         (root / "sub" / f"export-{index}.csv").write_text(
             f"name,phone,id\nAda Lovelace {index},+44 7700 900{index:03d},ZX{index:07d}\n"
         )
-    (root / "sub" / "deeper" / "accounts.csv").write_text("Grace Hopper,+1 555 0199,QK7733001\n")
+    (root / "sub" / "deeper" / "accounts.csv").write_text(
+        "Grace Hopper,+1 555 0199,QK7733001\n"
+    )
     (root / "keep-contract.txt").write_text("retained for seven years\n")
     outside = tmp_path / "outside.txt"
     outside.write_text("not part of the target\n")
@@ -44,7 +46,12 @@ def tree(tmp_path: Path) -> Path:
 def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the installed ``lethe`` command with the test plugin and state dir."""
 
-    def run(*args: str, stdin: str | None = "", env: dict[str, str] | None = None, timeout: float = 60):
+    def run(
+        *args: str,
+        stdin: str | None = "",
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ):
         environment = dict(os.environ)
         environment.update(
             PYTHONPATH=str(REPO),
@@ -54,6 +61,7 @@ def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         environment.update(env or {})
         return subprocess.run(
             [str(LETHE), *args],
+            check=False,
             input=stdin,
             capture_output=True,
             text=True,
@@ -72,3 +80,16 @@ def log_events(stderr: str) -> list[dict]:
         if line.startswith("{"):
             events.append(json.loads(line))
     return events
+
+
+@pytest.fixture
+def ext4(tmp_path: Path):
+    """An ext4 filesystem on a loop device that the test creates and removes."""
+    from tests.conftest import require_root, require_tool
+    from tests.helpers.loopfs import loop_filesystem
+
+    require_root()
+    require_tool("mkfs.ext4")
+    require_tool("losetup")
+    with loop_filesystem(tmp_path, "ext4", 64) as filesystem:
+        yield filesystem

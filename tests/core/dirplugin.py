@@ -3,11 +3,12 @@
 It handles ``testdir:///path`` targets: every regular file directly or
 deeply under the path is an item. Files whose name starts with ``keep`` are
 refused (reason ``hold``); symlinks are refused (reason ``symlink``). Purge
-overwrites with zeros, then unlinks; verification checks the path is gone
-and, when fingerprints are present, that a sibling ``raw`` file holds none.
+overwrites with zeros, then unlinks. Verification checks that the path is
+gone and reports the raw scan as run only when fingerprints are present.
 
 Target options inject faults by file name: ``fail_purge`` and
-``fail_verify`` (lists of names), ``sleep`` (seconds spent per purged item,
+``fail_verify`` (lists of names), ``fail_complete`` (a failed target-wide
+step), ``sleep`` (seconds spent per purged item,
 so a test can kill the process mid-purge), ``stop_marker`` (a file: after
 the first purged item, when it exists, the plugin removes it and sends its
 own process SIGTERM, as an operator would).
@@ -92,7 +93,9 @@ class DirPlugin(Plugin):
             if status.st_ino != planned.item.identity["inode"] or (
                 not resumed and status.st_mtime_ns != planned.item.identity["mtime_ns"]
             ):
-                yield PurgeResult(planned.item.key, "failed", "item changed since planning")
+                yield PurgeResult(
+                    planned.item.key, "failed", "item changed since planning"
+                )
                 continue
             with open(path, "r+b") as stream:
                 stream.write(b"\0" * status.st_size)
@@ -101,11 +104,22 @@ class DirPlugin(Plugin):
             time.sleep(options.get("sleep", 0))
             os.unlink(path)
             self.context.progress(status.st_size)
-            yield PurgeResult(planned.item.key, "purged", bytes=status.st_size, method=Method.CLEAR_OVERWRITE)
+            yield PurgeResult(
+                planned.item.key,
+                "purged",
+                bytes=status.st_size,
+                method=Method.CLEAR_OVERWRITE,
+            )
             marker = options.get("stop_marker")
             if marker and os.path.exists(marker):
                 os.unlink(marker)
                 os.kill(os.getpid(), signal.SIGTERM)
+
+    def complete(self) -> Iterator[PurgeResult]:
+        if self.target.options.get("fail_complete"):
+            yield PurgeResult(
+                "compact", "failed", "injected failure of a target-wide step"
+            )
 
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         for planned in batch:
@@ -114,7 +128,13 @@ class DirPlugin(Plugin):
             if path.name in self.target.options.get("fail_verify", ()):
                 checks.append(Check("read-back", False, "injected read-back mismatch"))
             if planned.decision.fingerprints:
-                checks.append(Check("raw scan", True, f"{len(planned.decision.fingerprints)} fingerprints absent"))
+                checks.append(
+                    Check(
+                        "raw scan",
+                        True,
+                        f"{len(planned.decision.fingerprints)} fingerprints absent",
+                    )
+                )
             else:
                 checks.append(Check("raw scan", True, "not run: no fingerprints"))
             yield Evidence(planned.item.key, tuple(checks))

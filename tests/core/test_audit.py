@@ -29,7 +29,9 @@ def test_edited_entry_detected(state_dir: Path) -> None:
     log = filled_log(state_dir)
     text = log.path.read_text().replace('"job-1"', '"job-9"')
     log.path.write_text(text)
-    with pytest.raises(AuditChainBroken, match=r"audit.log:3: the previous entry's hash does not match"):
+    with pytest.raises(
+        AuditChainBroken, match=r"audit.log:3: the previous entry's hash does not match"
+    ):
         log.verify()
 
 

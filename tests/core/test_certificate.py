@@ -13,20 +13,28 @@ from agent.registry import Registry
 from plugins.base import Target
 from tests.core.dirplugin import DirPlugin
 
-OPERATOR = Operator("Jane Doe", "Administrator", Organization("Example Ltd", "1 Example Street", "sec@example.com"))
+OPERATOR = Operator(
+    "Jane Doe",
+    "Administrator",
+    Organization("Example Ltd", "1 Example Street", "sec@example.com"),
+)
 
 
 def issued(state_dir: Path, tree: Path, **options) -> tuple[dict, Engine]:
     registry = Registry()
     registry.add(DirPlugin)
     engine = Engine(Config(operator=OPERATOR), state_dir, registry=registry)
-    job_id = engine.plan([Target(f"testdir://{tree}", options)], {"passes": 1}, dry_run=False)
+    job_id = engine.plan(
+        [Target(f"testdir://{tree}", options)], {"passes": 1}, dry_run=False
+    )
     outcome = engine.purge(job_id)
     return json.loads(outcome.certificate.read_text()), engine
 
 
 def check(state_dir: Path, document: dict) -> certificate.VerificationReport:
-    return certificate.verify(document, AuditLog.open(state_dir), keys.existing_public_key(state_dir))
+    return certificate.verify(
+        document, AuditLog.open(state_dir), keys.existing_public_key(state_dir)
+    )
 
 
 def test_fields_of_appendix_g(state_dir: Path, tree: Path) -> None:
@@ -37,7 +45,10 @@ def test_fields_of_appendix_g(state_dir: Path, tree: Path) -> None:
     assert document["sanitization"]["method_type"] == "Clear"
     assert document["sanitization"]["tool"]["name"] == "lethe"
     assert document["verification"]["result"] == "passed"
-    assert "residual risk: the test plugin does not scan raw storage" in document["notes"][0]
+    assert (
+        "residual risk: the test plugin does not scan raw storage"
+        in document["notes"][0]
+    )
 
 
 def test_counts_only_verified(state_dir: Path, tree: Path) -> None:
@@ -62,7 +73,9 @@ def test_edited_field_fails(state_dir: Path, tree: Path) -> None:
     assert report.checks[0][0] == "signature"
 
 
-def test_resigned_with_other_key_fails(state_dir: Path, tree: Path, tmp_path: Path) -> None:
+def test_resigned_with_other_key_fails(
+    state_dir: Path, tree: Path, tmp_path: Path
+) -> None:
     document, _ = issued(state_dir, tree)
     document["counts"]["destroyed_and_verified"] = 5
     forged = certificate.sign(document, keys.load_or_create(tmp_path / "other"))
@@ -74,7 +87,9 @@ def test_edited_audit_log_fails(state_dir: Path, tree: Path) -> None:
     document, _ = issued(state_dir, tree)
     log = AuditLog.open(state_dir)
     log.path.write_text(log.path.read_text().replace('"plan"', '"plam"'))
-    failed = {name for name, passed, _ in check(state_dir, document).checks if not passed}
+    failed = {
+        name for name, passed, _ in check(state_dir, document).checks if not passed
+    }
     assert failed == {"audit chain"}
 
 

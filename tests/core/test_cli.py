@@ -10,13 +10,22 @@ import subprocess
 import time
 from pathlib import Path
 
+from agent.journal import key_text
 from tests.core.conftest import LETHE, REPO, TEST_PLUGIN, log_events
 
 
 def config_with(tmp_path: Path, url: str, **options) -> Path:
     path = tmp_path / "lethe.yaml"
-    lines = ["operator:", "  name: Test Operator", "targets:", f"  - url: {url}", "    options:"]
-    lines += [f"      {name}: {json.dumps(value)}" for name, value in options.items()] or ["      {}"]
+    lines = [
+        "operator:",
+        "  name: Test Operator",
+        "targets:",
+        f"  - url: {url}",
+        "    options:",
+    ]
+    lines += [
+        f"      {name}: {json.dumps(value)}" for name, value in options.items()
+    ] or ["      {}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -28,7 +37,15 @@ def test_plan_exits_one_with_refusals(lethe, tree: Path) -> None:
 
 
 def test_plan_json_and_outputs(lethe, tree: Path, tmp_path: Path) -> None:
-    result = lethe("plan", f"testdir://{tree / 'sub'}", "--json", "-o", str(tmp_path / "p.json"), "--html", str(tmp_path / "p.html"))
+    result = lethe(
+        "plan",
+        f"testdir://{tree / 'sub'}",
+        "--json",
+        "-o",
+        str(tmp_path / "p.json"),
+        "--html",
+        str(tmp_path / "p.html"),
+    )
     assert result.returncode == 0
     assert json.loads(result.stdout)["totals"]["permitted"] == 4
     assert json.loads((tmp_path / "p.json").read_text())["format"] == "lethe-plan/1"
@@ -39,7 +56,10 @@ def test_plan_logs_refusal_warnings(lethe, tree: Path) -> None:
     events = log_events(lethe("plan", f"testdir://{tree}").stderr)
     refused = [event for event in events if event["event"] == "item refused"]
     assert {event["reason"] for event in refused} == {"hold", "symlink"}
-    assert all(event["level"] == "warning" and event["plugin"] == "testdir" for event in refused)
+    assert all(
+        event["level"] == "warning" and event["plugin"] == "testdir"
+        for event in refused
+    )
 
 
 def test_purge_without_yes_on_pipe_exits_three(lethe, tree: Path) -> None:
@@ -60,17 +80,25 @@ def test_purge_with_refusals_exits_one(lethe, tree: Path) -> None:
     assert lethe("purge", "--yes", f"testdir://{tree}").returncode == 1
 
 
-def test_verification_failure_exits_two(lethe, tree: Path, tmp_path: Path, state_dir: Path) -> None:
-    config = config_with(tmp_path, f"testdir://{tree / 'sub'}", fail_verify=["export-0.csv"])
+def test_verification_failure_exits_two(
+    lethe, tree: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    config = config_with(
+        tmp_path, f"testdir://{tree / 'sub'}", fail_verify=["export-0.csv"]
+    )
     result = lethe("purge", "--yes", "-c", str(config))
     assert result.returncode == 2
     assert "no certificate was issued" in result.stdout
     assert not (state_dir / "certificates").exists()
-    failed = [event for event in log_events(result.stderr) if event["event"] == "item failed"]
+    failed = [
+        event for event in log_events(result.stderr) if event["event"] == "item failed"
+    ]
     assert failed[0]["level"] == "error"
 
 
-def test_tampered_certificate_exits_two(lethe, tree: Path, state_dir: Path, tmp_path: Path) -> None:
+def test_tampered_certificate_exits_two(
+    lethe, tree: Path, state_dir: Path, tmp_path: Path
+) -> None:
     lethe("purge", "--yes", f"testdir://{tree / 'sub'}")
     certificate = next((state_dir / "certificates").glob("*.json"))
     edited = tmp_path / "edited.json"
@@ -129,7 +157,9 @@ def test_bad_arguments_exit_three(lethe) -> None:
 
 
 def test_plugins_lists_test_plugin(lethe) -> None:
-    listed = {entry["name"]: entry for entry in json.loads(lethe("plugins", "--json").stdout)}
+    listed = {
+        entry["name"]: entry for entry in json.loads(lethe("plugins", "--json").stdout)
+    }
     assert listed["testdir"]["schemes"] == ["testdir"]
     assert listed["testdir"]["status"] == "ok"
 
@@ -144,15 +174,22 @@ def test_verify_command(lethe, tree: Path, state_dir: Path) -> None:
 
 def latest_job(state_dir: Path) -> str:
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
-        return db.execute("SELECT id FROM jobs ORDER BY created DESC, rowid DESC LIMIT 1").fetchone()[0]
+        return db.execute(
+            "SELECT id FROM jobs ORDER BY created DESC, rowid DESC LIMIT 1"
+        ).fetchone()[0]
 
 
 def item_states(state_dir: Path, job_id: str) -> dict[str, str]:
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
-        return dict(db.execute("SELECT key, state FROM items WHERE job_id = ?", (job_id,)).fetchall())
+        rows = db.execute(
+            "SELECT key, state FROM items WHERE job_id = ?", (job_id,)
+        ).fetchall()
+    return {key_text(key): state for key, state in rows}
 
 
-def test_sigterm_stops_then_resume_finishes(lethe, tree: Path, tmp_path: Path, state_dir: Path) -> None:
+def test_sigterm_stops_then_resume_finishes(
+    lethe, tree: Path, tmp_path: Path, state_dir: Path
+) -> None:
     marker = tmp_path / "stop-once"
     marker.touch()
     config = config_with(tmp_path, f"testdir://{tree / 'sub'}", stop_marker=str(marker))
@@ -168,21 +205,33 @@ def test_sigterm_stops_then_resume_finishes(lethe, tree: Path, tmp_path: Path, s
     assert set(item_states(state_dir, job_id).values()) == {"verified"}
 
 
-def test_sigkill_mid_purge_then_resume(tree: Path, tmp_path: Path, state_dir: Path) -> None:
+def test_sigkill_mid_purge_then_resume(
+    tree: Path, tmp_path: Path, state_dir: Path
+) -> None:
     files = [tree / "sub" / f"bulk-{index}.csv" for index in range(6)]
     for path in files:
         path.write_text(f"row for {path.name}\n")
     config = config_with(tmp_path, f"testdir://{tree / 'sub'}", sleep=0.4)
-    environment = dict(os.environ, PYTHONPATH=str(REPO), LETHE_EXTRA_PLUGINS=TEST_PLUGIN, LETHE_STATE_DIR=str(state_dir))
+    environment = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        LETHE_EXTRA_PLUGINS=TEST_PLUGIN,
+        LETHE_STATE_DIR=str(state_dir),
+    )
     process = subprocess.Popen(
         [str(LETHE), "purge", "--yes", "-c", str(config)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
     )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             time.sleep(0.1)
-            if (state_dir / "journal.sqlite").exists() and _count(state_dir, "purged") >= 2:
+            if (state_dir / "journal.sqlite").exists() and _count(
+                state_dir, "purged"
+            ) >= 2:
                 break
         process.send_signal(signal.SIGKILL)
     finally:
@@ -197,7 +246,11 @@ def test_sigkill_mid_purge_then_resume(tree: Path, tmp_path: Path, state_dir: Pa
             assert Path(key).exists()
     resumed = subprocess.run(
         [str(LETHE), "purge", "--resume", job_id, "-c", str(config)],
-        capture_output=True, text=True, env=environment, timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert set(item_states(state_dir, job_id).values()) == {"verified"}
@@ -207,6 +260,8 @@ def test_sigkill_mid_purge_then_resume(tree: Path, tmp_path: Path, state_dir: Pa
 def _count(state_dir: Path, state: str) -> int:
     try:
         with sqlite3.connect(state_dir / "journal.sqlite", timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM items WHERE state = ?", (state,)).fetchone()[0]
+            return db.execute(
+                "SELECT COUNT(*) FROM items WHERE state = ?", (state,)
+            ).fetchone()[0]
     except sqlite3.OperationalError:
         return 0

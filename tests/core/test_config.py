@@ -20,7 +20,7 @@ def test_example_config_loads() -> None:
     loaded = config.load(Path(__file__).parents[2] / "config" / "lethe.yaml")
     assert loaded.operator.organization.name == "Example Ltd"
     assert loaded.settings.passes == 1
-    assert loaded.targets[1].options["endpoint_url"] == "http://127.0.0.1:5000"
+    assert loaded.targets[2].options["endpoint_url"] == "http://127.0.0.1:5000"
 
 
 def test_defaults_without_file() -> None:
@@ -30,7 +30,10 @@ def test_defaults_without_file() -> None:
 
 
 def test_wrong_type_names_file_line_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "operator:\n  name: Jo\nsettings:\n  final_zero: true\n  passes: many\n")
+    path = write(
+        tmp_path,
+        "operator:\n  name: Jo\nsettings:\n  final_zero: true\n  passes: many\n",
+    )
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     message = str(caught.value)
@@ -40,13 +43,17 @@ def test_wrong_type_names_file_line_key(tmp_path: Path) -> None:
 
 def test_passes_below_one_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, "settings:\n  passes: 0\n")
-    with pytest.raises(ConfigError, match=r":2: settings.passes: expected an integer of at least 1"):
+    with pytest.raises(
+        ConfigError, match=r":2: settings.passes: expected an integer of at least 1"
+    ):
         config.load(path)
 
 
 def test_unknown_key_lists_choices(tmp_path: Path) -> None:
     path = write(tmp_path, "settings:\n  pases: 2\n")
-    with pytest.raises(ConfigError, match=r":2: settings.pases: unknown key; expected one of .*passes"):
+    with pytest.raises(
+        ConfigError, match=r":2: settings.pases: unknown key; expected one of .*passes"
+    ):
         config.load(path)
 
 
@@ -70,23 +77,35 @@ def test_duplicate_key_rejected(tmp_path: Path) -> None:
 
 def test_target_without_url(tmp_path: Path) -> None:
     path = write(tmp_path, "targets:\n  - /srv/a\n  - options: {x: 1}\n")
-    with pytest.raises(ConfigError, match=r":3: targets\[1\].url: missing required key"):
+    with pytest.raises(
+        ConfigError, match=r":3: targets\[1\].url: missing required key"
+    ):
         config.load(path)
 
 
 def test_readback_fraction(tmp_path: Path) -> None:
-    assert config.load(write(tmp_path, "settings:\n  readback: 0.25\n")).settings.readback == 0.25
+    assert (
+        config.load(write(tmp_path, "settings:\n  readback: 0.25\n")).settings.readback
+        == 0.25
+    )
 
 
 def test_readback_out_of_range(tmp_path: Path) -> None:
     path = write(tmp_path, "settings:\n  readback: 2\n")
-    with pytest.raises(ConfigError, match=r':2: settings.readback: expected "full" or a fraction'):
+    with pytest.raises(
+        ConfigError, match=r':2: settings.readback: expected "full" or a fraction'
+    ):
         config.load(path)
 
 
 def test_protected_path_must_be_absolute(tmp_path: Path) -> None:
-    path = write(tmp_path, "settings:\n  protected_paths:\n    - /srv\n    - relative\n")
-    with pytest.raises(ConfigError, match=r":4: settings.protected_paths\[1\]: expected an absolute path"):
+    path = write(
+        tmp_path, "settings:\n  protected_paths:\n    - /srv\n    - relative\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r":4: settings.protected_paths\[1\]: expected an absolute path",
+    ):
         config.load(path)
 
 
@@ -95,7 +114,9 @@ def test_unreadable_file_named(tmp_path: Path) -> None:
         config.load(tmp_path / "missing.yaml")
 
 
-def test_registered_section_validator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registered_section_validator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(config, "_VALIDATORS", {})
     monkeypatch.setattr(config, "SECTION_MODULES", {"daemon": "agent.no_such_module"})
 
@@ -104,12 +125,18 @@ def test_registered_section_validator(tmp_path: Path, monkeypatch: pytest.Monkey
         return {"interval": node.integer("interval", 60, minimum=1)}
 
     config.register_section("daemon", validate)
-    assert config.load(write(tmp_path, "daemon:\n  interval: 5\n")).sections["daemon"] == {"interval": 5}
-    with pytest.raises(ConfigError, match=r":3: daemon.interval: expected an integer of at least 1"):
+    assert config.load(write(tmp_path, "daemon:\n  interval: 5\n")).sections[
+        "daemon"
+    ] == {"interval": 5}
+    with pytest.raises(
+        ConfigError, match=r":3: daemon.interval: expected an integer of at least 1"
+    ):
         config.load(write(tmp_path, "daemon:\n\n  interval: 0\n"))
 
 
-def test_section_without_validator_kept_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_section_without_validator_kept_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(config, "_VALIDATORS", {})
     monkeypatch.setattr(config, "SECTION_MODULES", {"keystore": "agent.no_such_module"})
     loaded = config.load(write(tmp_path, "keystore:\n  path: /k\n"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,13 @@ from agent.journal import ItemRow, Journal
 
 def make_journal(state_dir: Path, count: int = 3) -> Journal:
     journal = Journal.open(state_dir)
-    journal.create_job("job-1", dry_run=False, settings={"passes": 1}, config_digest=None)
-    rows = (ItemRow(target=0, key=f"/data/file-{index:05d}", kind="file", size=index) for index in range(count))
+    journal.create_job(
+        "job-1", dry_run=False, settings={"passes": 1}, config_digest=None
+    )
+    rows = (
+        ItemRow(target=0, key=f"/data/file-{index:05d}", kind="file", size=index)
+        for index in range(count)
+    )
     journal.add_items("job-1", rows, page=7)
     return journal
 
@@ -65,3 +71,18 @@ def test_unknown_job_names_state_dir(state_dir: Path) -> None:
     journal = make_journal(state_dir)
     with pytest.raises(Exception, match="job 'nope' is not in the journal"):
         journal.job("nope")
+
+
+def test_undecodable_key_round_trips(state_dir: Path) -> None:
+    key = os.fsdecode(b"/data/caf\xe9\nname.csv")
+    journal = Journal.open(state_dir)
+    journal.create_job("job-1", dry_run=True, settings={}, config_digest=None)
+    journal.add_items(
+        "job-1", [ItemRow(0, key, "file", 1, label=key, attributes={"path": key})]
+    )
+    journal.set_state("job-1", 0, key, "purging")
+    row = journal.get_item("job-1", 0, key)
+    assert row.key == key
+    assert row.label == "/data/caf\\udce9\nname.csv"
+    assert row.attributes["path"] == key
+    assert [item.key for item in journal.items("job-1", by_key=True)] == [key]

@@ -40,7 +40,9 @@ def test_hash_changes_with_size(state_dir: Path, tree: Path) -> None:
 
 def test_hash_changes_with_settings(state_dir: Path, tree: Path) -> None:
     engine = make_engine(state_dir)
-    assert plan_hash_of(engine, tree, {"passes": 1}) != plan_hash_of(engine, tree, {"passes": 3})
+    assert plan_hash_of(engine, tree, {"passes": 1}) != plan_hash_of(
+        engine, tree, {"passes": 3}
+    )
 
 
 def test_hash_ignores_fingerprints(state_dir: Path, tree: Path) -> None:
@@ -58,7 +60,9 @@ def test_summary_groups_refusals(state_dir: Path, tree: Path) -> None:
     engine = make_engine(state_dir)
     job_id = engine.plan([Target(f"testdir://{tree}")], {}, dry_run=True)
     summary = engine.journal.job(job_id).summary
-    reasons = {group["reason"]: group["items"] for group in summary["targets"][0]["refused"]}
+    reasons = {
+        group["reason"]: group["items"] for group in summary["targets"][0]["refused"]
+    }
     assert reasons == {"hold": 1, "symlink": 1}
     assert summary["totals"]["permitted"] == 4
     assert summary["targets"][0]["methods"][0]["category"] == "Clear"
@@ -74,7 +78,9 @@ def test_saved_plan_compares_clean(state_dir: Path, tree: Path, tmp_path: Path) 
     assert engine.journal.job(again).plan_hash == saved.plan_hash
 
 
-def test_saved_plan_reports_each_change(state_dir: Path, tree: Path, tmp_path: Path) -> None:
+def test_saved_plan_reports_each_change(
+    state_dir: Path, tree: Path, tmp_path: Path
+) -> None:
     engine = make_engine(state_dir)
     job_id = engine.plan([Target(f"testdir://{tree}")], {}, dry_run=True)
     plan.write_plan_file(tmp_path / "plan.json", engine.journal, job_id, {})
@@ -84,11 +90,20 @@ def test_saved_plan_reports_each_change(state_dir: Path, tree: Path, tmp_path: P
         stream.write("grown\n")
     saved = plan.read_plan_file(str(tmp_path / "plan.json"))
     again = engine.plan(saved.targets, saved.settings, dry_run=False)
-    changes = {(d["change"], Path(d["item"]).name) for d in plan.compare(saved, engine.journal, again)}
-    assert changes == {("missing", "export-0.csv"), ("new", "new.csv"), ("changed", "export-1.csv")}
+    changes = {
+        (d["change"], Path(d["item"]).name)
+        for d in plan.compare(saved, engine.journal, again)
+    }
+    assert changes == {
+        ("missing", "export-0.csv"),
+        ("new", "new.csv"),
+        ("changed", "export-1.csv"),
+    }
 
 
-def test_plan_file_is_json_without_fingerprints(state_dir: Path, tree: Path, tmp_path: Path) -> None:
+def test_plan_file_is_json_without_fingerprints(
+    state_dir: Path, tree: Path, tmp_path: Path
+) -> None:
     engine = make_engine(state_dir)
     job_id = engine.plan([Target(f"testdir://{tree}")], {}, dry_run=True)
     plan.write_plan_file(tmp_path / "plan.json", engine.journal, job_id, {})
