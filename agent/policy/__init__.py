@@ -9,6 +9,7 @@ mask. The default policy classifies nothing and holds nothing.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -66,6 +67,8 @@ class Policy:
         self._today = today
         #: Totals by class and hold of every item assessed, for the report.
         self.tally = PolicyTally()
+        #: Folders that contain a held item, with the hold's name.
+        self._held_folders: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config_section: Mapping | None) -> Policy:
@@ -96,6 +99,9 @@ class Policy:
 
     def _assess(self, target: Target, item: Item) -> Assessment:
         view = ItemView.of(target, item)
+        folder_hold = self._folder_hold(view, item)
+        if folder_hold is not None:
+            return folder_hold
         classification, rule = classify(self.settings.rules, view)
         findings = self._discover(view, item)
         if findings is not None and findings.total:
@@ -114,6 +120,7 @@ class Policy:
         log.debug(
             "item held", item=item.key, hold=hold.name, until=str(refusal.blocked_until)
         )
+        self._remember_folders(view, hold.name)
         return Assessment(
             classification=classification,
             refusal=refusal if hold.mask is None else None,
@@ -123,6 +130,30 @@ class Policy:
             hold=hold.name,
             hold_detail=refusal.detail,
             hold_until=refusal.blocked_until,
+        )
+
+    def _remember_folders(self, view: ItemView, hold: str) -> None:
+        if view.path is None:
+            return
+        folder = posixpath.dirname(view.path)
+        while folder not in self._held_folders and folder not in ("/", ""):
+            self._held_folders[folder] = hold
+            folder = posixpath.dirname(folder)
+
+    def _folder_hold(self, view: ItemView, item: Item) -> Assessment | None:
+        """Keep a folder that holds a held item, so its removal does not fail.
+
+        Plugins list a folder after its contents, so every held item inside
+        it has been assessed by then.
+        """
+        if item.kind != "directory" or view.path is None:
+            return None
+        hold = self._held_folders.get(view.path.rstrip("/") or "/")
+        if hold is None:
+            return None
+        detail = f"folder contains items kept by hold {hold!r}"
+        return Assessment(
+            refusal=Refusal("hold", detail), hold=hold, hold_detail=detail
         )
 
     def _discover(self, view: ItemView, item: Item) -> Findings | None:

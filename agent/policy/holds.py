@@ -125,7 +125,12 @@ def date_source(view: ItemView, source: str) -> Any:
     """Return the raw date value a hold's ``after`` names, or None."""
     prefix, _, name = source.partition(":")
     if not name:
-        return view.attributes.get(source)
+        value = view.attributes.get(source)
+        if value is None and source == "mtime":
+            nanoseconds = view.attributes.get("mtime_ns", view.identity.get("mtime_ns"))
+            if isinstance(nanoseconds, int):
+                value = nanoseconds / 1e9
+        return value
     if prefix == "attribute":
         return view.attributes.get(name)
     if prefix == "metadata":

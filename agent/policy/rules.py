@@ -13,6 +13,8 @@ when they are present:
   defaults to the ``table`` query parameter of the target URL.
 - ``mtime``, ``ctime``, ``last_modified`` and other date facts, and ``dates``:
   a mapping from column name to a date, for holds that count from a column.
+  ``mtime`` falls back to ``mtime_ns`` in the attributes or the identity,
+  where the files plugin records it.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class ItemView:
     tags: Mapping[str, str]
     metadata: Mapping[str, str]
     attributes: Mapping[str, Any]
+    identity: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, target: Target, item: Item) -> ItemView:
@@ -140,6 +143,7 @@ class ItemView:
             tags=_pairs(attributes.get("tags")),
             metadata=_pairs(attributes.get("metadata")),
             attributes=attributes,
+            identity=item.identity,
         )
 
 

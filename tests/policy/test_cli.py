@@ -186,3 +186,32 @@ def test_lifting_a_hold_is_audited(
     assert second.returncode == 0, second.stderr
     assert not (tree / "invoices" / "2025.csv").exists()
     assert len(set(digests)) == 2
+
+
+def test_files_plugin_plan_holds_recent_invoice(
+    lethe, tree: Path, tmp_path: Path
+) -> None:
+    """The real files plugin, planned only: a purge would touch the host filesystem."""
+    old = tree / "invoices" / "2015.csv"
+    old.write_text("invoice,amount\n0,1\n")
+    os.utime(old, (1420070400, 1420070400))  # 2015-01-01
+    config = tmp_path / "files.yaml"
+    config.write_text(
+        "policy:\n  holds:\n    - name: invoices\n      years: 5\n      after: mtime\n"
+        '      match: {paths: ["**/invoices/*.csv"]}\n'
+    )
+    result = lethe("plan", str(tree), "-c", str(config), "--json")
+    refused = json.loads(result.stdout)["targets"][0]["refused"]
+    held = {
+        row["item"]
+        for entry in refused
+        if entry["reason"] == "hold"
+        for row in entry["examples"]
+    }
+    assert result.returncode == 1, result.stderr
+    assert held == {
+        str(tree / "invoices" / "2025.csv"),
+        str(tree / "invoices"),
+        str(tree),
+    }
+    assert (tree / "invoices" / "2025.csv").exists()

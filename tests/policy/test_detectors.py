@@ -179,7 +179,9 @@ def test_scanner_finds_each_kind_in_text() -> None:
 @pytest.mark.parametrize("fast", [True, False])
 def test_scanner_credit_code_ending_in_x(fast: bool) -> None:
     scanner = Scanner(fast=fast)
-    assert _kinds(scanner, "code 91110105000000020X.") == [("cn-uscc", "91110105000000020X")]
+    assert _kinds(scanner, "code 91110105000000020X.") == [
+        ("cn-uscc", "91110105000000020X")
+    ]
 
 
 def test_scanner_mobile_needs_context() -> None:

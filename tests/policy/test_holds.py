@@ -268,3 +268,37 @@ def test_add_years(start: date, years: int, end: date) -> None:
 )
 def test_parse_date(value: object, expected: date | None) -> None:
     assert parse_date(value) == expected
+
+
+def test_hold_reads_mtime_from_identity(policy: Policy) -> None:
+    mtime_ns = int(_epoch(date(2024, 3, 1)) * 1e9)
+    item = Item(
+        key="/srv/export/invoices/2024.csv",
+        kind="file",
+        identity={"ino": 12, "mtime_ns": mtime_ns},
+        attributes={"path": "/srv/export/invoices/2024.csv"},
+    )
+    refusal = policy.assess(Target("/srv/export"), item).refusal
+    assert refusal is not None
+    assert refusal.blocked_until == datetime(2029, 3, 1, tzinfo=UTC)
+
+
+def test_folder_of_held_file_is_kept(policy: Policy) -> None:
+    held = _file("/srv/export/invoices/2024.csv", _epoch(date(2024, 3, 1)))
+    folder = Item(
+        key="/srv/export/invoices",
+        kind="directory",
+        attributes={"path": "/srv/export/invoices"},
+    )
+    other = Item(
+        key="/srv/export/customers",
+        kind="directory",
+        attributes={"path": "/srv/export/customers"},
+    )
+    target = Target("/srv/export")
+    policy.assess(target, held)
+    kept = policy.assess(target, folder)
+    assert kept.refusal is not None
+    assert kept.refusal.reason == "hold"
+    assert "tax-records" in kept.refusal.detail
+    assert policy.assess(target, other).refusal is None
