@@ -215,3 +215,20 @@ def test_files_plugin_plan_holds_recent_invoice(
         str(tree),
     }
     assert (tree / "invoices" / "2025.csv").exists()
+
+
+def test_mask_hold_kept_when_plugin_cannot_mask(
+    lethe, tree: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "mask.yaml"
+    config.write_text(
+        "policy:\n  holds:\n    - name: keep-masked\n      until: 2099-01-01\n"
+        '      match: {paths: ["*.csv"]}\n'
+        "      mask:\n        fields:\n          phone: {method: keep, keep_last: 4}\n"
+    )
+    result = lethe("plan", f"testdir://{tree}", "-c", str(config), "--json")
+    refused = json.loads(result.stdout)["targets"][0]["refused"]
+    reasons = {entry["reason"]: entry["items"] for entry in refused}
+    assert result.returncode == 1
+    assert reasons == {"not-supported": 2}
+    assert (tree / "customers.csv").exists()
