@@ -38,7 +38,7 @@ class Assessment:
 
     ``refusal`` is set when a hold keeps the item whole. ``mask`` is set
     instead when the hold keeps the item but asks for its personal fields to
-    be masked: it holds the ``fields`` specs and the ``key_file``, and
+    be masked: it contains the ``fields`` specs and the ``key_file``, and
     :meth:`agent.policy.masking.Masker.from_spec` builds the masker from it.
     ``hold``, ``hold_detail`` and ``hold_until`` describe the hold in both
     cases (``hold_until`` is None for a hold without an end date).
@@ -104,13 +104,10 @@ class Policy:
             return folder_hold
         classification, rule = classify(self.settings.rules, view)
         findings = self._discover(view, item)
-        if findings is not None and findings.total:
-            content_class = PERSONAL
-            for pattern in self.settings.discovery.scanner.custom:
-                if findings.counts.get(pattern.name):
-                    content_class = stricter(content_class, pattern.classification)
-            if stricter(classification, content_class) != classification:
-                classification, rule = content_class, "content discovery"
+        content_class = self._content_class(findings)
+        if content_class and stricter(classification, content_class) != classification:
+            classification, rule = content_class, "content discovery"
+
         held = find_hold(list(self.settings.holds), view, classification, self.today)
         if held is None:
             return Assessment(
@@ -121,6 +118,7 @@ class Policy:
             "item held", item=item.key, hold=hold.name, until=str(refusal.blocked_until)
         )
         self._remember_folders(view, hold.name)
+
         return Assessment(
             classification=classification,
             refusal=refusal if hold.mask is None else None,
@@ -132,6 +130,16 @@ class Policy:
             hold_until=refusal.blocked_until,
         )
 
+    def _content_class(self, findings: Findings | None) -> str | None:
+        """Return the class content discovery gives, or None when it found nothing."""
+        if findings is None or not findings.total:
+            return None
+        content_class = PERSONAL
+        for pattern in self.settings.discovery.scanner.custom:
+            if findings.counts.get(pattern.name):
+                content_class = stricter(content_class, pattern.classification)
+        return content_class
+
     def _remember_folders(self, view: ItemView, hold: str) -> None:
         if view.path is None:
             return
@@ -141,7 +149,7 @@ class Policy:
             folder = posixpath.dirname(folder)
 
     def _folder_hold(self, view: ItemView, item: Item) -> Assessment | None:
-        """Keep a folder that holds a held item, so its removal does not fail.
+        """Keep a folder that contains a held item, so its removal does not fail.
 
         Plugins list a folder after its contents, so every held item inside
         it has been assessed by then.

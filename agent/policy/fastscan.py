@@ -2,7 +2,7 @@
 
 The regular-expression scanner in :mod:`agent.policy.detectors` calls
 Python code for every candidate, which limits it to a few MB/s on exports
-where every row holds several numbers. This module finds the same values
+where every row contains several numbers. This module finds the same values
 with array operations over a whole buffer: it splits the bytes into runs of
 letters and digits, keeps the runs of a candidate length, and checks dates
 and check characters for all of them at once. It reports the same matches
@@ -379,7 +379,7 @@ def _domain_spans(data: np.ndarray, buffer: bytes, low: int, cut: int) -> np.nda
     )
     ends = np.where(simple, signs + 1 + run, -1)
     # A short run without a dot, or one starting with '-' or '.', never
-    # matches; everything else that is not simple is left to the regex.
+    # matches. Every other run that is not simple goes to the regex.
     hopeless = (run < width) & ((dot_count == 0) | ~_ALNUM[window[rows, 0]])
     for row in np.flatnonzero(~simple & ~hopeless).tolist():
         match = _AT_DOMAIN.match(buffer, int(signs[row]))
