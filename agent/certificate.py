@@ -35,7 +35,7 @@ from agent import keys
 from agent.audit import AuditChainBroken, AuditLog
 from agent.config import Operator
 from agent.errors import UsageError
-from agent.journal import Journal, dumps, now
+from agent.journal import Journal, dumps, now, residual_note
 from plugins.base import Method
 
 CERTIFICATE_FORMAT = "lethe-certificate/1"
@@ -164,7 +164,7 @@ def _refused(journal: Journal, job_id: str) -> dict[str, int]:
 
 
 def _notes(journal: Journal, job_id: str) -> list[str]:
-    notes: list[str] = []
+    notes: list[str] = [f"residual risk: {residual_note(journal.path)}"]
     for row in journal.targets(job_id):
         notes.extend(
             f"{row.target.url}: residual risk: {risk}" for risk in row.info.residual

@@ -38,6 +38,16 @@ from plugins.base import (
     TargetInfo,
 )
 
+
+def residual_note(path: Path) -> str:
+    """Return the residual-risk statement about the names the journal keeps."""
+    return (
+        f"Lethe's journal {path} keeps each item's key and label (file paths, object "
+        "keys), which can themselves be personal data; protect, retain or purge the "
+        "state directory accordingly."
+    )
+
+
 ITEM_STATES = (
     "planned",
     "purging",

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.journal import ItemRow, Journal, dumps, info_to_json, key_text, now
+from agent.journal import (
+    ItemRow,
+    Journal,
+    dumps,
+    info_to_json,
+    key_text,
+    now,
+    residual_note,
+)
 from plugins.base import REFUSAL_REASONS, Method, Target
 
 PLAN_FORMAT = "lethe-plan/1"
@@ -101,7 +109,10 @@ def summarize(journal: Journal, job_id: str) -> dict[str, Any]:
         "settings": dict(job.settings),
         "targets": targets,
         "totals": totals,
-        "residual": _item_residual(journal, job_id),
+        "residual": [
+            *_item_residual(journal, job_id),
+            {"risk": residual_note(journal.path), "items": totals["items"]},
+        ],
         "classifications": _classifications(journal, job_id),
     }
 
@@ -268,6 +279,25 @@ def compare(
     saved: SavedPlan, journal: Journal, job_id: str
 ) -> Iterator[dict[str, Any]]:
     """Yield every difference between a saved plan and a fresh discovery."""
+    found = False
+    for difference in _differences(saved, journal, job_id):
+        found = True
+        yield difference
+    if not found and journal.job(job_id).plan_hash != saved.plan_hash:
+        # The hash also covers the settings, so an edited plan file differs
+        # here even when every item and target fact matches.
+        yield {
+            "change": "changed",
+            "target": "(plan)",
+            "item": "(plan hash)",
+            "fields": ["plan_hash"],
+        }
+
+
+def _differences(
+    saved: SavedPlan, journal: Journal, job_id: str
+) -> Iterator[dict[str, Any]]:
+    """Yield the item and target differences between a saved plan and a discovery."""
     urls = {row.position: row.target.url for row in journal.targets(job_id)}
     expected = dict(saved.items)
     for row in journal.items(job_id, by_key=True):

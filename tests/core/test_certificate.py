@@ -45,9 +45,10 @@ def test_fields_of_appendix_g(state_dir: Path, tree: Path) -> None:
     assert document["sanitization"]["method_type"] == "Clear"
     assert document["sanitization"]["tool"]["name"] == "lethe"
     assert document["verification"]["result"] == "passed"
+    assert "journal" in document["notes"][0]
     assert (
         "residual risk: the test plugin does not scan raw storage"
-        in document["notes"][0]
+        in document["notes"][1]
     )
 
 

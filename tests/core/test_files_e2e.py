@@ -198,3 +198,25 @@ def test_sigkill_mid_purge_then_resume(ext4: LoopFilesystem, tmp_path: Path) -> 
     assert {state for _, state in final} == {"verified"}
     # No renamed leftovers: the emptied directory itself was removed.
     assert not root.exists()
+
+
+def test_awkward_names_through_cli(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    root = ext4.mountpoint / "awkward"
+    root.mkdir()
+    names = [b"line\nbreak.csv", b"caf\xe9-latin1.csv", b"plain.csv"]
+    for name in names:
+        with open(os.path.join(os.fsencode(root), name), "wb") as stream:
+            stream.write(b"Ada Lovelace,+44 7700 900123\n")
+
+    planned = run("plan", str(root), "-c", str(config), state_dir=state_dir)
+    assert planned.returncode == 0, planned.stderr
+    assert "would purge 4 items" in planned.stdout
+
+    purged = run(
+        "purge", "--yes", str(root), "-c", str(config), "--json", state_dir=state_dir
+    )
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout)["counts"] == {"verified": 4}
+    assert not root.exists()

@@ -111,3 +111,14 @@ def test_plan_file_is_json_without_fingerprints(
     document = json.loads(text)
     assert len(document["items"]) == 6
     assert "Ada Lovelace" not in text
+
+
+def test_edited_plan_hash_reported(state_dir: Path, tree: Path, tmp_path: Path) -> None:
+    engine = make_engine(state_dir)
+    job_id = engine.plan([Target(f"testdir://{tree}")], {}, dry_run=True)
+    plan.write_plan_file(tmp_path / "plan.json", engine.journal, job_id, {})
+    saved = plan.read_plan_file(str(tmp_path / "plan.json"))
+    saved.plan_hash = "0" * 64
+    again = engine.plan(saved.targets, saved.settings, dry_run=False)
+    fields = [d["fields"] for d in plan.compare(saved, engine.journal, again)]
+    assert fields == [["plan_hash"]]
