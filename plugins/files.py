@@ -84,26 +84,32 @@ class FilesPlugin(Plugin):
                 f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
             )
         self.root = target_path(target)
-        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
-        self.log = log.bind(plugin=self.name, target=escape_path(self.root))
+        # The target option overrides the job-wide setting of the same name.
+        self.cross_filesystems = bool(
+            target.options.get(
+                "cross_filesystems", context.settings.get("cross_filesystems", False)
+            )
+        )
+        self.log = log.bind(
+            plugin=self.name, target=escape_path(self.root), job=context.job_id
+        )
         self._root_status: os.stat_result | None = None
         self._mounts: list[mountinfo.Mount] = []
         self._open = OpenFiles()
         self._symlinks: dict[str, list[tuple[str, int]]] = {}
         self._readback: dict[str, tuple[bool, str]] = {}
         self._purged_fingerprints: dict[str, tuple[bytes, ...]] = {}
-        self._name_fingerprints: dict[str, set[bytes]] = {}
-        self._scan: dict[str, list[str]] | None = None
-        self._scan_detail = ""
-        self._scan_residual: dict[str, list[int]] = {}
-        self._purged_any = False
+        self._purged_devices: dict[str, int] = {}
+        self._scan: dict[str, Any] | None = None
 
     # -- settings -----------------------------------------------------------
 
     @property
     def _protected(self) -> tuple[str, ...]:
-        configured = self.context.settings.get("protected_paths")
-        return tuple(configured) if configured else PROTECTED_TREES
+        """Protected trees: the built-in list plus ``settings["protected_paths"]``."""
+        configured = self.context.settings.get("protected_paths") or ()
+        extra = tuple(os.path.abspath(path) for path in configured)
+        return PROTECTED_TREES + extra
 
     def _method_params(self) -> dict[str, Any]:
         settings = self.context.settings
@@ -151,10 +157,17 @@ class FilesPlugin(Plugin):
         return mountinfo.mount_of(path or self.root, self._mounts)
 
     def describe(self) -> TargetInfo:
-        self._root_status = self._lstat_root()
+        # A missing target is reported by discover: after a purge the target
+        # is gone, and a later rescan still needs the filesystem's facts.
+        try:
+            self._root_status = os.lstat(self.root)
+        except OSError:
+            self._root_status = None
         mount = self._mount()
         if mount is None:
-            raise TargetUnreachable(f"no mount holds {escape_path(self.root)}")
+            raise TargetUnreachable(
+                f"no mount found for {escape_path(self.root)} in /proc/self/mountinfo"
+            )
         device = mountinfo.block_device(mount.major, mount.minor)
         media: dict[str, Any] = {
             "media_type": "filesystem",
@@ -165,6 +178,10 @@ class FilesPlugin(Plugin):
         }
         media.update(mountinfo.media_facts(device))
         notes = []
+        if self._root_status is None:
+            notes.append(
+                f"{escape_path(self.root)} does not exist or cannot be inspected"
+            )
         if self.target.options.get("keep_root") or self.root == mount.mount_point:
             notes.append(
                 f"{escape_path(self.root)} itself stays; what it holds is purged"
@@ -172,7 +189,7 @@ class FilesPlugin(Plugin):
         if not self.cross_filesystems:
             notes.append(
                 "other filesystems mounted below the target are listed and left alone "
-                "(target option cross_filesystems: true includes them)"
+                "(cross_filesystems: true includes them)"
             )
         return TargetInfo(
             media=media,
@@ -295,7 +312,7 @@ class FilesPlugin(Plugin):
             return Refusal(
                 "mount-point",
                 f"{escape_path(path)} is a mount point of another filesystem; "
-                "set the target option cross_filesystems: true to include it",
+                "set cross_filesystems: true (setting or target option) to include it",
             )
         return None
 
@@ -453,13 +470,14 @@ class FilesPlugin(Plugin):
         self._open.refresh(max_age=2.0)
         runner = BatchPurge(self, batch)
         try:
-            decisions = {planned.item.key: planned.decision for planned in batch}
+            by_key = {planned.item.key: planned for planned in batch}
             for result in runner.run():
                 if result.status == "purged":
-                    self._purged_any = True
-                    self._purged_fingerprints[result.key] = decisions[
-                        result.key
-                    ].fingerprints
+                    planned = by_key[result.key]
+                    self._purged_fingerprints[result.key] = (
+                        planned.decision.fingerprints
+                    )
+                    self._purged_devices[result.key] = planned.item.identity["dev"]
                     self._scan = None
                 yield result
         finally:
@@ -478,13 +496,16 @@ class FilesPlugin(Plugin):
             )
         if self.target.options.get("wipe_free_space"):
             yield self._wipe_free_space()
-        mount = self._mount()
-        if (
-            self._purged_any
-            and mount is not None
-            and mount.fstype in ("ext3", "ext4")
-            and os.geteuid() == 0
-        ):
+        if os.geteuid() != 0:
+            return  # the checkpoint ioctl needs CAP_SYS_ADMIN
+        from plugins._files.purge import mount_of_device
+
+        journaled = {}
+        for device in set(self._purged_devices.values()):
+            mount = mount_of_device(self, device)
+            if mount is not None and mount.fstype in ("ext3", "ext4"):
+                journaled[mount.mount_point] = mount
+        for mount in journaled.values():
             yield self._zero_journal(mount)
 
     def _wipe_free_space(self) -> PurgeResult:
@@ -534,9 +555,11 @@ class FilesPlugin(Plugin):
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         for planned in batch:
             if planned.item.key not in self._purged_fingerprints:
+                # Purged in an earlier process (a resumed job).
                 self._purged_fingerprints[planned.item.key] = (
                     planned.decision.fingerprints
                 )
+                self._purged_devices[planned.item.key] = planned.item.identity["dev"]
                 self._scan = None
         if self._scan_device_enabled() and self._scan is None:
             self._scan = self._scan_device()
@@ -548,13 +571,23 @@ class FilesPlugin(Plugin):
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
         if item.kind == "file":
-            missing = (False, "no read-back record: the overwrite ran in another process")
-            params = planned.decision.params
-            if params.get("resumed") or params.get("recheck"):
-                missing = (True, "not run: the overwrite ran in an earlier process")
-            passed, detail = self._readback.get(item.key, missing)
-            yield Check("read-back", passed, detail)
+            yield self._readback_check(planned)
         yield self._scan_check(planned)
+
+    def _readback_check(self, planned: PlannedItem) -> Check:
+        record = self._readback.get(planned.item.key)
+        if record is not None:
+            return Check("read-back", record[0], record[1])
+        params = planned.decision.params
+        if params.get("resumed") or params.get("recheck") or not planned.decision.fingerprints:
+            # A later rescan (lethe verify) or a resumed job: the read-back
+            # ran with the purge, and its result is in the purge result.
+            return Check(
+                "read-back",
+                True,
+                "not repeated: the read-back ran with the purge in an earlier process",
+            )
+        return Check("read-back", False, "no read-back was recorded for this item")
 
     def _scan_check(self, planned: PlannedItem) -> Check:
         if not self._scan_device_enabled():
@@ -565,34 +598,34 @@ class FilesPlugin(Plugin):
                 True,
                 "not run: no fingerprints for this item (name too short, no distinctive content, or a resumed job)",
             )
-        if self._scan is None:
-            return Check("device-scan", False, f"not run: {self._scan_detail}")
-        hits = self._scan.get(planned.item.key, [])
+        outcome = (self._scan or {}).get(planned.item.key)
+        if outcome is None or not outcome.ran:
+            detail = outcome.detail if outcome else "not run"
+            return Check("device-scan", False, detail)
         count = len(planned.decision.fingerprints)
-        if hits:
+        if outcome.hits:
             return Check(
                 "device-scan",
                 False,
-                f"{len(hits)} fingerprint hit(s) on {self._scan_detail}: "
-                + "; ".join(hits[:5]),
+                f"{len(outcome.hits)} fingerprint hit(s) on {outcome.detail}: "
+                + "; ".join(outcome.hits[:5]),
             )
-        detail = f"none of {count} fingerprint(s) found on {self._scan_detail}"
-        residual = self._scan_residual.get(planned.item.key)
-        if residual:
+        detail = f"none of {count} fingerprint(s) found on {outcome.detail}"
+        if outcome.residual:
             detail += (
-                f"; the file name remains {len(residual)} time(s) inside the xfs log "
-                "(residual: it is overwritten as the log wraps)"
+                f"; the file name remains {len(outcome.residual)} time(s) inside "
+                "the xfs log (residual: it is overwritten as the log wraps)"
             )
         return Check("device-scan", True, detail)
 
-    def _scan_device(self) -> dict[str, list[str]] | None:
+    def _scan_device(self) -> dict[str, Any]:
         from plugins._files.purge import scan_device
 
         return scan_device(self)
 
     def close(self) -> None:
         self._purged_fingerprints.clear()
-        self._name_fingerprints.clear()
+        self._purged_devices.clear()
 
 
 def _kind(mode: int) -> str:

@@ -1,4 +1,4 @@
-"""Where a file holds data: SEEK_DATA/SEEK_HOLE regions and FIEMAP extent flags."""
+"""Data regions of a file (SEEK_DATA/SEEK_HOLE) and FIEMAP extent flags."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ def read_mounts() -> list[Mount]:
 
 
 def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
-    """Return the mount that holds ``path``: the last-mounted longest prefix."""
+    """Return the mount that contains ``path``: the last-mounted longest prefix."""
     best: Mount | None = None
     for mount in mounts:
         point = mount.mount_point
@@ -187,7 +187,7 @@ def non_rotational(facts: dict[str, object]) -> bool:
 
 
 def syncfs(descriptor: int) -> None:
-    """Flush the whole filesystem that holds ``descriptor`` (syncfs(2))."""
+    """Flush the whole filesystem that contains ``descriptor`` (syncfs(2))."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syncfs(descriptor) != 0:
         error = ctypes.get_errno()

@@ -1,4 +1,4 @@
-"""Which files running processes hold open or mapped, found with psutil."""
+"""Open and memory-mapped files of running processes, found with psutil."""
 
 from __future__ import annotations
 

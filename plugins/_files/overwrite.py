@@ -192,7 +192,7 @@ class FileOverwrite:
 
         ``fraction`` below 1 reads evenly spread segments covering about that
         share of the data. Call :meth:`drop_cache` first. ``scratch``
-        holds the regenerated pattern.
+        receives the regenerated pattern.
         """
         for index, (offset, length, direct) in enumerate(self._segments()):
             if (

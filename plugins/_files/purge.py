@@ -1,8 +1,8 @@
 """The destroy path of the local-files plugin, and the raw device scan.
 
-A batch of files goes through each stage together (open and check, one
+A batch of files goes through each stage together: open and check, one
 overwrite pass for all, one flush, read-back, rename, flush, truncate and
-unlink, flush), so a batch of small files costs a few filesystem flushes
+unlink, flush. A batch of small files thus costs a few filesystem flushes
 rather than several per file.
 """
 
@@ -30,7 +30,7 @@ _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Failed(Exception):
-    """One item's purge stopped; ``result`` says why and what state remains."""
+    """One item's purge stopped; ``result`` records why and what state remains."""
 
     def __init__(self, result: PurgeResult) -> None:
         super().__init__(result.detail)
@@ -108,6 +108,13 @@ class BatchPurge:
             result = self._directory(planned)
         except _Failed as failure:
             result = failure.result
+        except OSError as error:
+            self.log.debug("directory removal failed", item=item.key, exc_info=True)
+            result = _failed(
+                item.key,
+                f"could not remove directory {item.key}: {error.strerror}; "
+                "what the purge had removed from it stays removed",
+            )
         finally:
             self._close_directories()
         self._log_result(result)
@@ -249,6 +256,12 @@ class BatchPurge:
                     PurgeResult(item.key, "blocked", refusal.detail, refusal=refusal)
                 )
             overwrite = FileOverwrite(descriptor, status.st_size)
+        except OSError as error:
+            os.close(descriptor)
+            raise _fail(
+                item.key,
+                f"cannot inspect {item.key}: {error.strerror}; nothing was overwritten",
+            ) from None
         except BaseException:
             os.close(descriptor)
             raise
@@ -561,18 +574,48 @@ def remove_recorded_symlinks(plugin: FilesPlugin) -> int:
     return removed
 
 
-def scan_device(plugin: FilesPlugin) -> dict[str, list[str]] | None:
-    """Scan the target's block device once for the fingerprints of every purged item.
+@dataclass
+class ScanOutcome:
+    """The findings of the raw scan of one item's device, for that item."""
 
-    Returns hits per item key, or None when the device cannot be read (the
-    reason goes to ``plugin._scan_detail``). Name fingerprints found inside
-    an xfs log are kept apart in ``plugin._scan_residual``.
-    """
-    mount = plugin._mount()
+    ran: bool
+    detail: str
+    hits: list[str] = field(default_factory=list)
+    #: Offsets of the item's name inside an xfs log, which cannot be cleared.
+    residual: list[int] = field(default_factory=list)
+
+
+def scan_device(plugin: FilesPlugin) -> dict[str, ScanOutcome]:
+    """Scan each block device once for the fingerprints of the items purged on it."""
+    by_device: dict[int, list[str]] = {}
+    for key, device in plugin._purged_devices.items():
+        by_device.setdefault(device, []).append(key)
+    outcomes: dict[str, ScanOutcome] = {}
+    for device_number, keys in by_device.items():
+        mount = mount_of_device(plugin, device_number)
+        outcome = _scan_one(plugin, mount, keys)
+        for key in keys:
+            outcomes[key] = outcome.get(key) or ScanOutcome(False, "")
+    return outcomes
+
+
+def mount_of_device(plugin: FilesPlugin, device_number: int) -> mountinfo.Mount | None:
+    major, minor = os.major(device_number), os.minor(device_number)
+    root = plugin._mount()
+    if root is not None and (root.major, root.minor) == (major, minor):
+        return root
+    plugin._mount()  # loads the mount table
+    matches = [m for m in plugin._mounts if (m.major, m.minor) == (major, minor)]
+    return matches[-1] if matches else root
+
+
+def _scan_one(
+    plugin: FilesPlugin, mount: mountinfo.Mount | None, keys: list[str]
+) -> dict[str, ScanOutcome]:
     device = mountinfo.block_device(mount.major, mount.minor) if mount else None
     if mount is None or device is None:
-        plugin._scan_detail = "no block device holds the target's filesystem"
-        return None
+        detail = "not run: no block device holds the filesystem"
+        return {key: ScanOutcome(False, detail) for key in keys}
     try:
         descriptor = os.open(
             mount.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -583,32 +626,36 @@ def scan_device(plugin: FilesPlugin) -> dict[str, list[str]] | None:
             os.close(descriptor)
         os.close(os.open(device, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as error:
-        plugin._scan_detail = f"cannot read {device}: {error.strerror}"
-        return None
+        detail = f"not run: cannot read {device}: {error.strerror}"
+        return {key: ScanOutcome(False, detail) for key in keys}
     scanner = FingerprintScanner()
     names: dict[str, set[str]] = {}
-    for key, fingerprints in plugin._purged_fingerprints.items():
-        scanner.add_all(key, fingerprints)
+    for key in keys:
+        scanner.add_all(key, plugin._purged_fingerprints.get(key, ()))
         basenames = [os.fsencode(os.path.basename(unescape_path(key)))]
         names[key] = {
             fingerprint_digest(token) for token in token_fingerprints(*basenames)
         }
     log_range = mountinfo.xfs_log_range(device) if mount.fstype == "xfs" else None
-    hits: dict[str, list[str]] = {}
-    plugin._scan_residual = {}
-    for hit in scanner.scan_file(device, direct=True):
-        in_log = log_range is not None and log_range[0] <= hit.offset < log_range[1]
-        if in_log and hit.digest in names.get(hit.owner, set()):
-            plugin._scan_residual.setdefault(hit.owner, []).append(hit.offset)
-            continue
-        hits.setdefault(hit.owner, []).append(
-            f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
-        )
-    plugin._scan_detail = f"{device} ({mount.fstype}, {len(scanner)} fingerprints)"
+    detail = f"{device} ({mount.fstype}, {len(scanner)} fingerprints)"
+    outcomes = {key: ScanOutcome(True, detail) for key in keys}
+    try:
+        for hit in scanner.scan_file(device, direct=True):
+            in_log = log_range is not None and log_range[0] <= hit.offset < log_range[1]
+            if in_log and hit.digest in names.get(hit.owner, set()):
+                outcomes[hit.owner].residual.append(hit.offset)
+                continue
+            outcomes[hit.owner].hits.append(
+                f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
+            )
+    except OSError as error:
+        plugin.log.error("device scan failed", device=device, error=error.strerror)
+        detail = f"not run: reading {device} failed: {error.strerror}"
+        return {key: ScanOutcome(False, detail) for key in keys}
     plugin.log.info(
         "device scanned",
         device=device,
         fingerprints=len(scanner),
-        items_with_hits=len(hits),
+        items_with_hits=sum(1 for outcome in outcomes.values() if outcome.hits),
     )
-    return hits
+    return outcomes

@@ -2,9 +2,9 @@
 
 Files are yielded as they are found and every directory after its contents,
 so the purge removes a directory after the files in it. Two kinds of entry
-are held back, and only those: a file with several hard links waits until
-every link is found (or the walk ends), and a directory that holds such a
-waiting file waits with it.
+are held back, and only those. A file with several hard links waits until
+every link is found (or the walk ends). A directory that contains a
+waiting file or a waiting directory waits too, until the end of the walk.
 """
 
 from __future__ import annotations

@@ -100,3 +100,17 @@ def test_cli_missing_target_exits_three(lethe, tmp_path):
     result = lethe("plan", str(tmp_path / "no-such-exports"))
     assert result.returncode == 3
     assert "no-such-exports does not exist" in result.stdout + result.stderr
+
+
+def test_cli_verify_repeats_rescan(lethe, ext4):
+    target = make_exports(ext4.mountpoint)
+    purged = lethe("purge", "--yes", str(target))
+    job = re.search(r"^job (\S+): done", purged.stdout, re.MULTILINE).group(1)
+    clean = lethe("verify", job)
+    (target.parent / "exports").mkdir()
+    (target / "summary.txt").write_bytes(b"a new file under a purged name\n")
+    result = lethe("verify", job)
+    assert purged.returncode == 0
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert result.returncode == 2
+    assert "summary.txt" in result.stdout + result.stderr

@@ -99,7 +99,9 @@ def test_xfs_name_only_in_log(xfs):
     run = purge(target)
     image = raw_image(xfs)
     log_start, log_end = xfs_log_range(str(xfs.image))
-    offsets = [match.start() for match in re.finditer(re.escape(NAME_CANARY.encode()), image)]
+    offsets = [
+        match.start() for match in re.finditer(re.escape(NAME_CANARY.encode()), image)
+    ]
     scan = {check.name: check for check in run.evidence[0].checks}["device-scan"]
     assert [offset for offset in offsets if not log_start <= offset < log_end] == []
     assert scan.passed

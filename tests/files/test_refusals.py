@@ -297,3 +297,30 @@ def test_file_changed_after_plan_untouched(ext4):
     assert results[0].status == "failed"
     assert "changed after the plan" in results[0].detail
     assert path.read_bytes() == b"rewritten after the plan, longer\n"
+
+
+def test_cross_filesystems_purges_mounted_files(ext4, tmp_path):
+    target = ext4.mountpoint / "exports"
+    (target / "inner").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    with loop_filesystem(tmp_path / "other", "ext4", 16) as other:
+        (other.mountpoint / "nested-customers.csv").write_bytes(
+            canary_lines(CANARY.decode(), 300)
+        )
+        os.sync()
+        subprocess.run(
+            ["mount", "--bind", str(other.mountpoint), str(target / "inner")],
+            check=True,
+        )
+        try:
+            run = purge(target, options={"cross_filesystems": True})
+        finally:
+            subprocess.run(["umount", str(target / "inner")], check=True)
+        image = raw_image(other)
+    key = str(target / "inner" / "nested-customers.csv")
+    evidence = {entry.key: entry for entry in run.evidence}
+    scan = {check.name: check for check in evidence[key].checks}["device-scan"]
+    assert run.statuses()[key] == "purged"
+    assert other.device in scan.detail
+    assert evidence[key].verified
+    assert image.count(CANARY) == 0
