@@ -15,12 +15,13 @@ import os
 import secrets
 import stat
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
 
 from plugins._files import mounts as mountinfo
+from plugins._files.mask import is_mask_copy, mask_copy_refusal
 from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
@@ -72,7 +73,7 @@ class FilesPlugin(Plugin):
 
     name = "files"
     schemes = ("path",)
-    methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE)
+    methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE, Method.MASK)
     batch_size = 256
 
     def __init__(self, target: Target, context: JobContext) -> None:
@@ -371,6 +372,8 @@ class FilesPlugin(Plugin):
         refusal = item.attributes.get("refusal")
         if refusal:
             return Decision(refusal=Refusal(refusal["reason"], refusal["detail"]))
+        if item.kind == "file" and is_mask_copy(item.key):
+            return Decision(refusal=mask_copy_refusal(item.key))
         if item.kind == "directory":
             return self._plan_directory(item)
         if item.kind != "file":
@@ -401,6 +404,11 @@ class FilesPlugin(Plugin):
             ),
             params=self._method_params(),
         )
+
+    def plan_mask(self, item: Item, mask: Mapping[str, Any]) -> Decision:
+        from plugins._files.mask import plan_mask
+
+        return plan_mask(self, item, mask)
 
     def _plan_directory(self, item: Item) -> Decision:
         path = unescape_path(item.key)
@@ -568,6 +576,13 @@ class FilesPlugin(Plugin):
 
     def _checks(self, planned: PlannedItem) -> Iterator[Check]:
         item = planned.item
+        if planned.decision.method == Method.MASK:
+            from plugins._files.mask import masked_file_check
+
+            yield masked_file_check(planned)
+            yield self._readback_check(planned)
+            yield self._scan_check(planned)
+            return
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
         if item.kind == "file":

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.policy import Policy
 from agent.policy.config import load_policy_file
+from tests.files.conftest import make_filesystem
+from tests.helpers.loopfs import LoopFilesystem
 
 
 @pytest.fixture
@@ -32,3 +34,9 @@ def load_policy(write_config: Callable[[str], Path]) -> Callable[..., Policy]:
         return Policy(load_policy_file(str(write_config(text))), **options)  # type: ignore[arg-type]
 
     return load
+
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[LoopFilesystem]:
+    """An ext4 filesystem on a loop device, detached after the test."""
+    yield from make_filesystem(tmp_path, "ext4", size_mib=16)

@@ -14,6 +14,7 @@ from agent.policy.masking import (
     FieldMask,
     Masker,
     MaskingError,
+    ValueCollector,
     load_key,
     mask_csv_file,
     mask_file,
@@ -22,6 +23,7 @@ from agent.policy.masking import (
     scan_for_values,
     sqlite_files,
 )
+from plugins.masking import mask_csv
 from plugins.scan import token_fingerprints
 
 CHINOOK = Path("/work/shared/data/chinook/Chinook_Sqlite.sqlite")
@@ -299,3 +301,13 @@ def test_mask_file_rejects_other_formats(tmp_path: Path) -> None:
     source.write_text("13812345678\n")
     with pytest.raises(MaskingError, match="only CSV and JSON"):
         mask_file(source, Masker({"phone": FieldMask("keep")}))
+
+
+def test_value_collector_changes_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_text("id,phone\n1,13812345678\n2,13812345678\n")
+    with open(source, newline="") as handle:
+        stats = mask_csv(handle, None, ValueCollector({"phone": {}}))
+    assert stats.fingerprints == [b"13812345678"]
+    assert stats.fields == 2
+    assert source.read_text() == "id,phone\n1,13812345678\n2,13812345678\n"
