@@ -69,6 +69,14 @@ class Policy:
         self.tally = PolicyTally()
         #: Folders that contain a held item, with the hold's name.
         self._held_folders: dict[str, str] = {}
+        # The strictest class content discovery can give. An item that a rule
+        # already put in this class or a stricter one is not read, because
+        # discovery could not change its class.
+        self._content_ceiling = PERSONAL
+        for pattern in self.settings.discovery.scanner.custom:
+            self._content_ceiling = stricter(
+                self._content_ceiling, pattern.classification
+            )
 
     @classmethod
     def from_config(cls, config_section: Mapping | None) -> Policy:
@@ -103,7 +111,9 @@ class Policy:
         if folder_hold is not None:
             return folder_hold
         classification, rule = classify(self.settings.rules, view)
-        findings = self._discover(view, item)
+        findings = None
+        if stricter(classification, self._content_ceiling) != classification:
+            findings = self._discover(view, item)
         content_class = self._content_class(findings)
         if content_class and stricter(classification, content_class) != classification:
             classification, rule = content_class, "content discovery"

@@ -6,7 +6,9 @@ header or keys contain a mobile context word (``phone``, ``手机``) counts
 11-digit mobile numbers anywhere in the file. Office documents are read
 when their libraries are installed (``openpyxl`` for ``.xlsx``,
 ``python-docx`` for ``.docx``: the ``office`` extra); otherwise they are
-reported as not scanned. Other binary files are not scanned.
+reported as not scanned. Binary files are not scanned: files with a
+suffix in :data:`BINARY_SUFFIXES` are not opened, and other files are
+skipped when their first 8 KiB contain a NUL byte.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ TEXT_SUFFIXES = frozenset(
     ]
 )
 OFFICE_SUFFIXES = frozenset((".xlsx", ".docx"))
+#: Suffixes of binary formats that are never opened for discovery.
+BINARY_SUFFIXES = frozenset(
+    [
+        ".7z", ".avi", ".bin", ".bz2", ".class", ".db", ".dll", ".exe", ".gif",
+        ".gz", ".iso", ".jar", ".jpeg", ".jpg", ".mkv", ".mov", ".mp3", ".mp4",
+        ".o", ".pdf", ".png", ".so", ".sqlite", ".sqlite3", ".tar", ".tgz",
+        ".wav", ".webp", ".xz", ".zip", ".zst",
+    ]
+)  # fmt: skip
 #: Bytes read to decide whether a file without a known suffix is text.
 SNIFF_BYTES = 8192
 
@@ -77,6 +88,9 @@ def discover_file(
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix in OFFICE_SUFFIXES:
         return _discover_office(path, suffix, scanner)
+    if suffix in BINARY_SUFFIXES:
+        findings.note = "binary format, not scanned"
+        return findings
     # O_NOFOLLOW and O_NONBLOCK keep a symlink from being followed and a
     # FIFO from blocking the plan; only regular files are read.
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC

@@ -139,11 +139,20 @@ def test_discovery_max_bytes_truncates(corpus: tuple[Path, Counter[str]]) -> Non
 
 
 def test_discovery_skips_binary_files(tmp_path: Path) -> None:
-    path = tmp_path / "blob.bin"
+    path = tmp_path / "blob.dat"
     path.write_bytes(b"\x00\x01" * 100 + b"11010519491231002X")
     found = discover_file(path, Scanner())
     assert found.counts == {}
     assert found.note == "binary file, not scanned"
+
+
+def test_discovery_skips_binary_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "export.zip"
+    path.write_bytes(b"11010519491231002X\n")
+    found = discover_file(path, Scanner())
+    assert found.counts == {}
+    assert found.scanned_bytes == 0
+    assert found.note == "binary format, not scanned"
 
 
 def test_discovery_reads_xlsx(tmp_path: Path) -> None:

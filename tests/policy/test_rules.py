@@ -141,3 +141,44 @@ def test_fifo_in_path_target_is_not_read(policy: Policy, tmp_path: Path) -> None
     assessment = policy.assess(Target(str(tmp_path)), item)
     assert assessment.findings is not None
     assert assessment.findings.note == "not a regular file, not scanned"
+
+
+RULED = """
+policy:
+  rules:
+    - name: exports
+      class: personal
+      match: {paths: ["**/exports/*.csv"]}
+    - name: press
+      class: public
+      match: {paths: ["**/press/*.csv"]}
+"""
+
+
+def _csv_item(tmp_path: Path, folder: str) -> Item:
+    path = tmp_path / folder / "list.csv"
+    path.parent.mkdir()
+    path.write_text("name,id\nLi,11010519491231002X\n")
+    return Item(key=str(path), kind="file", size=path.stat().st_size)
+
+
+def test_rule_class_skips_discovery(
+    load_policy: Callable[..., Policy], tmp_path: Path
+) -> None:
+    """Discovery cannot make a personal item stricter without secret patterns."""
+    assessment = load_policy(RULED).assess(
+        Target(str(tmp_path)), _csv_item(tmp_path, "exports")
+    )
+    assert assessment.classification == "personal"
+    assert assessment.rule == "exports"
+    assert assessment.findings is None
+
+
+def test_public_rule_still_scanned(
+    load_policy: Callable[..., Policy], tmp_path: Path
+) -> None:
+    assessment = load_policy(RULED).assess(
+        Target(str(tmp_path)), _csv_item(tmp_path, "press")
+    )
+    assert assessment.classification == "personal"
+    assert assessment.rule == "content discovery"
