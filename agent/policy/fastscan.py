@@ -141,7 +141,7 @@ class FastScanner:
         data = np.frombuffer(buffer, dtype=np.uint8)
         if data.size == 0:
             return []
-        classes = _CLASS[data]
+        classes = np.take(_CLASS, data)
         alnum = np.zeros(data.size + 2, dtype=bool)
         alnum[1:-1] = classes != 0
         edges = np.flatnonzero(alnum[1:] != alnum[:-1])
@@ -187,9 +187,9 @@ class FastScanner:
     ) -> list[tuple[np.ndarray, np.ndarray, str]]:
         columns = np.arange(_WIDTH)
         index = np.minimum(starts[:, None] + columns, data.size - 1)
-        raw = data[index]
+        raw = np.take(data, index)
         inside = columns < lengths[:, None]
-        digits = raw.astype(np.int32) - 48
+        digits = raw.astype(np.int16) - 48
         is_digit = inside & (digits >= 0) & (digits <= 9)
         digit_count = is_digit.sum(axis=1)
         last = raw[np.arange(raw.shape[0]), lengths - 1]
@@ -199,41 +199,46 @@ class FastScanner:
         taken = np.zeros(starts.size, dtype=bool)
         results = []
 
-        def claim(mask: np.ndarray, kind: str) -> None:
-            mask = mask & ~taken
-            taken[mask] = True
-            if mask.any():
-                results.append((starts[mask], lengths[mask], kind))
+        # Each kind is validated on the rows that can still be of that kind
+        # only, and claims rows in priority order.
+        def claim(rows: np.ndarray, kind: str) -> None:
+            rows = rows[~taken[rows]]
+            taken[rows] = True
+            if rows.size:
+                results.append((starts[rows], lengths[rows], kind))
 
-        eighteen = (lengths == 18) & (all_digits | ric_x)
-        if d.CN_RIC in self.kinds and eighteen.any():
-            claim(eighteen & self._ric(digits, last), d.CN_RIC)
+        eighteen = np.flatnonzero((lengths == 18) & (all_digits | ric_x))
+        if d.CN_RIC in self.kinds and eighteen.size:
+            claim(eighteen[self._ric(digits[eighteen], last[eighteen])], d.CN_RIC)
         if d.CN_USCC in self.kinds:
-            code = lengths == 18
-            if code.any():
-                claim(code & self._uscc(raw), d.CN_USCC)
-        numeric = all_digits & ~taken
-        if d.BANK_CARD in self.kinds and numeric.any():
-            card = numeric & (lengths >= 13)
-            card &= _card_prefix(digits) & _luhn(digits, lengths)
-            claim(card, d.BANK_CARD)
+            code = np.flatnonzero((lengths == 18) & ~taken)
+            if code.size:
+                claim(code[self._uscc(raw[code])], d.CN_USCC)
+        if d.BANK_CARD in self.kinds:
+            card = np.flatnonzero(all_digits & ~taken & (lengths >= 13))
+            if card.size:
+                rows = digits[card]
+                valid = _card_prefix(rows) & _luhn(rows, lengths[card])
+                claim(card[valid], d.BANK_CARD)
         if d.CN_RIC15 in self.kinds:
-            legacy = all_digits & (lengths == 15) & ~taken
-            if legacy.any():
-                province = _PROVINCE[digits[:, 0] * 10 + digits[:, 1]]
-                year = 1900 + _number(digits, 6, 2)
+            legacy = np.flatnonzero(all_digits & (lengths == 15) & ~taken)
+            if legacy.size:
+                rows = digits[legacy]
+                province = _PROVINCE[rows[:, 0] * 10 + rows[:, 1]]
+                year = 1900 + _number(rows, 6, 2)
                 born = _valid_date(
-                    year, _number(digits, 8, 2), _number(digits, 10, 2), _today()
+                    year, _number(rows, 8, 2), _number(rows, 10, 2), _today()
                 )
-                claim(legacy & province & born, d.CN_RIC15)
+                claim(legacy[province & born], d.CN_RIC15)
         if d.CN_MOBILE in self.kinds:
-            mobile = all_digits & ~taken & self._mobile_shape(digits, lengths)
+            mobile = np.flatnonzero(all_digits & ~taken)
+            mobile = mobile[self._mobile_shape(digits[mobile], lengths[mobile])]
             if (
-                mobile.any()
+                mobile.size
                 and not mobile_context
                 and self.settings.mobile_require_context
             ):
-                mobile &= self._has_context(buffer, starts)
+                mobile = mobile[self._has_context(buffer, starts[mobile])]
             claim(mobile, d.CN_MOBILE)
         return results
 
