@@ -141,9 +141,10 @@ class FastScanner:
         data = np.frombuffer(buffer, dtype=np.uint8)
         if data.size == 0:
             return []
-        classes = np.take(_CLASS, data)
         alnum = np.zeros(data.size + 2, dtype=bool)
-        alnum[1:-1] = classes != 0
+        # ASCII letters and digits, by unsigned comparisons that wrap below
+        # '0' and 'a'; on a whole buffer this is far faster than a table lookup.
+        np.logical_or((data - 48) < 10, ((data | 32) - 97) < 26, out=alnum[1:-1])
         edges = np.flatnonzero(alnum[1:] != alnum[:-1])
         starts, ends = edges[0::2], edges[1::2]
         found: list[tuple[np.ndarray, np.ndarray, str]] = []
