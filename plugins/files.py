@@ -85,12 +85,7 @@ class FilesPlugin(Plugin):
                 f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
             )
         self.root = target_path(target)
-        # The target option overrides the job-wide setting of the same name.
-        self.cross_filesystems = bool(
-            target.options.get(
-                "cross_filesystems", context.settings.get("cross_filesystems", False)
-            )
-        )
+        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
         self.log = log.bind(
             plugin=self.name, target=escape_path(self.root), job=context.job_id
         )
@@ -313,7 +308,7 @@ class FilesPlugin(Plugin):
             return Refusal(
                 "mount-point",
                 f"{escape_path(path)} is a mount point of another filesystem; "
-                "set cross_filesystems: true (setting or target option) to include it",
+                "set the target option cross_filesystems: true to include it",
             )
         return None
 
@@ -494,6 +489,8 @@ class FilesPlugin(Plugin):
     def complete(self) -> Iterator[PurgeResult]:
         from plugins._files.purge import remove_recorded_symlinks
 
+        if self.context.dry_run:
+            return
         removed = remove_recorded_symlinks(self)
         if removed:
             yield PurgeResult(
@@ -594,13 +591,10 @@ class FilesPlugin(Plugin):
         if record is not None:
             return Check("read-back", record[0], record[1])
         params = planned.decision.params
-        if params.get("resumed") or params.get("recheck") or not planned.decision.fingerprints:
-            # A later rescan (lethe verify) or a resumed job: the read-back
-            # ran with the purge, and its result is in the purge result.
+        if params.get("resumed") or params.get("recheck"):
+            # The read-back ran with the overwrite, in an earlier process.
             return Check(
-                "read-back",
-                True,
-                "not repeated: the read-back ran with the purge in an earlier process",
+                "read-back", True, "not run: the overwrite ran in an earlier process"
             )
         return Check("read-back", False, "no read-back was recorded for this item")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -176,3 +177,15 @@ def test_disk_full_mid_pass_reported(tmp_path: Path):
             text in result.detail for text in ("No space left", "Input/output error")
         )
         assert exists
+
+
+def test_free_space_wipe_unavailable(ext4, monkeypatch):
+    # None in sys.modules makes the import fail as if the module were absent.
+    monkeypatch.setitem(sys.modules, "plugins.freespace", None)
+    path = ext4.mountpoint / "customers.csv"
+    path.write_bytes(b"customer export\n")
+    run = purge(path, options={"wipe_free_space": True})
+    steps = {result.key: result for result in run.completion}
+    assert run.statuses() == {str(path): "purged"}
+    assert steps["wipe-free-space"].status == "failed"
+    assert "not available" in steps["wipe-free-space"].detail

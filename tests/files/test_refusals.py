@@ -324,3 +324,27 @@ def test_cross_filesystems_purges_mounted_files(ext4, tmp_path):
     assert other.device in scan.detail
     assert evidence[key].verified
     assert image.count(CANARY) == 0
+
+
+def test_immutable_file_fails_others_purged(ext4):
+    require_tool("chattr")
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    for name in ("a-customers.csv", "b-customers.csv", "c-customers.csv"):
+        (target / name).write_bytes(canary_lines(CANARY.decode(), 100))
+    locked = target / "b-customers.csv"
+    subprocess.run(["chattr", "+i", str(locked)], check=True)
+    try:
+        run = purge(target)
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    statuses = run.statuses()
+    assert statuses[str(target / "a-customers.csv")] == "purged"
+    assert statuses[str(target / "c-customers.csv")] == "purged"
+    assert statuses[str(locked)] == "failed"
+    assert statuses[str(target)] == "blocked"
+    assert (
+        "nothing was overwritten"
+        in run.results[[r.key for r in run.results].index(str(locked))].detail
+    )
+    assert locked.read_bytes() == canary_lines(CANARY.decode(), 100)
