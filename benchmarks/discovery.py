@@ -11,7 +11,8 @@ text), then times in the same run:
   counts matching lines and validates nothing;
 - ``grep -P -o ... | wc -l``, which at least lists every candidate.
 
-Prints the throughput of each and the ratio Lethe / grep. Usage:
+Prints the throughput of each and the ratio Lethe / grep, by wall-clock
+time and by CPU time (which other jobs on the machine disturb less). Usage:
 
     python benchmarks/discovery.py [--size 1G] [--dir /tmp] [--keep] [--csv FILE]
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -137,15 +139,21 @@ def generate(path: Path, size: int) -> dict[str, int]:
     return planted
 
 
-def timed(command: list[str] | str, shell: bool = False) -> tuple[float, str]:
-    start = time.perf_counter()
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str] | str, shell: bool = False) -> tuple[float, float, str]:
+    """Run a command; return its wall-clock seconds, CPU seconds and output."""
+    start, cpu = time.perf_counter(), children_cpu()
     result = subprocess.run(
         command, shell=shell, capture_output=True, text=True, check=False
     )
     elapsed = time.perf_counter() - start
     if result.returncode not in (0, 1):
         raise SystemExit(f"{command!r} failed: {result.stderr.strip()}")
-    return elapsed, result.stdout.strip()
+    return elapsed, children_cpu() - cpu, result.stdout.strip()
 
 
 def main() -> None:
@@ -180,11 +188,14 @@ def main() -> None:
             ["cat", str(path)], stdout=subprocess.DEVNULL, check=True
         )  # warm the cache
 
-        grep_seconds, grep_lines = timed([grep, "-P", "-c", GREP_PATTERN, str(path)])
-        start = time.perf_counter()
+        grep_seconds, grep_cpu, grep_lines = timed(
+            [grep, "-P", "-c", GREP_PATTERN, str(path)]
+        )
+        start, cpu = time.perf_counter(), time.process_time()
         findings = discover_file(path, Scanner(), max_bytes=None)
         lethe_seconds = time.perf_counter() - start
-        all_seconds, all_count = timed(
+        lethe_cpu = time.process_time() - cpu
+        all_seconds, _, all_count = timed(
             f"{grep} -P -o '{GREP_PATTERN}' {path} | wc -l", shell=True
         )
 
@@ -209,6 +220,12 @@ def main() -> None:
         )
         print(f"ratio lethe / grep -c: {grep_seconds / lethe_seconds:.2f} (target 0.5)")
         print(f"ratio lethe / grep -o: {all_seconds / lethe_seconds:.2f}")
+        # CPU time depends less on other jobs than wall-clock time does.
+        print(
+            f"CPU time: lethe {lethe_cpu:.1f} s ({mib / lethe_cpu:.1f} MiB/s), "
+            f"grep -P -c {grep_cpu:.1f} s ({mib / grep_cpu:.1f} MiB/s); "
+            f"ratio {grep_cpu / lethe_cpu:.2f}"
+        )
     finally:
         if args.keep:
             print(f"kept {path}")
