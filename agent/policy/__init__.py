@@ -2,9 +2,9 @@
 
 The engine calls :meth:`Policy.assess` for every discovered item before the
 plugin plans it. A refusal from the policy (reason ``hold``) wins over any
-method the plugin would choose; a ``mask`` asks for the item to be masked
-rather than destroyed, and the engine refuses it when the plugin cannot
-mask. The default policy classifies nothing and holds nothing.
+method the plugin would choose. A ``mask`` asks for the item to be masked
+rather than destroyed: the engine then calls the plugin's ``plan_mask``,
+which refuses the item when the plugin cannot mask it. The default policy classifies nothing and holds nothing.
 """
 
 from __future__ import annotations
