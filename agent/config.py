@@ -102,6 +102,13 @@ _MarkedLoader.add_constructor(
 _MarkedLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence
 )
+# Dates stay strings, so that a section validator reports an impossible date
+# such as 2027-02-30 with its file and line; PyYAML's timestamp constructor
+# would raise a bare ValueError instead.
+_MarkedLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ from plugins.base import (
     Evidence,
     Item,
     JobContext,
-    Method,
     Plugin,
     PurgeResult,
     Refusal,
@@ -231,10 +230,7 @@ class Engine:
             return Decision(refusal=hold)
         if mask is None:
             return plugin.plan_item(item)
-        if Method.MASK not in plugin.methods:
-            detail = f"the policy requests masking for this item, but the {plugin.name} plugin cannot mask"
-            return Decision(refusal=Refusal("not-supported", detail))
-        return Decision(method=Method.MASK, params={"mask": dict(mask)})
+        return plugin.plan_mask(item, dict(mask))
 
     # Purging
 

@@ -302,6 +302,26 @@ class Plugin(abc.ABC):
         vanished between discovery and planning.
         """
 
+    def plan_mask(self, item: Item, mask: Mapping[str, Any]) -> Decision:
+        """Plan masking of an item that the policy keeps but wants masked.
+
+        ``mask`` is the policy's mask spec (``fields`` and ``key_file``; see
+        :mod:`plugins.masking`). A plugin that lists :attr:`Method.MASK`
+        overrides this to run its own checks, take fingerprints of the values
+        it will replace and return ``params["mask"]`` for :meth:`purge`. The
+        default refuses the item as ``not-supported`` unless the plugin lists
+        the method, in which case it plans it with the spec alone.
+        """
+        if Method.MASK not in self.methods:
+            return Decision(
+                refusal=Refusal(
+                    "not-supported",
+                    "the policy requests masking for this item, "
+                    f"but the {self.name} plugin cannot mask",
+                )
+            )
+        return Decision(method=Method.MASK, params={"mask": dict(mask)})
+
     @abc.abstractmethod
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         """Destroy each permitted item of the batch and yield one result each.

@@ -16,13 +16,14 @@ import os
 import secrets
 import stat
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
 
 from plugins._files import mounts as mountinfo
 from plugins._files.copies import Copies, field_values
+from plugins._files.mask import is_mask_copy, mask_copy_refusal
 from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
@@ -81,7 +82,7 @@ class FilesPlugin(Plugin):
 
     name = "files"
     schemes = ("path",)
-    methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE)
+    methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE, Method.MASK)
     batch_size = 256
 
     def __init__(self, target: Target, context: JobContext) -> None:
@@ -398,6 +399,8 @@ class FilesPlugin(Plugin):
                     return planned
         if refusal:
             return Decision(refusal=Refusal(refusal["reason"], refusal["detail"]))
+        if item.kind == "file" and is_mask_copy(item.key):
+            return Decision(refusal=mask_copy_refusal(item.key))
         if item.attributes.get("copy") == "backup":
             kept = self.copies.backup_refusal(item)
             if kept is not None:
@@ -437,6 +440,11 @@ class FilesPlugin(Plugin):
             ),
             params=self._method_params(),
         )
+
+    def plan_mask(self, item: Item, mask: Mapping[str, Any]) -> Decision:
+        from plugins._files.mask import plan_mask
+
+        return plan_mask(self, item, mask)
 
     def _plan_directory(self, item: Item) -> Decision:
         path = unescape_path(item.key)
@@ -632,6 +640,13 @@ class FilesPlugin(Plugin):
 
     def _checks(self, planned: PlannedItem) -> Iterator[Check]:
         item = planned.item
+        if planned.decision.method == Method.MASK:
+            from plugins._files.mask import masked_file_check
+
+            yield masked_file_check(planned)
+            yield self._readback_check(planned)
+            yield self._scan_check(planned)
+            return
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
             if item.kind == "file" and "ino" in item.identity:

@@ -10,6 +10,7 @@ packages=(
     sqlite3 age coreutils time                  # benchmarks' reference tools, GNU time for peak RSS
     postgresql-client mariadb-client
     systemd                                     # systemd-analyze verify and security
+    chromium                                    # renders the HTML policy report in tests
 )
 
 missing=()

@@ -12,6 +12,7 @@ from agent.commands.common import load_context, parent_parser, print_json, targe
 from agent.engine import Engine
 from agent.errors import EXIT_OK, EXIT_REFUSED
 from agent.plan import write_plan_file
+from agent.policy.report import write_policy_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,12 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         metavar="PLAN.json",
         help="save the plan for a later 'lethe purge --plan'",
+    )
+    parser.add_argument(
+        "--policy-report",
+        metavar="FILE",
+        help="also write the policy report (by class, hold and method) to FILE: "
+        "HTML for .html, JSON for .json, text otherwise",
     )
 
 
@@ -80,4 +87,6 @@ def save_plan(engine: Engine, job_id: str, args: argparse.Namespace) -> dict:
         write_plan_file(args.output, engine.journal, job_id, summary)
     if args.html:
         Path(args.html).write_text(render.plan_html(summary), encoding="utf-8")
+    if getattr(args, "policy_report", None):
+        write_policy_report(args.policy_report, engine.policy.tally, summary)
     return summary

@@ -82,12 +82,19 @@ class BatchPurge:
         # Files first, then directories in discovery order: a directory comes
         # after everything in it, so this keeps every directory after its
         # contents and lets one checkpoint cover many emptied directories.
+        from plugins._files.mask import mask_files
+
+        masks = [p for p in self.batch if p.decision.method == Method.MASK]
         files = [
-            p for p in self.batch if p.item.kind == "file" and p.decision.permitted
+            p
+            for p in self.batch
+            if p.item.kind == "file" and p.decision.method == Method.CLEAR_OVERWRITE
         ]
         yield from self._files(files)
+        yield from mask_files(self, masks)
+        done = {id(planned) for planned in files + masks}
         for planned in self.batch:
-            if planned.item.kind == "file" and planned.decision.permitted:
+            if id(planned) in done:
                 continue
             if self.context.should_stop():
                 return

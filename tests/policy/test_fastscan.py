@@ -1,0 +1,93 @@
+"""The vectorised scanner reports exactly what the regular-expression scanner does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agent.policy.detectors import Scanner, ScannerSettings
+
+from .reference import make_card, random_digits, random_mobile, random_ric, random_uscc
+
+
+def _noise(rng: random.Random) -> str:
+    pieces = [
+        lambda: random_ric(rng),
+        lambda: random_ric(rng).lower(),
+        lambda: random_uscc(rng),
+        lambda: make_card(
+            rng.choice(["4", "51", "62", "37"]), rng.choice([13, 15, 16, 19]), rng
+        ),
+        lambda: random_mobile(rng),
+        lambda: "+86" + random_mobile(rng),
+        lambda: "0086" + random_mobile(rng),
+        lambda: (
+            (m := random_mobile(rng))[:3]
+            + rng.choice("- ")
+            + m[3:7]
+            + rng.choice("- ")
+            + m[7:]
+        ),
+        lambda: random_digits(rng, rng.randrange(8, 22)),
+        lambda: (
+            f"{rng.choice(['li', 'a.b', '.x', 'u_1', ''])}@{rng.choice(['example.com', 'x', '138123456789.cn', 'a.b.c.org', '-bad.com'])}"
+        ),
+        lambda: rng.choice(["手机", "电话", "phone:", "Tel", "mobile", "id", "卡号"]),
+        lambda: "".join(
+            rng.choice("ABCDEFXYZ0123456789") for _ in range(rng.randrange(10, 20))
+        ),
+        lambda: rng.choice([" ", ",", ";", "\n", "@", ".", "-", "x", "X", "\t"]),
+    ]
+    return "".join(
+        rng.choice(pieces)() + rng.choice([" ", ",", "", "\n", "|"])
+        for _ in range(4000)
+    )
+
+
+def _matches(
+    scanner: Scanner, data: bytes, chunk: int, context: bool
+) -> list[tuple[int, str, str]]:
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    # Within one buffer the two scanners may list values in another order.
+    return sorted(
+        (m.offset, m.kind, m.value) for m in scanner.scan_stream(chunks, context)
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("chunk", [700, 4096, 1 << 20])
+def test_fast_scanner_matches_regex_scanner(seed: int, chunk: int) -> None:
+    rng = random.Random(seed)
+    data = _noise(rng).encode("utf-8")
+    context = seed % 3 == 0
+    expected = _matches(Scanner(fast=False), data, chunk, context)
+    assert len(expected) > 100
+    assert _matches(Scanner(fast=True), data, chunk, context) == expected
+
+
+def test_fast_scanner_honours_settings() -> None:
+    rng = random.Random(42)
+    data = _noise(rng).encode("utf-8")
+    settings = ScannerSettings(
+        kinds=frozenset({"cn-mobile", "bank-card"}),
+        mobile_context=("tel",),
+        mobile_window=8,
+    )
+    expected = _matches(Scanner(settings, fast=False), data, 4096, False)
+    assert _matches(Scanner(settings, fast=True), data, 4096, False) == expected
+
+
+def test_count_stream_matches_scan_stream() -> None:
+    rng = random.Random(7)
+    data = _noise(rng).encode("utf-8")
+    chunks = [data[i : i + 3000] for i in range(0, len(data), 3000)]
+    scanner = Scanner()
+    from agent.policy.detectors import Findings
+
+    counted = Findings()
+    scanner.count_stream(chunks, counted)
+    listed = Findings()
+    for match in scanner.scan_stream(chunks):
+        listed.add(match)
+    assert counted.counts == listed.counts
