@@ -130,10 +130,9 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not binary.exists():
         pytest.fail(f"{binary} is missing; run 'npm install' (make test does)")
     port = free_port()
-    location = tmp_path_factory.mktemp("azurite")
     process = subprocess.Popen(
         [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--location", str(location), "--inMemoryPersistence", "--disableTelemetry",
+         "--inMemoryPersistence", "--disableTelemetry",
          "--skipApiVersionCheck", "--loose", "--silent"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
