@@ -504,18 +504,14 @@ class AzurePlugin(Plugin):
         from azure.core import exceptions as core
 
         attributes = entry.item.attributes
-        blob = self.container.get_blob_client(attributes["name"])
         action = entry.decision.params.get("action")
         try:
             if action == "undelete":
+                blob = self.container.get_blob_client(attributes["name"])
                 blob.undelete_blob()
                 blob.delete_blob(delete_snapshots="include")
             else:
-                blob.delete_blob(
-                    snapshot=attributes["snapshot"],
-                    version_id=None if attributes["snapshot"] else attributes["version_id"],
-                    blob_delete_type="permanent",
-                )
+                self._delete_permanently(attributes["name"], attributes["snapshot"], attributes["version_id"])
         except core.HttpResponseError as exc:
             self.log.debug("delete_failed", key=entry.item.key, exc_info=True)
             if exc.status_code in (401, 403) and exc.error_code not in IMMUTABLE_CODES:
@@ -524,6 +520,14 @@ class AzurePlugin(Plugin):
         except Exception as exc:
             raise self._translate(exc, f"deleting {entry.item.display}", entry.item.display) from exc
         return self._result(entry, 202, None)
+
+    def _delete_permanently(self, name: str, snapshot: str | None, version_id: str | None) -> None:
+        """Remove a soft-deleted snapshot or version for good (``deletetype=permanent``)."""
+        blob = self.container.get_blob_client(name, snapshot=snapshot)
+        blob.delete_blob(
+            version_id=None if snapshot else version_id,
+            blob_delete_type="permanent",
+        )
 
     def _result(self, entry: PlannedItem, status: int, code: str | None) -> PurgeResult:
         item = entry.item
@@ -575,11 +579,7 @@ class AzurePlugin(Plugin):
                 continue
             if props.snapshot or (props.version_id and not props.is_current_version):
                 try:
-                    self.container.get_blob_client(props.name).delete_blob(
-                        snapshot=props.snapshot,
-                        version_id=None if props.snapshot else props.version_id,
-                        blob_delete_type="permanent",
-                    )
+                    self._delete_permanently(props.name, props.snapshot, props.version_id)
                     removed += 1
                     continue
                 except core.HttpResponseError:
