@@ -131,6 +131,7 @@ REFUSAL_REASONS = {
     "in-use": "device or file is in use",
     "not-supported": "no method available for this item",
     "permission": "permission denied",
+    "not-empty": "directory keeps refused entries, so it stays",
 }
 
 
@@ -144,6 +145,12 @@ class Decision:
     the journal or the certificate (it writes their SHA-256 digests).
     ``residual`` lists, in plain words, copies the method cannot reach.
     ``params`` carries method settings chosen at planning time (passes, key id).
+    The agent adds two flags to ``params`` when it hands back an item that
+    this process did not destroy: ``resumed`` (the job was restarted after
+    the destroy step began, so the item may differ from its planned identity
+    by that step alone) and ``recheck`` (``lethe verify`` repeats the rescan
+    of a finished job). Verification then reports checks that only the
+    destroying process could run, such as a read-back, as not run.
     """
 
     method: Method | None = None

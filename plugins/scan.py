@@ -70,7 +70,11 @@ def token_fingerprints(*values: str | bytes) -> list[bytes]:
     """Return names or field values long enough to search for, as UTF-8 bytes."""
     tokens: list[bytes] = []
     for value in values:
-        raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+        raw = (
+            value.encode("utf-8", "surrogateescape")
+            if isinstance(value, str)
+            else value
+        )
         if len(raw) >= MIN_TOKEN and raw not in tokens:
             tokens.append(raw)
     return tokens

@@ -1,0 +1,68 @@
+"""The ``lethe`` command: parses arguments and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import structlog
+
+import agent
+from agent.commands import certificate, plan, plugins, purge, verify
+from agent.errors import EXIT_FAILED, LetheError, UsageError, exit_code_for
+from plugins.errors import PluginError
+
+#: Verb modules; each adds its subcommand through ``register(subparsers)``.
+COMMAND_MODULES = [plan, purge, verify, certificate, plugins]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors exit with code 3, not 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="lethe",
+        description="Plan, purge, verify and certify the destruction of data.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"lethe {agent.__version__}"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # File names may hold undecodable bytes (surrogate escapes); show them
+    # escaped instead of failing on output.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except (LetheError, PluginError) as error:
+        print(f"lethe: error: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        print("lethe: interrupted before any item was destroyed", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 (exit 1 would wrongly mean "refused")
+        structlog.get_logger(__name__).exception("internal error", error=repr(error))
+        print(
+            f"lethe: internal error: {error!r}; the journal keeps every item's state, "
+            "so an interrupted purge can continue with lethe purge --resume JOB",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""``lethe certificate show|verify FILE``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent import certificate, keys
+from agent.audit import AuditLog
+from agent.commands.common import load_context, parent_parser, print_json
+from agent.errors import EXIT_FAILED, EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "certificate", help="show or verify a certificate of sanitization"
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show", parents=[parent_parser()], help="print a certificate"
+    )
+    show.add_argument("file", metavar="FILE", help="certificate JSON file")
+    show.add_argument(
+        "--html", metavar="OUT", help="write the certificate as HTML to OUT"
+    )
+    show.add_argument("--json", action="store_true", help="print the certificate JSON")
+    show.set_defaults(run=run_show)
+    check = actions.add_parser(
+        "verify",
+        parents=[parent_parser()],
+        help="check the signature, the signing key and the audit-log entry",
+    )
+    check.add_argument("file", metavar="FILE", help="certificate JSON file")
+    check.set_defaults(run=run_verify)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    context = load_context(args)
+    document = certificate.read(args.file)
+    if args.html:
+        Path(args.html).write_text(certificate.render_html(document), encoding="utf-8")
+    if args.json:
+        print_json(document)
+        return EXIT_OK
+    console = context.console
+    counts = document["counts"]
+    console.print(
+        f"certificate {document['certificate_id']} for job {document['job_id']}, {document['date']}"
+    )
+    console.print(
+        f"person: {document['person']['name']} {document['person']['title']}".rstrip()
+    )
+    console.print(f"organization: {document['organization']['name']}")
+    for medium in document["media"]:
+        console.print(f"media: {medium['target']} ({medium['plugin']})", markup=False)
+    console.print(f"method type: {document['sanitization']['method_type']}")
+    for method in document["sanitization"]["methods"]:
+        console.print(
+            f"  {method['method']} ({method['category']}): {method['items']} items"
+        )
+    console.print(
+        f"verification: {document['verification']['result']}: {document['verification']['method']}"
+    )
+    console.print(", ".join(f"{name} {count}" for name, count in counts.items()))
+    for note in document["notes"]:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"plan hash: {document['plan_hash']}")
+    console.print(f"signed by: {document['signature']['public_key_fingerprint']}")
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    context = load_context(args)
+    document = certificate.read(args.file)
+    trusted = keys.existing_public_key(context.state_dir)
+    report = certificate.verify(document, AuditLog.open(context.state_dir), trusted)
+    for name, passed, detail in report.checks:
+        context.console.print(
+            f"{'ok' if passed else 'FAILED'}: {name}: {detail}", markup=False
+        )
+    if report.valid:
+        context.console.print(f"certificate {args.file} is valid")
+        return EXIT_OK
+    context.console.print(f"certificate {args.file} is NOT valid")
+    return EXIT_FAILED

@@ -1,0 +1,73 @@
+"""Options and set-up shared by the verbs: config, state directory, targets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from agent import config as config_module
+from agent import log
+from agent.config import Config
+from agent.state import state_dir
+from plugins.base import Target
+
+
+def parent_parser() -> argparse.ArgumentParser:
+    """Options every verb accepts."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="configuration file (YAML)"
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory of the journal, audit log, signing key and certificates "
+        "(default: $LETHE_STATE_DIR, state_dir in the config, /var/lib/lethe as root, "
+        "$XDG_STATE_HOME/lethe otherwise)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default: INFO for JSON logs, WARNING on a terminal, "
+        "where progress bars show the per-item progress)",
+    )
+    return parser
+
+
+@dataclass
+class Context:
+    config: Config
+    state_dir: Path
+    console: Console
+
+
+def load_context(args: argparse.Namespace) -> Context:
+    """Configure logging, read the config and resolve the state directory."""
+    log.configure(args.log_level)
+    config = config_module.load(args.config)
+    return Context(
+        config,
+        state_dir(config, args.state_dir),
+        Console(highlight=False, soft_wrap=True),
+    )
+
+
+def targets_from(args_targets: list[str], config: Config) -> list[Target]:
+    """Targets from the command line (with options from the config), else the config's."""
+    if not args_targets:
+        return list(config.targets)
+    options = {target.url: target.options for target in config.targets}
+    return [Target(url, options.get(url, {})) for url in args_targets]
+
+
+def print_json(value: Any) -> None:
+    json.dump(
+        value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=True, default=str
+    )
+    sys.stdout.write("\n")

@@ -1,0 +1,743 @@
+"""The engine: runs one job through discover, plan, purge, verify and certify.
+
+Every item state change is committed to the journal before the engine takes
+the next step, in this order per item: ``planned`` -> ``purging`` (before the
+plugin is called) -> ``purged``, ``blocked`` or ``failed`` (after it returns)
+-> ``verified`` or ``failed`` (after the independent rescan). Only
+``verified`` items count as destroyed. After :meth:`Engine.request_stop`
+(SIGTERM), the plugin finishes the item in flight and the engine stops
+between batches, marking the job ``interrupted``. ``purge --resume`` then
+rescans the items left ``purging`` before it purges anything again.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent import certificate, hooks, keys
+from agent import plan as plan_module
+from agent.audit import AuditLog
+from agent.config import Config
+from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
+from agent.journal import ItemRow, Journal, StateChange, TargetRow, refusal_to_json
+from agent.log import get_logger
+from agent.policy import Policy
+from agent.progress import NullProgress, Progress
+from agent.registry import Registry
+from plugins.base import (
+    Decision,
+    Evidence,
+    Item,
+    JobContext,
+    Method,
+    Plugin,
+    PurgeResult,
+    Refusal,
+    Target,
+    chunked,
+)
+from plugins.errors import ItemChanged, PluginError
+from plugins.scan import fingerprint_digest
+
+#: Item states that still owe work; a job with any of them is not finished.
+UNFINISHED = ("planned", "purging", "purged")
+
+
+@dataclass
+class JobOutcome:
+    """The result of a finished or stopped job, for the CLI and the hooks."""
+
+    job_id: str
+    state: str
+    exit_code: int
+    counts: Mapping[str, int]
+    plan_hash: str | None
+    certificate: Path | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "plan_hash": self.plan_hash,
+            "counts": dict(self.counts),
+            "certificate": str(self.certificate) if self.certificate else None,
+            "messages": list(self.messages),
+        }
+
+
+def new_job_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+class Engine:
+    """A job runner bound to one state directory (journal, audit log, signing key)."""
+
+    def __init__(
+        self,
+        config: Config,
+        state_dir: Path,
+        registry: Registry | None = None,
+        policy: Policy | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.registry = registry or Registry.from_entry_points()
+        self.policy = policy or Policy.from_config(config.sections.get("policy"))
+        self.progress = progress or NullProgress()
+        self.journal = Journal.open(state_dir)
+        self.audit = AuditLog.open(state_dir)
+        self._stop_requested = False
+        #: Extra stop condition polled with the SIGTERM flag (set by daemons).
+        self.stop_condition: Callable[[], bool] = lambda: False
+        self._plugins: dict[int, Plugin] = {}
+        #: Fingerprints by (target position, item key), in memory for this job only.
+        self._fingerprints: dict[tuple[int, str], tuple[bytes, ...]] = {}
+        #: Messages of target-wide steps that failed in this run.
+        self._failed_steps: list[str] = []
+        #: Items whose destroy step ran in this process, by (target position, key).
+        self._purged_here: set[tuple[int, str]] = set()
+        self._log = get_logger(__name__)
+
+    def request_stop(self) -> None:
+        """Ask the job to stop after the item in flight (SIGTERM handler)."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested or self.stop_condition()
+
+    def close(self) -> None:
+        for plugin in self._plugins.values():
+            try:
+                plugin.close()
+            except PluginError as error:
+                self._log.warning(
+                    "plugin close failed", plugin=plugin.name, error=str(error)
+                )
+        self._plugins.clear()
+        self.journal.close()
+
+    # Planning
+
+    def plan(
+        self,
+        targets: Sequence[Target],
+        settings: Mapping[str, Any],
+        dry_run: bool,
+        source_plan: str | None = None,
+    ) -> str:
+        """Discover and plan every target into a new journaled job; return its id."""
+        if not targets:
+            raise UsageError(
+                "no targets given; name a target on the command line or under targets: in the config"
+            )
+        job_id = new_job_id()
+        self._log = get_logger(__name__, job=job_id)
+        self.journal.create_job(
+            job_id, dry_run, settings, self.config.digest, source_plan
+        )
+        try:
+            for position, target in enumerate(targets):
+                plugin = self._open_plugin(job_id, position, target, settings, dry_run)
+                info = plugin.describe()
+                self.journal.add_target(job_id, position, target, plugin.name, info)
+                self.journal.add_items(
+                    job_id, self._plan_target(position, target, plugin)
+                )
+        except BaseException:
+            self.journal.update_job(job_id, state="plan-failed")
+            raise
+        plan_hash = plan_module.plan_hash(self.journal, job_id)
+        self.journal.set_plan_hash(job_id, plan_hash)
+        self.journal.update_job(
+            job_id, state="planned", summary=plan_module.summarize(self.journal, job_id)
+        )
+        self._log.info("plan ready", plan_hash=plan_hash)
+        return job_id
+
+    def _open_plugin(
+        self,
+        job_id: str,
+        position: int,
+        target: Target,
+        settings: Mapping[str, Any],
+        dry_run: bool,
+    ) -> Plugin:
+        plugin_class = self.registry.plugin_for(target)
+        context = JobContext(
+            job_id=job_id,
+            dry_run=dry_run,
+            settings=dict(settings),
+            progress=self.progress.advance_bytes,
+            should_stop=lambda: self.stop_requested,
+        )
+        plugin = plugin_class(target, context)
+        self._plugins[position] = plugin
+        return plugin
+
+    def _plan_target(
+        self, position: int, target: Target, plugin: Plugin
+    ) -> Iterator[ItemRow]:
+        log = self._log.bind(plugin=plugin.name, target=target.url)
+        for item in plugin.discover():
+            assessment = self.policy.assess(target, item)
+            try:
+                decision = self._decide(
+                    plugin, item, assessment.refusal, assessment.mask
+                )
+            except ItemChanged as error:
+                log.info(
+                    "item vanished before planning", key=item.key, error=str(error)
+                )
+                continue
+            if decision.refusal is not None:
+                log.warning(
+                    "item refused",
+                    key=item.key,
+                    reason=decision.refusal.reason,
+                    detail=decision.refusal.detail,
+                )
+            else:
+                self._fingerprints[(position, item.key)] = decision.fingerprints
+            yield _row(position, item, decision, assessment.classification)
+
+    @staticmethod
+    def _decide(
+        plugin: Plugin, item: Item, hold: Refusal | None, mask: Mapping[str, Any] | None
+    ) -> Decision:
+        if hold is not None:
+            return Decision(refusal=hold)
+        if mask is None:
+            return plugin.plan_item(item)
+        if Method.MASK not in plugin.methods:
+            detail = f"the policy requests masking for this item, but the {plugin.name} plugin cannot mask"
+            return Decision(refusal=Refusal("not-supported", detail))
+        return Decision(method=Method.MASK, params={"mask": dict(mask)})
+
+    # Purging
+
+    def purge(self, job_id: str) -> JobOutcome:
+        """Purge, complete, verify and certify a planned job."""
+        job = self.journal.job(job_id)
+        self._log = get_logger(__name__, job=job_id)
+        self._record_config_change()
+        self.audit.append(
+            "job-started",
+            job_id=job_id,
+            targets=[row.target.url for row in self.journal.targets(job_id)],
+        )
+        self.audit.append(
+            "plan", job_id=job_id, plan_hash=job.plan_hash, source_plan=job.source_plan
+        )
+        self.journal.update_job(job_id, state="purging", dry_run=0)
+        for plugin in self._plugins.values():
+            plugin.context.dry_run = False
+        return self._run(job_id)
+
+    def resume(self, job_id: str) -> JobOutcome:
+        """Continue an interrupted job, rescanning the items left in flight first."""
+        job = self.journal.job(job_id)
+        self._log = get_logger(__name__, job=job_id)
+        if job.state in ("done", "failed") and not self._count(job_id, UNFINISHED):
+            raise UsageError(
+                f"job {job_id} is already finished ({job.state}); nothing to resume"
+            )
+        if job.state in ("planning", "mismatch", "cancelled") or (
+            job.state == "planned" and job.dry_run
+        ):
+            raise UsageError(
+                f"job {job_id} was never started ({job.state}); run lethe purge again"
+            )
+        for row in self.journal.targets(job_id):
+            plugin = self._open_plugin(
+                job_id, row.position, row.target, job.settings, dry_run=False
+            )
+            plugin.describe()
+        self.audit.append("job-resumed", job_id=job_id, plan_hash=job.plan_hash)
+        self.journal.update_job(job_id, state="purging")
+        return self._run(job_id)
+
+    def _run(self, job_id: str) -> JobOutcome:
+        try:
+            return self._run_steps(job_id)
+        except BaseException:
+            # Item states are already journaled; the job can be resumed.
+            self.progress.finish()
+            self.journal.update_job(job_id, state="interrupted")
+            raise
+
+    def _run_steps(self, job_id: str) -> JobOutcome:
+        targets = self.journal.targets(job_id)
+        self._start_progress(job_id)
+        for row in targets:
+            self._rescan_in_flight(job_id, row)
+        for row in targets:
+            if self.stop_requested:
+                break
+            self._purge_target(job_id, row)
+        if self.stop_requested:
+            return self._interrupted(job_id)
+        for row in targets:
+            self._complete_target(job_id, row)
+        for row in targets:
+            self._verify_target(job_id, row)
+        self.progress.finish()
+        return self._finish(job_id)
+
+    def _start_progress(self, job_id: str) -> None:
+        rows = self.journal.query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS total FROM items WHERE job_id = ? AND state IN ('planned', 'purging')",
+            (job_id,),
+        )
+        self.progress.start("purging", rows[0]["n"], rows[0]["total"])
+
+    def _rescan_in_flight(self, job_id: str, row: TargetRow) -> None:
+        """Verify items left ``purging`` by a crash; requeue the ones still present.
+
+        Fingerprints were lost with the crashed process, so the raw scan does
+        not run for these items, and their evidence records that.
+        """
+        plugin = self._plugins[row.position]
+        log = self._log.bind(plugin=plugin.name, target=row.target.url)
+        in_flight = self.journal.items(job_id, target=row.position, states=("purging",))
+        for batch in chunked(in_flight, plugin.batch_size):
+            evidence = self._collect_evidence(job_id, plugin, batch, row)
+            verified = [
+                _evidence_change(item, evidence[item.key])
+                for item in batch
+                if item.key in evidence and evidence[item.key].verified
+            ]
+            self._commit(job_id, verified, log)
+            done = {change.key for change in verified}
+            for item in batch:
+                if item.key not in done:
+                    detail = "in flight at interruption; purged again"
+                    self.journal.requeue(job_id, item.target, item.key, detail)
+                    log.info("item state", key=item.key, state="planned", resumed=True)
+
+    def _purge_target(self, job_id: str, row: TargetRow) -> None:
+        plugin = self._plugins[row.position]
+        log = self._log.bind(plugin=plugin.name, target=row.target.url)
+        for batch in chunked(
+            self.journal.items(job_id, target=row.position, states=("planned",)),
+            plugin.batch_size,
+        ):
+            if self.stop_requested:
+                return
+            keys_ = [item.key for item in batch]
+            self.journal.set_states(job_id, row.position, keys_, "purging")
+            for item in batch:
+                log.info("item state", key=item.key, state="purging")
+            try:
+                self._purge_batch(job_id, plugin, batch, log)
+            except PluginError as error:
+                log.error("target failed during purge", error=str(error))
+                self._add_step(job_id, row.position, "purge", "failed", str(error))
+                return
+
+    def _purge_batch(
+        self, job_id: str, plugin: Plugin, batch: list[ItemRow], log: Any
+    ) -> None:
+        """Purge one batch and record its outcomes in one transaction.
+
+        Items whose destroy step finished but whose outcome is not committed
+        yet stay ``purging``, which a resume rescans before anything else.
+        """
+        by_key = {item.key: item for item in batch}
+        planned = [item.planned_item(self._fingerprints_for(item)) for item in batch]
+        changes: list[StateChange] = []
+        try:
+            for result in plugin.purge(planned):
+                item = by_key.pop(result.key, None)
+                if item is None:
+                    log.error(
+                        "plugin returned a result for an item not in the batch",
+                        key=result.key,
+                    )
+                    continue
+                changes.append(_result_change(item, result))
+                self._purged_here.add((item.target, item.key))
+                self.progress.advance_items(1)
+        finally:
+            self._commit(job_id, changes, log)
+        if by_key and self.stop_requested:
+            # The contract has the plugin finish or roll back the item in
+            # flight before it returns, so items without a result are untouched.
+            untouched = [
+                StateChange(
+                    item.target, item.key, "planned", "not started before the stop"
+                )
+                for item in by_key.values()
+            ]
+            self._commit(job_id, untouched, log)
+        elif by_key:
+            for item in by_key.values():
+                log.error("plugin returned no result for item", key=item.key)
+
+    def _fingerprints_for(self, item: ItemRow) -> tuple[bytes, ...]:
+        return self._fingerprints.get((item.target, item.key), ())
+
+    def _complete_target(self, job_id: str, row: TargetRow) -> None:
+        plugin = self._plugins[row.position]
+        log = self._log.bind(plugin=plugin.name, target=row.target.url)
+        try:
+            for result in plugin.complete():
+                self._add_step(
+                    job_id, row.position, result.key, result.status, result.detail
+                )
+                level = log.info if result.status == "purged" else log.error
+                level(
+                    "target step",
+                    step=result.key,
+                    status=result.status,
+                    detail=result.detail,
+                )
+        except PluginError as error:
+            log.error("target step failed", error=str(error))
+            self._add_step(job_id, row.position, "complete", "failed", str(error))
+
+    def _verify_target(self, job_id: str, row: TargetRow) -> None:
+        plugin = self._plugins[row.position]
+        log = self._log.bind(plugin=plugin.name, target=row.target.url)
+        purged = self._count(job_id, ("purged",), row.position)
+        self.progress.start("verifying", purged, 0)
+        rows = self.journal.items(job_id, target=row.position, states=("purged",))
+        for batch in chunked(rows, plugin.batch_size):
+            evidence = self._collect_evidence(job_id, plugin, batch, row)
+            changes = []
+            for item in batch:
+                found = evidence.get(item.key)
+                if found is None:
+                    # Stays ``purged``: not destroyed until a rescan agrees.
+                    log.error("no verification evidence for item", key=item.key)
+                    continue
+                changes.append(_evidence_change(item, found))
+            self._commit(job_id, changes, log)
+            self.progress.advance_items(len(changes))
+
+    def _collect_evidence(
+        self,
+        job_id: str,
+        plugin: Plugin,
+        batch: list[ItemRow],
+        row: TargetRow,
+        recheck: bool = False,
+    ) -> dict[str, Evidence]:
+        """Run the plugin's verification of one batch, keyed by item key.
+
+        Items this process did not purge carry ``params["resumed"]`` (after a
+        restart) or ``params["recheck"]`` (``lethe verify``), so the plugin
+        reports checks it cannot repeat, such as a read-back, as not run.
+        """
+        planned = []
+        for item in batch:
+            flags = {}
+            if recheck:
+                flags["recheck"] = True
+            elif (item.target, item.key) not in self._purged_here:
+                flags["resumed"] = True
+            planned.append(item.planned_item(self._fingerprints_for(item), flags))
+        try:
+            return {evidence.key: evidence for evidence in plugin.verify(planned)}
+        except PluginError as error:
+            self._log.error(
+                "verification could not run",
+                plugin=plugin.name,
+                target=row.target.url,
+                error=str(error),
+            )
+            self._add_step(job_id, row.position, "verify", "failed", str(error))
+            return {}
+
+    def _commit(self, job_id: str, changes: list[StateChange], log: Any) -> None:
+        """Write state changes in one transaction, then log each of them."""
+        if not changes:
+            return
+        self.journal.apply(job_id, changes)
+        for change in changes:
+            if change.state == "failed":
+                log.error(
+                    "item failed",
+                    key=change.key,
+                    state=change.state,
+                    detail=change.detail,
+                )
+            elif change.state == "blocked":
+                log.warning(
+                    "item blocked",
+                    key=change.key,
+                    state=change.state,
+                    detail=change.detail,
+                )
+            else:
+                log.info("item state", key=change.key, state=change.state)
+
+    def _count(
+        self, job_id: str, states: Sequence[str], target: int | None = None
+    ) -> int:
+        sql = f"SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state IN ({', '.join('?' for _ in states)})"
+        parameters: list[Any] = [job_id, *states]
+        if target is not None:
+            sql += " AND target = ?"
+            parameters.append(target)
+        return self.journal.query(sql, parameters)[0]["n"]
+
+    # Finishing
+
+    def _interrupted(self, job_id: str) -> JobOutcome:
+        self.progress.finish()
+        counts = self.journal.count_states(job_id)
+        self.journal.update_job(job_id, state="interrupted")
+        self.audit.append("job-interrupted", job_id=job_id, counts=counts)
+        self._log.warning("job interrupted", counts=counts)
+        outcome = JobOutcome(
+            job_id,
+            "interrupted",
+            EXIT_FAILED,
+            counts,
+            self.journal.job(job_id).plan_hash,
+            messages=[
+                f"job stopped before the end; continue it with: lethe purge --resume {job_id}"
+            ],
+        )
+        hooks.after_job(outcome.summary())
+        return outcome
+
+    def _add_step(
+        self, job_id: str, position: int, name: str, status: str, detail: str
+    ) -> None:
+        """Journal a target-wide step; a failed one fails this run of the job."""
+        self.journal.add_step(job_id, position, name, status, detail)
+        if status == "failed":
+            self._failed_steps.append(f"target step {name} failed: {detail}")
+
+    def _finish(self, job_id: str) -> JobOutcome:
+        job = self.journal.job(job_id)
+        counts = self.journal.count_states(job_id)
+        messages = list(self._failed_steps)
+        state, exit_code = _final_state(counts, bool(self._failed_steps))
+        if state == "failed":
+            messages.append(
+                "no certificate was issued because not every item was destroyed and verified"
+            )
+
+        self.audit.append(
+            "job-finished",
+            job_id=job_id,
+            state=state,
+            plan_hash=job.plan_hash,
+            counts=counts,
+        )
+        path = self._certify(job_id) if state == "done" else None
+        self.journal.update_job(
+            job_id, state=state, certificate=str(path) if path else None
+        )
+
+        outcome = JobOutcome(
+            job_id, state, exit_code, counts, job.plan_hash, path, messages
+        )
+        self._log.info("job finished", state=state, counts=counts)
+        hooks.after_job(outcome.summary())
+        return outcome
+
+    def _certify(self, job_id: str) -> Path:
+        key = keys.load_or_create(self.state_dir)
+        with self.audit.writer() as writer:
+            document = certificate.build(
+                self.journal, job_id, self.config.operator, writer.next_seq
+            )
+            signed = certificate.sign(document, key)
+            writer.append(
+                "certificate",
+                job_id=job_id,
+                certificate_id=signed["certificate_id"],
+                certificate_digest=certificate.document_digest(signed),
+            )
+        path = certificate.write(signed, self.state_dir)
+        self._log.info("certificate issued", path=str(path))
+        return path
+
+    def _record_config_change(self) -> None:
+        if self.config.digest is None:
+            return
+        last = self.audit.last_of_kind("config")
+        if last is None or last.get("digest") != self.config.digest:
+            self.audit.append(
+                "config", path=self.config.path, digest=self.config.digest
+            )
+
+    # Re-verification
+
+    def reverify(self, job_id: str) -> JobOutcome:
+        """Repeat the rescan of a job's destroyed items without fingerprints."""
+        job = self.journal.job(job_id)
+        self._log = get_logger(__name__, job=job_id)
+        if job.dry_run or job.state in (
+            "planning",
+            "plan-failed",
+            "planned",
+            "mismatch",
+            "cancelled",
+        ):
+            raise UsageError(
+                f"job {job_id} destroyed nothing ({job.state}), so there is nothing to verify"
+            )
+        disagreements = 0
+        for row in self.journal.targets(job_id):
+            plugin = self._open_plugin(
+                job_id, row.position, row.target, job.settings, dry_run=True
+            )
+            plugin.describe()
+            disagreements += self._recheck_target(job_id, row, plugin)
+        counts = self.journal.count_states(job_id)
+        exit_code = EXIT_FAILED if disagreements or counts.get("failed") else EXIT_OK
+        self.audit.append(
+            "job-reverified", job_id=job_id, disagreements=disagreements, counts=counts
+        )
+        messages = (
+            [f"{disagreements} item(s) failed the repeated rescan"]
+            if disagreements
+            else []
+        )
+        return JobOutcome(
+            job_id, job.state, exit_code, counts, job.plan_hash, None, messages
+        )
+
+    def _recheck_target(self, job_id: str, row: TargetRow, plugin: Plugin) -> int:
+        disagreements = 0
+        rows = self.journal.items(
+            job_id, target=row.position, states=("verified", "purged")
+        )
+        for batch in chunked(rows, plugin.batch_size):
+            evidence = self._collect_evidence(job_id, plugin, batch, row, recheck=True)
+            for item in batch:
+                found = evidence.get(item.key)
+                verified = found is not None and found.verified
+                self.journal.add_recheck(
+                    job_id,
+                    item.target,
+                    item.key,
+                    verified,
+                    _evidence_json(found) if found else None,
+                )
+                if not verified:
+                    disagreements += 1
+                    self._log.error(
+                        "repeated rescan disagrees",
+                        key=item.key,
+                        detail=_failed_checks(found) if found else "no evidence",
+                    )
+        return disagreements
+
+
+def run_job(
+    config: Config,
+    state_dir: Path,
+    targets: Sequence[Target],
+    settings: Mapping[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> JobOutcome:
+    """Plan and purge targets without confirmation (daemon and scheduled jobs).
+
+    ``settings`` defaults to the config's settings. ``should_stop`` is polled
+    between batches and by the plugins, so a daemon's SIGTERM stops the job
+    after the item in flight.
+    """
+    engine = Engine(config, state_dir)
+    if should_stop is not None:
+        engine.stop_condition = should_stop
+    try:
+        chosen = (
+            settings if settings is not None else config.settings.as_plugin_settings()
+        )
+        job_id = engine.plan(targets, chosen, dry_run=False)
+        return engine.purge(job_id)
+    finally:
+        engine.close()
+
+
+def _row(position: int, item: Item, decision: Decision, classification: str) -> ItemRow:
+    return ItemRow(
+        target=position,
+        key=item.key,
+        kind=item.kind,
+        size=item.size,
+        label=item.label,
+        identity=dict(item.identity),
+        attributes=dict(item.attributes),
+        classification=classification,
+        method=decision.method.value if decision.method else None,
+        params=dict(decision.params),
+        refusal=refusal_to_json(decision.refusal),
+        residual=tuple(decision.residual),
+        state="planned" if decision.permitted else "refused",
+        fingerprints=tuple(
+            fingerprint_digest(value) for value in decision.fingerprints
+        ),
+    )
+
+
+def _final_state(counts: Mapping[str, int], step_failed: bool) -> tuple[str, int]:
+    """Return the job state and exit code for the final item counts."""
+    unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
+    if counts.get("failed") or unfinished or step_failed:
+        return "failed", EXIT_FAILED
+    if counts.get("refused") or counts.get("blocked"):
+        return "done", EXIT_REFUSED
+    return "done", EXIT_OK
+
+
+def _result_change(item: ItemRow, result: PurgeResult) -> StateChange:
+    if result.status == "purged":
+        return StateChange(item.target, item.key, "purged", result.detail, result.bytes)
+    if result.status == "blocked":
+        refusal = refusal_to_json(result.refusal) or {
+            "reason": "blocked",
+            "detail": result.detail,
+        }
+        return StateChange(
+            item.target, item.key, "blocked", result.detail, refusal=refusal
+        )
+    return StateChange(item.target, item.key, "failed", result.detail, result.bytes)
+
+
+def _evidence_change(item: ItemRow, evidence: Evidence) -> StateChange:
+    if evidence.verified:
+        return StateChange(
+            item.target, item.key, "verified", evidence=_evidence_json(evidence)
+        )
+    return StateChange(
+        item.target,
+        item.key,
+        "failed",
+        _failed_checks(evidence),
+        evidence=_evidence_json(evidence),
+    )
+
+
+def _evidence_json(evidence: Evidence) -> dict[str, Any]:
+    return {
+        "checks": [
+            {"name": check.name, "passed": check.passed, "detail": check.detail}
+            for check in evidence.checks
+        ]
+    }
+
+
+def _failed_checks(evidence: Evidence) -> str:
+    failed = [
+        f"{check.name}: {check.detail}" for check in evidence.checks if not check.passed
+    ]
+    return (
+        "verification failed: " + "; ".join(failed)
+        if failed
+        else "verification returned no checks"
+    )

@@ -1,0 +1,680 @@
+"""The job journal: one SQLite file in the state directory.
+
+Every state change of an item is committed before the engine moves on, so
+after a crash or SIGTERM the journal records exactly which items were planned,
+in flight (``purging``), destroyed but not yet verified (``purged``),
+verified, failed, refused or blocked. Items are read back in pages by row id,
+so a job of any size is never held in memory.
+
+Item states:
+
+- ``planned``: permitted, not touched yet
+- ``purging``: the destroy step started and its outcome is not recorded
+- ``purged``: the destroy step completed; verification is still owed
+- ``verified``: the independent rescan agreed; only now is it destroyed
+- ``failed``: the destroy step or the verification failed
+- ``refused``: the plan refused it (``refusal`` gives the reason)
+- ``blocked``: the store refused to destroy it for a lawful reason
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.errors import JournalError
+from plugins.base import (
+    Decision,
+    Item,
+    Method,
+    PlannedItem,
+    Refusal,
+    Target,
+    TargetInfo,
+)
+
+
+def residual_note(path: Path) -> str:
+    """Return the residual-risk statement about the names the journal keeps."""
+    return (
+        f"Lethe's journal {path} keeps each item's key and label (file paths, object "
+        "keys), which can themselves be personal data; protect, retain or purge the "
+        "state directory accordingly."
+    )
+
+
+ITEM_STATES = (
+    "planned",
+    "purging",
+    "purged",
+    "verified",
+    "failed",
+    "refused",
+    "blocked",
+)
+FILE_NAME = "journal.sqlite"
+PAGE = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    state TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    plan_hash TEXT,
+    config_digest TEXT,
+    settings TEXT NOT NULL,
+    source_plan TEXT,
+    summary TEXT,
+    certificate TEXT
+);
+CREATE TABLE IF NOT EXISTS targets (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    position INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    options TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    info TEXT NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    target INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    method TEXT,
+    params TEXT NOT NULL,
+    refusal TEXT,
+    residual TEXT NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    plan_hash TEXT,
+    evidence TEXT,
+    fingerprints TEXT NOT NULL,
+    bytes_done INTEGER NOT NULL DEFAULT 0,
+    updated TEXT NOT NULL,
+    UNIQUE (job_id, target, key)
+);
+CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state, id);
+CREATE TABLE IF NOT EXISTS steps (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    target INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rechecks (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    target INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    at TEXT NOT NULL,
+    verified INTEGER NOT NULL,
+    evidence TEXT NOT NULL
+);
+"""
+
+
+def key_bytes(key: str) -> bytes:
+    """Encode an item key for the journal, keeping undecodable file-name bytes.
+
+    Keys are stored as BLOBs because a file name that is not valid UTF-8
+    arrives as a str with surrogate escapes (``os.fsdecode``), which SQLite
+    TEXT cannot store; BLOBs also sort bytewise, so paging by key is stable.
+    """
+    return key.encode("utf-8", "surrogateescape")
+
+
+def key_text(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def display_text(text: str) -> str:
+    """Make a label or message storable as TEXT, escaping undecodable bytes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def dumps(value: Any) -> str:
+    """Serialise to the canonical JSON the journal, plan and audit log share.
+
+    Non-ASCII characters are escaped, so file names with surrogate escapes
+    (undecodable bytes) survive the round trip.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+    )
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    position: int
+    target: Target
+    plugin: str
+    info: TargetInfo
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    created: str
+    updated: str
+    state: str
+    dry_run: bool
+    plan_hash: str | None
+    config_digest: str | None
+    settings: Mapping[str, Any]
+    source_plan: str | None
+    summary: Mapping[str, Any] | None
+    certificate: str | None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One journal row: the item, the plan's decision and the current state."""
+
+    target: int
+    key: str
+    kind: str
+    size: int
+    label: str = ""
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    classification: str = "unclassified"
+    method: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    refusal: Mapping[str, Any] | None = None
+    residual: tuple[str, ...] = ()
+    state: str = "planned"
+    detail: str = ""
+    evidence: Any = None
+    fingerprints: tuple[str, ...] = ()
+    bytes_done: int = 0
+    row_id: int = 0
+
+    def item(self) -> Item:
+        return Item(
+            self.key, self.kind, self.size, self.identity, self.attributes, self.label
+        )
+
+    def planned_item(
+        self,
+        fingerprints: tuple[bytes, ...] = (),
+        flags: Mapping[str, bool] | None = None,
+    ) -> PlannedItem:
+        """Rebuild the plan's decision; fingerprints come from memory, if at all.
+
+        ``flags`` are added to the decision's params (``resumed``, ``recheck``).
+        """
+        if self.method is None:
+            decision = Decision(
+                refusal=refusal_from_json(self.refusal), residual=self.residual
+            )
+            return PlannedItem(self.item(), decision)
+        decision = Decision(
+            method=Method(self.method),
+            residual=self.residual,
+            fingerprints=fingerprints,
+            params={**self.params, **(flags or {})},
+        )
+        return PlannedItem(self.item(), decision)
+
+
+def refusal_to_json(refusal: Refusal | None) -> dict[str, Any] | None:
+    if refusal is None:
+        return None
+    until = refusal.blocked_until.isoformat() if refusal.blocked_until else None
+    return {"reason": refusal.reason, "detail": refusal.detail, "blocked_until": until}
+
+
+def refusal_from_json(value: Mapping[str, Any] | None) -> Refusal:
+    value = value or {"reason": "not-supported", "detail": "no refusal recorded"}
+    until = value.get("blocked_until")
+    return Refusal(
+        value["reason"],
+        value.get("detail", ""),
+        datetime.fromisoformat(until) if until else None,
+    )
+
+
+def info_to_json(info: TargetInfo) -> dict[str, Any]:
+    return {
+        "media": dict(info.media),
+        "notes": list(info.notes),
+        "residual": list(info.residual),
+    }
+
+
+def info_from_json(value: Mapping[str, Any]) -> TargetInfo:
+    return TargetInfo(
+        media=value.get("media", {}),
+        notes=tuple(value.get("notes", ())),
+        residual=tuple(value.get("residual", ())),
+    )
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A new state for one item, with the detail, bytes, evidence or refusal seen."""
+
+    target: int
+    key: str
+    state: str
+    detail: str = ""
+    bytes_done: int | None = None
+    evidence: Any = None
+    refusal: Mapping[str, Any] | None = None
+
+    def assignments(self) -> tuple[str, list[Any]]:
+        columns = ["state = ?", "detail = ?"]
+        values: list[Any] = [self.state, display_text(self.detail)]
+        if self.bytes_done is not None:
+            columns.append("bytes_done = ?")
+            values.append(self.bytes_done)
+        if self.evidence is not None:
+            columns.append("evidence = ?")
+            values.append(dumps(self.evidence))
+        if self.refusal is not None:
+            columns.append("refusal = ?")
+            values.append(dumps(self.refusal))
+        return ", ".join(columns), values
+
+
+class Journal:
+    """The SQLite journal of every job run from one state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot open the journal {path}: {error}") from error
+        self._db.row_factory = sqlite3.Row
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Journal:
+        return cls(state_dir / FILE_NAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run one statement in its own committed transaction."""
+        try:
+            with self._transaction():
+                return self._db.execute(sql, parameters)
+        except sqlite3.Error as error:
+            raise JournalError(
+                f"cannot write the journal {self.path}: {error}"
+            ) from error
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # Jobs
+
+    def create_job(
+        self,
+        job_id: str,
+        dry_run: bool,
+        settings: Mapping[str, Any],
+        config_digest: str | None,
+        source_plan: str | None = None,
+    ) -> None:
+        stamp = now()
+        self._write(
+            "INSERT INTO jobs (id, created, updated, state, dry_run, config_digest,"
+            " settings, source_plan) VALUES (?, ?, ?, 'planning', ?, ?, ?, ?)",
+            (
+                job_id,
+                stamp,
+                stamp,
+                int(dry_run),
+                config_digest,
+                dumps(settings),
+                source_plan,
+            ),
+        )
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set job columns (state, plan_hash, summary, certificate, dry_run)."""
+        allowed = {"state", "plan_hash", "summary", "certificate", "dry_run"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown job columns: {sorted(unknown)}")
+        values = [dumps(v) if k == "summary" else v for k, v in fields.items()]
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._write(
+            f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?",
+            (*values, now(), job_id),
+        )
+
+    def job(self, job_id: str) -> JobRow:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JournalError(
+                f"job {job_id!r} is not in the journal {self.path}; "
+                "check the job id and the state directory (-c, LETHE_STATE_DIR)"
+            )
+        return JobRow(
+            id=row["id"],
+            created=row["created"],
+            updated=row["updated"],
+            state=row["state"],
+            dry_run=bool(row["dry_run"]),
+            plan_hash=row["plan_hash"],
+            config_digest=row["config_digest"],
+            settings=json.loads(row["settings"]),
+            source_plan=row["source_plan"],
+            summary=json.loads(row["summary"]) if row["summary"] else None,
+            certificate=row["certificate"],
+        )
+
+    # Targets
+
+    def add_target(
+        self, job_id: str, position: int, target: Target, plugin: str, info: TargetInfo
+    ) -> None:
+        self._write(
+            "INSERT INTO targets (job_id, position, url, options, plugin, info)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                position,
+                target.url,
+                dumps(dict(target.options)),
+                plugin,
+                dumps(info_to_json(info)),
+            ),
+        )
+
+    def targets(self, job_id: str) -> list[TargetRow]:
+        rows = self._db.execute(
+            "SELECT * FROM targets WHERE job_id = ? ORDER BY position", (job_id,)
+        ).fetchall()
+        return [
+            TargetRow(
+                row["position"],
+                Target(row["url"], json.loads(row["options"])),
+                row["plugin"],
+                info_from_json(json.loads(row["info"])),
+            )
+            for row in rows
+        ]
+
+    # Items
+
+    def add_items(self, job_id: str, rows: Iterable[ItemRow], page: int = PAGE) -> None:
+        """Insert planned rows, committing every ``page`` rows."""
+        batch: list[tuple[Any, ...]] = []
+        for row in rows:
+            batch.append(self._item_values(job_id, row))
+            if len(batch) >= page:
+                self._insert(batch)
+                batch = []
+        if batch:
+            self._insert(batch)
+
+    def add_item(self, job_id: str, row: ItemRow) -> None:
+        self._insert([self._item_values(job_id, row)])
+
+    def _insert(self, batch: list[tuple[Any, ...]]) -> None:
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO items (job_id, target, key, kind, size, label, identity,"
+                    " attributes, classification, method, params, refusal, residual, state,"
+                    " detail, fingerprints, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    batch,
+                )
+        except sqlite3.IntegrityError as error:
+            raise JournalError(
+                f"a plugin yielded the same item key twice in one target: {error}"
+            ) from error
+
+    @staticmethod
+    def _item_values(job_id: str, row: ItemRow) -> tuple[Any, ...]:
+        return (
+            job_id,
+            row.target,
+            key_bytes(row.key),
+            row.kind,
+            row.size,
+            display_text(row.label),
+            dumps(row.identity),
+            dumps(row.attributes),
+            row.classification,
+            row.method,
+            dumps(row.params),
+            dumps(row.refusal) if row.refusal else None,
+            dumps(list(row.residual)),
+            row.state,
+            display_text(row.detail),
+            dumps(list(row.fingerprints)),
+            now(),
+        )
+
+    def set_plan_hash(self, job_id: str, plan_hash: str) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE items SET plan_hash = ? WHERE job_id = ?", (plan_hash, job_id)
+            )
+            self._db.execute(
+                "UPDATE jobs SET plan_hash = ?, updated = ? WHERE id = ?",
+                (plan_hash, now(), job_id),
+            )
+
+    def set_states(
+        self,
+        job_id: str,
+        target: int,
+        keys: Sequence[str],
+        state: str,
+        detail: str = "",
+    ) -> None:
+        """Move several items to one state in a single transaction."""
+        self._check_state(state)
+        stamp = now()
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE items SET state = ?, detail = ?, updated = ?"
+                " WHERE job_id = ? AND target = ? AND key = ?",
+                [
+                    (state, display_text(detail), stamp, job_id, target, key_bytes(key))
+                    for key in keys
+                ],
+            )
+
+    def set_state(
+        self, job_id: str, target: int, key: str, state: str, **fields: Any
+    ) -> None:
+        """Record one item's new state in its own transaction."""
+        self.apply(job_id, [StateChange(target, key, state, **fields)])
+
+    def apply(self, job_id: str, changes: Sequence[StateChange]) -> None:
+        """Record the outcomes of one batch of items in a single transaction."""
+        stamp = now()
+        try:
+            with self._transaction():
+                for change in changes:
+                    self._check_state(change.state)
+                    assignments, values = change.assignments()
+                    self._db.execute(
+                        f"UPDATE items SET {assignments}, updated = ?"
+                        " WHERE job_id = ? AND target = ? AND key = ?",
+                        (*values, stamp, job_id, change.target, key_bytes(change.key)),
+                    )
+        except sqlite3.Error as error:
+            raise JournalError(
+                f"cannot write the journal {self.path}: {error}"
+            ) from error
+
+    def requeue(self, job_id: str, target: int, key: str, detail: str) -> None:
+        """Return an item left in flight to ``planned`` and mark its decision resumed.
+
+        ``params["resumed"]`` informs the plugin that the item may differ from
+        its planned identity only by the interrupted destroy step itself
+        (for files: the same inode with a new mtime).
+        """
+        self._write(
+            "UPDATE items SET state = 'planned', detail = ?, updated = ?,"
+            " params = json_set(params, '$.resumed', json('true'))"
+            " WHERE job_id = ? AND target = ? AND key = ?",
+            (display_text(detail), now(), job_id, target, key_bytes(key)),
+        )
+
+    @staticmethod
+    def _check_state(state: str) -> None:
+        if state not in ITEM_STATES:
+            raise ValueError(f"invalid item state {state!r}")
+
+    def items(
+        self,
+        job_id: str,
+        target: int | None = None,
+        states: Sequence[str] | None = None,
+        by_key: bool = False,
+    ) -> Iterator[ItemRow]:
+        """Stream items in pages, by row id or ordered by (target, key).
+
+        Paging by row id tolerates state updates between pages: a row whose
+        state changes after it was read is not read twice.
+        """
+        where = ["job_id = ?"]
+        parameters: list[Any] = [job_id]
+        if target is not None:
+            where.append("target = ?")
+            parameters.append(target)
+        if states is not None:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            parameters.extend(states)
+        if by_key:
+            yield from self._pages_by_key(" AND ".join(where), parameters)
+            return
+        last = 0
+        while True:
+            rows = self._db.execute(
+                f"SELECT * FROM items WHERE {' AND '.join(where)} AND id > ? ORDER BY id LIMIT ?",
+                (*parameters, last, PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _item_row(row)
+            last = rows[-1]["id"]
+
+    def _pages_by_key(self, where: str, parameters: list[Any]) -> Iterator[ItemRow]:
+        last_target, last_key = -1, b""
+        while True:
+            rows = self._db.execute(
+                f"SELECT * FROM items WHERE {where} AND (target > ? OR (target = ? AND key > ?))"
+                " ORDER BY target, key LIMIT ?",
+                (*parameters, last_target, last_target, last_key, PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _item_row(row)
+            last_target, last_key = rows[-1]["target"], rows[-1]["key"]
+
+    def get_item(self, job_id: str, target: int, key: str) -> ItemRow | None:
+        row = self._db.execute(
+            "SELECT * FROM items WHERE job_id = ? AND target = ? AND key = ?",
+            (job_id, target, key_bytes(key)),
+        ).fetchone()
+        return _item_row(row) if row else None
+
+    def count_states(self, job_id: str) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state",
+            (job_id,),
+        ).fetchall()
+        return {row["state"]: row["n"] for row in rows}
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run a read-only aggregate query (summaries, certificates)."""
+        return self._db.execute(sql, parameters).fetchall()
+
+    # Target-wide steps and re-verification
+
+    def add_step(
+        self, job_id: str, target: int, name: str, status: str, detail: str
+    ) -> None:
+        self._write(
+            "INSERT INTO steps (job_id, target, name, status, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, target, name, status, detail, now()),
+        )
+
+    def steps(self, job_id: str) -> list[sqlite3.Row]:
+        return self.query(
+            "SELECT * FROM steps WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
+
+    def add_recheck(
+        self, job_id: str, target: int, key: str, verified: bool, evidence: Any
+    ) -> None:
+        self._write(
+            "INSERT INTO rechecks (job_id, target, key, at, verified, evidence) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, target, key_bytes(key), now(), int(verified), dumps(evidence)),
+        )
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if kind is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _item_row(row: sqlite3.Row) -> ItemRow:
+    return ItemRow(
+        target=row["target"],
+        key=key_text(row["key"]),
+        kind=row["kind"],
+        size=row["size"],
+        label=row["label"],
+        identity=json.loads(row["identity"]),
+        attributes=json.loads(row["attributes"]),
+        classification=row["classification"],
+        method=row["method"],
+        params=json.loads(row["params"]),
+        refusal=json.loads(row["refusal"]) if row["refusal"] else None,
+        residual=tuple(json.loads(row["residual"])),
+        state=row["state"],
+        detail=row["detail"],
+        evidence=json.loads(row["evidence"]) if row["evidence"] else None,
+        fingerprints=tuple(json.loads(row["fingerprints"])),
+        bytes_done=row["bytes_done"],
+        row_id=row["id"],
+    )

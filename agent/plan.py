@@ -1,0 +1,329 @@
+"""The plan as a value: its hash, its summary, and saved plan files.
+
+A plan lives in the journal (one row per item). Its hash is the SHA-256 of a
+canonical JSON-lines stream: the job settings, then each target's URL,
+options and facts, then each item's key, kind, size, identity, method and
+refusal reason, ordered by target and key. Fingerprints are not part of it,
+because they are taken anew on each discovery and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import UsageError
+from agent.journal import (
+    ItemRow,
+    Journal,
+    dumps,
+    info_to_json,
+    key_text,
+    now,
+    residual_note,
+)
+from plugins.base import REFUSAL_REASONS, Method, Target
+
+PLAN_FORMAT = "lethe-plan/1"
+#: How many refused items each reason lists by name in the summary.
+EXAMPLES_PER_REASON = 5
+#: How many differences a plan mismatch lists one by one.
+DIFFERENCES_SHOWN = 50
+
+
+def hash_entry(row: ItemRow) -> dict[str, Any]:
+    """Return the fields of an item that the plan hash covers."""
+    refusal = None
+    if row.refusal:
+        refusal = {
+            "reason": row.refusal["reason"],
+            "blocked_until": row.refusal.get("blocked_until"),
+        }
+    return {
+        "target": row.target,
+        "key": row.key,
+        "kind": row.kind,
+        "size": row.size,
+        "identity": row.identity,
+        "method": row.method,
+        "refusal": refusal,
+    }
+
+
+def plan_hash(journal: Journal, job_id: str) -> str:
+    """Compute the plan hash of a job from its journal rows, streaming."""
+    digest = hashlib.sha256()
+    job = journal.job(job_id)
+    digest.update((dumps({"settings": job.settings}) + "\n").encode())
+    for row in journal.targets(job_id):
+        line = {
+            "target": row.target.url,
+            "options": row.target.options,
+            "info": info_to_json(row.info),
+        }
+        digest.update((dumps(line) + "\n").encode())
+    for item in journal.items(job_id, by_key=True):
+        digest.update((dumps(hash_entry(item)) + "\n").encode())
+    return digest.hexdigest()
+
+
+def summarize(journal: Journal, job_id: str) -> dict[str, Any]:
+    """Build the plan summary with aggregate queries, never loading every item."""
+    job = journal.job(job_id)
+    targets = []
+    totals = {
+        "items": 0,
+        "bytes": 0,
+        "permitted": 0,
+        "permitted_bytes": 0,
+        "refused": 0,
+        "refused_bytes": 0,
+    }
+    for target_row in journal.targets(job_id):
+        entry = _target_summary(journal, job_id, target_row.position)
+        entry.update(
+            url=target_row.target.url,
+            plugin=target_row.plugin,
+            media=dict(target_row.info.media),
+            notes=list(target_row.info.notes),
+            residual=list(target_row.info.residual),
+        )
+        for method in entry["methods"]:
+            totals["permitted"] += method["items"]
+            totals["permitted_bytes"] += method["bytes"]
+        for refused in entry["refused"]:
+            totals["refused"] += refused["items"]
+            totals["refused_bytes"] += refused["bytes"]
+        targets.append(entry)
+    totals["items"] = totals["permitted"] + totals["refused"]
+    totals["bytes"] = totals["permitted_bytes"] + totals["refused_bytes"]
+    return {
+        "job_id": job_id,
+        "plan_hash": job.plan_hash,
+        "dry_run": job.dry_run,
+        "settings": dict(job.settings),
+        "targets": targets,
+        "totals": totals,
+        "residual": [
+            *_item_residual(journal, job_id),
+            {"risk": residual_note(journal.path), "items": totals["items"]},
+        ],
+        "classifications": _classifications(journal, job_id),
+    }
+
+
+def _target_summary(journal: Journal, job_id: str, position: int) -> dict[str, Any]:
+    methods = [
+        {
+            "method": row["method"],
+            "category": Method(row["method"]).sp800_88_category,
+            "items": row["n"],
+            "bytes": row["total"],
+        }
+        for row in journal.query(
+            "SELECT method, COUNT(*) AS n, COALESCE(SUM(size), 0) AS total FROM items"
+            " WHERE job_id = ? AND target = ? AND method IS NOT NULL"
+            " GROUP BY method ORDER BY method",
+            (job_id, position),
+        )
+    ]
+    refused = []
+    for row in journal.query(
+        "SELECT json_extract(refusal, '$.reason') AS reason, COUNT(*) AS n,"
+        " COALESCE(SUM(size), 0) AS total FROM items"
+        " WHERE job_id = ? AND target = ? AND method IS NULL GROUP BY reason ORDER BY reason",
+        (job_id, position),
+    ):
+        examples = journal.query(
+            "SELECT key, label, json_extract(refusal, '$.detail') AS detail FROM items"
+            " WHERE job_id = ? AND target = ? AND method IS NULL"
+            " AND json_extract(refusal, '$.reason') = ? ORDER BY key LIMIT ?",
+            (job_id, position, row["reason"], EXAMPLES_PER_REASON),
+        )
+        refused.append(
+            {
+                "reason": row["reason"],
+                "description": REFUSAL_REASONS.get(row["reason"], row["reason"]),
+                "items": row["n"],
+                "bytes": row["total"],
+                "examples": [
+                    {
+                        "item": example["label"] or key_text(example["key"]),
+                        "detail": example["detail"] or "",
+                    }
+                    for example in examples
+                ],
+            }
+        )
+    return {"methods": methods, "refused": refused}
+
+
+def _item_residual(journal: Journal, job_id: str) -> list[dict[str, Any]]:
+    rows = journal.query(
+        "SELECT residual.value AS risk, COUNT(*) AS n FROM items, json_each(items.residual) AS residual"
+        " WHERE items.job_id = ? GROUP BY residual.value ORDER BY residual.value",
+        (job_id,),
+    )
+    return [{"risk": row["risk"], "items": row["n"]} for row in rows]
+
+
+def _classifications(journal: Journal, job_id: str) -> dict[str, int]:
+    rows = journal.query(
+        "SELECT classification, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY classification",
+        (job_id,),
+    )
+    return {row["classification"]: row["n"] for row in rows}
+
+
+# Saved plan files
+
+
+def write_plan_file(
+    path: str | os.PathLike[str],
+    journal: Journal,
+    job_id: str,
+    summary: Mapping[str, Any],
+) -> None:
+    """Write the plan as one JSON document, streaming items one per line."""
+    job = journal.job(job_id)
+    targets = [
+        {
+            "url": row.target.url,
+            "options": dict(row.target.options),
+            "plugin": row.plugin,
+            "info": info_to_json(row.info),
+        }
+        for row in journal.targets(job_id)
+    ]
+    header = {
+        "format": PLAN_FORMAT,
+        "plan_hash": job.plan_hash,
+        "job_id": job_id,
+        "created": now(),
+        "settings": dict(job.settings),
+        "targets": targets,
+        "summary": summary,
+    }
+    temporary = Path(f"{os.fspath(path)}.tmp")
+    with open(temporary, "w", encoding="utf-8") as stream:
+        stream.write(dumps(header)[:-1] + ',"items":[\n')
+        first = True
+        for row in journal.items(job_id, by_key=True):
+            entry = hash_entry(row)
+            entry["label"] = row.label
+            entry["classification"] = row.classification
+            stream.write(("" if first else ",\n") + dumps(entry))
+            first = False
+        stream.write("\n]}\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+
+
+@dataclass
+class SavedPlan:
+    """A plan file read back for ``purge --plan``."""
+
+    path: str
+    plan_hash: str
+    settings: Mapping[str, Any]
+    targets: list[Target]
+    target_infos: list[Mapping[str, Any]]
+    items: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def read_plan_file(path: str) -> SavedPlan:
+    """Load a plan file written by ``lethe plan -o``.
+
+    NOTE: the whole file is parsed at once; a plan of 50,000 items takes
+    some tens of MiB while the comparison runs.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            document = json.load(stream)
+    except OSError as error:
+        raise UsageError(f"cannot read plan file {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise UsageError(f"plan file {path} is not valid JSON: {error}") from error
+    if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
+        raise UsageError(
+            f"{path} is not a Lethe plan file (expected format {PLAN_FORMAT!r})"
+        )
+    try:
+        return SavedPlan(
+            path=path,
+            plan_hash=document["plan_hash"],
+            settings=document["settings"],
+            targets=[
+                Target(entry["url"], entry.get("options", {}))
+                for entry in document["targets"]
+            ],
+            target_infos=[entry.get("info", {}) for entry in document["targets"]],
+            items={
+                (entry["target"], entry["key"]): entry for entry in document["items"]
+            },
+        )
+    except (KeyError, TypeError) as error:
+        raise UsageError(f"plan file {path} lacks a required field: {error}") from error
+
+
+COMPARED_FIELDS = ("kind", "size", "identity", "method", "refusal")
+
+
+def compare(
+    saved: SavedPlan, journal: Journal, job_id: str
+) -> Iterator[dict[str, Any]]:
+    """Yield every difference between a saved plan and a fresh discovery."""
+    urls = {row.position: row.target.url for row in journal.targets(job_id)}
+    expected = dict(saved.items)
+    for row in journal.items(job_id, by_key=True):
+        entry = hash_entry(row)
+        old = expected.pop((row.target, row.key), None)
+        if old is None:
+            yield {
+                "change": "new",
+                "target": urls[row.target],
+                "item": row.label or row.key,
+            }
+            continue
+        changed = [name for name in COMPARED_FIELDS if old.get(name) != entry[name]]
+        if changed:
+            yield {
+                "change": "changed",
+                "target": urls[row.target],
+                "item": row.label or row.key,
+                "fields": changed,
+            }
+    for (target, key), old in sorted(expected.items()):
+        yield {
+            "change": "missing",
+            "target": urls.get(target, str(target)),
+            "item": old.get("label") or key,
+        }
+    for row in journal.targets(job_id):
+        old_info = (
+            saved.target_infos[row.position]
+            if row.position < len(saved.target_infos)
+            else {}
+        )
+        if dumps(old_info) != dumps(info_to_json(row.info)):
+            yield {
+                "change": "changed",
+                "target": row.target.url,
+                "item": "(target facts)",
+                "fields": ["info"],
+            }
+    if journal.job(job_id).plan_hash != saved.plan_hash:
+        # The hash also covers the settings, so an edited plan file differs
+        # here even when every item and target fact matches.
+        yield {
+            "change": "changed",
+            "target": "(plan)",
+            "item": "(plan hash)",
+            "fields": ["plan_hash"],
+        }

@@ -1,0 +1,126 @@
+"""Rendering of plans, job outcomes and certificates for people (rich, HTML)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+from rich.console import Console
+from rich.table import Table
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("agent", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def printable(text: str) -> str:
+    """Escape control characters and undecodable bytes in a name for display."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+_TEMPLATES.filters["bytes"] = human_bytes
+
+
+def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> None:
+    """Print the plan summary: methods, refusals, residual risks and the hash."""
+    verb = "would purge" if dry_run else "will purge"
+    for target in summary["targets"]:
+        console.print(f"[bold]{target['url']}[/bold] ({target['plugin']})")
+        for note in target["notes"]:
+            console.print(f"  note: {note}")
+        table = Table(
+            "method",
+            "SP 800-88",
+            "items",
+            "bytes",
+            title=f"{verb}",
+            title_justify="left",
+        )
+        for method in target["methods"]:
+            table.add_row(
+                method["method"],
+                method["category"],
+                str(method["items"]),
+                human_bytes(method["bytes"]),
+            )
+        if target["methods"]:
+            console.print(table)
+        else:
+            console.print(f"  {verb}: nothing")
+        _print_refusals(console, target["refused"])
+        for risk in target["residual"]:
+            console.print(f"  residual risk: {risk}")
+    for risk in summary["residual"]:
+        console.print(f"residual risk ({risk['items']} items): {risk['risk']}")
+    totals = summary["totals"]
+    console.print(
+        f"{verb} {totals['permitted']} items ({human_bytes(totals['permitted_bytes'])}); "
+        f"refused {totals['refused']} items ({human_bytes(totals['refused_bytes'])})"
+    )
+    console.print(f"plan hash: {summary['plan_hash']}")
+    console.print(f"job: {summary['job_id']}")
+
+
+def _print_refusals(console: Console, refused: list[Mapping[str, Any]]) -> None:
+    for group in refused:
+        console.print(
+            f"  refused ({group['reason']}): {group['items']} items, {group['description']}"
+        )
+        for example in group["examples"]:
+            detail = f": {example['detail']}" if example["detail"] else ""
+            console.print(
+                f"    {printable(example['item'])}{printable(detail)}",
+                markup=False,
+                highlight=False,
+            )
+        hidden = group["items"] - len(group["examples"])
+        if hidden > 0:
+            console.print(f"    ... and {hidden} more")
+
+
+def print_differences(
+    console: Console, differences: list[Mapping[str, Any]], total: int
+) -> None:
+    console.print(
+        f"[bold red]the world no longer matches the saved plan: {total} difference(s)[/bold red]"
+    )
+    for difference in differences:
+        fields = (
+            f" ({', '.join(difference['fields'])})" if difference.get("fields") else ""
+        )
+        console.print(
+            f"  {difference['change']}: {difference['target']}: {printable(difference['item'])}{fields}",
+            markup=False,
+        )
+    if total > len(differences):
+        console.print(f"  ... and {total - len(differences)} more")
+    console.print("nothing was destroyed; run lethe plan again and review the new plan")
+
+
+def print_outcome(console: Console, outcome: Mapping[str, Any]) -> None:
+    counts = outcome["counts"]
+    console.print(
+        f"job {outcome['job_id']}: {outcome['state']}; "
+        f"destroyed and verified {counts.get('verified', 0)}, refused {counts.get('refused', 0)}, "
+        f"blocked {counts.get('blocked', 0)}, failed {counts.get('failed', 0)}"
+    )
+    for message in outcome["messages"]:
+        console.print(message, markup=False)
+    if outcome.get("certificate"):
+        console.print(f"certificate: {outcome['certificate']}")
+
+
+def plan_html(summary: Mapping[str, Any]) -> str:
+    return _TEMPLATES.get_template("plan.html").render(plan=summary)

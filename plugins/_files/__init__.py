@@ -1,0 +1,1 @@
+"""Helpers of the local-files plugin: paths, mounts, extents, overwrite, walk."""

@@ -1,0 +1,131 @@
+"""Item keys for file paths, target path parsing and protected system paths."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+
+from plugins.base import Target
+from plugins.errors import InvalidTarget
+
+#: Paths that are refused together with everything below them.
+PROTECTED_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/snap",
+    "/sys",
+    "/usr",
+    "/var/lib",
+)
+#: Paths refused as a whole, while files below them may be selected.
+PROTECTED_EXACT = (
+    "/",
+    "/home",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/root",
+    "/srv",
+    "/tmp",
+    "/var",
+)
+
+
+def escape_path(path: str) -> str:
+    """Return a printable, reversible form of a path for keys and messages.
+
+    Control characters and bytes that are not valid UTF-8 (held as
+    surrogate escapes by :func:`os.fsdecode`) become ``\\xNN``; a backslash
+    becomes ``\\\\``, so the mapping is one-to-one.
+    """
+    if path.isprintable() and "\\" not in path:
+        return path
+    parts = []
+    for char in path:
+        code = ord(char)
+        if char == "\\":
+            parts.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or not char.isprintable():
+            parts.append("".join(f"\\x{byte:02x}" for byte in char.encode("utf-8")))
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def unescape_path(key: str) -> str:
+    """Invert :func:`escape_path`, returning the path as :func:`os.fsdecode` spells it."""
+    if "\\" not in key:
+        return key
+    raw = bytearray()
+    index = 0
+    while index < len(key):
+        char = key[index]
+        if char == "\\" and key[index + 1] == "\\":
+            raw += b"\\"
+            index += 2
+        elif char == "\\" and key[index + 1] == "x":
+            raw.append(int(key[index + 2 : index + 4], 16))
+            index += 4
+        else:
+            raw += char.encode("utf-8", "surrogateescape")
+            index += 1
+    return os.fsdecode(bytes(raw))
+
+
+def target_path(target: Target) -> str:
+    """Return the absolute path a ``path`` target names, with parents resolved.
+
+    Symbolic links in the parent directories are resolved, but the last
+    component is kept as it is, so a target that is itself a symbolic link is
+    seen as a link and never followed.
+    """
+    url = target.url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidTarget(
+                f"file URL {escape_path(url)!r} names host {parts.netloc!r}; "
+                "only local paths are supported (file:///path)"
+            )
+        path = urllib.parse.unquote(parts.path, errors="surrogateescape")
+    elif parts.scheme == "":
+        path = url
+    else:
+        raise InvalidTarget(f"target {escape_path(url)!r} is not a local path")
+    if not path:
+        raise InvalidTarget("target path is empty; give an absolute path")
+    path = os.path.abspath(path)
+    if path == "/":
+        return path
+    parent, name = os.path.split(path)
+    return os.path.join(os.path.realpath(parent), name)
+
+
+def is_within(path: str, root: str) -> bool:
+    """Tell whether ``path`` is ``root`` or lies below it."""
+    if root == "/":
+        return path.startswith("/")
+    return path == root or path.startswith(root + "/")
+
+
+def protected_reason(path: str, trees: tuple[str, ...]) -> str | None:
+    """Return why ``path`` is a protected system path, or None when it is not."""
+    if path in PROTECTED_EXACT:
+        return (
+            f"{escape_path(path)} is a system directory and is never purged as a whole"
+        )
+    for tree in trees:
+        if is_within(path, tree):
+            return f"{escape_path(path)} lies in the protected system path {tree}"
+    return None

@@ -1,0 +1,614 @@
+"""The destroy path of the local-files plugin, and the raw device scan.
+
+A batch of files goes through each stage together (open and check, one
+overwrite pass for all, one flush, read-back, rename, flush, truncate and
+unlink, flush), so a batch of small files costs a few filesystem flushes
+rather than several per file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from plugins._files import mounts as mountinfo
+from plugins._files.overwrite import AlignedBuffer, FileOverwrite, Pattern
+from plugins._files.paths import escape_path, is_within, unescape_path
+from plugins._files.walk import identity
+from plugins.base import Method, PlannedItem, PurgeResult, Refusal
+from plugins.scan import FingerprintScanner, fingerprint_digest, token_fingerprints
+
+if TYPE_CHECKING:
+    from plugins.files import FilesPlugin
+
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Failed(Exception):
+    """One item's purge stopped; ``result`` says why and what state remains."""
+
+    def __init__(self, result: PurgeResult) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+@dataclass
+class _Work:
+    """One file in flight: its open descriptor, link names and progress."""
+
+    planned: PlannedItem
+    links: list[tuple[int, str]]  # (parent directory descriptor, name)
+    descriptor: int
+    overwrite: FileOverwrite
+    patterns: list[Pattern]
+    passes_done: int = 0
+    renamed: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.planned.item.key
+
+
+class BatchPurge:
+    """Purge one batch: files in stages, directories one by one after them."""
+
+    def __init__(self, plugin: FilesPlugin, batch: Sequence[PlannedItem]) -> None:
+        self.plugin = plugin
+        self.batch = batch
+        self.context = plugin.context
+        self.log = plugin.log
+        self._directories: dict[str, int] = {}
+        self._buffer = AlignedBuffer()
+        self._scratch = AlignedBuffer()
+        # Directories changed since the last ext4 checkpoint.
+        self._changed: set[str] = set()
+
+    def close(self) -> None:
+        self._close_directories()
+        self._buffer.close()
+        self._scratch.close()
+
+    def _close_directories(self) -> None:
+        for descriptor in self._directories.values():
+            os.close(descriptor)
+        self._directories.clear()
+
+    def run(self) -> Iterator[PurgeResult]:
+        # Files first, then directories in discovery order: a directory comes
+        # after everything in it, so this keeps every directory after its
+        # contents and lets one checkpoint cover many emptied directories.
+        files = [
+            p for p in self.batch if p.item.kind == "file" and p.decision.permitted
+        ]
+        yield from self._files(files)
+        for planned in self.batch:
+            if planned.item.kind == "file" and planned.decision.permitted:
+                continue
+            if self.context.should_stop():
+                return
+            yield self._other(planned)
+
+    # -- directories and refused items ---------------------------------------
+
+    def _other(self, planned: PlannedItem) -> PurgeResult:
+        item = planned.item
+        if not planned.decision.permitted:
+            return PurgeResult(
+                item.key,
+                "blocked",
+                planned.decision.refusal.detail,
+                refusal=planned.decision.refusal,
+            )
+        try:
+            result = self._directory(planned)
+        except _Failed as failure:
+            result = failure.result
+        finally:
+            self._close_directories()
+        self._log_result(result)
+        return result
+
+    def _directory(self, planned: PlannedItem) -> PurgeResult:
+        item = planned.item
+        path = unescape_path(item.key)
+        parent, name = os.path.split(path)
+        parent_fd = self._open_directory(parent, item.key)
+        status = self._lstat(name, parent_fd, item.key)
+        if not stat.S_ISDIR(status.st_mode) or (status.st_dev, status.st_ino) != (
+            item.identity["dev"],
+            item.identity["ino"],
+        ):
+            raise _fail(
+                item.key, f"{item.key} was replaced after the plan; it was not touched"
+            )
+        descriptor = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent_fd)
+        try:
+            links = remove_symlinks(descriptor, self.plugin._symlinks.pop(path, []))
+            if links:
+                self._changed.add(path)
+            remaining = os.listdir(descriptor)
+        finally:
+            os.close(descriptor)
+        if remaining:
+            shown = ", ".join(escape_path(entry) for entry in sorted(remaining)[:3])
+            refusal = Refusal(
+                "not-empty",
+                f"{item.key} still holds {len(remaining)} entr{'y' if len(remaining) == 1 else 'ies'} "
+                f"({shown}) that the plan did not select; it was left in place",
+            )
+            return PurgeResult(item.key, "blocked", refusal.detail, refusal=refusal)
+        try:
+            new_name = _rename_random(parent_fd, name)
+            os.fsync(parent_fd)
+            if path in self._changed:
+                self._checkpoint(parent_fd, path)
+            os.rmdir(new_name, dir_fd=parent_fd)
+            self._changed.add(parent)
+            os.fsync(parent_fd)
+        except OSError as error:
+            raise _fail(
+                item.key, f"could not remove directory {item.key}: {error.strerror}"
+            ) from None
+        detail = "renamed and removed" + (
+            f"; removed {links} symbolic link(s) in it" if links else ""
+        )
+        return PurgeResult(
+            item.key,
+            "purged",
+            detail,
+            method=Method.CLEAR_OVERWRITE,
+            facts={"symlinks_removed": links},
+        )
+
+    # -- files --------------------------------------------------------------
+
+    def _files(self, group: list[PlannedItem]) -> Iterator[PurgeResult]:
+        if not group:
+            return
+        results: dict[str, PurgeResult] = {}
+        works: list[_Work] = []
+        for planned in group:
+            if self.context.should_stop():
+                break  # items not started stay planned in the journal
+            try:
+                works.append(self._prepare(planned))
+            except _Failed as failure:
+                results[planned.item.key] = failure.result
+        try:
+            works = self._overwrite(works, results)
+            works = self._remove(works, results)
+        finally:
+            for work in works:
+                _close(work.descriptor)
+        for planned in group:
+            result = results.get(planned.item.key)
+            if result is not None:
+                self._log_result(result)
+                yield result
+
+    def _prepare(self, planned: PlannedItem) -> _Work:
+        item = planned.item
+        links = []
+        for path in _link_paths(item):
+            parent, name = os.path.split(path)
+            parent_fd = self._open_directory(parent, item.key)
+            status = self._lstat(name, parent_fd, item.key)
+            if (status.st_dev, status.st_ino) != (
+                item.identity["dev"],
+                item.identity["ino"],
+            ):
+                raise _fail(
+                    item.key,
+                    f"{escape_path(path)} was replaced after the plan; nothing was overwritten",
+                )
+            if not os.access(".", os.W_OK, dir_fd=parent_fd):
+                raise _fail(
+                    item.key,
+                    f"the directory of {escape_path(path)} is not writable, so the file could not "
+                    "be removed after an overwrite; nothing was overwritten. Fix the directory's "
+                    "permissions or attributes (chattr -i) and purge again",
+                )
+            links.append((parent_fd, name))
+        parent_fd, name = links[0]
+        try:
+            descriptor = os.open(name, os.O_RDWR | _OPEN_FLAGS, dir_fd=parent_fd)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise _fail(
+                    item.key, f"{item.key} is now a symbolic link; it was not touched"
+                ) from None
+            raise _fail(
+                item.key,
+                f"cannot open {item.key} for writing: {error.strerror}; nothing was overwritten",
+            ) from None
+        try:
+            status = os.fstat(descriptor)
+            expected = dict(item.identity)
+            found = identity(status)
+            if planned.decision.params.get("resumed"):
+                # An overwrite interrupted by a crash changed the time only.
+                expected.pop("mtime_ns", None)
+                found.pop("mtime_ns", None)
+            if not stat.S_ISREG(status.st_mode) or found != expected:
+                raise _fail(
+                    item.key,
+                    f"{item.key} changed after the plan (inode, size or time differ); nothing was overwritten",
+                )
+            holders = self.plugin._open.holders(status.st_dev, status.st_ino)
+            if holders:
+                refusal = Refusal(
+                    "open-file",
+                    f"{item.key} is open in {', '.join(holders[:3])}; nothing was overwritten",
+                )
+                raise _Failed(
+                    PurgeResult(item.key, "blocked", refusal.detail, refusal=refusal)
+                )
+            overwrite = FileOverwrite(descriptor, status.st_size)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        params = planned.decision.params or self.plugin._method_params()
+        patterns = [Pattern.random() for _ in range(int(params.get("passes", 1)))]
+        if params.get("final_zero"):
+            patterns.append(Pattern())
+        return _Work(planned, links, descriptor, overwrite, patterns)
+
+    def _overwrite(
+        self, works: list[_Work], results: dict[str, PurgeResult]
+    ) -> list[_Work]:
+        passes = max((len(work.patterns) for work in works), default=0)
+        for index in range(passes):
+            if index and self.context.should_stop():
+                self.log.warning(
+                    "stopping after pass", passes_done=index, passes_planned=passes
+                )
+                break
+            for work in works:
+                if index >= len(work.patterns):
+                    continue
+                try:
+                    work.overwrite.write_pass(
+                        work.patterns[index], self._buffer, self.context.progress
+                    )
+                    work.passes_done = index + 1
+                except OSError as error:
+                    done = getattr(error, "done", 0)
+                    results[work.key] = _failed(
+                        work.key,
+                        f"overwrite pass {index + 1} of {len(work.patterns)} of {work.key} "
+                        f"stopped after {done} of {work.overwrite.allocated} bytes: "
+                        f"{error.strerror}. The file keeps its name and may be partly "
+                        "overwritten; free space or fix the device, then purge it again",
+                    )
+            works = self._drop_failed(works, results)
+            works = self._flush(works, results, f"after pass {index + 1}")
+        if _inject_mismatch(self.context.settings):
+            for work in works:
+                work.overwrite.corrupt_for_test()
+        for work in works:
+            try:
+                work.overwrite.drop_cache()
+            except OSError:
+                self.log.debug("fadvise failed", item=work.key, exc_info=True)
+        for work in works:
+            self._read_back(work)
+        return works
+
+    def _read_back(self, work: _Work) -> None:
+        fraction = float(work.planned.decision.params.get("readback", 1.0))
+        pattern = work.patterns[work.passes_done - 1] if work.passes_done else None
+        if pattern is None:
+            self.plugin._readback[work.key] = (
+                True,
+                "no data to read back (the file holds no allocated data)",
+            )
+            return
+        if fraction <= 0:
+            self.plugin._readback[work.key] = (True, "not run: readback is 0")
+            return
+        try:
+            mismatch = work.overwrite.read_back(
+                pattern, fraction, self._buffer, self._scratch
+            )
+        except OSError as error:
+            mismatch = f"read failed: {error.strerror}"
+        share = "all data" if fraction >= 1 else f"{fraction:.0%} of the data"
+        if mismatch:
+            self.plugin._readback[work.key] = (
+                False,
+                f"read-back of {share} after pass {work.passes_done} ({pattern.name}): {mismatch}",
+            )
+        else:
+            self.plugin._readback[work.key] = (
+                True,
+                f"read {share} back after pass {work.passes_done} ({pattern.name}); it matched",
+            )
+
+    def _remove(
+        self, works: list[_Work], results: dict[str, PurgeResult]
+    ) -> list[_Work]:
+        for work in works:
+            try:
+                for parent_fd, name in work.links:
+                    work.renamed.append(_rename_random(parent_fd, name))
+            except OSError as error:
+                results[work.key] = _failed(
+                    work.key,
+                    f"{work.key} was overwritten, but renaming it failed: {error.strerror}; "
+                    "its old name and the overwritten file remain",
+                )
+        works = self._flush(self._drop_failed(works, results), results, "after rename")
+        for work in works:
+            try:
+                os.ftruncate(work.descriptor, 0)
+                for (parent_fd, _), new_name in zip(work.links, work.renamed):
+                    os.unlink(new_name, dir_fd=parent_fd)
+                for path in _link_paths(work.planned.item):
+                    self._changed.add(os.path.dirname(path))
+            except OSError as error:
+                results[work.key] = _failed(
+                    work.key,
+                    f"{work.key} was overwritten and renamed to {', '.join(work.renamed)}, but "
+                    f"removing it failed: {error.strerror}",
+                )
+        works = self._flush(self._drop_failed(works, results), results, "after unlink")
+        for work in works:
+            overwrite = work.overwrite
+            passes = f"{work.passes_done} pass(es)"
+            if work.passes_done < len(work.patterns):
+                passes += (
+                    f" of {len(work.patterns)} planned (the job was asked to stop)"
+                )
+            results[work.key] = PurgeResult(
+                work.key,
+                "purged",
+                f"overwrote {overwrite.allocated} allocated bytes with {passes}, renamed, truncated and unlinked",
+                bytes=overwrite.allocated,
+                method=Method.CLEAR_OVERWRITE,
+                facts={
+                    "size": overwrite.size,
+                    "allocated": overwrite.allocated,
+                    "passes": work.passes_done,
+                    "direct_io": overwrite.direct,
+                    "links": len(work.links),
+                    "readback": self.plugin._readback.get(work.key, (False, ""))[1],
+                },
+            )
+        return works
+
+    def _drop_failed(
+        self, works: list[_Work], results: dict[str, PurgeResult]
+    ) -> list[_Work]:
+        kept = []
+        for work in works:
+            if work.key in results:
+                _close(work.descriptor)
+            else:
+                kept.append(work)
+        return kept
+
+    def _flush(
+        self, works: list[_Work], results: dict[str, PurgeResult], stage: str
+    ) -> list[_Work]:
+        """Flush each filesystem of the batch once (syncfs); a failure fails its files."""
+        by_device: dict[int, list[_Work]] = {}
+        for work in works:
+            by_device.setdefault(work.planned.item.identity["dev"], []).append(work)
+        for members in by_device.values():
+            try:
+                mountinfo.syncfs(members[0].descriptor)
+            except OSError as error:
+                for work in members:
+                    results[work.key] = _failed(
+                        work.key,
+                        f"flushing {work.key} to the device {stage} failed: {error.strerror}; "
+                        "the state on the device is unknown, so purge it again",
+                    )
+        return self._drop_failed(works, results)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _checkpoint(self, descriptor: int, path: str) -> None:
+        """On ext4, write the emptied directory's wiped block home before it is freed."""
+        self._changed.clear()
+        mount = self.plugin._mount(path)
+        if mount is None or mount.fstype not in ("ext3", "ext4") or os.geteuid() != 0:
+            return
+        try:
+            mountinfo.checkpoint_ext4(descriptor)
+        except OSError as error:
+            # NOTE: without the checkpoint (Linux before 5.13) the freed
+            # directory block may keep older names; the device scan reports them.
+            self.log.debug("journal checkpoint failed", error=error.strerror)
+
+    def _open_directory(self, directory: str, key: str) -> int:
+        """Open a directory without following symbolic links below the target root."""
+        if directory in self._directories:
+            return self._directories[directory]
+        root = self.plugin.root
+        try:
+            if is_within(directory, root) and directory != root:
+                parent_fd = self._open_directory(os.path.dirname(directory), key)
+                descriptor = os.open(
+                    os.path.basename(directory), _DIRECTORY_FLAGS, dir_fd=parent_fd
+                )
+            else:
+                descriptor = os.open(directory, _DIRECTORY_FLAGS)
+        except OSError as error:
+            raise _fail(
+                key,
+                f"cannot open directory {escape_path(directory)}: {error.strerror}; nothing was changed",
+            ) from None
+        self._directories[directory] = descriptor
+        return descriptor
+
+    def _lstat(self, name: str, parent_fd: int, key: str) -> os.stat_result:
+        try:
+            return os.lstat(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            raise _fail(
+                key, f"{key} no longer exists; it changed after the plan"
+            ) from None
+        except OSError as error:
+            raise _fail(
+                key, f"cannot inspect {key}: {error.strerror}; nothing was changed"
+            ) from None
+
+    def _log_result(self, result: PurgeResult) -> None:
+        if result.status == "purged":
+            self.log.info("item purged", item=result.key, bytes=result.bytes)
+        elif result.status == "blocked":
+            self.log.warning(
+                "item blocked",
+                item=result.key,
+                reason=result.refusal.reason if result.refusal else "",
+            )
+        else:
+            self.log.error("item failed", item=result.key, detail=result.detail)
+
+
+def _inject_mismatch(settings) -> bool:
+    """Tell whether a test asked to corrupt the data after the last pass.
+
+    Test-only: the setting ``inject_readback_mismatch`` or the environment
+    variable LETHE_TEST_INJECT_READBACK_MISMATCH=1 (for tests through the
+    CLI) flips one byte, so that read-back and verification must fail.
+    """
+    if settings.get("inject_readback_mismatch"):
+        return True
+    return os.environ.get("LETHE_TEST_INJECT_READBACK_MISMATCH") == "1"
+
+
+def _fail(key: str, detail: str) -> _Failed:
+    return _Failed(_failed(key, detail))
+
+
+def _failed(key: str, detail: str) -> PurgeResult:
+    return PurgeResult(key, "failed", detail, method=Method.CLEAR_OVERWRITE)
+
+
+def _close(descriptor: int) -> None:
+    try:
+        os.close(descriptor)
+    except OSError:
+        pass
+
+
+def _link_paths(item) -> list[str]:
+    links = item.attributes.get("links")
+    return (
+        [unescape_path(link) for link in links] if links else [unescape_path(item.key)]
+    )
+
+
+def _rename_random(parent_fd: int, name: str) -> str:
+    """Rename an entry to a random name of the same byte length, so the old name's bytes are overwritten."""
+    from plugins.files import random_name
+
+    length = len(os.fsencode(name))
+    while True:
+        new_name = random_name(length)
+        try:
+            os.lstat(new_name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            break
+    os.rename(name, new_name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    return new_name
+
+
+def remove_symlinks(directory_fd: int, links: list[tuple[str, int]]) -> int:
+    """Remove the listed symbolic links that are still the same links; return how many."""
+    removed = 0
+    for name, inode in links:
+        try:
+            status = os.lstat(name, dir_fd=directory_fd)
+        except OSError:
+            continue
+        if not stat.S_ISLNK(status.st_mode) or status.st_ino != inode:
+            continue
+        new_name = _rename_random(directory_fd, name)
+        os.unlink(new_name, dir_fd=directory_fd)
+        removed += 1
+    if removed:
+        os.fsync(directory_fd)
+    return removed
+
+
+def remove_recorded_symlinks(plugin: FilesPlugin) -> int:
+    """Remove symbolic links recorded at discovery whose directories were kept."""
+    removed = 0
+    for directory, links in list(plugin._symlinks.items()):
+        try:
+            descriptor = os.open(directory, _DIRECTORY_FLAGS)
+        except OSError:
+            continue
+        try:
+            removed += remove_symlinks(descriptor, links)
+        except OSError as error:
+            plugin.log.error(
+                "symlink removal failed",
+                directory=escape_path(directory),
+                error=error.strerror,
+            )
+        finally:
+            os.close(descriptor)
+    plugin._symlinks.clear()
+    return removed
+
+
+def scan_device(plugin: FilesPlugin) -> dict[str, list[str]] | None:
+    """Scan the target's block device once for the fingerprints of every purged item.
+
+    Returns hits per item key, or None when the device cannot be read (the
+    reason goes to ``plugin._scan_detail``). Name fingerprints found inside
+    an xfs log are kept apart in ``plugin._scan_residual``.
+    """
+    mount = plugin._mount()
+    device = mountinfo.block_device(mount.major, mount.minor) if mount else None
+    if mount is None or device is None:
+        plugin._scan_detail = "no block device holds the target's filesystem"
+        return None
+    try:
+        descriptor = os.open(
+            mount.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        )
+        try:
+            mountinfo.syncfs(descriptor)
+        finally:
+            os.close(descriptor)
+        os.close(os.open(device, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as error:
+        plugin._scan_detail = f"cannot read {device}: {error.strerror}"
+        return None
+    scanner = FingerprintScanner()
+    names: dict[str, set[str]] = {}
+    for key, fingerprints in plugin._purged_fingerprints.items():
+        scanner.add_all(key, fingerprints)
+        basenames = [os.fsencode(os.path.basename(unescape_path(key)))]
+        names[key] = {
+            fingerprint_digest(token) for token in token_fingerprints(*basenames)
+        }
+    log_range = mountinfo.xfs_log_range(device) if mount.fstype == "xfs" else None
+    hits: dict[str, list[str]] = {}
+    plugin._scan_residual = {}
+    for hit in scanner.scan_file(device, direct=True):
+        in_log = log_range is not None and log_range[0] <= hit.offset < log_range[1]
+        if in_log and hit.digest in names.get(hit.owner, set()):
+            plugin._scan_residual.setdefault(hit.owner, []).append(hit.offset)
+            continue
+        hits.setdefault(hit.owner, []).append(
+            f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
+        )
+    plugin._scan_detail = f"{device} ({mount.fstype}, {len(scanner)} fingerprints)"
+    plugin.log.info(
+        "device scanned",
+        device=device,
+        fingerprints=len(scanner),
+        items_with_hits=len(hits),
+    )
+    return hits

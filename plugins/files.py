@@ -1,0 +1,660 @@
+"""Local files (``path`` targets): overwrite in place, remove, rescan the device.
+
+A target is a file or a directory tree on a local filesystem. Each regular
+file is overwritten over its allocated extents (holes stay holes) with an
+AES-256-CTR keystream, optionally more passes and a final zero pass, read
+back, renamed to a random name of the same length, truncated and unlinked.
+Directories are renamed and removed after their contents. Verification
+checks that every path is gone, that the read-back matched, and scans the
+raw block device for fingerprints of every file's content and name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import string
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import structlog
+
+from plugins._files import mounts as mountinfo
+from plugins._files.openfiles import OpenFiles
+from plugins._files.paths import (
+    PROTECTED_TREES,
+    escape_path,
+    protected_reason,
+    target_path,
+    unescape_path,
+)
+from plugins._files.walk import Walk, identity, make_item, symlink_item
+from plugins._files.extents import data_regions, shared_extents
+from plugins.base import (
+    Check,
+    Decision,
+    Evidence,
+    Item,
+    JobContext,
+    Method,
+    PlannedItem,
+    Plugin,
+    PurgeResult,
+    Refusal,
+    Target,
+    TargetInfo,
+)
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    ItemChanged,
+    PluginError,
+    TargetNotFound,
+    TargetUnreachable,
+)
+from plugins.scan import WINDOWS_PER_ITEM, content_fingerprints, token_fingerprints
+
+log = structlog.get_logger(__name__)
+
+OPTIONS = {"cross_filesystems", "wipe_free_space", "keep_root"}
+_NAME_ALPHABET = string.ascii_lowercase + string.digits
+#: Files up to this many allocated bytes are read whole for fingerprints;
+#: larger files are sampled at evenly spread offsets.
+WHOLE_READ_LIMIT = 1024 * 1024
+_SAMPLE = 4096
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FilesPlugin(Plugin):
+    """Overwrite-in-place purge of files and directory trees on local filesystems."""
+
+    name = "files"
+    schemes = ("path",)
+    methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE)
+    batch_size = 256
+
+    def __init__(self, target: Target, context: JobContext) -> None:
+        super().__init__(target, context)
+        unknown = set(target.options) - OPTIONS
+        if unknown:
+            raise InvalidTarget(
+                f"unknown option(s) {', '.join(sorted(unknown))} for path target "
+                f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
+            )
+        self.root = target_path(target)
+        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
+        self.log = log.bind(plugin=self.name, target=escape_path(self.root))
+        self._root_status: os.stat_result | None = None
+        self._mounts: list[mountinfo.Mount] = []
+        self._open = OpenFiles()
+        self._symlinks: dict[str, list[tuple[str, int]]] = {}
+        self._readback: dict[str, tuple[bool, str]] = {}
+        self._purged_fingerprints: dict[str, tuple[bytes, ...]] = {}
+        self._name_fingerprints: dict[str, set[bytes]] = {}
+        self._scan: dict[str, list[str]] | None = None
+        self._scan_detail = ""
+        self._scan_residual: dict[str, list[int]] = {}
+        self._purged_any = False
+
+    # -- settings -----------------------------------------------------------
+
+    @property
+    def _protected(self) -> tuple[str, ...]:
+        configured = self.context.settings.get("protected_paths")
+        return tuple(configured) if configured else PROTECTED_TREES
+
+    def _method_params(self) -> dict[str, Any]:
+        settings = self.context.settings
+        passes = int(settings.get("passes", 1))
+        if passes < 1:
+            raise InvalidTarget(f"passes must be 1 or more, got {passes}")
+        readback = settings.get("readback", "full")
+        fraction = 1.0 if readback == "full" else float(readback)
+        if not 0.0 <= fraction <= 1.0:
+            raise InvalidTarget(
+                f'readback must be "full" or a fraction from 0 to 1, got {readback!r}'
+            )
+        return {
+            "passes": passes,
+            "final_zero": bool(settings.get("final_zero", False)),
+            "readback": fraction,
+        }
+
+    def _scan_device_enabled(self) -> bool:
+        return bool(self.context.settings.get("scan_device", os.geteuid() == 0))
+
+    # -- describe -----------------------------------------------------------
+
+    def _lstat_root(self) -> os.stat_result:
+        try:
+            return os.lstat(self.root)
+        except FileNotFoundError:
+            raise TargetNotFound(
+                f"target {escape_path(self.root)} does not exist; check the path"
+            ) from None
+        except PermissionError:
+            raise AccessDenied(
+                f"cannot inspect target {escape_path(self.root)}: permission denied; "
+                "run as a user who can read it"
+            ) from None
+        except OSError as error:
+            self.log.debug("lstat failed", exc_info=True)
+            raise TargetUnreachable(
+                f"cannot inspect {escape_path(self.root)}: {error.strerror}"
+            ) from None
+
+    def _mount(self, path: str | None = None) -> mountinfo.Mount | None:
+        if not self._mounts:
+            self._mounts = mountinfo.read_mounts()
+        return mountinfo.mount_of(path or self.root, self._mounts)
+
+    def describe(self) -> TargetInfo:
+        self._root_status = self._lstat_root()
+        mount = self._mount()
+        if mount is None:
+            raise TargetUnreachable(f"no mount holds {escape_path(self.root)}")
+        device = mountinfo.block_device(mount.major, mount.minor)
+        media: dict[str, Any] = {
+            "media_type": "filesystem",
+            "path": escape_path(self.root),
+            "filesystem": mount.fstype,
+            "mount_point": escape_path(mount.mount_point),
+            "source": escape_path(mount.source),
+        }
+        media.update(mountinfo.media_facts(device))
+        notes = []
+        if self.target.options.get("keep_root") or self.root == mount.mount_point:
+            notes.append(
+                f"{escape_path(self.root)} itself stays; what it holds is purged"
+            )
+        if not self.cross_filesystems:
+            notes.append(
+                "other filesystems mounted below the target are listed and left alone "
+                "(target option cross_filesystems: true includes them)"
+            )
+        return TargetInfo(
+            media=media,
+            notes=tuple(notes),
+            residual=tuple(self._residual(mount, media)),
+        )
+
+    def _residual(self, mount: mountinfo.Mount, media: dict[str, Any]) -> list[str]:
+        residual = []
+        copy_on_write = mountinfo.is_copy_on_write(mount.fstype)
+        if copy_on_write:
+            residual.append(
+                f"{copy_on_write}; files on it are refused rather than overwritten"
+            )
+        if mount.fstype in ("ext3", "ext4"):
+            journal = (
+                "Lethe zeroes the journal after the purge (EXT4_IOC_CHECKPOINT, Linux 5.13 and later)"
+                if os.geteuid() == 0
+                else "the journal is not zeroed because that needs root"
+            )
+            residual.append(
+                "The ext4 journal holds copies of recently changed directory entries and "
+                f"inodes (file names, sizes, times); {journal}. With data=journal mounts it "
+                "holds file data too."
+            )
+        elif mount.fstype == "xfs":
+            residual.append(
+                "The xfs log holds copies of recently changed directory entries and inodes "
+                "(file names, sizes, times) until it wraps; it cannot be cleared while mounted."
+            )
+        if mountinfo.non_rotational(media):
+            residual.append(
+                "The device is non-rotational (flash): wear levelling and over-provisioning "
+                "keep old copies of overwritten blocks that no overwrite can reach; only a "
+                "firmware sanitize or crypto-erase of the whole device removes them."
+            )
+        if "backing_file" in media:
+            residual.append(
+                f"The filesystem lives in the image file {media['backing_file']}; copies of "
+                "that image (backups, snapshots of its filesystem) are outside the target."
+            )
+        residual.append(
+            "Copies made before the purge (backups, snapshots of the underlying volume, "
+            "editor and temporary files, swapped-out memory) are outside the target."
+        )
+        return residual
+
+    # -- discover -----------------------------------------------------------
+
+    def discover(self) -> Iterator[Item]:
+        root_status = self._root_status or self._lstat_root()
+        self._root_status = root_status
+        self._open.refresh()
+        mode = root_status.st_mode
+        protected = protected_reason(self.root, self._protected)
+        if protected:
+            yield make_item(
+                self.root,
+                _kind(mode),
+                root_status,
+                Refusal("protected-path", protected),
+            )
+            return
+        if stat.S_ISLNK(mode):
+            yield symlink_item(self.root, root_status, removed=False)
+            return
+        if stat.S_ISREG(mode):
+            yield self._root_file(root_status)
+            return
+        if not stat.S_ISDIR(mode):
+            detail = f"{escape_path(self.root)} is a {_kind(mode).replace('-', ' ')}; it is never opened"
+            yield make_item(
+                self.root, _kind(mode), root_status, Refusal("special-file", detail)
+            )
+            return
+        mount = self._mount()
+        keep_root = bool(self.target.options.get("keep_root")) or (
+            mount is not None and mount.mount_point == self.root
+        )
+        walk = Walk(
+            root=self.root,
+            root_status=root_status,
+            classify_file=self._classify_file,
+            classify_directory=self._classify_directory,
+            include_root=not keep_root,
+            mount_point=mount.mount_point if mount else "/",
+        )
+        try:
+            yield from walk.items()
+        except PermissionError:
+            raise AccessDenied(
+                f"cannot list {escape_path(self.root)}: permission denied; run as a user who can read it"
+            ) from None
+        except OSError as error:
+            self.log.debug("walk failed", exc_info=True)
+            raise TargetUnreachable(
+                f"cannot list {escape_path(self.root)}: {error.strerror}"
+            ) from None
+        finally:
+            self._symlinks = walk.symlinks
+
+    def _root_file(self, status: os.stat_result) -> Item:
+        refusal = self._classify_file(self.root, status)
+        if refusal is None and status.st_nlink > 1:
+            detail = (
+                f"{escape_path(self.root)} has {status.st_nlink} hard links and the others "
+                "are outside the target"
+            )
+            refusal = Refusal("hard-link", detail)
+        return make_item(self.root, "file", status, refusal)
+
+    def _classify_directory(self, path: str, status: os.stat_result) -> Refusal | None:
+        protected = protected_reason(path, self._protected)
+        if protected:
+            return Refusal("protected-path", protected)
+        is_mount = any(mount.mount_point == path for mount in self._mounts) or (
+            self._root_status is not None and status.st_dev != self._root_status.st_dev
+        )
+        if is_mount and not self.cross_filesystems:
+            return Refusal(
+                "mount-point",
+                f"{escape_path(path)} is a mount point of another filesystem; "
+                "set the target option cross_filesystems: true to include it",
+            )
+        return None
+
+    def _classify_file(self, path: str, status: os.stat_result) -> Refusal | None:
+        protected = protected_reason(path, self._protected)
+        if protected:
+            return Refusal("protected-path", protected)
+        if self._root_status is not None and status.st_dev != self._root_status.st_dev:
+            if not self.cross_filesystems:
+                return Refusal(
+                    "mount-point",
+                    f"{escape_path(path)} is on another filesystem than the target",
+                )
+        mount = self._mount(path)
+        if mount is not None:
+            reason = mountinfo.is_copy_on_write(mount.fstype)
+            if reason:
+                return Refusal("copy-on-write", f"{escape_path(path)}: {reason}")
+            if mount.read_only:
+                return Refusal(
+                    "permission", f"{escape_path(path)} is on a read-only mount"
+                )
+        holders = self._open.holders(status.st_dev, status.st_ino)
+        if holders:
+            return Refusal(
+                "open-file", f"{escape_path(path)} is open in {', '.join(holders[:3])}"
+            )
+        if mount is not None and mount.fstype in ("xfs", "ocfs2"):
+            return self._shared_extent_refusal(path)
+        return None
+
+    def _shared_extent_refusal(self, path: str) -> Refusal | None:
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+        except OSError:
+            return None  # plan_item and purge report what is wrong with it
+        try:
+            shared = shared_extents(descriptor)
+        except OSError:
+            self.log.debug("FIEMAP failed", path=escape_path(path), exc_info=True)
+            shared = None
+        finally:
+            os.close(descriptor)
+        if shared:
+            return Refusal(
+                "copy-on-write",
+                f"{escape_path(path)} shares {shared} extent(s) with another file (reflink copy "
+                "or deduplication); an overwrite would go to new blocks and the shared copy "
+                "would keep the data",
+            )
+        return None
+
+    # -- plan ---------------------------------------------------------------
+
+    def plan_item(self, item: Item) -> Decision:
+        refusal = item.attributes.get("refusal")
+        if refusal:
+            return Decision(refusal=Refusal(refusal["reason"], refusal["detail"]))
+        if item.kind == "directory":
+            return self._plan_directory(item)
+        if item.kind != "file":
+            return Decision(
+                refusal=Refusal(
+                    "not-supported", f"{item.key}: {item.kind} is not purged"
+                )
+            )
+        paths = _link_paths(item)
+        for path in paths:
+            status = _lstat_or_changed(path, item.key)
+            if identity(status) != dict(item.identity):
+                raise ItemChanged(f"{item.key} changed after discovery; plan again")
+        self._open.refresh(max_age=30.0)
+        holders = self._open.holders(item.identity["dev"], item.identity["ino"])
+        if holders:
+            return Decision(
+                refusal=Refusal(
+                    "open-file", f"{item.key} is open in {', '.join(holders[:3])}"
+                )
+            )
+        fingerprints = self._file_fingerprints(paths[0], item)
+        names = token_fingerprints(*(os.fsencode(os.path.basename(p)) for p in paths))
+        return Decision(
+            method=Method.CLEAR_OVERWRITE,
+            fingerprints=tuple(
+                fingerprints + [n for n in names if n not in fingerprints]
+            ),
+            params=self._method_params(),
+        )
+
+    def _plan_directory(self, item: Item) -> Decision:
+        path = unescape_path(item.key)
+        status = _lstat_or_changed(path, item.key)
+        if (status.st_dev, status.st_ino) != (
+            item.identity["dev"],
+            item.identity["ino"],
+        ):
+            raise ItemChanged(f"{item.key} was replaced after discovery; plan again")
+        kept = int(item.attributes.get("kept", 0))
+        if kept:
+            return Decision(
+                refusal=Refusal(
+                    "not-empty",
+                    f"{item.key} keeps {kept} refused entr{'y' if kept == 1 else 'ies'} below it, "
+                    "so the directory stays",
+                )
+            )
+        return Decision(
+            method=Method.CLEAR_OVERWRITE,
+            fingerprints=tuple(token_fingerprints(os.fsencode(os.path.basename(path)))),
+            params={"remove": "directory"},
+        )
+
+    def _file_fingerprints(self, path: str, item: Item) -> list[bytes]:
+        """Read the file's allocated data once and pick content windows from it."""
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+        except OSError as error:
+            raise ItemChanged(
+                f"cannot open {item.key} to fingerprint it: {error.strerror}"
+            ) from None
+        try:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode) or identity(status) != dict(
+                item.identity
+            ):
+                raise ItemChanged(f"{item.key} changed after discovery; plan again")
+            regions = list(data_regions(descriptor, status.st_size))
+            total = sum(end - start for start, end in regions)
+            if total <= WHOLE_READ_LIMIT:
+                data = b"".join(
+                    os.pread(descriptor, end - start, start) for start, end in regions
+                )
+                return content_fingerprints(data)
+            picked: list[bytes] = []
+            for offset in _spread_offsets(regions, total, WINDOWS_PER_ITEM):
+                for window in content_fingerprints(
+                    os.pread(descriptor, _SAMPLE, offset), 1
+                ):
+                    if window not in picked:
+                        picked.append(window)
+            return picked
+        except OSError as error:
+            self.log.debug("fingerprint read failed", item=item.key, exc_info=True)
+            raise ItemChanged(
+                f"cannot read {item.key} to fingerprint it: {error.strerror}"
+            ) from None
+        finally:
+            os.close(descriptor)
+
+    # -- purge --------------------------------------------------------------
+
+    def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
+        from plugins._files.purge import BatchPurge
+
+        self._open.refresh(max_age=2.0)
+        runner = BatchPurge(self, batch)
+        try:
+            decisions = {planned.item.key: planned.decision for planned in batch}
+            for result in runner.run():
+                if result.status == "purged":
+                    self._purged_any = True
+                    self._purged_fingerprints[result.key] = decisions[
+                        result.key
+                    ].fingerprints
+                    self._scan = None
+                yield result
+        finally:
+            runner.close()
+
+    def complete(self) -> Iterator[PurgeResult]:
+        from plugins._files.purge import remove_recorded_symlinks
+
+        removed = remove_recorded_symlinks(self)
+        if removed:
+            yield PurgeResult(
+                "remove-symlinks",
+                "purged",
+                f"removed {removed} symbolic link(s); their destinations were not touched",
+                method=Method.CLEAR_OVERWRITE,
+            )
+        if self.target.options.get("wipe_free_space"):
+            yield self._wipe_free_space()
+        mount = self._mount()
+        if (
+            self._purged_any
+            and mount is not None
+            and mount.fstype in ("ext3", "ext4")
+            and os.geteuid() == 0
+        ):
+            yield self._zero_journal(mount)
+
+    def _wipe_free_space(self) -> PurgeResult:
+        try:
+            from plugins.freespace import wipe_free_space
+        except ImportError:
+            return PurgeResult(
+                "wipe-free-space",
+                "failed",
+                "free-space wipe is not available: the plugins.freespace module is not installed",
+                method=Method.WIPE_FREE_SPACE,
+            )
+        try:
+            return wipe_free_space(
+                self.root if os.path.isdir(self.root) else os.path.dirname(self.root),
+                self.context,
+            )
+        except PluginError as error:
+            return PurgeResult(
+                "wipe-free-space", "failed", str(error), method=Method.WIPE_FREE_SPACE
+            )
+
+    def _zero_journal(self, mount: mountinfo.Mount) -> PurgeResult:
+        try:
+            mountinfo.zero_ext4_journal(mount.mount_point)
+        except OSError as error:
+            self.log.debug("journal checkpoint failed", exc_info=True)
+            detail = (
+                f"could not zero the ext4 journal of {escape_path(mount.mount_point)}: "
+                f"{error.strerror}; it may still hold names of purged files until it wraps"
+            )
+            self.log.error(
+                "journal zeroing failed",
+                mount_point=escape_path(mount.mount_point),
+                error=error.strerror,
+            )
+            return PurgeResult("zero-journal", "failed", detail)
+        self.log.info("journal zeroed", mount_point=escape_path(mount.mount_point))
+        return PurgeResult(
+            "zero-journal",
+            "purged",
+            f"checkpointed and zeroed the ext4 journal of {escape_path(mount.mount_point)}",
+        )
+
+    # -- verify -------------------------------------------------------------
+
+    def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
+        for planned in batch:
+            if planned.item.key not in self._purged_fingerprints:
+                self._purged_fingerprints[planned.item.key] = (
+                    planned.decision.fingerprints
+                )
+                self._scan = None
+        if self._scan_device_enabled() and self._scan is None:
+            self._scan = self._scan_device()
+        for planned in batch:
+            yield Evidence(planned.item.key, tuple(self._checks(planned)))
+
+    def _checks(self, planned: PlannedItem) -> Iterator[Check]:
+        item = planned.item
+        for path in _link_paths(item):
+            yield _path_gone_check(path, escape_path(path))
+        if item.kind == "file":
+            missing = (False, "no read-back record: the overwrite ran in another process")
+            params = planned.decision.params
+            if params.get("resumed") or params.get("recheck"):
+                missing = (True, "not run: the overwrite ran in an earlier process")
+            passed, detail = self._readback.get(item.key, missing)
+            yield Check("read-back", passed, detail)
+        yield self._scan_check(planned)
+
+    def _scan_check(self, planned: PlannedItem) -> Check:
+        if not self._scan_device_enabled():
+            return Check("device-scan", True, "not run: scan_device is off")
+        if not planned.decision.fingerprints:
+            return Check(
+                "device-scan",
+                True,
+                "not run: no fingerprints for this item (name too short, no distinctive content, or a resumed job)",
+            )
+        if self._scan is None:
+            return Check("device-scan", False, f"not run: {self._scan_detail}")
+        hits = self._scan.get(planned.item.key, [])
+        count = len(planned.decision.fingerprints)
+        if hits:
+            return Check(
+                "device-scan",
+                False,
+                f"{len(hits)} fingerprint hit(s) on {self._scan_detail}: "
+                + "; ".join(hits[:5]),
+            )
+        detail = f"none of {count} fingerprint(s) found on {self._scan_detail}"
+        residual = self._scan_residual.get(planned.item.key)
+        if residual:
+            detail += (
+                f"; the file name remains {len(residual)} time(s) inside the xfs log "
+                "(residual: it is overwritten as the log wraps)"
+            )
+        return Check("device-scan", True, detail)
+
+    def _scan_device(self) -> dict[str, list[str]] | None:
+        from plugins._files.purge import scan_device
+
+        return scan_device(self)
+
+    def close(self) -> None:
+        self._purged_fingerprints.clear()
+        self._name_fingerprints.clear()
+
+
+def _kind(mode: int) -> str:
+    from plugins._files.walk import special_kind
+
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return special_kind(mode)
+
+
+def _link_paths(item: Item) -> list[str]:
+    links = item.attributes.get("links")
+    if links:
+        return [unescape_path(link) for link in links]
+    return [unescape_path(item.key)]
+
+
+def _lstat_or_changed(path: str, key: str) -> os.stat_result:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        raise ItemChanged(f"{key} vanished after discovery; plan again") from None
+    except OSError as error:
+        raise ItemChanged(f"cannot inspect {key}: {error.strerror}") from None
+
+
+def _path_gone_check(path: str, key: str) -> Check:
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return Check("path-gone", True, f"{key} does not exist")
+    except OSError as error:
+        return Check("path-gone", False, f"cannot check {key}: {error.strerror}")
+    return Check("path-gone", False, f"{key} still exists (inode {status.st_ino})")
+
+
+def _spread_offsets(
+    regions: list[tuple[int, int]], total: int, count: int
+) -> Iterator[int]:
+    """Yield ``count`` offsets spread evenly over the data regions."""
+    step = max(total // count, 1)
+    wanted = [index * step for index in range(count)]
+    passed = 0
+    for start, end in regions:
+        length = end - start
+        while wanted and wanted[0] < passed + length:
+            offset = start + wanted.pop(0) - passed
+            yield min(offset, max(end - _SAMPLE, start))
+        passed += length
+
+
+def random_name(length: int) -> str:
+    """Return a random file name of ``length`` ASCII characters, never "." or ".."."""
+    while True:
+        # 252 is the largest multiple of 36 below 256, so no character is favoured.
+        raw = [byte for byte in secrets.token_bytes(length * 2) if byte < 252]
+        if len(raw) < length:
+            continue
+        name = "".join(_NAME_ALPHABET[byte % 36] for byte in raw[:length])
+        if name not in (".", ".."):
+            return name

@@ -1,0 +1,106 @@
+"""Certificates: content, signature and the audit-log entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent import certificate, keys
+from agent.audit import AuditLog
+from agent.config import Config, Operator, Organization
+from agent.engine import Engine
+from agent.registry import Registry
+from plugins.base import Target
+from tests.core.dirplugin import DirPlugin
+
+OPERATOR = Operator(
+    "Jane Doe",
+    "Administrator",
+    Organization("Example Ltd", "1 Example Street", "sec@example.com"),
+)
+
+
+def issued(state_dir: Path, tree: Path, **options) -> tuple[dict, Engine]:
+    registry = Registry()
+    registry.add(DirPlugin)
+    engine = Engine(Config(operator=OPERATOR), state_dir, registry=registry)
+    job_id = engine.plan(
+        [Target(f"testdir://{tree}", options)], {"passes": 1}, dry_run=False
+    )
+    outcome = engine.purge(job_id)
+    return json.loads(outcome.certificate.read_text()), engine
+
+
+def check(state_dir: Path, document: dict) -> certificate.VerificationReport:
+    return certificate.verify(
+        document, AuditLog.open(state_dir), keys.existing_public_key(state_dir)
+    )
+
+
+def test_fields_of_appendix_g(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    assert document["person"] == {"name": "Jane Doe", "title": "Administrator"}
+    assert document["organization"]["name"] == "Example Ltd"
+    assert document["media"][0]["media_type"] == "directory"
+    assert document["sanitization"]["method_type"] == "Clear"
+    assert document["sanitization"]["tool"]["name"] == "lethe"
+    assert document["verification"]["result"] == "passed"
+    assert "journal" in document["notes"][0]
+    assert (
+        "residual risk: the test plugin does not scan raw storage"
+        in document["notes"][1]
+    )
+
+
+def test_counts_only_verified(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    assert document["counts"]["destroyed_and_verified"] == 4
+    assert document["counts"]["refused"] == 2
+    assert document["refused"] == {"hold": 1, "symlink": 1}
+    assert document["fingerprint_digests"] == 4
+
+
+def test_valid_certificate_verifies(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    report = check(state_dir, document)
+    assert report.valid, report.checks
+
+
+def test_edited_field_fails(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    document["counts"]["destroyed_and_verified"] = 5
+    report = check(state_dir, document)
+    assert not report.valid
+    assert report.checks[0][0] == "signature"
+
+
+def test_resigned_with_other_key_fails(
+    state_dir: Path, tree: Path, tmp_path: Path
+) -> None:
+    document, _ = issued(state_dir, tree)
+    document["counts"]["destroyed_and_verified"] = 5
+    forged = certificate.sign(document, keys.load_or_create(tmp_path / "other"))
+    failed = {name for name, passed, _ in check(state_dir, forged).checks if not passed}
+    assert failed == {"signing key", "audit entry"}
+
+
+def test_edited_audit_log_fails(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    log = AuditLog.open(state_dir)
+    log.path.write_text(log.path.read_text().replace('"plan"', '"plam"'))
+    failed = {
+        name for name, passed, _ in check(state_dir, document).checks if not passed
+    }
+    assert failed == {"audit chain"}
+
+
+def test_signing_key_mode(state_dir: Path, tree: Path) -> None:
+    issued(state_dir, tree)
+    assert (state_dir / keys.KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_html_rendering(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    html = certificate.render_html(document)
+    assert "Certificate of sanitization" in html
+    assert document["plan_hash"] in html

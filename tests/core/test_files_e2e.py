@@ -1,0 +1,222 @@
+"""End to end through the CLI with the local-files plugin on an ext4 loop device."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from agent.journal import key_text
+from tests.core.conftest import LETHE, REPO
+from tests.helpers.loopfs import LoopFilesystem
+
+CANARY = b"LETHE-E2E-CANARY"
+NAME_CANARY = "Quentin-Zebulon-QZ99887766"
+
+
+def raw_image(filesystem: LoopFilesystem) -> bytes:
+    os.sync()
+    subprocess.run(["blockdev", "--flushbufs", filesystem.device], check=False)
+    return filesystem.image.read_bytes()
+
+
+def write_config(tmp_path: Path, state_dir: Path, scan_device: bool) -> Path:
+    path = tmp_path / "lethe.yaml"
+    path.write_text(
+        "operator:\n"
+        "  name: Test Operator\n"
+        "  organization:\n"
+        "    name: Test Org\n"
+        f"state_dir: {state_dir}\n"
+        "settings:\n"
+        f"  scan_device: {'true' if scan_device else 'false'}\n"
+    )
+    return path
+
+
+def run(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, PYTHONPATH=str(REPO), LETHE_STATE_DIR=str(state_dir))
+    return subprocess.run(
+        [str(LETHE), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def customer_tree(root: Path, outside: Path) -> list[Path]:
+    """Write nested customer exports with canary content and one canary name."""
+    files = []
+    for year in ("2019", "2020"):
+        for quarter in ("q1", "q2"):
+            path = root / year / quarter / "customers.csv"
+            path.parent.mkdir(parents=True)
+            rows = b"".join(
+                CANARY + f"-{year}-{quarter}-{index:05d},Ada,+44 7700 900123\n".encode()
+                for index in range(400)
+            )
+            path.write_bytes(rows)
+            files.append(path)
+    named = root / "2020" / f"{NAME_CANARY}.csv"
+    named.write_bytes(CANARY + b"-named,Grace,+1 555 0199\n" * 50)
+    files.append(named)
+    outside.mkdir()
+    (outside / "contract.txt").write_text("kept outside the target\n")
+    (root / "contract-link").symlink_to(outside / "contract.txt")
+    os.link(outside / "contract.txt", root / "2019" / "contract-hardlink.txt")
+    return files
+
+
+def test_purge_verify_certify(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=True)
+    root = ext4.mountpoint / "exports"
+    files = customer_tree(root, ext4.mountpoint / "outside")
+    assert CANARY in raw_image(ext4)
+
+    planned = run("plan", str(root), "-c", str(config), "--json", state_dir=state_dir)
+    assert planned.returncode == 1, planned.stderr
+    summary = json.loads(planned.stdout)
+    reasons = {group["reason"] for group in summary["targets"][0]["refused"]}
+    # Directories that keep a refused entry are refused as "not-empty".
+    assert reasons == {"symlink", "hard-link", "not-empty"}
+
+    purged = run(
+        "purge", "--yes", str(root), "-c", str(config), "--json", state_dir=state_dir
+    )
+    assert purged.returncode == 1, purged.stderr
+    outcome = json.loads(purged.stdout)
+    assert outcome["counts"].get("failed", 0) == 0
+    assert not any(path.exists() for path in files)
+    assert (
+        ext4.mountpoint / "outside" / "contract.txt"
+    ).read_text() == "kept outside the target\n"
+
+    image = raw_image(ext4)
+    assert image.count(CANARY) == 0
+    assert image.count(NAME_CANARY.encode()) == 0
+
+    certificate = Path(outcome["certificate"])
+    document = json.loads(certificate.read_text())
+    assert document["media"][0]["filesystem"] == "ext4"
+    # Files and the directories emptied with them are items.
+    assert (
+        document["counts"]["destroyed_and_verified"] == summary["totals"]["permitted"]
+    )
+    assert document["verification"]["result"] == "passed"
+    assert (
+        run(
+            "certificate",
+            "verify",
+            str(certificate),
+            "-c",
+            str(config),
+            state_dir=state_dir,
+        ).returncode
+        == 0
+    )
+    assert (
+        run(
+            "verify", outcome["job_id"], "-c", str(config), state_dir=state_dir
+        ).returncode
+        == 0
+    )
+
+
+def test_plain_rm_leaves_canaries(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    """Control: without Lethe the raw image keeps the deleted content."""
+    root = ext4.mountpoint / "exports"
+    files = customer_tree(root, ext4.mountpoint / "outside")
+    os.sync()
+    for path in files:
+        path.unlink()
+    assert raw_image(ext4).count(CANARY) > 0
+
+
+def journal_rows(state_dir: Path) -> list[tuple[str, str]]:
+    try:
+        with sqlite3.connect(state_dir / "journal.sqlite", timeout=5) as db:
+            rows = db.execute(
+                "SELECT key, state FROM items WHERE kind = 'file'"
+            ).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [(key_text(key), state) for key, state in rows]
+
+
+def test_sigkill_mid_purge_then_resume(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    config.write_text(config.read_text() + "  passes: 4\n")
+    root = ext4.mountpoint / "bulk"
+    root.mkdir()
+    for index in range(300):
+        (root / f"record-{index:04d}.bin").write_bytes(os.urandom(96 * 1024))
+    environment = dict(os.environ, PYTHONPATH=str(REPO), LETHE_STATE_DIR=str(state_dir))
+    process = subprocess.Popen(
+        [str(LETHE), "purge", "--yes", str(root), "-c", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(state == "purging" for _, state in journal_rows(state_dir)):
+                time.sleep(0.3)
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+    rows = journal_rows(state_dir)
+    states = [state for _, state in rows]
+    assert "verified" not in states
+    assert "purging" in states
+    for key, state in rows:
+        if state == "planned":
+            assert Path(key).exists()
+
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        job_id = db.execute("SELECT id FROM jobs").fetchone()[0]
+    resumed = run("purge", "--resume", job_id, "-c", str(config), state_dir=state_dir)
+    final = journal_rows(state_dir)
+    for key, state in final:
+        if state == "verified":
+            assert not Path(key).exists()
+    assert resumed.returncode == 0, resumed.stderr
+    assert {state for _, state in final} == {"verified"}
+    # No renamed leftovers: the emptied directory itself was removed.
+    assert not root.exists()
+
+
+def test_awkward_names_through_cli(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    root = ext4.mountpoint / "awkward"
+    root.mkdir()
+    names = [b"line\nbreak.csv", b"caf\xe9-latin1.csv", b"plain.csv"]
+    for name in names:
+        with open(os.path.join(os.fsencode(root), name), "wb") as stream:
+            stream.write(b"Ada Lovelace,+44 7700 900123\n")
+
+    planned = run("plan", str(root), "-c", str(config), state_dir=state_dir)
+    assert planned.returncode == 0, planned.stderr
+    assert "would purge 4 items" in planned.stdout
+
+    purged = run(
+        "purge", "--yes", str(root), "-c", str(config), "--json", state_dir=state_dir
+    )
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout)["counts"] == {"verified": 4}
+    assert not root.exists()

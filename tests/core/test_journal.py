@@ -1,0 +1,88 @@
+"""The SQLite journal: states, streaming pages and crash-safe settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.journal import ItemRow, Journal
+
+
+def make_journal(state_dir: Path, count: int = 3) -> Journal:
+    journal = Journal.open(state_dir)
+    journal.create_job(
+        "job-1", dry_run=False, settings={"passes": 1}, config_digest=None
+    )
+    rows = (
+        ItemRow(target=0, key=f"/data/file-{index:05d}", kind="file", size=index)
+        for index in range(count)
+    )
+    journal.add_items("job-1", rows, page=7)
+    return journal
+
+
+def test_wal_mode(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    assert journal.query("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_state_change_is_committed(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    journal.set_state("job-1", 0, "/data/file-00001", "purging")
+    other = Journal.open(state_dir)
+    assert other.get_item("job-1", 0, "/data/file-00001").state == "purging"
+
+
+def test_invalid_state_rejected(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    with pytest.raises(ValueError, match="invalid item state"):
+        journal.set_state("job-1", 0, "/data/file-00001", "gone")
+
+
+def test_pages_survive_updates(state_dir: Path) -> None:
+    journal = make_journal(state_dir, count=1234)
+    seen = 0
+    for row in journal.items("job-1", states=("planned",)):
+        journal.set_state("job-1", row.target, row.key, "purged")
+        seen += 1
+    assert seen == 1234
+    assert journal.count_states("job-1") == {"purged": 1234}
+
+
+def test_items_by_key_are_ordered(state_dir: Path) -> None:
+    journal = Journal.open(state_dir)
+    journal.create_job("job-1", dry_run=True, settings={}, config_digest=None)
+    journal.add_items("job-1", [ItemRow(0, key, "file", 1) for key in ("c", "a", "b")])
+    assert [row.key for row in journal.items("job-1", by_key=True)] == ["a", "b", "c"]
+
+
+def test_requeue_marks_resumed(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    journal.set_state("job-1", 0, "/data/file-00000", "purging")
+    journal.requeue("job-1", 0, "/data/file-00000", "in flight")
+    row = journal.get_item("job-1", 0, "/data/file-00000")
+    assert row.state == "planned"
+    assert row.params["resumed"] is True
+
+
+def test_unknown_job_names_state_dir(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    with pytest.raises(Exception, match="job 'nope' is not in the journal"):
+        journal.job("nope")
+
+
+def test_undecodable_key_round_trips(state_dir: Path) -> None:
+    key = os.fsdecode(b"/data/caf\xe9\nname.csv")
+    journal = Journal.open(state_dir)
+    journal.create_job("job-1", dry_run=True, settings={}, config_digest=None)
+    journal.add_items(
+        "job-1", [ItemRow(0, key, "file", 1, label=key, attributes={"path": key})]
+    )
+    journal.set_state("job-1", 0, key, "purging")
+    row = journal.get_item("job-1", 0, key)
+    assert row.key == key
+    assert row.label == "/data/caf\\udce9\nname.csv"
+    assert row.attributes["path"] == key
+    assert [item.key for item in journal.items("job-1", by_key=True)] == [key]

@@ -1,0 +1,299 @@
+"""What the plan refuses, and that refused data is left exactly as it was (F2, F4-F7, F9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Imported here because the unprivileged child of the permission test cannot
+# read the interpreter's own module directory under /root.
+import mmap  # noqa: F401
+import plugins._files.purge  # noqa: F401
+from plugins.base import JobContext, PlannedItem, Target
+from plugins.files import FilesPlugin
+from tests.conftest import require_tool
+from tests.files.conftest import canary_lines, plan, purge, raw_image
+from tests.helpers.loopfs import loop_filesystem
+
+CANARY = b"LETHE-CANARY-REFUSED"
+
+
+def test_btrfs_plan_refuses_copy_on_write(btrfs):
+    path = btrfs.mountpoint / "customers.csv"
+    path.write_bytes(canary_lines(CANARY.decode(), 2_000))
+    run = purge(btrfs.mountpoint / "customers.csv")
+    assert run.refusal_reasons() == {str(path): "copy-on-write"}
+    assert run.results == []
+    assert any("copy-on-write" in line for line in run.info.residual)
+    assert path.read_bytes() == canary_lines(CANARY.decode(), 2_000)
+
+
+def test_btrfs_snapshot_copy_untouched(btrfs):
+    require_tool("btrfs")
+    volume = btrfs.mountpoint / "volume"
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(volume)], check=True, capture_output=True
+    )
+    (volume / "customers.csv").write_bytes(canary_lines(CANARY.decode(), 2_000))
+    snapshot = btrfs.mountpoint / "snapshot"
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", str(volume), str(snapshot)],
+        check=True,
+        capture_output=True,
+    )
+    run = purge(volume)
+    assert run.refusal_reasons()[str(volume / "customers.csv")] == "copy-on-write"
+    assert (snapshot / "customers.csv").read_bytes() == canary_lines(
+        CANARY.decode(), 2_000
+    )
+    assert (volume / "customers.csv").exists()
+
+
+def test_xfs_reflink_copy_refused(xfs):
+    target = xfs.mountpoint / "exports"
+    target.mkdir()
+    original = target / "customers.csv"
+    original.write_bytes(canary_lines(CANARY.decode(), 2_000))
+    copy = xfs.mountpoint / "copy-outside.csv"
+    subprocess.run(["cp", "--reflink=always", str(original), str(copy)], check=True)
+    run = purge(target)
+    reasons = run.refusal_reasons()
+    assert reasons[str(original)] == "copy-on-write"
+    assert reasons[str(target)] == "not-empty"
+    assert "reflink" in run.refused[0].decision.refusal.detail
+    assert copy.read_bytes() == canary_lines(CANARY.decode(), 2_000)
+    assert original.read_bytes() == canary_lines(CANARY.decode(), 2_000)
+
+
+def test_symlink_removed_destination_untouched(ext4, tmp_path):
+    outside = ext4.mountpoint / "outside.csv"
+    outside.write_bytes(b"keep this file intact\n")
+    before = os.stat(outside)
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    (target / "report.csv").write_bytes(b"destroy this report\n")
+    (target / "link-out").symlink_to(outside)
+    run = purge(target)
+    assert run.refusal_reasons() == {str(target / "link-out"): "symlink"}
+    assert "never touched" in run.refused[0].decision.refusal.detail
+    assert not os.path.lexists(target / "link-out")
+    assert not target.exists()
+    assert outside.read_bytes() == b"keep this file intact\n"
+    assert os.stat(outside).st_mtime_ns == before.st_mtime_ns
+
+
+def test_hard_link_outside_refused(ext4):
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    inside = target / "customers.csv"
+    inside.write_bytes(canary_lines(CANARY.decode(), 500))
+    outside = ext4.mountpoint / "kept-link.csv"
+    os.link(inside, outside)
+    run = purge(target)
+    refusal = run.refused[0].decision.refusal
+    assert run.refusal_reasons()[str(inside)] == "hard-link"
+    assert str(inside) in refusal.detail
+    assert str(outside) in refusal.detail
+    assert outside.read_bytes() == canary_lines(CANARY.decode(), 500)
+    assert inside.exists()
+
+
+def test_hard_links_all_inside_purged(ext4):
+    target = ext4.mountpoint / "exports"
+    (target / "a").mkdir(parents=True)
+    (target / "b").mkdir()
+    first = target / "a" / "customers.csv"
+    first.write_bytes(canary_lines(CANARY.decode(), 500))
+    os.link(first, target / "b" / "second-link.csv")
+    os.sync()
+    run = purge(target)
+    assert run.refused == []
+    assert {result.status for result in run.results} == {"purged"}
+    assert run.unverified() == []
+    assert not target.exists()
+    assert raw_image(ext4).count(CANARY) == 0
+
+
+def test_immutable_directory_fails_before_overwrite(ext4):
+    require_tool("chattr")
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    path = target / "customers.csv"
+    data = canary_lines(CANARY.decode(), 500)
+    path.write_bytes(data)
+    subprocess.run(["chattr", "+i", str(target)], check=True)
+    try:
+        run = purge(target)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    result = run.results[0]
+    assert result.status == "failed"
+    assert "nothing was overwritten" in result.detail
+    assert path.read_bytes() == data
+
+
+def _purge_as(uid: int, path: Path) -> list[tuple[str, ...]]:
+    """Purge ``path`` in a forked child running as ``uid``; return its results."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            run = purge(path, scan_device=False)
+            lines = [f"{r.key}\t{r.status}\t{r.detail}" for r in run.results]
+            os.write(write_end, "\n".join(lines).encode())
+        except BaseException as error:
+            os.write(write_end, f"error\t{type(error).__name__}\t{error}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stream:
+        output = stream.read().decode()
+    os.waitpid(child, 0)
+    return [tuple(line.split("\t")) for line in output.splitlines()]
+
+
+def test_unwritable_directory_as_user_fails_before_overwrite(ext4):
+    # The pytest temporary directories are private to root, so the user
+    # reaches the filesystem through a bind mount in a world-readable place.
+    public = Path(tempfile.mkdtemp(prefix="lethe-files-"))
+    public.chmod(0o755)
+    subprocess.run(["mount", "--bind", str(ext4.mountpoint), str(public)], check=True)
+    try:
+        target = public / "exports"
+        target.mkdir()
+        path = target / "customers.csv"
+        data = canary_lines(CANARY.decode(), 500)
+        path.write_bytes(data)
+        os.chown(path, 65534, 65534)
+        results = _purge_as(65534, target)
+        kept = path.read_bytes()
+    finally:
+        subprocess.run(["umount", str(public)], check=True)
+        public.rmdir()
+    statuses = {key: status for key, status, _ in results}
+    details = " ".join(detail for _, _, detail in results)
+    assert statuses.get(str(path)) == "failed", results
+    assert "not writable" in details
+    assert kept == data
+
+
+@pytest.mark.timeout(60)
+def test_fifo_and_device_node_skipped(ext4):
+    require_tool("mknod")
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    os.mkfifo(target / "pipe")
+    subprocess.run(["mknod", str(target / "null-device"), "c", "1", "3"], check=True)
+    (target / "report.csv").write_bytes(b"destroy this report\n")
+    run = purge(target)
+    assert run.refusal_reasons() == {
+        str(target / "pipe"): "special-file",
+        str(target / "null-device"): "special-file",
+        str(target): "not-empty",
+    }
+    assert run.statuses() == {str(target / "report.csv"): "purged"}
+    assert (target / "pipe").exists()
+    assert (target / "null-device").exists()
+
+
+def test_open_file_refused(ext4):
+    path = ext4.mountpoint / "customers.csv"
+    path.write_bytes(b"held open by another process\n")
+    with open(path, "rb") as handle:
+        holder = subprocess.Popen(["sleep", "60"], stdin=handle)
+    try:
+        run = purge(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run.refusal_reasons() == {str(path): "open-file"}
+    assert f"pid {holder.pid}" in run.refused[0].decision.refusal.detail
+    assert path.read_bytes() == b"held open by another process\n"
+
+
+def test_mount_point_below_target_refused(ext4, tmp_path):
+    target = ext4.mountpoint / "exports"
+    (target / "inner").mkdir(parents=True)
+    (target / "report.csv").write_bytes(b"destroy this report\n")
+    (tmp_path / "other").mkdir()
+    with loop_filesystem(tmp_path / "other", "ext4", 16) as other:
+        (other.mountpoint / "keep.csv").write_bytes(b"another filesystem\n")
+        subprocess.run(
+            ["mount", "--bind", str(other.mountpoint), str(target / "inner")],
+            check=True,
+        )
+        try:
+            run = purge(target)
+            kept = (target / "inner" / "keep.csv").read_bytes()
+        finally:
+            subprocess.run(["umount", str(target / "inner")], check=True)
+    assert run.refusal_reasons()[str(target / "inner")] == "mount-point"
+    assert run.statuses()[str(target / "report.csv")] == "purged"
+    assert kept == b"another filesystem\n"
+
+
+def test_system_paths_protected():
+    for path in ("/", "/etc", "/usr/share/doc", "/boot"):
+        run = plan(path)
+        assert run.refusal_reasons() == {path: "protected-path"}
+
+
+def test_protected_paths_setting(ext4):
+    target = ext4.mountpoint / "exports"
+    (target / "keep").mkdir(parents=True)
+    (target / "keep" / "ledger.csv").write_bytes(b"retained\n")
+    (target / "report.csv").write_bytes(b"destroy this report\n")
+    run = purge(target, protected_paths=[str(target / "keep")])
+    assert run.refusal_reasons()[str(target / "keep")] == "protected-path"
+    assert run.statuses()[str(target / "report.csv")] == "purged"
+    assert (target / "keep" / "ledger.csv").read_bytes() == b"retained\n"
+
+
+def test_readback_mismatch_fails_verification(ext4):
+    path = ext4.mountpoint / "customers.csv"
+    path.write_bytes(canary_lines(CANARY.decode(), 500))
+    run = purge(path, inject_readback_mismatch=True)
+    checks = {check.name: check for check in run.evidence[0].checks}
+    assert run.results[0].status == "purged"
+    assert not checks["read-back"].passed
+    assert "differs" in checks["read-back"].detail
+    assert not run.evidence[0].verified
+
+
+def test_file_swapped_for_symlink_after_plan(ext4):
+    outside = ext4.mountpoint / "outside.csv"
+    outside.write_bytes(b"keep this file intact\n")
+    path = ext4.mountpoint / "customers.csv"
+    path.write_bytes(b"planned file\n")
+    plugin = FilesPlugin(Target(str(path)), JobContext(dry_run=False))
+    plugin.describe()
+    planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+    path.unlink()
+    path.symlink_to(outside)
+    results = list(plugin.purge(planned))
+    plugin.close()
+    assert results[0].status == "failed"
+    assert "symbolic link" in results[0].detail or "replaced" in results[0].detail
+    assert outside.read_bytes() == b"keep this file intact\n"
+    assert path.is_symlink()
+
+
+def test_file_changed_after_plan_untouched(ext4):
+    path = ext4.mountpoint / "customers.csv"
+    path.write_bytes(b"planned file\n")
+    plugin = FilesPlugin(Target(str(path)), JobContext(dry_run=False))
+    plugin.describe()
+    planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+    path.write_bytes(b"rewritten after the plan, longer\n")
+    results = list(plugin.purge(planned))
+    plugin.close()
+    assert results[0].status == "failed"
+    assert "changed after the plan" in results[0].detail
+    assert path.read_bytes() == b"rewritten after the plan, longer\n"
