@@ -6,8 +6,8 @@ soft-deleted blobs, snapshots and versions the account still keeps. Blobs
 are deleted with ``delete_snapshots="include"``, snapshots and versions by
 their own identifiers, up to 256 to a blob batch request. Soft-deleted
 snapshots and versions are then deleted permanently where the account allows
-it (``AllowPermanentDelete``); soft-deleted base blobs cannot be, so they
-are reported with the date the service removes them.
+it (``AllowPermanentDelete``). The service offers no permanent delete for a
+soft-deleted base blob, so those are reported with the date they expire.
 
 Credentials come from the SDK's standard sources only: a connection string
 in ``AZURE_STORAGE_CONNECTION_STRING`` (or in the variable the option
@@ -293,7 +293,8 @@ class AzurePlugin(Plugin):
         try:
             properties = self._service.get_service_properties()
         except core.HttpResponseError:
-            # Reading account settings needs more than data access; say so in the plan.
+            # Reading account settings needs more than data access, so the plan
+            # states that the policy is unknown.
             self.log.debug("service_properties_unreadable", exc_info=True)
             return None
         except Exception as exc:

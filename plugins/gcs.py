@@ -10,9 +10,9 @@ service hard-deletes them.
 
 Soft-delete retention is fixed when an object is deleted. With the target
 option ``allow_bucket_changes: true`` the plugin sets the bucket's retention
-to 0 before its first delete and restores the old value afterwards, so what
-it deletes is gone at once; otherwise the plan lists the soft-deleted copies
-as residual, with the date they disappear.
+to 0 before its first delete and restores the old value afterwards, so the
+generations it deletes are gone at once. Without it, the plan lists the
+soft-deleted copies as residual, with the date they disappear.
 
 Credentials and the endpoint come from the SDK's standard chain only:
 Application Default Credentials, and ``STORAGE_EMULATOR_HOST`` for an

@@ -1,16 +1,16 @@
 """A recording Azure Blob transport for contract tests at the SDK boundary.
 
 Azurite has no blob versions, soft delete, immutability policies or legal
-holds. ``FakeBlobTransport`` stands in for the HTTP transport of
+holds. ``FakeBlobTransport`` replaces the HTTP transport of
 azure-storage-blob: it records every request the SDK sends (blob batch
-sub-requests included) and answers from a small model of one container
+sub-requests included) and responds from a small model of one container
 that follows the Blob service's documented rules for those features:
 
 * deleting a base blob makes its current version a previous version;
 * with soft delete on, deleted blobs, snapshots and versions are kept as
   soft-deleted, and ``deletetype=permanent`` removes a soft-deleted snapshot
   or version only when the account allows permanent delete;
-* a copy under an unexpired immutability policy or a legal hold answers 409
+* a copy under an unexpired immutability policy or a legal hold returns 409
   with the service's error code, and nothing is removed.
 """
 

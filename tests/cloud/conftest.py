@@ -139,7 +139,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     try:
-        # Any HTTP answer, even 400 for a bare GET, means Azurite is listening.
+        # Any HTTP response, even 400 for a bare GET, means Azurite is listening.
         _wait_for(f"{endpoint}?comp=list", process, "azurite", ok=(200, 400, 403))
         yield (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"

@@ -3,9 +3,10 @@
 The recording adapter sits at the SDK boundary, between google-cloud-storage
 and the emulator. It records every request the SDK sends (batch sub-requests
 included) and can add fields the emulators do not store, such as holds,
-retention times and KMS key names, to the JSON the emulator returns. It never
-answers for the emulator: every request still reaches it, so a delete the
-plugin should not have sent really deletes the object and the test sees it.
+retention times and KMS key names, to the JSON the emulator returns. Every
+request still reaches the emulator, so a delete the plugin should not have
+sent really deletes the object and the test sees it. Only the ``deny`` hook
+replaces a response, with the status code a test sets.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """AzurePlugin against Azurite.
 
-Azurite's blob service keeps snapshots and answers blob batch requests, so
+Azurite's blob service keeps snapshots and handles blob batch requests, so
 the tests here purge real blobs and snapshots and verify with fresh
 listings. Azurite has no versions, no soft delete and no immutability
 policies, and accepts the listing includes for them without effect; those
@@ -78,7 +78,7 @@ def test_verify_fails_without_delete(azure_env, monkeypatch):
 def test_many_snapshots(azure_env):
     """C4 for Azure: 1,200 snapshots of one blob, deleted in batches of 256.
 
-    Azurite behaviour: lists all 1,200 entries in one page and answers blob
+    Azurite behaviour: lists all 1,200 entries in one page and handles blob
     batch requests of up to 256 deletes.
     """
     container = _container(azure_env)
@@ -152,7 +152,7 @@ def test_whole_container_needs_flag(azure_env):
 
 
 def test_whole_container_kept(azure_env):
-    """C10 for Azure: the plan says the container is kept, and it is (Azurite)."""
+    """C10 for Azure: the plan states the container is kept, and it is (Azurite)."""
     container = _container(azure_env)
     container.upload_blob("x", b"v")
 
@@ -164,7 +164,7 @@ def test_whole_container_kept(azure_env):
 
 
 def test_whole_container_deleted(azure_env):
-    """C10 for Azure: with delete_container the plan says so and the container goes."""
+    """C10 for Azure: with delete_container the plan states it and the container is deleted."""
     container = _container(azure_env)
     container.upload_blob("x", b"v")
 
@@ -179,13 +179,13 @@ def test_whole_container_deleted(azure_env):
 
 
 def test_missing_container(azure_env):
-    """Azurite answers ContainerNotFound for an unknown container."""
+    """Azurite returns ContainerNotFound for an unknown container."""
     with pytest.raises(TargetNotFound, match="no-such-container"):
         run_plugin(AzurePlugin, f"az://{AZURITE_ACCOUNT}/no-such-container/p/")
 
 
 def test_wrong_key_denied(azurite, monkeypatch):
-    """Azurite checks the shared-key signature and answers 403 for a wrong key."""
+    """Azurite checks the shared-key signature and returns 403 for a wrong key."""
     wrong = azurite.replace(AZURITE_KEY, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmc=")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", wrong)
     with pytest.raises(AccessDenied, match="permission denied"):

@@ -2,7 +2,7 @@
 
 Azurite implements none of these, so these tests run the plugin against
 FakeBlobTransport (tests/cloud/azure_support.py), which records each
-request the SDK sends and answers from a model of the Blob service's rules.
+request the SDK sends and responds from a model of the Blob service's rules.
 Holds are enforced by the model, and the tests also assert that no delete
 request named a held copy.
 """

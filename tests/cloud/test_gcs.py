@@ -114,7 +114,7 @@ def test_many_generations_one_key(fake_gcs, gcs, monkeypatch):
 
     fake-gcs-server behaviour: lists generations, but its page token is the
     next object name, so a page boundary inside one name's generations
-    repeats forever; the page size is raised above 1,200 to list them in one
+    repeats forever. The page size is raised above 1,200 to list them in one
     page. The deletes are checked at the SDK boundary (see the C1 test).
     """
     monkeypatch.setattr("plugins.gcs.PAGE_SIZE", 1500)
@@ -206,7 +206,7 @@ def test_whole_bucket_needs_flag(fake_gcs, gcs):
 
 
 def test_whole_bucket_kept(fake_gcs, gcs):
-    """C10 for GCS: the plan says the bucket is kept, and it is (fake-gcs-server)."""
+    """C10 for GCS: the plan states the bucket is kept, and it is (fake-gcs-server)."""
     name = unique("c10b")
     bucket = gcs.create_bucket(name)
     bucket.blob("x").upload_from_string(b"v")
@@ -219,7 +219,7 @@ def test_whole_bucket_kept(fake_gcs, gcs):
 
 
 def test_whole_bucket_deleted(fake_gcs, gcs):
-    """C10 for GCS: with delete_bucket the plan says so and the bucket goes."""
+    """C10 for GCS: with delete_bucket the plan states it and the bucket is deleted."""
     name = unique("c10c")
     bucket = gcs.create_bucket(name)
     bucket.blob("x").upload_from_string(b"v")
@@ -240,7 +240,7 @@ def test_delete_bucket_needs_whole_bucket(fake_gcs):
 
 
 def test_missing_bucket(fake_gcs):
-    """fake-gcs-server answers 404 for an unknown bucket."""
+    """fake-gcs-server returns 404 for an unknown bucket."""
     with pytest.raises(TargetNotFound, match="nonexistent-bucket"):
         run_plugin(plugin_class(fake_gcs), "gs://nonexistent-bucket/p/")
 
@@ -252,7 +252,7 @@ def test_endpoint_down():
 
 
 def test_permission_denied(fake_gcs, gcs):
-    """The adapter answers 403 as Cloud Storage does; emulators never deny."""
+    """The adapter returns 403 as Cloud Storage does, because emulators never deny."""
     name = unique("deny")
     versioned_bucket(gcs, name)
     adapter = RecordingAdapter()
