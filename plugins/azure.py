@@ -486,7 +486,13 @@ class AzurePlugin(Plugin):
             responses = list(self.container.delete_blobs(*requests, raise_on_any_failure=False))
         followups: list[PlannedItem] = []
         for entry, response in zip(entries, responses, strict=True):
-            result = self._result(entry, response.status_code, response.headers.get("x-ms-error-code"))
+            status = response.status_code
+            if status == 429 or status >= 500:
+                # A throttled or failed sub-request is sent again on its own,
+                # where azure-core's retry policy applies.
+                result = self._retry_delete(entry)
+            else:
+                result = self._result(entry, status, response.headers.get("x-ms-error-code"))
             attributes = entry.item.attributes
             if result.status == "purged" and attributes["version_id"] and entry.item.kind == "blob":
                 followups.append(entry)
@@ -500,6 +506,23 @@ class AzurePlugin(Plugin):
             ]
             with self._translated(action):
                 list(self.container.delete_blobs(*version_requests, raise_on_any_failure=False))
+
+    def _retry_delete(self, entry: PlannedItem) -> PurgeResult:
+        from azure.core import exceptions as core
+
+        request = _delete_request(entry.item.attributes)
+        blob = self.container.get_blob_client(request["name"], snapshot=request.get("snapshot"))
+        try:
+            blob.delete_blob(
+                version_id=request.get("version_id"),
+                delete_snapshots=request.get("delete_snapshots"),
+            )
+        except core.HttpResponseError as exc:
+            self.log.debug("delete_retry_failed", key=entry.item.key, exc_info=True)
+            return self._result(entry, exc.status_code or 0, exc.error_code)
+        except Exception as exc:
+            raise self._translate(exc, f"deleting {entry.item.display}", entry.item.display) from exc
+        return self._result(entry, 202, None)
 
     def _delete_single(self, entry: PlannedItem) -> PurgeResult:
         from azure.core import exceptions as core

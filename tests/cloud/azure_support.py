@@ -54,6 +54,8 @@ class FakeBlobTransport(RequestsTransport):
     container_policy: bool = False
     container_legal_hold: bool = False
     requests_sent: list[tuple[str, str]] = field(default_factory=list)
+    #: Blob names whose first batch sub-request gets 503 ServerBusy.
+    busy_once: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -234,7 +236,11 @@ class FakeBlobTransport(RequestsTransport):
             if "x-ms-delete-snapshots" in headers_block:
                 query["x-ms-delete-snapshots"] = "include"
             name = urllib.parse.unquote(target_parts.path).lstrip("/").partition("/")[2]
-            status, headers, _ = self._delete(name, query)
+            if name in self.busy_once:
+                self.busy_once.discard(name)
+                status, headers, _ = _error(503, "ServerBusy")
+            else:
+                status, headers, _ = self._delete(name, query)
             header_lines = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
             parts.append(
                 f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: {index}\r\n\r\n"

@@ -5,8 +5,9 @@ and the emulator. It records every request the SDK sends (batch sub-requests
 included) and can add fields the emulators do not store, such as holds,
 retention times and KMS key names, to the JSON the emulator returns. Every
 request still reaches the emulator, so a delete the plugin should not have
-sent really deletes the object and the test sees it. Only the ``deny`` hook
-replaces a response, with the status code a test sets.
+sent really deletes the object and the test sees it. The one exception is
+the ``deny`` hook: a request it matches gets the status code the test sets
+and never reaches the emulator.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
         self.object_fields: dict[str, dict[str, Any]] = {}
         #: Extra fields merged into bucket resources.
         self.bucket_fields: dict[str, Any] = {}
-        #: When set, returns a status code that replaces the emulator's answer.
+        #: Returns a status code for requests that must fail without reaching the emulator.
         self.deny: Callable[[str, str], int | None] = lambda method, url: None
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
@@ -48,15 +49,22 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
             for method, path in _BATCH_LINE.findall(body):
                 self.requests.append((method.decode(), urllib.parse.unquote(path.decode())))
         status = self.deny(request.method or "", url)
-        response = super().send(request, **kwargs)
         if status is not None:
-            response._content = json.dumps(
-                {"error": {"code": status, "message": "Permission denied by the test adapter"}}
-            ).encode()
-            response.status_code = status
-            return response
+            return self._denied(request, status)
+        response = super().send(request, **kwargs)
         if "application/json" in response.headers.get("Content-Type", ""):
             response._content = self._rewrite(response.content)
+        return response
+
+    def _denied(self, request: requests.PreparedRequest, status: int) -> requests.Response:
+        response = requests.Response()
+        response.status_code = status
+        response.request = request
+        response.url = request.url or ""
+        response.headers["Content-Type"] = "application/json"
+        response._content = json.dumps(
+            {"error": {"code": status, "message": f"HTTP {status} from the test adapter"}}
+        ).encode()
         return response
 
     def _rewrite(self, content: bytes) -> bytes:

@@ -127,3 +127,14 @@ def test_encryption_scope_reported():
 
     assert run.info.media["default_encryption_scope"] == "cmk-scope"
     assert any("cmk-scope" in line for line in run.info.residual)
+
+
+def test_busy_batch_part_retried():
+    """A batch sub-request throttled with 503 is sent again on its own."""
+    fake = FakeBlobTransport(copies=[Copy("p/a"), Copy("p/b")], busy_once={"p/b"})
+
+    run = run_plugin(plugin_class(fake), URL)
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert fake.copies == []
+    assert len(fake.sent("DELETE", "/p/b")) == 2

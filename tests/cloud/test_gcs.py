@@ -412,3 +412,24 @@ def test_existing_soft_deleted_refused(soft_delete_gcs, soft_gcs):
     assert list(run.refusal_reasons().values()) == ["soft-deleted"]
     refusal = run.refused[0].decision.refusal
     assert refusal.blocked_until > datetime.now(UTC) + timedelta(days=6)
+
+
+def test_changed_object_not_deleted(fake_gcs, gcs):
+    """A generation changed after planning fails with ItemChanged and is kept.
+
+    fake-gcs-server ignores ifMetagenerationMatch on delete, so the adapter
+    returns 412 as Cloud Storage does for a failed precondition, and the
+    test checks the precondition the SDK sent.
+    """
+    name = unique("chg")
+    bucket = gcs.create_bucket(name)
+    bucket.blob("p/a").upload_from_string(b"v")
+    adapter = RecordingAdapter()
+    adapter.deny = lambda method, url: 412 if method == "DELETE" else None
+
+    run = run_plugin(plugin_class(fake_gcs, adapter), f"gs://{name}/p/")
+
+    assert list(run.statuses().values()) == ["failed"]
+    assert "changed since the plan" in run.results[0].detail
+    assert "ifMetagenerationMatch=1" in adapter.sent("DELETE", "/o/")[0]
+    assert [key for key, _ in all_generations(gcs, name)] == ["p/a"]
