@@ -662,26 +662,29 @@ class AzurePlugin(Plugin):
         if self._container_deleted:
             yield from self._verify_container_gone(batch)
             return
-        prefix = os.path.commonprefix([entry.item.attributes["name"] for entry in batch])
-        present: dict[str, Any] = {}
-        wanted = {entry.item.key for entry in batch} | {
-            entry.item.attributes["name"] for entry in batch
-        }
+        names = {entry.item.attributes["name"] for entry in batch}
+        prefix = os.path.commonprefix(sorted(names))
+        listed: dict[str, list[Any]] = {}
         for props in self._list(prefix):
-            key = _copy_key(props)
-            if key in wanted or props.name in wanted:
-                present.setdefault(props.name, []).append(props)
+            if props.name in names:
+                listed.setdefault(props.name, []).append(props)
         for entry in batch:
-            yield self._evidence(entry, present.get(entry.item.attributes["name"], []))
+            yield self._evidence(entry, listed.get(entry.item.attributes["name"], []))
 
     def _evidence(self, entry: PlannedItem, copies: list[Any]) -> Evidence:
         item = entry.item
         attributes = item.attributes
-        same = [props for props in copies if _copy_key(props).removesuffix("#deleted") == item.key.removesuffix("#deleted")]
+        planned_key = item.key.removesuffix("#deleted")
+        same = [props for props in copies if _copy_key(props).removesuffix("#deleted") == planned_key]
         readable = [props for props in same if not props.deleted]
         soft = [props for props in same if props.deleted]
         if item.kind == "blob" and attributes["version_id"]:
-            readable += [p for p in copies if p.version_id == attributes["version_id"] and not p.deleted]
+            # The current version lives on as a previous version until deleted by id.
+            readable += [
+                props
+                for props in copies
+                if props.version_id == attributes["version_id"] and not props.deleted
+            ]
         checks = [
             Check(
                 "copy absent from a fresh listing with snapshots and versions",

@@ -379,7 +379,7 @@ class GCSPlugin(Plugin):
             seen_tokens: set[str] = set()
             for page in listing.pages:
                 for blob in page:
-                    # An emulator without soft delete answers with live objects.
+                    # An emulator without soft delete returns live objects here; skip them.
                     if soft_deleted and blob.soft_delete_time is None:
                         continue
                     yield blob
@@ -416,7 +416,10 @@ class GCSPlugin(Plugin):
             "object_retain_until": _iso(retention.retain_until_time) if retention else None,
             "kms_key_name": blob.kms_key_name,
         }
-        suffix = "soft-deleted" if soft_deleted else "live" if live else "noncurrent"
+        if soft_deleted:
+            suffix = "soft-deleted"
+        else:
+            suffix = "live" if live else "noncurrent"
         key = f"{blob.name}#{blob.generation}" + ("@soft-deleted" if soft_deleted else "")
         return Item(
             key=key,
