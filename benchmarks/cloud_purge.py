@@ -31,17 +31,27 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Same safety rails as the test suite: no credentials, no metadata server.
-os.environ.update({"NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9",
-                   "GCE_METADATA_IP": "127.0.0.1:9", "GOOGLE_CLOUD_PROJECT": "lethe-bench"})
-for _name in ("GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_CONNECTION_STRING",
-              "STORAGE_EMULATOR_HOST", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-              "AZURE_CLIENT_SECRET"):
+os.environ.update(
+    {
+        "NO_GCE_CHECK": "True",
+        "GCE_METADATA_HOST": "127.0.0.1:9",
+        "GCE_METADATA_IP": "127.0.0.1:9",
+        "GOOGLE_CLOUD_PROJECT": "lethe-bench",
+    }
+)
+for _name in (
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "STORAGE_EMULATOR_HOST",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+):
     os.environ.pop(_name, None)
 
 import structlog  # noqa: E402
 
 from plugins.azure import AzurePlugin  # noqa: E402
-from plugins.gcs import GCSPlugin  # noqa: E402
 from tests.cloud.conftest import (  # noqa: E402
     AZURITE_ACCOUNT,
     AZURITE_KEY,
@@ -58,8 +68,12 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 
 
 @contextmanager
-def started(command: list[str], probe: str, ok: tuple[int, ...] = (200,)) -> Iterator[None]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def started(
+    command: list[str], probe: str, ok: tuple[int, ...] = (200,)
+) -> Iterator[None]:
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for(probe, process, command[0], ok=ok)
         yield
@@ -120,7 +134,9 @@ def bench_azure(connection: str, count: int) -> tuple[float, float]:
     def reference() -> None:
         for blob in reference_container.list_blobs(include=["snapshots", "versions"]):
             if blob.snapshot:
-                reference_container.get_blob_client(blob.name, snapshot=blob.snapshot).delete_blob()
+                reference_container.get_blob_client(
+                    blob.name, snapshot=blob.snapshot
+                ).delete_blob()
             else:
                 reference_container.delete_blob(blob.name, delete_snapshots="include")
 
@@ -133,15 +149,28 @@ def bench_azure(connection: str, count: int) -> tuple[float, float]:
     reference_time, lethe_time = timed(reference), timed(lethe)
     for container in (reference_container, lethe_container):
         left = list(container.list_blobs(include=["snapshots"]))
-        assert left == [], f"azurite: {len(left)} blobs left in {container.container_name}"
+        assert left == [], (
+            f"azurite: {len(left)} blobs left in {container.container_name}"
+        )
     return reference_time, lethe_time
 
 
 def run_fake_gcs(count: int) -> tuple[float, float]:
     port = free_port()
     with started(
-        [str(_fake_gcs_binary()), "-scheme", "http", "-backend", "memory", "-host",
-         "127.0.0.1", "-port", str(port), "-log-level", "error"],
+        [
+            str(_fake_gcs_binary()),
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-log-level",
+            "error",
+        ],
         f"http://127.0.0.1:{port}/storage/v1/b",
     ):
         return bench_gcs("fake-gcs-server", f"http://127.0.0.1:{port}", count)
@@ -150,8 +179,18 @@ def run_fake_gcs(count: int) -> tuple[float, float]:
 def run_gcp_storage_emulator(count: int) -> tuple[float, float]:
     port = free_port()
     with started(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--in-memory", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "gcp_storage_emulator",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--quiet",
+        ],
         f"http://127.0.0.1:{port}/storage/v1/b?project=lethe-bench",
     ):
         return bench_gcs("gcp-storage-emulator", f"http://127.0.0.1:{port}", count)
@@ -161,9 +200,18 @@ def run_azurite(count: int) -> tuple[float, float]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     with started(
-        [str(REPO / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1",
-         "--blobPort", str(port), "--inMemoryPersistence", "--disableTelemetry",
-         "--skipApiVersionCheck", "--loose", "--silent"],
+        [
+            str(REPO / "node_modules" / ".bin" / "azurite-blob"),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ],
         f"{endpoint}?comp=list",
         ok=(200, 400, 403),
     ):
@@ -191,11 +239,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(f"{args.objects} objects per bucket; Lethe time includes verification")
-    print(f"{'emulator':<22}{'reference s':>13}{'Lethe s':>10}{'speed-up':>10}", flush=True)
+    print(
+        f"{'emulator':<22}{'reference s':>13}{'Lethe s':>10}{'speed-up':>10}",
+        flush=True,
+    )
     for name in args.emulators.split(","):
         reference_time, lethe_time = EMULATORS[name](args.objects)
         ratio = reference_time / lethe_time
-        print(f"{name:<22}{reference_time:>13.2f}{lethe_time:>10.2f}{ratio:>9.1f}x", flush=True)
+        print(
+            f"{name:<22}{reference_time:>13.2f}{lethe_time:>10.2f}{ratio:>9.1f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,14 @@ ALLOWED_OPTIONS = frozenset(
 )
 DEFAULT_RETRY_TOTAL = 5
 #: Listing includes that expose every copy of a blob and its locks.
-LIST_INCLUDE = ["snapshots", "versions", "deleted", "metadata", "immutabilitypolicy", "legalhold"]
+LIST_INCLUDE = [
+    "snapshots",
+    "versions",
+    "deleted",
+    "metadata",
+    "immutabilitypolicy",
+    "legalhold",
+]
 #: Error codes that mean an immutability policy or legal hold blocks a delete.
 IMMUTABLE_CODES = frozenset(
     {
@@ -144,7 +151,9 @@ class AzurePlugin(Plugin):
         super().__init__(target, context)
         self.account, self.container_name, self.prefix = _parse_url(target.url)
         self.options = self._validate_options(dict(target.options))
-        self.log = structlog.get_logger(__name__).bind(plugin=self.name, target=target.url)
+        self.log = structlog.get_logger(__name__).bind(
+            plugin=self.name, target=target.url
+        )
         self._service: Any = None
         self._container: Any = None
         self._container_props: Any = None
@@ -190,7 +199,9 @@ class AzurePlugin(Plugin):
         """Create the service client from a connection string or DefaultAzureCredential."""
         blob = _import_blob()
         kwargs = self.client_kwargs()
-        variable = self.options.get("connection_string_env", "AZURE_STORAGE_CONNECTION_STRING")
+        variable = self.options.get(
+            "connection_string_env", "AZURE_STORAGE_CONNECTION_STRING"
+        )
         connection_string = os.environ.get(variable)
         if self.options.get("connection_string_env") and not connection_string:
             raise InvalidTarget(
@@ -198,7 +209,9 @@ class AzurePlugin(Plugin):
                 "not set in the environment"
             )
         if connection_string:
-            client = blob.BlobServiceClient.from_connection_string(connection_string, **kwargs)
+            client = blob.BlobServiceClient.from_connection_string(
+                connection_string, **kwargs
+            )
             if client.account_name != self.account:
                 raise InvalidTarget(
                     f"the connection string in {variable} is for account "
@@ -212,15 +225,22 @@ class AzurePlugin(Plugin):
                 "the az plugin needs azure-identity for DefaultAzureCredential; install "
                 "it with pip install 'lethe[azure]'"
             ) from exc
-        url = self.options.get("account_url") or f"https://{self.account}.blob.core.windows.net"
-        return blob.BlobServiceClient(url, credential=DefaultAzureCredential(), **kwargs)
+        url = (
+            self.options.get("account_url")
+            or f"https://{self.account}.blob.core.windows.net"
+        )
+        return blob.BlobServiceClient(
+            url, credential=DefaultAzureCredential(), **kwargs
+        )
 
     @property
     def container(self) -> Any:
         if self._container is None:
             with self._translated(f"connecting to Azure Blob for {self.target.url}"):
                 self._service = self.make_service_client()
-                self._container = self._service.get_container_client(self.container_name)
+                self._container = self._service.get_container_client(
+                    self.container_name
+                )
         return self._container
 
     def close(self) -> None:
@@ -239,7 +259,9 @@ class AzurePlugin(Plugin):
         except PluginError:
             raise
         except Exception as exc:
-            error = self._translate(exc, action, resource or f"container {self.container_name!r}")
+            error = self._translate(
+                exc, action, resource or f"container {self.container_name!r}"
+            )
             self.log.debug("sdk_error", action=action, exc_info=True)
             raise error from exc
 
@@ -265,7 +287,9 @@ class AzurePlugin(Plugin):
                 "with 'az login', set AZURE_CLIENT_ID and its secret, or set "
                 "AZURE_STORAGE_CONNECTION_STRING"
             )
-        if isinstance(exc, core.ServiceRequestError | core.ServiceResponseError | OSError):
+        if isinstance(
+            exc, core.ServiceRequestError | core.ServiceResponseError | OSError
+        ):
             return TargetUnreachable(
                 f"{action} failed: the Azure Blob endpoint for account {self.account!r} "
                 f"did not answer ({type(exc).__name__}); check the network, the account "
@@ -276,7 +300,9 @@ class AzurePlugin(Plugin):
                 f"{action} failed on {resource}: HTTP {status} {code}; run the job again "
                 "once the service answers normally"
             )
-        return TargetUnreachable(f"{action} failed on {resource}: {type(exc).__name__}: {exc}")
+        return TargetUnreachable(
+            f"{action} failed on {resource}: {type(exc).__name__}: {exc}"
+        )
 
     # -- describe -------------------------------------------------------------
 
@@ -298,7 +324,9 @@ class AzurePlugin(Plugin):
             self.log.debug("service_properties_unreadable", exc_info=True)
             return None
         except Exception as exc:
-            raise self._translate(exc, "reading the account's soft-delete policy", "account") from exc
+            raise self._translate(
+                exc, "reading the account's soft-delete policy", "account"
+            ) from exc
         policy = properties.get("delete_retention_policy")
         if policy is None or not policy.enabled:
             return 0
@@ -317,7 +345,9 @@ class AzurePlugin(Plugin):
             "has_immutability_policy": bool(props.has_immutability_policy),
             "has_legal_hold": bool(props.has_legal_hold),
             "version_level_worm": bool(props.immutable_storage_with_versioning_enabled),
-            "default_encryption_scope": scope.default_encryption_scope if scope else None,
+            "default_encryption_scope": scope.default_encryption_scope
+            if scope
+            else None,
         }
         notes = [self._soft_delete_note(), self._container_note()]
         residual = []
@@ -398,7 +428,9 @@ class AzurePlugin(Plugin):
             "last_modified": _iso(props.last_modified),
             "legal_hold": bool(props.has_legal_hold),
             "immutability_expiry": _iso(expiry),
-            "immutability_mode": getattr(policy, "policy_mode", None) if policy else None,
+            "immutability_mode": getattr(policy, "policy_mode", None)
+            if policy
+            else None,
             "encryption_scope": props.encryption_scope,
         }
         kind = _copy_kind(props)
@@ -423,8 +455,14 @@ class AzurePlugin(Plugin):
         residual: tuple[str, ...] = ()
         if item.kind == "blob" and self._soft_delete_days:
             until = datetime.now(UTC) + timedelta(days=self._soft_delete_days)
-            residual = (f"the deleted blob stays soft-deleted until about {until.date().isoformat()}",)
-        return Decision(method=Method.DELETE_ALL_VERSIONS, residual=residual, params={"action": action})
+            residual = (
+                f"the deleted blob stays soft-deleted until about {until.date().isoformat()}",
+            )
+        return Decision(
+            method=Method.DELETE_ALL_VERSIONS,
+            residual=residual,
+            params={"action": action},
+        )
 
     def _lock_refusal(self, attributes: Any) -> Refusal | None:
         props = self._container_props
@@ -455,7 +493,9 @@ class AzurePlugin(Plugin):
     def _plan_deleted_blob(self, attributes: Any) -> Decision:
         if self._soft_delete_days == 0:
             # With soft delete off, undelete and delete again removes it for good.
-            return Decision(method=Method.DELETE_ALL_VERSIONS, params={"action": "undelete"})
+            return Decision(
+                method=Method.DELETE_ALL_VERSIONS, params={"action": "undelete"}
+            )
         expires = _soft_delete_expiry(attributes)
         return Decision(
             refusal=Refusal(
@@ -472,8 +512,12 @@ class AzurePlugin(Plugin):
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         self._load_container()
-        batched = [entry for entry in batch if entry.decision.params.get("action") == "delete"]
-        single = [entry for entry in batch if entry.decision.params.get("action") != "delete"]
+        batched = [
+            entry for entry in batch if entry.decision.params.get("action") == "delete"
+        ]
+        single = [
+            entry for entry in batch if entry.decision.params.get("action") != "delete"
+        ]
         if batched:
             yield from self._delete_batch(batched)
         for entry in single:
@@ -483,7 +527,9 @@ class AzurePlugin(Plugin):
         requests = [_delete_request(entry.item.attributes) for entry in entries]
         action = f"deleting a batch of {len(entries)} blobs under {self.target.url}"
         with self._translated(action):
-            responses = list(self.container.delete_blobs(*requests, raise_on_any_failure=False))
+            responses = list(
+                self.container.delete_blobs(*requests, raise_on_any_failure=False)
+            )
         followups: list[PlannedItem] = []
         for entry, response in zip(entries, responses, strict=True):
             status = response.status_code
@@ -492,26 +538,41 @@ class AzurePlugin(Plugin):
                 # where azure-core's retry policy applies.
                 result = self._retry_delete(entry)
             else:
-                result = self._result(entry, status, response.headers.get("x-ms-error-code"))
+                result = self._result(
+                    entry, status, response.headers.get("x-ms-error-code")
+                )
             attributes = entry.item.attributes
-            if result.status == "purged" and attributes["version_id"] and entry.item.kind == "blob":
+            if (
+                result.status == "purged"
+                and attributes["version_id"]
+                and entry.item.kind == "blob"
+            ):
                 followups.append(entry)
             yield result
         if followups:
             # Deleting the current version turns it into a previous version with
             # the same id; delete that too so no copy of the blob stays readable.
             version_requests = [
-                {"name": e.item.attributes["name"], "version_id": e.item.attributes["version_id"]}
+                {
+                    "name": e.item.attributes["name"],
+                    "version_id": e.item.attributes["version_id"],
+                }
                 for e in followups
             ]
             with self._translated(action):
-                list(self.container.delete_blobs(*version_requests, raise_on_any_failure=False))
+                list(
+                    self.container.delete_blobs(
+                        *version_requests, raise_on_any_failure=False
+                    )
+                )
 
     def _retry_delete(self, entry: PlannedItem) -> PurgeResult:
         from azure.core import exceptions as core
 
         request = _delete_request(entry.item.attributes)
-        blob = self.container.get_blob_client(request["name"], snapshot=request.get("snapshot"))
+        blob = self.container.get_blob_client(
+            request["name"], snapshot=request.get("snapshot")
+        )
         try:
             blob.delete_blob(
                 version_id=request.get("version_id"),
@@ -521,7 +582,9 @@ class AzurePlugin(Plugin):
             self.log.debug("delete_retry_failed", key=entry.item.key, exc_info=True)
             return self._result(entry, exc.status_code or 0, exc.error_code)
         except Exception as exc:
-            raise self._translate(exc, f"deleting {entry.item.display}", entry.item.display) from exc
+            raise self._translate(
+                exc, f"deleting {entry.item.display}", entry.item.display
+            ) from exc
         return self._result(entry, 202, None)
 
     def _delete_single(self, entry: PlannedItem) -> PurgeResult:
@@ -535,17 +598,25 @@ class AzurePlugin(Plugin):
                 blob.undelete_blob()
                 blob.delete_blob(delete_snapshots="include")
             else:
-                self._delete_permanently(attributes["name"], attributes["snapshot"], attributes["version_id"])
+                self._delete_permanently(
+                    attributes["name"], attributes["snapshot"], attributes["version_id"]
+                )
         except core.HttpResponseError as exc:
             self.log.debug("delete_failed", key=entry.item.key, exc_info=True)
             if exc.status_code in (401, 403) and exc.error_code not in IMMUTABLE_CODES:
-                raise self._translate(exc, f"deleting {entry.item.display}", entry.item.display) from exc
+                raise self._translate(
+                    exc, f"deleting {entry.item.display}", entry.item.display
+                ) from exc
             return self._result(entry, exc.status_code or 0, exc.error_code)
         except Exception as exc:
-            raise self._translate(exc, f"deleting {entry.item.display}", entry.item.display) from exc
+            raise self._translate(
+                exc, f"deleting {entry.item.display}", entry.item.display
+            ) from exc
         return self._result(entry, 202, None)
 
-    def _delete_permanently(self, name: str, snapshot: str | None, version_id: str | None) -> None:
+    def _delete_permanently(
+        self, name: str, snapshot: str | None, version_id: str | None
+    ) -> None:
         """Remove a soft-deleted snapshot or version for good (``deletetype=permanent``)."""
         blob = self.container.get_blob_client(name, snapshot=snapshot)
         blob.delete_blob(
@@ -555,7 +626,11 @@ class AzurePlugin(Plugin):
 
     def _result(self, entry: PlannedItem, status: int, code: str | None) -> PurgeResult:
         item = entry.item
-        facts = {"http_status": status, "error_code": code, "encryption_scope": item.attributes["encryption_scope"]}
+        facts = {
+            "http_status": status,
+            "error_code": code,
+            "encryption_scope": item.attributes["encryption_scope"],
+        }
         if 200 <= status < 300 or status == 404:
             self.context.progress(item.size)
             self.log.info("blob_copy_deleted", key=item.key)
@@ -572,7 +647,13 @@ class AzurePlugin(Plugin):
                 reason="legal-hold" if "LegalHold" in code else "hold",
                 detail=f"the service refused the delete with {code}",
             )
-            return PurgeResult(key=item.key, status="blocked", detail=refusal.detail, refusal=refusal, facts=facts)
+            return PurgeResult(
+                key=item.key,
+                status="blocked",
+                detail=refusal.detail,
+                refusal=refusal,
+                facts=facts,
+            )
         if status in (401, 403):
             raise AccessDenied(
                 f"deleting {item.display} failed: permission denied ({code}); grant the "
@@ -599,22 +680,37 @@ class AzurePlugin(Plugin):
         removed = remaining = 0
         latest: datetime | None = None
         for props in self._list(self.prefix):
-            if not props.deleted or _copy_kind(props) == "deleted-blob" and self._soft_delete_days == 0:
+            if (
+                not props.deleted
+                or _copy_kind(props) == "deleted-blob"
+                and self._soft_delete_days == 0
+            ):
                 continue
             if props.snapshot or (props.version_id and not props.is_current_version):
                 try:
-                    self._delete_permanently(props.name, props.snapshot, props.version_id)
+                    self._delete_permanently(
+                        props.name, props.snapshot, props.version_id
+                    )
                     removed += 1
                     continue
                 except core.HttpResponseError:
-                    self.log.debug("permanent_delete_refused", name=props.name, exc_info=True)
+                    self.log.debug(
+                        "permanent_delete_refused", name=props.name, exc_info=True
+                    )
             remaining += 1
-            expires = _soft_delete_expiry({"deleted_time": _iso(props.deleted_time),
-                                           "remaining_retention_days": props.remaining_retention_days})
+            expires = _soft_delete_expiry(
+                {
+                    "deleted_time": _iso(props.deleted_time),
+                    "remaining_retention_days": props.remaining_retention_days,
+                }
+            )
             if expires and (latest is None or expires > latest):
                 latest = expires
-        facts = {"permanently_deleted": removed, "soft_deleted_remaining": remaining,
-                 "latest_expiry": _iso(latest)}
+        facts = {
+            "permanently_deleted": removed,
+            "soft_deleted_remaining": remaining,
+            "latest_expiry": _iso(latest),
+        }
         if remaining == 0:
             return PurgeResult(
                 key="soft-deleted-listing",
@@ -647,11 +743,15 @@ class AzurePlugin(Plugin):
             with self._translated(f"deleting container {self.container_name!r}"):
                 self.container.delete_container()
         except PluginError as error:
-            return PurgeResult(key="delete-container", status="failed", detail=str(error))
+            return PurgeResult(
+                key="delete-container", status="failed", detail=str(error)
+            )
         self._container_deleted = True
         self.log.info("container_deleted", container=self.container_name)
         return PurgeResult(
-            key="delete-container", status="purged", detail=f"container {self.container_name!r} deleted"
+            key="delete-container",
+            status="purged",
+            detail=f"container {self.container_name!r} deleted",
         )
 
     # -- verify ---------------------------------------------------------------
@@ -675,7 +775,11 @@ class AzurePlugin(Plugin):
         item = entry.item
         attributes = item.attributes
         planned_key = item.key.removesuffix("#deleted")
-        same = [props for props in copies if _copy_key(props).removesuffix("#deleted") == planned_key]
+        same = [
+            props
+            for props in copies
+            if _copy_key(props).removesuffix("#deleted") == planned_key
+        ]
         readable = [props for props in same if not props.deleted]
         soft = [props for props in same if props.deleted]
         if item.kind == "blob" and attributes["version_id"]:
@@ -689,11 +793,15 @@ class AzurePlugin(Plugin):
             Check(
                 "copy absent from a fresh listing with snapshots and versions",
                 not readable,
-                "not listed" if not readable else f"{len(readable)} readable copy listed",
+                "not listed"
+                if not readable
+                else f"{len(readable)} readable copy listed",
             )
         ]
         if not soft:
-            checks.append(Check("no soft-deleted copy", True, "soft-deleted listing has none"))
+            checks.append(
+                Check("no soft-deleted copy", True, "soft-deleted listing has none")
+            )
         else:
             declared = bool(entry.decision.residual)
             checks.append(
@@ -701,12 +809,18 @@ class AzurePlugin(Plugin):
                     "no soft-deleted copy",
                     declared,
                     "soft-deleted copy remains"
-                    + (", as the plan stated" if declared else ", which the plan did not expect"),
+                    + (
+                        ", as the plan stated"
+                        if declared
+                        else ", which the plan did not expect"
+                    ),
                 )
             )
         return Evidence(key=item.key, checks=tuple(checks))
 
-    def _verify_container_gone(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
+    def _verify_container_gone(
+        self, batch: Sequence[PlannedItem]
+    ) -> Iterator[Evidence]:
         with self._translated(f"checking container {self.container_name!r}"):
             exists = self.container.exists()
         check = Check(

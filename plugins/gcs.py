@@ -116,7 +116,9 @@ class GCSPlugin(Plugin):
         super().__init__(target, context)
         self.bucket_name, self.prefix = _parse_url(target.url)
         self.options = self._validate_options(dict(target.options))
-        self.log = structlog.get_logger(__name__).bind(plugin=self.name, target=target.url)
+        self.log = structlog.get_logger(__name__).bind(
+            plugin=self.name, target=target.url
+        )
         self._client: Any = None
         self._bucket: Any = None
         self._retry: Any = None
@@ -178,7 +180,9 @@ class GCSPlugin(Plugin):
                 self._client = self.make_client()
             from google.cloud.storage.retry import DEFAULT_RETRY
 
-            self._retry = DEFAULT_RETRY.with_timeout(float(self.options["retry_deadline"]))
+            self._retry = DEFAULT_RETRY.with_timeout(
+                float(self.options["retry_deadline"])
+            )
         return self._client
 
     def close(self) -> None:
@@ -199,7 +203,9 @@ class GCSPlugin(Plugin):
         except PluginError:
             raise
         except Exception as exc:
-            error = self._translate(exc, action, resource or f"bucket {self.bucket_name!r}")
+            error = self._translate(
+                exc, action, resource or f"bucket {self.bucket_name!r}"
+            )
             self.log.debug("sdk_error", action=action, exc_info=True)
             raise error from exc
 
@@ -224,7 +230,9 @@ class GCSPlugin(Plugin):
                 "'gcloud auth application-default login' or set "
                 "GOOGLE_APPLICATION_CREDENTIALS"
             )
-        if isinstance(exc, api.RetryError | api.ServerError | auth.TransportError | OSError):
+        if isinstance(
+            exc, api.RetryError | api.ServerError | auth.TransportError | OSError
+        ):
             return TargetUnreachable(
                 f"{action} failed: the Cloud Storage endpoint {self._endpoint()} did not "
                 f"answer ({type(exc).__name__}); check the network, STORAGE_EMULATOR_HOST "
@@ -242,12 +250,17 @@ class GCSPlugin(Plugin):
                 f"answer ({type(exc).__name__}); check the network and "
                 "STORAGE_EMULATOR_HOST, then run the job again"
             )
-        return TargetUnreachable(f"{action} failed on {resource}: {type(exc).__name__}: {exc}")
+        return TargetUnreachable(
+            f"{action} failed on {resource}: {type(exc).__name__}: {exc}"
+        )
 
     def _endpoint(self) -> str:
         if self._client is None:
             return "(not connected)"
-        return str(getattr(self._client, "api_endpoint", None) or self._client._connection.API_BASE_URL)
+        return str(
+            getattr(self._client, "api_endpoint", None)
+            or self._client._connection.API_BASE_URL
+        )
 
     # -- describe -------------------------------------------------------------
 
@@ -273,7 +286,11 @@ class GCSPlugin(Plugin):
             "retention_period_seconds": bucket.retention_period,
             "retention_policy_locked": bool(bucket.retention_policy_locked),
         }
-        notes = [self._versioning_note(bucket), self._soft_delete_note(), self._bucket_note()]
+        notes = [
+            self._versioning_note(bucket),
+            self._soft_delete_note(),
+            self._bucket_note(),
+        ]
         residual = list(self._soft_delete_residual())
         if bucket.retention_period:
             state = "locked" if bucket.retention_policy_locked else "unlocked"
@@ -413,14 +430,18 @@ class GCSPlugin(Plugin):
             "event_based_hold": bool(blob.event_based_hold),
             "retention_expiration_time": _iso(blob.retention_expiration_time),
             "object_retention_mode": retention.mode if retention else None,
-            "object_retain_until": _iso(retention.retain_until_time) if retention else None,
+            "object_retain_until": _iso(retention.retain_until_time)
+            if retention
+            else None,
             "kms_key_name": blob.kms_key_name,
         }
         if soft_deleted:
             suffix = "soft-deleted"
         else:
             suffix = "live" if live else "noncurrent"
-        key = f"{blob.name}#{blob.generation}" + ("@soft-deleted" if soft_deleted else "")
+        key = f"{blob.name}#{blob.generation}" + (
+            "@soft-deleted" if soft_deleted else ""
+        )
         return Item(
             key=key,
             kind="soft-deleted" if soft_deleted else "generation",
@@ -477,7 +498,11 @@ class GCSPlugin(Plugin):
         expires = attributes["retention_expiration_time"]
         if expires and datetime.fromisoformat(expires) > now:
             bucket = self._bucket
-            state = "locked" if bucket is not None and bucket.retention_policy_locked else "unlocked"
+            state = (
+                "locked"
+                if bucket is not None and bucket.retention_policy_locked
+                else "unlocked"
+            )
             return Refusal(
                 reason="hold",
                 detail=(
@@ -487,9 +512,7 @@ class GCSPlugin(Plugin):
                 blocked_until=datetime.fromisoformat(expires),
             )
         held = [
-            name
-            for name in ("temporary_hold", "event_based_hold")
-            if attributes[name]
+            name for name in ("temporary_hold", "event_based_hold") if attributes[name]
         ]
         if held and self.options.get("release_holds") is not True:
             names = " and ".join(name.replace("_", "-") for name in held)
@@ -539,7 +562,9 @@ class GCSPlugin(Plugin):
         attributes = entry.item.attributes
         blob = bucket.blob(attributes["name"], generation=attributes["generation"])
         try:
-            with self._translated(f"releasing holds on {entry.item.display}", entry.item.display):
+            with self._translated(
+                f"releasing holds on {entry.item.display}", entry.item.display
+            ):
                 blob.temporary_hold = False
                 blob.event_based_hold = False
                 blob.patch(
@@ -551,7 +576,9 @@ class GCSPlugin(Plugin):
         self.log.info("holds_released", key=entry.item.key)
         return None
 
-    def _delete_batch(self, bucket: Any, entries: list[PlannedItem]) -> Iterator[PurgeResult]:
+    def _delete_batch(
+        self, bucket: Any, entries: list[PlannedItem]
+    ) -> Iterator[PurgeResult]:
         """Delete each generation with its own request, on worker threads.
 
         The JSON API batch endpoint would save round trips, but the emulators
@@ -590,12 +617,18 @@ class GCSPlugin(Plugin):
                 f"{item.display} changed since the plan (metageneration is no longer "
                 f"{item.identity['metageneration']}); plan the target again"
             )
-            return PurgeResult(key=item.key, status="failed", detail=str(changed), facts=facts)
+            return PurgeResult(
+                key=item.key, status="failed", detail=str(changed), facts=facts
+            )
         except api.Forbidden as exc:
             if _is_retention_message(exc.message):
                 refusal = Refusal(reason="hold", detail=exc.message)
                 return PurgeResult(
-                    key=item.key, status="blocked", detail=exc.message, refusal=refusal, facts=facts
+                    key=item.key,
+                    status="blocked",
+                    detail=exc.message,
+                    refusal=refusal,
+                    facts=facts,
                 )
             self.log.debug("delete_denied", key=item.key, exc_info=True)
             return AccessDenied(
@@ -636,7 +669,9 @@ class GCSPlugin(Plugin):
         bucket = self._load_bucket()
         facts = {"soft_delete_retention_before": seconds, "during_purge": 0}
         try:
-            with self._translated(f"restoring soft-delete retention of bucket {self.bucket_name!r}"):
+            with self._translated(
+                f"restoring soft-delete retention of bucket {self.bucket_name!r}"
+            ):
                 bucket.reload(retry=self._retry)
                 bucket.soft_delete_policy.retention_duration_seconds = seconds
                 bucket.patch(retry=self._retry)
@@ -661,9 +696,14 @@ class GCSPlugin(Plugin):
         latest: datetime | None = None
         for blob in self._list(soft_deleted=True):
             count += 1
-            if blob.hard_delete_time and (latest is None or blob.hard_delete_time > latest):
+            if blob.hard_delete_time and (
+                latest is None or blob.hard_delete_time > latest
+            ):
                 latest = blob.hard_delete_time
-        facts = {"soft_deleted_remaining": count, "latest_hard_delete_time": _iso(latest)}
+        facts = {
+            "soft_deleted_remaining": count,
+            "latest_hard_delete_time": _iso(latest),
+        }
         if count == 0:
             return PurgeResult(
                 key="soft-deleted-listing",
@@ -702,7 +742,11 @@ class GCSPlugin(Plugin):
             return PurgeResult(key="delete-bucket", status="failed", detail=str(error))
         self._bucket_deleted = True
         self.log.info("bucket_deleted", bucket=self.bucket_name)
-        return PurgeResult(key="delete-bucket", status="purged", detail=f"bucket {self.bucket_name!r} deleted")
+        return PurgeResult(
+            key="delete-bucket",
+            status="purged",
+            detail=f"bucket {self.bucket_name!r} deleted",
+        )
 
     # -- verify ---------------------------------------------------------------
 
@@ -715,18 +759,24 @@ class GCSPlugin(Plugin):
         names = [entry.item.attributes["name"] for entry in batch]
         start, end = min(names), max(names) + "\x00"
         listed = {
-            (blob.name, blob.generation) for blob in self._list(versions=True, start_offset=start, end_offset=end)
+            (blob.name, blob.generation)
+            for blob in self._list(versions=True, start_offset=start, end_offset=end)
         }
         soft = {
             (blob.name, blob.generation): blob
-            for blob in self._list(soft_deleted=True, start_offset=start, end_offset=end)
+            for blob in self._list(
+                soft_deleted=True, start_offset=start, end_offset=end
+            )
         }
         for entry in batch:
             yield self._evidence(entry, listed, soft)
 
     def _verify_bucket_gone(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
         with self._translated(f"looking up bucket {self.bucket_name!r}"):
-            exists = self.client.lookup_bucket(self.bucket_name, retry=self._retry) is not None
+            exists = (
+                self.client.lookup_bucket(self.bucket_name, retry=self._retry)
+                is not None
+            )
         check = Check(
             "bucket deleted with every generation",
             not exists,
@@ -748,7 +798,9 @@ class GCSPlugin(Plugin):
         ]
         copy = soft.get(ident)
         if copy is None:
-            checks.append(Check("no soft-deleted copy", True, "soft-deleted listing has none"))
+            checks.append(
+                Check("no soft-deleted copy", True, "soft-deleted listing has none")
+            )
         else:
             declared = bool(entry.decision.residual)
             until = _iso(copy.hard_delete_time)
@@ -757,7 +809,11 @@ class GCSPlugin(Plugin):
                     "no soft-deleted copy",
                     declared,
                     f"soft-deleted copy remains until {until}"
-                    + (", as the plan stated" if declared else ", which the plan did not expect"),
+                    + (
+                        ", as the plan stated"
+                        if declared
+                        else ", which the plan did not expect"
+                    ),
                 )
             )
         return Evidence(key=entry.item.key, checks=tuple(checks))

@@ -68,18 +68,30 @@ class FakeBlobTransport(RequestsTransport):
         status, headers, body = self._dispatch(request.method, request.url, request)
         response = requests.Response()
         response.status_code = status
-        response.headers.update({"x-ms-request-id": str(uuid.uuid4()), "x-ms-version": "2025-01-05", **headers})
+        response.headers.update(
+            {
+                "x-ms-request-id": str(uuid.uuid4()),
+                "x-ms-version": "2025-01-05",
+                **headers,
+            }
+        )
         response._content = body.encode("utf-8") if isinstance(body, str) else body
         response.url = request.url
         response.reason = "OK" if status < 400 else "Error"
         return RequestsTransportResponse(request, response)
 
     def sent(self, method: str, fragment: str) -> list[str]:
-        return [url for verb, url in self.requests_sent if verb == method and fragment in url]
+        return [
+            url
+            for verb, url in self.requests_sent
+            if verb == method and fragment in url
+        ]
 
     # -- routing --------------------------------------------------------------
 
-    def _dispatch(self, method: str, url: str, request) -> tuple[int, dict, str | bytes]:  # noqa: ANN001
+    def _dispatch(
+        self, method: str, url: str, request
+    ) -> tuple[int, dict, str | bytes]:  # noqa: ANN001
         parts = urllib.parse.urlsplit(url)
         query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
         path = urllib.parse.unquote(parts.path).lstrip("/")
@@ -96,7 +108,9 @@ class FakeBlobTransport(RequestsTransport):
             return 200, self._container_headers(), b""
         if method == "DELETE":
             if request.headers.get("x-ms-delete-snapshots"):
-                query["x-ms-delete-snapshots"] = request.headers["x-ms-delete-snapshots"]
+                query["x-ms-delete-snapshots"] = request.headers[
+                    "x-ms-delete-snapshots"
+                ]
             return self._delete(name, query)
         if method == "PUT" and query.get("comp") == "undelete":
             for copy in self.copies:
@@ -118,9 +132,13 @@ class FakeBlobTransport(RequestsTransport):
 
     def _container_headers(self) -> dict:
         return {
-            "Last-Modified": format_datetime(datetime(2026, 1, 1, tzinfo=UTC), usegmt=True),
+            "Last-Modified": format_datetime(
+                datetime(2026, 1, 1, tzinfo=UTC), usegmt=True
+            ),
             "ETag": '"0x1"',
-            "x-ms-has-immutability-policy": "true" if self.container_policy else "false",
+            "x-ms-has-immutability-policy": "true"
+            if self.container_policy
+            else "false",
             "x-ms-has-legal-hold": "true" if self.container_legal_hold else "false",
             "x-ms-default-encryption-scope": "cmk-scope",
             "x-ms-deny-encryption-scope-override": "false",
@@ -161,7 +179,9 @@ class FakeBlobTransport(RequestsTransport):
             props += f"<RemainingRetentionDays>{self.soft_delete_days}</RemainingRetentionDays>"
         if copy.immutable_until:
             until = format_datetime(copy.immutable_until, usegmt=True)
-            props += f"<ImmutabilityPolicyUntilDate>{until}</ImmutabilityPolicyUntilDate>"
+            props += (
+                f"<ImmutabilityPolicyUntilDate>{until}</ImmutabilityPolicyUntilDate>"
+            )
             props += "<ImmutabilityPolicyMode>Locked</ImmutabilityPolicyMode>"
         if copy.legal_hold:
             props += "<LegalHold>true</LegalHold>"
@@ -175,11 +195,21 @@ class FakeBlobTransport(RequestsTransport):
         permanent = query.get("deletetype") == "permanent"
         if snapshot or version:
             matches = [
-                c for c in self.copies
-                if c.name == name and c.snapshot == snapshot and (version is None or c.version_id == version)
+                c
+                for c in self.copies
+                if c.name == name
+                and c.snapshot == snapshot
+                and (version is None or c.version_id == version)
             ]
         else:
-            matches = [c for c in self.copies if c.name == name and not c.snapshot and (c.current or not c.version_id) and not c.deleted]
+            matches = [
+                c
+                for c in self.copies
+                if c.name == name
+                and not c.snapshot
+                and (c.current or not c.version_id)
+                and not c.deleted
+            ]
         if not matches:
             return _error(404, "BlobNotFound")
         blocked = self._blocked(matches[0])
@@ -188,15 +218,24 @@ class FakeBlobTransport(RequestsTransport):
         copy = matches[0]
         if permanent:
             if not (copy.deleted and self.allow_permanent_delete):
-                return _error(409, "OperationNotAllowedOnRootBlob" if not copy.deleted else "PermanentDeleteNotAllowed")
+                return _error(
+                    409,
+                    "OperationNotAllowedOnRootBlob"
+                    if not copy.deleted
+                    else "PermanentDeleteNotAllowed",
+                )
             self.copies.remove(copy)
             return 202, {"x-ms-delete-type-permanent": "true"}, b""
         if snapshot or version:
             self._remove_or_soft_delete(copy)
             return 202, {}, b""
-        if query.get("x-ms-delete-snapshots") is None and not self._snapshots_ok(name, query):
+        if query.get("x-ms-delete-snapshots") is None and not self._snapshots_ok(
+            name, query
+        ):
             return _error(409, "SnapshotsPresent")
-        for child in [c for c in self.copies if c.name == name and c.snapshot and not c.deleted]:
+        for child in [
+            c for c in self.copies if c.name == name and c.snapshot and not c.deleted
+        ]:
             self._remove_or_soft_delete(child)
         if copy.version_id:
             copy.current = False  # the current version becomes a previous version
@@ -205,7 +244,9 @@ class FakeBlobTransport(RequestsTransport):
         return 202, {}, b""
 
     def _snapshots_ok(self, name: str, query: dict) -> bool:
-        return not any(c.name == name and c.snapshot and not c.deleted for c in self.copies)
+        return not any(
+            c.name == name and c.snapshot and not c.deleted for c in self.copies
+        )
 
     def _blocked(self, copy: Copy) -> str | None:
         if copy.legal_hold or self.container_legal_hold:
@@ -223,14 +264,20 @@ class FakeBlobTransport(RequestsTransport):
             self.copies.remove(copy)
 
     def _batch(self, request) -> tuple[int, dict, bytes]:  # noqa: ANN001
-        body = request.body if isinstance(request.body, bytes) else _serialized_body(request)
+        body = (
+            request.body
+            if isinstance(request.body, bytes)
+            else _serialized_body(request)
+        )
         text = body.decode("utf-8", "replace")
         boundary = "batchresponse_" + uuid.uuid4().hex
         parts = []
         for index, (method, target) in enumerate(_SUBREQUEST.findall(text)):
             url = urllib.parse.unquote(target)
             self.requests_sent.append((method, url))
-            headers_block = text.split(f"{method} {target} HTTP/1.1", 1)[1].split("\r\n\r\n", 1)[0]
+            headers_block = text.split(f"{method} {target} HTTP/1.1", 1)[1].split(
+                "\r\n\r\n", 1
+            )[0]
             target_parts = urllib.parse.urlsplit(target)
             query = dict(urllib.parse.parse_qsl(target_parts.query))
             if "x-ms-delete-snapshots" in headers_block:
@@ -241,19 +288,27 @@ class FakeBlobTransport(RequestsTransport):
                 status, headers, _ = _error(503, "ServerBusy")
             else:
                 status, headers, _ = self._delete(name, query)
-            header_lines = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+            header_lines = "".join(
+                f"{key}: {value}\r\n" for key, value in headers.items()
+            )
             parts.append(
                 f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: {index}\r\n\r\n"
                 f"HTTP/1.1 {status} {'Accepted' if status < 400 else 'Error'}\r\n{header_lines}"
                 f"x-ms-version: 2025-01-05\r\nContent-Length: 0\r\n\r\n"
             )
         payload = "".join(parts) + f"--{boundary}--\r\n"
-        return 202, {"Content-Type": f"multipart/mixed; boundary={boundary}"}, payload.encode()
+        return (
+            202,
+            {"Content-Type": f"multipart/mixed; boundary={boundary}"},
+            payload.encode(),
+        )
 
 
 def _serialized_body(request) -> bytes:  # noqa: ANN001
     request.prepare_multipart_body()
-    return request.body if isinstance(request.body, bytes) else str(request.body).encode()
+    return (
+        request.body if isinstance(request.body, bytes) else str(request.body).encode()
+    )
 
 
 def _error(status: int, code: str) -> tuple[int, dict, bytes]:
@@ -261,7 +316,11 @@ def _error(status: int, code: str) -> tuple[int, dict, bytes]:
         '<?xml version="1.0" encoding="utf-8"?>'
         f"<Error><Code>{code}</Code><Message>{code} (fake Blob service)</Message></Error>"
     )
-    return status, {"x-ms-error-code": code, "Content-Type": "application/xml"}, body.encode()
+    return (
+        status,
+        {"x-ms-error-code": code, "Content-Type": "application/xml"},
+        body.encode(),
+    )
 
 
 def plugin_class(transport: FakeBlobTransport):
@@ -273,7 +332,9 @@ def plugin_class(transport: FakeBlobTransport):
     class FakeServiceAzurePlugin(AzurePlugin):
         def make_service_client(self):
             return BlobServiceClient(
-                f"https://{ACCOUNT}.blob.core.windows.net", transport=transport, retry_total=0
+                f"https://{ACCOUNT}.blob.core.windows.net",
+                transport=transport,
+                retry_total=0,
             )
 
     return FakeServiceAzurePlugin

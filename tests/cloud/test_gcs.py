@@ -21,7 +21,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from plugins.base import PurgeResult
-from plugins.errors import AccessDenied, InvalidTarget, TargetNotFound, TargetUnreachable
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    TargetNotFound,
+    TargetUnreachable,
+)
 from plugins.gcs import GCSPlugin
 from tests.cloud.conftest import closed_port, unique
 from tests.cloud.gcs_support import (
@@ -72,7 +77,9 @@ def test_noncurrent_generations_requested(fake_gcs, gcs):
     assert len(run.permitted) == 3
     assert sorted(_deleted_generations(adapter)) == sorted(listed)
     assert all("ifMetagenerationMatch=" in url for url in adapter.sent("DELETE", "/o/"))
-    remaining = {f"{key}#{generation}" for key, generation in all_generations(gcs, name, "data/")}
+    remaining = {
+        f"{key}#{generation}" for key, generation in all_generations(gcs, name, "data/")
+    }
     assert {evidence.key for evidence in run.unverified()} == remaining
 
 
@@ -105,7 +112,9 @@ def test_verify_fails_without_delete(fake_gcs, gcs, monkeypatch):
     monkeypatch.setattr(GCSPlugin, "_delete_one", skip_delete)
     run = run_plugin(plugin_class(fake_gcs), f"gs://{name}/p/")
 
-    assert run.statuses() == {f"p/k#{run.planned[0].item.attributes['generation']}": "purged"}
+    assert run.statuses() == {
+        f"p/k#{run.planned[0].item.attributes['generation']}": "purged"
+    }
     assert len(run.unverified()) == 1
 
 
@@ -162,7 +171,9 @@ def test_small_pages_while_deleting(fake_gcs, gcs, monkeypatch):
         bucket.blob(f"p/{index}").upload_from_string(b"v")
     adapter = RecordingAdapter()
 
-    small = type("SmallBatchPlugin", (plugin_class(fake_gcs, adapter),), {"batch_size": 2})
+    small = type(
+        "SmallBatchPlugin", (plugin_class(fake_gcs, adapter),), {"batch_size": 2}
+    )
     run = run_plugin(small, f"gs://{name}/p/")
 
     assert len(run.results) == 9
@@ -172,7 +183,16 @@ def test_small_pages_while_deleting(fake_gcs, gcs, monkeypatch):
     assert len(adapter.sent("GET", "pageToken=")) >= 4
 
 
-ODD_NAMES = ["t/a/./b", "t/a/../b", "t/dir/", "t//lead", "t/sp ace", "t/hash#1", "t/q?x=1", "t/ünï"]
+ODD_NAMES = [
+    "t/a/./b",
+    "t/a/../b",
+    "t/dir/",
+    "t//lead",
+    "t/sp ace",
+    "t/hash#1",
+    "t/q?x=1",
+    "t/ünï",
+]
 
 
 def test_odd_names_exact(fake_gcs, gcs):
@@ -225,7 +245,9 @@ def test_whole_bucket_deleted(fake_gcs, gcs):
     bucket.blob("x").upload_from_string(b"v")
 
     run = run_plugin(
-        plugin_class(fake_gcs), f"gs://{name}", {"whole_bucket": True, "delete_bucket": True}
+        plugin_class(fake_gcs),
+        f"gs://{name}",
+        {"whole_bucket": True, "delete_bucket": True},
     )
 
     assert any("itself is deleted" in note for note in run.info.notes)
@@ -280,24 +302,35 @@ def test_holds_and_retention_blocked(fake_gcs, gcs):
     until = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     adapter = RecordingAdapter()
     adapter.bucket_fields = {
-        "retentionPolicy": {"retentionPeriod": "2592000", "isLocked": True,
-                            "effectiveTime": "2026-01-01T00:00:00Z"}
+        "retentionPolicy": {
+            "retentionPeriod": "2592000",
+            "isLocked": True,
+            "effectiveTime": "2026-01-01T00:00:00Z",
+        }
     }
     adapter.object_fields = {
         "p/temp": {"temporaryHold": True},
         "p/event": {"eventBasedHold": True},
-        "p/retained": {"retentionExpirationTime": until.isoformat().replace("+00:00", "Z")},
+        "p/retained": {
+            "retentionExpirationTime": until.isoformat().replace("+00:00", "Z")
+        },
     }
 
     run = run_plugin(plugin_class(fake_gcs, adapter), f"gs://{name}/p/")
 
-    reasons = {entry.item.attributes["name"]: entry.decision.refusal for entry in run.refused}
+    reasons = {
+        entry.item.attributes["name"]: entry.decision.refusal for entry in run.refused
+    }
     assert sorted(reasons) == ["p/event", "p/retained", "p/temp"]
     assert reasons["p/retained"].blocked_until == until
     assert "locked retention policy" in reasons["p/retained"].detail
     assert reasons["p/temp"].reason == "hold"
     assert any("locked retention policy" in note for note in run.info.notes)
-    assert sorted(key for key, _ in all_generations(gcs, name)) == ["p/event", "p/retained", "p/temp"]
+    assert sorted(key for key, _ in all_generations(gcs, name)) == [
+        "p/event",
+        "p/retained",
+        "p/temp",
+    ]
     assert adapter.sent("DELETE", "p/temp") == []
 
 
@@ -309,10 +342,16 @@ def test_holds_released_on_request(fake_gcs, gcs):
     adapter = RecordingAdapter()
     adapter.object_fields = {"p/temp": {"temporaryHold": True}}
 
-    run = run_plugin(plugin_class(fake_gcs, adapter), f"gs://{name}/p/", {"release_holds": True})
+    run = run_plugin(
+        plugin_class(fake_gcs, adapter), f"gs://{name}/p/", {"release_holds": True}
+    )
 
-    patch_index = next(i for i, (verb, url) in enumerate(adapter.requests) if verb == "PATCH")
-    delete_index = next(i for i, (verb, url) in enumerate(adapter.requests) if verb == "DELETE")
+    patch_index = next(
+        i for i, (verb, url) in enumerate(adapter.requests) if verb == "PATCH"
+    )
+    delete_index = next(
+        i for i, (verb, url) in enumerate(adapter.requests) if verb == "DELETE"
+    )
     assert patch_index < delete_index
     assert set(run.statuses().values()) == {"purged"}
     assert all_generations(gcs, name) == []
@@ -365,7 +404,9 @@ def test_soft_delete_reported_by_default(soft_delete_gcs, soft_gcs):
     assert any("604800 s (7 days)" in note for note in run.info.notes)
     assert any("remain restorable until" in line for line in run.info.residual)
     assert run.permitted[0].decision.residual != ()
-    remainder = {result.key: result for result in run.completion}["soft-deleted-listing"]
+    remainder = {result.key: result for result in run.completion}[
+        "soft-deleted-listing"
+    ]
     assert remainder.status == "blocked"
     assert remainder.refusal.blocked_until > datetime.now(UTC) + timedelta(days=6)
     assert len(_soft_deleted(soft_gcs, name)) == 1
@@ -390,9 +431,15 @@ def test_soft_delete_retention_zeroed(soft_delete_gcs, soft_gcs):
     assert any("from 604800 s to 0" in note for note in run.info.notes)
     completion = {result.key: result for result in run.completion}
     assert completion["soft-deleted-listing"].status == "purged"
-    assert completion["soft-delete-retention"].facts["soft_delete_retention_before"] == 604800
+    assert (
+        completion["soft-delete-retention"].facts["soft_delete_retention_before"]
+        == 604800
+    )
     assert _soft_deleted(soft_gcs, name) == []
-    assert soft_gcs.get_bucket(name).soft_delete_policy.retention_duration_seconds == 604800
+    assert (
+        soft_gcs.get_bucket(name).soft_delete_policy.retention_duration_seconds
+        == 604800
+    )
     assert set(run.statuses().values()) == {"purged"}
     assert run.unverified() == []
 
