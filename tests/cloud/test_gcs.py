@@ -480,3 +480,33 @@ def test_changed_object_not_deleted(fake_gcs, gcs):
     assert "changed since the plan" in run.results[0].detail
     assert "ifMetagenerationMatch=1" in adapter.sent("DELETE", "/o/")[0]
     assert [key for key, _ in all_generations(gcs, name)] == ["p/a"]
+
+
+def test_rerun_finishes_failed_purge(fake_gcs, gcs):
+    """A delete that keeps failing is reported failed; a second run finishes.
+
+    The adapter returns 503 for one object's delete, as an overloaded
+    service does; fake-gcs-server deletes the rest.
+    """
+    name = unique("rerun")
+    bucket = gcs.create_bucket(name)
+    for key in ("p/a", "p/b", "p/c"):
+        bucket.blob(key).upload_from_string(b"v")
+    adapter = RecordingAdapter()
+    adapter.deny = lambda method, url: (
+        503 if method == "DELETE" and "p/b" in url else None
+    )
+
+    first = run_plugin(
+        plugin_class(fake_gcs, adapter), f"gs://{name}/p/", {"retry_deadline": 1}
+    )
+    second = run_plugin(plugin_class(fake_gcs), f"gs://{name}/p/")
+
+    statuses = {key.split("#")[0]: status for key, status in first.statuses().items()}
+    assert statuses == {"p/a": "purged", "p/b": "failed", "p/c": "purged"}
+    assert "the generation remains" in next(
+        r.detail for r in first.results if r.status == "failed"
+    )
+    assert [entry.item.attributes["name"] for entry in second.planned] == ["p/b"]
+    assert set(second.statuses().values()) == {"purged"}
+    assert all_generations(gcs, name) == []
