@@ -607,12 +607,33 @@ class AzurePlugin(Plugin):
                 raise self._translate(
                     exc, f"deleting {entry.item.display}", entry.item.display
                 ) from exc
+            if action == "permanent" and exc.status_code in (400, 409):
+                if exc.error_code not in IMMUTABLE_CODES:
+                    return self._permanent_delete_refused(entry, exc.error_code)
             return self._result(entry, exc.status_code or 0, exc.error_code)
         except Exception as exc:
             raise self._translate(
                 exc, f"deleting {entry.item.display}", entry.item.display
             ) from exc
         return self._result(entry, 202, None)
+
+    def _permanent_delete_refused(
+        self, entry: PlannedItem, code: str | None
+    ) -> PurgeResult:
+        expires = _soft_delete_expiry(entry.item.attributes)
+        detail = (
+            f"the service refused the permanent delete ({code}); the account may not "
+            "allow permanent delete, so the soft-deleted copy stays until "
+            f"{_iso(expires) or 'its retention ends'}"
+        )
+        refusal = Refusal(reason="soft-deleted", detail=detail, blocked_until=expires)
+        return PurgeResult(
+            key=entry.item.key,
+            status="blocked",
+            detail=detail,
+            refusal=refusal,
+            facts={"error_code": code},
+        )
 
     def _delete_permanently(
         self, name: str, snapshot: str | None, version_id: str | None

@@ -161,3 +161,18 @@ def test_busy_batch_part_retried():
     assert set(run.statuses().values()) == {"purged"}
     assert fake.copies == []
     assert len(fake.sent("DELETE", "/p/b")) == 2
+
+
+def test_permanent_delete_not_allowed():
+    """A soft-deleted snapshot is blocked with its expiry when permanent delete is off."""
+    snapshot = Copy("p/a", snapshot="2026-01-01T00:00:04.0000000Z", deleted=True)
+    fake = FakeBlobTransport(copies=[snapshot], soft_delete_days=3)
+
+    run = run_plugin(plugin_class(fake), URL)
+
+    result = run.results[0]
+    assert result.status == "blocked"
+    assert result.refusal.reason == "soft-deleted"
+    assert result.refusal.blocked_until > datetime.now(UTC) + timedelta(days=2)
+    assert len(fake.sent("DELETE", "deletetype=permanent")) >= 1
+    assert fake.copies == [snapshot]
