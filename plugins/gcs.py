@@ -178,6 +178,7 @@ class GCSPlugin(Plugin):
         if self._client is None:
             with self._translated(f"connecting to Cloud Storage for {self.target.url}"):
                 self._client = self.make_client()
+                _size_connection_pools(self._client, int(self.options["workers"]))
             from google.cloud.storage.retry import DEFAULT_RETRY
 
             self._retry = DEFAULT_RETRY.with_timeout(
@@ -817,6 +818,26 @@ class GCSPlugin(Plugin):
                 )
             )
         return Evidence(key=entry.item.key, checks=tuple(checks))
+
+
+def _size_connection_pools(client: Any, workers: int) -> None:
+    """Let every worker thread keep its own connection open.
+
+    requests keeps 10 connections per host by default; with more workers
+    than that, urllib3 discards the surplus after each request ("Connection
+    pool is full") and the next request opens a new connection and TLS
+    session.
+    """
+    import requests
+
+    for adapter in client._http.adapters.values():
+        if (
+            isinstance(adapter, requests.adapters.HTTPAdapter)
+            and adapter._pool_maxsize < workers
+        ):
+            adapter.init_poolmanager(
+                adapter._pool_connections, workers, block=adapter._pool_block
+            )
 
 
 def _soft_delete_seconds(bucket: Any) -> int:

@@ -510,3 +510,25 @@ def test_rerun_finishes_failed_purge(fake_gcs, gcs):
     assert [entry.item.attributes["name"] for entry in second.planned] == ["p/b"]
     assert set(second.statuses().values()) == {"purged"}
     assert all_generations(gcs, name) == []
+
+
+def test_worker_connections_kept(fake_gcs, gcs, caplog):
+    """With more workers than requests' 10 pooled connections, none is discarded.
+
+    fake-gcs-server behaviour: deletes live objects of an unversioned bucket;
+    urllib3 logs "Connection pool is full" when it drops a connection.
+    """
+    name = unique("pool")
+    bucket = gcs.create_bucket(name)
+    for index in range(64):
+        bucket.blob(f"p/{index}").upload_from_string(b"v")
+    adapter = RecordingAdapter()
+    caplog.set_level("WARNING", logger="urllib3.connectionpool")
+
+    run = run_plugin(
+        plugin_class(fake_gcs, adapter), f"gs://{name}/p/", {"workers": 32}
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert adapter._pool_maxsize == 32
+    assert [r for r in caplog.records if "pool is full" in r.getMessage()] == []
