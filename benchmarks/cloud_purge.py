@@ -12,12 +12,21 @@ size and purges one with each tool, in the same run:
 
 Then it checks both containers are empty and prints the times and the ratio.
 
+For the Cloud Storage emulators it also times the emulator's own cost: a
+third bucket of the same size emptied with one bare HTTP DELETE per object
+over one kept-alive connection, with no SDK. Each delete costs the emulator
+time that grows with the objects in the bucket, and any client pays it, so
+reference time divided by this floor bounds the speed-up any client can
+reach there. It also counts the HTTP requests Lethe sends, per object.
+
     python benchmarks/cloud_purge.py --objects 2000
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import http.client
 import os
 import subprocess
 import sys
@@ -26,6 +35,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -95,33 +107,85 @@ def seed(upload: Callable[[str], object], count: int) -> None:
 # -- Cloud Storage --------------------------------------------------------------
 
 
-def bench_gcs(label: str, endpoint: str, count: int) -> tuple[float, float]:
+class CountingAdapter(requests.adapters.HTTPAdapter):
+    """Count the requests the SDK sends, by method, without touching them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        self.counts[request.method or ""] += 1
+        return super().send(request, **kwargs)
+
+
+def bare_deletes(
+    endpoint: str, bucket: str, generations: list[tuple[str, int]]
+) -> None:
+    """Delete each generation with one bare HTTP request, no SDK, one connection."""
+    address = urlsplit(endpoint)
+    connection = http.client.HTTPConnection(address.hostname, address.port)
+    try:
+        for name, generation in generations:
+            connection.request(
+                "DELETE",
+                f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}?generation={generation}",
+            )
+            response = connection.getresponse()
+            response.read()
+            assert response.status in (200, 204), response.status
+    finally:
+        connection.close()
+
+
+def bench_gcs(label: str, endpoint: str, count: int) -> dict[str, float]:
     gcs = gcs_client(endpoint)
     reference_bucket = gcs.create_bucket(f"ref-{time.time_ns()}")
     lethe_bucket = gcs.create_bucket(f"lethe-{time.time_ns()}")
-    for bucket in (reference_bucket, lethe_bucket):
+    floor_bucket = gcs.create_bucket(f"floor-{time.time_ns()}")
+    buckets = (reference_bucket, lethe_bucket, floor_bucket)
+    for bucket in buckets:
         seed(lambda name, b=bucket: b.blob(name).upload_from_string(b"x" * 64), count)
+    adapter = CountingAdapter()
 
     def reference() -> None:
         for blob in gcs.list_blobs(reference_bucket, versions=True):
             reference_bucket.delete_blob(blob.name, generation=blob.generation)
 
     def lethe() -> None:
-        run = run_plugin(gcs_plugin_class(endpoint), f"gs://{lethe_bucket.name}/data/")
+        plugin = gcs_plugin_class(endpoint, adapter)
+        run = run_plugin(plugin, f"gs://{lethe_bucket.name}/data/")
         assert len(run.results) == count, len(run.results)
         assert not run.unverified(), run.unverified()[:3]
 
-    reference_time, lethe_time = timed(reference), timed(lethe)
-    for bucket in (reference_bucket, lethe_bucket):
+    def floor() -> None:
+        listed = [
+            (blob.name, blob.generation)
+            for blob in gcs.list_blobs(floor_bucket, versions="true")
+        ]
+        bare_deletes(endpoint, floor_bucket.name, listed)
+
+    reference_time, lethe_time, floor_time = (
+        timed(reference),
+        timed(lethe),
+        timed(floor),
+    )
+    for bucket in buckets:
         left = list(gcs.list_blobs(bucket, versions="true"))
         assert left == [], f"{label}: {len(left)} objects left in {bucket.name}"
-    return reference_time, lethe_time
+    return {
+        "reference": reference_time,
+        "lethe": lethe_time,
+        "floor": floor_time,
+        "deletes_per_object": adapter.counts["DELETE"] / count,
+        "other_requests": sum(adapter.counts.values()) - adapter.counts["DELETE"],
+    }
 
 
 # -- Azure Blob -------------------------------------------------------------------
 
 
-def bench_azure(connection: str, count: int) -> tuple[float, float]:
+def bench_azure(connection: str, count: int) -> dict[str, float]:
     from azure.storage.blob import BlobServiceClient
 
     os.environ["AZURE_STORAGE_CONNECTION_STRING"] = connection
@@ -152,10 +216,10 @@ def bench_azure(connection: str, count: int) -> tuple[float, float]:
         assert left == [], (
             f"azurite: {len(left)} blobs left in {container.container_name}"
         )
-    return reference_time, lethe_time
+    return {"reference": reference_time, "lethe": lethe_time}
 
 
-def run_fake_gcs(count: int) -> tuple[float, float]:
+def run_fake_gcs(count: int) -> dict[str, float]:
     port = free_port()
     with started(
         [
@@ -176,7 +240,7 @@ def run_fake_gcs(count: int) -> tuple[float, float]:
         return bench_gcs("fake-gcs-server", f"http://127.0.0.1:{port}", count)
 
 
-def run_gcp_storage_emulator(count: int) -> tuple[float, float]:
+def run_gcp_storage_emulator(count: int) -> dict[str, float]:
     port = free_port()
     with started(
         [
@@ -196,7 +260,7 @@ def run_gcp_storage_emulator(count: int) -> tuple[float, float]:
         return bench_gcs("gcp-storage-emulator", f"http://127.0.0.1:{port}", count)
 
 
-def run_azurite(count: int) -> tuple[float, float]:
+def run_azurite(count: int) -> dict[str, float]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     with started(
@@ -240,16 +304,24 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{args.objects} objects per bucket; Lethe time includes verification")
     print(
-        f"{'emulator':<22}{'reference s':>13}{'Lethe s':>10}{'speed-up':>10}",
+        f"{'emulator':<22}{'reference s':>13}{'Lethe s':>10}{'speed-up':>10}"
+        f"{'floor s':>10}{'ceiling':>9}{'Lethe requests':>24}",
         flush=True,
     )
     for name in args.emulators.split(","):
-        reference_time, lethe_time = EMULATORS[name](args.objects)
-        ratio = reference_time / lethe_time
-        print(
-            f"{name:<22}{reference_time:>13.2f}{lethe_time:>10.2f}{ratio:>9.1f}x",
-            flush=True,
+        figures = EMULATORS[name](args.objects)
+        reference_time, lethe_time = figures["reference"], figures["lethe"]
+        line = (
+            f"{name:<22}{reference_time:>13.2f}{lethe_time:>10.2f}"
+            f"{reference_time / lethe_time:>9.1f}x"
         )
+        if "floor" in figures:
+            line += (
+                f"{figures['floor']:>10.2f}{reference_time / figures['floor']:>8.1f}x"
+                f"{figures['deletes_per_object']:>8.2f} DELETE/object"
+                f" + {figures['other_requests']:.0f}"
+            )
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
