@@ -515,7 +515,7 @@ def test_rerun_finishes_failed_purge(fake_gcs, gcs):
 def test_worker_connections_kept(fake_gcs, gcs, caplog):
     """With more workers than requests' 10 pooled connections, none is discarded.
 
-    fake-gcs-server behaviour: deletes live objects of an unversioned bucket;
+    fake-gcs-server behaviour: deletes live objects of an unversioned bucket.
     urllib3 logs "Connection pool is full" when it drops a connection.
     """
     name = unique("pool")
