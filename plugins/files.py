@@ -96,6 +96,9 @@ class FilesPlugin(Plugin):
         self._readback: dict[str, tuple[bool, str]] = {}
         self._purged_fingerprints: dict[str, tuple[bytes, ...]] = {}
         self._purged_devices: dict[str, int] = {}
+        #: Inode number and link paths of each purged item, so that the scan
+        #: never counts a purged file among the live ones.
+        self._purged_files: dict[str, tuple[int, list[str]]] = {}
         self._scan: dict[str, Any] | None = None
 
     # -- settings -----------------------------------------------------------
@@ -474,6 +477,10 @@ class FilesPlugin(Plugin):
                         planned.decision.fingerprints
                     )
                     self._purged_devices[result.key] = planned.item.identity["dev"]
+                    self._purged_files[result.key] = (
+                        planned.item.identity["ino"],
+                        _link_paths(planned.item),
+                    )
                     self._scan = None
                 yield result
         finally:
@@ -566,6 +573,10 @@ class FilesPlugin(Plugin):
                     planned.decision.fingerprints
                 )
                 self._purged_devices[planned.item.key] = planned.item.identity["dev"]
+                self._purged_files[planned.item.key] = (
+                    planned.item.identity["ino"],
+                    _link_paths(planned.item),
+                )
                 self._scan = None
         if self._scan_device_enabled() and self._scan is None:
             self._scan = self._scan_device()
@@ -614,6 +625,12 @@ class FilesPlugin(Plugin):
                 + "; ".join(outcome.hits[:5]),
             )
         detail = f"none of {count} fingerprint(s) found on {outcome.detail}"
+        if outcome.explained:
+            detail = (
+                f"none of {count} fingerprint(s) found on {outcome.detail} outside "
+                f"live files; {len(outcome.explained)} hit(s) lie in live files "
+                "this job did not purge: " + "; ".join(outcome.explained[:5])
+            )
         if outcome.residual:
             detail += (
                 f"; the file name remains {len(outcome.residual)} time(s) inside "
@@ -629,6 +646,7 @@ class FilesPlugin(Plugin):
     def close(self) -> None:
         self._purged_fingerprints.clear()
         self._purged_devices.clear()
+        self._purged_files.clear()
 
 
 def _kind(mode: int) -> str:
