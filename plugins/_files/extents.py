@@ -75,11 +75,14 @@ def shared_extents(descriptor: int) -> int | None:
     return sum(1 for *_, flags in found if flags & FIEMAP_EXTENT_SHARED)
 
 
-def fiemap(descriptor: int) -> list[tuple[int, int, int, int]] | None:
+def fiemap(
+    descriptor: int, sync: bool = True
+) -> list[tuple[int, int, int, int]] | None:
     """Return the file's extents as ``(logical, physical, length, flags)``.
 
     Physical offsets count bytes from the start of the filesystem's block
-    device. Returns None when the filesystem does not support FIEMAP.
+    device. ``sync`` flushes the file's dirty data first, so that no extent
+    is still delayed. Returns None when the filesystem does not support FIEMAP.
     """
     extents: list[tuple[int, int, int, int]] = []
     start = 0
@@ -90,7 +93,7 @@ def fiemap(descriptor: int) -> list[tuple[int, int, int, int]] | None:
             0,
             start,
             0xFFFFFFFFFFFFFFFF - start,
-            FIEMAP_FLAG_SYNC,
+            FIEMAP_FLAG_SYNC if sync else 0,
             0,
             _BATCH,
             0,
