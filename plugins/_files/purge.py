@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from plugins._files import mounts as mountinfo
+from plugins._files.attribute import RawHit, attribute_hits
 from plugins._files.overwrite import AlignedBuffer, FileOverwrite, Pattern
 from plugins._files.paths import escape_path, is_within, unescape_path
 from plugins._files.walk import identity
 from plugins.base import Method, PlannedItem, PurgeResult, Refusal
-from plugins._files.attribute import RawHit, attribute_hits
 from plugins.scan import (
     FingerprintScanner,
     Hit,
@@ -688,8 +688,10 @@ def _attribute(
     index = {place: number for number, place in enumerate(raw)}
     paths: set[str] = set()
     inodes: set[int] = set()
-    for inode, links in plugin._purged_files.values():
-        inodes.add(inode)
+    for key in keys:
+        inode, links = plugin._purged_files.get(key, (None, []))
+        if inode is not None:
+            inodes.add(inode)
         paths.update(links)
     attribution = attribute_hits(
         mount.mount_point,
