@@ -105,6 +105,9 @@ class FilesPlugin(Plugin):
         self._readback: dict[str, tuple[bool, str]] = {}
         self._purged_fingerprints: dict[str, tuple[bytes, ...]] = {}
         self._purged_devices: dict[str, int] = {}
+        #: Inode number and link paths of each purged item, so that the scan
+        #: never counts a purged file among the live ones.
+        self._purged_files: dict[str, tuple[int, list[str]]] = {}
         self._scan: dict[str, Any] | None = None
         # Snapshots and backups of the selected data outside the target.
         self.copies = Copies(self)
@@ -527,6 +530,10 @@ class FilesPlugin(Plugin):
                         planned.decision.fingerprints
                     )
                     self._purged_devices[result.key] = planned.item.identity["dev"]
+                    self._purged_files[result.key] = (
+                        planned.item.identity["ino"],
+                        _link_paths(planned.item),
+                    )
                     self._scan = None
                 yield result
         finally:
@@ -628,6 +635,10 @@ class FilesPlugin(Plugin):
                     planned.decision.fingerprints
                 )
                 self._purged_devices[planned.item.key] = planned.item.identity["dev"]
+                self._purged_files[planned.item.key] = (
+                    planned.item.identity["ino"],
+                    _link_paths(planned.item),
+                )
                 self._scan = None
         if self._scan_device_enabled() and self._scan is None:
             self._scan = self._scan_device()
@@ -689,6 +700,12 @@ class FilesPlugin(Plugin):
                 + "; ".join(outcome.hits[:5]),
             )
         detail = f"none of {count} fingerprint(s) found on {outcome.detail}"
+        if outcome.explained:
+            detail = (
+                f"none of {count} fingerprint(s) found on {outcome.detail} outside "
+                f"live files; {len(outcome.explained)} hit(s) lie in live files "
+                "this job did not purge: " + "; ".join(outcome.explained[:5])
+            )
         if outcome.residual:
             detail += (
                 f"; the file name remains {len(outcome.residual)} time(s) inside "
@@ -704,6 +721,7 @@ class FilesPlugin(Plugin):
     def close(self) -> None:
         self._purged_fingerprints.clear()
         self._purged_devices.clear()
+        self._purged_files.clear()
 
 
 def _kind(mode: int) -> str:

@@ -154,7 +154,8 @@ def sample_disk():
         try:
             yield True
         finally:
-            subprocess.run(["umount", str(DISK)], check=False)
+            if os.path.ismount(DISK):  # main() unmounts before reading the image
+                subprocess.run(["umount", str(DISK)], check=False)
     finally:
         subprocess.run(["losetup", "-d", device], check=False)
 

@@ -12,7 +12,20 @@ from collections.abc import Iterator
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_UNKNOWN = 0x2
+FIEMAP_EXTENT_DELALLOC = 0x4
+FIEMAP_EXTENT_ENCODED = 0x8
+FIEMAP_EXTENT_DATA_ENCRYPTED = 0x80
+FIEMAP_EXTENT_UNWRITTEN = 0x800
 FIEMAP_EXTENT_SHARED = 0x2000
+#: Extents whose physical range does not hold the file's bytes as they read.
+UNMAPPED_FLAGS = (
+    FIEMAP_EXTENT_UNKNOWN
+    | FIEMAP_EXTENT_DELALLOC
+    | FIEMAP_EXTENT_ENCODED
+    | FIEMAP_EXTENT_DATA_ENCRYPTED
+    | FIEMAP_EXTENT_UNWRITTEN
+)
 _HEADER = struct.Struct(
     "=QQIIII"
 )  # fm_start, fm_length, flags, mapped, count, reserved
@@ -56,7 +69,22 @@ def shared_extents(descriptor: int) -> int | None:
 
     Returns None when the filesystem does not support FIEMAP.
     """
-    shared = 0
+    found = fiemap(descriptor)
+    if found is None:
+        return None
+    return sum(1 for *_, flags in found if flags & FIEMAP_EXTENT_SHARED)
+
+
+def fiemap(
+    descriptor: int, sync: bool = True
+) -> list[tuple[int, int, int, int]] | None:
+    """Return the file's extents as ``(logical, physical, length, flags)``.
+
+    Physical offsets count bytes from the start of the filesystem's block
+    device. ``sync`` flushes the file's dirty data first, so that no extent
+    is still delayed. Returns None when the filesystem does not support FIEMAP.
+    """
+    extents: list[tuple[int, int, int, int]] = []
     start = 0
     while True:
         request = bytearray(_HEADER.size + _EXTENT.size * _BATCH)
@@ -65,7 +93,7 @@ def shared_extents(descriptor: int) -> int | None:
             0,
             start,
             0xFFFFFFFFFFFFFFFF - start,
-            FIEMAP_FLAG_SYNC,
+            FIEMAP_FLAG_SYNC if sync else 0,
             0,
             _BATCH,
             0,
@@ -78,15 +106,14 @@ def shared_extents(descriptor: int) -> int | None:
             raise
         mapped = _HEADER.unpack_from(request, 0)[3]
         if mapped == 0:
-            return shared
+            return extents
         last_flags = 0
         for index in range(mapped):
-            logical, _, length, _, _, flags, *_ = _EXTENT.unpack_from(
+            logical, physical, length, _, _, flags, *_ = _EXTENT.unpack_from(
                 request, _HEADER.size + index * _EXTENT.size
             )
-            if flags & FIEMAP_EXTENT_SHARED:
-                shared += 1
+            extents.append((logical, physical, length, flags))
             start = logical + length
             last_flags = flags
         if last_flags & FIEMAP_EXTENT_LAST:
-            return shared
+            return extents

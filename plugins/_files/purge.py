@@ -16,11 +16,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from plugins._files import mounts as mountinfo
+from plugins._files.attribute import RawHit, attribute_hits
 from plugins._files.overwrite import AlignedBuffer, FileOverwrite, Pattern
 from plugins._files.paths import escape_path, is_within, unescape_path
 from plugins._files.walk import identity
 from plugins.base import Method, PlannedItem, PurgeResult, Refusal
-from plugins.scan import FingerprintScanner, fingerprint_digest, token_fingerprints
+from plugins.scan import (
+    FingerprintScanner,
+    Hit,
+    fingerprint_digest,
+    token_fingerprints,
+)
 
 if TYPE_CHECKING:
     from plugins.files import FilesPlugin
@@ -610,6 +616,8 @@ class ScanOutcome:
     ran: bool
     detail: str
     hits: list[str] = field(default_factory=list)
+    #: Hits whose bytes belong to a live file that the job did not purge.
+    explained: list[str] = field(default_factory=list)
     #: Offsets of the item's name inside an xfs log, which cannot be cleared.
     residual: list[int] = field(default_factory=list)
 
@@ -670,23 +678,79 @@ def _scan_one(
     log_range = mountinfo.xfs_log_range(device) if mount.fstype == "xfs" else None
     detail = f"{device} ({mount.fstype}, {len(scanner)} fingerprints)"
     outcomes = {key: ScanOutcome(True, detail) for key in keys}
+    found: list[Hit] = []
     try:
         for hit in scanner.scan_file(device, direct=True):
             in_log = log_range is not None and log_range[0] <= hit.offset < log_range[1]
             if in_log and hit.digest in names.get(hit.owner, set()):
                 outcomes[hit.owner].residual.append(hit.offset)
                 continue
-            outcomes[hit.owner].hits.append(
-                f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
-            )
+            found.append(hit)
     except OSError as error:
         plugin.log.error("device scan failed", device=device, error=error.strerror)
         detail = f"not run: reading {device} failed: {error.strerror}"
         return {key: ScanOutcome(False, detail) for key in keys}
+    if found:
+        _attribute(plugin, mount, keys, found, outcomes)
     plugin.log.info(
         "device scanned",
         device=device,
         fingerprints=len(scanner),
         items_with_hits=sum(1 for outcome in outcomes.values() if outcome.hits),
+        hits_explained=sum(len(outcome.explained) for outcome in outcomes.values()),
     )
     return outcomes
+
+
+def _attribute(
+    plugin: FilesPlugin,
+    mount: mountinfo.Mount,
+    keys: list[str],
+    found: list[Hit],
+    outcomes: dict[str, ScanOutcome],
+) -> None:
+    """Sort scan hits into those live unpurged files explain and residue."""
+    by_digest = {
+        fingerprint_digest(fingerprint): fingerprint
+        for key in keys
+        for fingerprint in plugin._purged_fingerprints.get(key, ())
+    }
+    raw = sorted({(hit.offset, hit.digest) for hit in found})
+    index = {place: number for number, place in enumerate(raw)}
+    paths: set[str] = set()
+    inodes: set[int] = set()
+    for key in keys:
+        inode, links = plugin._purged_files.get(key, (None, []))
+        if inode is not None:
+            inodes.add(inode)
+        paths.update(links)
+    attribution = attribute_hits(
+        mount.mount_point,
+        os.makedev(mount.major, mount.minor),
+        [RawHit(offset, by_digest[digest]) for offset, digest in raw],
+        paths,
+        inodes,
+    )
+    for hit in found:
+        where = f"fingerprint {hit.digest[:12]} at byte {hit.offset}"
+        owner = attribution.explained.get(index[(hit.offset, hit.digest)])
+        if owner is not None:
+            outcomes[hit.owner].explained.append(
+                f"{where} explained by live file {escape_path(owner)}"
+            )
+        elif attribution.complete:
+            outcomes[hit.owner].hits.append(where)
+        else:
+            outcomes[hit.owner].hits.append(
+                f"{where} (could not attribute: the walk of "
+                f"{escape_path(mount.mount_point)} stopped after "
+                f"{attribution.files_examined} files or met an unreadable directory)"
+            )
+    plugin.log.info(
+        "scan hits attributed",
+        device_number=os.makedev(mount.major, mount.minor),
+        hits=len(raw),
+        explained=len(attribution.explained),
+        files_examined=attribution.files_examined,
+        complete=attribution.complete,
+    )
