@@ -74,7 +74,7 @@ def test_ext4_overwrite_evidence_lists_checks(ext4):
     path.write_bytes(canary_lines(CANARY.decode(), 2_000))
     run = purge(path)
     checks = {check.name: check for check in run.evidence[0].checks}
-    assert set(checks) == {"path-gone", "read-back", "device-scan"}
+    assert set(checks) == {"path-gone", "no-leftover", "read-back", "device-scan"}
     assert checks["read-back"].passed
     assert "matched" in checks["read-back"].detail
     assert checks["device-scan"].passed
