@@ -393,8 +393,9 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
     def _old_snapshots(self) -> str:
         rows = self.conn.execute(
             "SELECT pid, datname, state, now() - xact_start FROM pg_stat_activity "
-            "WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() "
-            "ORDER BY age(backend_xmin) DESC LIMIT 5"
+            "WHERE (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) "
+            "AND pid <> pg_backend_pid() "
+            "ORDER BY age(COALESCE(backend_xid, backend_xmin)) DESC LIMIT 5"
         ).fetchall()
         if not rows:
             return "no session listed; check prepared transactions and replication slots"

@@ -33,4 +33,27 @@ def test_shared_suffixes_get_distinct_keys():
     for number in range(50):
         scanner.add_all("row", [f"{secrets.token_hex(4)}@example.org".encode()])
 
+    # Without spreading, all 50 would share the key "mple.org".
     assert max(len(entries) for entries in scanner._by_key.values()) == 1
+
+
+def test_every_alignment_and_short_values(tmp_path):
+    long_value = b"user42.0123456789abcdef@example.org"
+    short_value = b"Koehler9"
+    scanner = _bytescan.RowScanner()
+    scanner.add_all("long", [long_value])
+    scanner.add_all("short", [short_value])
+    data = bytearray(os.urandom(4096))
+    expected = []
+    for phase in range(8):
+        offset = 100 * (phase + 1) + phase
+        data[offset : offset + len(long_value)] = long_value
+        expected.append(("long", offset))
+    data[3001 : 3001 + len(short_value)] = short_value
+    expected.append(("short", 3001))
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(data))
+
+    found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
+
+    assert found == sorted(expected)

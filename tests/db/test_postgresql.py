@@ -292,3 +292,24 @@ def test_data_files_cover_toast_and_statistics(pg_database):
     assert note is None
     assert set(expected) <= set(files)
     assert all(os.path.exists(path) for path in files)
+
+
+def test_open_snapshot_fails_vacuum_step(pg_database, monkeypatch):
+    import plugins.postgresql as module
+
+    monkeypatch.setattr(module, "VACUUM_RETRY_DELAY", 0.1)
+    markers = fill_people(pg_database, rows=6)
+    holder = psycopg.connect(pg_database)
+    holder.execute("SELECT txid_current()")  # an open transaction with an xid
+    pid = holder.info.backend_pid
+
+    run = run_plugin(
+        PostgreSQLPlugin, target(pg_database, "people", "name = %s"), {"params": [markers["name"]]}
+    )
+    holder.rollback()
+    holder.close()
+
+    steps = {step.key: step for step in run.completion}
+    assert steps["vacuum-full:public.people"].status == "failed"
+    assert f"pid {pid}" in steps["vacuum-full:public.people"].detail
+    assert run.unverified()
