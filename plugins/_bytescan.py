@@ -3,11 +3,12 @@
 A database purge can plan 100,000 rows with several fingerprints each, and
 the data files to scan run to gigabytes. Building an Aho-Corasick automaton
 over that many patterns, and stepping it over latin-1 text, takes longer
-than the purge itself. This scanner filters with numpy instead: it reads
-every 8-byte window of a chunk as an unsigned integer, keeps the windows
-whose 24-bit multiplicative hash is set in a bit table of 8-byte keys taken
-from the fingerprints, and compares only those candidates in full. It returns the same
-:class:`plugins.scan.Hit` values as :class:`plugins.scan.FingerprintScanner`.
+than the purge itself. This scanner filters with numpy instead. It reads
+every 8-byte window of a chunk as an unsigned integer and keeps the windows
+whose 24-bit hash is set in a bit table built from one 8-byte key per
+fingerprint. Only windows equal to a key are then compared in full. It
+returns the same :class:`plugins.scan.Hit` values as
+:class:`plugins.scan.FingerprintScanner`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from plugins import scan
 CHUNK = 64 * 1024 * 1024
 _KEY = 8
 _TABLE_BITS = 24
-#: Odd 64-bit multiplier of the hash; the top bits of the product mix every
-#: byte of the window, unlike the low bits of text, which repeat.
+#: Odd 64-bit multiplier of the hash. The top bits of the product depend on
+#: every byte of the window, while the low bytes of text repeat.
 _MULTIPLIER = numpy.uint64(0x9E3779B97F4A7C15)
 _SHIFT = numpy.uint64(64 - _TABLE_BITS)
 

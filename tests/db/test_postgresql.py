@@ -61,7 +61,7 @@ def statistics_files(conn: psycopg.Connection) -> list[str]:
     return pg_relation_files(conn, "pg_catalog.pg_statistic")
 
 
-def test_d4_table_index_toast_statistics(pg_database):
+def test_table_index_toast_statistics(pg_database):
     markers = fill_people(pg_database)
     with psycopg.connect(pg_database, autocommit=True) as conn:
         stats = conn.execute(
@@ -87,7 +87,7 @@ def test_d4_table_index_toast_statistics(pg_database):
         assert not files_contain(files, marker.encode())
 
 
-def test_d4_residual_report(pg_database):
+def test_residual_report(pg_database):
     fill_people(pg_database, rows=6)
 
     run = run_plugin(
@@ -104,7 +104,7 @@ def test_d4_residual_report(pg_database):
     assert "TOAST table" in notes
 
 
-def test_d4_control_plain_delete_leaves_canary(pg_database):
+def test_plain_delete_leaves_toast_canary(pg_database):
     markers = fill_people(pg_database)
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute("DELETE FROM people WHERE country = %s", (markers["frequent"],))
@@ -128,7 +128,7 @@ def server_log_path(conn: psycopg.Connection) -> Path:
     return Path(f"/var/log/postgresql/postgresql-{major}-main.log")
 
 
-def test_d6_failed_delete_logs_no_value(pg_database):
+def test_failed_delete_logs_no_value(pg_database):
     fill_people(pg_database, rows=6)
     secret = canary("d6")
     with psycopg.connect(pg_database, autocommit=True) as conn:
