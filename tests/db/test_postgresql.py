@@ -313,3 +313,34 @@ def test_open_snapshot_fails_vacuum_step(pg_database, monkeypatch):
     assert steps["vacuum-full:public.people"].status == "failed"
     assert f"pid {pid}" in steps["vacuum-full:public.people"].detail
     assert run.unverified()
+
+
+def test_missing_privileges_named_in_plan(pg_database):
+    import secrets
+
+    role = f"lethe_db_{secrets.token_hex(4)}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        markers = fill_people(pg_database, rows=6)
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE people OWNER TO "{role}"')
+        url = pg_database.replace("postgres@", f"{role}@", 1)
+
+        run = run_plugin(
+            PostgreSQLPlugin, target(url, "people", "name = %s"), {"params": [markers["name"]]}
+        )
+
+        residual = " ".join(run.info.residual)
+        steps = {step.key: step for step in run.completion}
+        assert "VACUUM FULL pg_statistic cannot run" in residual
+        assert "CHECKPOINT cannot run" in residual
+        assert steps["vacuum-full:public.people"].status == "purged"
+        assert steps["rewrite-statistics"].status == "failed"
+        assert steps["checkpoint"].status == "failed"
+        assert "not run" in run.evidence[0].checks[1].detail
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+        with pg_admin() as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
