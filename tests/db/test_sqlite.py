@@ -295,3 +295,26 @@ def test_table_without_primary_key_uses_rowid(sqlite_db):
     assert [entry.item.identity["key"] for entry in run.permitted] == [[2]]
     assert not run.unverified()
     assert not files_contain(sqlite_files(path), marker.encode())
+
+
+def test_cascade_rows_become_items(sqlite_db):
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE owners (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+        "owner INTEGER REFERENCES owners(id) ON DELETE CASCADE, body TEXT)"
+    )
+    secret = canary("note")
+    conn.executemany("INSERT INTO owners VALUES (?, ?)", [(1, canary()), (2, canary())])
+    conn.executemany(
+        "INSERT INTO notes VALUES (?, ?, ?)", [(10, 1, secret), (11, 1, canary()), (12, 2, canary())]
+    )
+    conn.close()
+
+    run = run_plugin(SQLitePlugin, url(path, "owners", "id = ?"), {"params": [1]})
+
+    keys = [entry.item.key for entry in run.permitted]
+    assert keys == ["notes:[10]", "notes:[11]", "owners:[1]"]
+    assert "CASCADE" in run.permitted[0].item.attributes["reached_by"].upper()
+    assert not run.unverified()
+    assert not files_contain(sqlite_files(path), secret.encode())
