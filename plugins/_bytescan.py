@@ -11,8 +11,8 @@ such a fingerprint is registered under the 8 keys at offsets ``b`` to
 ``b + 7`` of its middle 15 bytes, and the scan reads only the aligned
 8-byte windows of each chunk as unsigned integers. Shorter fingerprints
 (8 to 14 bytes) have one key, their first 8 bytes, and are looked for at
-all 8 alignments. A window passes when its 24-bit hash is set in a bit
-table and it equals a key; only those windows are compared in full, in
+all 8 alignments. A window passes when its hash is set in a bit table
+and it equals a key; only those windows are compared in full, in
 Python. Hits are the same :class:`plugins.scan.Hit` values as
 :class:`plugins.scan.FingerprintScanner` returns.
 """
@@ -32,16 +32,20 @@ CHUNK = 4 * 1024 * 1024
 _KEY = 8
 #: Shortest fingerprint that always contains an aligned window.
 _SPAN = 2 * _KEY - 1
-_TABLE_BITS = 24
+#: Bits of the bit table per key, as a power of two: 2**5 bits per key
+#: lets about 3% of windows that equal no key through to the exact check.
+_BITS_PER_KEY = 5
+_MIN_TABLE_BITS = 20
+_MAX_TABLE_BITS = 30
 #: Odd 64-bit multiplier of the hash. The top bits of the product depend on
 #: every byte of the window, while the low bytes of text repeat.
 _MULTIPLIER = numpy.uint64(0x9E3779B97F4A7C15)
-_SHIFT = numpy.uint64(64 - _TABLE_BITS)
+_BIT_MASKS = numpy.array([1 << bit for bit in range(8)], dtype=numpy.uint8)
 
 
-def _hash(values: numpy.ndarray) -> numpy.ndarray:
+def _hash(values: numpy.ndarray, shift: numpy.uint64) -> numpy.ndarray:
     hashed = values * _MULTIPLIER
-    hashed >>= _SHIFT
+    hashed >>= shift
     return hashed.astype(numpy.intp)
 
 
@@ -65,27 +69,36 @@ class _KeyIndex:
             keys = numpy.frombuffer(b"".join(fp[:_KEY] for fp in fingerprints), dtype="<u8")
             owners = numpy.arange(count)
             offsets = numpy.zeros(count, numpy.intp)
-        order = numpy.argsort(keys, kind="stable")
+        order = numpy.argsort(keys, kind="stable")  # a radix sort for integers
         self.keys = keys[order]
         self.owners = owners[order]
         self.offsets = offsets[order]
-        self.table = numpy.zeros(1 << _TABLE_BITS, dtype=bool)
-        self.table[_hash(self.keys)] = True
+        # A packed bit table sized to the key count: small enough to stay in
+        # cache for a few thousand keys, sparse enough for millions.
+        bits = len(self.keys).bit_length() + _BITS_PER_KEY
+        bits = min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, bits))
+        self.shift = numpy.uint64(64 - bits)
+        hashed = _hash(self.keys, self.shift)
+        self.table = numpy.zeros(1 << (bits - 3), dtype=numpy.uint8)
+        numpy.bitwise_or.at(self.table, hashed >> 3, _BIT_MASKS[hashed & 7])
 
     def matches(self, windows: numpy.ndarray) -> Iterator[tuple[int, int, int]]:
         """Yield (window number, fingerprint number, key offset) per equal key."""
-        candidates = numpy.flatnonzero(self.table[_hash(windows)])
+        hashed = _hash(windows, self.shift)
+        candidates = numpy.flatnonzero(self.table[hashed >> 3] & _BIT_MASKS[hashed & 7])
         if not len(candidates):
             return
         values = windows[candidates]
-        low = numpy.searchsorted(self.keys, values, "left")
-        high = numpy.searchsorted(self.keys, values, "right")
-        exact = high > low
-        for window, first, last in zip(
-            candidates[exact].tolist(), low[exact].tolist(), high[exact].tolist()
-        ):
-            for slot in range(first, last):
+        slots = numpy.searchsorted(self.keys, values)
+        slots[slots == len(self.keys)] = 0
+        exact = self.keys[slots] == values
+        keys = self.keys
+        for window, slot in zip(candidates[exact].tolist(), slots[exact].tolist()):
+            # Equal keys sit next to each other from the first one found.
+            value = keys[slot]
+            while slot < len(keys) and keys[slot] == value:
                 yield window, int(self.owners[slot]), int(self.offsets[slot])
+                slot += 1
 
 
 class RowScanner:
@@ -103,9 +116,9 @@ class RowScanner:
                 continue
             owners = self._owners.get(fingerprint)
             if owners is None:
-                owners = self._owners[fingerprint] = []
+                self._owners[fingerprint] = [owner]
                 self._indexes = None
-            if owner not in owners:
+            elif owner not in owners:
                 owners.append(owner)
 
     def __len__(self) -> int:
