@@ -258,6 +258,8 @@ def _text_fingerprints(text: str, words: bool) -> list[bytes]:
 
 def item_key(table: str, key: Sequence[Any]) -> str:
     """Return the item key of a row: its table and primary key as JSON."""
+    if len(key) == 1 and type(key[0]) is int:
+        return f"{table}:[{key[0]}]"  # what JSON gives, without the encoder call
     return f"{table}:{_KEY_JSON.encode(list(key))}"
 
 
