@@ -28,9 +28,37 @@ def test_hits_match_reference_scanner(tmp_path, monkeypatch):
     assert found == sorted([("3", 0), ("150", 4090), ("299", len(data) - len(fingerprints[299]))])
 
 
-def test_shared_suffixes_get_distinct_keys():
+def test_values_sharing_a_suffix_are_told_apart(tmp_path):
+    values = [f"{secrets.token_hex(4)}@example.org".encode() for _ in range(50)]
     scanner = _bytescan.RowScanner()
-    for number in range(50):
-        scanner.add_all("row", [f"{secrets.token_hex(4)}@example.org".encode()])
+    for number, value in enumerate(values):
+        scanner.add_all(str(number), [value])
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(1000) + values[7] + os.urandom(1000))
 
-    assert max(len(entries) for entries in scanner._by_key.values()) == 1
+    found = [(hit.owner, hit.offset) for hit in scanner.scan_file(path)]
+
+    assert found == [("7", 1000)]
+
+
+def test_every_alignment_and_short_values(tmp_path):
+    long_value = b"user42.0123456789abcdef@example.org"
+    short_value = b"Koehler9"
+    scanner = _bytescan.RowScanner()
+    scanner.add_all("long", [long_value])
+    scanner.add_all("short", [short_value])
+    data = bytearray(os.urandom(4096))
+    expected = []
+    for phase in range(8):
+        offset = 100 * (phase + 1) + phase
+        data[offset : offset + len(long_value)] = long_value
+        expected.append(("long", offset))
+        offset += 2000
+        data[offset : offset + len(short_value)] = short_value
+        expected.append(("short", offset))
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(data))
+
+    found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
+
+    assert found == sorted(expected)

@@ -52,7 +52,7 @@ def fill_people(url: str, rows: int = 30) -> dict[int, str]:
     return markers
 
 
-def test_d5_ibd_holds_no_canary(mysql_database):
+def test_ibd_holds_no_canary(mysql_database):
     markers = fill_people(mysql_database)
     path = table_file(mysql_database, "people")
     assert files_contain([path], markers[3].encode())
@@ -68,7 +68,9 @@ def test_d5_ibd_holds_no_canary(mysql_database):
     assert files_contain([path], markers[12].encode())
 
 
-def test_d5_residual_names_binlog_and_redo(mysql_database):
+def test_residual_names_binlog_and_redo(mysql_database):
+    # NOTE: the shared test server runs with the binary log off, so this checks
+    # that the plan states the binlog's state, not the listing of binlog files.
     fill_people(mysql_database, rows=3)
 
     run = run_plugin(
@@ -82,7 +84,7 @@ def test_d5_residual_names_binlog_and_redo(mysql_database):
     assert "free space" in residual
 
 
-def test_d5_control_plain_delete_leaves_canary(mysql_database):
+def test_plain_delete_leaves_ibd_canary(mysql_database):
     markers = fill_people(mysql_database)
     with mysql_admin(database_name(mysql_database)) as conn, conn.cursor() as cursor:
         cursor.execute("DELETE FROM people WHERE id < 10")
@@ -193,7 +195,7 @@ def test_lock_timeout_then_rerun(mysql_database):
     assert not rerun.unverified()
 
 
-def test_d6_values_travel_as_bind_parameters(mysql_database, monkeypatch):
+def test_values_travel_as_bind_parameters(mysql_database, monkeypatch):
     """MariaDB keeps no statement log by default, so check the driver calls.
 
     Every statement the plugin sends must keep the value out of its text and

@@ -61,7 +61,7 @@ def statistics_files(conn: psycopg.Connection) -> list[str]:
     return pg_relation_files(conn, "pg_catalog.pg_statistic")
 
 
-def test_d4_table_index_toast_statistics(pg_database):
+def test_table_index_toast_statistics(pg_database):
     markers = fill_people(pg_database)
     with psycopg.connect(pg_database, autocommit=True) as conn:
         stats = conn.execute(
@@ -87,7 +87,7 @@ def test_d4_table_index_toast_statistics(pg_database):
         assert not files_contain(files, marker.encode())
 
 
-def test_d4_residual_report(pg_database):
+def test_residual_report(pg_database):
     fill_people(pg_database, rows=6)
 
     run = run_plugin(
@@ -104,7 +104,7 @@ def test_d4_residual_report(pg_database):
     assert "TOAST table" in notes
 
 
-def test_d4_control_plain_delete_leaves_canary(pg_database):
+def test_plain_delete_leaves_toast_canary(pg_database):
     markers = fill_people(pg_database)
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute("DELETE FROM people WHERE country = %s", (markers["frequent"],))
@@ -128,7 +128,7 @@ def server_log_path(conn: psycopg.Connection) -> Path:
     return Path(f"/var/log/postgresql/postgresql-{major}-main.log")
 
 
-def test_d6_failed_delete_logs_no_value(pg_database):
+def test_failed_delete_logs_no_value(pg_database):
     fill_people(pg_database, rows=6)
     secret = canary("d6")
     with psycopg.connect(pg_database, autocommit=True) as conn:
@@ -292,3 +292,55 @@ def test_data_files_cover_toast_and_statistics(pg_database):
     assert note is None
     assert set(expected) <= set(files)
     assert all(os.path.exists(path) for path in files)
+
+
+def test_open_snapshot_fails_vacuum_step(pg_database, monkeypatch):
+    import plugins.postgresql as module
+
+    monkeypatch.setattr(module, "VACUUM_RETRY_DELAY", 0.1)
+    markers = fill_people(pg_database, rows=6)
+    holder = psycopg.connect(pg_database)
+    holder.execute("SELECT txid_current()")  # an open transaction with an xid
+    pid = holder.info.backend_pid
+
+    run = run_plugin(
+        PostgreSQLPlugin, target(pg_database, "people", "name = %s"), {"params": [markers["name"]]}
+    )
+    holder.rollback()
+    holder.close()
+
+    steps = {step.key: step for step in run.completion}
+    assert steps["vacuum-full:public.people"].status == "failed"
+    assert f"pid {pid}" in steps["vacuum-full:public.people"].detail
+    assert run.unverified()
+
+
+def test_missing_privileges_named_in_plan(pg_database):
+    import secrets
+
+    role = f"lethe_db_{secrets.token_hex(4)}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        markers = fill_people(pg_database, rows=6)
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE people OWNER TO "{role}"')
+        url = pg_database.replace("postgres@", f"{role}@", 1)
+
+        run = run_plugin(
+            PostgreSQLPlugin, target(url, "people", "name = %s"), {"params": [markers["name"]]}
+        )
+
+        residual = " ".join(run.info.residual)
+        steps = {step.key: step for step in run.completion}
+        assert "VACUUM FULL pg_statistic cannot run" in residual
+        assert "CHECKPOINT cannot run" in residual
+        assert steps["vacuum-full:public.people"].status == "purged"
+        assert steps["rewrite-statistics"].status == "failed"
+        assert steps["checkpoint"].status == "failed"
+        assert "not run" in run.evidence[0].checks[1].detail
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+        with pg_admin() as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')

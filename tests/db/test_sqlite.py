@@ -32,7 +32,7 @@ def fill_accounts(conn: sqlite3.Connection, secrets_by_id: dict[int, str], size:
         conn.execute("INSERT INTO accounts VALUES (?, ?)", (row_id, marker + filler + marker))
 
 
-def test_d1_overflow_rows_leave_no_canary(sqlite_db):
+def test_overflow_rows_leave_no_canary(sqlite_db):
     path, conn = sqlite_db()
     markers = {row_id: canary(f"row{row_id}") for row_id in range(1, 9)}
     fill_accounts(conn, markers, size=12000)
@@ -49,7 +49,7 @@ def test_d1_overflow_rows_leave_no_canary(sqlite_db):
     assert files_contain(sqlite_files(path), markers[4].encode())
 
 
-def test_d1_control_plain_delete_leaves_canary(sqlite_db):
+def test_plain_delete_leaves_overflow_canary(sqlite_db):
     path, conn = sqlite_db()
     markers = {row_id: canary(f"row{row_id}") for row_id in range(1, 5)}
     fill_accounts(conn, markers, size=12000)
@@ -60,7 +60,7 @@ def test_d1_control_plain_delete_leaves_canary(sqlite_db):
     assert files_contain(sqlite_files(path), markers[1].encode())
 
 
-def test_d2_wal_with_idle_connection(sqlite_db):
+def test_wal_with_idle_connection(sqlite_db):
     path, conn = sqlite_db(journal_mode="wal")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     markers = {row_id: canary() for row_id in range(1, 6)}
@@ -77,7 +77,7 @@ def test_d2_wal_with_idle_connection(sqlite_db):
     assert not files_contain(sqlite_files(path), markers[2].encode())
 
 
-def test_d2_reader_blocks_checkpoint(sqlite_db):
+def test_reader_blocks_checkpoint(sqlite_db):
     path, conn = sqlite_db(journal_mode="wal")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     markers = {row_id: canary() for row_id in range(1, 6)}
@@ -97,7 +97,7 @@ def test_d2_reader_blocks_checkpoint(sqlite_db):
     assert run.unverified()
 
 
-def test_d3_fts5_terms_leave_shadow_tables(sqlite_db):
+def test_fts5_terms_leave_shadow_tables(sqlite_db):
     path, conn = sqlite_db()
     conn.execute("CREATE VIRTUAL TABLE notes USING fts5(body)")
     secret_word = "zx" + canary("term").replace("-", "")
@@ -117,7 +117,7 @@ def test_d3_fts5_terms_leave_shadow_tables(sqlite_db):
     assert not files_contain(sqlite_files(path), secret_word[-20:].encode())
 
 
-def test_d3_control_plain_delete_keeps_term(sqlite_db):
+def test_plain_delete_keeps_fts_term(sqlite_db):
     path, conn = sqlite_db()
     conn.execute("CREATE VIRTUAL TABLE notes USING fts5(body)")
     secret_word = "zx" + canary("term").replace("-", "")
@@ -295,3 +295,26 @@ def test_table_without_primary_key_uses_rowid(sqlite_db):
     assert [entry.item.identity["key"] for entry in run.permitted] == [[2]]
     assert not run.unverified()
     assert not files_contain(sqlite_files(path), marker.encode())
+
+
+def test_cascade_rows_become_items(sqlite_db):
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE owners (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+        "owner INTEGER REFERENCES owners(id) ON DELETE CASCADE, body TEXT)"
+    )
+    secret = canary("note")
+    conn.executemany("INSERT INTO owners VALUES (?, ?)", [(1, canary()), (2, canary())])
+    conn.executemany(
+        "INSERT INTO notes VALUES (?, ?, ?)", [(10, 1, secret), (11, 1, canary()), (12, 2, canary())]
+    )
+    conn.close()
+
+    run = run_plugin(SQLitePlugin, url(path, "owners", "id = ?"), {"params": [1]})
+
+    keys = [entry.item.key for entry in run.permitted]
+    assert keys == ["notes:[10]", "notes:[11]", "owners:[1]"]
+    assert "CASCADE" in run.permitted[0].item.attributes["reached_by"].upper()
+    assert not run.unverified()
+    assert not files_contain(sqlite_files(path), secret.encode())
