@@ -41,7 +41,6 @@ from plugins.errors import (
     AccessDenied,
     InvalidTarget,
     PluginError,
-    PurgeFailed,
     TargetUnreachable,
 )
 
