@@ -1,8 +1,8 @@
 """Generate synthetic customer exports, then plan, purge, verify and certify them.
 
 As root, the sample lives on a 64 MiB ext4 image attached to a loop device
-under ./demo, so Lethe also scans the raw device for the purged data and the
-demo counts planted ID numbers in the raw image afterwards. As a normal user
+under ./demo. Lethe then also scans the raw device for the purged data, and
+the demo counts planted ID numbers in the raw image afterwards. As a normal user
 (or where loop devices are unavailable) the sample lives in ./demo itself
 and the raw-device scan is off; verification then checks that each file is
 gone and that the read-back of the overwrite matched. Every name, phone
@@ -26,7 +26,7 @@ STATE = DEMO / "state"
 MARKER = DEMO / ".lethe-demo"
 IMAGE = DEMO / "disk.img"
 DISK = DEMO / "disk"
-# Set by choose_location(): on the loop-device image as root, else in ./demo.
+# main() moves these onto the loop-device image when it runs as root.
 EXPORTS = DEMO / "exports"
 OUTSIDE = DEMO / "outside"
 #: National ID numbers written into the target tree and outside it.
@@ -191,10 +191,10 @@ def main() -> int:
         if on_disk and code in (0, 1):
             subprocess.run(["umount", str(DISK)], check=True)
             remaining = count_in_image(PLANTED["inside"])
-            kept = count_in_image(PLANTED["outside"])
+            outside_left = count_in_image(PLANTED["outside"])
             print(
                 f"raw image: {remaining} of {len(PLANTED['inside'])} purged ID numbers "
-                f"found; {kept} of {len(PLANTED['outside'])} ID numbers of the files "
+                f"found; {outside_left} of {len(PLANTED['outside'])} ID numbers of the files "
                 "outside the target are still there, as they should be"
             )
             if remaining:
