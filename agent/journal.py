@@ -20,6 +20,7 @@ Item states:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -302,6 +303,13 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        try:
+            # The journal holds item keys (file paths, object keys), which can
+            # be personal data, so it is readable by its owner only. SQLite
+            # gives its -wal and -shm files the same mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as error:
+            raise JournalError(f"cannot open the journal {path}: {error.strerror}") from error
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")

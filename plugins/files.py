@@ -692,6 +692,17 @@ class FilesPlugin(Plugin):
         outcome = (self._scan or {}).get(planned.item.key)
         if outcome is None or not outcome.ran:
             detail = outcome.detail if outcome else "not run"
+            if "scan_device" not in self.context.settings:
+                # Unset means "scan when the device is readable": a device
+                # that even root cannot open (a hypervisor's disk) or a
+                # filesystem without one (tmpfs) skips the scan, and the
+                # evidence says so. Only an explicit true makes it required.
+                return Check(
+                    "device-scan",
+                    True,
+                    f"{detail}; skipped because scan_device is unset "
+                    "(set scan_device: true to require the scan)",
+                )
             return Check("device-scan", False, detail)
         count = len(planned.decision.fingerprints)
         if outcome.hits:

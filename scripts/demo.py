@@ -169,7 +169,8 @@ def count_in_image(values: list[str]) -> int:
 
 def lethe(*args: str) -> int:
     command = [str(LETHE), *args, "-c", str(DEMO / "lethe.yaml")]
-    print(f"\n$ lethe {' '.join(args)}", flush=True)
+    config = os.path.relpath(DEMO / "lethe.yaml")
+    print(f"\n$ lethe {' '.join(args)} -c {config}", flush=True)
     environment = dict(os.environ, LETHE_STATE_DIR=str(STATE), HOME=str(DEMO))
     completed = subprocess.run(
         command, env=environment, stderr=subprocess.DEVNULL, check=False
@@ -180,7 +181,7 @@ def lethe(*args: str) -> int:
 def main() -> int:
     global EXPORTS, OUTSIDE
     reset()
-    STATE.mkdir()
+    STATE.mkdir(mode=0o700)
     with sample_disk() as on_disk:
         if on_disk:
             EXPORTS, OUTSIDE = DISK / "exports", DISK / "outside"

@@ -9,11 +9,19 @@ packages=(
     fdisk nwipe                                 # partition tables in tests; benchmark reference
     sqlite3 age coreutils time                  # benchmarks' reference tools, GNU time for peak RSS
     postgresql-client mariadb-client
+    postgresql postgresql-common mariadb-server  # database servers the tests use on 127.0.0.1
+    python3-venv                                # make's .venv
     systemd                                     # systemd-analyze verify and security
     chromium                                    # renders the HTML policy report in tests
 )
 
 missing=()
+# Azurite runs on Node.js. A Node.js from another source may bundle npm, and
+# Debian's npm package would conflict with it, so both install only when
+# npm is absent.
+if ! command -v npm >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+fi
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
         missing+=("$package")

@@ -61,3 +61,10 @@ def require_root() -> None:
     """Fail the test unless it runs as root (loop devices and raw reads need it)."""
     if os.geteuid() != 0:
         pytest.fail("this test needs root for loop devices; run 'make test' as root")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any test was skipped, because a skip hides a missing tool."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -104,3 +104,6 @@ def test_html_rendering(state_dir: Path, tree: Path) -> None:
     html = certificate.render_html(document)
     assert "Certificate of sanitization" in html
     assert document["plan_hash"] in html
+    assert "built-in method" not in html
+    first = document["sanitization"]["methods"][0]
+    assert f"{first['items']} items" in html

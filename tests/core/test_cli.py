@@ -49,7 +49,9 @@ def test_plan_json_and_outputs(lethe, tree: Path, tmp_path: Path) -> None:
     assert result.returncode == 0
     assert json.loads(result.stdout)["totals"]["permitted"] == 4
     assert json.loads((tmp_path / "p.json").read_text())["format"] == "lethe-plan/1"
-    assert "Purge plan" in (tmp_path / "p.html").read_text()
+    page = (tmp_path / "p.html").read_text()
+    assert "Purge plan" in page
+    assert "built-in method" not in page
 
 
 def test_plan_logs_refusal_warnings(lethe, tree: Path) -> None:

@@ -86,3 +86,9 @@ def test_undecodable_key_round_trips(state_dir: Path) -> None:
     assert row.label == "/data/caf\\udce9\nname.csv"
     assert row.attributes["path"] == key
     assert [item.key for item in journal.items("job-1", by_key=True)] == [key]
+
+
+def test_journal_file_is_private(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.close()
+    assert (tmp_path / "journal.sqlite").stat().st_mode & 0o777 == 0o600
