@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from plugins.errors import InvalidTarget, TargetNotFound
+from plugins.files import FilesPlugin
+from tests.helpers.driver import run_plugin
 from tests.conftest import require_root, require_tool
 from tests.files.conftest import canary_lines, make_filesystem, plan, purge, raw_image
 
@@ -189,3 +191,35 @@ def test_free_space_wipe_unavailable(ext4, monkeypatch):
     assert run.statuses() == {str(path): "purged"}
     assert steps["wipe-free-space"].status == "failed"
     assert "not available" in steps["wipe-free-space"].detail
+
+
+def _purge_on_tmpfs(tmp_path, settings: dict):
+    require_root()
+    mountpoint = tmp_path / "tmpfs"
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        target = mountpoint / "exports"
+        target.mkdir()
+        (target / "customers.csv").write_bytes(b"Ada Lovelace,+44 7700 900123\n" * 50)
+        run = run_plugin(FilesPlugin, str(target), settings=settings)
+        return run, target
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_unset_scan_skips_deviceless_filesystem(tmp_path):
+    run, target = _purge_on_tmpfs(tmp_path, {})
+    assert run.unverified() == []
+    file_key = str(target / "customers.csv")
+    evidence = next(ev for ev in run.evidence if ev.key == file_key)
+    scan = next(check for check in evidence.checks if check.name == "device-scan")
+    assert "no block device holds the filesystem" in scan.detail
+    assert "skipped because scan_device is unset" in scan.detail
+
+
+def test_required_scan_fails_deviceless_filesystem(tmp_path):
+    run, target = _purge_on_tmpfs(tmp_path, {"scan_device": True})
+    assert run.unverified() != []
