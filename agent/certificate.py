@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,37 +101,81 @@ def build(
     }
 
 
+#: How the files and block plugins word a purge stopped between passes.
+# NOTE: the journal keeps a result's detail, not its facts, so the pass count
+# actually done is read back from this wording.
+_SHORT_OF_PLAN = re.compile(r"with (\d+) pass\(es\) of (\d+) planned")
+
+
 def _methods(journal: Journal, job_id: str) -> list[dict[str, Any]]:
     rows = journal.query(
         "SELECT method, params, COUNT(*) AS n, COALESCE(SUM(size), 0) AS total FROM items"
         " WHERE job_id = ? AND state = 'verified' GROUP BY method, params ORDER BY method, params",
         (job_id,),
     )
-    return [
-        {
+    short = _passes_short_of_plan(journal, job_id)
+    methods = []
+    for row in rows:
+        entry = {
             "method": row["method"],
             "category": Method(row["method"]).sp800_88_category,
             "details": json.loads(row["params"]),
             "items": row["n"],
             "bytes": row["total"],
         }
-        for row in rows
-    ]
+        done = short.get((row["method"], row["params"]))
+        if done:
+            # A stop request ended these items' overwrite early: certify the
+            # passes that ran, not the passes the plan asked for.
+            entry["items_with_fewer_passes"] = len(done)
+            entry["fewest_passes_done"] = min(done)
+        methods.append(entry)
+    return methods
+
+
+def _passes_short_of_plan(
+    journal: Journal, job_id: str
+) -> dict[tuple[str, str], list[int]]:
+    rows = journal.query(
+        "SELECT method, params, detail FROM items WHERE job_id = ? AND state = 'verified'"
+        " AND detail LIKE '%planned%'",
+        (job_id,),
+    )
+    short: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        match = _SHORT_OF_PLAN.search(row["detail"] or "")
+        if match and int(match.group(1)) < int(match.group(2)):
+            short.setdefault((row["method"], row["params"]), []).append(
+                int(match.group(1))
+            )
+    return short
 
 
 def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
+    # A check that did not run (a resumed job, a device that cannot be read)
+    # passes without evidence, so it is counted apart from the checks that ran.
     rows = journal.query(
         "SELECT json_extract(checks.value, '$.name') AS name,"
-        " SUM(json_extract(checks.value, '$.passed')) AS passed, COUNT(*) AS n"
+        " SUM(json_extract(checks.value, '$.passed')) AS passed, COUNT(*) AS n,"
+        " SUM(CASE WHEN json_extract(checks.value, '$.passed')"
+        " AND json_extract(checks.value, '$.detail') LIKE 'not run%' THEN 1 ELSE 0 END)"
+        " AS not_run"
         " FROM items, json_each(items.evidence, '$.checks') AS checks"
         " WHERE items.job_id = ? AND items.evidence IS NOT NULL GROUP BY name ORDER BY name",
         (job_id,),
     )
     checks = [
-        {"check": row["name"], "passed": row["passed"], "items": row["n"]}
+        {
+            "check": row["name"],
+            "passed": row["passed"] - row["not_run"],
+            "not_run": row["not_run"],
+            "items": row["n"],
+        }
         for row in rows
     ]
-    failed = sum(check["items"] - check["passed"] for check in checks)
+    failed = sum(
+        check["items"] - check["passed"] - check["not_run"] for check in checks
+    )
     if not checks:
         return {"method": "none", "result": "not run", "checks": []}
     names = ", ".join(check["check"] for check in checks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -77,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(error)
     except KeyboardInterrupt:
         print("lethe: interrupted before any item was destroyed", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader of stdout went away (lethe status | head). Point stdout
+        # at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 (exit 1 would wrongly mean "refused")
         structlog.get_logger(__name__).exception("internal error", error=repr(error))

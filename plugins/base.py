@@ -358,6 +358,25 @@ class Plugin(abc.ABC):
         }
 
 
+def boolean_option(target: Target, name: str, default: bool = False) -> bool:
+    """Return a true/false target option, rejecting any other value.
+
+    YAML and URL options can arrive as strings such as "no" or "false", which
+    Python's ``bool`` would read as true; a switch that widens what a purge
+    touches must never be turned on by such a value.
+    """
+    from plugins.errors import InvalidTarget
+
+    value = target.options.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidTarget(
+            f"option {name} of target {target.url} must be true or false, got {value!r}"
+        )
+    return value
+
+
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Yield lists of at most ``size`` items, streaming."""
     batch: list[Any] = []

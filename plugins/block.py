@@ -236,9 +236,9 @@ class BlockPlugin(Plugin):
 
     def _passes(self) -> int:
         passes = self.context.settings.get("passes", 1)
-        if not isinstance(passes, int) or passes < 1:
+        if not isinstance(passes, int) or not 1 <= passes <= 35:
             raise InvalidTarget(
-                f"setting 'passes' must be a positive integer, not {passes!r}"
+                f"setting 'passes' must be an integer from 1 to 35, not {passes!r}"
             )
         return passes
 

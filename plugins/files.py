@@ -47,6 +47,7 @@ from plugins.base import (
     Refusal,
     Target,
     TargetInfo,
+    boolean_option,
 )
 from plugins.errors import (
     AccessDenied,
@@ -68,6 +69,8 @@ OPTIONS = {
     "backups",
 }
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
+#: Most overwrite passes accepted; the agent's config enforces the same bound.
+MAX_PASSES = 35
 _NAME_SET = frozenset(_NAME_ALPHABET)
 #: Files up to this many allocated bytes are read whole for fingerprints;
 #: larger files are sampled at evenly spread offsets.
@@ -94,7 +97,9 @@ class FilesPlugin(Plugin):
                 f"{escape_path(target.url)}; valid options: {', '.join(sorted(OPTIONS))}"
             )
         self.root = target_path(target)
-        self.cross_filesystems = bool(target.options.get("cross_filesystems", False))
+        self.cross_filesystems = boolean_option(target, "cross_filesystems")
+        self.keep_root = boolean_option(target, "keep_root")
+        self.wipe_free_space = boolean_option(target, "wipe_free_space")
         self.log = log.bind(
             plugin=self.name, target=escape_path(self.root), job=context.job_id
         )
@@ -124,8 +129,8 @@ class FilesPlugin(Plugin):
     def _method_params(self) -> dict[str, Any]:
         settings = self.context.settings
         passes = int(settings.get("passes", 1))
-        if passes < 1:
-            raise InvalidTarget(f"passes must be 1 or more, got {passes}")
+        if not 1 <= passes <= MAX_PASSES:
+            raise InvalidTarget(f"passes must be from 1 to {MAX_PASSES}, got {passes}")
         readback = settings.get("readback", "full")
         fraction = 1.0 if readback == "full" else float(readback)
         if not 0.0 <= fraction <= 1.0:
@@ -192,7 +197,7 @@ class FilesPlugin(Plugin):
             notes.append(
                 f"{escape_path(self.root)} does not exist or cannot be inspected"
             )
-        if self.target.options.get("keep_root") or self.root == mount.mount_point:
+        if self.keep_root or self.root == mount.mount_point:
             notes.append(
                 f"{escape_path(self.root)} itself stays; what it holds is purged"
             )
@@ -282,7 +287,7 @@ class FilesPlugin(Plugin):
             )
             return
         mount = self._mount()
-        keep_root = bool(self.target.options.get("keep_root")) or (
+        keep_root = self.keep_root or (
             mount is not None and mount.mount_point == self.root
         )
         walk = Walk(
@@ -561,7 +566,7 @@ class FilesPlugin(Plugin):
                 f"removed {removed} symbolic link(s); their destinations were not touched",
                 method=Method.CLEAR_OVERWRITE,
             )
-        if self.target.options.get("wipe_free_space") or self.copies.needs_wipe:
+        if self.wipe_free_space or self.copies.needs_wipe:
             yield self._wipe_free_space()
         if os.geteuid() != 0:
             return  # the checkpoint ioctl needs CAP_SYS_ADMIN

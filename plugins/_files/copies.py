@@ -173,7 +173,7 @@ class Copies:
         return (
             facts is not None
             and facts[0] in WIPEABLE_COPY_ON_WRITE
-            and bool(self.plugin.target.options.get("wipe_free_space"))
+            and self.plugin.wipe_free_space
         )
 
     def copy_on_write_decision(

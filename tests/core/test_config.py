@@ -44,7 +44,7 @@ def test_wrong_type_names_file_line_key(tmp_path: Path) -> None:
 def test_passes_below_one_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, "settings:\n  passes: 0\n")
     with pytest.raises(
-        ConfigError, match=r":2: settings.passes: expected an integer of at least 1"
+        ConfigError, match=r":2: settings.passes: expected an integer from 1 to 35"
     ):
         config.load(path)
 
@@ -141,3 +141,10 @@ def test_section_without_validator_kept_raw(
     monkeypatch.setattr(config, "SECTION_MODULES", {"keystore": "agent.no_such_module"})
     loaded = config.load(write(tmp_path, "keystore:\n  path: /k\n"))
     assert loaded.sections["keystore"] == {"path": "/k"}
+
+
+def test_passes_above_maximum_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "lethe.yaml"
+    path.write_text("settings:\n  passes: 1000000000\n")
+    with pytest.raises(ConfigError, match="passes: expected an integer from 1 to 35"):
+        config.load(path)

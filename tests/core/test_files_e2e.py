@@ -217,3 +217,23 @@ def test_awkward_names_through_cli(ext4: LoopFilesystem, tmp_path: Path) -> None
     assert purged.returncode == 0, purged.stderr
     assert json.loads(purged.stdout)["counts"] == {"verified": 4}
     assert not root.exists()
+
+
+def test_certificate_counts_checks_not_run(tmp_path: Path) -> None:
+    # scan_device: false makes every device-scan check "not run"; the
+    # certificate must count those apart from the checks that ran.
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    root = tmp_path / "exports"
+    root.mkdir()
+    for index in range(3):
+        (root / f"customer-{index}.csv").write_text("Ada Lovelace,+44 7700 900123\n")
+    purged = run("purge", "--yes", str(root), "-c", str(config), state_dir=state_dir)
+    assert purged.returncode == 0, purged.stderr
+    certificate_path = sorted((state_dir / "certificates").glob("*.json"))[-1]
+    document = json.loads(certificate_path.read_text())
+    checks = {check["check"]: check for check in document["verification"]["checks"]}
+    assert checks["device-scan"]["not_run"] == checks["device-scan"]["items"]
+    assert checks["device-scan"]["passed"] == 0
+    assert checks["path-gone"]["not_run"] == 0
+    assert checks["path-gone"]["passed"] == checks["path-gone"]["items"]

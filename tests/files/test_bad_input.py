@@ -223,3 +223,13 @@ def test_unset_scan_skips_deviceless_filesystem(tmp_path):
 def test_required_scan_fails_deviceless_filesystem(tmp_path):
     run, target = _purge_on_tmpfs(tmp_path, {"scan_device": True})
     assert run.unverified() != []
+
+
+@pytest.mark.parametrize("name", ["cross_filesystems", "keep_root", "wipe_free_space"])
+def test_string_switch_option_rejected(tmp_path, name):
+    target = tmp_path / "exports"
+    target.mkdir()
+    (target / "customers.csv").write_text("Ada Lovelace\n")
+    with pytest.raises(InvalidTarget, match=f"{name} .* must be true or false"):
+        run_plugin(FilesPlugin, str(target), options={name: "no"}, purge=False)
+    assert (target / "customers.csv").exists()
