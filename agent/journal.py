@@ -303,13 +303,21 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            # The journal holds item keys (file paths, object keys), which can
-            # be personal data, so it is readable by its owner only. SQLite
-            # gives its -wal and -shm files the same mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        except OSError as error:
-            raise JournalError(f"cannot open the journal {path}: {error.strerror}") from error
+        # The journal holds item keys (file paths, object keys), which can be
+        # personal data, so it is created readable by its owner only; SQLite
+        # gives its -wal and -shm files the same mode. An existing journal is
+        # never opened here: closing any descriptor of a database file drops
+        # the POSIX locks every SQLite connection of this process holds on it.
+        if not os.path.exists(path):
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                os.close(os.open(path, flags, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as error:
+                raise JournalError(
+                    f"cannot create the journal {path}: {error.strerror}"
+                ) from error
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
