@@ -362,8 +362,8 @@ def boolean_option(target: Target, name: str, default: bool = False) -> bool:
     """Return a true/false target option, rejecting any other value.
 
     YAML and URL options can arrive as strings such as "no" or "false", which
-    Python's ``bool`` would read as true; a switch that widens what a purge
-    touches must never be turned on by such a value.
+    Python's ``bool`` reads as true. A switch that widens what a purge touches
+    must never be turned on by such a value.
     """
     from plugins.errors import InvalidTarget
 
