@@ -238,6 +238,9 @@ class Engine:
         """Purge, complete, verify and certify a planned job."""
         job = self.journal.job(job_id)
         self._log = get_logger(__name__, job=job_id)
+        # A signing key that cannot be read must stop the job before anything
+        # is destroyed, not leave destroyed data without a certificate.
+        keys.load_or_create(self.state_dir)
         self._record_config_change()
         self.audit.append(
             "job-started",

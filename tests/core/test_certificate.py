@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from agent import certificate, keys
 from agent.audit import AuditLog
 from agent.config import Config, Operator, Organization
@@ -107,3 +109,18 @@ def test_html_rendering(state_dir: Path, tree: Path) -> None:
     assert "built-in method" not in html
     first = document["sanitization"]["methods"][0]
     assert f"{first['items']} items" in html
+
+
+def test_broken_signing_key_stops_before_purge(state_dir: Path, tree: Path) -> None:
+    key_path = state_dir / keys.KEY_FILE
+    key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path.write_bytes(b"not a key\n")
+    key_path.chmod(0o600)
+    before = sorted(path.relative_to(tree) for path in tree.rglob("*"))
+    registry = Registry()
+    registry.add(DirPlugin)
+    engine = Engine(Config(operator=OPERATOR), state_dir, registry=registry)
+    job_id = engine.plan([Target(f"testdir://{tree}", {})], {"passes": 1}, dry_run=False)
+    with pytest.raises(keys.SigningKeyError):
+        engine.purge(job_id)
+    assert sorted(path.relative_to(tree) for path in tree.rglob("*")) == before
