@@ -12,10 +12,12 @@ raw block device for fingerprints of every file's content and name.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
 import stat
 import string
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -361,6 +363,16 @@ class FilesPlugin(Plugin):
             return Refusal(
                 "open-file", f"{escape_path(path)} is open in {', '.join(holders[:3])}"
             )
+        if stat.S_ISREG(status.st_mode):
+            locked = _locked_attribute(path)
+            if locked is not None:
+                name, letter = locked
+                return Refusal(
+                    "permission",
+                    f"{escape_path(path)} is {name} (chattr +{letter}), so it can be "
+                    f"neither overwritten nor removed; run chattr -{letter} on it and "
+                    "plan again",
+                )
         if mount is not None and mount.fstype in ("xfs", "ocfs2"):
             return self._shared_extent_refusal(path)
         return None
@@ -778,6 +790,30 @@ def _path_gone_check(path: str, key: str) -> Check:
     except OSError as error:
         return Check("path-gone", False, f"cannot check {key}: {error.strerror}")
     return Check("path-gone", False, f"{key} still exists (inode {status.st_ino})")
+
+
+#: FS_IOC_GETFLAGS from linux/fs.h, and the inode flags that forbid a purge.
+_FS_IOC_GETFLAGS = 0x80086601
+_LOCKING_FLAGS = ((0x00000010, "immutable", "i"), (0x00000020, "append-only", "a"))
+
+
+def _locked_attribute(path: str) -> tuple[str, str] | None:
+    """Return the name and chattr letter of a flag that forbids overwriting, if set."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+    except OSError:
+        return None  # plan_item and purge report what is wrong with it
+    try:
+        raw = fcntl.ioctl(descriptor, _FS_IOC_GETFLAGS, bytes(8))
+    except OSError:
+        return None  # the filesystem keeps no such flags
+    finally:
+        os.close(descriptor)
+    flags = int.from_bytes(raw[:4], sys.byteorder)
+    for flag, name, letter in _LOCKING_FLAGS:
+        if flags & flag:
+            return name, letter
+    return None
 
 
 def find_renamed_leftover(path: str, identity: dict) -> str | None:

@@ -326,7 +326,7 @@ def test_cross_filesystems_purges_mounted_files(ext4, tmp_path):
     assert image.count(CANARY) == 0
 
 
-def test_immutable_file_fails_others_purged(ext4):
+def test_immutable_file_refused_others_purged(ext4):
     require_tool("chattr")
     target = ext4.mountpoint / "exports"
     target.mkdir()
@@ -341,10 +341,32 @@ def test_immutable_file_fails_others_purged(ext4):
     statuses = run.statuses()
     assert statuses[str(target / "a-customers.csv")] == "purged"
     assert statuses[str(target / "c-customers.csv")] == "purged"
-    assert statuses[str(locked)] == "failed"
-    assert statuses[str(target)] == "blocked"
-    assert (
-        "nothing was overwritten"
-        in run.results[[r.key for r in run.results].index(str(locked))].detail
-    )
+    assert run.refusal_reasons()[str(locked)] == "permission"
+    refusal = next(p for p in run.refused if p.item.key == str(locked)).decision.refusal
+    assert "chattr -i" in refusal.detail
+    assert locked.read_bytes() == canary_lines(CANARY.decode(), 100)
+
+
+def test_immutable_after_plan_fails_untouched(ext4):
+    require_tool("chattr")
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    locked = target / "b-customers.csv"
+    locked.write_bytes(canary_lines(CANARY.decode(), 100))
+    context = JobContext(job_id="test", dry_run=False, settings={"scan_device": False})
+    plugin = FilesPlugin(Target(str(target)), context)
+    try:
+        plugin.describe()
+        planned = [PlannedItem(i, plugin.plan_item(i)) for i in plugin.discover()]
+        entry = next(p for p in planned if p.item.key == str(locked))
+        assert entry.decision.permitted
+        subprocess.run(["chattr", "+i", str(locked)], check=True)
+        try:
+            results = list(plugin.purge([entry]))
+        finally:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+    finally:
+        plugin.close()
+    assert [result.status for result in results] == ["failed"]
+    assert "nothing was overwritten" in results[0].detail
     assert locked.read_bytes() == canary_lines(CANARY.decode(), 100)
