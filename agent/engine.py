@@ -564,7 +564,7 @@ class Engine:
         return outcome
 
     def _failed_item_messages(self, job_id: str, total: int) -> list[str]:
-        """Name the first failed items and why, so the summary says what to fix."""
+        """Name the first failed items and why, so the summary shows what to fix."""
         shown: list[str] = []
         for row in self.journal.items(job_id, states=("failed",)):
             if len(shown) == FAILED_ITEMS_SHOWN:

@@ -303,7 +303,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # The journal holds item keys (file paths, object keys), which can be
+        # The journal contains item keys (file paths, object keys), which can be
         # personal data, so it is created readable by its owner only; SQLite
         # gives its -wal and -shm files the same mode. An existing journal is
         # never opened here: closing any descriptor of a database file drops

@@ -55,7 +55,7 @@ class Method(str, enum.Enum):
 class Target:
     """A target URL as given by the user, with its per-target options.
 
-    ``options`` holds the mapping under the target in the config file (for
+    ``options`` contains the mapping under the target in the config file (for
     example ``endpoint_url`` or ``bypass_governance``); plugins validate the
     keys they read and raise :class:`~plugins.errors.InvalidTarget` on the rest.
     """
@@ -81,7 +81,7 @@ class Item:
     """One thing a plugin can destroy: a file, an object version, a row, a device.
 
     ``key`` is unique within the target and stable across runs, so the journal
-    and a saved plan can refer to it. ``identity`` holds JSON-serialisable facts
+    and a saved plan can refer to it. ``identity`` contains JSON-serialisable facts
     that change when the item changes (inode and mtime, ETag and version id,
     row primary key and a digest of the row); the agent compares it to detect a
     changed world before destroying anything. ``attributes`` carries facts for
@@ -229,7 +229,7 @@ class Evidence:
 class TargetInfo:
     """Facts about the target for the plan and the certificate.
 
-    ``media`` holds SP 800-88 media information as far as the system knows it
+    ``media`` contains SP 800-88 media information as far as the system knows it
     (media type, filesystem, device, model, serial, bucket, region, server).
     ``notes`` are plain-words statements for the plan (versioning state, what
     happens to the bucket itself). ``residual`` lists target-wide copies the

@@ -618,7 +618,7 @@ class FilesPlugin(Plugin):
         except OSError as error:
             if error.errno == errno.ENODEV:
                 # The ext4 checkpoint ioctl returns ENODEV when the filesystem
-                # was made without a journal, so no journal holds old names.
+                # was made without a journal, so no journal contains old names.
                 return PurgeResult(
                     "zero-journal",
                     "purged",
@@ -713,7 +713,7 @@ class FilesPlugin(Plugin):
                 # Unset means "scan when the device is readable": a device
                 # that even root cannot open (a hypervisor's disk) or a
                 # filesystem without one (tmpfs) skips the scan, and the
-                # evidence says so. Only an explicit true makes it required.
+                # evidence records that. Only an explicit true makes it required.
                 return Check(
                     "device-scan",
                     True,
