@@ -297,21 +297,25 @@ class GcpKmsBackend:
 
     def schedule_deletion(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Destroy every version of the subject's CryptoKey."""
-        crypto_key = record["kms_key"]
+        names = self._version_names(record["kms_key"])
+        destroyed = [destroy_version(self.client, name) for name in names]
+        times = [entry["destroy_time"] for entry in destroyed if entry["destroy_time"]]
+        # A count, not the names, because the tombstone must fit a 1 KiB slot
+        # however often the key was rotated; checks() lists the versions again.
+        return {
+            "kms_destroyed_versions": len(destroyed),
+            "kms_destroy_time": max(times) if times else None,
+            "kms_destroy_scheduled_days": self.destroy_days,
+        }
+
+    def _version_names(self, crypto_key: str) -> list[str]:
         with translated(f"listing versions of Cloud KMS key {crypto_key}"):
-            names = [
+            return [
                 version.name
                 for version in self.client.list_crypto_key_versions(
                     request={"parent": crypto_key}
                 )
             ]
-        destroyed = [destroy_version(self.client, name) for name in names]
-        times = [entry["destroy_time"] for entry in destroyed if entry["destroy_time"]]
-        return {
-            "kms_destroyed_versions": [entry["version"] for entry in destroyed],
-            "kms_destroy_time": max(times) if times else None,
-            "kms_destroy_scheduled_days": self.destroy_days,
-        }
 
     def residual(self) -> str:
         return (
@@ -330,10 +334,18 @@ class GcpKmsBackend:
     def checks(
         self, tombstone: Mapping[str, Any], wrapped: bytes | None
     ) -> Iterator[Check]:
-        """Check each version's state and, when the wrapped key is known, a decrypt."""
-        versions = tombstone.get("kms_destroyed_versions") or [
-            tombstone.get("kms_key_version")
-        ]
+        """Check every version's state and, when the wrapped key is known, a decrypt."""
+        try:
+            versions = self._version_names(tombstone["kms_key"])
+        except PluginError as error:
+            yield Check("kms-version-destroyed", False, str(error))
+            return
+        if not versions:
+            yield Check(
+                "kms-version-destroyed",
+                False,
+                f"{tombstone['kms_key']} lists no version",
+            )
         for name in versions:
             try:
                 state, when = version_state(self.client, name)

@@ -192,9 +192,12 @@ def delete_and_purge(client: Any, name: str) -> dict[str, Any]:
         with translated(f"purging deleted Key Vault key {name}"):
             client.purge_deleted_key(name)
     except AccessDenied as error:
+        # The fact stays short because the key store keeps it in a 1 KiB slot.
+        log.warning("key vault purge denied", key=name, error=str(error))
         facts["purge_blocked"] = (
-            f"{error}; the deleted key stays recoverable until "
-            f"{facts['scheduled_purge_date']}"
+            "the vault denied the purge (permission denied), so the deleted key "
+            f"stays recoverable until {facts['scheduled_purge_date']}; grant the "
+            "identity keys/purge"
         )
         return facts
     facts["purged"] = True

@@ -112,7 +112,7 @@ def test_gcp_purge_destroys_version(
     facts = run.results[0].facts
     when = datetime.fromisoformat(facts["kms_destroy_time"])
     assert abs(when - (datetime.now(UTC) + timedelta(days=7))) < timedelta(hours=1)
-    assert facts["kms_destroyed_versions"] == [record["kms_key_version"]]
+    assert facts["kms_destroyed_versions"] == 1
     assert any("7 day(s) after the purge" in line for line in run.info.residual)
     with pytest.raises(seal.SealKeyDestroyed):
         seal.unseal_file(sealed, tmp_path / "out", store)
@@ -148,8 +148,26 @@ def test_gcp_rerun_after_destroy(gcp_options: dict, cloudkms) -> None:
     record = store.find(store.data_key_for("cust-1").key_id)[1]
     cloudkms.version(record["kms_key_version"]).state = "DESTROY_SCHEDULED"
     facts = store.kms.schedule_deletion(record)
-    assert facts["kms_destroyed_versions"] == [record["kms_key_version"]]
+    assert facts["kms_destroyed_versions"] == 1
     assert len(cloudkms.sent("POST", ":destroy")) == 1
+
+
+def test_gcp_rotated_key_all_versions(gcp_options: dict, cloudkms) -> None:
+    """A version added by rotation is destroyed and verified with the first."""
+    store = KeyStore.from_options(gcp_options)
+    record = store.find(store.data_key_for("cust-1").key_id)[1]
+    key = cloudkms.keys[record["kms_key"]]
+    key.versions.append(
+        fake_cloudkms.FakeVersion(f"{record['kms_key']}/cryptoKeyVersions/2")
+    )
+    run = run_plugin(KeysPlugin, "key://cust-1", gcp_options)
+    assert run.unverified() == []
+    assert run.results[0].facts["kms_destroyed_versions"] == 2
+    assert [version.state for version in key.versions] == [
+        "DESTROY_SCHEDULED",
+        "DESTROY_SCHEDULED",
+    ]
+    assert _check_names(run).count("kms-version-destroyed") == 2
 
 
 def test_gcp_denied_destroy_keeps_key(gcp_options: dict, cloudkms) -> None:
@@ -286,6 +304,9 @@ def test_azure_refused_purge_fails_verification(
     monkeypatch.setattr(vault, "_deleted_key", reject_purge)
     run = run_plugin(KeysPlugin, "key://cust-1", azure_options)
     assert "permission denied" in run.results[0].detail
+    tombstone = store.find(run.results[0].key)[1]
+    assert tombstone["state"] == "destroyed"
+    assert "kms_purge_blocked" in tombstone
     failed = [
         check
         for evidence in run.evidence
