@@ -441,6 +441,9 @@ class AzurePlugin(Plugin):
         """Delete and purge the scope's key once nothing the job keeps uses it."""
         from plugins import _azure_cmk
 
+        # NOTE: on a resumed job, describe() lists the container after the
+        # interrupted purge, so a scope whose copies were all deleted by then
+        # is not counted as used and its key is not destroyed.
         planned = self._scope_use
         if planned is None or self.context.dry_run:
             return

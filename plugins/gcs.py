@@ -358,6 +358,9 @@ class GCSPlugin(Plugin):
         """Destroy the planned key versions that nothing kept in the bucket uses."""
         from plugins import _gcs_cmek
 
+        # NOTE: the versions come from describe()'s listing. On a resumed job,
+        # generations deleted before the interruption are no longer listed, so
+        # their key versions are missed unless other planned generations use them.
         if not self._cmek_versions or self.context.dry_run:
             return
         with self._translated(
