@@ -195,7 +195,6 @@ class GcpKmsBackend:
     """
 
     name = "gcp-kms"
-    label = "Google Cloud KMS"
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)

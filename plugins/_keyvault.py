@@ -264,7 +264,6 @@ class AzureKeyVaultBackend:
     """
 
     name = "azure-keyvault"
-    label = "Azure Key Vault"
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)

@@ -222,8 +222,9 @@ class KeyStore:
 
     ``kms`` is an optional cloud backend (``AwsKmsBackend``, ``GcpKmsBackend``
     or ``AzureKeyVaultBackend``), named by its ``name`` in each record's
-    ``backend`` field. Without it, keys are wrapped by the local KEK. The KEK is loaded only when a key is
-    created or unwrapped, so destroying keys works without it.
+    ``backend`` field. Without it, keys are wrapped by the local KEK. The KEK
+    is loaded only when a key is created or unwrapped, so destroying keys
+    works without it.
     """
 
     def __init__(
@@ -572,7 +573,6 @@ class AwsKmsBackend:
     """
 
     name = "aws-kms"
-    label = "AWS KMS"
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)
