@@ -6,11 +6,20 @@ Keys in the section::
       path: /var/lib/lethe/keys/data-keys.store   # default: <state_dir>/keys/data-keys.store
       kek_file: /etc/lethe/kek                    # 32 random bytes, 64 hex digits or base64
       kek_env: LETHE_KEK                          # or: name of a variable holding the KEK
-      backend: local                              # local or aws-kms
+      backend: local                # local, aws-kms, gcp-kms or azure-keyvault
       aws_kms:                                    # only for backend aws-kms
         region: eu-west-1
         endpoint_url: null
         pending_window_days: 7
+      gcp_kms:                                    # only for backend gcp-kms
+        key_ring: projects/P/locations/L/keyRings/R
+        endpoint: null                            # default: the SDK's endpoint
+        destroy_scheduled_days: 7                 # 1 to 120
+        protection_level: SOFTWARE                # or HSM
+      azure_keyvault:                             # only for backend azure-keyvault
+        vault_url: https://VAULT.vault.azure.net
+        key_size: 2048                            # or 3072
+        hardware_protected: false                 # true: RSA-HSM keys
 
 ``kek_file`` wins over ``kek_env``; without either, ``LETHE_KEK`` is used when
 it is set. ``key://`` targets get these settings as their options, so
@@ -32,14 +41,24 @@ from plugins.keys import KeyStore
 
 DEFAULT_STORE = "keys/data-keys.store"
 DEFAULT_KEK_ENV = "LETHE_KEK"
-BACKENDS = ("local", "aws-kms")
+BACKENDS = ("local", "aws-kms", "gcp-kms", "azure-keyvault")
 
 
 def validate(node: Node) -> dict[str, Any]:
     """Validate the ``keystore`` section into plain settings."""
     if node.value is None:
         return {}
-    node.mapping({"path", "kek_file", "kek_env", "backend", "aws_kms"})
+    node.mapping(
+        {
+            "path",
+            "kek_file",
+            "kek_env",
+            "backend",
+            "aws_kms",
+            "gcp_kms",
+            "azure_keyvault",
+        }
+    )
     settings: dict[str, Any] = {}
     for key in ("path", "kek_file", "kek_env"):
         value = node.string(key)
@@ -61,6 +80,29 @@ def validate(node: Node) -> dict[str, Any]:
             "region": kms.string("region"),
             "endpoint_url": kms.string("endpoint_url"),
             "pending_window_days": window,
+        }
+    gcp = node.child("gcp_kms")
+    if gcp.is_present():
+        gcp.mapping(
+            {"key_ring", "endpoint", "destroy_scheduled_days", "protection_level"}
+        )
+        settings["gcp_kms"] = {
+            "key_ring": gcp.string("key_ring", required=True),
+            "endpoint": gcp.string("endpoint"),
+            "destroy_scheduled_days": gcp.integer(
+                "destroy_scheduled_days", default=7, minimum=1, maximum=120
+            ),
+            "protection_level": gcp.string("protection_level", default="SOFTWARE"),
+        }
+    vault = node.child("azure_keyvault")
+    if vault.is_present():
+        vault.mapping({"vault_url", "key_size", "hardware_protected"})
+        settings["azure_keyvault"] = {
+            "vault_url": vault.string("vault_url", required=True),
+            "key_size": vault.integer(
+                "key_size", default=2048, minimum=2048, maximum=3072
+            ),
+            "hardware_protected": vault.boolean("hardware_protected", default=False),
         }
     return settings
 

@@ -14,6 +14,10 @@ in ``AZURE_STORAGE_CONNECTION_STRING`` (or in the variable the option
 ``connection_string_env`` names), or ``DefaultAzureCredential`` for the
 account URL (``https://ACCOUNT.blob.core.windows.net`` unless the option
 ``account_url`` gives another). Retries come from azure-core's policy.
+
+With ``purge_crypto: true``, ``encryption_scope`` and ``keyvault_key``, the
+Key Vault key behind that encryption scope is deleted and purged after the
+purge, once no copy the job keeps uses the scope (``_azure_cmk``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ ALLOWED_OPTIONS = frozenset(
         "whole_container",
         "delete_container",
         "retry_total",
+        "purge_crypto",
+        "encryption_scope",
+        "keyvault_key",
     }
 )
 DEFAULT_RETRY_TOTAL = 5
@@ -160,6 +167,9 @@ class AzurePlugin(Plugin):
         #: Soft-delete retention in days, 0 when off, None when unreadable.
         self._soft_delete_days: int | None = None
         self._container_deleted = False
+        self._key_client: Any = None
+        #: What the encryption scope protects, from describe() when purge_crypto is set.
+        self._scope_use: Any = None
 
     # -- set-up ---------------------------------------------------------------
 
@@ -183,6 +193,8 @@ class AzurePlugin(Plugin):
                 "container can only be deleted when the target is "
                 f"az://{self.account}/{self.container_name}"
             )
+        if options.get("purge_crypto") is True:
+            self._validate_crypto_options(options)
         retries = options.setdefault("retry_total", DEFAULT_RETRY_TOTAL)
         if not isinstance(retries, int) or retries < 0:
             raise InvalidTarget(
@@ -190,6 +202,36 @@ class AzurePlugin(Plugin):
                 f"not {retries!r}"
             )
         return options
+
+    def _validate_crypto_options(self, options: dict[str, Any]) -> None:
+        from plugins import _keyvault
+
+        scope = options.get("encryption_scope")
+        if not isinstance(scope, str) or not scope:
+            raise InvalidTarget(
+                f"purge_crypto for {self.target.url} needs encryption_scope: the name "
+                "of the encryption scope whose Key Vault key is destroyed"
+            )
+        _keyvault.parse_key_url(str(options.get("keyvault_key") or ""))
+
+    def make_key_client(self, vault_url: str) -> Any:
+        """Create the Key Vault client (tests override this to add a transport)."""
+        from plugins import _keyvault
+
+        keys = _keyvault.import_keys()
+        return keys.KeyClient(vault_url, _keyvault.default_credential())
+
+    @property
+    def key_client(self) -> Any:
+        if self._key_client is None:
+            from plugins import _keyvault
+
+            vault_url, _name, _version = _keyvault.parse_key_url(
+                self.options["keyvault_key"]
+            )
+            with _keyvault.translated(f"connecting to Key Vault {vault_url}"):
+                self._key_client = self.make_key_client(vault_url)
+        return self._key_client
 
     def client_kwargs(self) -> dict[str, Any]:
         """Return keyword arguments for the service client (tests add a transport)."""
@@ -244,11 +286,11 @@ class AzurePlugin(Plugin):
         return self._container
 
     def close(self) -> None:
-        for client in (self._container, self._service):
+        for client in (self._container, self._service, self._key_client):
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
-        self._container = self._service = None
+        self._container = self._service = self._key_client = None
 
     # -- error translation ----------------------------------------------------
 
@@ -363,13 +405,56 @@ class AzurePlugin(Plugin):
                 "the container has a time-based immutability policy or a legal hold: its "
                 "blobs are refused and listed as blocked"
             )
-        if media["default_encryption_scope"]:
+        if self.options.get("purge_crypto") is True:
+            scope_notes, scope_residual = self._plan_scope_key()
+            notes.extend(scope_notes)
+            residual.extend(scope_residual)
+        elif media["default_encryption_scope"]:
             residual.append(
                 f"blobs use encryption scope {media['default_encryption_scope']!r}; if it "
                 "uses a customer-managed key, revoking that key is the key owner's "
                 "decision and is not done by this purge"
             )
         return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _survey_scope(self) -> Any:
+        from plugins import _azure_cmk
+
+        scope = self.options["encryption_scope"]
+        with self._translated(f"listing blobs that use encryption scope {scope!r}"):
+            return _azure_cmk.survey(
+                self._service, self.container, self.container_name, self.prefix, scope
+            )
+
+    def _plan_scope_key(self) -> tuple[list[str], list[str]]:
+        from plugins import _azure_cmk
+
+        self._scope_use = self._survey_scope()
+        return _azure_cmk.plan_lines(
+            self._scope_use,
+            self.key_client,
+            self.options["keyvault_key"],
+            self.options["encryption_scope"],
+        )
+
+    def _shred_scope_key(self) -> Iterator[PurgeResult]:
+        """Delete and purge the scope's key once nothing the job keeps uses it."""
+        from plugins import _azure_cmk
+
+        # NOTE: on a resumed job, describe() lists the container after the
+        # interrupted purge, so a scope whose copies were all deleted by then
+        # is not counted as used and its key is not destroyed.
+        planned = self._scope_use
+        if planned is None or self.context.dry_run:
+            return
+        if not planned.selected and not planned.selected_deleted:
+            return
+        after = self._survey_scope()
+        result = _azure_cmk.shred_key(
+            self.key_client, self.options["keyvault_key"], after
+        )
+        self.log.info("scope_key_step", status=result.status)
+        yield result
 
     def _soft_delete_note(self) -> str:
         days = self._soft_delete_days
@@ -691,6 +776,7 @@ class AzurePlugin(Plugin):
 
     def complete(self) -> Iterator[PurgeResult]:
         yield self._sweep_soft_deleted()
+        yield from self._shred_scope_key()
         if self._deletes_container():
             yield self._delete_container()
 

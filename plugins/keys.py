@@ -2,7 +2,9 @@
 
 Lethe seals files with one AES-256 data key per subject (or per dataset).
 Each data key is stored wrapped: by a local key-encryption key (KEK) read
-from a file or an environment variable, or by a per-subject AWS KMS key.
+from a file or an environment variable, or by a per-subject key in AWS KMS,
+Google Cloud KMS (``plugins._gcpkms``) or Azure Key Vault
+(``plugins._keyvault``).
 Destroying a subject's data key makes every sealed copy of that subject's
 data unreadable, wherever the copies are (other servers, tapes, buckets).
 
@@ -218,9 +220,11 @@ class DataKey:
 class KeyStore:
     """The slot file of wrapped data keys, as the module docstring describes.
 
-    ``kms`` is an optional backend object (``AwsKmsBackend``). Without it,
-    keys are wrapped by the local KEK. The KEK is loaded only when a key is
-    created or unwrapped, so destroying keys works without it.
+    ``kms`` is an optional cloud backend (``AwsKmsBackend``, ``GcpKmsBackend``
+    or ``AzureKeyVaultBackend``), named by its ``name`` in each record's
+    ``backend`` field. Without it, keys are wrapped by the local KEK. The KEK
+    is loaded only when a key is created or unwrapped, so destroying keys
+    works without it.
     """
 
     def __init__(
@@ -241,24 +245,27 @@ class KeyStore:
         if not path:
             raise InvalidTarget("no key store path given; set keystore.path")
         backend = options.get("backend", "local")
-        kms = None
+        kms: Any = None
         if backend == "aws-kms":
             kms = AwsKmsBackend(options.get("aws_kms") or {})
-        elif backend in ("gcp-kms", "azure-keyvault"):
-            # TODO: Google Cloud KMS and Azure Key Vault backends are not
-            # implemented; they would follow AwsKmsBackend with a key per subject.
-            raise InvalidTarget(
-                f"key store backend {backend!r} is not implemented yet; use local or aws-kms"
-            )
+        elif backend == "gcp-kms":
+            from plugins._gcpkms import GcpKmsBackend
+
+            kms = GcpKmsBackend(options.get("gcp_kms") or {})
+        elif backend == "azure-keyvault":
+            from plugins._keyvault import AzureKeyVaultBackend
+
+            kms = AzureKeyVaultBackend(options.get("azure_keyvault") or {})
         elif backend != "local":
             raise InvalidTarget(
-                f"unknown key store backend {backend!r}; expected local or aws-kms"
+                f"unknown key store backend {backend!r}; expected local, aws-kms, "
+                "gcp-kms or azure-keyvault"
             )
         return cls(path, options, kms)
 
     @property
     def backend(self) -> str:
-        return "aws-kms" if self.kms is not None else "local"
+        return self.kms.name if self.kms is not None else "local"
 
     @property
     def kek(self) -> LocalKek:
@@ -323,10 +330,12 @@ class KeyStore:
 
     def _unwrap(self, record: Mapping[str, Any]) -> bytes:
         wrapped = base64.b64decode(record["wrapped"])
-        if record.get("backend") == "aws-kms":
-            if self.kms is None:
+        backend = record.get("backend", "local")
+        if backend != "local":
+            if self.kms is None or self.kms.name != backend:
                 raise InvalidTarget(
-                    f"data key {record['id']} is wrapped by AWS KMS; set keystore.backend: aws-kms"
+                    f"data key {record['id']} is wrapped by the {backend} backend; "
+                    f"set keystore.backend: {backend}"
                 )
             return self.kms.unwrap(wrapped, record)
         return self.kek.unwrap(wrapped, record["id"], record.get("kek", ""))
@@ -343,7 +352,7 @@ class KeyStore:
         }
         if self.kms is not None:
             data_key, wrapped, facts = self.kms.new_data_key(subject, key_id)
-            record.update(backend="aws-kms", **facts)
+            record.update(backend=self.kms.name, **facts)
         else:
             data_key = secrets.token_bytes(KEY_SIZE)
             wrapped = self.kek.wrap(data_key, key_id)
@@ -382,7 +391,7 @@ class KeyStore:
             if record.get("state") == DESTROYED:
                 return record
             facts: dict[str, Any] = {}
-            if self.kms is not None and record.get("backend") == "aws-kms":
+            if self.kms is not None and record.get("backend") == self.kms.name:
                 facts = self.kms.schedule_deletion(record)
             tombstone = {
                 "id": key_id,
@@ -563,6 +572,8 @@ class AwsKmsBackend:
     Options: ``region``, ``endpoint_url``, ``pending_window_days`` (default 7).
     """
 
+    name = "aws-kms"
+
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)
         window = int(self.options.get("pending_window_days", 7))
@@ -625,6 +636,33 @@ class AwsKmsBackend:
             "kms_pending_window_days": self.pending_window_days,
         }
 
+    def residual(self) -> str:
+        return (
+            f"AWS KMS deletes the wrapping key only after a pending window of "
+            f"{self.pending_window_days} days; until then an administrator can cancel "
+            "the deletion"
+        )
+
+    def plan_params(self) -> dict[str, Any]:
+        return {"kms_pending_window_days": self.pending_window_days}
+
+    def item_residual(self, record: Mapping[str, Any]) -> tuple[str, ...]:
+        return ()
+
+    def checks(
+        self, tombstone: Mapping[str, Any], wrapped: bytes | None
+    ) -> Iterator[Check]:
+        """Check that the KMS key is pending deletion with a date."""
+        try:
+            state, date = self.key_state(tombstone["kms_key_id"])
+        except PluginError as error:
+            yield Check("kms-deletion", False, str(error))
+            return
+        passed = state == "PendingDeletion" and date is not None
+        yield Check(
+            "kms-deletion", passed, f"KMS key state {state}, deletion on {date}"
+        )
+
     def key_state(self, kms_key_id: str) -> tuple[str, str | None]:
         """Return the KMS key's state and its deletion date, if scheduled."""
         with _kms_errors(f"describe KMS key {kms_key_id}"):
@@ -671,7 +709,8 @@ class KeysPlugin(Plugin):
     """Destroy data keys in Lethe's key store (``key://SUBJECT``, ``key://*``).
 
     Target options are the ``keystore`` settings (``path``, ``kek_file`` or
-    ``kek_env``, ``backend``, ``aws_kms``); ``key://*`` also needs
+    ``kek_env``, ``backend``, ``aws_kms``, ``gcp_kms``, ``azure_keyvault``);
+    ``key://*`` also needs
     ``all_keys: true`` or ``subject_prefix``. Verification checks that the
     key is gone, scans the store file and, when readable, its block device
     for the key's bytes, and checks that a sample sealed before the purge no
@@ -691,6 +730,8 @@ class KeysPlugin(Plugin):
             "kek_env",
             "backend",
             "aws_kms",
+            "gcp_kms",
+            "azure_keyvault",
             "all_keys",
             "subject_prefix",
             "scan_device",
@@ -724,6 +765,7 @@ class KeysPlugin(Plugin):
             plugin=self.name, target=f"key://{subject_digest(self.subject)[:12]}"
         )
         self._samples: dict[str, tuple[bytes, bytes]] = {}
+        self._wrapped: dict[str, bytes] = {}
 
     def describe(self) -> TargetInfo:
         if not self.store.path.exists():
@@ -742,11 +784,7 @@ class KeysPlugin(Plugin):
             ),
         ]
         if self.store.kms is not None:
-            residual.append(
-                f"AWS KMS deletes the wrapping key only after a pending window of "
-                f"{self.store.kms.pending_window_days} days; until then an administrator "
-                "can cancel the deletion"
-            )
+            residual.append(self.store.kms.residual())
         return TargetInfo(
             media=media, notes=tuple(self._copy_notes()), residual=tuple(residual)
         )
@@ -793,10 +831,11 @@ class KeysPlugin(Plugin):
             _slot, record = self.store.find(item.key)
         except KeyNotFound as error:
             raise ItemChanged(str(error)) from None
-        if record.get("backend") == "aws-kms" and self.store.kms is None:
+        backend = record.get("backend", "local")
+        if backend != "local" and self.store.backend != backend:
             detail = (
-                f"data key {item.key} is wrapped by AWS KMS key {record.get('kms_key')}, "
-                "which would survive; set keystore.backend: aws-kms to schedule its deletion"
+                f"data key {item.key} is wrapped by {backend} key {record.get('kms_key')}, "
+                f"which would survive; set keystore.backend: {backend} to destroy it"
             )
             return Decision(refusal=Refusal("not-supported", detail))
         fingerprints = [
@@ -807,11 +846,13 @@ class KeysPlugin(Plugin):
             # Without the KEK the raw key cannot be fingerprinted. The store
             # file contains the wrapped form, so the scan still covers it.
             fingerprints.append(self.store.data_key(item.key).key)
-        residual = ()
+        residual: tuple[str, ...] = ()
         if item.attributes.get("sealed_copies"):
             residual = (
                 "sealed copies stay on their media as ciphertext; without the key they cannot be decrypted",
             )
+        if self.store.kms is not None:
+            residual += self.store.kms.item_residual(record)
         return Decision(
             method=Method.PURGE_CRYPTO,
             fingerprints=tuple(fingerprints),
@@ -837,6 +878,9 @@ class KeysPlugin(Plugin):
                 )
             with contextlib.suppress(PluginError):
                 self._samples[key_id] = _seal_sample(self.store.data_key(key_id))
+            # Kept in memory only, so verification can ask the cloud backend
+            # to decrypt it and see the attempt fail.
+            self._wrapped[key_id] = base64.b64decode(record["wrapped"])
             tombstone = self.store.destroy(key_id, self.context.job_id)
         except PluginError as error:
             self.log.error("data key purge failed", key_id=key_id, error=str(error))
@@ -849,11 +893,20 @@ class KeysPlugin(Plugin):
             "destroyed": tombstone["destroyed"],
             "sealed_copies": list(planned.item.attributes.get("sealed_copies", ())),
         }
-        for name in ("kms_key", "kms_deletion_date", "kms_pending_window_days"):
-            if name in tombstone:
-                facts[name] = tombstone[name]
+        facts.update(
+            {
+                name: value
+                for name, value in tombstone.items()
+                if name.startswith("kms_")
+            }
+        )
         return PurgeResult(
-            key_id, "purged", bytes=KEY_SIZE, method=Method.PURGE_CRYPTO, facts=facts
+            key_id,
+            "purged",
+            detail=tombstone.get("kms_purge_blocked", ""),
+            bytes=KEY_SIZE,
+            method=Method.PURGE_CRYPTO,
+            facts=facts,
         )
 
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
@@ -934,20 +987,10 @@ class KeysPlugin(Plugin):
             )
         if (
             self.store.kms is not None
-            and planned.decision.params.get("backend") == "aws-kms"
+            and planned.decision.params.get("backend") == self.store.kms.name
         ):
-            yield self._kms_check(key_id)
-
-    def _kms_check(self, key_id: str) -> Check:
-        _slot, tombstone = self.store.find(key_id)
-        try:
-            state, date = self.store.kms.key_state(tombstone["kms_key_id"])
-        except PluginError as error:
-            return Check("kms-deletion", False, str(error))
-        passed = state == "PendingDeletion" and date is not None
-        return Check(
-            "kms-deletion", passed, f"KMS key state {state}, deletion on {date}"
-        )
+            _slot, tombstone = self.store.find(key_id)
+            yield from self.store.kms.checks(tombstone, self._wrapped.get(key_id))
 
 
 def _plan_params(record: Mapping[str, Any], store: KeyStore) -> dict[str, Any]:
@@ -955,7 +998,7 @@ def _plan_params(record: Mapping[str, Any], store: KeyStore) -> dict[str, Any]:
     if record.get("kms_key"):
         params["kms_key"] = record["kms_key"]
     if store.kms is not None:
-        params["kms_pending_window_days"] = store.kms.pending_window_days
+        params.update(store.kms.plan_params())
     return params
 
 

@@ -44,6 +44,7 @@ class Copy:
     legal_hold: bool = False
     immutable_until: datetime | None = None
     size: int = 5
+    encryption_scope: str | None = None
 
 
 @dataclass
@@ -185,6 +186,10 @@ class FakeBlobTransport(RequestsTransport):
             props += "<ImmutabilityPolicyMode>Locked</ImmutabilityPolicyMode>"
         if copy.legal_hold:
             props += "<LegalHold>true</LegalHold>"
+        if copy.encryption_scope:
+            props += (
+                f"<EncryptionScope>{escape(copy.encryption_scope)}</EncryptionScope>"
+            )
         return f"<Blob><Name>{escape(copy.name)}</Name>{extra}<Properties>{props}</Properties></Blob>"
 
     # -- deletes --------------------------------------------------------------
