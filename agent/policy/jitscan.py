@@ -592,35 +592,47 @@ def count_file(
     """
     bounds = [(low, min(size, low + WINDOW)) for low in range(0, size, WINDOW)]
 
-    def one(window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bytes, int]:
+    def one(window: tuple[int, int]) -> tuple[np.ndarray, list[list[str]]]:
         low, cut = window
         first = max(0, low - _MARGIN)
         buffer = os.pread(descriptor, cut - first + _MARGIN, first)
         data = np.frombuffer(buffer, dtype=np.uint8)
         stop = min(cut - first, data.size)
         counts, examples = scanner.count(data, low - first, stop, mobile_context)
-        return counts, examples, buffer, first
+        # Only the examples leave the thread, so memory stays at one
+        # window per thread whatever the file size.
+        return counts, _example_values(counts, examples, buffer)
 
     if workers > 1 and len(bounds) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(one, bounds))
     else:
         results = [one(window) for window in bounds]
-    for counts, examples, buffer, _ in results:
-        add_counts(findings, counts, examples, buffer)
+    for counts, values in results:
+        for code, kind in enumerate(KINDS):
+            findings.add_many(kind, int(counts[code]), values[code])
 
 
 def add_counts(
     findings: d.Findings, counts: np.ndarray, examples: np.ndarray, buffer: bytes
 ) -> None:
     """Add the counts and examples of one call of :func:`scan` to ``findings``."""
+    values = _example_values(counts, examples, buffer)
     for code, kind in enumerate(KINDS):
-        total = int(counts[code])
-        values = (
+        findings.add_many(kind, int(counts[code]), values[code])
+
+
+def _example_values(
+    counts: np.ndarray, examples: np.ndarray, buffer: bytes
+) -> list[list[str]]:
+    """Return the text of the recorded examples, per kind code."""
+    return [
+        [
             buffer[int(start) : int(start + length)].decode("ascii")
-            for start, length in examples[code, : min(total, EXAMPLES)]
-        )
-        findings.add_many(kind, total, values)
+            for start, length in examples[code, : min(int(counts[code]), EXAMPLES)]
+        ]
+        for code in range(len(KINDS))
+    ]
 
 
 _TODAY: tuple[date, int] | None = None
