@@ -200,6 +200,7 @@ class Engine:
         self, position: int, target: Target, plugin: Plugin
     ) -> Iterator[ItemRow]:
         log = self._log.bind(plugin=plugin.name, target=target.url)
+        self.policy.check_target_columns(plugin)
         for item in plugin.discover():
             assessment = self.policy.assess(target, item)
             try:

@@ -41,6 +41,7 @@ from plugins.errors import (
     AccessDenied,
     InvalidTarget,
     PluginError,
+    TargetNotFound,
     TargetUnreachable,
 )
 
@@ -278,7 +279,7 @@ class RowStorePlugin(Plugin, abc.ABC):
     :mod:`plugins.errors` classes at the contract boundary.
     """
 
-    methods = (Method.DELETE_AND_COMPACT,)
+    methods = (Method.DELETE_AND_COMPACT, Method.MASK)
     #: Rows per purge batch: each batch is one delete transaction and one
     #: journal commit, so larger batches save a sync per few hundred rows.
     batch_size = 5000
@@ -440,13 +441,33 @@ class RowStorePlugin(Plugin, abc.ABC):
             residual=residual,
         )
 
+    def table_columns(self, name: str) -> list[str] | None:
+        """Return the columns of a table, or None when the database has no such table."""
+        try:
+            table = self.table(name)
+        except TargetNotFound:
+            return None
+        return list(dict.fromkeys(table.key + table.columns))
+
+    def plan_mask(self, item: Item, mask: Mapping[str, Any]) -> Decision:
+        from plugins import _rowmask
+
+        return _rowmask.plan_mask(self, item, mask)
+
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
+        from plugins import _rowmask
+
         by_table: dict[str, list[PlannedItem]] = {}
         for entry in batch:
             by_table.setdefault(entry.item.attributes["table"], []).append(entry)
         # Items arrive children first, so tables go in the order first seen.
         for table_name, entries in by_table.items():
-            yield from self._purge_table(self.table(table_name), entries)
+            masked = [e for e in entries if e.decision.method == Method.MASK]
+            deleted = [e for e in entries if e.decision.method != Method.MASK]
+            if masked:
+                yield from _rowmask.mask_table(self, self.table(table_name), masked)
+            if deleted:
+                yield from self._purge_table(self.table(table_name), deleted)
 
     def complete(self) -> Iterator[PurgeResult]:
         if not self._touched:
@@ -459,9 +480,19 @@ class RowStorePlugin(Plugin, abc.ABC):
             raise self.translate(error, "compact the database") from None
 
     def verify(self, batch: Sequence[PlannedItem]) -> Iterator[Evidence]:
+        from plugins import _rowmask
+
+        masked = [entry for entry in batch if entry.decision.method == Method.MASK]
+        mask_checks = self._guarded(
+            "check the masked rows", lambda: _rowmask.masked_checks(self, masked)
+        )
         gone = self._guarded("check the rows are gone", lambda: self._missing_keys(batch))
         self._scan_for(batch)
         for entry in batch:
+            if entry.item.key in mask_checks:
+                checks = [mask_checks[entry.item.key], self._scan_check(entry)]
+                yield Evidence(entry.item.key, tuple(checks))
+                continue
             checks = [
                 Check(
                     "row-absent",

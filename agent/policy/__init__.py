@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from agent.config import Node, register_section
+from agent.errors import ConfigError
 from plugins.base import Item, Refusal, Target
 
 from .config import KeyPath, PolicyConfigError, PolicySettings, parse_policy
@@ -217,10 +218,43 @@ class Policy:
                 names.update(hold.mask["fields"])
         return names
 
+    def named_tables(self) -> set[str]:
+        """Return the tables that rules and holds name, in ``tables`` or ``TABLE.COLUMN``."""
+        names: set[str] = set()
+        for entry in [*self.settings.rules, *self.settings.holds]:
+            names.update(entry.selector.tables)
+            for column in entry.selector.columns:
+                owner, _, _ = column.rpartition(".")
+                if owner:
+                    names.add(owner)
+        return names
+
+    def check_target_columns(self, plugin: Any) -> None:
+        """Reject rules, holds and masks that name a column a target's table lacks.
+
+        ``plugin`` supplies ``table_columns(name)``, which returns the columns
+        of a table or None when the database has no such table; plugins
+        without it (files, object stores) have no columns to check. Only
+        tables that a rule or hold names explicitly are checked. Raises
+        ConfigError listing every problem, each with the rule or hold, the
+        table, the column and the config line, before any item is planned.
+        """
+        columns_of = getattr(plugin, "table_columns", None)
+        if columns_of is None:
+            return
+        problems: list[str] = []
+        for table in sorted(self.named_tables()):
+            columns = columns_of(table)
+            if columns is not None:
+                problems.extend(self.check_columns(table, columns))
+        if problems:
+            raise ConfigError(
+                "the policy names columns that do not exist:\n  "
+                + "\n  ".join(problems)
+            )
+
     def check_columns(self, table: str, existing: Iterable[str]) -> list[str]:
         """Return one message per configured column that the table lacks."""
-        # NOTE: the engine does not know a table's columns, so only a database
-        # plugin that calls this rejects a rule naming a missing column.
         present = set(existing)
         problems = []
         for rule in self.settings.rules:

@@ -30,7 +30,9 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
+import numpy as np
 from stdnum import luhn
 from stdnum.cn import ric as stdnum_ric
 from stdnum.cn import uscc as stdnum_uscc
@@ -255,13 +257,21 @@ class _StreamState:
 class Scanner:
     """Find and validate personal data in bytes, one buffer or a stream.
 
-    Built-in kinds are searched with the vectorised scanner of
-    :mod:`agent.policy.fastscan` unless ``fast`` is false; then, and for
-    custom patterns, with regular expressions. Both report the same values.
+    Built-in kinds are searched with the array scanner of
+    :mod:`agent.policy.fastscan` (``engine="numpy"``, the default), the
+    compiled loop of :mod:`agent.policy.jitscan` (``"compiled"``) or
+    regular expressions (``"regex"``, or ``fast=False``). Custom patterns
+    always use regular expressions. All engines report the same values.
+    :meth:`compiled_scanner` supplies the compiled loop for large files:
+    importing numba and loading the loop from its cache takes seconds, which
+    only large files repay.
     """
 
     def __init__(
-        self, settings: ScannerSettings | None = None, fast: bool = True
+        self,
+        settings: ScannerSettings | None = None,
+        fast: bool = True,
+        engine: str | None = None,
     ) -> None:
         self.settings = settings or ScannerSettings()
         words = [w.lower().encode("utf-8") for w in self.settings.mobile_context if w]
@@ -269,11 +279,32 @@ class Scanner:
             re.compile(b"|".join(re.escape(word) for word in words)) if words else None
         )
         self._kinds = self.settings.kinds
-        self._fast = None
-        if fast:
+        self._fast: Any = None
+        self.compiled: Any = None
+        self._compiled_loaded = False
+        if engine is None:
+            engine = "numpy" if fast else "regex"
+        if engine == "compiled":
+            self._fast = self.compiled = self.compiled_scanner()
+            if self.compiled is None:
+                raise ValueError("the compiled scanner needs numba, which is missing")
+        elif engine == "numpy":
             from .fastscan import FastScanner
 
             self._fast = FastScanner(self.settings)
+        elif engine != "regex":
+            raise ValueError(f"unknown scanner engine {engine!r}")
+
+    def compiled_scanner(self) -> Any:
+        """Return the compiled scanner of these settings, or None without numba."""
+        if not self._compiled_loaded:
+            self._compiled_loaded = True
+            try:
+                from .jitscan import CompiledScanner
+            except ImportError:
+                return None
+            self.compiled = CompiledScanner(self.settings)
+        return self.compiled
 
     def has_mobile_context(self, data: bytes) -> bool:
         """Tell whether ``data`` contains one of the mobile context words."""
@@ -342,6 +373,16 @@ class Scanner:
     ) -> None:
         assert self._fast is not None
         start, buffer, cut = self._open_buffer(state, chunk, final)
+        if self.compiled is not None:
+            from .jitscan import add_counts
+
+            data = np.frombuffer(buffer, dtype=np.uint8)
+            counts, examples = self.compiled.count(
+                data, start, cut, state.mobile_context
+            )
+            add_counts(findings, counts, examples, buffer)
+            self._finish_buffer(state, buffer, start, cut, findings)
+            return
         for offsets, sizes, kind in self._fast.find(
             buffer, start, cut, state.mobile_context
         ):
@@ -357,6 +398,16 @@ class Scanner:
                     )
                 ),
             )
+        self._finish_buffer(state, buffer, start, cut, findings)
+
+    def _finish_buffer(
+        self,
+        state: _StreamState,
+        buffer: bytes,
+        start: int,
+        cut: int,
+        findings: Findings,
+    ) -> None:
         for match in self._custom_matches(state, buffer, start, cut):
             findings.add(match)
         self._close_buffer(state, buffer, cut)

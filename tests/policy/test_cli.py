@@ -232,3 +232,39 @@ def test_mask_hold_kept_when_plugin_cannot_mask(
     assert result.returncode == 1
     assert reasons == {"not-supported": 2}
     assert (tree / "customers.csv").exists()
+
+
+def test_plan_rejects_rule_on_missing_column(
+    lethe, tmp_path: Path, state: Path
+) -> None:
+    import sqlite3
+
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, Phone)")
+        connection.execute("INSERT INTO customers VALUES (1, '13812345678')")
+    connection.close()
+    config = tmp_path / "columns.yaml"
+    config.write_text(
+        "policy:\n"
+        "  rules:\n"
+        "    - name: contacts\n"
+        "      class: personal\n"
+        "      match: {columns: [customers.Phone, customers.Fax]}\n"
+        "  holds:\n"
+        "    - name: open-accounts\n"
+        "      until: 2099-01-01\n"
+        "      match: {tables: [customers]}\n"
+        "      mask:\n"
+        "        fields: {Email: {method: keep, keep_last: 2}}\n"
+    )
+    result = lethe(
+        "plan", f"sqlite://{database}?table=customers&all_rows=true", "-c", str(config)
+    )
+    assert result.returncode == 3, result.stderr
+    assert (
+        f"{config}:3: rule 'contacts' names column 'Fax', which table "
+        "'customers' does not have" in result.stderr
+    )
+    assert "hold 'open-accounts' names column 'Email'" in result.stderr
+    assert "'Phone'" not in result.stderr

@@ -55,18 +55,23 @@ def _matches(
     )
 
 
+ENGINES = ["numpy", "compiled"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("chunk", [700, 4096, 1 << 20])
-def test_fast_scanner_matches_regex_scanner(seed: int, chunk: int) -> None:
+def test_fast_scanner_matches_regex_scanner(engine: str, seed: int, chunk: int) -> None:
     rng = random.Random(seed)
     data = _noise(rng).encode("utf-8")
     context = seed % 3 == 0
     expected = _matches(Scanner(fast=False), data, chunk, context)
     assert len(expected) > 100
-    assert _matches(Scanner(fast=True), data, chunk, context) == expected
+    assert _matches(Scanner(engine=engine), data, chunk, context) == expected
 
 
-def test_fast_scanner_honours_settings() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_scanner_honours_settings(engine: str) -> None:
     rng = random.Random(42)
     data = _noise(rng).encode("utf-8")
     settings = ScannerSettings(
@@ -75,14 +80,15 @@ def test_fast_scanner_honours_settings() -> None:
         mobile_window=8,
     )
     expected = _matches(Scanner(settings, fast=False), data, 4096, False)
-    assert _matches(Scanner(settings, fast=True), data, 4096, False) == expected
+    assert _matches(Scanner(settings, engine=engine), data, 4096, False) == expected
 
 
-def test_count_stream_matches_scan_stream() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_count_stream_matches_scan_stream(engine: str) -> None:
     rng = random.Random(7)
     data = _noise(rng).encode("utf-8")
     chunks = [data[i : i + 3000] for i in range(0, len(data), 3000)]
-    scanner = Scanner()
+    scanner = Scanner(engine=engine)
     from agent.policy.detectors import Findings
 
     counted = Findings()
@@ -91,3 +97,28 @@ def test_count_stream_matches_scan_stream() -> None:
     for match in scanner.scan_stream(chunks):
         listed.add(match)
     assert counted.counts == listed.counts
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compiled_file_scan_matches_stream(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    from agent.policy import discovery, jitscan
+    from agent.policy.detectors import Findings
+
+    rng = random.Random(11)
+    data = (_noise(rng) + _noise(rng)).encode("utf-8")
+    path = tmp_path / "noise.txt"
+    path.write_bytes(data)
+    expected = Findings()
+    Scanner(fast=False).count_stream([data], expected)
+    # Small windows put many window edges, and both threads, in one file.
+    monkeypatch.setattr(discovery, "COMPILED_MIN_BYTES", 0)
+    monkeypatch.setattr(jitscan, "WINDOW", 4096)
+    found = discovery.discover_file(path, Scanner(), workers=workers)
+    assert found.counts == expected.counts
+    assert found.scanned_bytes == len(data)
+    assert not found.truncated
+    limited = discovery.discover_file(path, Scanner(), max_bytes=10_000)
+    assert limited.truncated
+    assert limited.scanned_bytes == 10_000

@@ -1,0 +1,646 @@
+"""Compiled candidate search and validation, one pass over the bytes.
+
+The array scanner of :mod:`agent.policy.fastscan` makes a dozen passes over
+every buffer and builds a row of 19 bytes per candidate, which keeps it
+below 100 MB/s on exports with about 20 values per KiB. This module does
+the same work in one loop compiled by numba: it walks the runs of ASCII
+letters and digits, validates each run of a candidate length in place
+(dates, ISO 7064 MOD 11-2, GB 32100, Luhn), follows ``@`` signs into their
+domains, and counts. It reports exactly the values of the
+regular-expression scanner in :mod:`agent.policy.detectors`, which the
+tests compare on generated corpora.
+
+The loop releases the GIL, so threads can scan parts of one memory map in
+parallel (:func:`count_mapped`).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+
+import numba
+import numpy as np
+
+from . import detectors as d
+from .fastscan import Span
+
+#: Kind codes used inside the compiled loop, in the order of :data:`KINDS`.
+KINDS = (d.CN_RIC, d.CN_USCC, d.BANK_CARD, d.CN_RIC15, d.CN_MOBILE, d.EMAIL)
+_RIC, _USCC, _CARD, _RIC15, _MOBILE, _EMAIL = range(6)
+#: Examples kept per kind by the counting loop.
+EXAMPLES = d.Findings.EXAMPLE_ATTEMPTS
+#: Bytes each thread scans per call of the compiled loop.
+WINDOW = 16 * 1024 * 1024
+#: Bytes before a window searched for an ``@`` whose domain reaches into it.
+#: The longest domain the pattern accepts is 1 + 8 * 64 + 24 bytes.
+_DOMAIN_REACH = 544
+#: Context read on each side of a file window: the domain reach before it,
+#: and after it the longest value or domain that starts inside it.
+_MARGIN = 1024
+
+_FLAGS = np.zeros(256, dtype=np.uint8)  # 1 digit, 2 letter, 4 local part, 8 domain
+for _byte in b"0123456789":
+    _FLAGS[_byte] |= 1 | 4 | 8
+for _byte in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
+    _FLAGS[_byte] |= 2 | 4 | 8
+for _byte in b"._%+-":
+    _FLAGS[_byte] |= 4
+for _byte in b".-":
+    _FLAGS[_byte] |= 8
+
+_USCC_VALUE = np.full(256, 255, dtype=np.uint8)
+for _index, _char in enumerate(b"0123456789ABCDEFGHJKLMNPQRTUWXY"):
+    _USCC_VALUE[_char] = _index
+_USCC_AUTHORITY = np.zeros(256, dtype=np.bool_)
+for _byte in b"123456789ANY":
+    _USCC_AUTHORITY[_byte] = True
+_USCC_WEIGHTS = np.array([pow(3, i, 31) for i in range(17)], dtype=np.int64)
+_RIC_WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
+_PROVINCE = np.zeros(100, dtype=np.bool_)
+for _code in d._PROVINCES:
+    _PROVINCE[int(_code)] = True
+_CODE_AREA = _PROVINCE.copy()
+_CODE_AREA[10] = True
+_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+_jit_entry = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+@_jit
+def _digits(data, start, count):
+    value = 0
+    for index in range(start, start + count):
+        value = value * 10 + (data[index] - 48)
+    return value
+
+
+@_jit
+def _valid_date(year, month, day, today):
+    if month < 1 or month > 12 or day < 1:
+        return False
+    days = _DAYS[month]
+    if month == 2 and not ((year % 4 == 0 and year % 100 != 0) or year % 400 == 0):
+        days = 28
+    return day <= days and year * 10000 + month * 100 + day <= today
+
+
+@_jit
+def _is_ric(data, start, today):
+    if not _PROVINCE[_digits(data, start, 2)]:
+        return False
+    year = _digits(data, start + 6, 4)
+    if year < 1800:
+        return False
+    month = _digits(data, start + 10, 2)
+    if not _valid_date(year, month, _digits(data, start + 12, 2), today):
+        return False
+    total = 0
+    for index in range(17):
+        total += (data[start + index] - 48) * _RIC_WEIGHTS[index]
+    expected = (12 - total % 11) % 11
+    last = data[start + 17]
+    actual = 10 if last == 88 or last == 120 else last - 48
+    return expected == actual
+
+
+@_jit
+def _is_uscc(data, start):
+    if not _USCC_AUTHORITY[data[start]]:
+        return False
+    total = 0
+    for index in range(18):
+        value = _USCC_VALUE[data[start + index]]
+        if value == 255:
+            return False
+        if 2 <= index < 8 and value > 9:
+            return False
+        if index < 17:
+            total += value * _USCC_WEIGHTS[index]
+    area = _USCC_VALUE[data[start + 2]] * 10 + _USCC_VALUE[data[start + 3]]
+    if not _CODE_AREA[area]:
+        return False
+    return (31 - total % 31) % 31 == _USCC_VALUE[data[start + 17]]
+
+
+@_jit
+def _is_card(data, start, length):
+    p2 = _digits(data, start, 2)
+    p3 = p2 * 10 + data[start + 2] - 48
+    p4 = p3 * 10 + data[start + 3] - 48
+    prefix = (
+        p2 // 10 == 4
+        or 50 <= p2 <= 58
+        or 2221 <= p4 <= 2720
+        or p2 == 30
+        or p2 == 34
+        or 36 <= p2 <= 39
+        or 3528 <= p4 <= 3589
+        or p4 == 6011
+        or 644 <= p3 <= 649
+        or p2 == 62
+        or p2 == 63
+        or p2 == 65
+        or p2 == 67
+    )
+    if not prefix:
+        return False
+    total = 0
+    for index in range(length):
+        digit = data[start + index] - 48
+        if (length - 1 - index) % 2 == 1:
+            digit = digit * 2 - 9 if digit >= 5 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+@_jit
+def _is_ric15(data, start, today):
+    if not _PROVINCE[_digits(data, start, 2)]:
+        return False
+    year = 1900 + _digits(data, start + 6, 2)
+    month = _digits(data, start + 8, 2)
+    return _valid_date(year, month, _digits(data, start + 10, 2), today)
+
+
+@_jit
+def _is_mobile(data, start, length):
+    if length == 11:
+        body = start
+    elif length == 13 and data[start] == 56 and data[start + 1] == 54:
+        body = start + 2
+    elif (
+        length == 15
+        and data[start] == 48
+        and data[start + 1] == 48
+        and data[start + 2] == 56
+        and data[start + 3] == 54
+    ):
+        body = start + 4
+    else:
+        return False
+    return data[body] == 49 and data[body + 1] >= 51
+
+
+@_jit
+def _has_context(data, start, words, bounds, window):
+    """Tell whether a context word ends within ``window`` bytes before ``start``."""
+    low = max(0, start - window)
+    for word in range(bounds.size - 1):
+        first, stop = bounds[word], bounds[word + 1]
+        size = stop - first
+        for position in range(low, start - size + 1):
+            found = True
+            for offset in range(size):
+                byte = data[position + offset]
+                if 65 <= byte <= 90:
+                    byte += 32
+                if byte != words[first + offset]:
+                    found = False
+                    break
+            if found:
+                return True
+    return False
+
+
+@_jit
+def _domain_end(data, sign):
+    """Return where the e-mail domain after the ``@`` at ``sign`` ends, or -1.
+
+    The same match as ``@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\\.){1,8}[A-Za-z]{2,24}``
+    followed by no ``[A-Za-z0-9-]``: labels end at dots, so the repetition
+    can stop only after a dot, and the longest repetition whose last label
+    is a run of 2 to 24 letters that nothing label-like follows wins.
+    """
+    size = data.size
+    position = sign + 1
+    if position >= size or not (_FLAGS[data[position]] & 3):
+        return -1
+    position += 1
+    best = -1
+    for _ in range(8):
+        label = position
+        while position < size and (_FLAGS[data[position]] & 3 or data[position] == 45):
+            position += 1
+        if position >= size or data[position] != 46 or position - label > 62:
+            break
+        position += 1
+        # Could the top-level label start here? A later dot that also
+        # works replaces this end, as the greedy repetition prefers it.
+        end = position
+        while end < size and _FLAGS[data[end]] & 2:
+            end += 1
+        run = end - position
+        if 2 <= run <= 24 and not (
+            end < size and (_FLAGS[data[end]] & 3 or data[end] == 45)
+        ):
+            best = end
+    return best
+
+
+@_jit
+def _local_run(data, sign):
+    run = 0
+    while run < 64 and sign - run - 1 >= 0 and _FLAGS[data[sign - run - 1]] & 4:
+        run += 1
+    return run
+
+
+@_jit
+def _emit(kind, start, length, counts, examples, record, kinds, starts, lengths):
+    count = counts[kind]
+    if count < examples.shape[1]:
+        examples[kind, count, 0] = start
+        examples[kind, count, 1] = length
+    counts[kind] = count + 1
+    if record.size:
+        slot = record[0]
+        kinds[slot] = kind
+        starts[slot] = start
+        lengths[slot] = length
+        record[0] = slot + 1
+
+
+@_jit
+def _classify(data, start, length, enabled, today, need_context, words, bounds, window):
+    """Return the kind code of a token of 11 to 19 letters and digits, or -1."""
+    digit_count = 0
+    for index in range(start, start + length - 1):
+        if _FLAGS[data[index]] & 1:
+            digit_count += 1
+    last = data[start + length - 1]
+    all_digits = digit_count == length - 1 and (_FLAGS[last] & 1) != 0
+    if length == 18:
+        ric_x = digit_count == 17 and (last == 88 or last == 120)
+        if enabled[_RIC] and (all_digits or ric_x) and _is_ric(data, start, today):
+            return _RIC
+        if enabled[_USCC] and _is_uscc(data, start):
+            return _USCC
+    if not all_digits:
+        return -1
+    if enabled[_CARD] and length >= 13 and _is_card(data, start, length):
+        return _CARD
+    if enabled[_RIC15] and length == 15 and _is_ric15(data, start, today):
+        return _RIC15
+    if enabled[_MOBILE] and _is_mobile(data, start, length):
+        if need_context and not _has_context(data, start, words, bounds, window):
+            return -1
+        return _MOBILE
+    return -1
+
+
+@_jit
+def _is_spaced_mobile(data, start):
+    """Tell whether ``1[3-9]X-XXXX-XXXX`` (``-`` or space) starts at ``start``."""
+    size = data.size
+    if start + 13 > size:
+        return False
+    if start + 13 < size and _FLAGS[data[start + 13]] & 3:
+        return False
+    for index in range(13):
+        byte = data[start + index]
+        if index == 3 or index == 8:
+            if byte != 45 and byte != 32:
+                return False
+        elif not _FLAGS[byte] & 1:
+            return False
+    return data[start] == 49 and data[start + 1] >= 51
+
+
+@_jit
+def _token_kind(data, start, length, enabled, today, need_context, words, bounds,
+                window):  # fmt: skip
+    """Return the kind code of a run of letters and digits, or -1."""
+    if 11 <= length <= 19:
+        return _classify(
+            data, start, length, enabled, today, need_context, words, bounds, window
+        )
+    if (
+        length == 3
+        and enabled[_MOBILE]
+        and _is_spaced_mobile(data, start)
+        and (not need_context or _has_context(data, start, words, bounds, window))
+    ):
+        return _MOBILE
+    return -1
+
+
+_ONES = np.uint64(0x0101010101010101)
+_HIGH = np.uint64(0x8080808080808080)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+
+
+@_jit
+def _word_masks(word):
+    """Return the high bit of each byte of ``word`` that is alphanumeric, and of each ``@``.
+
+    Each test works on all eight bytes at once. For a byte below 0x80,
+    ``byte + (0x80 - low)`` sets the high bit exactly when ``byte >= low``
+    and ``byte + (0x7F - high)`` exactly when ``byte > high``, and neither
+    sum carries into the next byte. Bytes of 0x80 and above are never
+    letters or digits.
+    """
+    low7 = word & _LOW7
+    digit = (low7 + np.uint64(0x50) * _ONES) & ~(low7 + np.uint64(0x46) * _ONES)
+    folded = low7 | np.uint64(0x20) * _ONES
+    letter = (folded + np.uint64(0x1F) * _ONES) & ~(folded + np.uint64(0x05) * _ONES)
+    alnum = (digit | letter) & ~word & _HIGH
+    xored = word ^ np.uint64(0x40) * _ONES
+    sign = ~(((xored & _LOW7) + _LOW7) | xored) & _HIGH
+    return alnum, sign
+
+
+@_jit
+def _pack(high_bits):
+    """Gather the high bit of each byte into the low 8 bits, byte 0 first."""
+    return ((high_bits >> np.uint64(7)) * np.uint64(0x0102040810204080)) >> np.uint64(
+        56
+    )
+
+
+@_jit
+def _group_masks(data, words, base):
+    """Return the alphanumeric and ``@`` bit masks of ``data[base:base + 64]``.
+
+    Bit ``i`` stands for byte ``base + i``. Bytes past the end of ``data``
+    count as neither.
+    """
+    alnum = np.uint64(0)
+    signs = np.uint64(0)
+    if base + 64 <= words.size * 8:
+        for index in range(8):
+            high_alnum, high_sign = _word_masks(words[base // 8 + index])
+            shift = np.uint64(8 * index)
+            alnum |= _pack(high_alnum) << shift
+            signs |= _pack(high_sign) << shift
+        return alnum, signs
+    for index in range(min(64, data.size - base)):
+        byte = data[base + index]
+        if _FLAGS[byte] & 3:
+            alnum |= np.uint64(1) << np.uint64(index)
+        elif byte == 64:
+            signs |= np.uint64(1) << np.uint64(index)
+    return alnum, signs
+
+
+@_jit
+def _shifted(mask, previous, count):
+    """Return ``mask`` moved ``count`` bytes later, filled from the group before."""
+    return (mask << np.uint64(count)) | (previous >> np.uint64(64 - count))
+
+
+@_jit
+def _run_length(data, end):
+    length = 0
+    while length < 20 and end - length - 1 >= 0 and _FLAGS[data[end - length - 1]] & 3:
+        length += 1
+    return length
+
+
+@_jit_entry
+def scan(
+    data, low, cut, enabled, today, need_context, words, bounds, window,
+    counts, examples, record, kinds, starts, lengths,
+):  # fmt: skip
+    """Count (and record) the values that start in ``[low, cut)`` of ``data``.
+
+    Bytes outside the range are read for context only: a run of letters and
+    digits that starts before ``low`` is not a candidate, one that starts
+    before ``cut`` is read to its end, and an ``@`` shortly before ``low``
+    still hides the numbers inside its domain. ``counts`` and ``examples``
+    receive the count and the first (start, length) pairs per kind code.
+    When ``record`` has one element, every value is also written to
+    ``kinds``, ``starts`` and ``lengths`` from slot ``record[0]`` on.
+
+    Groups of 64 bytes become bit masks (bit ``i`` for byte ``i``) of
+    letters and digits and of ``@`` signs. ANDs of shifted masks mark the
+    bytes that end a run of 3 or of 11 to 19 letters and digits, the only
+    candidate lengths, so the validation code runs only at those bytes and
+    at ``@`` signs, in offset order.
+    """
+    size = data.size
+    domain_end = -1
+    for position in range(max(0, low - _DOMAIN_REACH), low):
+        if data[position] == 64:
+            end = _domain_end(data, position)
+            if end >= 0:
+                domain_end = end
+    whole = data[: size // 8 * 8].view(np.uint64)
+    zero = np.uint64(0)
+    # Masks of the group before: letters and digits, and runs of 2, 4, 8.
+    before, before2, before4, before8, before_end = zero, zero, zero, zero, zero
+    # A run of at most 19 bytes that starts before ``cut`` ends by cut + 19.
+    limit = min(size, cut + 20)
+    base = max(0, low - 64) // 64 * 64
+    while base <= limit:
+        alnum, signs = _group_masks(data, whole, base)
+        run2 = alnum & _shifted(alnum, before, 1)
+        run3 = run2 & _shifted(alnum, before, 2)
+        run4 = run2 & _shifted(run2, before2, 2)
+        run8 = run4 & _shifted(run4, before4, 4)
+        run11 = run8 & _shifted(run4, before4, 7)
+        run20 = run8 & _shifted(run8, before8, 8) & _shifted(run4, before4, 16)
+        # Bit i: a run of a candidate length ends at byte i - 1.
+        ending = (run11 & ~run20) | (run3 & ~run4)
+        events = (~alnum & _shifted(ending, before_end, 1)) | signs
+        before, before2, before4, before8, before_end = alnum, run2, run4, run8, ending
+        while events:
+            bit = np.uint64(events & (~events + np.uint64(1)))
+            events ^= bit
+            position = base + _bit_index(bit)
+            if position > limit:
+                break
+            if not alnum & bit and position >= 1 and _FLAGS[data[position - 1]] & 3:
+                length = _run_length(data, position)
+                start = position - length
+                if low <= start < cut and start >= domain_end:
+                    kind = _token_kind(
+                        data, start, length, enabled, today, need_context, words,
+                        bounds, window,
+                    )  # fmt: skip
+                    if kind >= 0:
+                        found = 13 if length == 3 else length
+                        _emit(kind, start, found, counts, examples, record, kinds,
+                              starts, lengths)  # fmt: skip
+            if signs & bit and low <= position < cut:
+                end = _domain_end(data, position)
+                if end >= 0:
+                    domain_end = end
+                    local = _local_run(data, position)
+                    if enabled[_EMAIL] and local > 0 and data[position - local] != 46:
+                        first = position - local
+                        _emit(_EMAIL, first, end - first, counts, examples, record,
+                              kinds, starts, lengths)  # fmt: skip
+        base += 64
+
+
+@_jit
+def _bit_index(bit):
+    """Return the index of the single set bit of ``bit``."""
+    index = 0
+    if bit & np.uint64(0xFFFFFFFF00000000):
+        index += 32
+    if bit & np.uint64(0xFFFF0000FFFF0000):
+        index += 16
+    if bit & np.uint64(0xFF00FF00FF00FF00):
+        index += 8
+    if bit & np.uint64(0xF0F0F0F0F0F0F0F0):
+        index += 4
+    if bit & np.uint64(0xCCCCCCCCCCCCCCCC):
+        index += 2
+    if bit & np.uint64(0xAAAAAAAAAAAAAAAA):
+        index += 1
+    return index
+
+
+class CompiledScanner:
+    """Finds the built-in kinds in a buffer with the compiled loop."""
+
+    def __init__(self, settings: d.ScannerSettings) -> None:
+        self.settings = settings
+        self._enabled = np.array([kind in settings.kinds for kind in KINDS])
+        words = [w.lower().encode("utf-8") for w in settings.mobile_context if w]
+        self._words = np.frombuffer(b"".join(words) or b"\0", dtype=np.uint8)
+        self._bounds = np.cumsum([0] + [len(w) for w in words], dtype=np.int64)
+
+    def _need_context(self, mobile_context: bool) -> bool:
+        return not mobile_context and self.settings.mobile_require_context
+
+    def _run(
+        self,
+        data: np.ndarray,
+        low: int,
+        cut: int,
+        mobile_context: bool,
+        record: np.ndarray,
+        capacity: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        counts = np.zeros(len(KINDS), dtype=np.int64)
+        examples = np.zeros((len(KINDS), EXAMPLES, 2), dtype=np.int64)
+        kinds = np.zeros(capacity, dtype=np.uint8)
+        starts = np.zeros(capacity, dtype=np.int64)
+        lengths = np.zeros(capacity, dtype=np.int64)
+        scan(
+            data, low, cut, self._enabled, _today(), self._need_context(mobile_context),
+            self._words, self._bounds, self.settings.mobile_window,
+            counts, examples, record, kinds, starts, lengths,
+        )  # fmt: skip
+        return counts, examples, kinds, starts, lengths
+
+    def find(
+        self, buffer: bytes, low: int, cut: int, mobile_context: bool
+    ) -> list[tuple[np.ndarray, np.ndarray, str]]:
+        """Return (offsets, lengths, kind) arrays of values starting in ``[low, cut)``."""
+        data = np.frombuffer(buffer, dtype=np.uint8)
+        if data.size == 0:
+            return []
+        # A value spans at least 6 bytes ("a@b.cn"), and at most two values
+        # (a number as an e-mail local part, then the address) share bytes.
+        capacity = (max(0, cut - low) // 3) + 2
+        record = np.zeros(1, dtype=np.int64)
+        _, _, kinds, starts, lengths = self._run(
+            data, low, cut, mobile_context, record, capacity
+        )
+        used = int(record[0])
+        kinds, starts, lengths = kinds[:used], starts[:used], lengths[:used]
+        found = []
+        for code, kind in enumerate(KINDS):
+            rows = kinds == code
+            if rows.any():
+                found.append((starts[rows], lengths[rows], kind))
+        return found
+
+    def spans(
+        self, buffer: bytes, low: int, cut: int, mobile_context: bool
+    ) -> list[Span]:
+        """Return validated values that start in ``[low, cut)``, in offset order."""
+        spans = [
+            Span(kind, start, start + length)
+            for offsets, sizes, kind in self.find(buffer, low, cut, mobile_context)
+            for start, length in zip(offsets.tolist(), sizes.tolist(), strict=True)
+        ]
+        spans.sort(key=lambda span: span.start)
+        return spans
+
+    def count(
+        self, data: np.ndarray, low: int, cut: int, mobile_context: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the counts per kind code and the first (start, length) pairs."""
+        counts, examples, *_ = self._run(
+            data, low, cut, mobile_context, np.zeros(0, dtype=np.int64), 0
+        )
+        return counts, examples
+
+
+def count_file(
+    scanner: CompiledScanner,
+    descriptor: int,
+    size: int,
+    mobile_context: bool,
+    findings: d.Findings,
+    workers: int = 1,
+) -> None:
+    """Count the values in the first ``size`` bytes of an open file.
+
+    Windows of :data:`WINDOW` bytes, with :data:`_MARGIN` bytes of context
+    on each side, are read with ``pread`` and scanned by ``workers``
+    threads. Reads and the compiled loop release the GIL, so the threads
+    run on separate cores. A file that shrinks meanwhile is scanned up to
+    its new end.
+    """
+    bounds = [(low, min(size, low + WINDOW)) for low in range(0, size, WINDOW)]
+
+    def one(window: tuple[int, int]) -> tuple[np.ndarray, list[list[str]]]:
+        low, cut = window
+        first = max(0, low - _MARGIN)
+        buffer = os.pread(descriptor, cut - first + _MARGIN, first)
+        data = np.frombuffer(buffer, dtype=np.uint8)
+        stop = min(cut - first, data.size)
+        counts, examples = scanner.count(data, low - first, stop, mobile_context)
+        # Only the examples leave the thread, so memory stays at one
+        # window per thread whatever the file size.
+        return counts, _example_values(counts, examples, buffer)
+
+    if workers > 1 and len(bounds) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, bounds))
+    else:
+        results = [one(window) for window in bounds]
+    for counts, values in results:
+        for code, kind in enumerate(KINDS):
+            findings.add_many(kind, int(counts[code]), values[code])
+
+
+def add_counts(
+    findings: d.Findings, counts: np.ndarray, examples: np.ndarray, buffer: bytes
+) -> None:
+    """Add the counts and examples of one call of :func:`scan` to ``findings``."""
+    values = _example_values(counts, examples, buffer)
+    for code, kind in enumerate(KINDS):
+        findings.add_many(kind, int(counts[code]), values[code])
+
+
+def _example_values(
+    counts: np.ndarray, examples: np.ndarray, buffer: bytes
+) -> list[list[str]]:
+    """Return the text of the recorded examples, per kind code."""
+    return [
+        [
+            buffer[int(start) : int(start + length)].decode("ascii")
+            for start, length in examples[code, : min(int(counts[code]), EXAMPLES)]
+        ]
+        for code in range(len(KINDS))
+    ]
+
+
+_TODAY: tuple[date, int] | None = None
+
+
+def _today() -> int:
+    global _TODAY
+    now = date.today()
+    if _TODAY is None or _TODAY[0] != now:
+        _TODAY = (now, now.year * 10000 + now.month * 100 + now.day)
+    return _TODAY[1]
