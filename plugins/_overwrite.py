@@ -36,10 +36,10 @@ SAMPLE_UNIT = 1024 * 1024
 MAX_OFFSETS = 100
 #: I/O threads per pass; see :func:`_run_workers`.
 WORKERS = 2
-#: Bytes written between two checkpoints of a pass. Each checkpoint costs
-#: one fdatasync (a cache flush on the device), and a crash loses at most
-#: this much progress plus the chunks in flight.
-CHECKPOINT_BYTES = 128 * 1024 * 1024
+#: Default seconds between two checkpoints of a pass. Each checkpoint costs
+#: one fdatasync, a cache flush that stalls the device's queue for tens of
+#: milliseconds on the test VM, and a crash loses at most this much writing.
+CHECKPOINT_SECONDS = 10.0
 #: Errors after which the device is presumed gone rather than partly bad.
 GONE_ERRNOS = {errno.ENXIO, errno.ENODEV, errno.ENOENT, errno.ESHUTDOWN}
 
@@ -293,21 +293,22 @@ class _WriteLog:
     with a failed sector are never listed, so a resume writes them again.
     """
 
-    def __init__(self, written: Ranges) -> None:
+    def __init__(self, written: Ranges, interval: float) -> None:
         self._ranges = merge_ranges(written)
         self._lock = threading.Lock()
-        self._since = 0
+        self._interval = interval
+        self._last = time.monotonic()
         self._busy = False
 
     def add(self, offset: int, length: int) -> bool:
         """Record a written chunk; return True if the caller should take a checkpoint."""
         with self._lock:
             self._ranges = merge_ranges([*self._ranges, [offset, offset + length]])
-            self._since += length
-            if self._busy or self._since < CHECKPOINT_BYTES:
+            now = time.monotonic()
+            if self._busy or now - self._last < self._interval:
                 return False
             self._busy = True
-            self._since = 0
+            self._last = now
             return True
 
     def snapshot(self) -> Ranges:
@@ -340,20 +341,21 @@ def write_pass(
     written: Ranges | None = None,
     save: Callable[[Ranges], None] | None = None,
     buffers: BufferPool | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> PassReport:
     """Write ``pattern`` over ``size`` bytes of the open device, then fdatasync.
 
     ``written`` lists ranges an interrupted run of this pass already wrote,
     which are skipped. ``save``, called from an I/O thread, receives the
-    ranges written durably so far about every :data:`CHECKPOINT_BYTES`,
-    and once more when a stop request ends the pass early, before
+    ranges written durably so far about every ``checkpoint_seconds``, and
+    once more when a stop request ends the pass early, before
     :class:`Stopped` is raised. See :func:`_run_workers` for how the chunks
     are shared out. A failed write is retried sector by sector so that each
     bad sector is counted with its offset and the pass goes on past it.
     """
     started = time.monotonic()
     report = PassReport(pattern.name, bytes_resumed=covered_bytes(written or []))
-    log = _WriteLog(written or [])
+    log = _WriteLog(written or [], checkpoint_seconds)
     lock = threading.Lock()
 
     def write_chunk(offset: int, length: int, views: list[memoryview]) -> bool:

@@ -32,6 +32,7 @@ import structlog
 
 from plugins import _blockdev, _firmware
 from plugins._overwrite import (
+    CHECKPOINT_SECONDS,
     CHUNK,
     BufferPool,
     DeviceGone,
@@ -73,7 +74,7 @@ from plugins.scan import (
     is_distinctive,
 )
 
-OPTIONS = {"devices", "method", "fail_fast"}
+OPTIONS = {"devices", "method", "fail_fast", "checkpoint_seconds"}
 REQUESTED_METHODS = ("auto", "firmware", "luks-erase", "overwrite", "discard")
 #: Windows of device content sampled at planning time for the raw scan that
 #: verifies firmware erase and discard.
@@ -134,6 +135,7 @@ class BlockPlugin(Plugin):
                 f"invalid method {self.requested!r} for {target.url}; "
                 f"expected one of {', '.join(REQUESTED_METHODS)}"
             )
+        self.checkpoint_seconds = _checkpoint_seconds(target)
         self._log = structlog.get_logger(__name__).bind(
             plugin=self.name, target=target.url
         )
@@ -478,6 +480,7 @@ class BlockPlugin(Plugin):
                 written=checkpoint["written"],
                 save=save,
                 buffers=self._buffers,
+                checkpoint_seconds=self.checkpoint_seconds,
             )
         except DeviceGone as error:
             raise _Failure(
@@ -714,6 +717,16 @@ class _Failure(Exception):
     def __init__(self, message: str, facts: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.facts = dict(facts or {})
+
+
+def _checkpoint_seconds(target: Target) -> float:
+    value = target.options.get("checkpoint_seconds", CHECKPOINT_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidTarget(
+            f"option 'checkpoint_seconds' of {target.url} must be a number of "
+            f"seconds, 0 or more, not {value!r}"
+        )
+    return float(value)
 
 
 def _pass_facts(number: int, report: PassReport) -> dict[str, Any]:
