@@ -34,8 +34,10 @@ SAMPLE_UNIT = 1024 * 1024
 #: Offsets of failed or mismatched sectors kept for the report; the count is
 #: always complete.
 MAX_OFFSETS = 100
-#: I/O threads per pass; see :func:`_run_workers`.
-WORKERS = 2
+#: I/O threads per pass; see :func:`_run_workers`. Four keep several
+#: requests in flight while others generate keystream, at a cost of 32 MiB
+#: of buffers per device for a pass and 64 MiB for a read-back.
+WORKERS = 4
 #: Default seconds between two checkpoints of a pass. Each checkpoint costs
 #: one fdatasync, a cache flush that stalls the device's queue for tens of
 #: milliseconds on the test VM, and a crash loses at most this much writing.
@@ -398,6 +400,7 @@ def _run_workers(
     should_stop: Callable[[], bool],
     buffers: BufferPool | None = None,
     per_worker: int = 1,
+    halt: threading.Event | None = None,
 ) -> int:
     """Run ``handle(offset, length, views)`` on each task in WORKERS threads; return how many ran.
 
@@ -407,11 +410,12 @@ def _run_workers(
     while it encrypts and the read and write syscalls release it too, so
     the threads generate keystream and wait on I/O at the same time.
     ``handle`` gets ``per_worker`` buffers of the thread and returns True
-    to stop every thread early. The first exception stops every thread and
-    is raised; Stopped is raised when ``should_stop`` turns true.
+    to stop every thread early, and setting ``halt`` has the same effect
+    from inside ``handle``. The first exception stops every thread and is
+    raised; Stopped is raised when ``should_stop`` turns true.
     """
     pool = buffers or BufferPool()
-    halt = threading.Event()
+    halt = halt or threading.Event()
     lock = threading.Lock()
     queue = iter(tasks)
     done = [0]
@@ -556,11 +560,15 @@ def read_back(
         report.seed = int.from_bytes(os.urandom(8), "big")
         ranges = sample_units(size, fraction, report.seed)
     lock = threading.Lock()
+    halt = threading.Event()
 
     def check_range(offset: int, length: int, views: list[memoryview]) -> bool:
         actual, expected = views
         unreadable = _read_range(descriptor, actual, offset, length, sector)
         pattern.fill(offset, expected, length)
+        if fail_fast and (unreadable or _differs(actual.obj, expected.obj, length)):
+            # Stop the other threads before the sector-by-sector search.
+            halt.set()
         mismatched = _compare(
             actual.obj, expected.obj, offset, length, sector, unreadable
         )
@@ -573,7 +581,9 @@ def read_back(
         return fail_fast and bool(unreadable or mismatched)
 
     try:
-        checked = _run_workers(ranges, check_range, should_stop, buffers, per_worker=2)
+        checked = _run_workers(
+            ranges, check_range, should_stop, buffers, per_worker=2, halt=halt
+        )
     except Stopped:
         report.stopped_early = True
         checked = -1
@@ -610,6 +620,10 @@ def _read_range(
         if got != sector:
             unreadable.append(offset + start)
     return unreadable
+
+
+def _differs(actual: mmap.mmap, expected: mmap.mmap, length: int) -> bool:
+    return _libc.memcmp(_address(actual), _address(expected), length) != 0
 
 
 def _compare(

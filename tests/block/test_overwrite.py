@@ -105,12 +105,12 @@ def test_readback_counts_mismatched_sectors(loop_device):
 def test_readback_fail_fast_stops_at_first_mismatch(loop_device):
     # The I/O threads take chunks in device order, so the second mismatch
     # sits in the last chunk, well past the chunks in flight at the first.
-    device = loop_device(64)
+    device = loop_device(128)
     context_run = run_plugin(BlockPlugin, f"block://{device}", purge=False)
     plugin = BlockPlugin(context_run_target(device, fail_fast=True), _context())
     list(plugin.purge(context_run.planned))
     with open(device, "r+b") as handle:
-        for offset in (0x1000, 0x3F00000):
+        for offset in (0x1000, 0x7F00000):
             handle.seek(offset)
             handle.write(CANARY)
         os.fsync(handle.fileno())

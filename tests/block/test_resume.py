@@ -21,6 +21,9 @@ from tests.block.conftest import raw_count
 REPO = Path(__file__).resolve().parents[2]
 LETHE = Path(sys.executable).with_name("lethe")
 MIB = 1024 * 1024
+#: Size of the devices the stop tests use: 16 chunks, so that the stop
+#: request lands while the I/O threads still have chunks to take.
+STOP_MIB = 128
 
 
 def _plugin(device: str, store: MemoryCheckpoints, **context: object) -> BlockPlugin:
@@ -36,7 +39,7 @@ def _plan(plugin: BlockPlugin) -> list[PlannedItem]:
 
 
 def test_stop_request_saves_checkpoint(loop_device):
-    device = loop_device(32)
+    device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
     chunks: list[int] = []
     stopping = _plugin(
@@ -53,11 +56,11 @@ def test_stop_request_saves_checkpoint(loop_device):
     assert saved is not None
     assert saved["pass"] == 0
     written = covered_bytes(saved["written"])
-    assert 0 < written < 32 * MIB
+    assert 0 < written < STOP_MIB * MIB
 
 
 def test_resumed_pass_writes_only_the_rest(loop_device):
-    device = loop_device(32)
+    device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
     chunks: list[int] = []
     stopping = _plugin(
@@ -75,7 +78,7 @@ def test_resumed_pass_writes_only_the_rest(loop_device):
     assert [result.status for result in results] == ["purged"]
     first_pass = results[0].facts["passes"][0]
     assert first_pass["bytes_already_written"] == written
-    assert first_pass["bytes"] == 32 * MIB - written
+    assert first_pass["bytes"] == STOP_MIB * MIB - written
     assert results[0].facts["resumed_at"]["pass"] == 1
     assert raw_count(device) == 0
 
@@ -122,7 +125,7 @@ def test_verify_from_checkpoint_finds_mismatch(loop_device):
 
 
 def test_verify_reports_unfinished_pass(loop_device):
-    device = loop_device(32)
+    device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
     chunks: list[int] = []
     stopping = _plugin(
