@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import Config
+from agent.engine import Engine
+from agent.errors import EXIT_OK
+from agent.progress import NullProgress
+from agent.registry import Registry
 from plugins._overwrite import covered_bytes
 from plugins.base import JobContext, MemoryCheckpoints, PlannedItem, Target
 from plugins.block import BlockPlugin
@@ -319,3 +324,43 @@ def test_checkpoint_seconds_must_be_number():
         target = Target("block:///dev/loop0", {"checkpoint_seconds": value})
         with pytest.raises(InvalidTarget, match="checkpoint_seconds"):
             BlockPlugin(target, JobContext())
+
+
+class _CountingProgress(NullProgress):
+    def __init__(self) -> None:
+        self.bytes_done = 0
+
+    def advance_bytes(self, count: int) -> None:
+        self.bytes_done += count
+
+
+def test_engine_stop_mid_pass_then_resume(loop_device, tmp_path):
+    device = loop_device(STOP_MIB)
+    registry = Registry()
+    registry.add(BlockPlugin)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    progress = _CountingProgress()
+    engine = Engine(Config(), state_dir, registry=registry, progress=progress)
+    engine.stop_condition = lambda: progress.bytes_done > 0
+    target = Target(f"block://{device}", {"checkpoint_seconds": 0})
+    job_id = engine.plan([target], {"passes": 1}, dry_run=False)
+
+    stopped = engine.purge(job_id)
+    [row] = engine.journal.items(job_id)
+    saved = engine.checkpoints.load(job_id, 0, device)
+    engine.close()
+
+    assert stopped.state == "interrupted"
+    assert row.state == "planned"
+    assert "a resume purges it" in row.detail
+    written = covered_bytes(saved["written"])
+    assert 0 < written < STOP_MIB * MIB
+
+    resumed_engine = Engine(Config(), state_dir, registry=registry)
+    resumed = resumed_engine.resume(job_id)
+    resumed_engine.close()
+
+    assert resumed.exit_code == EXIT_OK
+    assert resumed.counts == {"verified": 1}
+    assert raw_count(device) == 0
