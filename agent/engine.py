@@ -27,6 +27,7 @@ from agent.audit import AuditLog
 from agent.config import Config
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
 from agent.journal import (
+    Checkpoints,
     ItemRow,
     Journal,
     StateChange,
@@ -102,6 +103,7 @@ class Engine:
         self.policy = policy or Policy.from_config(config.sections.get("policy"))
         self.progress = progress or NullProgress()
         self.journal = Journal.open(state_dir)
+        self.checkpoints = Checkpoints(self.journal.path)
         self.audit = AuditLog.open(state_dir)
         self._stop_requested = False
         #: Extra stop condition polled with the SIGTERM flag (set by daemons).
@@ -132,6 +134,7 @@ class Engine:
                     "plugin close failed", plugin=plugin.name, error=str(error)
                 )
         self._plugins.clear()
+        self.checkpoints.close()
         self.journal.close()
 
     # Planning
@@ -191,6 +194,7 @@ class Engine:
             settings=dict(settings),
             progress=self.progress.advance_bytes,
             should_stop=lambda: self.stop_requested,
+            checkpoints=self.checkpoints.for_target(job_id, position),
         )
         plugin = plugin_class(target, context)
         self._plugins[position] = plugin
@@ -385,10 +389,14 @@ class Engine:
             self._commit(job_id, changes, log)
         if by_key and self.stop_requested:
             # The contract has the plugin finish or roll back the item in
-            # flight before it returns, so items without a result are untouched.
+            # flight, or save a checkpoint that the next purge continues from,
+            # so an item without a result can be purged again.
             untouched = [
                 StateChange(
-                    item.target, item.key, "planned", "not started before the stop"
+                    item.target,
+                    item.key,
+                    "planned",
+                    "not finished before the stop; a resume purges it",
                 )
                 for item in by_key.values()
             ]
@@ -556,6 +564,8 @@ class Engine:
         self.journal.update_job(
             job_id, state=state, certificate=str(path) if path else None
         )
+        # Checkpoints only serve a resume, and a finished job has none.
+        self.checkpoints.clear(job_id)
 
         outcome = JobOutcome(
             job_id, state, exit_code, counts, job.plan_hash, path, messages

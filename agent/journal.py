@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -116,6 +117,14 @@ CREATE TABLE IF NOT EXISTS steps (
     status TEXT NOT NULL,
     detail TEXT NOT NULL,
     at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    target INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    data TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (job_id, target, key)
 );
 CREATE TABLE IF NOT EXISTS rechecks (
     job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -655,6 +664,84 @@ class Journal:
             "INSERT INTO rechecks (job_id, target, key, at, verified, evidence) VALUES (?, ?, ?, ?, ?, ?)",
             (job_id, target, key_bytes(key), now(), int(verified), dumps(evidence)),
         )
+
+
+class Checkpoints:
+    """The checkpoints table, which plugins write from their own threads.
+
+    A plugin saves a checkpoint from its I/O threads, while the engine's
+    connection belongs to the thread that opened it. This class therefore
+    keeps a second connection to the same journal and runs one statement
+    at a time under a lock. Each save commits before it returns.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                path, isolation_level=None, timeout=30, check_same_thread=False
+            )
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot open the journal {path}: {error}") from error
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def for_target(self, job_id: str, target: int) -> TargetCheckpoints:
+        return TargetCheckpoints(self, job_id, target)
+
+    def load(self, job_id: str, target: int, key: str) -> Mapping[str, Any] | None:
+        row = self._execute(
+            "SELECT data FROM checkpoints WHERE job_id = ? AND target = ? AND key = ?",
+            (job_id, target, key_bytes(key)),
+        )
+        return json.loads(row[0]) if row else None
+
+    def save(
+        self, job_id: str, target: int, key: str, data: Mapping[str, Any] | None
+    ) -> None:
+        if data is None:
+            sql = "DELETE FROM checkpoints WHERE job_id = ? AND target = ? AND key = ?"
+            parameters: tuple[Any, ...] = (job_id, target, key_bytes(key))
+        else:
+            sql = (
+                "INSERT OR REPLACE INTO checkpoints (job_id, target, key, data, updated)"
+                " VALUES (?, ?, ?, ?, ?)"
+            )
+            parameters = (job_id, target, key_bytes(key), dumps(data), now())
+        self._execute(sql, parameters)
+
+    def clear(self, job_id: str) -> None:
+        """Delete every checkpoint of a job, once the job has finished."""
+        self._execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+
+    def _execute(self, sql: str, parameters: Sequence[Any]) -> Any:
+        """Run one statement in autocommit mode; return its first row, if any."""
+        try:
+            with self._lock:
+                return self._db.execute(sql, parameters).fetchone()
+        except sqlite3.Error as error:
+            raise JournalError(
+                f"cannot access the checkpoints in the journal {self.path}: {error}"
+            ) from error
+
+
+@dataclass(frozen=True)
+class TargetCheckpoints:
+    """The :class:`~plugins.base.CheckpointStore` of one target of one job."""
+
+    table: Checkpoints
+    job_id: str
+    target: int
+
+    def load(self, key: str) -> Mapping[str, Any] | None:
+        return self.table.load(self.job_id, self.target, key)
+
+    def save(self, key: str, data: Mapping[str, Any] | None) -> None:
+        self.table.save(self.job_id, self.target, key, data)
 
 
 class _Transaction:

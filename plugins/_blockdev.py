@@ -261,25 +261,34 @@ def system_devices() -> set[str]:
 def find_openers(info: DeviceInfo) -> list[str]:
     """Return "name (pid N)" for each process with the device or a partition open.
 
-    psutil lists processes; their descriptors are read from /proc because
-    psutil's open_files() reports regular files only, never device nodes.
+    psutil lists the process ids. Their descriptors are read from /proc
+    because psutil's open_files() reports regular files only, never device
+    nodes. Names are looked up only for the processes found, because
+    reading every process's name took most of the time of this check.
     """
     numbers = {
         os.makedev(*map(int, devno.split(":"))): name
         for devno, name in _devnos(info).items()
     }
     openers = []
-    for process in psutil.process_iter(["pid", "name"]):
-        fd_dir = os.path.join(PROC, str(process.info["pid"]), "fd")
+    for pid in psutil.pids():
+        fd_dir = os.path.join(PROC, str(pid), "fd")
         for entry in _listdir(fd_dir):
             try:
                 status = os.stat(os.path.join(fd_dir, entry))
             except OSError:
                 continue
             if stat.S_ISBLK(status.st_mode) and status.st_rdev in numbers:
-                openers.append(f"{process.info['name']} (pid {process.info['pid']})")
+                openers.append(f"{_process_name(pid)} (pid {pid})")
                 break
     return openers
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return "exited process"
 
 
 def exclusive_probe(path: str) -> str:

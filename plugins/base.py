@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import abc
 import enum
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 
 class Method(str, enum.Enum):
@@ -154,7 +155,8 @@ class Decision:
     the destroy step began, so the item may differ from its planned identity
     by that step alone) and ``recheck`` (``lethe verify`` repeats the rescan
     of a finished job). Verification then reports checks that only the
-    destroying process could run, such as a read-back, as not run.
+    destroying process could run, such as a read-back, as not run, unless
+    the plugin saved what the check needs in :attr:`JobContext.checkpoints`.
     """
 
     method: Method | None = None
@@ -241,6 +243,42 @@ class TargetInfo:
     residual: tuple[str, ...] = ()
 
 
+class CheckpointStore(Protocol):
+    """Per-item progress records that outlive the process, for resumable destroy steps.
+
+    A plugin whose destroy step is long (an overwrite of a whole device)
+    saves how far it got, and a resumed job loads it to continue or verify.
+    ``data`` must be JSON-serialisable. ``save`` commits before it returns,
+    and both methods may be called from any thread. The agent keeps the
+    records in the job journal and deletes them when the job finishes.
+    """
+
+    def load(self, key: str) -> Mapping[str, Any] | None:
+        """Return the item's last saved record, or None."""
+
+    def save(self, key: str, data: Mapping[str, Any] | None) -> None:
+        """Replace the item's record; None deletes it."""
+
+
+class MemoryCheckpoints:
+    """A :class:`CheckpointStore` in memory, for runs without a journal (plugin tests)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, key: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self._records.get(key)
+
+    def save(self, key: str, data: Mapping[str, Any] | None) -> None:
+        with self._lock:
+            if data is None:
+                self._records.pop(key, None)
+            else:
+                self._records[key] = data
+
+
 @dataclass
 class JobContext:
     """What the agent hands a plugin for one job.
@@ -248,8 +286,10 @@ class JobContext:
     ``settings`` are the job-wide method settings (``passes``, ``final_zero``,
     ``readback``: "full" or a fraction, ``scan_device``). ``progress`` takes a
     count of bytes done; ``should_stop`` turns true after SIGTERM, and a plugin
-    checks it between items and between passes, finishing or rolling back the
-    item in flight before it returns.
+    checks it between items and between passes. Before it returns, the
+    plugin finishes or rolls back the item in flight, or saves a checkpoint
+    in ``checkpoints`` and yields no result for the item, so that a resumed
+    job purges it again from the checkpoint.
     """
 
     job_id: str = ""
@@ -257,6 +297,7 @@ class JobContext:
     settings: Mapping[str, Any] = field(default_factory=dict)
     progress: Callable[[int], None] = lambda done: None
     should_stop: Callable[[], bool] = lambda: False
+    checkpoints: CheckpointStore = field(default_factory=MemoryCheckpoints)
 
 
 class Plugin(abc.ABC):

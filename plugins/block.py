@@ -7,6 +7,12 @@ methods from the device's capabilities (NVMe sanitize or format, ATA
 sanitize or security erase, LUKS key-slot erase, overwrite), and the purge
 walks down the chain until one step succeeds. The result's facts name the
 step that actually ran and every step that failed before it.
+
+An overwrite saves a checkpoint in the job's checkpoint store: the pattern
+of every pass, the pass in progress and the byte ranges of it already on
+stable storage. After a crash or a stop request, the next purge of the
+device continues from there, and verification of a device this process
+did not overwrite regenerates the last pass's pattern from it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,15 +32,22 @@ import structlog
 
 from plugins import _blockdev, _firmware
 from plugins._overwrite import (
+    CHECKPOINT_SECONDS,
     CHUNK,
+    BufferPool,
     DeviceGone,
     Keystream,
+    PassReport,
     Pattern,
+    Ranges,
     ReadbackReport,
     Stopped,
     ZeroPattern,
     aligned_buffer,
+    covered_bytes,
     iter_offsets,
+    pattern_from_spec,
+    pattern_spec,
     read_back,
     release,
     write_pass,
@@ -61,12 +74,15 @@ from plugins.scan import (
     is_distinctive,
 )
 
-OPTIONS = {"devices", "method", "fail_fast"}
+OPTIONS = {"devices", "method", "fail_fast", "checkpoint_seconds"}
 REQUESTED_METHODS = ("auto", "firmware", "luks-erase", "overwrite", "discard")
 #: Windows of device content sampled at planning time for the raw scan that
 #: verifies firmware erase and discard.
 FINGERPRINT_SAMPLES = 32
 FINGERPRINT_READ = 64 * 1024
+#: Version of the overwrite checkpoint layout; a checkpoint of another
+#: version is ignored and the overwrite starts again.
+CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -76,6 +92,9 @@ class _Outcome:
     step: _firmware.Step
     pattern: Pattern | None = None
     passes: list[dict[str, Any]] = field(default_factory=list)
+    #: True when the overwrite ran in another process and this outcome was
+    #: rebuilt from the job's checkpoint.
+    resumed: bool = False
 
 
 class BlockPlugin(Plugin):
@@ -116,11 +135,13 @@ class BlockPlugin(Plugin):
                 f"invalid method {self.requested!r} for {target.url}; "
                 f"expected one of {', '.join(REQUESTED_METHODS)}"
             )
+        self.checkpoint_seconds = _checkpoint_seconds(target)
         self._log = structlog.get_logger(__name__).bind(
             plugin=self.name, target=target.url
         )
         self._outcomes: dict[str, _Outcome] = {}
         self._progress_lock = threading.Lock()
+        self._buffers = BufferPool()
 
     # ------------------------------------------------------------ planning
 
@@ -285,13 +306,17 @@ class BlockPlugin(Plugin):
         ) as pool:
             futures = [pool.submit(self._purge_one, planned) for planned in permitted]
             for future in as_completed(futures):
-                yield future.result()
+                result = future.result()
+                # None: a stop request ended the overwrite after it saved a
+                # checkpoint, and the next purge continues from there.
+                if result is not None:
+                    yield result
 
     def _progress(self, done: int) -> None:
         with self._progress_lock:
             self.context.progress(done)
 
-    def _purge_one(self, planned: PlannedItem) -> PurgeResult:
+    def _purge_one(self, planned: PlannedItem) -> PurgeResult | None:
         key = planned.item.key
         log = self._log.bind(device=key)
         started = time.time()
@@ -308,6 +333,9 @@ class BlockPlugin(Plugin):
                     "in sysfs); nothing was written. Make it writable and plan again"
                 )
             return self._run_chain(planned, info, log, started)
+        except _Suspended as suspended:
+            log.info("device.suspended", detail=str(suspended))
+            return None
         except _Failure as failure:
             log.error("device.failed", error=str(failure))
             return PurgeResult(key, "failed", detail=str(failure), facts=failure.facts)
@@ -367,68 +395,38 @@ class BlockPlugin(Plugin):
     def _overwrite(
         self, info: _blockdev.DeviceInfo, planned: PlannedItem, facts: dict[str, Any]
     ) -> _Outcome:
-        params = planned.decision.params
-        patterns: list[Pattern] = [
-            Keystream() for _ in range(int(params.get("passes", 1)))
-        ]
-        if params.get("final_zero"):
-            patterns.append(ZeroPattern())
+        key = planned.item.key
+        checkpoint = self._start_checkpoint(info, planned)
+        patterns = [pattern_from_spec(spec) for spec in checkpoint["passes"]]
         outcome = _Outcome(_firmware.OVERWRITE)
+        outcome.passes.extend(checkpoint["reports"])
         facts["passes"] = outcome.passes
+        if checkpoint["pass"] or checkpoint["written"]:
+            facts["resumed_at"] = {
+                "pass": checkpoint["pass"] + 1,
+                "bytes_already_written": covered_bytes(checkpoint["written"]),
+            }
+            self._log.info("overwrite.resumed", device=key, **facts["resumed_at"])
 
         def present() -> bool:
             return _blockdev.present_size(info) == info.size
 
-        for number, pattern in enumerate(patterns, start=1):
+        for index in range(checkpoint["pass"], len(patterns)):
+            number = index + 1
             if self.context.should_stop():
-                raise _Failure(
-                    f"{info.path}: stopped before pass {number}; the device is partly overwritten",
-                    facts,
+                raise _Suspended(
+                    f"{info.path}: stopped before pass {number}; the checkpoint lets a resume continue"
                 )
             if not present():
                 raise _Failure(
                     f"{info.path} disappeared or shrank before pass {number}; the device is partly overwritten",
                     facts,
                 )
-            descriptor = _open_device(info.path, os.O_WRONLY)
-            pass_started = time.monotonic()
-            try:
-                report = write_pass(
-                    descriptor,
-                    info.size,
-                    pattern,
-                    info.logical_block_size,
-                    self._progress,
-                    self.context.should_stop,
-                    present,
-                )
-            except DeviceGone as error:
-                raise _Failure(
-                    f"{info.path} disappeared or shrank during pass {number} ({os.strerror(error.errno or 0)}); "
-                    "the device is partly overwritten and was not verified",
-                    facts,
-                ) from error
-            except Stopped as stop:
-                raise _Failure(
-                    f"{info.path}: stopped during pass {number} at offset {stop.args[0]}; "
-                    "the device is partly overwritten",
-                    facts,
-                ) from stop
-            finally:
-                os.close(descriptor)
-            outcome.passes.append(
-                {
-                    "pass": number,
-                    "pattern": report.pattern,
-                    "bytes": report.bytes_written,
-                    "failed_sectors": report.failed_sectors,
-                    "failed_offsets": list(
-                        iter_offsets(report.failed_offsets, report.failed_sectors)
-                    ),
-                    "flush_error": report.flush_error,
-                    "seconds": round(time.monotonic() - pass_started, 3),
-                }
+            report = self._write_one_pass(
+                key, info, patterns[index], number, checkpoint, present, facts
             )
+            outcome.passes.append(_pass_facts(number, report))
+            self._log.info("pass.finished", device=key, **outcome.passes[-1])
             if report.failed_sectors:
                 raise _Failure(
                     f"{info.path}: pass {number} could not write {report.failed_sectors} sector(s) of "
@@ -442,8 +440,92 @@ class BlockPlugin(Plugin):
                     f"{info.path}: fdatasync after pass {number} failed: {report.flush_error}",
                     facts,
                 )
+            checkpoint = {
+                **checkpoint,
+                "pass": number,
+                "written": [],
+                "reports": list(outcome.passes),
+            }
+            self.context.checkpoints.save(key, checkpoint)
         outcome.pattern = patterns[-1]
         return outcome
+
+    def _write_one_pass(
+        self,
+        key: str,
+        info: _blockdev.DeviceInfo,
+        pattern: Pattern,
+        number: int,
+        checkpoint: Mapping[str, Any],
+        present: Callable[[], bool],
+        facts: dict[str, Any],
+    ) -> PassReport:
+        """Run pass ``number``, continuing from the ranges the checkpoint lists."""
+
+        def save(ranges: Ranges) -> None:
+            self.context.checkpoints.save(
+                key, {**checkpoint, "pass": number - 1, "written": ranges}
+            )
+
+        descriptor = _open_device(info.path, os.O_WRONLY)
+        try:
+            return write_pass(
+                descriptor,
+                info.size,
+                pattern,
+                info.logical_block_size,
+                self._progress,
+                self.context.should_stop,
+                present,
+                written=checkpoint["written"],
+                save=save,
+                buffers=self._buffers,
+                checkpoint_seconds=self.checkpoint_seconds,
+            )
+        except DeviceGone as error:
+            raise _Failure(
+                f"{info.path} disappeared or shrank during pass {number} ({os.strerror(error.errno or 0)}); "
+                "the device is partly overwritten and was not verified",
+                facts,
+            ) from error
+        except Stopped as stop:
+            raise _Suspended(
+                f"{info.path}: stopped during pass {number} at offset {stop.args[0]}; "
+                "the checkpoint lets a resume continue the pass"
+            ) from stop
+        finally:
+            os.close(descriptor)
+
+    def _start_checkpoint(
+        self, info: _blockdev.DeviceInfo, planned: PlannedItem
+    ) -> dict[str, Any]:
+        """Load the device's unfinished overwrite, or save a new one with fresh patterns.
+
+        The checkpoint is saved before the first write, so every byte a
+        pass writes comes from a pattern that a resumed job can regenerate.
+        A finished overwrite is never continued: the engine purges an item
+        again only when verification could not confirm it.
+        """
+        params = planned.decision.params
+        names = ["random"] * int(params.get("passes", 1))
+        if params.get("final_zero"):
+            names.append("zero")
+        saved = self.context.checkpoints.load(planned.item.key)
+        if saved is not None and _resumable(saved, info, names):
+            return dict(saved)
+        patterns: list[Pattern] = [
+            Keystream() if name == "random" else ZeroPattern() for name in names
+        ]
+        checkpoint = {
+            "version": CHECKPOINT_VERSION,
+            "identity": info.identity(),
+            "passes": [pattern_spec(pattern) for pattern in patterns],
+            "pass": 0,
+            "written": [],
+            "reports": [],
+        }
+        self.context.checkpoints.save(planned.item.key, checkpoint)
+        return checkpoint
 
     # ------------------------------------------------------------ verify
 
@@ -463,18 +545,9 @@ class BlockPlugin(Plugin):
             info = self._current(planned.item)
         except PluginError as error:
             return Evidence(key, (Check("device-present", False, str(error)),))
-        outcome = self._outcomes.get(key)
-        if outcome is None:
-            return Evidence(
-                key,
-                (
-                    Check(
-                        "read-back",
-                        False,
-                        "no purge of this device ran in this process, so there is nothing to compare against; purge it again",
-                    ),
-                ),
-            )
+        outcome = self._outcomes.get(key) or self._saved_outcome(key, info)
+        if isinstance(outcome, str):
+            return Evidence(key, (Check("read-back", False, outcome),))
         checks = [Check("device-present", True, f"{key} has the planned identity")]
         try:
             if outcome.step.name == "overwrite":
@@ -503,6 +576,37 @@ class BlockPlugin(Plugin):
             )
         return evidence
 
+    def _saved_outcome(self, key: str, info: _blockdev.DeviceInfo) -> _Outcome | str:
+        """Rebuild the outcome of an overwrite another process ran, or return why it cannot.
+
+        The checkpoint of a finished overwrite contains the last pass's
+        pattern, so a resumed job can read the device back against it.
+        """
+        saved = self.context.checkpoints.load(key)
+        if saved is None:
+            return (
+                "no purge of this device ran in this process and the job has no "
+                "checkpoint of one, so there is nothing to compare against; purge it again"
+            )
+        try:
+            passes = saved["passes"]
+            finished = int(saved["pass"])
+            written = covered_bytes(saved["written"])
+            pattern = pattern_from_spec(passes[-1])
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            return f"the job's checkpoint of this device is unreadable ({error}); purge it again"
+        if saved.get("identity") != info.identity():
+            return "the job's checkpoint belongs to another device at this path; purge it again"
+        if finished < len(passes):
+            return (
+                f"the overwrite stopped in pass {finished + 1} of {len(passes)} with "
+                f"{written} of {info.size} bytes of that pass written; "
+                "resuming the job continues it from the checkpoint"
+            )
+        return _Outcome(
+            _firmware.OVERWRITE, pattern, list(saved.get("reports", [])), resumed=True
+        )
+
     def _check_readback(self, info: _blockdev.DeviceInfo, outcome: _Outcome) -> Check:
         assert outcome.pattern is not None
         fraction = self._readback_fraction()
@@ -517,14 +621,14 @@ class BlockPlugin(Plugin):
                 self._fail_fast(),
                 self._progress,
                 self.context.should_stop,
+                buffers=self._buffers,
             )
         finally:
             os.close(descriptor)
-        return Check(
-            "read-back",
-            report.passed and not report.stopped_early,
-            _readback_detail(report, info),
-        )
+        detail = _readback_detail(report, info)
+        if outcome.resumed:
+            detail += "; the pattern was regenerated from the job's checkpoint"
+        return Check("read-back", report.passed and not report.stopped_early, detail)
 
     def _check_luks(
         self, info: _blockdev.DeviceInfo, planned: PlannedItem
@@ -600,6 +704,11 @@ class BlockPlugin(Plugin):
 
     def close(self) -> None:
         self._outcomes.clear()
+        self._buffers.close()
+
+
+class _Suspended(Exception):
+    """A stop request ended an overwrite after its checkpoint was saved."""
 
 
 class _Failure(Exception):
@@ -608,6 +717,48 @@ class _Failure(Exception):
     def __init__(self, message: str, facts: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.facts = dict(facts or {})
+
+
+def _checkpoint_seconds(target: Target) -> float:
+    value = target.options.get("checkpoint_seconds", CHECKPOINT_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidTarget(
+            f"option 'checkpoint_seconds' of {target.url} must be a number of "
+            f"seconds, 0 or more, not {value!r}"
+        )
+    return float(value)
+
+
+def _pass_facts(number: int, report: PassReport) -> dict[str, Any]:
+    return {
+        "pass": number,
+        "pattern": report.pattern,
+        "bytes": report.bytes_written,
+        "bytes_already_written": report.bytes_resumed,
+        "failed_sectors": report.failed_sectors,
+        "failed_offsets": list(
+            iter_offsets(report.failed_offsets, report.failed_sectors)
+        ),
+        "flush_error": report.flush_error,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def _resumable(
+    saved: Mapping[str, Any], info: _blockdev.DeviceInfo, names: Sequence[str]
+) -> bool:
+    """Tell whether a saved overwrite belongs to this device and plan and is unfinished."""
+    try:
+        passes = saved["passes"]
+        return (
+            saved.get("version") == CHECKPOINT_VERSION
+            and saved.get("identity") == info.identity()
+            and [spec["pattern"] for spec in passes] == list(names)
+            and 0 <= int(saved["pass"]) < len(passes)
+            and all(end <= info.size for _, end in saved["written"])
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _steps_by_name(names: Sequence[str]) -> list[_firmware.Step]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from agent.journal import ItemRow, Journal
+from agent.journal import Checkpoints, ItemRow, Journal
 
 
 def make_journal(state_dir: Path, count: int = 3) -> Journal:
@@ -92,3 +93,34 @@ def test_journal_file_is_private(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite")
     journal.close()
     assert (tmp_path / "journal.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+def test_checkpoint_saved_from_thread_is_committed(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    table = Checkpoints(journal.path)
+    store = table.for_target("job-1", 0)
+    worker = threading.Thread(
+        target=store.save, args=("/dev/loop9", {"pass": 0, "written": [[0, 8]]})
+    )
+    worker.start()
+    worker.join()
+
+    reopened = Checkpoints(journal.path)
+    assert reopened.load("job-1", 0, "/dev/loop9") == {"pass": 0, "written": [[0, 8]]}
+    assert reopened.load("job-1", 1, "/dev/loop9") is None
+
+
+def test_checkpoints_cleared_per_job(state_dir: Path) -> None:
+    journal = make_journal(state_dir)
+    journal.create_job("job-2", dry_run=False, settings={}, config_digest=None)
+    table = Checkpoints(journal.path)
+    table.save("job-1", 0, "a", {"pass": 1})
+    table.save("job-2", 0, "a", {"pass": 2})
+    table.save("job-1", 0, "b", {"pass": 3})
+    table.save("job-1", 0, "b", None)
+    assert table.load("job-1", 0, "b") is None
+
+    table.clear("job-1")
+
+    assert table.load("job-1", 0, "a") is None
+    assert table.load("job-2", 0, "a") == {"pass": 2}
