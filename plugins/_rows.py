@@ -68,6 +68,8 @@ class Selection:
     delete_dependents: bool = False
     #: Seconds a statement waits for another session's lock; None: engine default.
     lock_timeout: float | None = None
+    #: Options only one engine reads (``purge_binary_logs``), as given.
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ class TableInfo:
     referenced_by: list[ForeignKey] = field(default_factory=list)
 
 
-def _flag(value: Any, name: str) -> bool:
+def flag_option(value: Any, name: str) -> bool:
+    """Return a true/false option given as a bool or a word such as \"no\"."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -111,20 +114,21 @@ def _flag(value: Any, name: str) -> bool:
     raise InvalidTarget(f"option {name!r} must be true or false, not {value!r}")
 
 
-def parse_selection(target: Target) -> Selection:
+def parse_selection(target: Target, engine_keys: Sequence[str] = ()) -> Selection:
     """Read table, WHERE clause and parameters from the URL query and options.
 
     Options from the config take precedence over the URL query. Repeated
     ``param`` query keys, or ``params`` as a JSON list or object, give the
-    bind parameters.
+    bind parameters. ``engine_keys`` names the options one engine adds.
     """
     query = urllib.parse.parse_qs(target.parts.query, keep_blank_values=True)
-    unknown = set(query) - set(SELECTION_KEYS) - {"param"}
-    unknown |= set(target.options) - set(SELECTION_KEYS)
+    known = set(SELECTION_KEYS) | set(engine_keys)
+    unknown = set(query) - known - {"param"}
+    unknown |= set(target.options) - known
     if unknown:
         raise InvalidTarget(
             f"unknown option(s) {', '.join(sorted(unknown))} for {target.url!r}; "
-            f"expected {', '.join(SELECTION_KEYS)}"
+            f"expected {', '.join([*SELECTION_KEYS, *engine_keys])}"
         )
     merged: dict[str, Any] = {key: values[-1] for key, values in query.items()}
     if "param" in query:
@@ -145,9 +149,10 @@ def parse_selection(target: Target) -> Selection:
         table=table,
         where=where,
         params=dict(params) if isinstance(params, Mapping) else tuple(params),
-        all_rows=_flag(merged.get("all_rows", False), "all_rows"),
-        delete_dependents=_flag(merged.get("delete_dependents", False), "delete_dependents"),
+        all_rows=flag_option(merged.get("all_rows", False), "all_rows"),
+        delete_dependents=flag_option(merged.get("delete_dependents", False), "delete_dependents"),
         lock_timeout=_seconds(merged.get("lock_timeout")),
+        engine_options={key: merged[key] for key in engine_keys if key in merged},
     )
 
 
@@ -286,10 +291,12 @@ class RowStorePlugin(Plugin, abc.ABC):
     placeholder = "?"
     #: Seconds a statement waits for another session's lock before failing.
     default_lock_timeout = 10.0
+    #: Target options this engine reads besides :data:`SELECTION_KEYS`.
+    engine_keys: tuple[str, ...] = ()
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
-        self.selection = parse_selection(target)
+        self.selection = parse_selection(target, self.engine_keys)
         self.lock_timeout = float(
             self.selection.lock_timeout
             or context.settings.get("lock_timeout")
