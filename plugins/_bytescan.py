@@ -49,35 +49,53 @@ def _hash(values: numpy.ndarray, shift: numpy.uint64) -> numpy.ndarray:
     return hashed.astype(numpy.intp)
 
 
+def _bit_table(hashed: numpy.ndarray, bits: int) -> numpy.ndarray:
+    """Return a packed table of ``2**bits`` bits with the ``hashed`` bits set."""
+    hashed = numpy.sort(hashed)
+    cells = hashed >> 3
+    masks = _BIT_MASKS[hashed & 7]
+    # Sorted, so the bits of one byte are neighbours: OR them per byte.
+    firsts = numpy.flatnonzero(numpy.r_[True, cells[1:] != cells[:-1]])
+    table = numpy.zeros(1 << (bits - 3), dtype=numpy.uint8)
+    table[cells[firsts]] = numpy.bitwise_or.reduceat(masks, firsts)
+    return table
+
+
 class _KeyIndex:
     """Sorted 8-byte keys, each naming a fingerprint and the key's offset in it."""
 
     def __init__(self, fingerprints: Sequence[bytes], spread: bool) -> None:
         self.fingerprints = fingerprints
         count = len(fingerprints)
+        # All fingerprints in one buffer, so keys, heads and tails are cut
+        # out with numpy indexing instead of one slice per fingerprint.
+        joined = numpy.frombuffer(b"".join(fingerprints), dtype=numpy.uint8)
+        lengths = numpy.fromiter(map(len, fingerprints), dtype=numpy.intp, count=count)
+        starts = numpy.cumsum(lengths) - lengths
+        steps = numpy.arange(_KEY)
         if spread:
             # The middle 15 bytes: values of one column often share a prefix
             # or a suffix ("user1", "@example.org"), rarely their middle.
-            bases = numpy.array([(len(fp) - _SPAN) // 2 for fp in fingerprints], numpy.intp)
-            spans = b"".join(fp[base : base + _SPAN] for fp, base in zip(fingerprints, bases.tolist()))
-            grid = numpy.frombuffer(spans, dtype=numpy.uint8).reshape(count, _SPAN)
+            bases = (lengths - _SPAN) // 2
+            grid = joined[(starts + bases)[:, None] + numpy.arange(_SPAN)]
             windows = numpy.lib.stride_tricks.sliding_window_view(grid, _KEY, axis=1)
             keys = numpy.ascontiguousarray(windows).view("<u8").ravel()
             owners = numpy.repeat(numpy.arange(count), _KEY)
-            offsets = (bases[:, None] + numpy.arange(_KEY)).ravel()
+            offsets = (bases[:, None] + steps).ravel()
         else:
-            keys = numpy.frombuffer(b"".join(fp[:_KEY] for fp in fingerprints), dtype="<u8")
+            keys = numpy.ascontiguousarray(joined[starts[:, None] + steps]).view("<u8").ravel()
             owners = numpy.arange(count)
             offsets = numpy.zeros(count, numpy.intp)
-        order = numpy.argsort(keys, kind="stable")
+        # Equal keys may come in any order, because matches() takes them all.
+        order = numpy.argsort(keys)
         self.keys = keys[order]
         self.owners = owners[order]
         self.offsets = offsets[order]
         # First and last 8 bytes of each key's fingerprint, so most windows
         # that equal a key by chance fail in numpy rather than in Python.
-        heads = numpy.frombuffer(b"".join(fp[:_KEY] for fp in fingerprints), dtype="<u8")
-        tails = numpy.frombuffer(b"".join(fp[-_KEY:] for fp in fingerprints), dtype="<u8")
-        lengths = numpy.fromiter(map(len, fingerprints), dtype=numpy.intp, count=count)
+        heads = numpy.ascontiguousarray(joined[starts[:, None] + steps]).view("<u8").ravel()
+        tails_at = (starts + lengths - _KEY)[:, None] + steps
+        tails = numpy.ascontiguousarray(joined[tails_at]).view("<u8").ravel()
         self.heads = heads[self.owners]
         self.tails = tails[self.owners]
         self.lengths = lengths[self.owners]
@@ -86,9 +104,7 @@ class _KeyIndex:
         bits = len(self.keys).bit_length() + _BITS_PER_KEY
         bits = min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, bits))
         self.shift = numpy.uint64(64 - bits)
-        hashed = _hash(self.keys, self.shift)
-        self.table = numpy.zeros(1 << (bits - 3), dtype=numpy.uint8)
-        numpy.bitwise_or.at(self.table, hashed >> 3, _BIT_MASKS[hashed & 7])
+        self.table = _bit_table(_hash(self.keys, self.shift), bits)
 
     def matches(
         self, windows: numpy.ndarray, data: numpy.ndarray, shift: int

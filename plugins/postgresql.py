@@ -437,8 +437,16 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         return f"unnest({casts}) WITH ORDINALITY AS p({names})", arrays
 
     def _key_match(self, table: _rows.TableInfo) -> str:
+        # The first key column also goes through = ANY(array), so the planner
+        # reads the rows by index (or by TID) instead of merging the whole
+        # index with the key list.
+        first = f"x.{self.quote(table.key[0])}"
+        kind = self._key_types[table.name][0]
         return " AND ".join(
-            f"x.{self.quote(column)} = p.k{number}" for number, column in enumerate(table.key)
+            [
+                f"{first} = ANY(%s::{kind}[])",
+                *(f"x.{self.quote(column)} = p.k{number}" for number, column in enumerate(table.key)),
+            ]
         )
 
     def _delete_matching(self, table: _rows.TableInfo, entries: Sequence[PlannedItem]) -> set[int]:
@@ -447,7 +455,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             f"DELETE FROM {self.quote_table(table.name)} AS x USING {source} "
             f"WHERE {self._key_match(table)} AND {self._digest_sql(table, 'x')} = p.d "
             "RETURNING p.n",
-            params,
+            [*params, params[0]],
         ).fetchall()
         return {row[0] - 1 for row in rows}
 
@@ -461,7 +469,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         rows = self.conn.execute(
             f"SELECT p.n FROM {source} JOIN {self.quote_table(table.name)} AS x "
             f"ON {self._key_match(table)}",
-            params,
+            [*params, params[0]],
         ).fetchall()
         found = {entries[row[0] - 1].item.key for row in rows}
         reasons = {
