@@ -54,7 +54,8 @@ def _bit_table(hashed: numpy.ndarray, bits: int) -> numpy.ndarray:
     hashed = numpy.sort(hashed)
     cells = hashed >> 3
     masks = _BIT_MASKS[hashed & 7]
-    # Sorted, so the bits of one byte are neighbours: OR them per byte.
+    # Sorted, the bits of one byte sit next to each other, so one OR-reduce
+    # per byte sets them.
     firsts = numpy.flatnonzero(numpy.r_[True, cells[1:] != cells[:-1]])
     table = numpy.zeros(1 << (bits - 3), dtype=numpy.uint8)
     table[cells[firsts]] = numpy.bitwise_or.reduceat(masks, firsts)
@@ -112,8 +113,8 @@ class _KeyIndex:
         """Return start offsets and fingerprint numbers of likely matches.
 
         ``windows`` are the 8-byte words of ``data`` from byte ``shift`` on.
-        A returned match equals its fingerprint in its key, first and last
-        8 bytes; the caller compares the rest.
+        A returned match equals its fingerprint in its key and in its first
+        and last 8 bytes. The caller compares the rest.
         """
         hashed = _hash(windows, self.shift)
         candidates = numpy.flatnonzero(self.table[hashed >> 3] & _BIT_MASKS[hashed & 7])
@@ -139,8 +140,8 @@ class _KeyIndex:
         spans = numpy.arange(_KEY)
         heads = data[starts[:, None] + spans].view("<u8").ravel()
         tails = data[(starts + lengths - _KEY)[:, None] + spans].view("<u8").ravel()
-        kept = (heads == self.heads[slots]) & (tails == self.tails[slots])
-        return starts[kept], self.owners[slots[kept]]
+        equal = (heads == self.heads[slots]) & (tails == self.tails[slots])
+        return starts[equal], self.owners[slots[equal]]
 
 
 class RowScanner:
