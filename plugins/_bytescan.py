@@ -49,56 +49,99 @@ def _hash(values: numpy.ndarray, shift: numpy.uint64) -> numpy.ndarray:
     return hashed.astype(numpy.intp)
 
 
+def _bit_table(hashed: numpy.ndarray, bits: int) -> numpy.ndarray:
+    """Return a packed table of ``2**bits`` bits with the ``hashed`` bits set."""
+    hashed = numpy.sort(hashed)
+    cells = hashed >> 3
+    masks = _BIT_MASKS[hashed & 7]
+    # Sorted, the bits of one byte sit next to each other, so one OR-reduce
+    # per byte sets them.
+    firsts = numpy.flatnonzero(numpy.r_[True, cells[1:] != cells[:-1]])
+    table = numpy.zeros(1 << (bits - 3), dtype=numpy.uint8)
+    table[cells[firsts]] = numpy.bitwise_or.reduceat(masks, firsts)
+    return table
+
+
 class _KeyIndex:
     """Sorted 8-byte keys, each naming a fingerprint and the key's offset in it."""
 
     def __init__(self, fingerprints: Sequence[bytes], spread: bool) -> None:
         self.fingerprints = fingerprints
         count = len(fingerprints)
+        # All fingerprints in one buffer, so keys, heads and tails are cut
+        # out with numpy indexing instead of one slice per fingerprint.
+        joined = numpy.frombuffer(b"".join(fingerprints), dtype=numpy.uint8)
+        lengths = numpy.fromiter(map(len, fingerprints), dtype=numpy.intp, count=count)
+        starts = numpy.cumsum(lengths) - lengths
+        steps = numpy.arange(_KEY)
         if spread:
             # The middle 15 bytes: values of one column often share a prefix
             # or a suffix ("user1", "@example.org"), rarely their middle.
-            bases = numpy.array([(len(fp) - _SPAN) // 2 for fp in fingerprints], numpy.intp)
-            spans = b"".join(fp[base : base + _SPAN] for fp, base in zip(fingerprints, bases.tolist()))
-            grid = numpy.frombuffer(spans, dtype=numpy.uint8).reshape(count, _SPAN)
+            bases = (lengths - _SPAN) // 2
+            grid = joined[(starts + bases)[:, None] + numpy.arange(_SPAN)]
             windows = numpy.lib.stride_tricks.sliding_window_view(grid, _KEY, axis=1)
             keys = numpy.ascontiguousarray(windows).view("<u8").ravel()
             owners = numpy.repeat(numpy.arange(count), _KEY)
-            offsets = (bases[:, None] + numpy.arange(_KEY)).ravel()
+            offsets = (bases[:, None] + steps).ravel()
         else:
-            keys = numpy.frombuffer(b"".join(fp[:_KEY] for fp in fingerprints), dtype="<u8")
+            keys = numpy.ascontiguousarray(joined[starts[:, None] + steps]).view("<u8").ravel()
             owners = numpy.arange(count)
             offsets = numpy.zeros(count, numpy.intp)
-        order = numpy.argsort(keys, kind="stable")
+        # Equal keys may come in any order, because matches() takes them all.
+        order = numpy.argsort(keys)
         self.keys = keys[order]
         self.owners = owners[order]
         self.offsets = offsets[order]
+        # First and last 8 bytes of each key's fingerprint, so most windows
+        # that equal a key by chance fail in numpy rather than in Python.
+        heads = numpy.ascontiguousarray(joined[starts[:, None] + steps]).view("<u8").ravel()
+        tails_at = (starts + lengths - _KEY)[:, None] + steps
+        tails = numpy.ascontiguousarray(joined[tails_at]).view("<u8").ravel()
+        self.heads = heads[self.owners]
+        self.tails = tails[self.owners]
+        self.lengths = lengths[self.owners]
         # A packed bit table sized to the key count: small enough to stay in
         # cache for a few thousand keys, sparse enough for millions.
         bits = len(self.keys).bit_length() + _BITS_PER_KEY
         bits = min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, bits))
         self.shift = numpy.uint64(64 - bits)
-        hashed = _hash(self.keys, self.shift)
-        self.table = numpy.zeros(1 << (bits - 3), dtype=numpy.uint8)
-        numpy.bitwise_or.at(self.table, hashed >> 3, _BIT_MASKS[hashed & 7])
+        self.table = _bit_table(_hash(self.keys, self.shift), bits)
 
-    def matches(self, windows: numpy.ndarray) -> Iterator[tuple[int, int, int]]:
-        """Yield (window number, fingerprint number, key offset) per equal key."""
+    def matches(
+        self, windows: numpy.ndarray, data: numpy.ndarray, shift: int
+    ) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Return start offsets and fingerprint numbers of likely matches.
+
+        ``windows`` are the 8-byte words of ``data`` from byte ``shift`` on.
+        A returned match equals its fingerprint in its key and in its first
+        and last 8 bytes. The caller compares the rest.
+        """
         hashed = _hash(windows, self.shift)
         candidates = numpy.flatnonzero(self.table[hashed >> 3] & _BIT_MASKS[hashed & 7])
+        empty = numpy.empty(0, numpy.intp)
         if not len(candidates):
-            return
+            return empty, empty
         values = windows[candidates]
-        slots = numpy.searchsorted(self.keys, values)
-        slots[slots == len(self.keys)] = 0
-        exact = self.keys[slots] == values
-        keys = self.keys
-        for window, slot in zip(candidates[exact].tolist(), slots[exact].tolist()):
-            # Equal keys sit next to each other from the first one found.
-            value = keys[slot]
-            while slot < len(keys) and keys[slot] == value:
-                yield window, int(self.owners[slot]), int(self.offsets[slot])
-                slot += 1
+        first = numpy.searchsorted(self.keys, values, side="left")
+        last = numpy.searchsorted(self.keys, values, side="right")
+        counts = last - first
+        if not counts.any():
+            return empty, empty
+        # Expand each window into one row per equal key.
+        rows = numpy.repeat(numpy.arange(len(candidates)), counts)
+        steps = numpy.arange(len(rows)) - numpy.repeat(numpy.cumsum(counts) - counts, counts)
+        slots = first[rows] + steps
+        starts = shift + candidates[rows] * _KEY - self.offsets[slots]
+        lengths = self.lengths[slots]
+        inside = (starts >= 0) & (starts + lengths <= len(data))
+        starts, slots, lengths = starts[inside], slots[inside], lengths[inside]
+        if not len(starts):
+            return empty, empty
+        spans = numpy.arange(_KEY)
+        heads = data[starts[:, None] + spans].view("<u8").ravel()
+        tails = data[(starts + lengths - _KEY)[:, None] + spans].view("<u8").ravel()
+        equal = (heads == self.heads[slots]) & (tails == self.tails[slots])
+        return starts[equal], self.owners[slots[equal]]
 
 
 class RowScanner:
@@ -164,6 +207,7 @@ class RowScanner:
     def _search(
         buffer: bytes, indexes: list[tuple[_KeyIndex, range]]
     ) -> Iterator[tuple[int, bytes]]:
+        data = numpy.frombuffer(buffer, dtype=numpy.uint8)
         for index, shifts in indexes:
             # A fingerprint with repeated 8-byte runs can match one window
             # through several keys; report each start once.
@@ -173,10 +217,10 @@ class RowScanner:
                 if count <= 0:
                     continue
                 windows = numpy.frombuffer(buffer, dtype="<u8", count=count, offset=shift)
-                for window, number, offset in index.matches(windows):
+                starts, numbers = index.matches(windows, data, shift)
+                for start, number in zip(starts.tolist(), numbers.tolist()):
                     fingerprint = index.fingerprints[number]
-                    start = shift + window * _KEY - offset
-                    if start < 0 or (start, number) in seen:
+                    if (start, number) in seen:
                         continue
                     if buffer[start : start + len(fingerprint)] == fingerprint:
                         seen.add((start, number))

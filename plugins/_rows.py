@@ -11,6 +11,7 @@ compaction steps of their engine.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import json
 import re
@@ -69,6 +70,8 @@ class Selection:
     delete_dependents: bool = False
     #: Seconds a statement waits for another session's lock; None: engine default.
     lock_timeout: float | None = None
+    #: Options only one engine reads (``purge_binary_logs``), as given.
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,13 @@ class TableInfo:
     key: list[str]
     indexes: list[str] = field(default_factory=list)
     referenced_by: list[ForeignKey] = field(default_factory=list)
+    #: The key is a storage position (SQLite's implicit rowid) that a
+    #: rewrite of the table can give to another row.
+    implicit_key: bool = False
 
 
-def _flag(value: Any, name: str) -> bool:
+def flag_option(value: Any, name: str) -> bool:
+    """Return a true/false option given as a bool or a word such as \"no\"."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -112,20 +119,21 @@ def _flag(value: Any, name: str) -> bool:
     raise InvalidTarget(f"option {name!r} must be true or false, not {value!r}")
 
 
-def parse_selection(target: Target) -> Selection:
+def parse_selection(target: Target, engine_keys: Sequence[str] = ()) -> Selection:
     """Read table, WHERE clause and parameters from the URL query and options.
 
     Options from the config take precedence over the URL query. Repeated
     ``param`` query keys, or ``params`` as a JSON list or object, give the
-    bind parameters.
+    bind parameters. ``engine_keys`` names the options one engine adds.
     """
     query = urllib.parse.parse_qs(target.parts.query, keep_blank_values=True)
-    unknown = set(query) - set(SELECTION_KEYS) - {"param"}
-    unknown |= set(target.options) - set(SELECTION_KEYS)
+    known = set(SELECTION_KEYS) | set(engine_keys)
+    unknown = set(query) - known - {"param"}
+    unknown |= set(target.options) - known
     if unknown:
         raise InvalidTarget(
             f"unknown option(s) {', '.join(sorted(unknown))} for {target.url!r}; "
-            f"expected {', '.join(SELECTION_KEYS)}"
+            f"expected {', '.join([*SELECTION_KEYS, *engine_keys])}"
         )
     merged: dict[str, Any] = {key: values[-1] for key, values in query.items()}
     if "param" in query:
@@ -146,9 +154,10 @@ def parse_selection(target: Target) -> Selection:
         table=table,
         where=where,
         params=dict(params) if isinstance(params, Mapping) else tuple(params),
-        all_rows=_flag(merged.get("all_rows", False), "all_rows"),
-        delete_dependents=_flag(merged.get("delete_dependents", False), "delete_dependents"),
+        all_rows=flag_option(merged.get("all_rows", False), "all_rows"),
+        delete_dependents=flag_option(merged.get("delete_dependents", False), "delete_dependents"),
         lock_timeout=_seconds(merged.get("lock_timeout")),
+        engine_options={key: merged[key] for key in engine_keys if key in merged},
     )
 
 
@@ -191,20 +200,25 @@ def _check_where(where: str) -> None:
         )
 
 
-# One encoder each, built once: json.dumps with options builds a new one per call.
-_DIGEST_JSON = json.JSONEncoder(default=str)
+# One encoder, built once: json.dumps with options builds a new one per call.
 _KEY_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
+_BUFFERS = (bytearray, memoryview)
 
 
 def row_digest(values: Sequence[Any]) -> str:
-    """Return a SHA-256 digest of a row's values, for change detection."""
-    plain = [
-        hashlib.sha256(bytes(value)).hexdigest()
-        if isinstance(value, (bytes, bytearray, memoryview))
-        else value
-        for value in values
-    ]
-    return hashlib.sha256(_DIGEST_JSON.encode(plain).encode("utf-8")).hexdigest()
+    """Return a SHA-256 digest of a row's values, for change detection.
+
+    The digest covers the ``repr`` of the values, which is deterministic for
+    the types the drivers return (text, numbers, bytes, dates, decimals,
+    JSON as dicts and lists). Buffers are turned into bytes first, because
+    the ``repr`` of a memoryview names its address.
+    """
+    row = tuple(values)
+    for value in row:
+        if isinstance(value, _BUFFERS):
+            row = tuple(bytes(item) if isinstance(item, _BUFFERS) else item for item in row)
+            break
+    return hashlib.sha256(repr(row).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def value_size(values: Iterable[Any]) -> int:
@@ -213,8 +227,10 @@ def value_size(values: Iterable[Any]) -> int:
     for value in values:
         if isinstance(value, str):
             total += len(value.encode("utf-8", "surrogateescape"))
-        elif isinstance(value, (bytes, bytearray, memoryview)):
-            total += len(bytes(value))
+        elif isinstance(value, (bytes, bytearray)):
+            total += len(value)
+        elif isinstance(value, memoryview):
+            total += value.nbytes
         elif value is not None:
             total += 8
     return total
@@ -233,27 +249,35 @@ def row_fingerprints(values: Iterable[Any], words: bool = False) -> list[bytes]:
     full-text index exists, because a short word also occurs inside longer
     surviving values ("user1729" in "user17290").
     """
-    found: dict[bytes, None] = {}
+    found: list[bytes] = []
     for value in values:
         if isinstance(value, str):
-            found.update(dict.fromkeys(_text_fingerprints(value, words)))
+            _text_fingerprints(value, words, found)
         elif isinstance(value, (bytes, bytearray, memoryview)):
-            found.update(dict.fromkeys(scan.content_fingerprints(bytes(value))))
-    return list(found)
+            found.extend(scan.content_fingerprints(bytes(value)))
+    if len(found) > 1:
+        return list(dict.fromkeys(found))
+    return found
 
 
-def _text_fingerprints(text: str, words: bool) -> list[bytes]:
+def _text_fingerprints(text: str, words: bool, found: list[bytes]) -> None:
+    """Append the fingerprints of one text value to ``found``."""
     raw = text.encode("utf-8", "surrogateescape")
     lowered = text.casefold()
     folded = raw if lowered == text else lowered.encode("utf-8", "surrogateescape")
     if len(raw) > MAX_WHOLE_VALUE:
-        candidates = scan.content_fingerprints(raw) + scan.content_fingerprints(folded)
+        found.extend(scan.content_fingerprints(raw))
+        if folded is not raw:
+            found.extend(scan.content_fingerprints(folded))
     else:
-        candidates = scan.token_fingerprints(raw, folded)
+        # The common case, inlined: a short value is its own fingerprint.
+        if len(raw) >= scan.MIN_TOKEN:
+            found.append(raw)
+        if folded is not raw and len(folded) >= scan.MIN_TOKEN:
+            found.append(folded)
     if words:
-        found = [word for word in _WORD.findall(lowered) if word != lowered]
-        candidates += scan.token_fingerprints(*found)[:MAX_WORDS_PER_VALUE]
-    return candidates
+        tokens = [word for word in _WORD.findall(lowered) if word != lowered]
+        found.extend(scan.token_fingerprints(*tokens)[:MAX_WORDS_PER_VALUE])
 
 
 def item_key(table: str, key: Sequence[Any]) -> str:
@@ -287,10 +311,12 @@ class RowStorePlugin(Plugin, abc.ABC):
     placeholder = "?"
     #: Seconds a statement waits for another session's lock before failing.
     default_lock_timeout = 10.0
+    #: Target options this engine reads besides :data:`SELECTION_KEYS`.
+    engine_keys: tuple[str, ...] = ()
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
-        self.selection = parse_selection(target)
+        self.selection = parse_selection(target, self.engine_keys)
         self.lock_timeout = float(
             self.selection.lock_timeout
             or context.settings.get("lock_timeout")
@@ -309,6 +335,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         # Fingerprints of planned rows, kept so one scan serves every batch.
         self._job_fingerprints: dict[str, tuple[bytes, ...]] = {}
         self._all_fingerprints: set[bytes] = set()
+        self._attributes: dict[str, dict[str, Any]] = {}
+        self._residual_by_table: dict[str, tuple[str, ...]] = {}
 
     # -- engine hooks -------------------------------------------------------
 
@@ -363,6 +391,16 @@ class RowStorePlugin(Plugin, abc.ABC):
     def data_files(self) -> tuple[list[str], str | None]:
         """Return the files to byte-scan, or a note saying why there are none."""
 
+    def select_list(self, table: TableInfo) -> str:
+        """Return the SELECT list that :meth:`split_row` takes apart."""
+        return ", ".join(self.quote(name) for name in table.key + table.columns)
+
+    def split_row(self, table: TableInfo, row: Sequence[Any]) -> tuple[tuple, str, Sequence[Any]]:
+        """Split a row read with :meth:`select_list` into key, digest and values."""
+        width = len(table.key)
+        values = row[width:]
+        return tuple(row[:width]), row_digest(values), values
+
     def key_in(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
         """Return a condition that ``column`` is one of ``values``, and its parameters."""
         marks = ", ".join([self.placeholder] * len(values))
@@ -409,8 +447,7 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def discover(self) -> Iterator[Item]:
         table = self.table(self.selection.table)
-        columns = ", ".join(self.quote(name) for name in table.key + table.columns)
-        sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
+        sql = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)}"
         if self.selection.where:
             sql += f" WHERE {self.selection.where}"
         seen: set[str] = set()
@@ -432,9 +469,10 @@ class RowStorePlugin(Plugin, abc.ABC):
             return Decision(refusal=pending.refusal)
         table = item.attributes["table"]
         self._job_fingerprints[item.key] = pending.fingerprints
-        residual = (
-            f"copies in the engine's logs and backups are not rewritten ({table})",
-        )
+        residual = self._residual_by_table.get(table)
+        if residual is None:
+            residual = (f"copies in the engine's logs and backups are not rewritten ({table})",)
+            self._residual_by_table[table] = residual
         return Decision(
             method=Method.DELETE_AND_COMPACT,
             fingerprints=pending.fingerprints,
@@ -554,8 +592,7 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _items_for(
         self, table: TableInfo, row: tuple, seen: set[str], via: ForeignKey | None
     ) -> Iterator[Item]:
-        key = tuple(row[: len(table.key)])
-        values = row[len(table.key) :]
+        key, digest, values = self.split_row(table, row)
         name = item_key(table.name, key)
         if name in seen:
             return
@@ -582,14 +619,23 @@ class RowStorePlugin(Plugin, abc.ABC):
             )
         fingerprints = row_fingerprints(values, self.full_text_indexed(table.name))
         self._pending[name] = _Pending(tuple(fingerprints), refusal)
-        attributes: dict[str, Any] = {"table": table.name, "columns": table.columns}
-        if via is not None:
-            attributes["reached_by"] = f"{via.child} -> {via.parent} ON DELETE {via.on_delete}"
+        if via is None:
+            # Rows selected directly share one attributes mapping per table.
+            attributes = self._attributes.get(table.name)
+            if attributes is None:
+                attributes = {"table": table.name, "columns": table.columns}
+                self._attributes[table.name] = attributes
+        else:
+            attributes = {
+                "table": table.name,
+                "columns": table.columns,
+                "reached_by": f"{via.child} -> {via.parent} ON DELETE {via.on_delete}",
+            }
         yield Item(
             key=name,
             kind="row",
             size=value_size(values),
-            identity={"table": table.name, "key": list(key), "digest": row_digest(values)},
+            identity={"table": table.name, "key": list(key), "digest": digest},
             attributes=attributes,
             label=name,
         )
@@ -597,11 +643,10 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _referencing_rows(
         self, child: TableInfo, fk: ForeignKey, parent_values: Sequence[Any]
     ) -> list[tuple]:
-        columns = ", ".join(self.quote(name) for name in child.key + child.columns)
         condition = " AND ".join(
             f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
         )
-        sql = f"SELECT {columns} FROM {self.quote_table(child.name)} WHERE {condition}"
+        sql = f"SELECT {self.select_list(child)} FROM {self.quote_table(child.name)} WHERE {condition}"
         return self._guarded(
             f"read rows of {child.name} that reference {fk.parent}",
             lambda: self.query(sql, list(parent_values)),
@@ -639,13 +684,12 @@ class RowStorePlugin(Plugin, abc.ABC):
         rows = self._rows_by_key(table, [item.identity["key"]])
         if not rows:
             return _Pending((), None)
-        values = rows[0][len(table.key) :]
+        _, _, values = self.split_row(table, rows[0])
         words = self.full_text_indexed(table.name)
         return _Pending(tuple(row_fingerprints(values, words)), None)
 
     def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
-        columns = ", ".join(self.quote(name) for name in table.key + table.columns)
-        base = f"SELECT {columns} FROM {self.quote_table(table.name)} WHERE "
+        base = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)} WHERE "
         if len(table.key) == 1:
             if not keys:
                 return []
@@ -659,13 +703,40 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     # -- purge --------------------------------------------------------------
 
+    def purge_transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """Return a context that keeps other writers out while a batch is deleted."""
+        return contextlib.nullcontext()
+
     def _purge_table(self, table: TableInfo, entries: list[PlannedItem]) -> Iterator[PurgeResult]:
+        try:
+            # Results leave only after the commit, so none reports a row
+            # deleted that a rollback would bring back.
+            with self.purge_transaction():
+                results = list(self._purge_checked(table, entries))
+        except Exception as error:  # noqa: BLE001 - translated below
+            failure = self.translate(error, f"delete rows of {table.name}")
+            if isinstance(failure, (TargetUnreachable, AccessDenied)):
+                raise failure from None
+            self.log.error("delete failed", table=table.name, rows=len(entries), error=str(failure))
+            results = [
+                PurgeResult(
+                    entry.item.key,
+                    "failed",
+                    f"{failure} The transaction was rolled back, so row "
+                    f"{entry.item.key} is still present; run the purge again.",
+                )
+                for entry in entries
+            ]
+        yield from results
+
+    def _purge_checked(self, table: TableInfo, entries: list[PlannedItem]) -> Iterator[PurgeResult]:
         keys = [tuple(entry.item.identity["key"]) for entry in entries]
         try:
-            current = {
-                item_key(table.name, row[: len(table.key)]): row_digest(row[len(table.key) :])
-                for row in self._rows_by_key(table, keys)
-            }
+            current = {}
+            for row in self._rows_by_key(table, keys):
+                key, digest, _ = self.split_row(table, row)
+                current[item_key(table.name, key)] = digest
+            moved = self._moved_rows(table, [e for e in entries if e.item.key not in current])
         except Exception as error:  # noqa: BLE001 - translated below
             raise self.translate(error, f"re-read rows of {table.name}") from None
         to_delete: list[PlannedItem] = []
@@ -677,6 +748,13 @@ class RowStorePlugin(Plugin, abc.ABC):
                     "failed",
                     f"row {entry.item.key} changed since planning; it was not deleted, "
                     "plan again to include its new values",
+                )
+            elif entry.item.key in moved:
+                yield PurgeResult(
+                    entry.item.key,
+                    "failed",
+                    f"row {entry.item.key} has another rowid since planning (the table "
+                    "was rewritten); it was not deleted, plan again",
                 )
             else:
                 to_delete.append(entry)
@@ -717,6 +795,22 @@ class RowStorePlugin(Plugin, abc.ABC):
                 method=Method.DELETE_AND_COMPACT,
             )
 
+    def _moved_rows(self, table: TableInfo, missing: list[PlannedItem]) -> set[str]:
+        """Return the keys of missing rows whose values sit under another key.
+
+        Only an implicit key can move, and only a row whose digest is found
+        nowhere in the table counts as already gone.
+        """
+        if not table.implicit_key or not missing:
+            return set()
+        wanted = {entry.item.identity["digest"]: entry.item.key for entry in missing}
+        found: set[str] = set()
+        for row in self.stream(f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)}"):
+            _, digest, _ = self.split_row(table, row)
+            if digest in wanted:
+                found.add(wanted[digest])
+        return found
+
     def step(self, name: str, call: Any, detail: str) -> PurgeResult:
         """Run one compaction step and return its result; driver errors fail it."""
         try:
@@ -747,10 +841,10 @@ class RowStorePlugin(Plugin, abc.ABC):
             keys = [tuple(entry.item.identity["key"]) for entry in entries]
             # A row counts as present only with its old content, because
             # VACUUM renumbers the implicit rowids of SQLite tables.
-            present = {
-                (item_key(name, row[: len(table.key)]), row_digest(row[len(table.key) :]))
-                for row in self._rows_by_key(table, keys)
-            }
+            present = set()
+            for row in self._rows_by_key(table, keys):
+                key, digest, _ = self.split_row(table, row)
+                present.add((item_key(name, key), digest))
             gone.update(
                 entry.item.key
                 for entry in entries

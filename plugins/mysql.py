@@ -36,6 +36,8 @@ from plugins.errors import (
 DEFAULT_LOCK_TIMEOUT = 10
 #: Seconds to wait for InnoDB's purge of delete-marked records.
 PURGE_WAIT = 60.0
+#: Seconds to retry PURGE BINARY LOGS while the server still needs old files.
+BINLOG_PURGE_WAIT = 30.0
 
 _LOST_CONNECTION = {2003, 2006, 2013, 2055, 0}
 _LOCK_ERRORS = {1205, 1213}
@@ -63,6 +65,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
     schemes = ("mysql", "mariadb")
     placeholder = "%s"
     default_lock_timeout = DEFAULT_LOCK_TIMEOUT
+    engine_keys = ("purge_binary_logs",)
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
@@ -81,6 +84,13 @@ class MySQLPlugin(_rows.RowStorePlugin):
         # InnoDB counts its lock wait timeout in whole seconds.
         self.lock_timeout = max(1, round(self.lock_timeout))
         self.purge_wait = float(context.settings.get("purge_wait", PURGE_WAIT))
+        # Removing binary logs breaks point-in-time recovery and replicas that
+        # have not read them yet, so it runs only on request.
+        self.purge_binary_logs = _rows.flag_option(
+            self.selection.engine_options.get("purge_binary_logs", False),
+            "purge_binary_logs",
+        )
+        self._binlogs_purged = False
         self.connection: Any = None
         self.reader: Any = None
         self.facts: dict[str, Any] = {}
@@ -113,7 +123,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
         variables = self.query(
             "SELECT @@version, @@datadir, @@log_bin, @@innodb_file_per_table, "
             "@@general_log, @@read_only, @@innodb_undo_tablespaces, "
-            "@@lower_case_table_names"
+            "@@lower_case_table_names, @@log_bin_basename, @@binlog_format"
         )[0]
         keys = (
             "version",
@@ -124,6 +134,8 @@ class MySQLPlugin(_rows.RowStorePlugin):
             "read_only",
             "undo_tablespaces",
             "lower_case_table_names",
+            "log_bin_basename",
+            "binlog_format",
         )
         self.facts = dict(zip(keys, variables))
 
@@ -362,6 +374,43 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 lambda quoted=quoted: self._flush(quoted),
                 f"wrote the pages of {name} to its file",
             )
+        if self.facts.get("log_bin") and self.purge_binary_logs:
+            yield self.step(
+                "purge-binary-logs",
+                self._purge_binary_logs,
+                "rotated the binary log and removed every earlier binary log file",
+            )
+
+    def _purge_binary_logs(self) -> dict[str, Any]:
+        """Rotate the binary log, then remove every file before the new one.
+
+        The deleted rows (row images in ROW format, statements otherwise)
+        and the statements that once inserted them are in the old files.
+        The server keeps files a replica is still reading, so the step fails
+        when an old file survives the retries.
+        """
+        before = [row[0] for row in self.query("SHOW BINARY LOGS")]
+        self.query("FLUSH BINARY LOGS")
+        current = self.query("SHOW MASTER STATUS")[0][0]
+        # File names come from the server, so the literal carries no row data.
+        escaped = current.replace("\\", "\\\\").replace("'", "\\'")
+        deadline = time.monotonic() + BINLOG_PURGE_WAIT
+        while True:
+            self.query(f"PURGE BINARY LOGS TO '{escaped}'")
+            left = [row[0] for row in self.query("SHOW BINARY LOGS") if row[0] != current]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise PurgeFailed(
+                    f"PURGE BINARY LOGS kept {', '.join(left)} for {BINLOG_PURGE_WAIT:g} s; "
+                    "a replica may still be reading them, and the deleted rows stay in "
+                    "them; run the purge again once the replica has read them"
+                )
+            # MariaDB keeps a file until its binlog checkpoint is written,
+            # which happens in the background after the rotation.
+            time.sleep(0.2)
+        self._binlogs_purged = True
+        return {"removed": [name for name in before if name != current], "current": current}
 
     def _history_length(self) -> int:
         rows = self.query(
@@ -436,11 +485,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
             "backups and dumps taken before the purge",
         ]
         if facts["log_bin"]:
-            logs = self.query("SHOW BINARY LOGS")
-            residual.append(
-                f"the binary log is on ({len(logs)} files): it keeps the rows or the "
-                "statements that wrote them until PURGE BINARY LOGS or expiry removes them"
-            )
+            residual.extend(self._binlog_residual())
         else:
             residual.append("the binary log is off, so no binlog copies were written")
         if not facts["file_per_table"]:
@@ -457,6 +502,44 @@ class MySQLPlugin(_rows.RowStorePlugin):
             "as a follow-up step"
         )
         return residual
+
+    def _binlog_residual(self) -> list[str]:
+        logs = self.query("SHOW BINARY LOGS")
+        state = (
+            f"the binary log is on ({len(logs)} files, binlog_format="
+            f"{self.facts['binlog_format']}): it contains the statements or row images "
+            "that inserted the rows, and the delete writes the rows into it again"
+        )
+        if not self.purge_binary_logs:
+            return [
+                f"{state}; they stay until PURGE BINARY LOGS or expiry removes the "
+                "files. Set purge_binary_logs: true to remove them after the purge"
+            ]
+        found = [
+            f"{state}; after the purge the log is rotated and every earlier file "
+            "removed with PURGE BINARY LOGS, which ends point-in-time recovery to "
+            "moments before the purge"
+        ]
+        if not self._may_purge_binary_logs():
+            found.append(
+                "PURGE BINARY LOGS cannot run: it needs the BINLOG ADMIN or SUPER "
+                "privilege, so the binary log keeps the rows"
+            )
+        found.append(
+            "replicas and binary log backups that copied the files before the purge "
+            "keep the rows"
+        )
+        return found
+
+    def _may_purge_binary_logs(self) -> bool:
+        # These privileges are global, so only grants ON *.* carry them.
+        for (grant,) in self.query("SHOW GRANTS"):
+            text = grant.upper()
+            if " ON *.* " not in text:
+                continue
+            if any(name in text for name in ("ALL PRIVILEGES", "SUPER", "BINLOG ADMIN")):
+                return True
+        return False
 
     def _replica_residual(self) -> list[str]:
         found = []
@@ -483,4 +566,9 @@ class MySQLPlugin(_rows.RowStorePlugin):
         # names (@0040 and the like); such tables are not found here.
         names = dict.fromkeys([self.table(self.selection.table).name, *self._touched])
         files = [os.path.join(directory, self.database, f"{name}.ibd") for name in names]
+        if self._binlogs_purged:
+            # Only a purged binary log is expected to be free of the rows.
+            folder = os.path.dirname(self.facts.get("log_bin_basename") or "") or directory
+            logs = [row[0] for row in self.query("SHOW BINARY LOGS")]
+            files.extend(os.path.join(folder, name) for name in logs)
         return [path for path in files if os.path.exists(path)], None

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from plugins import _rows
-from plugins.base import JobContext, PurgeResult, Target, TargetInfo
+from plugins.base import JobContext, Method, PlannedItem, PurgeResult, Target, TargetInfo
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
@@ -40,6 +40,15 @@ VACUUM_ATTEMPTS = 5
 #: Seconds between those runs.
 VACUUM_RETRY_DELAY = 2.0
 _KEPT_DEAD = re.compile(r"(\d+) dead row versions cannot be removed yet")
+
+#: Session settings that fix the text form of values, which row digests hash.
+_TEXT_SETTINGS = {
+    "DateStyle": "'ISO, YMD'",
+    "IntervalStyle": "'postgres'",
+    "TimeZone": "'UTC'",
+    "extra_float_digits": "1",
+    "bytea_output": "'hex'",
+}
 
 _DELETE_ACTIONS = {
     "a": "no action",
@@ -86,6 +95,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         self._oids: dict[str, int] = {}
         self.privileges: dict[str, bool] = {}
         self._full_text: dict[str, bool] = {}
+        self._key_types: dict[str, list[str]] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -99,6 +109,10 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         timeout_ms = int(self.lock_timeout * 1000)
         for conn in (self.connection, self.reader):
             conn.execute(f"SET lock_timeout = {timeout_ms}")
+            # Row digests are taken from the rows' text form, which these
+            # settings shape; fixing them keeps a digest stable across runs.
+            for setting, value in _TEXT_SETTINGS.items():
+                conn.execute(f"SET {setting} = {value}")
             if self.privileges["superuser"]:
                 # Keep this session's statements, and with them any bind
                 # parameter, out of the server log.
@@ -214,12 +228,10 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 (oid,),
             )
         ]
-        key = self._primary_key(oid)
+        key, key_types = self._primary_key(oid)
         if not key:
-            raise NotSupported(
-                f"table {qualified} has no primary key, so its rows cannot be "
-                "addressed one by one; add a primary key and plan again"
-            )
+            key, key_types = self._row_identity(qualified, oid)
+        self._key_types[qualified] = key_types
         indexes = [
             record[0]
             for record in self.conn.execute(
@@ -230,17 +242,33 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         self._tables[qualified] = table
         return table
 
-    def _primary_key(self, oid: int) -> list[str]:
-        return [
-            record[0]
-            for record in self.conn.execute(
-                "SELECT a.attname FROM pg_index i "
-                "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) "
-                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-                "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.position",
-                (oid,),
+    def _row_identity(self, qualified: str, oid: int) -> tuple[list[str], list[str]]:
+        """Return ctid as the key of a table without a primary key.
+
+        A ctid names a row version's place in the heap, and UPDATE, VACUUM
+        FULL and CLUSTER move it. The purge therefore deletes such rows under
+        a lock that blocks those statements, and matches each ctid with the
+        row's digest. A partitioned table repeats ctids across partitions,
+        so it is rejected.
+        """
+        kind = self.conn.execute("SELECT relkind FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+        if kind[0] == "p":
+            raise NotSupported(
+                f"partitioned table {qualified} has no primary key, and ctid does not "
+                "identify a row across partitions; add a primary key or target each "
+                "partition, then plan again"
             )
-        ]
+        return ["ctid"], ["tid"]
+
+    def _primary_key(self, oid: int) -> tuple[list[str], list[str]]:
+        rows = self.conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.position",
+            (oid,),
+        ).fetchall()
+        return [row[0] for row in rows], [row[1] for row in rows]
 
     def _foreign_keys_to(self, oid: int) -> list[_rows.ForeignKey]:
         found = []
@@ -307,10 +335,6 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
         return self.conn.execute(sql, params or None).fetchall()
 
-    def key_in(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
-        # One array parameter instead of thousands of placeholders to parse.
-        return f"{self.quote(column)} = ANY(%s)", [values]
-
     def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
         # A named cursor is a server-side cursor: rows arrive FETCH_SIZE at a
         # time inside the reader connection's transaction.
@@ -323,7 +347,157 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             cursor.close()
             self.reader.rollback()
 
+    # -- rows ---------------------------------------------------------------
+
+    def _digest_sql(self, table: _rows.TableInfo, alias: str = "") -> str:
+        """Return SQL computing a row's SHA-256 digest from its text form."""
+        prefix = f"{alias}." if alias else ""
+        values = ", ".join(prefix + self.quote(name) for name in table.columns)
+        return f"encode(sha256(convert_to(ROW({values})::text, 'UTF8')), 'hex')"
+
+    def select_list(self, table: _rows.TableInfo) -> str:
+        # The server computes the digest, so no row is hashed in Python and
+        # the purge can compare digests without reading the rows back.
+        keys = ", ".join(self.quote(name) for name in table.key)
+        values = ", ".join(self.quote(name) for name in table.columns)
+        return f"{keys}, {self._digest_sql(table)}, {values}"
+
+    def split_row(
+        self, table: _rows.TableInfo, row: Sequence[Any]
+    ) -> tuple[tuple, str, Sequence[Any]]:
+        width = len(table.key)
+        return tuple(row[:width]), row[width], row[width + 1 :]
+
+    def key_in(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        # One array parameter instead of thousands of placeholders to parse.
+        if column == "ctid":
+            return f"{self.quote(column)} = ANY(%s::tid[])", [values]
+        return f"{self.quote(column)} = ANY(%s)", [values]
+
     # -- purge --------------------------------------------------------------
+
+    def _purge_table(
+        self, table: _rows.TableInfo, entries: list[PlannedItem]
+    ) -> Iterator[PurgeResult]:
+        """Delete the rows whose key and digest still match, in one statement.
+
+        Rows that did not match are looked up again in the same transaction:
+        a row still at its key changed since planning and fails. A row whose
+        ctid is empty may have moved, so its digest is searched in the whole
+        table, and only a digest found nowhere counts as already gone.
+        """
+        try:
+            with self.conn.transaction():
+                if table.key == ["ctid"]:
+                    self.conn.execute(
+                        f"LOCK TABLE {self.quote_table(table.name)} IN SHARE ROW EXCLUSIVE MODE"
+                    )
+                deleted = self._delete_matching(table, entries)
+                rest = [entry for number, entry in enumerate(entries) if number not in deleted]
+                changed = self._still_present(table, rest)
+        except Exception as error:  # noqa: BLE001 - translated below
+            failure = self.translate(error, f"delete {len(entries)} row(s) of {table.name}")
+            if isinstance(failure, (TargetUnreachable, AccessDenied)):
+                raise failure from None
+            self.log.error("delete failed", table=table.name, rows=len(entries), error=str(failure))
+            for entry in entries:
+                yield PurgeResult(
+                    entry.item.key,
+                    "failed",
+                    f"{failure} The transaction was rolled back, so row "
+                    f"{entry.item.key} is still present; run the purge again.",
+                )
+            return
+        if deleted and table.name not in self._touched:
+            self._touched.append(table.name)
+        self.log.info("rows deleted", table=table.name, rows=len(deleted))
+        for number, entry in enumerate(entries):
+            if entry.item.key in changed:
+                yield PurgeResult(entry.item.key, "failed", changed[entry.item.key])
+                continue
+            self.context.progress(entry.item.size)
+            yield PurgeResult(
+                entry.item.key,
+                "purged",
+                "deleted" if number in deleted else "already gone when the purge ran",
+                bytes=entry.item.size,
+                method=Method.DELETE_AND_COMPACT,
+            )
+
+    def _key_arrays(
+        self, table: _rows.TableInfo, entries: Sequence[PlannedItem]
+    ) -> tuple[str, list[Any]]:
+        """Return an unnest() of the entries' keys and digests, numbered from 1 as p.n."""
+        types = self._key_types[table.name]
+        keys = [entry.item.identity["key"] for entry in entries]
+        arrays = [[key[column] for key in keys] for column in range(len(types))]
+        arrays.append([entry.item.identity["digest"] for entry in entries])
+        casts = ", ".join(f"%s::{kind}[]" for kind in [*types, "text"])
+        names = ", ".join([*(f"k{column}" for column in range(len(types))), "d", "n"])
+        return f"unnest({casts}) WITH ORDINALITY AS p({names})", arrays
+
+    def _key_match(self, table: _rows.TableInfo) -> str:
+        # The first key column also goes through = ANY(array), so the planner
+        # reads the rows by index (or by TID) instead of merging the whole
+        # index with the key list.
+        first = f"x.{self.quote(table.key[0])}"
+        kind = self._key_types[table.name][0]
+        return " AND ".join(
+            [
+                f"{first} = ANY(%s::{kind}[])",
+                *(f"x.{self.quote(column)} = p.k{number}" for number, column in enumerate(table.key)),
+            ]
+        )
+
+    def _delete_matching(self, table: _rows.TableInfo, entries: Sequence[PlannedItem]) -> set[int]:
+        source, params = self._key_arrays(table, entries)
+        rows = self.conn.execute(
+            f"DELETE FROM {self.quote_table(table.name)} AS x USING {source} "
+            f"WHERE {self._key_match(table)} AND {self._digest_sql(table, 'x')} = p.d "
+            "RETURNING p.n",
+            [*params, params[0]],
+        ).fetchall()
+        return {row[0] - 1 for row in rows}
+
+    def _still_present(
+        self, table: _rows.TableInfo, entries: Sequence[PlannedItem]
+    ) -> dict[str, str]:
+        """Map each entry that still has a row to the reason it was kept."""
+        if not entries:
+            return {}
+        source, params = self._key_arrays(table, entries)
+        rows = self.conn.execute(
+            f"SELECT p.n FROM {source} JOIN {self.quote_table(table.name)} AS x "
+            f"ON {self._key_match(table)}",
+            [*params, params[0]],
+        ).fetchall()
+        found = {entries[row[0] - 1].item.key for row in rows}
+        reasons = {
+            key: f"row {key} changed since planning; it was not deleted, plan again "
+            "to include its new values"
+            for key in found
+        }
+        if table.key != ["ctid"]:
+            return reasons
+        empty = [entry for entry in entries if entry.item.key not in found]
+        digests = [entry.item.identity["digest"] for entry in empty]
+        moved = {
+            row[0]
+            for row in self.conn.execute(
+                f"SELECT DISTINCT {self._digest_sql(table, 'x')} FROM "
+                f"{self.quote_table(table.name)} AS x "
+                f"WHERE {self._digest_sql(table, 'x')} = ANY(%s)",
+                (digests,),
+            )
+        } if digests else set()
+        for entry in empty:
+            if entry.item.identity["digest"] in moved:
+                reasons[entry.item.key] = (
+                    f"row {entry.item.key} moved to another ctid since planning (an "
+                    "UPDATE or a table rewrite); it was not deleted, plan again"
+                )
+        return reasons
+
 
     def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
         name = self.quote_table(table.name)

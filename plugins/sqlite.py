@@ -9,6 +9,7 @@ write-ahead log with ``wal_checkpoint(TRUNCATE)``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import urllib.parse
@@ -185,13 +186,16 @@ class SQLitePlugin(_rows.RowStorePlugin):
         info = self.conn.execute(f"PRAGMA table_info({self.quote(table)})").fetchall()
         columns = [row[1] for row in info]
         key = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5] > 0]
-        if not key:
+        implicit = not key
+        if implicit:
+            # Tables created WITHOUT ROWID always have a primary key, so every
+            # table without one has a rowid. VACUUM may renumber it.
             key = ["rowid"]
         indexes = [
             row[1] for row in self.conn.execute(f"PRAGMA index_list({self.quote(table)})")
         ]
         return _rows.TableInfo(
-            table, columns, key, indexes, self._foreign_keys_to(table, key)
+            table, columns, key, indexes, self._foreign_keys_to(table, key), implicit
         )
 
     def _foreign_keys_to(self, parent: str, parent_key: list[str]) -> list[_rows.ForeignKey]:
@@ -234,18 +238,34 @@ class SQLitePlugin(_rows.RowStorePlugin):
 
     # -- purge --------------------------------------------------------------
 
-    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+    @contextlib.contextmanager
+    def purge_transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock first, so no other connection can
+        # change or renumber a row between its re-read and its delete.
         self._enable_fts5_secure_delete()
-        condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)
-        sql = f"DELETE FROM {self.quote(table.name)} WHERE {condition}"
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.executemany(sql, [tuple(key) for key in keys])
-            self.conn.execute("COMMIT")
+            yield
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+        condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)
+        sql = f"DELETE FROM {self.quote(table.name)} WHERE {condition}"
+        # A savepoint undoes the rows deleted before a failing one, so the
+        # batch is deleted whole or not at all.
+        self.conn.execute("SAVEPOINT lethe_delete")
+        try:
+            self.conn.executemany(sql, [tuple(key) for key in keys])
+        except BaseException:
+            self.conn.execute("ROLLBACK TO lethe_delete")
+            self.conn.execute("RELEASE lethe_delete")
+            raise
+        self.conn.execute("RELEASE lethe_delete")
 
     def _enable_fts5_secure_delete(self) -> None:
         """Turn on FTS5 secure-delete where the library supports it (3.42+).

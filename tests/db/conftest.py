@@ -113,11 +113,11 @@ def load_chinook_postgresql(url: str) -> None:
     )
 
 
-def mysql_admin(database: str | None = None):
+def mysql_admin(database: str | None = None, port: int = 3306):
     import pymysql
 
     return pymysql.connect(
-        host="127.0.0.1", port=3306, user="root", password="", database=database, autocommit=True
+        host="127.0.0.1", port=port, user="root", password="", database=database, autocommit=True
     )
 
 
@@ -154,3 +154,63 @@ def load_chinook_mysql(database: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+@pytest.fixture(scope="session")
+def mariadb_binlog(tmp_path_factory):
+    """Start a private MariaDB with the binary log on; yield its port.
+
+    The shared server runs with the binary log off, so this one gets its own
+    data directory under a temporary directory and a free 127.0.0.1 port,
+    and it stops at the end of the session.
+    """
+    import getpass
+    import socket
+    import subprocess
+    import time
+
+    from tests.conftest import require_tool
+
+    server = require_tool("mariadbd")
+    install = require_tool("mariadb-install-db")
+    root = tmp_path_factory.mktemp("mariadb-binlog")
+    data = root / "data"
+    user = getpass.getuser()
+    subprocess.run(
+        [install, "--no-defaults", f"--datadir={data}", f"--user={user}",
+         "--auth-root-authentication-method=normal", "--skip-test-db"],
+        check=True,
+        capture_output=True,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(
+        [server, "--no-defaults", f"--datadir={data}", f"--user={user}",
+         f"--port={port}", "--bind-address=127.0.0.1", f"--socket={root}/mysqld.sock",
+         f"--pid-file={root}/mysqld.pid", f"--log-bin={data}/binlog", "--server-id=1",
+         "--binlog-format=ROW", "--skip-name-resolve", "--innodb-buffer-pool-size=32M"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(120):
+            if process.poll() is not None:
+                pytest.fail(f"private MariaDB exited; see {root / 'server.log'}")
+            try:
+                mysql_admin(port=port).close()
+                break
+            except Exception:  # noqa: BLE001 - not accepting connections yet
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"private MariaDB did not start on port {port}")
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

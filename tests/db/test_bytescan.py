@@ -62,3 +62,39 @@ def test_every_alignment_and_short_values(tmp_path):
     found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
 
     assert found == sorted(expected)
+
+
+def test_repeats_and_overlaps_match_brute_force(tmp_path, monkeypatch):
+    monkeypatch.setattr(_bytescan, "CHUNK", 2048)
+    pieces = [secrets.token_hex(4).encode() for _ in range(6)]
+    fingerprints = [
+        pieces[0] * 4,  # 8-byte run repeated: several keys match one window
+        pieces[1] + pieces[2] + pieces[1],
+        pieces[3][:8] + b"tail-part",  # 17 bytes
+        pieces[4][:8],  # shortest length, any alignment
+        pieces[5] * 20,  # longer than a window step, repeated
+        pieces[2] + pieces[1],  # a part of the second fingerprint
+    ]
+    data = bytearray(os.urandom(16 * 1024))
+    offset = 1
+    for number, fingerprint in enumerate(fingerprints * 3):
+        data[offset : offset + len(fingerprint)] = fingerprint
+        offset += len(fingerprint) + 2039 + number  # land across chunk borders
+    # Near misses: right key, wrong first or last bytes.
+    data[12000:12017] = b"X" + fingerprints[2][1:]
+    data[13000:13032] = pieces[0] * 3 + b"zzzzzzzz"
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(data))
+    scanner = _bytescan.RowScanner()
+    for number, fingerprint in enumerate(fingerprints):
+        scanner.add_all(str(number), [fingerprint])
+
+    found = {(hit.owner, hit.offset) for hit in scanner.scan_file(path)}
+
+    expected = set()
+    for number, fingerprint in enumerate(fingerprints):
+        start = data.find(fingerprint)
+        while start != -1:
+            expected.add((str(number), start))
+            start = data.find(fingerprint, start + 1)
+    assert found == expected

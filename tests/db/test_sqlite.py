@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from plugins import _rows, scan
+from plugins.base import JobContext, PlannedItem, Target
 from plugins.errors import InvalidTarget, TargetNotFound
 from plugins.sqlite import SQLitePlugin
 from tests.db.conftest import canary, files_contain, sqlite_files
@@ -318,3 +319,50 @@ def test_cascade_rows_become_items(sqlite_db):
     assert "CASCADE" in run.permitted[0].item.attributes["reached_by"].upper()
     assert not run.unverified()
     assert not files_contain(sqlite_files(path), secret.encode())
+
+
+def test_renumbered_rowid_is_not_deleted(sqlite_db):
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE log (line TEXT)")
+    lines = [canary(f"l{number}") for number in range(4)]
+    conn.executemany("INSERT INTO log VALUES (?)", [(line,) for line in lines])
+    plugin = SQLitePlugin(
+        Target(url(path, "log", "line IN (?, ?)"), {"params": [lines[2], lines[3]]}),
+        JobContext(job_id="test", dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        # VACUUM renumbers rowids: the planned rows 3 and 4 become 2 and 3,
+        # so rowid 3 now contains the row planned as rowid 4.
+        conn.execute("DELETE FROM log WHERE line = ?", (lines[0],))
+        conn.execute("VACUUM")
+
+        results = {result.key: result for result in plugin.purge(planned)}
+    finally:
+        plugin.close()
+
+    assert {result.status for result in results.values()} == {"failed"}
+    assert "changed since planning" in results["log:[3]"].detail
+    assert "another rowid" in results["log:[4]"].detail
+    left = [row[0] for row in conn.execute("SELECT line FROM log")]
+    assert left == lines[1:]
+
+
+def test_failed_batch_deletes_nothing(sqlite_db):
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.executemany("INSERT INTO accounts VALUES (?, ?)", [(n, canary()) for n in range(1, 7)])
+    conn.execute(
+        "CREATE TRIGGER keep_four BEFORE DELETE ON accounts WHEN old.id = 4 "
+        "BEGIN SELECT RAISE(ABORT, 'account 4 is kept'); END"
+    )
+    conn.close()
+
+    run = run_plugin(SQLitePlugin, url(path, "accounts", "id < ?"), {"params": [6]})
+
+    assert set(run.statuses().values()) == {"failed"}
+    check = sqlite3.connect(path)
+    # Rows 1 to 3 were deleted before the trigger stopped row 4.
+    assert check.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 6
+    check.close()
