@@ -53,7 +53,7 @@ def plan_mask(plugin: RowStorePlugin, item: Item, spec: Mapping[str, Any]) -> De
     rows = plugin._rows_by_key(table, [item.identity["key"]])
     if not rows:
         return Decision(refusal=Refusal("gone", "the row no longer exists"))
-    record = dict(zip(table.columns, rows[0][len(table.key) :], strict=True))
+    record = dict(zip(table.columns, plugin.split_row(table, rows[0])[2], strict=True))
     words = plugin.full_text_indexed(table.name)
     fingerprints = _rows.row_fingerprints([record[name] for name in fields], words)
     return Decision(
@@ -75,18 +75,20 @@ def mask_table(
     """Mask the planned rows of one table and mark the table for compaction."""
     from plugins import _rows
 
-    width = len(table.key)
     keys = [tuple(entry.item.identity["key"]) for entry in entries]
     try:
         rows = plugin._rows_by_key(table, keys)
     except Exception as error:  # noqa: BLE001 - translated below
         raise plugin.translate(error, f"re-read rows of {table.name}") from None
-    current = {_rows.item_key(table.name, row[:width]): row for row in rows}
+    current = {}
+    for row in rows:
+        key, digest, values = plugin.split_row(table, row)
+        current[_rows.item_key(table.name, key)] = (key, digest, values)
     updates: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     masked: list[PlannedItem] = []
     for entry in entries:
-        row = current.get(entry.item.key)
-        if row is None:
+        found = current.get(entry.item.key)
+        if found is None:
             yield PurgeResult(
                 entry.item.key,
                 "failed",
@@ -94,7 +96,8 @@ def mask_table(
                 method=Method.MASK,
             )
             continue
-        if _rows.row_digest(row[width:]) != entry.item.identity["digest"]:
+        key, digest, values = found
+        if digest != entry.item.identity["digest"]:
             yield PurgeResult(
                 entry.item.key,
                 "failed",
@@ -105,9 +108,9 @@ def mask_table(
             continue
         spec = entry.decision.params["mask"]
         masker = Masker.from_spec(spec)
-        record = dict(zip(table.columns, row[width:], strict=True))
+        record = dict(zip(table.columns, values, strict=True))
         masker.mask_record(record, MaskStats())
-        updates.append((row[:width], {name: record[name] for name in masker.fields}))
+        updates.append((key, {name: record[name] for name in masker.fields}))
         masked.append(entry)
     if not updates:
         return
@@ -225,7 +228,7 @@ def masked_checks(
                 "row-masked", False, "the row is gone; masking should have kept it"
             )
             continue
-        record = dict(zip(table.columns, rows[0][len(table.key) :], strict=True))
+        record = dict(zip(table.columns, plugin.split_row(table, rows[0])[2], strict=True))
         fields = entry.decision.params["mask"].get("fields", {})
         stored = b"\0".join(_rows._row_bytes(record[name] for name in fields))
         left = [fp for fp in entry.decision.fingerprints if fp in stored]
