@@ -72,9 +72,11 @@ def lethe_purge(endpoint: str, bucket: str, inspect: object) -> dict[str, float]
             if step.status != "purged":
                 counts["failed"] += 1
         clock.lap("sweep_seconds")
-        for page in plugin._snapshot_pages():
+        # The agent verifies in batches of batch_size, as it purges.
+        entries = (e for page in plugin._snapshot_pages() for e in page)
+        for chunk in chunked(entries, S3Plugin.batch_size):
             batch = []
-            for entry in page:
+            for entry in chunk:
                 item = plugin._make_item(entry, None)
                 batch.append(PlannedItem(item, plugin.plan_item(item)))
             counts["verified"] += sum(e.verified for e in plugin.verify(batch))
@@ -165,8 +167,28 @@ def measure_speed(versions: int, markers: int, inspect: object) -> None:
     )
 
 
-def measure_rss(size: int, inspect: str) -> dict[str, object]:
-    process, ready = start_seeded_server(f"rss-bench={size}+{size // 10}")
+def measure_one(tool: str, versions: int, markers: int, inspect: object) -> None:
+    """Seed a server with one bucket and run one tool on it, for whole-process timing."""
+    process, ready = start_seeded_server(f"one-bench={versions}+{markers}")
+    try:
+        if tool == "lethe":
+            seconds, counts = timed(
+                lethe_purge, ready["endpoint"], "one-bench", inspect
+            )
+        elif tool == "boto3":
+            seconds, counts = timed(boto3_purge, ready["endpoint"], "one-bench")
+        else:
+            seconds, counts = timed(bare_listing, ready["endpoint"], "one-bench")
+    finally:
+        stop_seeded_server(process)
+    report = {"measure": tool, "seconds": round(seconds, 1), **counts}
+    print(json.dumps(report), flush=True)
+
+
+def measure_rss(size: int, inspect: str, shallow: bool) -> dict[str, object]:
+    process, ready = start_seeded_server(
+        f"rss-bench={size}+{size // 10}", shallow_listing=shallow
+    )
     endpoint = ready["endpoint"]
     try:
         started = time.perf_counter()
@@ -180,10 +202,12 @@ def measure_rss(size: int, inspect: str) -> dict[str, object]:
                 endpoint,
                 "rss-bench",
             ],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if child.returncode != 0:
+            sys.stderr.write(child.stderr[-4000:])
+            child.check_returncode()
         seconds = time.perf_counter() - started
     finally:
         stop_seeded_server(process)
@@ -217,6 +241,17 @@ def main() -> None:
         default="sample",
         help="Lethe's inspect_versions option (default: sample, its default)",
     )
+    parser.add_argument(
+        "--tool",
+        choices=("lethe", "boto3", "listing"),
+        help="run only this one on its own seeded server, for timing whole processes",
+    )
+    parser.add_argument(
+        "--shallow-listing",
+        action="store_true",
+        help="memory runs only: serve listings from shallow copies of the "
+        "versions, so a large bucket lists in minutes (the client is unchanged)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("ENDPOINT", "BUCKET"))
     arguments = parser.parse_args()
     inspect = INSPECT_VALUES[arguments.inspect]
@@ -224,12 +259,16 @@ def main() -> None:
         child_purge(*arguments.child, inspect)
         return
     markers = arguments.markers if arguments.markers >= 0 else arguments.versions // 10
+    if arguments.tool:
+        measure_one(arguments.tool, arguments.versions, markers, inspect)
+        return
     if not arguments.skip_speed:
         measure_speed(arguments.versions, markers, inspect)
     if not arguments.skip_rss:
         small, large = (int(size) for size in arguments.rss_sizes.split(","))
-        low = measure_rss(small, arguments.inspect)
-        high = measure_rss(large, arguments.inspect)
+        shallow = arguments.shallow_listing
+        low = measure_rss(small, arguments.inspect, shallow)
+        high = measure_rss(large, arguments.inspect, shallow)
         growth = high["peak_rss_mib"] - low["peak_rss_mib"]
         print(json.dumps({"measure": "rss_growth_mib", "growth": round(growth, 1)}))
 
