@@ -474,6 +474,9 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
         if entry.kind == "version":
             attributes["is_latest"] = entry.is_latest
             attributes["storage_class"] = entry.storage_class
+            # NOTE: a version the sample left unread gets no SSE-C residual in
+            # its plan entry even when it is SSE-C; the describe note gives
+            # how many versions were read.
             unread = "sample" if mode == "sample" else "false"
             attributes.update(
                 detail or {"encryption": f"not read (inspect_versions: {unread})"}
