@@ -13,6 +13,8 @@ memory can be measured alone.
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 import json
 import os
 import sys
@@ -43,6 +45,42 @@ def seed_versions(
         backend.delete_object(bucket, f"{prefix}{number % keys:07d}")
 
 
+class _ShallowVersionCopies:
+    """Stand-in for the ``copy`` module inside ``moto.s3.models``.
+
+    moto 5.2's ListObjectVersions deep-copies every version in the bucket on
+    each call, and each deep copy of a key rewrites its content into a new
+    temporary file. That function is the module's only ``deepcopy`` caller
+    and reads only the copies' metadata, so a copy of each version's
+    attributes serves it the same fields at a fraction of the cost. A key
+    closes its content buffer when it is garbage-collected, so each copy gets
+    an empty buffer of its own, after the original has cached its ETag.
+    """
+
+    copy = staticmethod(copy.copy)
+
+    @staticmethod
+    def deepcopy(versions: list[Any]) -> list[Any]:
+        clones = []
+        for version in versions:
+            if hasattr(version, "_value_buffer"):
+                version.etag  # noqa: B018 computes and caches the ETag
+            clone = object.__new__(type(version))
+            clone.__dict__.update(version.__dict__)
+            if hasattr(version, "_value_buffer"):
+                clone._value_buffer = io.BytesIO()
+                clone.multipart = None
+            clones.append(clone)
+        return clones
+
+
+def use_shallow_listing() -> None:
+    """Make moto's ListObjectVersions copy each version's attributes only."""
+    from moto.s3 import models
+
+    models.copy = _ShallowVersionCopies()
+
+
 def create_iam_users() -> dict[str, dict[str, str]]:
     """Create the user ``no-access``, which has no policy; return its access keys.
 
@@ -65,6 +103,8 @@ def serve(arguments: argparse.Namespace) -> None:
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     from moto.server import ThreadedMotoServer
 
+    if arguments.shallow_listing:
+        use_shallow_listing()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -89,17 +129,21 @@ def serve(arguments: argparse.Namespace) -> None:
         server.stop()
 
 
-def start_seeded_server(*buckets: str, iam: bool = False) -> tuple[Any, dict]:
+def start_seeded_server(
+    *buckets: str, iam: bool = False, shallow_listing: bool = False
+) -> tuple[Any, dict]:
     """Start :func:`serve` in a child process; return the process and its ready line.
 
     The ready line has ``endpoint`` and, with ``iam``, ``users``: access keys
-    by user name.
+    by user name. ``shallow_listing`` applies :func:`use_shallow_listing`.
     """
     import subprocess
 
     command = [sys.executable, "-m", "tests.helpers.moto_s3"]
     if iam:
         command.append("--iam")
+    if shallow_listing:
+        command.append("--shallow-listing")
     for spec in buckets:
         command += ["--bucket", spec]
     process = subprocess.Popen(
@@ -145,6 +189,11 @@ def main() -> None:
         "--iam",
         action="store_true",
         help="create the IAM user no-access, then enforce IAM policies",
+    )
+    parser.add_argument(
+        "--shallow-listing",
+        action="store_true",
+        help="copy only each version's attributes in ListObjectVersions",
     )
     serve(parser.parse_args())
 

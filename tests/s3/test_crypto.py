@@ -107,3 +107,54 @@ def test_key_kept_while_held_data_uses_it(s3, kms, make_bucket, run_s3, sdk_call
     state = kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"]
     assert state == "Enabled"
     assert [key for _, key, _ in all_entries(s3, bucket)] == ["e/held"]
+
+
+def bucket_of_versions(s3, make_bucket, encrypted_every: int) -> str:
+    """Write 60 keys under s/; every ``encrypted_every``-th one with SSE-S3."""
+    bucket = make_bucket()
+    for number in range(60):
+        extra = {"ServerSideEncryption": "AES256"}
+        if number % encrypted_every:
+            extra = {}
+        s3.put_object(Bucket=bucket, Key=f"s/{number:02d}", Body=b"x", **extra)
+    return bucket
+
+
+def test_sample_heads_part_of_uniform_bucket(s3, make_bucket, run_s3, sdk_calls):
+    bucket = bucket_of_versions(s3, make_bucket, encrypted_every=1)
+
+    run = run_s3(f"s3://{bucket}/s/", purge=False, page_size=20)
+
+    heads = operations(sdk_calls).count("HeadObject")
+    assert heads == 30
+    values = sorted(set(encryption_by_key(run).values()))
+    assert values == ["SSE-S3", "not read (inspect_versions: sample)"]
+    read = [v for v in encryption_by_key(run).values() if v == "SSE-S3"]
+    assert len(read) == 30
+    note = next(n for n in run.info.notes if "sample of" in n)
+    assert "sample of 30 of 60 versions (SSE-S3 30)" in note
+    assert "inspect_versions: true" in note
+
+
+def test_mixed_sample_heads_every_version(s3, make_bucket, run_s3, sdk_calls):
+    bucket = bucket_of_versions(s3, make_bucket, encrypted_every=3)
+
+    run = run_s3(f"s3://{bucket}/s/", purge=False, page_size=20)
+
+    assert operations(sdk_calls).count("HeadObject") == 60
+    encryption = encryption_by_key(run)
+    assert encryption["s/00"] == "SSE-S3"
+    assert encryption["s/01"] == "none"
+    assert encryption["s/03"] == "SSE-S3"
+    assert sum(value == "SSE-S3" for value in encryption.values()) == 20
+    assert any("because a sample found" in note for note in run.info.notes)
+
+
+def test_inspect_false_heads_nothing(s3, make_bucket, run_s3, sdk_calls):
+    bucket = bucket_of_versions(s3, make_bucket, encrypted_every=3)
+
+    run = run_s3(f"s3://{bucket}/s/", purge=False, inspect_versions=False)
+
+    assert "HeadObject" not in operations(sdk_calls)
+    values = set(encryption_by_key(run).values())
+    assert values == {"not read (inspect_versions: false)"}

@@ -63,6 +63,11 @@ def test_pending_window_out_of_range(run_s3):
         run_s3("s3://some-bucket/p/", kms_pending_days=3)
 
 
+def test_inspect_versions_value_checked(run_s3):
+    with pytest.raises(InvalidTarget, match="expected sample, true or false"):
+        run_s3("s3://some-bucket/p/", inspect_versions="yes")
+
+
 def test_access_denied_on_list(moto_endpoint):
     """Contract test: moto does not enforce bucket policies without IAM set-up."""
     plugin = stubbed_plugin(moto_endpoint)

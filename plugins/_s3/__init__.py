@@ -1,0 +1,1 @@
+"""Parts of the S3 plugin: entries, bucket facts, listing, purge, completion."""

@@ -1,0 +1,173 @@
+"""Steps after the S3 purge: the sweep, key shredding and bucket deletion.
+
+The methods here belong to :class:`plugins.s3.S3Plugin`, which supplies the
+client, the options, error translation and the thread pool they use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from plugins._s3.entries import (
+    DELETE_REQUEST_LIMIT,
+    MAX_SWEEP_ROUNDS,
+    _Entry,
+    _iso,
+)
+from plugins.base import (
+    Decision,
+    Item,
+    Method,
+    PlannedItem,
+    PurgeResult,
+    Refusal,
+)
+
+
+class CompletionMixin:
+    """Relist until no purged item is left, then shred keys and delete the bucket."""
+
+    def complete(self) -> Iterator[PurgeResult]:
+        if not self._deleted_any:
+            return
+        yield self._sweep()
+        for key_id in sorted(self._crypto_keys):
+            yield self._shred_key(key_id)
+        if self._deletes_bucket():
+            yield self._delete_bucket()
+
+    def _sweep(self) -> PurgeResult:
+        """List from scratch and delete purged items that are still listed.
+
+        The listing restarts after every delete instead of following its page
+        marker, because a marker that names a deleted version can make S3 (and
+        emulators) skip or repeat entries. Entries the job did not purge
+        (refused, held, or written after planning) are counted, never deleted.
+        """
+        redeleted = 0
+        for round_number in range(1, MAX_SWEEP_ROUNDS + 1):
+            leftovers: list[_Entry] = []
+            others = 0
+            for entry in self._list_entries():
+                if self._was_purged(entry.item_key):
+                    leftovers.append(entry)
+                    if len(leftovers) >= DELETE_REQUEST_LIMIT:
+                        break
+                else:
+                    others += 1
+            if not leftovers:
+                self.log.info("s3_sweep_done", rounds=round_number, redeleted=redeleted)
+                return PurgeResult(
+                    "rescan",
+                    "purged",
+                    detail=f"listing under the prefix holds no purged item after "
+                    f"{round_number} round(s); {others} entries were not selected "
+                    "(refused, held or written after planning)",
+                    facts={
+                        "rounds": round_number,
+                        "redeleted": redeleted,
+                        "not_selected": others,
+                    },
+                )
+            self.log.warning(
+                "s3_sweep_leftovers", count=len(leftovers), round=round_number
+            )
+            redeleted += len(leftovers)
+            self._redelete(leftovers)
+        return PurgeResult(
+            "rescan",
+            "failed",
+            detail=f"purged items were still listed after {MAX_SWEEP_ROUNDS} rounds of "
+            "deleting; run the purge again",
+            facts={"redeleted": redeleted},
+        )
+
+    def _redelete(self, leftovers: list[_Entry]) -> None:
+        entries = [
+            PlannedItem(
+                Item(
+                    key=e.item_key, kind=e.kind, identity={"key": e.key, "id": e.ident}
+                ),
+                self._purged_decision(e.item_key),
+            )
+            for e in leftovers
+        ]
+        for worker, chunk in self._plan_requests(entries):
+            worker(chunk)
+
+    def _purged_decision(self, item_key: str) -> Decision:
+        row = (
+            self._db()
+            .execute("SELECT method FROM purged WHERE item = ?", (item_key,))
+            .fetchone()
+        )
+        method = Method(row[0]) if row and row[0] else Method.DELETE_ALL_VERSIONS
+        return Decision(
+            method=method,
+            params={"bypass_governance": self.options.get("bypass_governance") is True},
+        )
+
+    def _shred_key(self, key_id: str) -> PurgeResult:
+        """Schedule deletion of a KMS key once nothing kept under the prefix uses it."""
+        step = f"purge-crypto:{key_id}"
+        users = self._remaining_users_of(key_id)
+        if users:
+            refusal = Refusal(
+                "in-use",
+                f"KMS key {key_id} still encrypts {users} version(s) under the prefix "
+                "that the job keeps; deleting it would destroy them too",
+            )
+            return PurgeResult(step, "blocked", detail=refusal.detail, refusal=refusal)
+        pending = self.options["kms_pending_days"]
+        with self._translated(f"scheduling deletion of KMS key {key_id}"):
+            reply = self._kms_client().schedule_key_deletion(
+                KeyId=key_id, PendingWindowInDays=pending
+            )
+        deletion = reply.get("DeletionDate")
+        when = _iso(deletion) or "unknown"
+        self.log.info("s3_kms_key_scheduled", key_id=key_id, deletion_date=when)
+        return PurgeResult(
+            step,
+            "purged",
+            method=Method.PURGE_CRYPTO,
+            detail=f"KMS key {key_id} is scheduled for deletion on {when}; "
+            "crypto-shredding completes only then, and until then CancelKeyDeletion "
+            "can restore the key",
+            facts={
+                "kms_key_id": key_id,
+                "deletion_date": when,
+                "pending_window_days": pending,
+                "crypto_shredding_complete": False,
+            },
+        )
+
+    def _remaining_users_of(self, key_id: str) -> int:
+        users = 0
+        for page in self._version_pages():
+            versions = [entry for entry in page if entry.kind == "version"]
+            for head in self._executor().map(self._inspect_version, versions):
+                if (
+                    head.get("kms_key_id") == key_id
+                    or head.get("encryption") == "unknown"
+                ):
+                    users += 1
+        return users
+
+    def _delete_bucket(self) -> PurgeResult:
+        """Delete the emptied bucket; S3 refuses while anything is left in it."""
+        from botocore.exceptions import ClientError
+
+        with self._translated("deleting the bucket"):
+            try:
+                self._client().delete_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if self._error_code(exc) != "BucketNotEmpty":
+                    raise
+                return PurgeResult(
+                    "bucket",
+                    "failed",
+                    detail=f"bucket {self.bucket!r} was kept because it is not empty "
+                    "(refused or held versions remain)",
+                )
+        self.log.info("s3_bucket_deleted", bucket=self.bucket)
+        return PurgeResult("bucket", "purged", detail=f"bucket {self.bucket!r} deleted")
