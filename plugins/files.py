@@ -88,7 +88,7 @@ class FilesPlugin(Plugin):
     name = "files"
     schemes = ("path",)
     methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE, Method.MASK)
-    batch_size = 256
+    batch_size = 2048
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
