@@ -10,6 +10,7 @@ with the same few flushes and one ext4 checkpoint per wave.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import os
 import resource
@@ -20,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from plugins._files import mounts as mountinfo
 from plugins._files.attribute import RawHit, attribute_hits
-from plugins._files.overwrite import AlignedBuffer, FileOverwrite, Pattern
+from plugins._files.overwrite import (
+    SHARED_STREAM_BYTES,
+    SHARED_STREAM_MAX,
+    AlignedBuffer,
+    FileOverwrite,
+    Keystream,
+    Pattern,
+)
 from plugins._files.paths import escape_path, is_within, unescape_path
 from plugins._files.walk import identity
 from plugins.base import Method, PlannedItem, PurgeResult, Refusal
@@ -407,12 +415,16 @@ class BatchPurge:
                     "stopping after pass", passes_done=index, passes_planned=passes
                 )
                 break
+            _share_keystreams(works, index)
             for work in works:
                 if index >= len(work.patterns):
                     continue
                 try:
                     work.overwrite.write_pass(
-                        work.patterns[index], self._buffer, self.context.progress
+                        work.patterns[index],
+                        self._buffer,
+                        self.context.progress,
+                        spare=self._scratch,
                     )
                     work.passes_done = index + 1
                 except OSError as error:
@@ -426,6 +438,8 @@ class BatchPurge:
                     )
             works = self._drop_failed(works, results)
             works = self._flush(works, results, f"after pass {index + 1}")
+            if index + 1 < passes:
+                _release_keystreams(works, index)
         if _inject_mismatch(self.context.settings):
             for work in works:
                 work.overwrite.corrupt_for_test()
@@ -671,6 +685,35 @@ def _inject_mismatch(settings) -> bool:
     if settings.get("inject_readback_mismatch"):
         return True
     return os.environ.get("LETHE_TEST_INJECT_READBACK_MISMATCH") == "1"
+
+
+def _share_keystreams(works: list[_Work], index: int) -> None:
+    """Give the small files of pass ``index`` patterns cut from shared keystreams."""
+    small = [
+        work
+        for work in works
+        if index < len(work.patterns)
+        and work.patterns[index].key
+        and not work.overwrite.direct
+        and work.overwrite.size <= SHARED_STREAM_MAX
+    ]
+    per_stream = SHARED_STREAM_BYTES // SHARED_STREAM_MAX
+    for start in range(0, len(small), per_stream):
+        group = small[start : start + per_stream]
+        if len(group) < 2:
+            continue
+        stream = Keystream([work.overwrite.size for work in group])
+        for work, pattern in zip(group, stream.patterns()):
+            work.patterns[index] = pattern
+
+
+def _release_keystreams(works: list[_Work], index: int) -> None:
+    """Drop the shared keystreams of a pass that no read-back needs."""
+    for work in works:
+        if index < len(work.patterns) and work.patterns[index].stream is not None:
+            work.patterns[index] = dataclasses.replace(
+                work.patterns[index], stream=None
+            )
 
 
 def _fail(key: str, detail: str) -> _Failed:
