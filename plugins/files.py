@@ -245,7 +245,8 @@ class FilesPlugin(Plugin):
             residual.append(
                 f"{copy_on_write}; files on it are refused rather than overwritten"
             )
-        if mount.fstype in ("ext3", "ext4"):
+        journaled = mountinfo.ext4_has_journal(mount.major, mount.minor)
+        if mount.fstype in ("ext3", "ext4") and journaled is not False:
             journal = (
                 "Lethe zeroes the journal after the purge (EXT4_IOC_CHECKPOINT, Linux 5.13 and later)"
                 if os.geteuid() == 0
