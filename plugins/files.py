@@ -325,6 +325,9 @@ class FilesPlugin(Plugin):
             include_root=not keep_root,
             mount_point=mount.mount_point if mount else "/",
         )
+        # The same dict the walk fills, so _plan_directory sees each
+        # directory's links while the walk streams.
+        self._symlinks = walk.symlinks
         try:
             yield from walk.items()
         except PermissionError:
@@ -547,10 +550,15 @@ class FilesPlugin(Plugin):
                     "so the directory stays",
                 )
             )
+        params: dict[str, Any] = {"remove": "directory"}
+        links = self._symlinks.get(path)
+        if links:
+            # Kept in the journal, so a resumed job removes them as well.
+            params["symlinks"] = [[escape_path(name), inode] for name, inode in links]
         return Decision(
             method=Method.CLEAR_OVERWRITE,
             fingerprints=tuple(token_fingerprints(os.fsencode(os.path.basename(path)))),
-            params={"remove": "directory"},
+            params=params,
         )
 
     def _file_fingerprints(self, path: str, item: Item) -> list[bytes]:

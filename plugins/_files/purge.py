@@ -242,7 +242,14 @@ class BatchPurge:
             )
         descriptor = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent_fd)
         try:
-            links = remove_symlinks(descriptor, self.plugin._symlinks.pop(path, []))
+            recorded = self.plugin._symlinks.pop(path, None)
+            if recorded is None:
+                # A resumed job skips discovery; the plan kept the links.
+                recorded = [
+                    (unescape_path(name), int(inode))
+                    for name, inode in planned.decision.params.get("symlinks", ())
+                ]
+            links = remove_symlinks(descriptor, recorded)
             if links:
                 self._changed.add(path)
             remaining = os.listdir(descriptor)
@@ -803,6 +810,8 @@ def remove_symlinks(directory_fd: int, links: list[tuple[str, int]]) -> int:
 
 def remove_recorded_symlinks(plugin: FilesPlugin) -> int:
     """Remove symbolic links recorded at discovery whose directories were kept."""
+    # NOTE: a resumed job has no discovery, so links directly in a kept
+    # directory (the target root with keep_root, a mount point) stay.
     removed = 0
     for directory, links in list(plugin._symlinks.items()):
         try:
