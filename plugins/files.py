@@ -78,6 +78,8 @@ _NAME_SET = frozenset(_NAME_ALPHABET)
 #: larger files are sampled at evenly spread offsets.
 WHOLE_READ_LIMIT = 1024 * 1024
 _SAMPLE = 4096
+#: Fingerprints kept between a file's classification and its plan_item.
+_EARLY_FINGERPRINTS_LIMIT = 1024
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -88,7 +90,7 @@ class FilesPlugin(Plugin):
     name = "files"
     schemes = ("path",)
     methods = (Method.CLEAR_OVERWRITE, Method.WIPE_FREE_SPACE, Method.MASK)
-    batch_size = 256
+    batch_size = 2048
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
@@ -107,6 +109,12 @@ class FilesPlugin(Plugin):
         )
         self._root_status: os.stat_result | None = None
         self._mounts: list[mountinfo.Mount] = []
+        self._mount_points: set[str] = set()
+        self._mount_by_directory: dict[str, mountinfo.Mount | None] = {}
+        #: Fingerprints read while a file was classified, by path, with the
+        #: identity they were read under; plan_item takes them out again.
+        self._early_fingerprints: dict[str, tuple[dict[str, int], list[bytes]]] = {}
+        self._params: dict[str, Any] | None = None
         self._open = OpenFiles()
         self._symlinks: dict[str, list[tuple[str, int]]] = {}
         self._readback: dict[str, tuple[bool, str]] = {}
@@ -129,6 +137,11 @@ class FilesPlugin(Plugin):
         return PROTECTED_TREES + extra
 
     def _method_params(self) -> dict[str, Any]:
+        if self._params is None:
+            self._params = self._read_method_params()
+        return dict(self._params)
+
+    def _read_method_params(self) -> dict[str, Any]:
         settings = self.context.settings
         passes = int(settings.get("passes", 1))
         if not 1 <= passes <= MAX_PASSES:
@@ -171,7 +184,18 @@ class FilesPlugin(Plugin):
     def _mount(self, path: str | None = None) -> mountinfo.Mount | None:
         if not self._mounts:
             self._mounts = mountinfo.read_mounts()
-        return mountinfo.mount_of(path or self.root, self._mounts)
+            self._mount_points = {mount.mount_point for mount in self._mounts}
+            self._mount_by_directory.clear()
+        path = path or self.root
+        if path in self._mount_points:
+            return mountinfo.mount_of(path, self._mounts)
+        # A path that is no mount point itself lies on its directory's mount.
+        directory = os.path.dirname(path)
+        if directory not in self._mount_by_directory:
+            self._mount_by_directory[directory] = mountinfo.mount_of(
+                directory, self._mounts
+            )
+        return self._mount_by_directory[directory]
 
     def describe(self) -> TargetInfo:
         # A missing target is reported by discover: after a purge the target
@@ -221,7 +245,8 @@ class FilesPlugin(Plugin):
             residual.append(
                 f"{copy_on_write}; files on it are refused rather than overwritten"
             )
-        if mount.fstype in ("ext3", "ext4"):
+        journaled = mountinfo.ext4_has_journal(mount.major, mount.minor)
+        if mount.fstype in ("ext3", "ext4") and journaled is not False:
             journal = (
                 "Lethe zeroes the journal after the purge (EXT4_IOC_CHECKPOINT, Linux 5.13 and later)"
                 if os.geteuid() == 0
@@ -300,6 +325,9 @@ class FilesPlugin(Plugin):
             include_root=not keep_root,
             mount_point=mount.mount_point if mount else "/",
         )
+        # The same dict the walk fills, so _plan_directory sees each
+        # directory's links while the walk streams.
+        self._symlinks = walk.symlinks
         try:
             yield from walk.items()
         except PermissionError:
@@ -364,7 +392,23 @@ class FilesPlugin(Plugin):
                 "open-file", f"{escape_path(path)} is open in {', '.join(holders[:3])}"
             )
         if stat.S_ISREG(status.st_mode):
-            locked = _locked_attribute(path)
+            return self._inspect_file(path, status, mount)
+        return None
+
+    def _inspect_file(
+        self, path: str, status: os.stat_result, mount: mountinfo.Mount | None
+    ) -> Refusal | None:
+        """Check a regular file's attributes and extents, and read its fingerprints.
+
+        One open serves all three; plan_item takes the fingerprints when the
+        file is permitted, so it need not open the file again.
+        """
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+        except OSError:
+            return None  # plan_item and purge report what is wrong with it
+        try:
+            locked = _locked_attribute(descriptor)
             if locked is not None:
                 name, letter = locked
                 return Refusal(
@@ -373,22 +417,21 @@ class FilesPlugin(Plugin):
                     f"neither overwritten nor removed; run chattr -{letter} on it and "
                     "plan again",
                 )
-        if mount is not None and mount.fstype in ("xfs", "ocfs2"):
-            return self._shared_extent_refusal(path)
+            if mount is not None and mount.fstype in ("xfs", "ocfs2"):
+                refusal = self._shared_extent_refusal(descriptor, path)
+                if refusal is not None:
+                    return refusal
+            self._remember_fingerprints(descriptor, path, status)
+        finally:
+            os.close(descriptor)
         return None
 
-    def _shared_extent_refusal(self, path: str) -> Refusal | None:
-        try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
-        except OSError:
-            return None  # plan_item and purge report what is wrong with it
+    def _shared_extent_refusal(self, descriptor: int, path: str) -> Refusal | None:
         try:
             shared = shared_extents(descriptor)
         except OSError:
             self.log.debug("FIEMAP failed", path=escape_path(path), exc_info=True)
             shared = None
-        finally:
-            os.close(descriptor)
         if shared:
             return Refusal(
                 "copy-on-write",
@@ -397,6 +440,22 @@ class FilesPlugin(Plugin):
                 "would keep the data",
             )
         return None
+
+    def _remember_fingerprints(
+        self, descriptor: int, path: str, status: os.stat_result
+    ) -> None:
+        """Keep the fingerprints of an unchanged file for plan_item."""
+        try:
+            found = os.fstat(descriptor)
+            if not stat.S_ISREG(found.st_mode) or identity(found) != identity(status):
+                return  # plan_item reads the file again and reports the change
+            fingerprints = _read_fingerprints(descriptor, found.st_size)
+        except OSError:
+            return
+        if len(self._early_fingerprints) >= _EARLY_FINGERPRINTS_LIMIT:
+            # Items that never reached plan_item (held by a policy, say).
+            del self._early_fingerprints[next(iter(self._early_fingerprints))]
+        self._early_fingerprints[path] = (identity(found), fingerprints)
 
     # -- plan ---------------------------------------------------------------
 
@@ -437,10 +496,15 @@ class FilesPlugin(Plugin):
                 )
             )
         paths = _link_paths(item)
-        for path in paths:
-            status = _lstat_or_changed(path, item.key)
-            if identity(status) != dict(item.identity):
-                raise ItemChanged(f"{item.key} changed after discovery; plan again")
+        early = self._early_fingerprints.pop(paths[0], None)
+        # Fingerprints read at classification came through a descriptor whose
+        # fstat matched the plan's identity, so the lstat check is done.
+        if early is None or len(paths) > 1 or early[0] != dict(item.identity):
+            early = None
+            for path in paths:
+                status = _lstat_or_changed(path, item.key)
+                if identity(status) != dict(item.identity):
+                    raise ItemChanged(f"{item.key} changed after discovery; plan again")
         self._open.refresh(max_age=30.0)
         holders = self._open.holders(item.identity["dev"], item.identity["ino"])
         if holders:
@@ -449,7 +513,10 @@ class FilesPlugin(Plugin):
                     "open-file", f"{item.key} is open in {', '.join(holders[:3])}"
                 )
             )
-        fingerprints = self._file_fingerprints(paths[0], item)
+        if early is not None:
+            fingerprints = early[1]
+        else:
+            fingerprints = self._file_fingerprints(paths[0], item)
         names = token_fingerprints(*(os.fsencode(os.path.basename(p)) for p in paths))
         if self.copies.backups.paths:
             self.copies.remember(item, fingerprints, field_values(paths[0]))
@@ -483,10 +550,15 @@ class FilesPlugin(Plugin):
                     "so the directory stays",
                 )
             )
+        params: dict[str, Any] = {"remove": "directory"}
+        links = self._symlinks.get(path)
+        if links:
+            # Kept in the journal, so a resumed job removes them as well.
+            params["symlinks"] = [[escape_path(name), inode] for name, inode in links]
         return Decision(
             method=Method.CLEAR_OVERWRITE,
             fingerprints=tuple(token_fingerprints(os.fsencode(os.path.basename(path)))),
-            params={"remove": "directory"},
+            params=params,
         )
 
     def _file_fingerprints(self, path: str, item: Item) -> list[bytes]:
@@ -503,21 +575,7 @@ class FilesPlugin(Plugin):
                 item.identity
             ):
                 raise ItemChanged(f"{item.key} changed after discovery; plan again")
-            regions = list(data_regions(descriptor, status.st_size))
-            total = sum(end - start for start, end in regions)
-            if total <= WHOLE_READ_LIMIT:
-                data = b"".join(
-                    os.pread(descriptor, end - start, start) for start, end in regions
-                )
-                return content_fingerprints(data)
-            picked: list[bytes] = []
-            for offset in _spread_offsets(regions, total, WINDOWS_PER_ITEM):
-                for window in content_fingerprints(
-                    os.pread(descriptor, _SAMPLE, offset), 1
-                ):
-                    if window not in picked:
-                        picked.append(window)
-            return picked
+            return _read_fingerprints(descriptor, status.st_size)
         except OSError as error:
             self.log.debug("fingerprint read failed", item=item.key, exc_info=True)
             raise ItemChanged(
@@ -797,23 +855,34 @@ _FS_IOC_GETFLAGS = 0x80086601
 _LOCKING_FLAGS = ((0x00000010, "immutable", "i"), (0x00000020, "append-only", "a"))
 
 
-def _locked_attribute(path: str) -> tuple[str, str] | None:
+def _locked_attribute(descriptor: int) -> tuple[str, str] | None:
     """Return the name and chattr letter of a flag that forbids overwriting, if set."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
-    except OSError:
-        return None  # plan_item and purge report what is wrong with it
     try:
         raw = fcntl.ioctl(descriptor, _FS_IOC_GETFLAGS, bytes(8))
     except OSError:
         return None  # the filesystem keeps no such flags
-    finally:
-        os.close(descriptor)
     flags = int.from_bytes(raw[:4], sys.byteorder)
     for flag, name, letter in _LOCKING_FLAGS:
         if flags & flag:
             return name, letter
     return None
+
+
+def _read_fingerprints(descriptor: int, size: int) -> list[bytes]:
+    """Read a file's allocated data, or samples of it, and pick content windows."""
+    regions = list(data_regions(descriptor, size))
+    total = sum(end - start for start, end in regions)
+    if total <= WHOLE_READ_LIMIT:
+        data = b"".join(
+            os.pread(descriptor, end - start, start) for start, end in regions
+        )
+        return content_fingerprints(data)
+    picked: list[bytes] = []
+    for offset in _spread_offsets(regions, total, WINDOWS_PER_ITEM):
+        for window in content_fingerprints(os.pread(descriptor, _SAMPLE, offset), 1):
+            if window not in picked:
+                picked.append(window)
+    return picked
 
 
 def find_renamed_leftover(path: str, identity: dict) -> str | None:

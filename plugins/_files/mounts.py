@@ -140,6 +140,24 @@ def block_device(major: int, minor: int) -> str | None:
     return "/dev/" + os.path.basename(os.path.realpath(link))
 
 
+def ext4_has_journal(major: int, minor: int) -> bool | None:
+    """Tell whether the mounted ext4 filesystem on a device has a journal.
+
+    Reads /sys/fs/ext4/NAME/journal_task, which contains the journal
+    thread's pid, or "<none>" for a filesystem made without a journal.
+    Returns None when that file is missing (older kernels) or unreadable.
+    """
+    device = block_device(major, minor)
+    if device is None:
+        return None
+    try:
+        with open(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task") as handle:
+            task = handle.read().strip()
+    except OSError:
+        return None
+    return task != "<none>"
+
+
 def source_device(mount: Mount) -> str | None:
     """Return the mount's source when it is a block device, else None.
 

@@ -6,8 +6,9 @@ import ctypes
 import fcntl
 import mmap
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -22,6 +23,10 @@ ALIGN = 4096
 #: flush for a whole batch is much faster than a synchronous device write
 #: per small file, and the flush after each pass still reaches the device.
 DIRECT_MIN = 1024 * 1024
+#: Files with at most this much data share one keystream per group (Keystream).
+SHARED_STREAM_MAX = 64 * 1024
+#: Largest keystream made at once for a group of small files.
+SHARED_STREAM_BYTES = 16 * 1024 * 1024
 
 _libc = ctypes.CDLL(None)
 _libc.memcmp.restype = ctypes.c_int
@@ -34,15 +39,19 @@ class Pattern:
 
     The keystream at a byte offset is computable on its own (the CTR counter
     is the offset in 16-byte blocks), so a read-back regenerates it without
-    keeping what was written.
+    keeping what was written. ``stream`` optionally contains the same bytes
+    ready-made, from ``stream_base`` on, for a group of small files.
     """
 
     key: bytes = b""
     nonce: int = 0
+    stream: Keystream | None = field(default=None, compare=False, repr=False)
+    stream_base: int = 0
 
     @classmethod
     def random(cls) -> Pattern:
-        return cls(os.urandom(32), int.from_bytes(os.urandom(16), "big"))
+        seed = os.urandom(48)
+        return cls(seed[:32], int.from_bytes(seed[32:], "big"))
 
     @property
     def name(self) -> str:
@@ -59,6 +68,10 @@ class Pattern:
         zeros = _zero_buffer()
         if not self.key:
             return zeros.view[:length], zeros.address
+        if self.stream is not None:
+            ready = self.stream.piece(self.stream_base + offset, length)
+            if ready is not None:
+                return ready
         skip = offset % 16
         counter = (self.nonce + offset // 16) % (1 << 128)
         encryptor = Cipher(
@@ -66,6 +79,44 @@ class Pattern:
         ).encryptor()
         encryptor.update_into(zeros.view[: length + skip], out.view)
         return out.view[skip : skip + length], out.address + skip
+
+
+class Keystream:
+    """One AES-256-CTR keystream made in one call and cut into per-file patterns.
+
+    Building a cipher context costs more than the keystream of a 4 KiB
+    file, so a group of small files shares one. Each file's pattern starts
+    at its own 16-byte aligned place in the stream, so no two files get the
+    same bytes, and each pattern still regenerates its bytes on its own.
+    """
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.key = os.urandom(32)
+        self.nonce = int.from_bytes(os.urandom(16), "big")
+        self.bases: list[int] = []
+        total = 0
+        for size in sizes:
+            self.bases.append(total)
+            total += -(-size // 16) * 16
+        encryptor = Cipher(
+            algorithms.AES(self.key), modes.CTR(self.nonce.to_bytes(16, "big"))
+        ).encryptor()
+        self._data = encryptor.update(bytes(total))
+        self._view = memoryview(self._data)
+        self._address = ctypes.cast(ctypes.c_char_p(self._data), ctypes.c_void_p).value
+
+    def patterns(self) -> list[Pattern]:
+        """Return one pattern per size given, in the same order."""
+        return [
+            Pattern(self.key, (self.nonce + base // 16) % (1 << 128), self, base)
+            for base in self.bases
+        ]
+
+    def piece(self, start: int, length: int) -> tuple[memoryview, int] | None:
+        """Return the stream bytes at ``start`` and their address, if held."""
+        if start + length > len(self._data):
+            return None
+        return self._view[start : start + length], self._address + start
 
 
 class AlignedBuffer:
@@ -147,29 +198,64 @@ class FileOverwrite:
                 position += length
 
     def write_pass(
-        self, pattern: Pattern, buffer: AlignedBuffer, progress: Callable[[int], None]
+        self,
+        pattern: Pattern,
+        buffer: AlignedBuffer,
+        progress: Callable[[int], None],
+        spare: AlignedBuffer | None = None,
     ) -> int:
         """Write ``pattern`` over every data region; return the bytes written.
 
-        Raises OSError (ENOSPC, EIO, ...) with ``done`` set to the bytes
-        written before the failure.
+        With ``spare`` and O_DIRECT, a second thread writes one chunk while
+        this one builds the next in the other buffer. Raises OSError (ENOSPC,
+        EIO, ...) with ``done`` set to the bytes written before the failure.
         """
         done = 0
         try:
+            if spare is not None and self.direct:
+                with ThreadPoolExecutor(max_workers=1) as writer:
+                    for length in self._write_overlapped(
+                        pattern, (buffer, spare), writer
+                    ):
+                        done += length
+                        progress(length)
+                return done
             for offset, length, direct in self._segments():
                 self._set_direct(direct)
                 data, _ = pattern.fill(offset, length, buffer)
-                written = 0
-                while written < length:
-                    written += os.pwrite(
-                        self.descriptor, data[written:], offset + written
-                    )
+                self._write_all(data, offset)
                 done += length
                 progress(length)
         except OSError as error:
             error.done = done  # type: ignore[attr-defined]
             raise
         return done
+
+    def _write_overlapped(
+        self,
+        pattern: Pattern,
+        buffers: tuple[AlignedBuffer, AlignedBuffer],
+        writer: ThreadPoolExecutor,
+    ) -> Iterator[int]:
+        """Yield the length of each chunk written, building the next meanwhile."""
+        pending: tuple[Future[None], int] | None = None
+        for number, (offset, length, direct) in enumerate(self._segments()):
+            # The pending write uses the other buffer, so this fill is safe.
+            data, _ = pattern.fill(offset, length, buffers[number % 2])
+            if pending is not None:
+                pending[0].result()
+                yield pending[1]
+            # Changed only while no write is in flight.
+            self._set_direct(direct)
+            pending = (writer.submit(self._write_all, data, offset), length)
+        if pending is not None:
+            pending[0].result()
+            yield pending[1]
+
+    def _write_all(self, data: memoryview, offset: int) -> None:
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self.descriptor, data[written:], offset + written)
 
     def drop_cache(self) -> None:
         """Drop the file's clean cached pages and start reading them from the device.

@@ -3,13 +3,17 @@
 A batch of files goes through each stage together: open and check, one
 overwrite pass for all, one flush, read-back, rename, flush, truncate and
 unlink, flush. A batch of small files thus costs a few filesystem flushes
-rather than several per file.
+rather than several per file. Directories follow in waves, deepest first,
+with the same few flushes and one ext4 checkpoint per wave.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import errno
 import os
+import resource
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from plugins._files import mounts as mountinfo
 from plugins._files.attribute import RawHit, attribute_hits
-from plugins._files.overwrite import AlignedBuffer, FileOverwrite, Pattern
+from plugins._files.overwrite import (
+    SHARED_STREAM_BYTES,
+    SHARED_STREAM_MAX,
+    AlignedBuffer,
+    FileOverwrite,
+    Keystream,
+    Pattern,
+)
 from plugins._files.paths import escape_path, is_within, unescape_path
 from plugins._files.walk import identity
 from plugins.base import Method, PlannedItem, PurgeResult, Refusal
@@ -60,6 +71,18 @@ class _Work:
         return self.planned.item.key
 
 
+@dataclass
+class _Emptied:
+    """A directory renamed to a random name, waiting for its removal."""
+
+    key: str
+    path: str
+    parent_fd: int
+    new_name: str
+    device: int
+    symlinks: int
+
+
 class BatchPurge:
     """Purge one batch: files in stages, directories one by one after them."""
 
@@ -69,6 +92,7 @@ class BatchPurge:
         self.context = plugin.context
         self.log = plugin.log
         self._directories: dict[str, int] = {}
+        self._writable_directories: dict[int, bool] = {}
         self._buffer = AlignedBuffer()
         self._scratch = AlignedBuffer()
         # Directories changed since the last ext4 checkpoint.
@@ -83,6 +107,7 @@ class BatchPurge:
         for descriptor in self._directories.values():
             os.close(descriptor)
         self._directories.clear()
+        self._writable_directories.clear()
 
     def run(self) -> Iterator[PurgeResult]:
         # Files first, then directories in discovery order: a directory comes
@@ -99,41 +124,110 @@ class BatchPurge:
         yield from self._files(files)
         yield from mask_files(self, masks)
         done = {id(planned) for planned in files + masks}
+        directories = []
         for planned in self.batch:
             if id(planned) in done:
                 continue
             if self.context.should_stop():
                 return
-            yield self._other(planned)
-
-    # -- directories and refused items ---------------------------------------
-
-    def _other(self, planned: PlannedItem) -> PurgeResult:
-        item = planned.item
-        if not planned.decision.permitted:
-            return PurgeResult(
-                item.key,
-                "blocked",
-                planned.decision.refusal.detail,
-                refusal=planned.decision.refusal,
+            if planned.decision.permitted:
+                directories.append(planned)
+                continue
+            refusal = planned.decision.refusal
+            result = PurgeResult(
+                planned.item.key, "blocked", refusal.detail, refusal=refusal
             )
-        try:
-            result = self._directory(planned)
-        except _Failed as failure:
-            result = failure.result
-        except OSError as error:
-            self.log.debug("directory removal failed", item=item.key, exc_info=True)
-            result = _failed(
-                item.key,
-                f"could not remove directory {item.key}: {error.strerror}; "
-                "what the purge had removed from it stays removed",
-            )
-        finally:
-            self._close_directories()
-        self._log_result(result)
-        return result
+            self._log_result(result)
+            yield result
+        yield from self._remove_directories(directories)
 
-    def _directory(self, planned: PlannedItem) -> PurgeResult:
+    # -- directories ----------------------------------------------------------
+
+    def _remove_directories(self, group: list[PlannedItem]) -> Iterator[PurgeResult]:
+        """Remove directories in waves, each after every directory inside it.
+
+        A wave contains directories with no other waiting directory inside
+        them, so one flush after the renames, one ext4 checkpoint and one
+        flush after the removals serve the whole wave.
+        """
+        pending = group
+        while pending:
+            if self.context.should_stop():
+                return
+            wave: list[PlannedItem] = []
+            waiting: list[PlannedItem] = []
+            parents: set[str] = set()
+            for planned in pending:
+                path = unescape_path(planned.item.key)
+                # Discovery yields a directory after its contents, so a
+                # directory named in ``parents`` has a child earlier in the list.
+                (waiting if path in parents else wave).append(planned)
+                parents.add(os.path.dirname(path))
+            try:
+                results = self._remove_wave(wave)
+            finally:
+                self._close_directories()
+            for result in results:
+                self._log_result(result)
+                yield result
+            pending = waiting
+
+    def _remove_wave(self, wave: list[PlannedItem]) -> list[PurgeResult]:
+        results: dict[str, PurgeResult] = {}
+        emptied: list[_Emptied] = []
+        for planned in wave:
+            key = planned.item.key
+            try:
+                outcome = self._empty_and_rename(planned)
+            except _Failed as failure:
+                results[key] = failure.result
+                continue
+            except OSError as error:
+                self.log.debug("directory removal failed", item=key, exc_info=True)
+                results[key] = _failed(
+                    key,
+                    f"could not remove directory {key}: {error.strerror}; "
+                    "what the purge had removed from it stays removed",
+                )
+                continue
+            if isinstance(outcome, PurgeResult):
+                results[key] = outcome
+            else:
+                emptied.append(outcome)
+        emptied = self._flush_directories(emptied, results, "after rename")
+        self._checkpoint_wave(emptied)
+        for entry in emptied:
+            try:
+                os.rmdir(entry.new_name, dir_fd=entry.parent_fd)
+            except OSError as error:
+                results[entry.key] = _failed(
+                    entry.key,
+                    f"could not remove directory {entry.key} (renamed to "
+                    f"{escape_path(entry.new_name)}): {error.strerror}",
+                )
+                continue
+            self._changed.add(os.path.dirname(entry.path))
+        emptied = [entry for entry in emptied if entry.key not in results]
+        emptied = self._flush_directories(emptied, results, "after removal")
+        for entry in emptied:
+            links = entry.symlinks
+            detail = "renamed and removed" + (
+                f"; removed {links} symbolic link(s) in it" if links else ""
+            )
+            results[entry.key] = PurgeResult(
+                entry.key,
+                "purged",
+                detail,
+                method=Method.CLEAR_OVERWRITE,
+                facts={"symlinks_removed": links},
+            )
+        return [results[p.item.key] for p in wave if p.item.key in results]
+
+    def _empty_and_rename(self, planned: PlannedItem) -> _Emptied | PurgeResult:
+        """Remove the directory's recorded symbolic links and rename it if empty.
+
+        Returns a blocked result when entries the plan did not select remain.
+        """
         item = planned.item
         path = unescape_path(item.key)
         parent, name = os.path.split(path)
@@ -148,7 +242,14 @@ class BatchPurge:
             )
         descriptor = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent_fd)
         try:
-            links = remove_symlinks(descriptor, self.plugin._symlinks.pop(path, []))
+            recorded = self.plugin._symlinks.pop(path, None)
+            if recorded is None:
+                # A resumed job skips discovery; the plan kept the links.
+                recorded = [
+                    (unescape_path(name), int(inode))
+                    for name, inode in planned.decision.params.get("symlinks", ())
+                ]
+            links = remove_symlinks(descriptor, recorded)
             if links:
                 self._changed.add(path)
             remaining = os.listdir(descriptor)
@@ -164,30 +265,51 @@ class BatchPurge:
             return PurgeResult(item.key, "blocked", refusal.detail, refusal=refusal)
         try:
             new_name = _rename_random(parent_fd, name)
-            os.fsync(parent_fd)
-            if path in self._changed:
-                self._checkpoint(parent_fd, path)
-            os.rmdir(new_name, dir_fd=parent_fd)
-            self._changed.add(parent)
-            os.fsync(parent_fd)
         except OSError as error:
             raise _fail(
                 item.key, f"could not remove directory {item.key}: {error.strerror}"
             ) from None
-        detail = "renamed and removed" + (
-            f"; removed {links} symbolic link(s) in it" if links else ""
-        )
-        return PurgeResult(
-            item.key,
-            "purged",
-            detail,
-            method=Method.CLEAR_OVERWRITE,
-            facts={"symlinks_removed": links},
-        )
+        return _Emptied(item.key, path, parent_fd, new_name, status.st_dev, links)
+
+    def _flush_directories(
+        self, emptied: list[_Emptied], results: dict[str, PurgeResult], stage: str
+    ) -> list[_Emptied]:
+        """Flush each filesystem of the wave once; a failure fails its directories."""
+        by_device: dict[int, list[_Emptied]] = {}
+        for entry in emptied:
+            by_device.setdefault(entry.device, []).append(entry)
+        for members in by_device.values():
+            try:
+                mountinfo.syncfs(members[0].parent_fd)
+            except OSError as error:
+                for entry in members:
+                    results[entry.key] = _failed(
+                        entry.key,
+                        f"flushing the directory {entry.key} to the device {stage} "
+                        f"failed: {error.strerror}; purge it again",
+                    )
+        return [entry for entry in emptied if entry.key not in results]
+
+    def _checkpoint_wave(self, emptied: list[_Emptied]) -> None:
+        """Checkpoint each ext4 filesystem whose emptied directories are only journaled."""
+        changed = [entry for entry in emptied if entry.path in self._changed]
+        devices: dict[int, _Emptied] = {}
+        for entry in changed:
+            devices.setdefault(entry.device, entry)
+        for entry in devices.values():
+            self._checkpoint(entry.parent_fd, entry.path)
+        if changed:
+            self._changed.clear()
 
     # -- files --------------------------------------------------------------
 
     def _files(self, group: list[PlannedItem]) -> Iterator[PurgeResult]:
+        # Every file of a group stays open from its check to its unlink.
+        limit = open_file_limit()
+        for start in range(0, len(group), limit):
+            yield from self._file_group(group[start : start + limit])
+
+    def _file_group(self, group: list[PlannedItem]) -> Iterator[PurgeResult]:
         if not group:
             return
         results: dict[str, PurgeResult] = {}
@@ -228,7 +350,7 @@ class BatchPurge:
                     item.key,
                     f"{escape_path(path)} was replaced after the plan; nothing was overwritten",
                 )
-            if not os.access(".", os.W_OK, dir_fd=parent_fd):
+            if not self._writable(parent_fd):
                 raise _fail(
                     item.key,
                     f"the directory of {escape_path(path)} is not writable, so the file could not "
@@ -300,12 +422,16 @@ class BatchPurge:
                     "stopping after pass", passes_done=index, passes_planned=passes
                 )
                 break
+            _share_keystreams(works, index)
             for work in works:
                 if index >= len(work.patterns):
                     continue
                 try:
                     work.overwrite.write_pass(
-                        work.patterns[index], self._buffer, self.context.progress
+                        work.patterns[index],
+                        self._buffer,
+                        self.context.progress,
+                        spare=self._scratch,
                     )
                     work.passes_done = index + 1
                 except OSError as error:
@@ -319,6 +445,8 @@ class BatchPurge:
                     )
             works = self._drop_failed(works, results)
             works = self._flush(works, results, f"after pass {index + 1}")
+            if index + 1 < passes:
+                _release_keystreams(works, index)
         if _inject_mismatch(self.context.settings):
             for work in works:
                 work.overwrite.corrupt_for_test()
@@ -447,7 +575,6 @@ class BatchPurge:
 
     def _checkpoint(self, descriptor: int, path: str) -> None:
         """On ext4, write the emptied directory's wiped block home before it is freed."""
-        self._changed.clear()
         mount = self.plugin._mount(path)
         if mount is None or mount.fstype not in ("ext3", "ext4") or os.geteuid() != 0:
             return
@@ -457,6 +584,14 @@ class BatchPurge:
             # NOTE: without the checkpoint (Linux before 5.13) the freed
             # directory block may keep older names; the device scan reports them.
             self.log.debug("journal checkpoint failed", error=error.strerror)
+
+    def _writable(self, descriptor: int) -> bool:
+        """Tell whether entries of the open directory can be renamed and removed."""
+        writable = self._writable_directories.get(descriptor)
+        if writable is None:
+            writable = os.access(".", os.W_OK, dir_fd=descriptor)
+            self._writable_directories[descriptor] = writable
+        return writable
 
     def _open_directory(self, directory: str, key: str) -> int:
         """Open a directory without following symbolic links below the target root."""
@@ -520,6 +655,33 @@ class BatchPurge:
             self.log.error("item failed", item=result.key, detail=result.detail)
 
 
+#: Descriptors kept free for directories, the journal and the device scan.
+_SPARE_DESCRIPTORS = 256
+
+
+def open_file_limit() -> int:
+    """Return how many files a group may hold open, raising RLIMIT_NOFILE if allowed.
+
+    Many systems start processes with a soft limit of 1024 descriptors and a
+    far higher hard limit, so the soft limit is raised towards the hard one
+    as far as a full batch needs.
+    """
+    from plugins.files import FilesPlugin
+
+    wanted = FilesPlugin.batch_size + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return FilesPlugin.batch_size
+    return max(16, min(FilesPlugin.batch_size, soft - _SPARE_DESCRIPTORS))
+
+
 def _inject_mismatch(settings) -> bool:
     """Tell whether a test asked to corrupt the data after the last pass.
 
@@ -530,6 +692,35 @@ def _inject_mismatch(settings) -> bool:
     if settings.get("inject_readback_mismatch"):
         return True
     return os.environ.get("LETHE_TEST_INJECT_READBACK_MISMATCH") == "1"
+
+
+def _share_keystreams(works: list[_Work], index: int) -> None:
+    """Give the small files of pass ``index`` patterns cut from shared keystreams."""
+    small = [
+        work
+        for work in works
+        if index < len(work.patterns)
+        and work.patterns[index].key
+        and not work.overwrite.direct
+        and work.overwrite.size <= SHARED_STREAM_MAX
+    ]
+    per_stream = SHARED_STREAM_BYTES // SHARED_STREAM_MAX
+    for start in range(0, len(small), per_stream):
+        group = small[start : start + per_stream]
+        if len(group) < 2:
+            continue
+        stream = Keystream([work.overwrite.size for work in group])
+        for work, pattern in zip(group, stream.patterns()):
+            work.patterns[index] = pattern
+
+
+def _release_keystreams(works: list[_Work], index: int) -> None:
+    """Drop the shared keystreams of a pass that no read-back needs."""
+    for work in works:
+        if index < len(work.patterns) and work.patterns[index].stream is not None:
+            work.patterns[index] = dataclasses.replace(
+                work.patterns[index], stream=None
+            )
 
 
 def _fail(key: str, detail: str) -> _Failed:
@@ -562,11 +753,41 @@ def _rename_random(parent_fd: int, name: str) -> str:
     while True:
         new_name = random_name(length)
         try:
+            if _rename_noreplace(parent_fd, name, new_name):
+                return new_name
+        except FileExistsError:
+            continue  # the random name is taken; draw another
+        try:
             os.lstat(new_name, dir_fd=parent_fd)
         except FileNotFoundError:
             break
     os.rename(name, new_name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     return new_name
+
+
+#: renameat2(2) flag that makes the rename fail with EEXIST instead of
+#: replacing an existing entry (linux/fs.h).
+_RENAME_NOREPLACE = 1
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _rename_noreplace(parent_fd: int, name: str, new_name: str) -> bool:
+    """Rename within one directory unless ``new_name`` exists (one system call).
+
+    Returns False when the C library or the filesystem lacks renameat2 with
+    RENAME_NOREPLACE, so the caller checks and renames in two steps.
+    """
+    if _renameat2 is None:
+        return False
+    result = _renameat2(
+        parent_fd, os.fsencode(name), parent_fd, os.fsencode(new_name), _RENAME_NOREPLACE
+    )
+    if result == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS):
+        return False
+    raise OSError(error, os.strerror(error), name)
 
 
 def remove_symlinks(directory_fd: int, links: list[tuple[str, int]]) -> int:
@@ -589,6 +810,8 @@ def remove_symlinks(directory_fd: int, links: list[tuple[str, int]]) -> int:
 
 def remove_recorded_symlinks(plugin: FilesPlugin) -> int:
     """Remove symbolic links recorded at discovery whose directories were kept."""
+    # NOTE: a resumed job has no discovery, so links directly in a kept
+    # directory (the target root with keep_root, a mount point) stay.
     removed = 0
     for directory, links in list(plugin._symlinks.items()):
         try:

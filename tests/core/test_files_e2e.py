@@ -197,6 +197,43 @@ def test_sigkill_mid_purge_then_resume(ext4: LoopFilesystem, tmp_path: Path) -> 
     assert not root.exists()
 
 
+def test_symlink_removed_after_resume(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    outside = ext4.mountpoint / "outside.csv"
+    outside.write_bytes(b"kept outside the target\n")
+    root = ext4.mountpoint / "exports"
+    directory = root / "2024"
+    directory.mkdir(parents=True)
+    (directory / "customers.csv").write_bytes(os.urandom(8192))
+    link = directory / "latest.csv"
+    link.symlink_to(outside)
+    environment = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        LETHE_STATE_DIR=str(state_dir),
+        LETHE_CRASH_AFTER_ITEMS="1",
+    )
+    process = subprocess.run(
+        [str(LETHE), "purge", "--yes", str(root), "-c", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+        timeout=300,
+    )
+    assert process.returncode == -signal.SIGKILL
+    assert os.path.lexists(link)
+
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        job_id = db.execute("SELECT id FROM jobs").fetchone()[0]
+    resumed = run("purge", "--resume", job_id, "-c", str(config), state_dir=state_dir)
+    assert resumed.returncode == 1, resumed.stderr  # the link is listed as refused
+    assert not os.path.lexists(link)
+    assert not root.exists()
+    assert outside.read_bytes() == b"kept outside the target\n"
+
+
 def test_awkward_names_through_cli(ext4: LoopFilesystem, tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     config = write_config(tmp_path, state_dir, scan_device=False)

@@ -244,6 +244,14 @@ def test_random_data_multiple_passes_and_zero(ext4):
     assert raw_image(ext4).count(CANARY) == 0
 
 
+def test_ext4_plan_names_journal_residual(ext4):
+    target = ext4.mountpoint / "exports"
+    target.mkdir()
+    (target / "customers.csv").write_bytes(canary_lines(CANARY.decode(), 10))
+    residual = plan(target).info.residual
+    assert [text for text in residual if "ext4 journal" in text]
+
+
 def test_ext4_without_journal_purges_cleanly(tmp_path):
     require_root()
     require_tool("mkfs.ext4")
@@ -252,6 +260,8 @@ def test_ext4_without_journal_purges_cleanly(tmp_path):
         target.mkdir()
         (target / "customers.csv").write_bytes(canary_lines(CANARY.decode(), 2_000))
         os.sync()
+        planned = plan(target)
+        assert not [text for text in planned.info.residual if "ext4 journal" in text]
         run = purge(target)
         steps = {result.key: result for result in run.completion}
         assert steps["zero-journal"].status == "purged"

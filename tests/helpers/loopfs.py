@@ -49,10 +49,14 @@ def loop_filesystem(
     size_mib: int = 64,
     mount_options: str = "",
     mkfs_options: tuple[str, ...] = (),
+    direct_io: bool = False,
 ) -> Iterator[LoopFilesystem]:
     """Create an image in ``directory``, format it, attach and mount it.
 
-    Everything is undone in reverse order on exit, including after failures.
+    ``direct_io`` attaches the loop device with ``--direct-io=on``, so its
+    writes go to the disk under the image rather than into the image file's
+    page cache. Everything is undone in reverse order on
+    exit, including after failures.
     """
     size_mib = max(size_mib, MIN_SIZE_MIB[fstype])
     image = directory / f"{fstype}.img"
@@ -63,7 +67,10 @@ def loop_filesystem(
     subprocess.run(
         [*MKFS[fstype], *mkfs_options, str(image)], check=True, capture_output=True
     )
-    device = _run("losetup", "--find", "--show", str(image)).strip()
+    attach = ["losetup", "--find", "--show", str(image)]
+    if direct_io:
+        attach.insert(1, "--direct-io=on")
+    device = _run(*attach).strip()
     try:
         command = ["mount", device, str(mountpoint)]
         if mount_options:
