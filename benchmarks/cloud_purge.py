@@ -17,7 +17,10 @@ third bucket of the same size emptied with one bare HTTP DELETE per object
 over one kept-alive connection, with no SDK. Each delete costs the emulator
 time that grows with the objects in the bucket, and any client pays it, so
 reference time divided by this floor bounds the speed-up any client can
-reach there. It also counts the HTTP requests Lethe sends, per object.
+reach there. Each Cloud Storage purge runs on a fresh emulator process, for
+``--rounds`` rounds in rotating order, and the script prints the medians,
+the CPU time of the client and of the emulator, and the HTTP requests
+Lethe sends per object.
 
     python benchmarks/cloud_purge.py --objects 2000
 """
@@ -26,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import http.client
 import os
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -62,6 +68,7 @@ for _name in (
     os.environ.pop(_name, None)
 
 import structlog  # noqa: E402
+from google.cloud import storage  # noqa: E402
 
 from plugins.azure import AzurePlugin  # noqa: E402
 from tests.cloud.conftest import (  # noqa: E402
@@ -82,13 +89,13 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 @contextmanager
 def started(
     command: list[str], probe: str, ok: tuple[int, ...] = (200,)
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         _wait_for(probe, process, command[0], ok=ok)
-        yield
+        yield process
     finally:
         _stop(process)
 
@@ -99,8 +106,14 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def seed(upload: Callable[[str], object], count: int) -> None:
-    with ThreadPoolExecutor(max_workers=8) as pool:
+def cpu_seconds(pid: int) -> float:
+    """Return the user plus system CPU seconds a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def seed(upload: Callable[[str], object], count: int, workers: int = 8) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(upload, (f"data/{index:05d}" for index in range(count))))
 
 
@@ -138,48 +151,96 @@ def bare_deletes(
         connection.close()
 
 
-def bench_gcs(label: str, endpoint: str, count: int) -> dict[str, float]:
-    gcs = gcs_client(endpoint)
-    reference_bucket = gcs.create_bucket(f"ref-{time.time_ns()}")
-    lethe_bucket = gcs.create_bucket(f"lethe-{time.time_ns()}")
-    floor_bucket = gcs.create_bucket(f"floor-{time.time_ns()}")
-    buckets = (reference_bucket, lethe_bucket, floor_bucket)
-    for bucket in buckets:
-        seed(lambda name, b=bucket: b.blob(name).upload_from_string(b"x" * 64), count)
+def upload(bucket: storage.Bucket, name: str) -> None:
+    bucket.blob(name).upload_from_string(b"x" * 64)
+
+
+def purge_reference(gcs: storage.Client, bucket: storage.Bucket) -> None:
+    """Purge with the vendor's recipe: list every generation, delete each in turn."""
+    for blob in gcs.list_blobs(bucket, versions=True):
+        bucket.delete_blob(blob.name, generation=blob.generation)
+
+
+def purge_lethe(
+    endpoint: str, bucket: storage.Bucket, count: int, adapter: CountingAdapter
+) -> None:
+    plugin = gcs_plugin_class(endpoint, adapter)
+    run = run_plugin(plugin, f"gs://{bucket.name}/data/")
+    assert len(run.results) == count, len(run.results)
+    assert not run.unverified(), run.unverified()[:3]
+
+
+def purge_floor(endpoint: str, gcs: storage.Client, bucket: storage.Bucket) -> None:
+    listed = [
+        (blob.name, blob.generation) for blob in gcs.list_blobs(bucket, versions="true")
+    ]
+    bare_deletes(endpoint, bucket.name, listed)
+
+
+def bench_gcs(
+    label: str,
+    start: Callable[[], ContextManager[tuple[str, int]]],
+    count: int,
+    rounds: int,
+) -> dict[str, float]:
+    """Time the three purges, each on a fresh emulator, for ``rounds`` rounds.
+
+    A fresh emulator per purge keeps the purges apart: gcp-storage-emulator
+    rewrites the metadata of every bucket on each delete, so a bucket
+    seeded for a later purge would slow an earlier one.
+    """
+    tools = ("reference", "lethe", "floor")
+    wall: dict[str, list[float]] = {tool: [] for tool in tools}
+    server_cpu: dict[str, list[float]] = {tool: [] for tool in tools}
+    client_cpu: dict[str, list[float]] = {tool: [] for tool in tools}
     adapter = CountingAdapter()
-
-    def reference() -> None:
-        for blob in gcs.list_blobs(reference_bucket, versions=True):
-            reference_bucket.delete_blob(blob.name, generation=blob.generation)
-
-    def lethe() -> None:
-        plugin = gcs_plugin_class(endpoint, adapter)
-        run = run_plugin(plugin, f"gs://{lethe_bucket.name}/data/")
-        assert len(run.results) == count, len(run.results)
-        assert not run.unverified(), run.unverified()[:3]
-
-    def floor() -> None:
-        listed = [
-            (blob.name, blob.generation)
-            for blob in gcs.list_blobs(floor_bucket, versions="true")
-        ]
-        bare_deletes(endpoint, floor_bucket.name, listed)
-
-    reference_time, lethe_time, floor_time = (
-        timed(reference),
-        timed(lethe),
-        timed(floor),
+    for round_index in range(rounds):
+        # Rotate the order each round so a load change hits every tool alike.
+        order = tools[round_index % 3 :] + tools[: round_index % 3]
+        for tool in order:
+            with start() as (endpoint, pid):
+                gcs = gcs_client(endpoint)
+                bucket = gcs.create_bucket(f"{tool}-{time.time_ns()}")
+                # gcp-storage-emulator serves one connection at a time and
+                # keeps a listen backlog of 5, so more uploaders time out.
+                seed(functools.partial(upload, bucket), count, workers=2)
+                actions = {
+                    "reference": functools.partial(purge_reference, gcs, bucket),
+                    "lethe": functools.partial(
+                        purge_lethe, endpoint, bucket, count, adapter
+                    ),
+                    "floor": functools.partial(purge_floor, endpoint, gcs, bucket),
+                }
+                server_before, client_before = cpu_seconds(pid), time.process_time()
+                wall[tool].append(timed(actions[tool]))
+                server_cpu[tool].append(cpu_seconds(pid) - server_before)
+                client_cpu[tool].append(time.process_time() - client_before)
+                left = list(gcs.list_blobs(bucket, versions="true"))
+                assert left == [], f"{label}: {len(left)} objects left after {tool}"
+    ratios = [
+        reference / lethe
+        for reference, lethe in zip(wall["reference"], wall["lethe"], strict=True)
+    ]
+    figures = {f"{tool}": statistics.median(wall[tool]) for tool in tools}
+    figures.update(
+        {
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "deletes_per_object": adapter.counts["DELETE"] / (count * rounds),
+            "batches_per_object": adapter.counts["POST"] / (count * rounds),
+            "other_requests": (
+                sum(adapter.counts.values())
+                - adapter.counts["DELETE"]
+                - adapter.counts["POST"]
+            )
+            / rounds,
+        }
     )
-    for bucket in buckets:
-        left = list(gcs.list_blobs(bucket, versions="true"))
-        assert left == [], f"{label}: {len(left)} objects left in {bucket.name}"
-    return {
-        "reference": reference_time,
-        "lethe": lethe_time,
-        "floor": floor_time,
-        "deletes_per_object": adapter.counts["DELETE"] / count,
-        "other_requests": sum(adapter.counts.values()) - adapter.counts["DELETE"],
-    }
+    for tool in tools:
+        figures[f"{tool}_server_cpu"] = statistics.median(server_cpu[tool])
+        figures[f"{tool}_client_cpu"] = statistics.median(client_cpu[tool])
+    return figures
 
 
 # -- Azure Blob -------------------------------------------------------------------
@@ -219,48 +280,55 @@ def bench_azure(connection: str, count: int) -> dict[str, float]:
     return {"reference": reference_time, "lethe": lethe_time}
 
 
-def run_fake_gcs(count: int) -> dict[str, float]:
+@contextmanager
+def fake_gcs_server() -> Iterator[tuple[str, int]]:
     port = free_port()
-    with started(
-        [
-            str(_fake_gcs_binary()),
-            "-scheme",
-            "http",
-            "-backend",
-            "memory",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-log-level",
-            "error",
-        ],
-        f"http://127.0.0.1:{port}/storage/v1/b",
-    ):
-        return bench_gcs("fake-gcs-server", f"http://127.0.0.1:{port}", count)
+    command = [
+        str(_fake_gcs_binary()),
+        "-scheme",
+        "http",
+        "-backend",
+        "memory",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-log-level",
+        "error",
+    ]
+    with started(command, f"http://127.0.0.1:{port}/storage/v1/b") as process:
+        yield f"http://127.0.0.1:{port}", process.pid
 
 
-def run_gcp_storage_emulator(count: int) -> dict[str, float]:
+@contextmanager
+def gcp_storage_emulator() -> Iterator[tuple[str, int]]:
     port = free_port()
-    with started(
-        [
-            sys.executable,
-            "-m",
-            "gcp_storage_emulator",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-            "--quiet",
-        ],
-        f"http://127.0.0.1:{port}/storage/v1/b?project=lethe-bench",
-    ):
-        return bench_gcs("gcp-storage-emulator", f"http://127.0.0.1:{port}", count)
+    command = [
+        sys.executable,
+        "-m",
+        "gcp_storage_emulator",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--in-memory",
+        "--quiet",
+    ]
+    probe = f"http://127.0.0.1:{port}/storage/v1/b?project=lethe-bench"
+    with started(command, probe) as process:
+        yield f"http://127.0.0.1:{port}", process.pid
 
 
-def run_azurite(count: int) -> dict[str, float]:
+def run_fake_gcs(count: int, rounds: int) -> dict[str, float]:
+    return bench_gcs("fake-gcs-server", fake_gcs_server, count, rounds)
+
+
+def run_gcp_storage_emulator(count: int, rounds: int) -> dict[str, float]:
+    return bench_gcs("gcp-storage-emulator", gcp_storage_emulator, count, rounds)
+
+
+def run_azurite(count: int, rounds: int) -> dict[str, float]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     with started(
@@ -297,31 +365,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000, help="objects per bucket")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Cloud Storage rounds; each times every purge once on a fresh emulator",
+    )
+    parser.add_argument(
         "--emulators",
         default=",".join(EMULATORS),
         help=f"comma-separated emulators to run, from {', '.join(EMULATORS)}",
     )
     args = parser.parse_args()
     print(f"{args.objects} objects per bucket; Lethe time includes verification")
-    print(
-        f"{'emulator':<22}{'reference s':>13}{'Lethe s':>10}{'speed-up':>10}"
-        f"{'floor s':>10}{'ceiling':>9}{'Lethe requests':>24}",
-        flush=True,
-    )
     for name in args.emulators.split(","):
-        figures = EMULATORS[name](args.objects)
+        figures = EMULATORS[name](args.objects, args.rounds)
         reference_time, lethe_time = figures["reference"], figures["lethe"]
-        line = (
-            f"{name:<22}{reference_time:>13.2f}{lethe_time:>10.2f}"
-            f"{reference_time / lethe_time:>9.1f}x"
-        )
-        if "floor" in figures:
-            line += (
-                f"{figures['floor']:>10.2f}{reference_time / figures['floor']:>8.1f}x"
-                f"{figures['deletes_per_object']:>8.2f} DELETE/object"
-                f" + {figures['other_requests']:.0f}"
+        if "floor" not in figures:
+            print(
+                f"{name}: reference {reference_time:.2f} s, Lethe {lethe_time:.2f} s, "
+                f"speed-up {reference_time / lethe_time:.1f}x",
+                flush=True,
             )
-        print(line, flush=True)
+            continue
+        print(
+            f"{name}, median of {args.rounds} rounds (wall s / client CPU s / "
+            "emulator CPU s):",
+            flush=True,
+        )
+        for tool in ("reference", "lethe", "floor"):
+            print(
+                f"  {tool:<10}{figures[tool]:>8.2f}"
+                f"{figures[f'{tool}_client_cpu']:>8.2f}"
+                f"{figures[f'{tool}_server_cpu']:>8.2f}"
+            )
+        print(
+            f"  speed-up {figures['ratio']:.2f}x (rounds {figures['ratio_min']:.2f}x "
+            f"to {figures['ratio_max']:.2f}x); ceiling, reference / floor: "
+            f"{reference_time / figures['floor']:.2f}x\n"
+            f"  Lethe requests per object: {figures['deletes_per_object']:.2f} DELETE, "
+            f"{figures['batches_per_object']:.3f} batch POST; "
+            f"{figures['other_requests']:.0f} other requests per purge",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ retention times and KMS key names, to the JSON the emulator returns. Every
 request still reaches the emulator, so a delete the plugin should not have
 sent really deletes the object and the test sees it. The one exception is
 the ``deny`` hook: a request it matches gets the status code the test sets
-and never reaches the emulator.
+and never reaches the emulator. The hook sees each call of a batch request
+on its own, so a denied call gets its status inside the batch response and
+the other calls still reach the emulator.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from google.cloud import storage
 from plugins.gcs import GCSPlugin
 
 _BATCH_LINE = re.compile(rb"^(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.1", re.MULTILINE)
+_CONTENT_ID = re.compile(rb"^Content-ID: *<([^>]*)>", re.MULTILINE | re.IGNORECASE)
+_BOUNDARY = re.compile(r"boundary=\"?([^\";]+)")
 
 
 class RecordingAdapter(requests.adapters.HTTPAdapter):
@@ -34,6 +38,8 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
         super().__init__()
         #: (method, decoded path and query) of every request and batch sub-request.
         self.requests: list[tuple[str, str]] = []
+        #: (method, decoded URL) of the calls inside batch requests only.
+        self.batch_calls: list[tuple[str, str]] = []
         #: Extra fields per object name, merged into object resources.
         self.object_fields: dict[str, dict[str, Any]] = {}
         #: Extra fields merged into bucket resources.
@@ -51,17 +57,83 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
             if isinstance(request.body, bytes)
             else (request.body or "").encode()
         )
-        if "/batch/storage/v1" in url:
+        is_batch = "/batch/storage/v1" in url
+        if is_batch:
             for method, path in _BATCH_LINE.findall(body):
-                self.requests.append(
-                    (method.decode(), urllib.parse.unquote(path.decode()))
-                )
+                call = (method.decode(), urllib.parse.unquote(path.decode()))
+                self.requests.append(call)
+                self.batch_calls.append(call)
         status = self.deny(request.method or "", url)
         if status is not None:
             return self._denied(request, status)
+        if is_batch:
+            return self._send_batch(request, body, **kwargs)
         response = super().send(request, **kwargs)
         if "application/json" in response.headers.get("Content-Type", ""):
             response._content = self._rewrite(response.content)
+        return response
+
+    def _send_batch(
+        self, request: requests.PreparedRequest, body: bytes, **kwargs: Any
+    ) -> requests.Response:
+        """Forward the calls the deny hook lets through; answer the others here."""
+        match = _BOUNDARY.search(request.headers.get("Content-Type", ""))
+        assert match is not None, "batch request without a multipart boundary"
+        delimiter = b"--" + match.group(1).encode()
+        kept: list[bytes] = []
+        denied: list[tuple[bytes, int]] = []
+        for part in body.split(delimiter):
+            if part.strip() in (b"", b"--"):
+                continue
+            line = _BATCH_LINE.search(part)
+            content_id = _CONTENT_ID.search(part)
+            status = None
+            if line is not None:
+                status = self.deny(
+                    line.group(1).decode(), urllib.parse.unquote(line.group(2).decode())
+                )
+            if status is None or content_id is None:
+                kept.append(part)
+            else:
+                denied.append((content_id.group(1), status))
+        if not denied:
+            return super().send(request, **kwargs)
+        if kept:
+            request.body = (
+                b"".join(delimiter + part for part in kept) + delimiter + b"--\r\n"
+            )
+            request.headers["Content-Length"] = str(len(request.body))
+            response = super().send(request, **kwargs)
+            reply = _BOUNDARY.search(response.headers.get("Content-Type", ""))
+            assert reply is not None, "batch response without a multipart boundary"
+            reply_delimiter = b"--" + reply.group(1).encode()
+            content = response.content.rstrip()
+            content = content[: -len(reply_delimiter + b"--")]
+        else:
+            response = self._denied(request, 200)
+            reply_delimiter = b"--denied_calls"
+            response.headers["Content-Type"] = "multipart/mixed; boundary=denied_calls"
+            content = b""
+        for content_id, status in denied:
+            error = json.dumps(
+                {
+                    "error": {
+                        "code": status,
+                        "message": f"HTTP {status} from the test adapter",
+                    }
+                }
+            ).encode()
+            content += (
+                reply_delimiter
+                + b"\r\nContent-Type: application/http\r\nContent-ID: <response-"
+                + content_id
+                + b">\r\n\r\nHTTP/1.1 "
+                + str(status).encode()
+                + b" Denied\r\nContent-Type: application/json\r\n\r\n"
+                + error
+                + b"\r\n"
+            )
+        response._content = content + reply_delimiter + b"--\r\n"
         return response
 
     def _denied(
@@ -100,6 +172,11 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
             if resource.get("kind") == "storage#bucket":
                 resource.update(self.bucket_fields)
         return json.dumps(payload).encode()
+
+    def single_deletes(self) -> int:
+        """Count DELETE requests sent on their own, outside batch requests."""
+        deletes = sum(1 for method, _ in self.requests if method == "DELETE")
+        return deletes - sum(1 for method, _ in self.batch_calls if method == "DELETE")
 
     def sent(self, method: str, fragment: str) -> list[str]:
         """Return recorded URLs of one method that contain ``fragment``."""

@@ -27,7 +27,7 @@ from plugins.errors import (
     TargetNotFound,
     TargetUnreachable,
 )
-from plugins.gcs import GCSPlugin
+from plugins.gcs import BATCHES_IN_FLIGHT, GCSPlugin
 from tests.cloud.conftest import closed_port, unique
 from tests.cloud.gcs_support import (
     RecordingAdapter,
@@ -106,10 +106,11 @@ def test_verify_fails_without_delete(fake_gcs, gcs, monkeypatch):
     bucket = gcs.create_bucket(name)
     bucket.blob("p/k").upload_from_string(b"x")
 
-    def skip_delete(self, bucket, entry):
-        return PurgeResult(key=entry.item.key, status="purged")
+    def skip_delete(self, bucket, entries):
+        for entry in entries:
+            yield PurgeResult(key=entry.item.key, status="purged")
 
-    monkeypatch.setattr(GCSPlugin, "_delete_one", skip_delete)
+    monkeypatch.setattr(GCSPlugin, "_delete_batch", skip_delete)
     run = run_plugin(plugin_class(fake_gcs), f"gs://{name}/p/")
 
     assert run.statuses() == {
@@ -512,17 +513,67 @@ def test_rerun_finishes_failed_purge(fake_gcs, gcs):
     assert all_generations(gcs, name) == []
 
 
+def test_deletes_sent_in_batches(fake_gcs, gcs):
+    """Deletes go out as JSON API batch requests of at most 100 calls.
+
+    fake-gcs-server behaviour: serves the batch endpoint, answers each call
+    that carries a Content-ID and deletes the live objects of an unversioned
+    bucket.
+    """
+    name = unique("batch")
+    bucket = gcs.create_bucket(name)
+    for index in range(250):
+        bucket.blob(f"p/{index:03d}").upload_from_string(b"v")
+    adapter = RecordingAdapter()
+
+    run = run_plugin(plugin_class(fake_gcs, adapter), f"gs://{name}/p/")
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert all_generations(gcs, name) == []
+    assert run.unverified() == []
+    assert adapter.single_deletes() == 0
+    assert len(adapter.batch_calls) == 250
+    batches = adapter.sent("POST", "/batch/storage/v1")
+    assert 3 <= len(batches) <= 250 // 10
+
+
+def test_batch_answers_by_position(soft_delete_gcs, soft_gcs):
+    """Batch responses without Content-ID are matched to calls by position.
+
+    gcp-storage-emulator behaviour: answers batch deletes in order, with no
+    Content-ID and no blank line after each part's headers, and keeps
+    soft-deleted copies for the bucket's 7-day retention.
+    """
+    name = unique("sbatch")
+    bucket = soft_gcs.create_bucket(name)
+    for index in range(30):
+        bucket.blob(f"p/{index:02d}").upload_from_string(b"v")
+    adapter = RecordingAdapter()
+
+    run = run_plugin(plugin_class(soft_delete_gcs, adapter), f"gs://{name}/p/")
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert all(result.detail == "" for result in run.results)
+    assert adapter.single_deletes() == 0
+    assert len(adapter.batch_calls) == 30
+    assert list(soft_gcs.list_blobs(name)) == []
+    assert run.unverified() == []
+
+
 def test_worker_connections_kept(fake_gcs, gcs, caplog):
-    """With more workers than requests' 10 pooled connections, none is discarded.
+    """Without the batch endpoint, deletes go singly and no connection is discarded.
 
     fake-gcs-server behaviour: deletes live objects of an unversioned bucket.
-    urllib3 logs "Connection pool is full" when it drops a connection.
+    The adapter answers the batch endpoint with 404, as an endpoint without
+    it does. urllib3 logs "Connection pool is full" when it drops a
+    connection.
     """
     name = unique("pool")
     bucket = gcs.create_bucket(name)
     for index in range(64):
         bucket.blob(f"p/{index}").upload_from_string(b"v")
     adapter = RecordingAdapter()
+    adapter.deny = lambda method, url: 404 if "/batch/storage/v1" in url else None
     caplog.set_level("WARNING", logger="urllib3.connectionpool")
 
     run = run_plugin(
@@ -530,5 +581,9 @@ def test_worker_connections_kept(fake_gcs, gcs, caplog):
     )
 
     assert set(run.statuses().values()) == {"purged"}
+    assert all_generations(gcs, name) == []
+    assert adapter.single_deletes() == 64
+    # Only the batch requests already in flight when the first 404 came back.
+    assert 1 <= len(adapter.sent("POST", "/batch/storage/v1")) <= BATCHES_IN_FLIGHT
     assert adapter._pool_maxsize == 32
     assert [r for r in caplog.records if "pool is full" in r.getMessage()] == []
