@@ -179,29 +179,45 @@ class RowScanner:
             self._longest = max(map(len, self._owners))
         return self._indexes
 
+    @property
+    def longest(self) -> int:
+        """Length of the longest fingerprint registered."""
+        if not self._owners:
+            return 0
+        self._built()
+        return self._longest
+
+    def hits_in(self, buffer: bytes, carried: int, position: int) -> Iterator[scan.Hit]:
+        """Yield the hits in ``buffer`` that do not lie wholly in its first
+        ``carried`` bytes, with offsets counted from ``position``."""
+        if not self._owners:
+            return
+        for start, fingerprint in self._search(buffer, self._built()):
+            # A match wholly inside the carried tail was reported with the
+            # previous chunk.
+            if start + len(fingerprint) <= carried:
+                continue
+            digest = self._digests.get(fingerprint)
+            if digest is None:
+                digest = self._digests[fingerprint] = scan.fingerprint_digest(fingerprint)
+            for owner in self._owners[fingerprint]:
+                yield scan.Hit(owner, digest, position + start)
+
+    def scan_chunks(self, chunks: Iterable[bytes]) -> Iterator[scan.Hit]:
+        """Yield every hit in a stream of consecutive chunks, each once."""
+        yield from scan._scan_stream(chunks, [self])
+
     def scan_file(self, path: str | os.PathLike[str]) -> Iterator[scan.Hit]:
         """Yield every hit in a file, each once, with its offset in the file."""
         if not self._owners:
             return
-        indexes = self._built()
-        carry = b""
-        position = 0  # file offset of the first byte of ``carry``
-        with open(path, "rb", buffering=0) as stream:
-            while chunk := stream.read(CHUNK):
-                buffer = carry + chunk
-                for start, fingerprint in self._search(buffer, indexes):
-                    # A match wholly inside the carried tail was reported
-                    # with the previous chunk.
-                    if start + len(fingerprint) <= len(carry):
-                        continue
-                    digest = self._digests.get(fingerprint)
-                    if digest is None:
-                        digest = self._digests[fingerprint] = scan.fingerprint_digest(fingerprint)
-                    for owner in self._owners[fingerprint]:
-                        yield scan.Hit(owner, digest, position + start)
-                keep = min(len(buffer), self._longest - 1)
-                carry = buffer[len(buffer) - keep :] if keep else b""
-                position += len(buffer) - len(carry)
+
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb", buffering=0) as stream:
+                while chunk := stream.read(CHUNK):
+                    yield chunk
+
+        yield from self.scan_chunks(chunks())
 
     @staticmethod
     def _search(

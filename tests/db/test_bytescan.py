@@ -17,7 +17,7 @@ def test_hits_match_reference_scanner(tmp_path, monkeypatch):
     path = tmp_path / "data.bin"
     path.write_bytes(bytes(data))
     fast = _bytescan.RowScanner()
-    reference = scan.FingerprintScanner()
+    reference = scan.AutomatonScanner()
     for number, fingerprint in enumerate(fingerprints):
         fast.add_all(str(number), [fingerprint])
         reference.add(str(number), fingerprint)
