@@ -26,6 +26,7 @@ from agent import plan as plan_module
 from agent.audit import AuditLog
 from agent.config import Config
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
+from agent.joblock import JobLock
 from agent.journal import (
     ItemRow,
     Journal,
@@ -113,6 +114,7 @@ class Engine:
         self._failed_steps: list[str] = []
         #: Items whose destroy step ran in this process, by (target position, key).
         self._purged_here: set[tuple[int, str]] = set()
+        self._lock: JobLock | None = None
         self._log = get_logger(__name__)
 
     def request_stop(self) -> None:
@@ -133,6 +135,9 @@ class Engine:
                 )
         self._plugins.clear()
         self.journal.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # Planning
 
@@ -150,6 +155,7 @@ class Engine:
             )
         job_id = new_job_id()
         self._log = get_logger(__name__, job=job_id)
+        self._take_lock(job_id)
         self.journal.create_job(
             job_id, dry_run, settings, self.config.digest, source_plan
         )
@@ -171,6 +177,12 @@ class Engine:
         )
         self._log.info("plan ready", plan_hash=plan_hash)
         return job_id
+
+    def _take_lock(self, job_id: str) -> None:
+        """Take the job's lock and keep it until :meth:`close`, so a dead owner shows."""
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = JobLock.acquire(self.state_dir, job_id)
 
     def _open_plugin(
         self,
@@ -269,6 +281,7 @@ class Engine:
             raise UsageError(
                 f"job {job_id} was never started ({job.state}); run lethe purge again"
             )
+        self._take_lock(job_id)
         for row in self.journal.targets(job_id):
             plugin = self._open_plugin(
                 job_id, row.position, row.target, job.settings, dry_run=False

@@ -1,0 +1,70 @@
+"""Bad input through the real ``lethe`` command: messages, exit codes, journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from tests.core.conftest import LETHE, REPO, TEST_PLUGIN
+from tests.core.test_cli import config_with, latest_job
+
+
+def job_state(state_dir: Path, job_id: str) -> str:
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+
+def test_status_shows_killed_job_interrupted(
+    lethe, tree: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    config = config_with(tmp_path, f"testdir://{tree / 'sub'}", sleep=5)
+    environment = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        LETHE_EXTRA_PLUGINS=TEST_PLUGIN,
+        LETHE_STATE_DIR=str(state_dir),
+    )
+    process = subprocess.Popen(
+        [str(LETHE), "purge", "--yes", "-c", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((state_dir / "locks").glob("*.lock")) or not (
+            state_dir / "journal.sqlite"
+        ).exists() or job_state(state_dir, latest_job(state_dir)) != "purging":
+            assert time.monotonic() < deadline, "the purge never started"
+            time.sleep(0.1)
+        job_id = latest_job(state_dir)
+        running = json.loads(lethe("status", "--json").stdout)
+        assert [job["id"] for job in running["jobs"]["running"]] == [job_id]
+        second = lethe("purge", "--resume", job_id)
+        assert second.returncode == 3
+        assert f"job {job_id} is running in another process (pid {process.pid})" in (
+            second.stderr
+        )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    assert job_state(state_dir, job_id) == "purging"
+    shown = lethe("status")
+    assert f"interrupted: {job_id} (interrupted)" in shown.stdout
+    assert f"lethe purge --resume {job_id}" in shown.stdout
+    status = json.loads(lethe("status", "--json").stdout)
+    assert status["counts"]["running"] == 0
+    assert status["counts"]["interrupted"] == 1
+
+    resumed = lethe("purge", "--resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(lethe("status", "--json").stdout)["counts"]["interrupted"] == 0
+    assert not (state_dir / "locks" / f"{job_id}.lock").exists()
