@@ -42,6 +42,10 @@ class PlanMismatch(LetheError):
     exit_code = EXIT_FAILED
 
 
+class PlanFileInvalid(UsageError):
+    """A saved plan file was edited or damaged, so it cannot be trusted."""
+
+
 class VerificationFailed(LetheError):
     """The independent rescan found data that the purge should have destroyed."""
 

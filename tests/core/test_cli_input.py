@@ -10,8 +10,50 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.core.conftest import LETHE, REPO, TEST_PLUGIN
 from tests.core.test_cli import config_with, latest_job
+
+
+@pytest.mark.parametrize("target", ["/", "/etc", "file:///usr/../usr"])
+def test_plan_of_protected_path_exits_one(lethe, target: str) -> None:
+    result = lethe("plan", target, "--json")
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["totals"]["refused"] == 1
+    assert summary["targets"][0]["refused"][0]["reason"] == "protected-path"
+
+
+def test_purge_of_root_exits_one(lethe) -> None:
+    result = lethe("purge", "--yes", "/", "--json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["counts"] == {"refused": 1}
+
+
+def test_edited_plan_file_named(lethe, tree: Path, tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    lethe("plan", f"testdir://{tree / 'sub'}", "-o", str(plan_file))
+    document = json.loads(plan_file.read_text())
+    document["settings"]["passes"] = 3
+    plan_file.write_text(json.dumps(document))
+    result = lethe("purge", "--yes", "--plan", str(plan_file))
+    assert result.returncode == 3
+    assert f"plan file {plan_file} does not match its plan hash" in result.stderr
+    assert "lethe plan -o FILE" in result.stderr
+    assert "world no longer matches" not in result.stdout
+    assert (tree / "sub" / "export-0.csv").exists()
+
+
+def test_edited_plan_item_named(lethe, tree: Path, tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    lethe("plan", f"testdir://{tree / 'sub'}", "-o", str(plan_file))
+    document = json.loads(plan_file.read_text())
+    document["items"][0]["size"] += 1
+    plan_file.write_text(json.dumps(document))
+    result = lethe("purge", "--yes", "--plan", str(plan_file))
+    assert result.returncode == 3
+    assert "edited or damaged" in result.stderr
 
 
 def job_state(state_dir: Path, job_id: str) -> str:
