@@ -160,7 +160,9 @@ class Engine:
             job_id, dry_run, settings, self.config.digest, source_plan
         )
         try:
-            for position, target in enumerate(targets):
+            for position, requested in enumerate(targets):
+                plugin_class = self.registry.plugin_for(requested)
+                target = plugin_class.canonical_target(requested)
                 plugin = self._open_plugin(job_id, position, target, settings, dry_run)
                 info = plugin.describe()
                 self.journal.add_target(job_id, position, target, plugin.name, info)

@@ -30,6 +30,7 @@ from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
     escape_path,
+    path_url,
     protected_reason,
     target_path,
     unescape_path,
@@ -118,6 +119,11 @@ class FilesPlugin(Plugin):
         self._scan: dict[str, Any] | None = None
         # Snapshots and backups of the selected data outside the target.
         self.copies = Copies(self)
+
+    @classmethod
+    def canonical_target(cls, target: Target) -> Target:
+        """Store the absolute path with ``..`` and parent symlinks resolved."""
+        return Target(path_url(target_path(target)), target.options)
 
     # -- settings -----------------------------------------------------------
 

@@ -56,6 +56,49 @@ def test_edited_plan_item_named(lethe, tree: Path, tmp_path: Path) -> None:
     assert "edited or damaged" in result.stderr
 
 
+def test_saved_plan_stores_absolute_path(
+    lethe, tree: Path, tmp_path: Path
+) -> None:
+    plan_file = tmp_path / "plan.json"
+    planned = lethe("plan", "data/sub/../sub", "-o", str(plan_file), cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    document = json.loads(plan_file.read_text())
+    assert document["targets"][0]["url"] == str(tree.resolve() / "sub")
+    # Run from another working directory: the plan still names the same tree.
+    result = lethe("purge", "--yes", "--plan", str(plan_file), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert not (tree / "sub").exists()
+    assert (tree / "keep-contract.txt").exists()
+
+
+def test_file_url_dots_resolved_in_header(lethe, tree: Path) -> None:
+    result = lethe("plan", f"file://{tree}/sub/deeper/..", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["targets"][0]["url"] == str(tree.resolve() / "sub")
+
+
+def test_undecodable_target_name_planned(lethe, tmp_path: Path) -> None:
+    root = os.path.join(os.fsencode(tmp_path), b"caf\xe9\nexport")
+    os.mkdir(root)
+    with open(os.path.join(root, b"list.csv"), "wb") as stream:
+        stream.write(b"Ada Lovelace,+44 7700 900123\n")
+    plan_file = tmp_path / "plan.json"
+    planned = lethe("plan", os.fsdecode(root), "-o", str(plan_file))
+    assert planned.returncode == 0, planned.stderr
+    url = json.loads(plan_file.read_text())["targets"][0]["url"]
+    assert url.endswith("/caf%E9%0Aexport")
+    result = lethe("purge", "--yes", "--plan", str(plan_file))
+    assert result.returncode == 0, result.stderr
+    assert not os.path.exists(root)
+
+
+def test_missing_undecodable_target_named(lethe, tmp_path: Path) -> None:
+    missing = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"nope\xe9"))
+    result = lethe("plan", missing)
+    assert result.returncode == 3
+    assert f"target {tmp_path}/nope\\xe9 does not exist" in result.stderr
+
+
 def job_state(state_dir: Path, job_id: str) -> str:
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
         return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
