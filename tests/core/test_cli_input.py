@@ -99,6 +99,38 @@ def test_missing_undecodable_target_named(lethe, tmp_path: Path) -> None:
     assert f"target {tmp_path}/nope\\xe9 does not exist" in result.stderr
 
 
+def test_config_list_names_top_level(lethe, tmp_path: Path) -> None:
+    config = tmp_path / "lethe.yaml"
+    config.write_text("- url: /srv/exports\n")
+    result = lethe("plan", "-c", str(config))
+    assert result.returncode == 3
+    assert f"{config}:1: top level: expected a mapping with the keys" in result.stderr
+    assert "got a list" in result.stderr
+
+
+def test_config_not_utf8_named(lethe, tmp_path: Path) -> None:
+    config = tmp_path / "lethe.yaml"
+    config.write_bytes(b"operator:\n  name: Jos\xe9\n")
+    result = lethe("plan", "-c", str(config))
+    assert result.returncode == 3
+    assert f"{config}:2: not valid UTF-8 (byte 0xe9" in result.stderr
+    assert "save the file as UTF-8" in result.stderr
+
+
+def test_config_control_character_named(lethe, tmp_path: Path) -> None:
+    config = tmp_path / "lethe.yaml"
+    config.write_bytes(b"operator:\n  name: Jo\x07\n")
+    result = lethe("plan", "-c", str(config))
+    assert result.returncode == 3
+    assert f"{config}:2: invalid YAML: character U+0007" in result.stderr
+
+
+def test_config_directory_named(lethe, tmp_path: Path) -> None:
+    result = lethe("plan", "-c", str(tmp_path))
+    assert result.returncode == 3
+    assert f"cannot read config file {tmp_path}: Is a directory" in result.stderr
+
+
 def job_state(state_dir: Path, job_id: str) -> str:
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
         return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
