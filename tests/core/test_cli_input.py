@@ -131,6 +131,19 @@ def test_config_directory_named(lethe, tmp_path: Path) -> None:
     assert f"cannot read config file {tmp_path}: Is a directory" in result.stderr
 
 
+def test_certificate_by_job_id(lethe, tree: Path, state_dir: Path) -> None:
+    assert lethe("purge", "--yes", f"testdir://{tree / 'sub'}").returncode == 0
+    result = lethe("certificate", "verify", latest_job(state_dir))
+    assert result.returncode == 0, result.stderr
+    assert "is valid" in result.stdout
+
+
+def test_certificate_missing_names_folder(lethe, state_dir: Path) -> None:
+    result = lethe("certificate", "verify", "20260101T000000Z-abcdef")
+    assert result.returncode == 3
+    assert f"stored as {state_dir}/certificates/JOB.json" in result.stderr
+
+
 def job_state(state_dir: Path, job_id: str) -> str:
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
         return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
