@@ -149,6 +149,15 @@ def job_state(state_dir: Path, job_id: str) -> str:
         return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
 
 
+def purging_job(state_dir: Path) -> str | None:
+    """Return the id of the job in state purging, or None before it starts."""
+    if not (state_dir / "journal.sqlite").exists():
+        return None
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        row = db.execute("SELECT id FROM jobs WHERE state = 'purging'").fetchone()
+    return row[0] if row else None
+
+
 def test_status_shows_killed_job_interrupted(
     lethe, tree: Path, tmp_path: Path, state_dir: Path
 ) -> None:
@@ -169,12 +178,9 @@ def test_status_shows_killed_job_interrupted(
     )
     try:
         deadline = time.monotonic() + 60
-        while not list((state_dir / "locks").glob("*.lock")) or not (
-            state_dir / "journal.sqlite"
-        ).exists() or job_state(state_dir, latest_job(state_dir)) != "purging":
+        while (job_id := purging_job(state_dir)) is None:
             assert time.monotonic() < deadline, "the purge never started"
             time.sleep(0.1)
-        job_id = latest_job(state_dir)
         running = json.loads(lethe("status", "--json").stdout)
         assert [job["id"] for job in running["jobs"]["running"]] == [job_id]
         second = lethe("purge", "--resume", job_id)
