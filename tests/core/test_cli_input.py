@@ -153,8 +153,12 @@ def purging_job(state_dir: Path) -> str | None:
     """Return the id of the job in state purging, or None before it starts."""
     if not (state_dir / "journal.sqlite").exists():
         return None
-    with sqlite3.connect(state_dir / "journal.sqlite") as db:
-        row = db.execute("SELECT id FROM jobs WHERE state = 'purging'").fetchone()
+    try:
+        with sqlite3.connect(state_dir / "journal.sqlite") as db:
+            query = "SELECT id FROM jobs WHERE state = 'purging'"
+            row = db.execute(query).fetchone()
+    except sqlite3.OperationalError:
+        return None  # the schema is not created yet
     return row[0] if row else None
 
 
