@@ -117,6 +117,8 @@ class FilesPlugin(Plugin):
         #: never counts a purged file among the live ones.
         self._purged_files: dict[str, tuple[int, list[str]]] = {}
         self._scan: dict[str, Any] | None = None
+        #: Whether each directory seen allows removing its entries.
+        self._writable_directories: dict[str, bool] = {}
         # Snapshots and backups of the selected data outside the target.
         self.copies = Copies(self)
 
@@ -379,9 +381,45 @@ class FilesPlugin(Plugin):
                     f"neither overwritten nor removed; run chattr -{letter} on it and "
                     "plan again",
                 )
+            refusal = self._access_refusal(path)
+            if refusal is not None:
+                return refusal
         if mount is not None and mount.fstype in ("xfs", "ocfs2"):
             return self._shared_extent_refusal(path)
         return None
+
+    def _access_refusal(self, path: str) -> Refusal | None:
+        """Refuse a file that this user cannot read and overwrite, or then remove.
+
+        Checked at planning time, so that the purge does not fail halfway
+        through a tree on the first file it may not touch.
+        """
+        if not os.access(path, os.R_OK | os.W_OK):
+            return Refusal(
+                "permission",
+                f"{escape_path(path)} is not readable and writable by this user "
+                f"(uid {os.geteuid()}); run lethe as its owner or as root",
+            )
+        parent = os.path.dirname(path)
+        writable = self._writable_directories.get(parent)
+        if writable is None:
+            writable = os.access(parent, os.W_OK | os.X_OK)
+            self._writable_directories[parent] = writable
+        if writable:
+            return None
+        locked = _locked_attribute(parent)
+        if locked is not None:
+            name, letter = locked
+            reason = f"is {name} (chattr +{letter})"
+            fix = f"run chattr -{letter} on the directory"
+        else:
+            reason = f"is not writable by this user (uid {os.geteuid()})"
+            fix = "run lethe as the directory's owner or as root"
+        return Refusal(
+            "permission",
+            f"the directory of {escape_path(path)} {reason}, so the file cannot be "
+            f"removed after an overwrite; {fix} and plan again",
+        )
 
     def _shared_extent_refusal(self, path: str) -> Refusal | None:
         try:
