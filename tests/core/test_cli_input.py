@@ -208,3 +208,12 @@ def test_status_shows_killed_job_interrupted(
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(lethe("status", "--json").stdout)["counts"]["interrupted"] == 0
     assert not (state_dir / "locks" / f"{job_id}.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["verify"], ["purge", "--resume"], ["certificate", "show"]]
+)
+def test_unknown_job_exits_three(lethe, command: list[str]) -> None:
+    result = lethe(*command, "20260101T000000Z-abcdef")
+    assert result.returncode == 3
+    assert "20260101T000000Z-abcdef" in result.stderr
