@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_root
 from tests.core.conftest import LETHE, REPO, TEST_PLUGIN
 from tests.core.test_cli import config_with, latest_job
 
@@ -217,3 +218,29 @@ def test_unknown_job_exits_three(lethe, command: list[str]) -> None:
     result = lethe(*command, "20260101T000000Z-abcdef")
     assert result.returncode == 3
     assert "20260101T000000Z-abcdef" in result.stderr
+
+
+def test_full_state_directory_named(lethe, tree: Path, tmp_path: Path) -> None:
+    require_root()
+    state = tmp_path / "small-state"
+    state.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(state)], check=True
+    )
+    try:
+        many = tree / "many"
+        many.mkdir()
+        for index in range(400):
+            (many / f"customer-export-{index:04d}-with-a-long-name.csv").write_text("x\n")
+        result = lethe(
+            "purge",
+            "--yes",
+            f"testdir://{many}",
+            env={"LETHE_STATE_DIR": str(state / "s")},
+        )
+    finally:
+        subprocess.run(["umount", str(state)], check=True)
+    assert result.returncode == 2
+    assert "lethe: error: no space left on a filesystem" in result.stderr
+    assert "lethe purge --resume JOB" in result.stderr
+    assert "internal error" not in result.stderr
