@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from agent.errors import UsageError
+from agent.log import get_logger
 
 LOCK_DIR = "locks"
 
@@ -26,16 +27,25 @@ def lock_path(state_dir: Path, job_id: str) -> Path:
 class JobLock:
     """The lock of a running job; :meth:`release` removes the lock file."""
 
-    def __init__(self, path: Path, descriptor: int) -> None:
+    def __init__(self, path: Path, descriptor: int | None) -> None:
         self.path = path
-        self._descriptor: int | None = descriptor
+        self._descriptor = descriptor
 
     @classmethod
     def acquire(cls, state_dir: Path, job_id: str) -> JobLock:
         """Take the lock of ``job_id``, or raise UsageError when a live process has it."""
         path = lock_path(state_dir, job_id)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            # The job runs on, and the journal reports the state directory's
+            # problem at its next write. NOTE: until then lethe status shows
+            # the job as interrupted, because no lock file exists.
+            get_logger(__name__).warning(
+                "job lock not created", path=str(path), error=error.strerror
+            )
+            return cls(path, None)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -45,8 +55,11 @@ class JobLock:
                 f"job {job_id} is running in another process{owner}; wait for it to "
                 "finish, or stop it (SIGTERM) before resuming it"
             ) from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid only appears in messages, and the lock is taken
         return cls(path, descriptor)
 
     def release(self) -> None:
