@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -85,6 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 (exit 1 would wrongly mean "refused")
+        if _disk_full(error):
+            structlog.get_logger(__name__).error("disk full", error=str(error))
+            print(
+                f"lethe: error: no space left on a filesystem that Lethe writes to "
+                f"({error}); free space there (the state directory holds the journal, "
+                "audit log and certificates). A purge that had started continues with "
+                "lethe purge --resume JOB, anything else can simply run again",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         structlog.get_logger(__name__).exception("internal error", error=repr(error))
         print(
             f"lethe: internal error: {error!r}; the journal keeps every item's state, "
@@ -92,6 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Tell whether an error means a full filesystem (ENOSPC, or SQLite's SQLITE_FULL)."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,13 @@ class Node:
         node = self.child(key) if key is not None else self
         shown = "" if node.value is None else f", got {_describe(node.value)}"
         return ConfigError(
-            f"{node.file}:{node.line}: {node.path}: expected {expected}{shown}"
+            f"{node.file}:{node.line}: {node.where}: expected {expected}{shown}"
         )
+
+    @property
+    def where(self) -> str:
+        """The dotted key path, or "top level" for the document itself."""
+        return self.path or "top level"
 
     def child(self, key: str | int) -> Node:
         """Return the child node under ``key`` (a missing key has value None)."""
@@ -164,7 +169,7 @@ class Node:
 
     def error_unknown(self, choices: str) -> ConfigError:
         return ConfigError(
-            f"{self.file}:{self.line}: {self.path}: unknown key; expected one of {choices}"
+            f"{self.file}:{self.line}: {self.where}: unknown key; expected one of {choices}"
         )
 
     def elements(self) -> list[Node]:
@@ -182,7 +187,7 @@ class Node:
         if node.value is None:
             if required:
                 raise ConfigError(
-                    f"{self.file}:{self.line}: {node.path}: missing required key"
+                    f"{self.file}:{self.line}: {node.where}: missing required key"
                 )
             return default
         if not isinstance(node.value, str) or not node.value.strip():
@@ -303,10 +308,15 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         ) from error
     try:
         document = yaml.load(raw, Loader=_MarkedLoader)
+    except yaml.reader.ReaderError as error:
+        raise ConfigError(_reader_message(file, raw, error)) from error
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_message(file, error)) from error
     root = Node(document if document is not None else MarkedDict(), file, 1, "")
-    root = root.mapping(_TOP_LEVEL | set(registered_sections()))
+    sections = _TOP_LEVEL | set(registered_sections())
+    if not isinstance(root.value, Mapping):
+        raise root.error(f"a mapping with the keys {', '.join(sorted(sections))}")
+    root = root.mapping(sections)
     return Config(
         path=file,
         digest=hashlib.sha256(raw).hexdigest(),
@@ -426,3 +436,22 @@ def _yaml_message(file: str, error: yaml.YAMLError) -> str:
     if mark is not None:
         return f"{file}:{mark.line + 1}: invalid YAML: {problem}"
     return f"{file}: invalid YAML: {problem}"
+
+
+def _reader_message(file: str, raw: bytes, error: yaml.reader.ReaderError) -> str:
+    """Name the line and byte of text that is not UTF-8 or not allowed in YAML."""
+    if error.encoding != "unicode":
+        # Decoding failed, and the position counts bytes.
+        line = raw[: error.position].count(b"\n") + 1
+        return (
+            f"{file}:{line}: not valid UTF-8 (byte 0x{error.character:02x} at offset "
+            f"{error.position}); save the file as UTF-8"
+        )
+    # PyYAML's reader names the encoding "unicode" for a character that
+    # decoded but is not allowed in YAML; the position then counts characters.
+    text = raw.decode("utf-8", "replace")
+    line = text[: error.position].count("\n") + 1
+    return (
+        f"{file}:{line}: invalid YAML: character U+{error.character:04X} is not "
+        "allowed in YAML text; remove it"
+    )

@@ -26,6 +26,7 @@ from agent import plan as plan_module
 from agent.audit import AuditLog
 from agent.config import Config
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
+from agent.joblock import JobLock
 from agent.journal import (
     Checkpoints,
     ItemRow,
@@ -115,6 +116,7 @@ class Engine:
         self._failed_steps: list[str] = []
         #: Items whose destroy step ran in this process, by (target position, key).
         self._purged_here: set[tuple[int, str]] = set()
+        self._lock: JobLock | None = None
         self._log = get_logger(__name__)
 
     def request_stop(self) -> None:
@@ -136,6 +138,9 @@ class Engine:
         self._plugins.clear()
         self.checkpoints.close()
         self.journal.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # Planning
 
@@ -153,11 +158,14 @@ class Engine:
             )
         job_id = new_job_id()
         self._log = get_logger(__name__, job=job_id)
+        self._take_lock(job_id)
         self.journal.create_job(
             job_id, dry_run, settings, self.config.digest, source_plan
         )
         try:
-            for position, target in enumerate(targets):
+            for position, requested in enumerate(targets):
+                plugin_class = self.registry.plugin_for(requested)
+                target = plugin_class.canonical_target(requested)
                 plugin = self._open_plugin(job_id, position, target, settings, dry_run)
                 info = plugin.describe()
                 self.journal.add_target(job_id, position, target, plugin.name, info)
@@ -174,6 +182,12 @@ class Engine:
         )
         self._log.info("plan ready", plan_hash=plan_hash)
         return job_id
+
+    def _take_lock(self, job_id: str) -> None:
+        """Take the job's lock and keep it until :meth:`close`, so a dead owner shows."""
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = JobLock.acquire(self.state_dir, job_id)
 
     def _open_plugin(
         self,
@@ -274,6 +288,7 @@ class Engine:
             raise UsageError(
                 f"job {job_id} was never started ({job.state}); run lethe purge again"
             )
+        self._take_lock(job_id)
         for row in self.journal.targets(job_id):
             plugin = self._open_plugin(
                 job_id, row.position, row.target, job.settings, dry_run=False

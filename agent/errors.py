@@ -42,6 +42,14 @@ class PlanMismatch(LetheError):
     exit_code = EXIT_FAILED
 
 
+class PlanFileInvalid(UsageError):
+    """A saved plan file was edited or damaged, so it cannot be trusted."""
+
+
+class UnknownJob(UsageError):
+    """The job id given is not in the journal of the state directory."""
+
+
 class VerificationFailed(LetheError):
     """The independent rescan found data that the purge should have destroyed."""
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.errors import JournalError
+from agent.errors import JournalError, UnknownJob
 from plugins.base import (
     Decision,
     Item,
@@ -398,7 +398,7 @@ class Journal:
     def job(self, job_id: str) -> JobRow:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JournalError(
+            raise UnknownJob(
                 f"job {job_id!r} is not in the journal {self.path}; "
                 "check the job id and the state directory (-c, LETHE_STATE_DIR)"
             )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import UsageError
+from agent.errors import PlanFileInvalid, UsageError
 from agent.journal import (
     ItemRow,
     Journal,
@@ -35,6 +35,10 @@ PLAN_FORMAT = "lethe-plan/1"
 EXAMPLES_PER_REASON = 5
 #: How many differences a plan mismatch lists one by one.
 DIFFERENCES_SHOWN = 50
+
+
+#: The item fields the plan hash covers, in the entries of a saved plan too.
+HASHED_FIELDS = ("target", "key", "kind", "size", "identity", "method", "refusal")
 
 
 def hash_entry(row: ItemRow) -> dict[str, Any]:
@@ -58,18 +62,28 @@ def hash_entry(row: ItemRow) -> dict[str, Any]:
 
 def plan_hash(journal: Journal, job_id: str) -> str:
     """Compute the plan hash of a job from its journal rows, streaming."""
-    digest = hashlib.sha256()
     job = journal.job(job_id)
-    digest.update((dumps({"settings": job.settings}) + "\n").encode())
-    for row in journal.targets(job_id):
-        line = {
-            "target": row.target.url,
-            "options": row.target.options,
-            "info": info_to_json(row.info),
-        }
+    targets = (
+        (row.target.url, row.target.options, info_to_json(row.info))
+        for row in journal.targets(job_id)
+    )
+    items = (hash_entry(item) for item in journal.items(job_id, by_key=True))
+    return _hash_lines(job.settings, targets, items)
+
+
+def _hash_lines(
+    settings: Mapping[str, Any],
+    targets: Iterable[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+    items: Iterable[Mapping[str, Any]],
+) -> str:
+    """Hash the settings, then each (url, options, info) target, then each item."""
+    digest = hashlib.sha256()
+    digest.update((dumps({"settings": settings}) + "\n").encode())
+    for url, options, info in targets:
+        line = {"target": url, "options": options, "info": info}
         digest.update((dumps(line) + "\n").encode())
-    for item in journal.items(job_id, by_key=True):
-        digest.update((dumps(hash_entry(item)) + "\n").encode())
+    for entry in items:
+        digest.update((dumps(entry) + "\n").encode())
     return digest.hexdigest()
 
 
@@ -290,7 +304,7 @@ def read_plan_file(path: str) -> SavedPlan:
             f"{path} is not a Lethe plan file (expected format {PLAN_FORMAT!r})"
         )
     try:
-        return SavedPlan(
+        saved = SavedPlan(
             path=path,
             plan_hash=document["plan_hash"],
             settings=document["settings"],
@@ -305,6 +319,39 @@ def read_plan_file(path: str) -> SavedPlan:
         )
     except (KeyError, TypeError) as error:
         raise UsageError(f"plan file {path} lacks a required field: {error}") from error
+    _check_hash(path, document)
+    return saved
+
+
+def _check_hash(path: str, document: Mapping[str, Any]) -> None:
+    """Raise PlanFileInvalid unless the file's plan hash matches its content.
+
+    The hash covers the settings, targets and item fields that a purge acts
+    on. The summary and the item labels are only displayed, so they are not
+    checked.
+    """
+    targets = (
+        (entry["url"], entry.get("options", {}), entry.get("info", {}))
+        for entry in document["targets"]
+    )
+    items = (
+        {name: entry.get(name) for name in HASHED_FIELDS}
+        for entry in document["items"]
+    )
+    try:
+        computed = _hash_lines(document["settings"], targets, items)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise PlanFileInvalid(
+            f"plan file {path} is damaged ({error!r}); nothing was destroyed. "
+            "Create a new plan with 'lethe plan -o FILE', review it and purge with that"
+        ) from error
+    if computed != document["plan_hash"]:
+        raise PlanFileInvalid(
+            f"plan file {path} does not match its plan hash {document['plan_hash']}: "
+            "it was edited or damaged after 'lethe plan -o' wrote it, so nothing was "
+            "destroyed. Create a new plan with 'lethe plan -o FILE', review it and "
+            "purge with that"
+        )
 
 
 COMPARED_FIELDS = ("kind", "size", "identity", "method", "refusal")

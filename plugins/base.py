@@ -319,6 +319,16 @@ class Plugin(abc.ABC):
         self.target = target
         self.context = context
 
+    @classmethod
+    def canonical_target(cls, target: Target) -> Target:
+        """Return the target in the form the journal and saved plans store.
+
+        A plugin whose URLs can be relative (local paths) returns an absolute
+        form here, so that a saved plan names the same thing from any
+        working directory. Raises InvalidTarget for a malformed URL.
+        """
+        return target
+
     @abc.abstractmethod
     def describe(self) -> TargetInfo:
         """Return media facts, plan notes and target-wide residual risks.

@@ -30,6 +30,7 @@ from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
     escape_path,
+    path_url,
     protected_reason,
     target_path,
     unescape_path,
@@ -124,8 +125,15 @@ class FilesPlugin(Plugin):
         #: never counts a purged file among the live ones.
         self._purged_files: dict[str, tuple[int, list[str]]] = {}
         self._scan: dict[str, Any] | None = None
+        #: Whether each directory seen allows removing its entries.
+        self._writable_directories: dict[str, bool] = {}
         # Snapshots and backups of the selected data outside the target.
         self.copies = Copies(self)
+
+    @classmethod
+    def canonical_target(cls, target: Target) -> Target:
+        """Store the absolute path with ``..`` and parent symlinks resolved."""
+        return Target(path_url(target_path(target)), target.options)
 
     # -- settings -----------------------------------------------------------
 
@@ -406,7 +414,9 @@ class FilesPlugin(Plugin):
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
         except OSError:
-            return None  # plan_item and purge report what is wrong with it
+            # An unreadable file gets its refusal here. plan_item and purge
+            # report any other reason the open failed.
+            return self._access_refusal(path)
         try:
             locked = _locked_attribute(descriptor)
             if locked is not None:
@@ -417,6 +427,9 @@ class FilesPlugin(Plugin):
                     f"neither overwritten nor removed; run chattr -{letter} on it and "
                     "plan again",
                 )
+            refusal = self._access_refusal(path)
+            if refusal is not None:
+                return refusal
             if mount is not None and mount.fstype in ("xfs", "ocfs2"):
                 refusal = self._shared_extent_refusal(descriptor, path)
                 if refusal is not None:
@@ -425,6 +438,39 @@ class FilesPlugin(Plugin):
         finally:
             os.close(descriptor)
         return None
+
+    def _access_refusal(self, path: str) -> Refusal | None:
+        """Refuse a file that this user cannot read and overwrite, or then remove.
+
+        Checked at planning time, so that the purge does not fail halfway
+        through a tree on the first file it may not touch.
+        """
+        if not os.access(path, os.R_OK | os.W_OK):
+            return Refusal(
+                "permission",
+                f"{escape_path(path)} is not readable and writable by this user "
+                f"(uid {os.geteuid()}); run lethe as its owner or as root",
+            )
+        parent = os.path.dirname(path)
+        writable = self._writable_directories.get(parent)
+        if writable is None:
+            writable = os.access(parent, os.W_OK | os.X_OK)
+            self._writable_directories[parent] = writable
+        if writable:
+            return None
+        locked = _locked_directory_attribute(parent)
+        if locked is not None:
+            name, letter = locked
+            reason = f"is {name} (chattr +{letter})"
+            fix = f"run chattr -{letter} on the directory"
+        else:
+            reason = f"is not writable by this user (uid {os.geteuid()})"
+            fix = "run lethe as the directory's owner or as root"
+        return Refusal(
+            "permission",
+            f"the directory of {escape_path(path)} {reason}, so the file cannot be "
+            f"removed after an overwrite; {fix} and plan again",
+        )
 
     def _shared_extent_refusal(self, descriptor: int, path: str) -> Refusal | None:
         try:
@@ -866,6 +912,18 @@ def _locked_attribute(descriptor: int) -> tuple[str, str] | None:
         if flags & flag:
             return name, letter
     return None
+
+
+def _locked_directory_attribute(path: str) -> tuple[str, str] | None:
+    """Return the name and chattr letter of a flag that forbids removing entries."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_DIRECTORY | _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        return _locked_attribute(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _read_fingerprints(descriptor: int, size: int) -> list[bytes]:

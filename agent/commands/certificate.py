@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from agent import certificate, keys
 from agent.audit import AuditLog
 from agent.commands.common import load_context, parent_parser, print_json
-from agent.errors import EXIT_FAILED, EXIT_OK
+from agent.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+FILE_HELP = (
+    "certificate JSON file, or the job id of a certificate in the state "
+    "directory's certificates/ folder"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser(
         "show", parents=[parent_parser()], help="print a certificate"
     )
-    show.add_argument("file", metavar="FILE", help="certificate JSON file")
+    show.add_argument("file", metavar="FILE", help=FILE_HELP)
     show.add_argument(
         "--html", metavar="OUT", help="write the certificate as HTML to OUT"
     )
@@ -30,12 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parents=[parent_parser()],
         help="check the signature, the signing key and the audit-log entry",
     )
-    check.add_argument("file", metavar="FILE", help="certificate JSON file")
+    check.add_argument("file", metavar="FILE", help=FILE_HELP)
     check.set_defaults(run=run_verify)
 
 
 def run_show(args: argparse.Namespace) -> int:
     context = load_context(args)
+    args.file = certificate_file(args.file, context.state_dir)
     document = certificate.read(args.file)
     if args.html:
         Path(args.html).write_text(certificate.render_html(document), encoding="utf-8")
@@ -71,6 +78,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     context = load_context(args)
+    args.file = certificate_file(args.file, context.state_dir)
     document = certificate.read(args.file)
     trusted = keys.existing_public_key(context.state_dir)
     report = certificate.verify(document, AuditLog.open(context.state_dir), trusted)
@@ -83,3 +91,18 @@ def run_verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     context.console.print(f"certificate {args.file} is NOT valid")
     return EXIT_FAILED
+
+
+def certificate_file(name: str, state_dir: Path) -> str:
+    """Return the certificate path for a file name or a job id."""
+    if os.path.lexists(name):
+        return name
+    stored = state_dir / certificate.DIRECTORY / f"{name}.json"
+    if "/" not in name and stored.is_file():
+        return str(stored)
+    raise UsageError(
+        f"no certificate file {name}: certificates are stored as {stored.parent}/JOB.json "
+        "(lethe status lists job ids), and only a job that finished without "
+        "failures has one. Give -c or --state-dir when the job ran with another "
+        "state directory"
+    )

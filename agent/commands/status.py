@@ -11,6 +11,7 @@ from typing import Any
 import agent.daemon  # noqa: F401 (registers the daemon config section)
 from agent.commands.common import load_context, parent_parser, print_json
 from agent.daemon.spool import Spool
+from agent.joblock import owner_alive
 from agent.journal import FILE_NAME, Journal
 
 #: How journal job states are grouped in the status.
@@ -89,10 +90,25 @@ def _journal_jobs(state_dir: Path) -> list[dict[str, Any]]:
         for row in rows:
             job = dict(row)
             job["items"] = journal.count_states(row["id"])
+            _mark_dead_owner(job, state_dir)
             jobs.append(job)
         return jobs
     finally:
         journal.close()
+
+
+def _mark_dead_owner(job: dict[str, Any], state_dir: Path) -> None:
+    """Show a running job whose process is gone (crash, SIGKILL) as interrupted."""
+    if job["state"] in GROUPS["running"] and not owner_alive(state_dir, job["id"]):
+        job["journal_state"] = job["state"]
+        job["state"] = "interrupted"
+        job["detail"] = f"the process running it ended while it was {job['journal_state']}"
+    if job["state"] != "interrupted":
+        return
+    if job.get("journal_state") == "planning":
+        job["hint"] = "nothing was destroyed; run lethe purge again"
+    else:
+        job["hint"] = f"continue it with lethe purge --resume {job['id']}"
 
 
 def _daemon_status(state_dir: Path) -> dict[str, Any] | None:
@@ -144,6 +160,10 @@ def _print(status: dict[str, Any]) -> None:
                 f"{n} {state}" for state, n in sorted(job["items"].items())
             )
             print(f"  {group}: {job['id']} ({job['state']}): {items}")
+            if job.get("detail"):
+                print(f"    {job['detail']}")
+            if job.get("hint"):
+                print(f"    {job['hint']}")
     if daemon:
         for work in daemon["running"]:
             print(f"  daemon running: {work['label']} {', '.join(work['targets'])}")

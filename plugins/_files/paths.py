@@ -112,6 +112,18 @@ def target_path(target: Target) -> str:
     return os.path.join(os.path.realpath(parent), name)
 
 
+def path_url(path: str) -> str:
+    """Return a target URL for ``path`` that journals and certificates can store.
+
+    A printable path stays a bare path. A path with control characters or
+    bytes that are not valid UTF-8 becomes a percent-encoded ``file://`` URL,
+    which :func:`target_path` decodes back to the same bytes.
+    """
+    if path.isprintable():
+        return path
+    return "file://" + urllib.parse.quote(path, safe="/", errors="surrogateescape")
+
+
 def is_within(path: str, root: str) -> bool:
     """Tell whether ``path`` is ``root`` or lies below it."""
     if root == "/":

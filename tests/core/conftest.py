@@ -51,6 +51,7 @@ def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         stdin: str | None = "",
         env: dict[str, str] | None = None,
         timeout: float = 60,
+        cwd: Path = REPO,
     ):
         environment = dict(os.environ)
         environment.update(
@@ -67,7 +68,7 @@ def lethe(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
             text=True,
             env=environment,
             timeout=timeout,
-            cwd=REPO,
+            cwd=cwd,
         )
 
     return run

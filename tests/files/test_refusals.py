@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -118,21 +119,24 @@ def test_hard_links_all_inside_purged(ext4):
     assert raw_image(ext4).count(CANARY) == 0
 
 
-def test_immutable_directory_fails_before_overwrite(ext4):
+def test_immutable_directory_refused_at_plan(ext4):
     require_tool("chattr")
     target = ext4.mountpoint / "exports"
-    target.mkdir()
-    path = target / "customers.csv"
+    (target / "locked").mkdir(parents=True)
+    path = target / "locked" / "customers.csv"
     data = canary_lines(CANARY.decode(), 500)
     path.write_bytes(data)
-    subprocess.run(["chattr", "+i", str(target)], check=True)
+    (target / "other.csv").write_bytes(canary_lines(CANARY.decode(), 10))
+    subprocess.run(["chattr", "+i", str(path.parent)], check=True)
     try:
         run = purge(target)
     finally:
-        subprocess.run(["chattr", "-i", str(target)], check=True)
-    result = run.results[0]
-    assert result.status == "failed"
-    assert "nothing was overwritten" in result.detail
+        subprocess.run(["chattr", "-i", str(path.parent)], check=True)
+    assert run.refusal_reasons()[str(path)] == "permission"
+    refusal = next(p for p in run.refused if p.item.key == str(path)).decision.refusal
+    assert "chattr -i on the directory" in refusal.detail
+    assert run.statuses()[str(target / "other.csv")] == "purged"
+    assert "failed" not in run.statuses().values()
     assert path.read_bytes() == data
 
 
@@ -147,6 +151,10 @@ def _purge_as(uid: int, path: Path) -> list[tuple[str, ...]]:
             os.setuid(uid)
             run = purge(path, scan_device=False)
             lines = [f"{r.key}\t{r.status}\t{r.detail}" for r in run.results]
+            lines += [
+                f"{p.item.key}\trefused\t{p.decision.refusal.detail}"
+                for p in run.refused
+            ]
             os.write(write_end, "\n".join(lines).encode())
         except BaseException as error:
             os.write(write_end, f"error\t{type(error).__name__}\t{error}".encode())
@@ -159,7 +167,42 @@ def _purge_as(uid: int, path: Path) -> list[tuple[str, ...]]:
     return [tuple(line.split("\t")) for line in output.splitlines()]
 
 
-def test_unwritable_directory_as_user_fails_before_overwrite(ext4):
+@contextmanager
+def public_mount(ext4):
+    """Bind-mount the filesystem where another user can reach it.
+
+    The pytest temporary directories are private to root.
+    """
+    public = Path(tempfile.mkdtemp(prefix="lethe-files-"))
+    public.chmod(0o755)
+    subprocess.run(["mount", "--bind", str(ext4.mountpoint), str(public)], check=True)
+    try:
+        yield public
+    finally:
+        subprocess.run(["umount", str(public)], check=True)
+        public.rmdir()
+
+
+def test_unwritable_file_as_user_refused(ext4):
+    with public_mount(ext4) as public:
+        target = public / "exports"
+        target.mkdir()
+        os.chown(target, 65534, 65534)
+        path = target / "customers.csv"
+        data = canary_lines(CANARY.decode(), 500)
+        path.write_bytes(data)
+        path.chmod(0o644)
+        results = _purge_as(65534, target)
+        kept = path.read_bytes()
+    statuses = {key: status for key, status, _ in results}
+    details = " ".join(detail for _, _, detail in results)
+    assert statuses.get(str(path)) == "refused", results
+    assert "not readable and writable by this user (uid 65534)" in details
+    assert "failed" not in statuses.values()
+    assert kept == data
+
+
+def test_unwritable_directory_as_user_refused(ext4):
     # The pytest temporary directories are private to root, so the user
     # reaches the filesystem through a bind mount in a world-readable place.
     public = Path(tempfile.mkdtemp(prefix="lethe-files-"))
@@ -179,8 +222,9 @@ def test_unwritable_directory_as_user_fails_before_overwrite(ext4):
         public.rmdir()
     statuses = {key: status for key, status, _ in results}
     details = " ".join(detail for _, _, detail in results)
-    assert statuses.get(str(path)) == "failed", results
-    assert "not writable" in details
+    assert statuses.get(str(path)) == "refused", results
+    assert "is not writable by this user (uid 65534)" in details
+    assert "failed" not in statuses.values()
     assert kept == data
 
 
