@@ -90,7 +90,28 @@ class Hit:
     offset: int
 
 
-class AutomatonScanner:
+class _StreamScanner:
+    """Base of the scanners: reads a file in chunks for ``scan_chunks``."""
+
+    def scan_chunks(self, chunks: Iterable[bytes]) -> Iterator[Hit]:
+        raise NotImplementedError
+
+    def scan_file(
+        self,
+        path: str | os.PathLike[str],
+        progress: Callable[[int], None] | None = None,
+        direct: bool = False,
+    ) -> Iterator[Hit]:
+        """Yield every hit in a file or block device, read sequentially.
+
+        ``direct`` opens with O_DIRECT so the scan reads the medium rather
+        than the page cache; it falls back to buffered reads where the
+        filesystem rejects O_DIRECT.
+        """
+        yield from self.scan_chunks(_read_chunks(path, progress, direct))
+
+
+class AutomatonScanner(_StreamScanner):
     """Search byte streams for many fingerprints at once (Aho-Corasick).
 
     ``add`` registers a fingerprint under an owner (an item key). The search
@@ -158,22 +179,9 @@ class AutomatonScanner:
         """Yield every hit in a stream of consecutive chunks, each once."""
         yield from _scan_stream(chunks, [self])
 
-    def scan_file(
-        self,
-        path: str | os.PathLike[str],
-        progress: Callable[[int], None] | None = None,
-        direct: bool = False,
-    ) -> Iterator[Hit]:
-        """Yield every hit in a file or block device, read sequentially.
-
-        ``direct`` opens with O_DIRECT so the scan reads the medium rather
-        than the page cache; it falls back to buffered reads where the
-        filesystem rejects O_DIRECT.
-        """
-        yield from self.scan_chunks(_read_chunks(path, progress, direct))
 
 
-class FingerprintScanner:
+class FingerprintScanner(_StreamScanner):
     """Search byte streams for many fingerprints at once.
 
     Fingerprints of 8 bytes or more go to the numpy prefilter of
@@ -206,19 +214,6 @@ class FingerprintScanner:
         engines = [engine for engine in (self._long, self._short) if len(engine)]
         yield from _scan_stream(chunks, engines)
 
-    def scan_file(
-        self,
-        path: str | os.PathLike[str],
-        progress: Callable[[int], None] | None = None,
-        direct: bool = False,
-    ) -> Iterator[Hit]:
-        """Yield every hit in a file or block device, read sequentially.
-
-        ``direct`` opens with O_DIRECT so the scan reads the medium rather
-        than the page cache; it falls back to buffered reads where the
-        filesystem rejects O_DIRECT.
-        """
-        yield from self.scan_chunks(_read_chunks(path, progress, direct))
 
 
 def _scan_stream(chunks: Iterable[bytes], engines: list) -> Iterator[Hit]:
