@@ -178,9 +178,16 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
     )
     if not checks:
         return {"method": "none", "result": "not run", "checks": []}
-    names = ", ".join(check["check"] for check in checks)
+    # The method names only the checks that ran for at least one item, so
+    # a skipped device scan is never listed as a method used.
+    ran = ", ".join(c["check"] for c in checks if c["items"] > c["not_run"]) or "none"
+    method = f"independent rescan after purge: {ran}"
+    skipped = [c for c in checks if c["not_run"]]
+    if skipped:
+        parts = ", ".join(f"{c['check']} for {c['not_run']} of {c['items']} items" for c in skipped)
+        method += f"; not run: {parts}"
     return {
-        "method": f"independent rescan after purge: {names}",
+        "method": method,
         "result": "failed" if failed else "passed",
         "checks": checks,
     }

@@ -274,3 +274,6 @@ def test_certificate_counts_checks_not_run(tmp_path: Path) -> None:
     assert checks["device-scan"]["passed"] == 0
     assert checks["path-gone"]["not_run"] == 0
     assert checks["path-gone"]["passed"] == checks["path-gone"]["items"]
+    ran, _, skipped = document["verification"]["method"].partition("; not run: ")
+    assert "device-scan" not in ran
+    assert skipped.startswith("device-scan for ")
