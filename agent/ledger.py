@@ -4,9 +4,16 @@ A backup restored after a purge brings the purged data back. For each
 finished purge the ledger records the selector of every target: the base
 URL without credentials, and the selection keys of the query and options
 (table, WHERE clause and bind parameters), which a replay needs to select
-again. It also records the SHA-256 of each destroyed item's key, taken
+again. It also records a digest of each destroyed item's key, taken
 relative to the target so a copy restored elsewhere still matches. Item
 keys themselves (file names, primary keys) are not stored.
+
+Digests are HMAC-SHA256 under the ledger key, 32 random bytes kept in
+``<state_dir>/keys/ledger.key``. A plain hash of a key from a small space
+(a numeric customer id) is reversed by hashing every candidate, but an
+HMAC cannot be computed without the ledger key. Each entry names its
+digest scheme and the id of the key it used. Entries without a scheme
+were written with plain SHA-256 and still replay.
 
 The ledger reuses the audit log's format: append-only JSON lines, each
 carrying the SHA-256 of the line before it, so an edit, a removed line or a
@@ -21,7 +28,10 @@ and purges and certifies the rest as one job through the engine.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +54,12 @@ log = structlog.get_logger(__name__)
 
 FILE_NAME = "erasure-ledger.log"
 KIND = "erasure"
+KEY_FILE = "keys/ledger.key"
+KEY_SIZE = 32
+#: The digest scheme of new entries, and the one of entries that name none.
+HMAC_SHA256 = "hmac-sha256"
+PLAIN_SHA256 = "sha256"
+DIGEST_SCHEMES = (HMAC_SHA256, PLAIN_SHA256)
 #: Query and option keys kept in a selector; anything else (credentials,
 #: endpoints, store paths) is left out of the ledger.
 SELECTOR_KEYS = (
@@ -64,15 +80,76 @@ def open_ledger(state_dir: Path) -> AuditLog:
     return AuditLog(state_dir / FILE_NAME)
 
 
-def item_digest(relative_key: str) -> str:
+class LedgerKeyError(LetheError):
+    """The ledger key is missing, unreadable, unsafe or not the one an entry used."""
+
+
+def load_or_create_key(state_dir: Path) -> bytes:
+    """Return the ledger key, creating it (mode 0600) when there is none."""
+    path = state_dir / KEY_FILE
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+    except FileExistsError:
+        return _read_key(path)
+    key = secrets.token_bytes(KEY_SIZE)
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(key)
+        stream.flush()
+        os.fsync(stream.fileno())
+    log.info("ledger key created", path=str(path), key_id=key_id(key))
+    return key
+
+
+def load_key(state_dir: Path) -> bytes | None:
+    """Return the ledger key, or None when the state directory has none."""
+    path = state_dir / KEY_FILE
+    if not path.exists():
+        return None
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise LedgerKeyError(
+            f"ledger key {path} has mode {mode:o}; run chmod 600 {path}"
+        )
+    try:
+        key = path.read_bytes()
+    except OSError as error:
+        raise LedgerKeyError(f"cannot read ledger key {path}: {error}") from error
+    if len(key) != KEY_SIZE:
+        raise LedgerKeyError(
+            f"ledger key {path} is {len(key)} bytes long, expected {KEY_SIZE}; "
+            "restore the file from the backup of the state directory"
+        )
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """Return the public id of a ledger key: 16 hex digits of a SHA-256 of it."""
+    return hashlib.sha256(b"lethe ledger key id\0" + key).hexdigest()[:16]
+
+
+def item_digest(relative_key: str, key: bytes | None) -> str:
     """Return the digest that stands for a destroyed item's key in the ledger.
 
-    NOTE: a plain SHA-256 of a key from a small space (a numeric customer id)
-    can be reversed by trying every value, so the ledger hides the key from
-    a casual reader only.
+    With a ledger key the digest is HMAC-SHA256. Without one it is the plain
+    SHA-256 that entries without a digest scheme hold.
     """
     data = b"lethe ledger item\0" + relative_key.encode("utf-8", "surrogateescape")
-    return hashlib.sha256(data).hexdigest()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def subject_digest(subject: str, key: bytes) -> str:
+    """Return the HMAC-SHA256 that replaces a subject id in the ledger."""
+    data = b"lethe ledger subject\0" + subject.encode("utf-8", "surrogateescape")
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 def target_path(target: Target) -> str:
@@ -134,7 +211,8 @@ def record_job(summary: Mapping[str, Any]) -> None:
         job = journal.job(job_id)
         if job.dry_run:
             return
-        targets = list(_target_records(journal, job_id))
+        key = load_or_create_key(Path(state_dir))
+        targets = list(_target_records(journal, job_id, key))
     finally:
         journal.close()
     if not targets:
@@ -142,6 +220,8 @@ def record_job(summary: Mapping[str, Any]) -> None:
     position = open_ledger(Path(state_dir)).append(
         KIND,
         job_id=job_id,
+        digest=HMAC_SHA256,
+        key_id=key_id(key),
         plan_hash=job.plan_hash,
         certificate=summary.get("certificate"),
         targets=targets,
@@ -154,13 +234,15 @@ def record_job(summary: Mapping[str, Any]) -> None:
     )
 
 
-def _target_records(journal: Journal, job_id: str) -> Iterator[dict[str, Any]]:
+def _target_records(
+    journal: Journal, job_id: str, key: bytes
+) -> Iterator[dict[str, Any]]:
     # NOTE: all digests of a job go into one JSON line (64 hex digits per
     # item), so a purge of millions of items writes a line of many MiB.
     for row in journal.targets(job_id):
         items = journal.items(job_id, target=row.position, states=["verified"])
         digests = sorted(
-            {item_digest(relative_key(row.target, item.key)) for item in items}
+            {item_digest(relative_key(row.target, item.key), key) for item in items}
         )
         if not digests:
             continue
@@ -177,9 +259,9 @@ def _target_records(journal: Journal, job_id: str) -> Iterator[dict[str, Any]]:
             # The subject id is personal data; key ids in ``items`` are enough
             # to find resurrected keys in a restored store.
             subject = urllib.parse.unquote(row.target.url.split("://", 1)[1])
-            digest = hashlib.sha256(subject.encode()).hexdigest()
+            digest = subject_digest(subject, key)
             record.update(
-                base=f"key://sha256:{digest[:16]}", name="", subjects_sha256=[digest]
+                base=f"key://{HMAC_SHA256}:{digest[:16]}", name="", subjects=[digest]
             )
         yield record
 
@@ -204,7 +286,12 @@ def entries(state_dir: Path) -> Iterator[dict[str, Any]]:
 
 @dataclass
 class ReplayUnit:
-    """One recorded selector applied to one restored target."""
+    """One recorded selector applied to one restored target.
+
+    Each digest in ``digests`` carries its scheme as a prefix
+    (``hmac-sha256:<hex>``), because one unit can gather entries written
+    before and after the ledger key existed.
+    """
 
     target: Target
     digests: set[str]
@@ -254,20 +341,35 @@ class ReplayReport:
         }
 
 
+def replay_key(state_dir: Path) -> tuple[bytes | None, str | None]:
+    """Load the ledger key for a replay; return the key or the reason it is unusable."""
+    try:
+        return load_key(state_dir), None
+    except LedgerKeyError as error:
+        return None, str(error)
+
+
 def match_units(
-    state_dir: Path, restored: Sequence[Target]
-) -> tuple[list[ReplayUnit], list[str]]:
+    state_dir: Path,
+    restored: Sequence[Target],
+    key: bytes | None = None,
+    key_error: str | None = None,
+) -> tuple[list[ReplayUnit], list[str], list[ReplayProblem]]:
     """Pair each recorded target with the restored target it applies to.
 
     A restored target applies when its scheme matches and its base URL
     equals the recorded one, or its last path component (the database file
     or directory name) equals the recorded one, or it names a directory
     above the recorded path. Recorded targets no restored target matches
-    are returned as ``unmatched``.
+    are returned as ``unmatched``. Recorded targets whose digests cannot be
+    computed (the entry's ledger key is missing or another one) are
+    returned as problems.
     """
     units: dict[tuple[str, str], ReplayUnit] = {}
     unmatched: list[str] = []
+    problems: list[ReplayProblem] = []
     for entry in entries(state_dir):
+        scheme = entry.get("digest", PLAIN_SHA256)
         for record in entry.get("targets", ()):
             source = f"ledger entry {entry['seq']} (job {entry.get('job_id')}): {record['base']}"
             chosen = _restored_for(record, restored)
@@ -275,11 +377,52 @@ def match_units(
                 unmatched.append(source)
                 continue
             target = _replay_target(chosen, record)
-            key = (target.url, repr(sorted(target.options.items())))
-            unit = units.setdefault(key, ReplayUnit(target, set()))
-            unit.digests.update(record.get("items", ()))
+            error = _digest_problem(state_dir, entry, key, key_error)
+            if error is not None:
+                problems.append(ReplayProblem(source, target.url, error))
+                continue
+            options = (target.url, repr(sorted(target.options.items())))
+            unit = units.setdefault(options, ReplayUnit(target, set()))
+            unit.digests.update(
+                f"{scheme}:{digest}" for digest in record.get("items", ())
+            )
             unit.sources.append(source)
-    return list(units.values()), unmatched
+    return list(units.values()), unmatched, problems
+
+
+def _digest_problem(
+    state_dir: Path,
+    entry: Mapping[str, Any],
+    key: bytes | None,
+    key_error: str | None,
+) -> str | None:
+    """Return why the entry's digests cannot be computed, or None when they can."""
+    scheme = entry.get("digest", PLAIN_SHA256)
+    if scheme not in DIGEST_SCHEMES:
+        return (
+            f"unknown digest scheme {scheme!r}; this version of Lethe replays "
+            f"{' and '.join(DIGEST_SCHEMES)}"
+        )
+    if scheme == PLAIN_SHA256:
+        return None
+    path = state_dir / KEY_FILE
+    restore = (
+        f"restore {path} from the backup of the state directory "
+        "that holds this ledger, then replay again"
+    )
+    if key_error is not None:
+        return f"{key_error}; {restore}"
+    if key is None:
+        return (
+            f"ledger key {path} not found, so this entry cannot be replayed; "
+            f"{restore}"
+        )
+    if key_id(key) != entry.get("key_id"):
+        return (
+            f"ledger key {path} has id {key_id(key)}, but this entry was "
+            f"written with key {entry.get('key_id')}; {restore}"
+        )
+    return None
 
 
 def _restored_for(
@@ -345,14 +488,17 @@ def _replay_target(restored: Target, record: Mapping[str, Any]) -> Target:
 
 
 def filtering_registry(
-    units: Sequence[ReplayUnit], base: Registry | None = None
+    units: Sequence[ReplayUnit],
+    base: Registry | None = None,
+    key: bytes | None = None,
 ) -> Registry:
     """Return a registry whose plugins discover only items the ledger records.
 
     Each plugin class a unit needs is replaced by a subclass whose
     ``discover`` drops items whose key digest is not recorded for that
     target. The engine then plans, purges and certifies exactly the
-    resurfaced items, and nothing the original purge left alone.
+    resurfaced items, and nothing the original purge left alone. ``key``
+    is the ledger key that HMAC digests were computed with.
     """
     registry = base or Registry.from_entry_points()
     recorded: dict[str, set[str]] = {}
@@ -362,19 +508,21 @@ def filtering_registry(
     for unit in units:
         plugin_class = registry.plugin_for(unit.target)
         if plugin_class.name not in replaced:
-            replaced[plugin_class.name] = _filtered(plugin_class, recorded)
+            replaced[plugin_class.name] = _filtered(plugin_class, recorded, key)
     for plugin_class in replaced.values():
         registry.add(plugin_class)
     return registry
 
 
 def _filtered(
-    plugin_class: type[Plugin], recorded: Mapping[str, set[str]]
+    plugin_class: type[Plugin], recorded: Mapping[str, set[str]], key: bytes | None
 ) -> type[Plugin]:
     def discover(self: Plugin) -> Iterator[Item]:
         digests = recorded.get(self.target.url, set())
+        schemes = {digest.partition(":")[0] for digest in digests}
         for item in plugin_class.discover(self):
-            if item_digest(relative_key(self.target, item.key)) in digests:
+            name = relative_key(self.target, item.key)
+            if any(_tagged_digest(scheme, name, key) in digests for scheme in schemes):
                 yield item
 
     return type(
@@ -382,6 +530,10 @@ def _filtered(
         (plugin_class,),
         {"discover": discover, "__doc__": plugin_class.__doc__},
     )
+
+
+def _tagged_digest(scheme: str, name: str, key: bytes | None) -> str:
+    return f"{scheme}:{item_digest(name, key if scheme == HMAC_SHA256 else None)}"
 
 
 def replay(
@@ -397,14 +549,20 @@ def replay(
 
     Each unit is planned on its own first, so a unit that cannot be applied
     (a table that no longer exists, an unreachable server) is reported and
-    the others continue. ``confirm`` receives the report before the purge
-    and returns False to stop.
+    the others continue. Entries whose ledger key is missing or another
+    one are reported the same way. ``confirm`` receives the report before
+    the purge and returns False to stop.
     """
-    units, unmatched = match_units(state_dir, restored)
-    report = ReplayReport(unmatched=unmatched)
+    key, key_error = replay_key(state_dir)
+    units, unmatched, problems = match_units(state_dir, restored, key, key_error)
+    report = ReplayReport(unmatched=unmatched, problems=problems)
+    for problem in problems:
+        log.warning(
+            "ledger entry not applied", target=problem.target, error=problem.error
+        )
     for unit in units:
         try:
-            _plan_unit(config, state_dir, unit, settings, registry)
+            _plan_unit(config, state_dir, unit, settings, registry, key)
         except (LetheError, PluginError) as error:
             log.warning(
                 "ledger entry not applied", target=unit.target.url, error=str(error)
@@ -419,7 +577,7 @@ def replay(
     if dry_run or not to_purge or (confirm is not None and not confirm(report)):
         return report
     engine = Engine(
-        config, state_dir, registry=filtering_registry(to_purge, _copy(registry))
+        config, state_dir, registry=filtering_registry(to_purge, _copy(registry), key)
     )
     try:
         job_id = engine.plan(
@@ -437,9 +595,10 @@ def _plan_unit(
     unit: ReplayUnit,
     settings: Mapping[str, Any],
     registry: Registry | None,
+    key: bytes | None,
 ) -> None:
     engine = Engine(
-        config, state_dir, registry=filtering_registry([unit], _copy(registry))
+        config, state_dir, registry=filtering_registry([unit], _copy(registry), key)
     )
     try:
         job_id = engine.plan([unit.target], settings, dry_run=True)

@@ -196,6 +196,98 @@ def test_replay_purges_exactly_resurfaced(
     assert (restored / "exports" / "cust-1" / "invoice-1.csv").exists()
 
 
+def test_ledger_digests_are_keyed(lethe, live: Path, state_dir: Path) -> None:
+    _purge_closed(lethe, live)
+    key = (state_dir / ledger.KEY_FILE).read_bytes()
+    entry = next(ledger.entries(state_dir))
+    assert entry["digest"] == "hmac-sha256"
+    assert entry["key_id"] == ledger.key_id(key)
+    cust_3 = entry["targets"][2]
+    assert cust_3["base"] == str(live / "exports" / "cust-3")
+    expected = sorted(ledger.item_digest(name, key) for name in ("", "invoice-3.csv"))
+    assert cust_3["items"] == expected
+    plain = ledger.item_digest("invoice-3.csv", None)
+    assert plain not in (state_dir / ledger.FILE_NAME).read_text()
+
+
+def test_ledger_key_file_mode(lethe, live: Path, state_dir: Path) -> None:
+    _purge_closed(lethe, live)
+    path = state_dir / ledger.KEY_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(path.read_bytes()) == ledger.KEY_SIZE
+    assert path.read_bytes().hex() not in (state_dir / ledger.FILE_NAME).read_text()
+
+
+def _append_plain_entry(state_dir: Path, directory: Path, invoice: str) -> None:
+    """Append an entry as written before the ledger key: plain SHA-256, no scheme."""
+    ledger.open_ledger(state_dir).append(
+        ledger.KIND,
+        job_id="before-ledger-key",
+        plan_hash="0" * 64,
+        certificate=None,
+        targets=[
+            {
+                "scheme": "path",
+                "plugin": "files",
+                "base": str(directory),
+                "name": directory.name,
+                "selector": {},
+                "count": 2,
+                "items": sorted(
+                    ledger.item_digest(name, None) for name in ("", invoice)
+                ),
+            }
+        ],
+    )
+
+
+def test_replay_plain_sha256_entry(
+    lethe, disk: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    restored = disk / "restored"
+    _make_exports(restored / "exports")
+    _append_plain_entry(state_dir, restored / "exports" / "cust-2", "invoice-2.csv")
+    ledger.load_or_create_key(state_dir)  # as after any later purge
+    result = lethe("ledger", "replay", "--yes", "--json", str(restored / "exports"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["resurfaced"] == 2
+    assert report["job"]["state"] == "done"
+    assert not (restored / "exports" / "cust-2").exists()
+    assert (restored / "exports" / "cust-1" / "invoice-1.csv").exists()
+
+
+@pytest.mark.parametrize("problem", ["other key", "no key"])
+def test_replay_reports_ledger_key_problem(
+    lethe, live: Path, disk: Path, tmp_path: Path, state_dir: Path, problem: str
+) -> None:
+    _purge_closed(lethe, live)
+    restored = disk / "restored"
+    shutil.copytree(tmp_path / "backup", restored)
+    # A customer purged before the ledger key existed. Its data exists only
+    # in the restored copy, so the device scan after the replay finds none.
+    (restored / "exports" / "cust-9").mkdir()
+    (restored / "exports" / "cust-9" / "invoice-9.csv").write_text("Old Customer\n")
+    _append_plain_entry(state_dir, live / "exports" / "cust-9", "invoice-9.csv")
+    key_path = state_dir / ledger.KEY_FILE
+    key_path.unlink()
+    if problem == "other key":
+        key_path.write_bytes(bytes(ledger.KEY_SIZE))
+        key_path.chmod(0o600)
+
+    result = lethe("ledger", "replay", "--yes", "--json", str(restored / "exports"))
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    errors = [problem["error"] for problem in report["not_applied"]]
+    assert len(errors) == 2  # cust-3 and cust-5
+    for error in errors:
+        assert f"ledger key {key_path}" in error
+        assert "restore" in error
+    assert report["resurfaced"] == 2  # the plain SHA-256 entry still applies
+    assert not (restored / "exports" / "cust-9").exists()
+    assert (restored / "exports" / "cust-3" / "invoice-3.csv").exists()
+
+
 def test_replay_twice_finds_nothing(
     lethe, live: Path, disk: Path, tmp_path: Path
 ) -> None:
@@ -355,7 +447,7 @@ def test_dataset_seal_and_default_names(lethe, tmp_path: Path, state_dir: Path) 
     assert lethe("purge", "--yes", "key://dataset:orders-2024").returncode == 0
     shown = lethe("ledger", "show")
     assert shown.returncode == 0
-    assert "key://sha256:" in shown.stdout
+    assert "key://hmac-sha256:" in shown.stdout
     assert "orders-2024" not in shown.stdout
 
 
