@@ -158,7 +158,8 @@ def test_metrics_http_on_loopback(rig: DaemonRig) -> None:
 
 
 def test_sigterm_stops_after_item_in_flight(rig: DaemonRig) -> None:
-    selected = make_tree(rig.target, 2000, dirs=40)
+    # More files than one purge batch (2048), so the stop lands between batches.
+    selected = make_tree(rig.target, 5000, dirs=100)
     plan = rig.plan(rig.target)
     rig.start()
     rig.wait_ready()
@@ -251,7 +252,10 @@ def test_start_resumes_killed_cli_purge(rig: DaemonRig) -> None:
     )
     purge.kill()
     purge.wait(30)
-    assert [path for path in selected if path.exists()]
+    # The files plugin removes a whole batch (up to 2048 files) before it
+    # records their results, so the files may all be gone already. The job
+    # is unfinished all the same: it has no certificate yet.
+    assert not list((rig.state / "certificates").glob("*.json"))
     rig.start()
     rig.wait_ready()
     ended = rig.wait_for_event("job run ended")
