@@ -105,10 +105,18 @@ def target_path(target: Target) -> str:
         raise InvalidTarget(f"target {escape_path(url)!r} is not a local path")
     if not path:
         raise InvalidTarget("target path is empty; give an absolute path")
-    path = os.path.abspath(path)
+    # Resolve as the kernel does: a ".." after a symbolic link leads out of
+    # the link's target, so it must not be collapsed as text first.
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    path = path.rstrip("/") or "/"
+    parent, name = os.path.split(path)
+    if name in (".", ".."):
+        return os.path.realpath(path)
     if path == "/":
         return path
-    parent, name = os.path.split(path)
+    # The last name stays unresolved, so a target that is itself a symbolic
+    # link is seen, and refused, as a link.
     return os.path.join(os.path.realpath(parent), name)
 
 

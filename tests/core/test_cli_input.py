@@ -72,6 +72,22 @@ def test_saved_plan_stores_absolute_path(
     assert (tree / "keep-contract.txt").exists()
 
 
+def test_dotdot_after_symlink_follows_link(lethe, tmp_path: Path) -> None:
+    # "link/../f1" names the f1 beside the link's target, as the kernel
+    # resolves it, not the f1 beside the link.
+    target_dir = tmp_path / "target"
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    target_dir.mkdir()
+    (outside / "f1").write_text("outside\n")
+    (target_dir / "f1").write_text("inside\n")
+    (target_dir / "lnk").symlink_to(outside / "inner")
+    result = lethe("plan", str(target_dir / "lnk" / ".." / "f1"), "--json")
+    assert result.returncode == 0, result.stderr
+    url = json.loads(result.stdout)["targets"][0]["url"]
+    assert url == str((outside / "f1").resolve())
+
+
 def test_file_url_dots_resolved_in_header(lethe, tree: Path) -> None:
     result = lethe("plan", f"file://{tree}/sub/deeper/..", "--json")
     assert result.returncode == 0, result.stderr
