@@ -495,7 +495,14 @@ class BatchPurge:
         for work in works:
             try:
                 for parent_fd, name in work.links:
-                    work.renamed.append(_rename_random(parent_fd, name))
+                    work.renamed.append(_rename_own_link(parent_fd, name, work.descriptor))
+            except _Replaced as replaced:
+                results[work.key] = _failed(
+                    work.key,
+                    f"{work.key} was overwritten, but its name {escape_path(replaced.name)} "
+                    "now leads to another file, which was left as it is; plan again "
+                    "to include the new file",
+                )
             except OSError as error:
                 results[work.key] = _failed(
                     work.key,
@@ -743,6 +750,30 @@ def _link_paths(item) -> list[str]:
     return (
         [unescape_path(link) for link in links] if links else [unescape_path(item.key)]
     )
+
+
+class _Replaced(Exception):
+    """A planned name led to another file than the one overwritten."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _rename_own_link(parent_fd: int, name: str, descriptor: int) -> str:
+    """Rename ``name`` to a random name, if it still leads to the open file.
+
+    The name is checked after the rename, which is atomic, so a file moved
+    onto the name while the purge ran is renamed back and never unlinked.
+    """
+    new_name = _rename_random(parent_fd, name)
+    found = os.stat(new_name, dir_fd=parent_fd, follow_symlinks=False)
+    expected = os.fstat(descriptor)
+    if (found.st_dev, found.st_ino) != (expected.st_dev, expected.st_ino):
+        if not _rename_noreplace(parent_fd, new_name, name):
+            os.rename(new_name, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        raise _Replaced(name)
+    return new_name
 
 
 def _rename_random(parent_fd: int, name: str) -> str:

@@ -414,3 +414,29 @@ def test_immutable_after_plan_fails_untouched(ext4):
     assert [result.status for result in results] == ["failed"]
     assert "nothing was overwritten" in results[0].detail
     assert locked.read_bytes() == canary_lines(CANARY.decode(), 100)
+
+
+def test_file_moved_onto_name_during_purge(tmp_path: Path, monkeypatch) -> None:
+    # Another file moved onto a planned name after the overwrite started must
+    # be left in place, and the planned item must fail rather than pass.
+    from plugins._files import purge as purge_module
+
+    target = tmp_path / "exports"
+    target.mkdir()
+    victim = target / "big.csv"
+    victim.write_bytes(os.urandom(64 * 1024))
+    newcomer = tmp_path / "newcomer"
+    newcomer.write_text("REPLACED after planning\n")
+    original = purge_module._rename_random
+
+    def swap_then_rename(parent_fd: int, name: str) -> str:
+        if name == "big.csv" and newcomer.exists():
+            os.rename(newcomer, victim)
+        return original(parent_fd, name)
+
+    monkeypatch.setattr(purge_module, "_rename_random", swap_then_rename)
+    run = purge(target)
+    result = {r.key: r for r in run.results}[str(victim)]
+    assert result.status == "failed"
+    assert "now leads to another file" in result.detail
+    assert victim.read_text() == "REPLACED after planning\n"
