@@ -209,6 +209,7 @@ class Engine:
             progress=self.progress.advance_bytes,
             should_stop=lambda: self.stop_requested,
             checkpoints=self.checkpoints.for_target(job_id, position),
+            protected=(os.path.realpath(self.state_dir),),
         )
         plugin = plugin_class(target, context)
         self._plugins[position] = plugin

@@ -298,6 +298,9 @@ class JobContext:
     progress: Callable[[int], None] = lambda done: None
     should_stop: Callable[[], bool] = lambda: False
     checkpoints: CheckpointStore = field(default_factory=MemoryCheckpoints)
+    #: Paths the agent itself needs (its state directory with the journal,
+    #: signing key and certificates); plugins refuse them like system paths.
+    protected: tuple[str, ...] = ()
 
 
 class Plugin(abc.ABC):

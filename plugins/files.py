@@ -142,7 +142,7 @@ class FilesPlugin(Plugin):
         """Protected trees: the built-in list plus ``settings["protected_paths"]``."""
         configured = self.context.settings.get("protected_paths") or ()
         extra = tuple(os.path.abspath(path) for path in configured)
-        return PROTECTED_TREES + extra
+        return PROTECTED_TREES + extra + tuple(self.context.protected)
 
     def _method_params(self) -> dict[str, Any]:
         if self._params is None:

@@ -147,5 +147,5 @@ def protected_reason(path: str, trees: tuple[str, ...]) -> str | None:
         )
     for tree in trees:
         if is_within(path, tree):
-            return f"{escape_path(path)} lies in the protected system path {tree}"
+            return f"{escape_path(path)} lies in the protected path {tree}"
     return None

@@ -260,3 +260,22 @@ def test_full_state_directory_named(lethe, tree: Path, tmp_path: Path) -> None:
     assert "lethe: error: no space left on a filesystem" in result.stderr
     assert "lethe purge --resume JOB" in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_state_dir_inside_target_kept(lethe, tmp_path: Path) -> None:
+    # A target that contains the state directory must not destroy the
+    # journal, the signing key or the certificates.
+    target = tmp_path / "exports"
+    state = target / "lethe-state"
+    target.mkdir()
+    (target / "customers.csv").write_text("Ada Lovelace,+44 7700 900123\n")
+    first = lethe("plan", str(target), env={"LETHE_STATE_DIR": str(state)})
+    assert first.returncode in (0, 1), first.stderr
+    result = lethe(
+        "purge", "--yes", str(target), env={"LETHE_STATE_DIR": str(state)}
+    )
+    assert result.returncode == 1, result.stderr
+    assert "protected-path" in result.stdout + result.stderr
+    assert not (target / "customers.csv").exists()
+    assert (state / "journal.sqlite").exists()
+    assert list((state / "certificates").glob("*.json"))
