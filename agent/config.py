@@ -364,6 +364,16 @@ def _settings(node: Node) -> Settings:
     )
 
 
+def check_plan_settings(settings: Any, path: str) -> None:
+    """Check the settings stored in a plan file as a config's are checked.
+
+    Raises ConfigError naming the plan file and the key, because a plan
+    file edited by hand with a recomputed hash reaches the purge otherwise.
+    """
+    # JSON keeps no line numbers, so every error names line 1 of the file.
+    _settings(Node(settings, path, 1, "settings"))
+
+
 def _readback(node: Node) -> str | float:
     if node.value is None or node.value == "full":
         return "full"

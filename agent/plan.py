@@ -320,6 +320,9 @@ def read_plan_file(path: str) -> SavedPlan:
     except (KeyError, TypeError) as error:
         raise UsageError(f"plan file {path} lacks a required field: {error}") from error
     _check_hash(path, document)
+    from agent.config import check_plan_settings
+
+    check_plan_settings(document["settings"], path)
     return saved
 
 

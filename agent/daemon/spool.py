@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.daemon import DaemonConfig
-from agent.errors import LetheError, PlanFileInvalid, UsageError
+from agent.errors import ConfigError, LetheError, PlanFileInvalid, UsageError
 from agent.plan import SavedPlan, read_plan_file
 from agent.state import state_dir as resolve_state_dir
 
@@ -138,7 +138,7 @@ def check_plan(path: Path, daemon: DaemonConfig) -> CheckedPlan:
         saved = read_plan_file(str(path))
     except PlanFileInvalid as error:
         raise InvalidPlan(f"plan hash mismatch: {error}") from error
-    except UsageError as error:
+    except (UsageError, ConfigError) as error:
         raise InvalidPlan(f"not a valid plan: {error}") from error
     refused = [target.url for target in saved.targets if not daemon.allows(target.url)]
     if refused:

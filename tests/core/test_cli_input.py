@@ -279,3 +279,33 @@ def test_state_dir_inside_target_kept(lethe, tmp_path: Path) -> None:
     assert not (target / "customers.csv").exists()
     assert (state / "journal.sqlite").exists()
     assert list((state / "certificates").glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("abc", "settings.passes: expected"), (0, "settings.passes: expected")],
+)
+def test_saved_plan_settings_checked(
+    lethe, tree: Path, tmp_path: Path, setting, expected: str
+) -> None:
+    # A plan file edited by hand with its hash recomputed must still pass
+    # the checks a config file's settings get.
+    from agent.plan import HASHED_FIELDS, _hash_lines
+
+    plan_file = tmp_path / "plan.json"
+    planned = lethe("plan", str(tree / "sub"), "-o", str(plan_file))
+    assert planned.returncode == 0, planned.stderr
+    document = json.loads(plan_file.read_text())
+    document["settings"]["passes"] = setting
+    targets = (
+        (entry["url"], entry.get("options", {}), entry.get("info", {}))
+        for entry in document["targets"]
+    )
+    items = ({name: entry.get(name) for name in HASHED_FIELDS} for entry in document["items"])
+    document["plan_hash"] = _hash_lines(document["settings"], targets, items)
+    plan_file.write_text(json.dumps(document))
+    result = lethe("purge", "--yes", "--plan", str(plan_file))
+    assert result.returncode == 3, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tree / "sub" / "export-0.csv").exists()
