@@ -4,7 +4,7 @@ Deleting a key in a vault with soft delete (every vault since February 2025)
 keeps it as a deleted key, recoverable until its scheduled purge date (7 to
 90 days, set per vault). Purging removes it at once, unless the vault has
 purge protection: then only the service purges it, on that date. The key's
-``recovery_level`` says which applies. Levels that contain ``Purgeable``
+``recovery_level`` tells which applies. Levels that contain ``Purgeable``
 allow an early purge, while ``Recoverable`` and ``CustomizedRecoverable``
 (optionally with ``+ProtectedSubscription``) mean purge protection.
 

@@ -333,7 +333,7 @@ class FilesPlugin(Plugin):
             include_root=not keep_root,
             mount_point=mount.mount_point if mount else "/",
         )
-        # The same dict the walk fills, so _plan_directory sees each
+        # The same dict the walk fills, so _plan_directory reads each
         # directory's links while the walk streams.
         self._symlinks = walk.symlinks
         try:

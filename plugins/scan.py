@@ -104,9 +104,9 @@ class _StreamScanner:
     ) -> Iterator[Hit]:
         """Yield every hit in a file or block device, read sequentially.
 
-        ``direct`` opens with O_DIRECT so the scan reads the medium rather
-        than the page cache; it falls back to buffered reads where the
-        filesystem rejects O_DIRECT.
+        ``direct`` opens with O_DIRECT, so the scan reads the medium rather
+        than the page cache. Where the filesystem rejects O_DIRECT, the scan
+        falls back to buffered reads.
         """
         yield from self.scan_chunks(_read_chunks(path, progress, direct))
 

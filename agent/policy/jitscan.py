@@ -34,7 +34,7 @@ EXAMPLES = d.Findings.EXAMPLE_ATTEMPTS
 #: Bytes each thread scans per call of the compiled loop.
 WINDOW = 16 * 1024 * 1024
 #: Bytes before a window searched for an ``@`` whose domain reaches into it.
-#: The longest domain the pattern accepts is 1 + 8 * 64 + 24 bytes.
+#: The maximum domain length the pattern accepts is 1 + 8 * 64 + 24 bytes.
 _DOMAIN_REACH = 544
 #: Context read on each side of a file window: the domain reach before it,
 #: and after it the longest value or domain that starts inside it.

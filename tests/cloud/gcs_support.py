@@ -76,7 +76,7 @@ class RecordingAdapter(requests.adapters.HTTPAdapter):
     def _send_batch(
         self, request: requests.PreparedRequest, body: bytes, **kwargs: Any
     ) -> requests.Response:
-        """Forward the calls the deny hook lets through; answer the others here."""
+        """Forward the calls the deny hook lets through and respond to the others here."""
         match = _BOUNDARY.search(request.headers.get("Content-Type", ""))
         assert match is not None, "batch request without a multipart boundary"
         delimiter = b"--" + match.group(1).encode()

@@ -516,7 +516,7 @@ def test_rerun_finishes_failed_purge(fake_gcs, gcs):
 def test_deletes_sent_in_batches(fake_gcs, gcs):
     """Deletes go out as JSON API batch requests of at most 100 calls.
 
-    fake-gcs-server behaviour: serves the batch endpoint, answers each call
+    fake-gcs-server behaviour: serves the batch endpoint, responds to each call
     that carries a Content-ID and deletes the live objects of an unversioned
     bucket.
     """
@@ -540,7 +540,7 @@ def test_deletes_sent_in_batches(fake_gcs, gcs):
 def test_batch_answers_by_position(soft_delete_gcs, soft_gcs):
     """Batch responses without Content-ID are matched to calls by position.
 
-    gcp-storage-emulator behaviour: answers batch deletes in order, with no
+    gcp-storage-emulator behaviour: responds to batch deletes in order, with no
     Content-ID and no blank line after each part's headers, and keeps
     soft-deleted copies for the bucket's 7-day retention.
     """
@@ -564,7 +564,7 @@ def test_worker_connections_kept(fake_gcs, gcs, caplog):
     """Without the batch endpoint, deletes go singly and no connection is discarded.
 
     fake-gcs-server behaviour: deletes live objects of an unversioned bucket.
-    The adapter answers the batch endpoint with 404, as an endpoint without
+    The adapter responds to the batch endpoint with 404, as an endpoint without
     it does. urllib3 logs "Connection pool is full" when it drops a
     connection.
     """

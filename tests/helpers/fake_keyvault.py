@@ -15,7 +15,7 @@ errors). It models the rules the tests rely on:
   level has no ``Purgeable`` (purge protection);
 * a deleted or purged key returns 404 ``KeyNotFound`` to get and unwrapkey.
 
-Passing these tests says that Lethe sends the documented requests and reads
+Passing these tests shows that Lethe sends the documented requests and reads
 the documented responses, not that the real service accepts them. The vault
 host ends in ``.invalid``, a name that never resolves, and no request leaves
 the process.

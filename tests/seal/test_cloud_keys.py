@@ -6,7 +6,7 @@ credentials) talks to a fake Cloud KMS server on 127.0.0.1, and the real
 azure-keyvault-keys client (fixed-token credential) talks to a recording
 transport. Both fakes respond with the documented JSON and model only
 the rules named in tests/helpers/fake_cloudkms.py and fake_keyvault.py. A
-pass here says Lethe sends the documented requests and reads the documented
+pass here shows that Lethe sends the documented requests and reads the documented
 responses, not that the real services accept them.
 """
 
