@@ -447,7 +447,11 @@ class Engine:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
         purged = self._count(job_id, ("purged",), row.position)
-        self.progress.start("verifying", purged, 0)
+        size = self.journal.query(
+            "SELECT COALESCE(SUM(size), 0) AS total FROM items WHERE job_id = ? AND target = ? AND state = 'purged'",
+            (job_id, row.position),
+        )[0]["total"]
+        self.progress.start("verifying", purged, plugin.verify_read_bytes(size))
         rows = self.journal.items(job_id, target=row.position, states=("purged",))
         for batch in chunked(rows, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import sys
 from typing import Protocol
 
+from rich import filesize
 from rich.console import Console
+from rich.text import Text
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
@@ -45,8 +50,37 @@ class NullProgress:
         pass
 
 
+class AmountColumn(ProgressColumn):
+    """Done and total: a count for the items bar, sizes in binary units for bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = MofNCompleteColumn()
+        self._size = DownloadColumn(binary_units=True)
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._size.render(task)
+        return self._count.render(task)
+
+
+class SpeedColumn(ProgressColumn):
+    """Throughput of the bytes bar in binary units; empty for the items bar."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") != "bytes":
+            return Text("")
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("?", style="progress.data.speed")
+        unit, suffix = filesize.pick_unit_and_suffix(
+            int(speed), ["B", "KiB", "MiB", "GiB", "TiB"], 1024
+        )
+        return Text(f"{speed / unit:.1f} {suffix}/s", style="progress.data.speed")
+
+
 class BarProgress:
-    """Two rich bars on stderr: items done and bytes done."""
+    """Two rich bars on stderr: items done, and bytes done with throughput."""
 
     def __init__(self) -> None:
         self._bars: RichProgress | None = None
@@ -60,7 +94,8 @@ class BarProgress:
         self._bars = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            AmountColumn(),
+            SpeedColumn(),
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
@@ -68,7 +103,9 @@ class BarProgress:
         self._bars.start()
         self._items = self._bars.add_task(f"{phase} items", total=items)
         if total_bytes:
-            self._bytes = self._bars.add_task(f"{phase} bytes", total=total_bytes)
+            self._bytes = self._bars.add_task(
+                f"{phase} bytes", total=total_bytes, unit="bytes"
+            )
 
     def advance_items(self, count: int) -> None:
         if self._bars is not None and self._items is not None:

@@ -177,10 +177,8 @@ def main() -> int:
                     ]
                 )
             )
-            write, pass_only, read = lethe_pass(device)
-            times["lethe write"].append(write)
-            times["lethe pass only"].append(pass_only)
-            times["lethe read-back"].append(read)
+            # Each read follows its own tool's write, so both meet the disk in
+            # the same state: the host may still be flushing what was written.
             times["dd read"].append(
                 timed(
                     [
@@ -193,6 +191,10 @@ def main() -> int:
                     ]
                 )
             )
+            write, pass_only, read = lethe_pass(device)
+            times["lethe write"].append(write)
+            times["lethe pass only"].append(pass_only)
+            times["lethe read-back"].append(read)
             if nwipe and len(times["nwipe zero"]) < args.nwipe_runs:
                 times["nwipe zero"].append(
                     timed(

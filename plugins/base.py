@@ -400,6 +400,14 @@ class Plugin(abc.ABC):
         tuple (as after a resume) means the scan is reported as not run.
         """
 
+    def verify_read_bytes(self, size: int) -> int:
+        """Return the bytes :meth:`verify` reads back from items of ``size`` bytes in all.
+
+        The engine sizes the verification progress bar with it. Plugins whose
+        verify reports its reads through ``JobContext.progress`` override it.
+        """
+        return 0
+
     def close(self) -> None:
         """Release connections and clients; called once, also after errors."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import threading
@@ -312,9 +313,30 @@ class BlockPlugin(Plugin):
                 if result is not None:
                     yield result
 
+    def verify_read_bytes(self, size: int) -> int:
+        return math.ceil(size * self._readback_fraction())
+
     def _progress(self, done: int) -> None:
         with self._progress_lock:
             self.context.progress(done)
+
+    def _pass_progress(self, passes: int) -> Callable[[int], None]:
+        """Return a progress callback that counts ``passes`` passes as one device size.
+
+        The job's byte total counts each device once, so the bytes of every
+        pass are divided by the number of passes.
+        """
+        state = {"bytes": 0, "reported": 0}
+
+        def advance(done: int) -> None:
+            with self._progress_lock:
+                state["bytes"] += done
+                share = state["bytes"] // passes - state["reported"]
+                state["reported"] += share
+            if share:
+                self._progress(share)
+
+        return advance
 
     def _purge_one(self, planned: PlannedItem) -> PurgeResult | None:
         key = planned.item.key
@@ -411,6 +433,10 @@ class BlockPlugin(Plugin):
         def present() -> bool:
             return _blockdev.present_size(info) == info.size
 
+        progress = self._pass_progress(len(patterns))
+        # Passes finished before an interruption, and the written part of the
+        # pass in progress, count as done so the bar ends at the device size.
+        progress(checkpoint["pass"] * info.size + covered_bytes(checkpoint["written"]))
         for index in range(checkpoint["pass"], len(patterns)):
             number = index + 1
             if self.context.should_stop():
@@ -423,7 +449,7 @@ class BlockPlugin(Plugin):
                     facts,
                 )
             report = self._write_one_pass(
-                key, info, patterns[index], number, checkpoint, present, facts
+                key, info, patterns[index], number, checkpoint, present, facts, progress
             )
             outcome.passes.append(_pass_facts(number, report))
             self._log.info("pass.finished", device=key, **outcome.passes[-1])
@@ -459,6 +485,7 @@ class BlockPlugin(Plugin):
         checkpoint: Mapping[str, Any],
         present: Callable[[], bool],
         facts: dict[str, Any],
+        progress: Callable[[int], None],
     ) -> PassReport:
         """Run pass ``number``, continuing from the ranges the checkpoint lists."""
 
@@ -474,7 +501,7 @@ class BlockPlugin(Plugin):
                 info.size,
                 pattern,
                 info.logical_block_size,
-                self._progress,
+                progress,
                 self.context.should_stop,
                 present,
                 written=checkpoint["written"],

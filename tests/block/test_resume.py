@@ -88,6 +88,40 @@ def test_resumed_pass_writes_only_the_rest(loop_device):
     assert raw_count(device) == 0
 
 
+def test_progress_counts_each_device_once(loop_device):
+    device = loop_device(16)
+    chunks: list[int] = []
+    plugin = _plugin(
+        device, MemoryCheckpoints(), progress=chunks.append, settings={"passes": 3}
+    )
+    results = list(plugin.purge(_plan(plugin)))
+    plugin.close()
+
+    assert [result.status for result in results] == ["purged"]
+    assert len(results[0].facts["passes"]) == 3
+    assert sum(chunks) == 16 * MIB
+
+
+def test_resumed_progress_ends_at_device_size(loop_device):
+    device = loop_device(STOP_MIB)
+    store = MemoryCheckpoints()
+    chunks: list[int] = []
+    stopping = _plugin(
+        device, store, progress=chunks.append, should_stop=lambda: len(chunks) >= 1
+    )
+    planned = _plan(stopping)
+    list(stopping.purge(planned))
+    stopping.close()
+
+    resumed_chunks: list[int] = []
+    resumed = _plugin(device, store, progress=resumed_chunks.append)
+    results = list(resumed.purge(planned))
+    resumed.close()
+
+    assert [result.status for result in results] == ["purged"]
+    assert sum(resumed_chunks) == STOP_MIB * MIB
+
+
 def test_verify_from_checkpoint_alone(loop_device):
     # The plugin that verifies never ran the overwrite, as after a crash
     # between the last write and the commit of the result.
@@ -364,3 +398,38 @@ def test_engine_stop_mid_pass_then_resume(loop_device, tmp_path):
     assert resumed.exit_code == EXIT_OK
     assert resumed.counts == {"verified": 1}
     assert raw_count(device) == 0
+
+
+class _PhaseProgress(NullProgress):
+    """Bytes totals and bytes done per phase, as the engine reports them."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self._phase = ""
+
+    def start(self, phase: str, items: int, total_bytes: int) -> None:
+        self._phase = phase
+        self.totals[phase] = total_bytes
+        self.done.setdefault(phase, 0)
+
+    def advance_bytes(self, count: int) -> None:
+        self.done[self._phase] += count
+
+
+def test_engine_progress_counts_readback(loop_device, tmp_path):
+    device = loop_device(16)
+    registry = Registry()
+    registry.add(BlockPlugin)
+    progress = _PhaseProgress()
+    engine = Engine(Config(), tmp_path, registry=registry, progress=progress)
+    job_id = engine.plan([Target(f"block://{device}")], {"passes": 2}, dry_run=False)
+
+    outcome = engine.purge(job_id)
+    engine.close()
+
+    assert outcome.exit_code == EXIT_OK
+    assert progress.totals["purging"] == 16 * MIB
+    assert progress.done["purging"] == 16 * MIB
+    assert progress.totals["verifying"] == 16 * MIB
+    assert progress.done["verifying"] == 16 * MIB
