@@ -43,6 +43,18 @@ def _plan(plugin: BlockPlugin) -> list[PlannedItem]:
     return [PlannedItem(item, plugin.plan_item(item))]
 
 
+def _stop_after_first_chunk(device: str, store: MemoryCheckpoints) -> list[PlannedItem]:
+    """Plan the device and run a purge that a stop request ends after one chunk."""
+    chunks: list[int] = []
+    stopping = _plugin(
+        device, store, progress=chunks.append, should_stop=lambda: len(chunks) >= 1
+    )
+    planned = _plan(stopping)
+    list(stopping.purge(planned))
+    stopping.close()
+    return planned
+
+
 def test_stop_request_saves_checkpoint(loop_device):
     device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
@@ -67,13 +79,7 @@ def test_stop_request_saves_checkpoint(loop_device):
 def test_resumed_pass_writes_only_the_rest(loop_device):
     device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
-    chunks: list[int] = []
-    stopping = _plugin(
-        device, store, progress=chunks.append, should_stop=lambda: len(chunks) >= 1
-    )
-    planned = _plan(stopping)
-    list(stopping.purge(planned))
-    stopping.close()
+    planned = _stop_after_first_chunk(device, store)
     written = covered_bytes(store.load(device)["written"])
 
     resumed = _plugin(device, store)
@@ -105,13 +111,7 @@ def test_progress_counts_each_device_once(loop_device):
 def test_resumed_progress_ends_at_device_size(loop_device):
     device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
-    chunks: list[int] = []
-    stopping = _plugin(
-        device, store, progress=chunks.append, should_stop=lambda: len(chunks) >= 1
-    )
-    planned = _plan(stopping)
-    list(stopping.purge(planned))
-    stopping.close()
+    planned = _stop_after_first_chunk(device, store)
 
     resumed_chunks: list[int] = []
     resumed = _plugin(device, store, progress=resumed_chunks.append)
@@ -166,13 +166,7 @@ def test_verify_from_checkpoint_finds_mismatch(loop_device):
 def test_verify_reports_unfinished_pass(loop_device):
     device = loop_device(STOP_MIB)
     store = MemoryCheckpoints()
-    chunks: list[int] = []
-    stopping = _plugin(
-        device, store, progress=chunks.append, should_stop=lambda: len(chunks) >= 1
-    )
-    planned = _plan(stopping)
-    list(stopping.purge(planned))
-    stopping.close()
+    planned = _stop_after_first_chunk(device, store)
 
     verifier = _plugin(device, store)
     evidence = list(verifier.verify(planned))
