@@ -70,6 +70,8 @@ ALLOWED_OPTIONS = frozenset(
     }
 )
 DEFAULT_RETRY_TOTAL = 5
+#: Checkpoint that keeps the plan's decision on the scope's key for a resumed job.
+SCOPE_KEY_CHECKPOINT = "purge-crypto"
 #: Listing includes that expose every copy of a blob and its locks.
 LIST_INCLUDE = [
     "snapshots",
@@ -168,8 +170,12 @@ class AzurePlugin(Plugin):
         self._soft_delete_days: int | None = None
         self._container_deleted = False
         self._key_client: Any = None
-        #: What the encryption scope protects, from describe() when purge_crypto is set.
-        self._scope_use: Any = None
+        #: Whether the plan destroys the scope's key, because copies under the prefix use it.
+        self._scope_key_planned = False
+        #: True once the job's checkpoints contain ``_scope_key_planned``.
+        self._scope_plan_saved = False
+        #: True when this job has sent the request to delete the scope's key.
+        self._scope_key_delete_sent = False
 
     # -- set-up ---------------------------------------------------------------
 
@@ -429,30 +435,66 @@ class AzurePlugin(Plugin):
     def _plan_scope_key(self) -> tuple[list[str], list[str]]:
         from plugins import _azure_cmk
 
-        self._scope_use = self._survey_scope()
+        use = self._survey_scope()
+        saved = self.context.checkpoints.load(SCOPE_KEY_CHECKPOINT)
+        if saved is not None:
+            # In a resumed job, copies deleted before the interruption are no
+            # longer listed, so the decision comes from the saved plan.
+            self._scope_key_planned = bool(saved["destroy_key"])
+            self._scope_key_delete_sent = bool(saved.get("delete_sent"))
+            self._scope_plan_saved = True
+        else:
+            self._scope_key_planned = bool(use.selected or use.selected_deleted)
         return _azure_cmk.plan_lines(
-            self._scope_use,
+            use,
             self.key_client,
             self.options["keyvault_key"],
             self.options["encryption_scope"],
         )
 
+    def _save_scope_plan(self) -> None:
+        """Save the plan's decision on the scope's key before the first delete."""
+        if self._scope_plan_saved or self.options.get("purge_crypto") is not True:
+            return
+        self._write_scope_checkpoint()
+        self._scope_plan_saved = True
+
+    def _write_scope_checkpoint(self) -> None:
+        self.context.checkpoints.save(
+            SCOPE_KEY_CHECKPOINT,
+            {
+                "keyvault_key": self.options["keyvault_key"],
+                "destroy_key": self._scope_key_planned,
+                "delete_sent": self._scope_key_delete_sent,
+            },
+        )
+
+    def _record_key_delete(self) -> None:
+        """Note the key's deletion before it is sent, for a resumed job."""
+        self._scope_key_delete_sent = True
+        self._write_scope_checkpoint()
+
     def _shred_scope_key(self) -> Iterator[PurgeResult]:
-        """Delete and purge the scope's key once nothing the job keeps uses it."""
+        """Delete and purge the scope's key once nothing the job keeps uses it.
+
+        A fresh listing decides, so the key is kept when a copy outside the
+        selection uses the scope now.
+        """
         from plugins import _azure_cmk
 
-        # NOTE: on a resumed job, describe() lists the container after the
-        # interrupted purge, so a scope whose copies were all deleted by then
-        # is not counted as used and its key is not destroyed.
-        planned = self._scope_use
-        if planned is None or self.context.dry_run:
+        if not self._scope_key_planned or self.context.dry_run:
             return
-        if not planned.selected and not planned.selected_deleted:
-            return
-        after = self._survey_scope()
-        result = _azure_cmk.shred_key(
-            self.key_client, self.options["keyvault_key"], after
-        )
+        key_url = self.options["keyvault_key"]
+        result = None
+        if self._scope_key_delete_sent:
+            # A resumed job repeats this step, and the earlier run may have
+            # purged the key already.
+            result = _azure_cmk.purged_earlier(self.key_client, key_url)
+        if result is None:
+            after = self._survey_scope()
+            result = _azure_cmk.shred_key(
+                self.key_client, key_url, after, self._record_key_delete
+            )
         self.log.info("scope_key_step", status=result.status)
         yield result
 
@@ -597,6 +639,7 @@ class AzurePlugin(Plugin):
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         self._load_container()
+        self._save_scope_plan()
         batched = [
             entry for entry in batch if entry.decision.params.get("action") == "delete"
         ]
