@@ -881,6 +881,8 @@ class AzurePlugin(Plugin):
         )
 
     def _delete_container(self) -> PurgeResult:
+        # NOTE: describe() raises TargetNotFound once the container is gone, so
+        # a job interrupted after this step (during verification) cannot resume.
         leftover = next((p for p in self._list("") if not p.deleted), None)
         if leftover is not None:
             return PurgeResult(

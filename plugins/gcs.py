@@ -947,6 +947,8 @@ class GCSPlugin(Plugin):
         )
 
     def _delete_bucket(self) -> PurgeResult:
+        # NOTE: describe() raises TargetNotFound once the bucket is gone, so a
+        # job interrupted after this step (during verification) cannot resume.
         remaining = next(iter(self._list(versions=True)), None)
         if remaining is not None:
             return PurgeResult(

@@ -207,6 +207,8 @@ class CompletionMixin:
 
     def _delete_bucket(self) -> PurgeResult:
         """Delete the emptied bucket; S3 refuses while anything is left in it."""
+        # NOTE: describe() raises TargetNotFound once the bucket is gone, so a
+        # job interrupted after this step (during verification) cannot resume.
         from botocore.exceptions import ClientError
 
         with self._translated("deleting the bucket"):
