@@ -95,6 +95,8 @@ DEFAULT_RETRY_DEADLINE = 60.0
 CMEK_CHECKPOINT = "purge-crypto"
 #: Checkpoint that keeps the soft-delete retention the job replaced with 0.
 RETENTION_CHECKPOINT = "soft-delete-retention"
+#: Checkpoint saved before the job deletes the bucket itself.
+BUCKET_CHECKPOINT = "delete-bucket"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -319,6 +321,8 @@ class GCSPlugin(Plugin):
         return self._bucket
 
     def describe(self) -> TargetInfo:
+        if self._deleted_by_this_job():
+            return self._deleted_bucket_info()
         bucket = self._load_bucket()
         self._soft_delete_seconds = _soft_delete_seconds(bucket)
         media: dict[str, Any] = {
@@ -358,6 +362,27 @@ class GCSPlugin(Plugin):
                 "key version of each object is recorded with its result"
             )
         return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _deleted_by_this_job(self) -> bool:
+        """Tell whether an earlier run of this job deleted the bucket, now absent."""
+        if self.context.checkpoints.load(BUCKET_CHECKPOINT) is None:
+            return False
+        with self._translated(f"looking up bucket {self.bucket_name!r}"):
+            found = self.client.lookup_bucket(self.bucket_name, retry=self._retry)
+        self._bucket_deleted = found is None
+        return self._bucket_deleted
+
+    def _deleted_bucket_info(self) -> TargetInfo:
+        media = {
+            "media_type": "Google Cloud Storage bucket",
+            "bucket": self.bucket_name,
+            "prefix": self.prefix,
+            "bucket_deleted": True,
+        }
+        note = (
+            f"the bucket {self.bucket_name!r} was deleted by an earlier run of this job"
+        )
+        return TargetInfo(media=media, notes=(note,))
 
     def _plan_cmek(self, bucket: Any) -> tuple[list[str], list[str]]:
         from plugins import _gcs_cmek
@@ -873,6 +898,10 @@ class GCSPlugin(Plugin):
     # -- complete -------------------------------------------------------------
 
     def complete(self) -> Iterator[PurgeResult]:
+        if self._bucket_deleted:
+            # A resumed job whose earlier run finished these steps, the bucket's
+            # deletion last, has nothing left to list or restore.
+            return
         if self._replaced_soft_delete is None and not self.context.dry_run:
             # A resumed job that deleted nothing itself still restores the
             # retention its earlier run replaced.
@@ -947,8 +976,6 @@ class GCSPlugin(Plugin):
         )
 
     def _delete_bucket(self) -> PurgeResult:
-        # NOTE: describe() raises TargetNotFound once the bucket is gone, so a
-        # job interrupted after this step (during verification) cannot resume.
         remaining = next(iter(self._list(versions=True)), None)
         if remaining is not None:
             return PurgeResult(
@@ -960,6 +987,8 @@ class GCSPlugin(Plugin):
                 ),
                 refusal=Refusal(reason="in-use", detail="bucket is not empty"),
             )
+        # Saved first, so a resumed job can tell this deletion from a missing bucket.
+        self.context.checkpoints.save(BUCKET_CHECKPOINT, {"bucket": self.bucket_name})
         try:
             with self._translated(f"deleting bucket {self.bucket_name!r}"):
                 self._load_bucket().delete(retry=self._retry)
