@@ -136,6 +136,8 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
         self._plan_saved = False
         #: True when an earlier process of this job started deleting.
         self._resumed_purge = False
+        #: True when an earlier process of this job deleted the bucket.
+        self._bucket_gone = False
         self._lifecycle_rules: list[str] = []
         self._started: datetime | None = None
         self._rescanned = False
@@ -367,6 +369,18 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
     # -- describe -----------------------------------------------------------
 
     def describe(self) -> TargetInfo:
+        if self._deleted_by_this_job():
+            media = {
+                "media_type": "object storage (Amazon S3 API)",
+                "bucket": self.bucket,
+                "prefix": self.prefix,
+                "server": self._endpoint(),
+                "bucket_deleted": True,
+            }
+            note = (
+                f"the bucket {self.bucket!r} was deleted by an earlier run of this job"
+            )
+            return TargetInfo(media=media, notes=(note,))
         facts = self._read_bucket_facts()
         counts = self._snapshot()
         self._load_plan()

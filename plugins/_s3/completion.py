@@ -26,6 +26,8 @@ from plugins.base import (
 
 #: Checkpoint saved before the first delete, with the plan's KMS keys.
 PLAN_CHECKPOINT = "purge-plan"
+#: Checkpoint saved before the job deletes the bucket itself.
+BUCKET_CHECKPOINT = "delete-bucket"
 
 
 class CompletionMixin:
@@ -35,6 +37,10 @@ class CompletionMixin:
         # A resumed job rescans the items left in flight before it purges the
         # rest, so verification after the purge needs a listing of its own.
         self._rescanned = False
+        if self._bucket_gone:
+            # A resumed job whose earlier run finished these steps, the bucket's
+            # deletion last, has nothing left to list.
+            return
         # A resumed job may have deleted everything before the interruption,
         # so it runs these steps even when it deleted nothing itself.
         if not self._deleted_any and not self._resumed_purge:
@@ -129,6 +135,21 @@ class CompletionMixin:
         )
         self._plan_saved = True
 
+    def _deleted_by_this_job(self) -> bool:
+        """Tell whether an earlier run of this job deleted the bucket, now absent."""
+        from botocore.exceptions import ClientError
+
+        if self.context.checkpoints.load(BUCKET_CHECKPOINT) is None:
+            return False
+        with self._translated("looking up the bucket"):
+            try:
+                self._client().head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if self._error_code(exc) not in ("404", "NoSuchBucket"):
+                    raise
+                self._bucket_gone = True
+        return self._bucket_gone
+
     def _load_plan(self) -> None:
         """Take the KMS keys from the record of an earlier process of this job."""
         saved = self.context.checkpoints.load(PLAN_CHECKPOINT)
@@ -207,10 +228,10 @@ class CompletionMixin:
 
     def _delete_bucket(self) -> PurgeResult:
         """Delete the emptied bucket; S3 refuses while anything is left in it."""
-        # NOTE: describe() raises TargetNotFound once the bucket is gone, so a
-        # job interrupted after this step (during verification) cannot resume.
         from botocore.exceptions import ClientError
 
+        # Saved first, so a resumed job can tell this deletion from a missing bucket.
+        self.context.checkpoints.save(BUCKET_CHECKPOINT, {"bucket": self.bucket})
         with self._translated("deleting the bucket"):
             try:
                 self._client().delete_bucket(Bucket=self.bucket)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from plugins.base import JobContext, MemoryCheckpoints, PlannedItem, Target
 from plugins.s3 import S3Plugin
+from tests.helpers.driver import run_plugin
 from tests.s3.conftest import all_entries
 from tests.s3.test_cli import LETHE, REPO, write_config
 
@@ -172,3 +173,35 @@ def test_verify_relists_after_resumed_purge(s3, make_bucket, moto_endpoint):
     assert [step.status for step in steps] == ["purged"]
     assert [entry.verified for entry in evidence] == [True]
     assert all_entries(s3, bucket) == []
+
+
+def test_resume_after_bucket_deleted(s3, make_bucket, moto_endpoint):
+    """A job interrupted after deleting its bucket resumes without reading it.
+
+    The second plugin shares the first one's checkpoints, as a resumed job
+    does, and runs the engine's resume steps: describe, complete, verify.
+    """
+    bucket = make_bucket()
+    for name in ("a", "b"):
+        s3.put_object(Bucket=bucket, Key=name, Body=b"customer row")
+    url = f"s3://{bucket}"
+    options = {
+        "endpoint_url": moto_endpoint,
+        "whole_bucket": True,
+        "delete_bucket": True,
+    }
+    checkpoints = MemoryCheckpoints()
+    first = run_plugin(S3Plugin, url, options, checkpoints=checkpoints)
+    assert {r.key: r.status for r in first.completion}["bucket"] == "purged"
+
+    context = JobContext("job", False, checkpoints=checkpoints)
+    plugin = S3Plugin(Target(url, options), context)
+    info = plugin.describe()
+    steps = list(plugin.complete())
+    evidence = list(plugin.verify(first.permitted))
+    plugin.close()
+
+    assert info.media["bucket_deleted"] is True
+    assert steps == []
+    assert len(evidence) == 2
+    assert all(entry.verified for entry in evidence)
