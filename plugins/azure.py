@@ -72,6 +72,8 @@ ALLOWED_OPTIONS = frozenset(
 DEFAULT_RETRY_TOTAL = 5
 #: Checkpoint that keeps the plan's decision on the scope's key for a resumed job.
 SCOPE_KEY_CHECKPOINT = "purge-crypto"
+#: Checkpoint saved before the job deletes the container itself.
+CONTAINER_CHECKPOINT = "delete-container"
 #: Listing includes that expose every copy of a blob and its locks.
 LIST_INCLUDE = [
     "snapshots",
@@ -381,6 +383,19 @@ class AzurePlugin(Plugin):
         return int(policy.days or 0)
 
     def describe(self) -> TargetInfo:
+        if self._deleted_by_this_job():
+            media = {
+                "media_type": "Azure Blob Storage container",
+                "account": self.account,
+                "container": self.container_name,
+                "prefix": self.prefix,
+                "container_deleted": True,
+            }
+            note = (
+                f"the container {self.container_name!r} was deleted by an earlier "
+                "run of this job"
+            )
+            return TargetInfo(media=media, notes=(note,))
         props = self._load_container()
         self._soft_delete_days = self._read_soft_delete()
         scope = props.encryption_scope
@@ -422,6 +437,14 @@ class AzurePlugin(Plugin):
                 "decision and is not done by this purge"
             )
         return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _deleted_by_this_job(self) -> bool:
+        """Tell whether an earlier run of this job deleted the container, now absent."""
+        if self.context.checkpoints.load(CONTAINER_CHECKPOINT) is None:
+            return False
+        with self._translated(f"checking container {self.container_name!r}"):
+            self._container_deleted = not self.container.exists()
+        return self._container_deleted
 
     def _survey_scope(self) -> Any:
         from plugins import _azure_cmk
@@ -818,6 +841,10 @@ class AzurePlugin(Plugin):
     # -- complete -------------------------------------------------------------
 
     def complete(self) -> Iterator[PurgeResult]:
+        if self._container_deleted:
+            # A resumed job whose earlier run finished these steps, the
+            # container's deletion last, has nothing left to list.
+            return
         yield self._sweep_soft_deleted()
         yield from self._shred_scope_key()
         if self._deletes_container():
@@ -881,8 +908,6 @@ class AzurePlugin(Plugin):
         )
 
     def _delete_container(self) -> PurgeResult:
-        # NOTE: describe() raises TargetNotFound once the container is gone, so
-        # a job interrupted after this step (during verification) cannot resume.
         leftover = next((p for p in self._list("") if not p.deleted), None)
         if leftover is not None:
             return PurgeResult(
@@ -891,6 +916,10 @@ class AzurePlugin(Plugin):
                 detail=f"container {self.container_name!r} still holds {leftover.name!r}, so it was kept",
                 refusal=Refusal(reason="in-use", detail="container is not empty"),
             )
+        # Saved first, so a resumed job can tell this deletion from a missing container.
+        self.context.checkpoints.save(
+            CONTAINER_CHECKPOINT, {"container": self.container_name}
+        )
         try:
             with self._translated(f"deleting container {self.container_name!r}"):
                 self.container.delete_container()
