@@ -3,12 +3,12 @@
 The ``lethe`` command runs against the moto server, and the engine kills
 it with SIGKILL after the first destroyed item (``LETHE_CRASH_AFTER_ITEMS=1``).
 All selected versions go in one DeleteObjects request, which S3 has carried
-out before the plugin reports the first item, so at the crash every version
-is gone, the journal still records the items as ``purging`` and no key was
-scheduled. The
-resumed job deletes nothing itself and must still schedule the KMS keys its
-plan named, unless versions the job keeps use them, and delete the bucket
-when the plan said so.
+out before the plugin reports the first item. At the crash every version is
+gone, but the journal still records the items as ``purging`` and no key was
+scheduled. The resumed job deletes nothing itself and must still schedule
+the KMS keys its plan named, unless versions the job keeps use them, and
+delete the bucket when the plan said so. The last tests drive the plugin
+alone through the engine's resume steps.
 
 moto never deletes a KMS key (it stays in PendingDeletion), so these tests
 check the key state and the journaled steps, not that the data became
