@@ -12,7 +12,7 @@ use the key cannot be listed from one container, and the plan states this.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,8 +164,48 @@ def _user_notes(use: ScopeUse, scope: str) -> Iterator[str]:
         )
 
 
-def shred_key(key_client: Any, key_url: str, use: ScopeUse) -> PurgeResult:
-    """Delete and purge the scope's key unless copies the job keeps still use it."""
+def purged_earlier(key_client: Any, key_url: str) -> PurgeResult | None:
+    """Return the result for a key that an earlier run of the job deleted and purged.
+
+    Returns None while the vault still has the key or its deleted copy, so
+    :func:`shred_key` finishes the deletion.
+    """
+    _vault, name, _version = _keyvault.parse_key_url(key_url)
+    step = f"purge-crypto:{key_url}"
+    try:
+        live, deleted = _keyvault.key_status(key_client, name)
+    except PluginError as error:
+        return PurgeResult(
+            step, "failed", detail=str(error), method=Method.PURGE_CRYPTO
+        )
+    if live or deleted is not None:
+        return None
+    return PurgeResult(
+        step,
+        "purged",
+        method=Method.PURGE_CRYPTO,
+        detail=(
+            f"Key Vault key {name} was deleted and purged by an earlier run of this "
+            "job; the vault has neither the key nor a deleted copy"
+        ),
+        facts={
+            "keyvault_key": key_url,
+            "purged": True,
+            "crypto_shredding_complete": True,
+        },
+    )
+
+
+def shred_key(
+    key_client: Any,
+    key_url: str,
+    use: ScopeUse,
+    before_delete: Callable[[], None] = lambda: None,
+) -> PurgeResult:
+    """Delete and purge the scope's key unless copies the job keeps still use it.
+
+    ``before_delete`` runs just before the delete request is sent.
+    """
     _vault, name, _version = _keyvault.parse_key_url(key_url)
     step = f"purge-crypto:{key_url}"
     users = use.selected + use.others + len(use.other_containers or ())
@@ -184,6 +224,7 @@ def shred_key(key_client: Any, key_url: str, use: ScopeUse) -> PurgeResult:
         return PurgeResult(
             step, "blocked", detail=detail, refusal=Refusal("in-use", detail)
         )
+    before_delete()
     try:
         facts = _keyvault.delete_and_purge(key_client, name)
         checks = list(

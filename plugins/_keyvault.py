@@ -350,8 +350,20 @@ class AzureKeyVaultBackend:
         return bytes(result.key)
 
     def schedule_deletion(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Delete the subject's key and purge it where the vault allows."""
-        facts = delete_and_purge(self.client, record["kms_key_name"])
+        """Delete the subject's key and purge it where the vault allows.
+
+        Lethe created the key for this record, so a key that the vault has
+        neither live nor deleted was purged, as by a destroy that was
+        interrupted before the store was written.
+        """
+        key_name = record["kms_key_name"]
+        try:
+            facts = delete_and_purge(self.client, key_name)
+        except TargetNotFound:
+            live, deleted = key_status(self.client, key_name)
+            if live or deleted is not None:
+                raise
+            facts = {"deleted_date": None, "purged": True}
         return {f"kms_{name}": value for name, value in facts.items()}
 
     def residual(self) -> str:

@@ -70,6 +70,10 @@ ALLOWED_OPTIONS = frozenset(
     }
 )
 DEFAULT_RETRY_TOTAL = 5
+#: Checkpoint that keeps the plan's decision on the scope's key for a resumed job.
+SCOPE_KEY_CHECKPOINT = "purge-crypto"
+#: Checkpoint saved before the job deletes the container itself.
+CONTAINER_CHECKPOINT = "delete-container"
 #: Listing includes that expose every copy of a blob and its locks.
 LIST_INCLUDE = [
     "snapshots",
@@ -168,8 +172,12 @@ class AzurePlugin(Plugin):
         self._soft_delete_days: int | None = None
         self._container_deleted = False
         self._key_client: Any = None
-        #: What the encryption scope protects, from describe() when purge_crypto is set.
-        self._scope_use: Any = None
+        #: Whether the plan destroys the scope's key, because copies under the prefix use it.
+        self._scope_key_planned = False
+        #: True once the job's checkpoints contain ``_scope_key_planned``.
+        self._scope_plan_saved = False
+        #: True when this job has sent the request to delete the scope's key.
+        self._scope_key_delete_sent = False
 
     # -- set-up ---------------------------------------------------------------
 
@@ -375,6 +383,19 @@ class AzurePlugin(Plugin):
         return int(policy.days or 0)
 
     def describe(self) -> TargetInfo:
+        if self._deleted_by_this_job():
+            media = {
+                "media_type": "Azure Blob Storage container",
+                "account": self.account,
+                "container": self.container_name,
+                "prefix": self.prefix,
+                "container_deleted": True,
+            }
+            note = (
+                f"the container {self.container_name!r} was deleted by an earlier "
+                "run of this job"
+            )
+            return TargetInfo(media=media, notes=(note,))
         props = self._load_container()
         self._soft_delete_days = self._read_soft_delete()
         scope = props.encryption_scope
@@ -417,6 +438,14 @@ class AzurePlugin(Plugin):
             )
         return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
 
+    def _deleted_by_this_job(self) -> bool:
+        """Tell whether an earlier run of this job deleted the container, now absent."""
+        if self.context.checkpoints.load(CONTAINER_CHECKPOINT) is None:
+            return False
+        with self._translated(f"checking container {self.container_name!r}"):
+            self._container_deleted = not self.container.exists()
+        return self._container_deleted
+
     def _survey_scope(self) -> Any:
         from plugins import _azure_cmk
 
@@ -429,30 +458,66 @@ class AzurePlugin(Plugin):
     def _plan_scope_key(self) -> tuple[list[str], list[str]]:
         from plugins import _azure_cmk
 
-        self._scope_use = self._survey_scope()
+        use = self._survey_scope()
+        saved = self.context.checkpoints.load(SCOPE_KEY_CHECKPOINT)
+        if saved is not None:
+            # In a resumed job, copies deleted before the interruption are no
+            # longer listed, so the decision comes from the saved plan.
+            self._scope_key_planned = bool(saved["destroy_key"])
+            self._scope_key_delete_sent = bool(saved.get("delete_sent"))
+            self._scope_plan_saved = True
+        else:
+            self._scope_key_planned = bool(use.selected or use.selected_deleted)
         return _azure_cmk.plan_lines(
-            self._scope_use,
+            use,
             self.key_client,
             self.options["keyvault_key"],
             self.options["encryption_scope"],
         )
 
+    def _save_scope_plan(self) -> None:
+        """Save the plan's decision on the scope's key before the first delete."""
+        if self._scope_plan_saved or self.options.get("purge_crypto") is not True:
+            return
+        self._write_scope_checkpoint()
+        self._scope_plan_saved = True
+
+    def _write_scope_checkpoint(self) -> None:
+        self.context.checkpoints.save(
+            SCOPE_KEY_CHECKPOINT,
+            {
+                "keyvault_key": self.options["keyvault_key"],
+                "destroy_key": self._scope_key_planned,
+                "delete_sent": self._scope_key_delete_sent,
+            },
+        )
+
+    def _record_key_delete(self) -> None:
+        """Note the key's deletion before it is sent, for a resumed job."""
+        self._scope_key_delete_sent = True
+        self._write_scope_checkpoint()
+
     def _shred_scope_key(self) -> Iterator[PurgeResult]:
-        """Delete and purge the scope's key once nothing the job keeps uses it."""
+        """Delete and purge the scope's key once nothing the job keeps uses it.
+
+        A fresh listing decides, so the key is kept when a copy outside the
+        selection uses the scope now.
+        """
         from plugins import _azure_cmk
 
-        # NOTE: on a resumed job, describe() lists the container after the
-        # interrupted purge, so a scope whose copies were all deleted by then
-        # is not counted as used and its key is not destroyed.
-        planned = self._scope_use
-        if planned is None or self.context.dry_run:
+        if not self._scope_key_planned or self.context.dry_run:
             return
-        if not planned.selected and not planned.selected_deleted:
-            return
-        after = self._survey_scope()
-        result = _azure_cmk.shred_key(
-            self.key_client, self.options["keyvault_key"], after
-        )
+        key_url = self.options["keyvault_key"]
+        result = None
+        if self._scope_key_delete_sent:
+            # A resumed job repeats this step, and the earlier run may have
+            # purged the key already.
+            result = _azure_cmk.purged_earlier(self.key_client, key_url)
+        if result is None:
+            after = self._survey_scope()
+            result = _azure_cmk.shred_key(
+                self.key_client, key_url, after, self._record_key_delete
+            )
         self.log.info("scope_key_step", status=result.status)
         yield result
 
@@ -597,6 +662,7 @@ class AzurePlugin(Plugin):
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         self._load_container()
+        self._save_scope_plan()
         batched = [
             entry for entry in batch if entry.decision.params.get("action") == "delete"
         ]
@@ -775,6 +841,10 @@ class AzurePlugin(Plugin):
     # -- complete -------------------------------------------------------------
 
     def complete(self) -> Iterator[PurgeResult]:
+        if self._container_deleted:
+            # A resumed job whose earlier run finished these steps, the
+            # container's deletion last, has nothing left to list.
+            return
         yield self._sweep_soft_deleted()
         yield from self._shred_scope_key()
         if self._deletes_container():
@@ -846,6 +916,10 @@ class AzurePlugin(Plugin):
                 detail=f"container {self.container_name!r} still holds {leftover.name!r}, so it was kept",
                 refusal=Refusal(reason="in-use", detail="container is not empty"),
             )
+        # Saved first, so a resumed job can tell this deletion from a missing container.
+        self.context.checkpoints.save(
+            CONTAINER_CHECKPOINT, {"container": self.container_name}
+        )
         try:
             with self._translated(f"deleting container {self.container_name!r}"):
                 self.container.delete_container()

@@ -248,6 +248,9 @@ class CheckpointStore(Protocol):
 
     A plugin whose destroy step is long (an overwrite of a whole device)
     saves how far it got, and a resumed job loads it to continue or verify.
+    A plugin may also save a target-wide record under a key that none of
+    its item records uses, such as the keys its plan chose to destroy in
+    :meth:`Plugin.complete`, which a resumed job can no longer list.
     ``data`` must be JSON-serialisable. ``save`` commits before it returns,
     and both methods may be called from any thread. The agent keeps the
     records in the job journal and deletes them when the job finishes.

@@ -91,6 +91,12 @@ ALLOWED_OPTIONS = frozenset(
 )
 #: Seconds the SDK keeps retrying a transient error before the plugin gives up.
 DEFAULT_RETRY_DEADLINE = 60.0
+#: Checkpoint that keeps the plan's key versions for a resumed job.
+CMEK_CHECKPOINT = "purge-crypto"
+#: Checkpoint that keeps the soft-delete retention the job replaced with 0.
+RETENTION_CHECKPOINT = "soft-delete-retention"
+#: Checkpoint saved before the job deletes the bucket itself.
+BUCKET_CHECKPOINT = "delete-bucket"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -150,8 +156,10 @@ class GCSPlugin(Plugin):
         #: The retention the plugin replaced with 0, to be restored in complete().
         self._replaced_soft_delete: int | None = None
         self._kms_client: Any = None
-        #: Key versions under the prefix that purge_crypto destroys, from describe().
+        #: Key versions under the prefix that purge_crypto destroys, as planned.
         self._cmek_versions: set[str] = set()
+        #: True once the job's checkpoints contain ``_cmek_versions``.
+        self._cmek_saved = False
 
     # -- set-up ---------------------------------------------------------------
 
@@ -313,6 +321,8 @@ class GCSPlugin(Plugin):
         return self._bucket
 
     def describe(self) -> TargetInfo:
+        if self._deleted_by_this_job():
+            return self._deleted_bucket_info()
         bucket = self._load_bucket()
         self._soft_delete_seconds = _soft_delete_seconds(bucket)
         media: dict[str, Any] = {
@@ -353,6 +363,27 @@ class GCSPlugin(Plugin):
             )
         return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
 
+    def _deleted_by_this_job(self) -> bool:
+        """Tell whether an earlier run of this job deleted the bucket, now absent."""
+        if self.context.checkpoints.load(BUCKET_CHECKPOINT) is None:
+            return False
+        with self._translated(f"looking up bucket {self.bucket_name!r}"):
+            found = self.client.lookup_bucket(self.bucket_name, retry=self._retry)
+        self._bucket_deleted = found is None
+        return self._bucket_deleted
+
+    def _deleted_bucket_info(self) -> TargetInfo:
+        media = {
+            "media_type": "Google Cloud Storage bucket",
+            "bucket": self.bucket_name,
+            "prefix": self.prefix,
+            "bucket_deleted": True,
+        }
+        note = (
+            f"the bucket {self.bucket_name!r} was deleted by an earlier run of this job"
+        )
+        return TargetInfo(media=media, notes=(note,))
+
     def _plan_cmek(self, bucket: Any) -> tuple[list[str], list[str]]:
         from plugins import _gcs_cmek
 
@@ -362,20 +393,37 @@ class GCSPlugin(Plugin):
             uses = _gcs_cmek.survey(
                 self.client, self.bucket_name, self.prefix, self._retry
             )
-        self._cmek_versions = {
-            version
-            for version, use in uses.items()
-            if use.selected or use.selected_soft_deleted
-        }
+        saved = self.context.checkpoints.load(CMEK_CHECKPOINT)
+        if saved is not None:
+            # In a resumed job, generations deleted before the interruption
+            # are no longer listed, so the versions come from the saved plan.
+            self._cmek_versions = set(saved["versions"])
+            self._cmek_saved = True
+        else:
+            self._cmek_versions = {
+                version
+                for version, use in uses.items()
+                if use.selected or use.selected_soft_deleted
+            }
         return _gcs_cmek.plan_lines(uses, self.kms_client, bucket.default_kms_key_name)
 
+    def _save_cmek_plan(self) -> None:
+        """Save the planned key versions before the first delete, for a resumed job."""
+        if self._cmek_saved or self.options.get("purge_crypto") is not True:
+            return
+        self.context.checkpoints.save(
+            CMEK_CHECKPOINT, {"versions": sorted(self._cmek_versions)}
+        )
+        self._cmek_saved = True
+
     def _shred_cmek(self) -> Iterator[PurgeResult]:
-        """Destroy the planned key versions that nothing kept in the bucket uses."""
+        """Destroy the planned key versions that nothing kept in the bucket uses.
+
+        A fresh listing of the whole bucket decides, so a version that a
+        generation outside the selection uses now is kept.
+        """
         from plugins import _gcs_cmek
 
-        # NOTE: the versions come from describe()'s listing. On a resumed job,
-        # generations deleted before the interruption are no longer listed, so
-        # their key versions are missed unless other planned generations use them.
         if not self._cmek_versions or self.context.dry_run:
             return
         with self._translated(
@@ -612,6 +660,7 @@ class GCSPlugin(Plugin):
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         bucket = self._load_bucket()
+        self._save_cmek_plan()
         self._drop_soft_delete_retention(bucket)
         to_delete: list[PlannedItem] = []
         for entry in batch:
@@ -633,13 +682,22 @@ class GCSPlugin(Plugin):
         with self._translated(action):
             bucket.reload(retry=self._retry)
         seconds = _soft_delete_seconds(bucket)
-        if seconds <= 0:
-            return
-        with self._translated(action):
-            bucket.soft_delete_policy.retention_duration_seconds = 0
-            bucket.patch(retry=self._retry)
-        self._replaced_soft_delete = seconds
-        self.log.info("soft_delete_retention_set", before=seconds, after=0)
+        # A resumed job finds 0 here when its earlier run set it.
+        saved = self.context.checkpoints.load(RETENTION_CHECKPOINT)
+        original = saved["seconds"] if saved is not None else seconds
+        if seconds > 0:
+            if saved is None:
+                # Saved before the change, so that a resumed job restores the
+                # retention even if this process dies right after the patch.
+                self.context.checkpoints.save(
+                    RETENTION_CHECKPOINT, {"seconds": seconds}
+                )
+            with self._translated(action):
+                bucket.soft_delete_policy.retention_duration_seconds = 0
+                bucket.patch(retry=self._retry)
+            self.log.info("soft_delete_retention_set", before=seconds, after=0)
+        if original > 0:
+            self._replaced_soft_delete = original
 
     def _release_holds(self, bucket: Any, entry: PlannedItem) -> PurgeResult | None:
         attributes = entry.item.attributes
@@ -840,6 +898,16 @@ class GCSPlugin(Plugin):
     # -- complete -------------------------------------------------------------
 
     def complete(self) -> Iterator[PurgeResult]:
+        if self._bucket_deleted:
+            # A resumed job whose earlier run finished these steps, the bucket's
+            # deletion last, has nothing left to list or restore.
+            return
+        if self._replaced_soft_delete is None and not self.context.dry_run:
+            # A resumed job that deleted nothing itself still restores the
+            # retention its earlier run replaced.
+            saved = self.context.checkpoints.load(RETENTION_CHECKPOINT)
+            if saved is not None:
+                self._replaced_soft_delete = saved["seconds"]
         if self._replaced_soft_delete is not None:
             yield self._restore_soft_delete_retention()
         yield self._soft_deleted_remainder()
@@ -866,6 +934,7 @@ class GCSPlugin(Plugin):
                 facts=facts,
             )
         self._replaced_soft_delete = None
+        self.context.checkpoints.save(RETENTION_CHECKPOINT, None)
         self.log.info("soft_delete_retention_restored", after=seconds)
         return PurgeResult(
             key="soft-delete-retention",
@@ -918,6 +987,8 @@ class GCSPlugin(Plugin):
                 ),
                 refusal=Refusal(reason="in-use", detail="bucket is not empty"),
             )
+        # Saved first, so a resumed job can tell this deletion from a missing bucket.
+        self.context.checkpoints.save(BUCKET_CHECKPOINT, {"bucket": self.bucket_name})
         try:
             with self._translated(f"deleting bucket {self.bucket_name!r}"):
                 self._load_bucket().delete(retry=self._retry)

@@ -627,10 +627,23 @@ class AwsKmsBackend:
         return reply["Plaintext"]
 
     def schedule_deletion(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        with _kms_errors(f"schedule deletion of KMS key {record.get('kms_key')}"):
-            reply = self.client.schedule_key_deletion(
-                KeyId=record["kms_key_id"], PendingWindowInDays=self.pending_window_days
-            )
+        """Schedule deletion of the subject's KMS key and return its date.
+
+        KMS rejects the request with KMSInvalidStateException when the key
+        is already pending deletion, as after a destroy that was interrupted
+        before the store was written. That key's own date is returned.
+        """
+        try:
+            with _kms_errors(f"schedule deletion of KMS key {record.get('kms_key')}"):
+                reply = self.client.schedule_key_deletion(
+                    KeyId=record["kms_key_id"],
+                    PendingWindowInDays=self.pending_window_days,
+                )
+        except KeyDestroyed:
+            state, date = self.key_state(record["kms_key_id"])
+            if state != "PendingDeletion" or date is None:
+                raise
+            return {"kms_deletion_date": date}
         return {
             "kms_deletion_date": reply["DeletionDate"].astimezone(UTC).isoformat(),
             "kms_pending_window_days": self.pending_window_days,
@@ -958,10 +971,20 @@ class KeysPlugin(Plugin):
                 False,
                 f"data key {key_id} still unwraps from the store",
             )
-        except KeyDestroyed:
-            yield Check(
-                "key-destroyed", True, f"store holds only the tombstone of {key_id}"
-            )
+        except KeyDestroyed as error:
+            if error.record.get("state") == DESTROYED:
+                yield Check(
+                    "key-destroyed", True, f"store holds only the tombstone of {key_id}"
+                )
+            else:
+                # A destroy interrupted after the cloud key went and before the
+                # slot was overwritten leaves the wrapped key in the store.
+                yield Check(
+                    "key-destroyed",
+                    False,
+                    f"the store still contains data key {key_id} wrapped, although "
+                    f"its cloud key no longer unwraps it ({error}); purge it again",
+                )
         except PluginError as error:
             yield Check("key-destroyed", False, f"store lookup failed: {error}")
         if store_hits is not None:

@@ -130,7 +130,14 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
         self._state_dir: tempfile.TemporaryDirectory | None = None
         self._bucket_facts: dict[str, Any] | None = None
         self._kms_managers: dict[str, str] = {}
+        #: Customer-managed KMS keys of the versions planned for purge-crypto.
         self._crypto_keys: set[str] = set()
+        #: True once the job's checkpoints contain the plan record (``_save_plan``).
+        self._plan_saved = False
+        #: True when an earlier process of this job started deleting.
+        self._resumed_purge = False
+        #: True when an earlier process of this job deleted the bucket.
+        self._bucket_gone = False
         self._lifecycle_rules: list[str] = []
         self._started: datetime | None = None
         self._rescanned = False
@@ -362,8 +369,21 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
     # -- describe -----------------------------------------------------------
 
     def describe(self) -> TargetInfo:
+        if self._deleted_by_this_job():
+            media = {
+                "media_type": "object storage (Amazon S3 API)",
+                "bucket": self.bucket,
+                "prefix": self.prefix,
+                "server": self._endpoint(),
+                "bucket_deleted": True,
+            }
+            note = (
+                f"the bucket {self.bucket!r} was deleted by an earlier run of this job"
+            )
+            return TargetInfo(media=media, notes=(note,))
         facts = self._read_bucket_facts()
         counts = self._snapshot()
+        self._load_plan()
         notes = [
             f"versioning: {facts['versioning']}",
             f"object lock: {'enabled' if facts['object_lock'] else 'not enabled'}",
@@ -509,6 +529,7 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
             and self._kms_manager(key_id) == "CUSTOMER"
         ):
             params["kms_key_id"] = key_id
+            self._crypto_keys.add(key_id)
             return Decision(
                 method=Method.PURGE_CRYPTO, params=params, residual=residual
             )

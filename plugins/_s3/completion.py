@@ -7,6 +7,7 @@ client, the options, error translation and the thread pool they use.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from plugins._s3.entries import (
     DELETE_REQUEST_LIMIT,
@@ -23,12 +24,26 @@ from plugins.base import (
     Refusal,
 )
 
+#: Checkpoint saved before the first delete, with the plan's KMS keys.
+PLAN_CHECKPOINT = "purge-plan"
+#: Checkpoint saved before the job deletes the bucket itself.
+BUCKET_CHECKPOINT = "delete-bucket"
+
 
 class CompletionMixin:
     """Relist until no purged item is left, then shred keys and delete the bucket."""
 
     def complete(self) -> Iterator[PurgeResult]:
-        if not self._deleted_any:
+        # A resumed job rescans the items left in flight before it purges the
+        # rest, so verification after the purge needs a listing of its own.
+        self._rescanned = False
+        if self._bucket_gone:
+            # A resumed job whose earlier run finished these steps, the bucket's
+            # deletion last, has nothing left to list.
+            return
+        # A resumed job may have deleted everything before the interruption,
+        # so it runs these steps even when it deleted nothing itself.
+        if not self._deleted_any and not self._resumed_purge:
             return
         yield self._sweep()
         for key_id in sorted(self._crypto_keys):
@@ -107,6 +122,43 @@ class CompletionMixin:
             params={"bypass_governance": self.options.get("bypass_governance") is True},
         )
 
+    def _save_plan(self) -> None:
+        """Record, before the first delete, that deleting began and which keys to shred.
+
+        A resumed job cannot take the keys from a listing, because the
+        versions deleted before the interruption are gone from it.
+        """
+        if self._plan_saved:
+            return
+        self.context.checkpoints.save(
+            PLAN_CHECKPOINT, {"kms_keys": sorted(self._crypto_keys)}
+        )
+        self._plan_saved = True
+
+    def _deleted_by_this_job(self) -> bool:
+        """Tell whether an earlier run of this job deleted the bucket, now absent."""
+        from botocore.exceptions import ClientError
+
+        if self.context.checkpoints.load(BUCKET_CHECKPOINT) is None:
+            return False
+        with self._translated("looking up the bucket"):
+            try:
+                self._client().head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if self._error_code(exc) not in ("404", "NoSuchBucket"):
+                    raise
+                self._bucket_gone = True
+        return self._bucket_gone
+
+    def _load_plan(self) -> None:
+        """Take the KMS keys from the record of an earlier process of this job."""
+        saved = self.context.checkpoints.load(PLAN_CHECKPOINT)
+        if saved is None:
+            return
+        self._crypto_keys = set(saved["kms_keys"])
+        self._plan_saved = True
+        self._resumed_purge = True
+
     def _shred_key(self, key_id: str) -> PurgeResult:
         """Schedule deletion of a KMS key once nothing kept under the prefix uses it."""
         step = f"purge-crypto:{key_id}"
@@ -118,12 +170,7 @@ class CompletionMixin:
                 "that the job keeps; deleting it would destroy them too",
             )
             return PurgeResult(step, "blocked", detail=refusal.detail, refusal=refusal)
-        pending = self.options["kms_pending_days"]
-        with self._translated(f"scheduling deletion of KMS key {key_id}"):
-            reply = self._kms_client().schedule_key_deletion(
-                KeyId=key_id, PendingWindowInDays=pending
-            )
-        deletion = reply.get("DeletionDate")
+        deletion, pending = self._schedule_deletion(key_id)
         when = _iso(deletion) or "unknown"
         self.log.info("s3_kms_key_scheduled", key_id=key_id, deletion_date=when)
         return PurgeResult(
@@ -141,6 +188,32 @@ class CompletionMixin:
             },
         )
 
+    def _schedule_deletion(self, key_id: str) -> tuple[Any, int]:
+        """Schedule a key's deletion and return its deletion date and pending window.
+
+        KMS rejects the request with KMSInvalidStateException when the key is
+        already pending deletion, as after a resumed job's earlier run
+        scheduled it. That key's own date and window are returned.
+        """
+        from botocore.exceptions import ClientError
+
+        pending = self.options["kms_pending_days"]
+        client = self._kms_client()
+        with self._translated(f"scheduling deletion of KMS key {key_id}"):
+            try:
+                reply = client.schedule_key_deletion(
+                    KeyId=key_id, PendingWindowInDays=pending
+                )
+                return reply.get("DeletionDate"), pending
+            except ClientError as exc:
+                if self._error_code(exc) != "KMSInvalidStateException":
+                    raise
+                metadata = client.describe_key(KeyId=key_id)["KeyMetadata"]
+                if metadata.get("KeyState") != "PendingDeletion":
+                    raise
+        window = metadata.get("PendingDeletionWindowInDays", pending)
+        return metadata.get("DeletionDate"), window
+
     def _remaining_users_of(self, key_id: str) -> int:
         users = 0
         for page in self._version_pages():
@@ -157,6 +230,8 @@ class CompletionMixin:
         """Delete the emptied bucket; S3 refuses while anything is left in it."""
         from botocore.exceptions import ClientError
 
+        # Saved first, so a resumed job can tell this deletion from a missing bucket.
+        self.context.checkpoints.save(BUCKET_CHECKPOINT, {"bucket": self.bucket})
         with self._translated("deleting the bucket"):
             try:
                 self._client().delete_bucket(Bucket=self.bucket)

@@ -48,6 +48,7 @@ class PurgeMixin:
         deletes = [e for e in permitted if e.decision.method != Method.LIFECYCLE]
         if not deletes:
             return
+        self._save_plan()
         pool = self._executor()
         futures: list[Future] = []
         for work in self._plan_requests(deletes):
@@ -316,7 +317,6 @@ class PurgeMixin:
             kms = None
             if result.method == Method.PURGE_CRYPTO:
                 kms = result.facts.get("kms_key_id")
-                self._crypto_keys.add(kms)
             method = result.method.value if result.method else ""
             rows.append((result.key, method, kms))
         if not rows:

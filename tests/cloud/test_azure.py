@@ -13,7 +13,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from plugins.azure import AzurePlugin
-from plugins.base import PurgeResult
+from plugins.base import JobContext, MemoryCheckpoints, PurgeResult, Target
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
@@ -193,6 +193,33 @@ def test_whole_container_deleted(azure_env):
     assert {r.key: r.status for r in run.completion}["delete-container"] == "purged"
     assert not container.exists()
     assert run.unverified() == []
+
+
+def test_resume_after_container_deleted(azure_env):
+    """A job interrupted after deleting its container resumes without reading it.
+
+    The second plugin shares the first one's checkpoints, as a resumed job
+    does, and runs the engine's resume steps: describe, complete, verify.
+    """
+    container = _container(azure_env)
+    for name in ("x", "y"):
+        container.upload_blob(name, b"v")
+    options = {"whole_container": True, "delete_container": True}
+    checkpoints = MemoryCheckpoints()
+    first = run_plugin(AzurePlugin, _url(container), options, checkpoints=checkpoints)
+    assert {r.key: r.status for r in first.completion}["delete-container"] == "purged"
+
+    context = JobContext("test", False, checkpoints=checkpoints)
+    plugin = AzurePlugin(Target(_url(container), options), context)
+    info = plugin.describe()
+    steps = list(plugin.complete())
+    evidence = list(plugin.verify(first.permitted))
+    plugin.close()
+
+    assert info.media["container_deleted"] is True
+    assert steps == []
+    assert len(evidence) == 2
+    assert all(entry.verified for entry in evidence)
 
 
 def test_missing_container(azure_env):

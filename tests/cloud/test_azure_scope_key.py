@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from plugins.base import MemoryCheckpoints
 from plugins.errors import InvalidTarget
 from tests.cloud.azure_support import ACCOUNT, CONTAINER, Copy, FakeBlobTransport
 from tests.cloud.azure_support import plugin_class as blob_plugin_class
@@ -154,3 +155,26 @@ def test_scope_key_options_checked(options: dict, message: str):
     blobs, vault = _setup()
     with pytest.raises(InvalidTarget, match=message):
         run_plugin(_plugin(blobs, vault), URL, options)
+
+
+def test_scope_key_purged_by_earlier_run():
+    """A resumed job repeats the steps after the purge, after its first run purged the key.
+
+    The second run shares the first run's checkpoints, as a resumed job
+    does, and finds neither the key nor a deleted copy in the vault.
+    """
+    blobs, vault = _setup(Copy("p/a", encryption_scope=SCOPE))
+    checkpoints = MemoryCheckpoints()
+    first = run_plugin(_plugin(blobs, vault), URL, _options(), checkpoints=checkpoints)
+    assert _step(first).status == "purged"
+
+    resumed = run_plugin(
+        _plugin(blobs, vault), URL, _options(), checkpoints=checkpoints
+    )
+
+    result = _step(resumed)
+    assert result.status == "purged"
+    assert "earlier run of this job" in result.detail
+    assert result.facts["crypto_shredding_complete"] is True
+    assert len(vault.sent("DELETE", "/keys/scope-key")) == 1
+    assert len(vault.sent("DELETE", "/deletedkeys/scope-key")) == 1

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from plugins.base import PurgeResult
+from plugins.base import JobContext, MemoryCheckpoints, PurgeResult, Target
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
@@ -254,6 +254,36 @@ def test_whole_bucket_deleted(fake_gcs, gcs):
     assert any("itself is deleted" in note for note in run.info.notes)
     assert {r.key: r.status for r in run.completion}["delete-bucket"] == "purged"
     assert gcs.lookup_bucket(name) is None
+
+
+def test_resume_after_bucket_deleted(fake_gcs, gcs):
+    """A job interrupted after deleting its bucket resumes without reading it.
+
+    The second plugin shares the first one's checkpoints, as a resumed job
+    does, and runs the engine's resume steps: describe, complete, verify.
+    """
+    name = unique("c10d")
+    bucket = gcs.create_bucket(name)
+    for key in ("x", "y"):
+        bucket.blob(key).upload_from_string(b"v")
+    options = {"whole_bucket": True, "delete_bucket": True}
+    checkpoints = MemoryCheckpoints()
+    first = run_plugin(
+        plugin_class(fake_gcs), f"gs://{name}", options, checkpoints=checkpoints
+    )
+    assert {r.key: r.status for r in first.completion}["delete-bucket"] == "purged"
+
+    context = JobContext("test", False, checkpoints=checkpoints)
+    plugin = plugin_class(fake_gcs)(Target(f"gs://{name}", options), context)
+    info = plugin.describe()
+    steps = list(plugin.complete())
+    evidence = list(plugin.verify(first.permitted))
+    plugin.close()
+
+    assert info.media["bucket_deleted"] is True
+    assert steps == []
+    assert len(evidence) == 2
+    assert all(entry.verified for entry in evidence)
 
 
 def test_delete_bucket_needs_whole_bucket(fake_gcs):

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plugins.base import (
+    CheckpointStore,
     Evidence,
     JobContext,
+    MemoryCheckpoints,
     PlannedItem,
     Plugin,
     PurgeResult,
@@ -59,9 +61,18 @@ def run_plugin(
     options: dict | None = None,
     settings: dict | None = None,
     purge: bool = True,
+    checkpoints: CheckpointStore | None = None,
 ) -> DriverRun:
-    """Plan a target and, when ``purge`` is true, purge and verify it."""
-    context = JobContext(job_id="test", dry_run=not purge, settings=settings or {})
+    """Plan a target and, when ``purge`` is true, purge and verify it.
+
+    Pass the ``checkpoints`` of an earlier run to drive a resumed job.
+    """
+    context = JobContext(
+        job_id="test",
+        dry_run=not purge,
+        settings=settings or {},
+        checkpoints=checkpoints or MemoryCheckpoints(),
+    )
     plugin = plugin_class(Target(url, options or {}), context)
     try:
         run = DriverRun(info=plugin.describe())

@@ -158,3 +158,48 @@ def test_inspect_false_heads_nothing(s3, make_bucket, run_s3, sdk_calls):
     assert "HeadObject" not in operations(sdk_calls)
     values = set(encryption_by_key(run).values())
     assert values == {"not read (inspect_versions: false)"}
+
+
+def test_key_already_pending_deletion(s3, make_bucket, moto_endpoint):
+    """Contract test: KMS rejects scheduling a key that is already pending deletion.
+
+    A resumed job repeats the steps after the purge, so it requests the
+    deletion of a key that its earlier run scheduled. KMS then returns
+    KMSInvalidStateException, but moto schedules the key again, so the KMS
+    client is stubbed with the documented replies.
+    """
+    from datetime import UTC, datetime
+
+    from botocore.stub import Stubber
+
+    bucket = make_bucket()
+    url = f"s3://{bucket}/e/"
+    plugin = S3Plugin(Target(url, {"endpoint_url": moto_endpoint}), JobContext())
+    deletion = datetime(2027, 1, 8, tzinfo=UTC)
+    with Stubber(plugin._kms_client()) as stub:
+        stub.add_client_error(
+            "schedule_key_deletion",
+            "KMSInvalidStateException",
+            "key k-1 is pending deletion.",
+            400,
+            expected_params={"KeyId": "k-1", "PendingWindowInDays": 30},
+        )
+        stub.add_response(
+            "describe_key",
+            {
+                "KeyMetadata": {
+                    "KeyId": "k-1",
+                    "KeyState": "PendingDeletion",
+                    "DeletionDate": deletion,
+                    "PendingDeletionWindowInDays": 7,
+                }
+            },
+            {"KeyId": "k-1"},
+        )
+        result = plugin._shred_key("k-1")
+    plugin.close()
+
+    assert result.status == "purged"
+    assert result.facts["deletion_date"] == "2027-01-08T00:00:00+00:00"
+    assert result.facts["pending_window_days"] == 7
+    assert "scheduled for deletion on 2027-01-08" in result.detail

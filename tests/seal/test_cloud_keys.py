@@ -21,6 +21,7 @@ import pytest
 
 from agent import seal
 from plugins import _gcpkms, _keyvault
+from plugins.base import Decision, JobContext, PlannedItem, Target
 from plugins.errors import InvalidTarget
 from plugins.keys import KeysPlugin, KeyStore
 from tests.helpers import fake_cloudkms
@@ -152,6 +153,37 @@ def test_gcp_rerun_after_destroy(gcp_options: dict, cloudkms) -> None:
     assert len(cloudkms.sent("POST", ":destroy")) == 1
 
 
+def test_gcp_interrupted_destroy_purged_again(gcp_options: dict, cloudkms) -> None:
+    """A destroy interrupted after Cloud KMS and before the store write is redone.
+
+    The rescan of the resumed job finds that the version no longer unwraps
+    the key, but the store still contains the wrapped key, so the item is
+    not verified and the next purge overwrites its slot.
+    """
+    store = KeyStore.from_options(gcp_options)
+    key_id = store.data_key_for("cust-1").key_id
+    # The interrupted run's Cloud KMS step.
+    store.kms.schedule_deletion(store.find(key_id)[1])
+    plugin = KeysPlugin(Target("key://cust-1", gcp_options), JobContext("job", False))
+    [item] = plugin.discover()
+    planned = plugin.plan_item(item)
+    # A resumed job has the plan's method and params, and no fingerprints.
+    params = {**planned.params, "resumed": True}
+    resumed = PlannedItem(item, Decision(method=planned.method, params=params))
+
+    [rescan] = plugin.verify([resumed])
+    results = list(plugin.purge([resumed]))
+    [evidence] = plugin.verify([resumed])
+    plugin.close()
+
+    checks = {check.name: check for check in rescan.checks}
+    assert not checks["key-destroyed"].passed
+    assert "still contains data key" in checks["key-destroyed"].detail
+    assert [result.status for result in results] == ["purged"]
+    assert evidence.verified
+    assert store.find(key_id)[1]["state"] == "destroyed"
+
+
 def test_gcp_rotated_key_all_versions(gcp_options: dict, cloudkms) -> None:
     """A version added by rotation is destroyed and verified with the first."""
     store = KeyStore.from_options(gcp_options)
@@ -266,6 +298,25 @@ def test_azure_purge_deletes_and_purges(
     assert run.results[0].facts["kms_purged"] is True
     with pytest.raises(seal.SealKeyDestroyed):
         seal.unseal_file(sealed, tmp_path / "out", store)
+
+
+def test_azure_destroy_after_key_purged(azure_options: dict, vault) -> None:
+    """A destroy interrupted after Key Vault purged the key finishes on the next purge."""
+    store = KeyStore.from_options(azure_options)
+    key_id = store.data_key_for("cust-1").key_id
+    record = store.find(key_id)[1]
+    name = record["kms_key_name"]
+    # The interrupted run's Key Vault step.
+    store.kms.schedule_deletion(record)
+    assert name not in vault.keys
+    assert name not in vault.deleted
+
+    run = run_plugin(KeysPlugin, "key://cust-1", azure_options)
+
+    assert run.statuses() == {key_id: "purged"}
+    assert run.results[0].facts["kms_purged"] is True
+    assert run.unverified() == []
+    assert store.find(key_id)[1]["state"] == "destroyed"
 
 
 def test_azure_purge_protection_reported(azure_options: dict, vault) -> None:

@@ -116,3 +116,40 @@ def test_kms_key_refused_without_kms_backend(kms_options: dict) -> None:
     assert run.refusal_reasons() == {store.active_for("cust-1")["id"]: "not-supported"}
     assert run.results == []
     assert store.active_for("cust-1") is not None
+
+
+def test_key_already_pending_deletion(kms_options: dict) -> None:
+    """Contract test: KMS rejects scheduling a key that is already pending deletion.
+
+    A destroy interrupted after KMS scheduled the key and before the store
+    was written is repeated by the resumed job. KMS then returns
+    KMSInvalidStateException, but moto schedules the key again, so the
+    client is stubbed with the documented replies.
+    """
+    from botocore.stub import Stubber
+
+    store = KeyStore.from_options(kms_options)
+    record = {"kms_key_id": "k-1", "kms_key": "arn:aws:kms:us-east-1:1:key/k-1"}
+    deletion = datetime(2027, 1, 8, tzinfo=UTC)
+    with Stubber(store.kms.client) as stub:
+        stub.add_client_error(
+            "schedule_key_deletion",
+            "KMSInvalidStateException",
+            "key k-1 is pending deletion.",
+            400,
+            expected_params={"KeyId": "k-1", "PendingWindowInDays": 7},
+        )
+        stub.add_response(
+            "describe_key",
+            {
+                "KeyMetadata": {
+                    "KeyId": "k-1",
+                    "KeyState": "PendingDeletion",
+                    "DeletionDate": deletion,
+                }
+            },
+            {"KeyId": "k-1"},
+        )
+        facts = store.kms.schedule_deletion(record)
+
+    assert facts == {"kms_deletion_date": "2027-01-08T00:00:00+00:00"}
