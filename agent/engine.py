@@ -16,7 +16,7 @@ import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from agent import certificate, hooks, keys
 from agent import plan as plan_module
 from agent.audit import AuditLog
 from agent.config import Config
-from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
-from agent.joblock import JobLock
+from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, JobStopped, UsageError
+from agent.joblock import JobLock, TargetLock
 from agent.journal import (
     Checkpoints,
     ItemRow,
@@ -116,7 +116,10 @@ class Engine:
         self._failed_steps: list[str] = []
         #: Items whose destroy step ran in this process, by (target position, key).
         self._purged_here: set[tuple[int, str]] = set()
+        #: Set by :meth:`resume`: the planning process and its fingerprints are gone.
+        self._resuming = False
         self._lock: JobLock | None = None
+        self._target_lock: TargetLock | None = None
         self._log = get_logger(__name__)
 
     def request_stop(self) -> None:
@@ -138,6 +141,9 @@ class Engine:
         self._plugins.clear()
         self.checkpoints.close()
         self.journal.close()
+        if self._target_lock is not None:
+            self._target_lock.release()
+            self._target_lock = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -158,20 +164,27 @@ class Engine:
             )
         job_id = new_job_id()
         self._log = get_logger(__name__, job=job_id)
+        merged = self._merge_targets(targets)
         self._take_lock(job_id)
+        if not dry_run:
+            self._take_target_locks(job_id, [target for target, _ in merged])
         self.journal.create_job(
             job_id, dry_run, settings, self.config.digest, source_plan
         )
         try:
-            for position, requested in enumerate(targets):
-                plugin_class = self.registry.plugin_for(requested)
-                target = plugin_class.canonical_target(requested)
+            for position, (target, overlaps) in enumerate(merged):
                 plugin = self._open_plugin(job_id, position, target, settings, dry_run)
                 info = plugin.describe()
+                if overlaps:
+                    info = replace(info, notes=(*info.notes, *overlaps))
                 self.journal.add_target(job_id, position, target, plugin.name, info)
                 self.journal.add_items(
-                    job_id, self._plan_target(position, target, plugin)
+                    job_id, self._plan_target(job_id, position, target, plugin)
                 )
+                self._check_stop(job_id)
+        except (JobStopped, KeyboardInterrupt):
+            self.journal.update_job(job_id, state="cancelled")
+            raise
         except BaseException:
             self.journal.update_job(job_id, state="plan-failed")
             raise
@@ -182,6 +195,96 @@ class Engine:
         )
         self._log.info("plan ready", plan_hash=plan_hash)
         return job_id
+
+    def _merge_targets(
+        self, targets: Sequence[Target]
+    ) -> list[tuple[Target, list[str]]]:
+        """Canonicalise the targets and plan each selection only once.
+
+        A target that another target covers (the same path twice, a
+        directory below another, a file in a directory given too) is dropped,
+        and a note of the covering target names it. Targets that overlap with
+        different options are rejected, because one set of options would
+        silently win. Returns each kept target with its notes.
+        """
+        canonical = []
+        for requested in targets:
+            plugin_class = self.registry.plugin_for(requested)
+            canonical.append((plugin_class, plugin_class.canonical_target(requested)))
+
+        def covered_by(inner: int, outer: int, options: bool = True) -> bool:
+            plugin_class, inner_target = canonical[inner]
+            outer_target = canonical[outer][1]
+            if outer_target.scheme != inner_target.scheme:
+                return False
+            if not options:
+                inner_target = Target(inner_target.url, outer_target.options)
+            return plugin_class.covers(outer_target, inner_target)
+
+        indexes = range(len(canonical))
+        for first in indexes:
+            for second in indexes[first + 1 :]:
+                if covered_by(first, second) or covered_by(second, first):
+                    continue
+                if covered_by(first, second, False) or covered_by(second, first, False):
+                    raise UsageError(
+                        f"targets {canonical[first][1].url} and {canonical[second][1].url} "
+                        "overlap but have different options; give one of them, or "
+                        "the same options to both"
+                    )
+        # Of targets that cover each other (the same target twice), the
+        # first one given is kept.
+        dropped = {
+            inner
+            for inner in indexes
+            for outer in indexes
+            if outer != inner
+            and covered_by(inner, outer)
+            and not (outer > inner and covered_by(outer, inner))
+        }
+        notes: dict[int, list[str]] = {index: [] for index in indexes}
+        for inner in sorted(dropped):
+            outer = next(
+                index
+                for index in indexes
+                if index not in dropped and covered_by(inner, index)
+            )
+            url = canonical[inner][1].url
+            if url == canonical[outer][1].url:
+                note = f"{url} was given more than once; it is planned once"
+            else:
+                note = (
+                    f"{url} was also given as a target; it lies within this "
+                    "target, so its items are planned once, here"
+                )
+            if note not in notes[outer]:
+                notes[outer].append(note)
+        return [
+            (canonical[index][1], notes[index])
+            for index in indexes
+            if index not in dropped
+        ]
+
+    def _check_stop(self, job_id: str) -> None:
+        """Raise JobStopped when SIGTERM or Ctrl-C arrived while the job was planned.
+
+        Only :meth:`request_stop` counts here. A daemon's ``stop_condition``
+        lets planning finish, and the daemon then cancels the job itself or
+        leaves it for its next start.
+        """
+        if self._stop_requested:
+            raise JobStopped(
+                f"stopped while planning job {job_id}; nothing was destroyed, "
+                "and the job is marked cancelled"
+            )
+
+    def _take_target_locks(self, job_id: str, targets: Sequence[Target]) -> None:
+        """Lock the job's targets against other jobs until :meth:`close`."""
+        if self._target_lock is not None:
+            self._target_lock.release()
+        self._target_lock = TargetLock.acquire(
+            self.state_dir, job_id, [target.url for target in targets]
+        )
 
     def _take_lock(self, job_id: str) -> None:
         """Take the job's lock and keep it until :meth:`close`, so a dead owner shows."""
@@ -216,11 +319,12 @@ class Engine:
         return plugin
 
     def _plan_target(
-        self, position: int, target: Target, plugin: Plugin
+        self, job_id: str, position: int, target: Target, plugin: Plugin
     ) -> Iterator[ItemRow]:
         log = self._log.bind(plugin=plugin.name, target=target.url)
         self.policy.check_target_columns(plugin)
         for item in plugin.discover():
+            self._check_stop(job_id)
             assessment = self.policy.assess(target, item)
             try:
                 decision = self._decide(
@@ -283,14 +387,23 @@ class Engine:
             raise UsageError(
                 f"job {job_id} is already finished ({job.state}); nothing to resume"
             )
-        if job.state in ("planning", "mismatch", "cancelled") or (
-            job.state == "planned" and job.dry_run
+        # A job still "planned" was never confirmed: purge() marks a job
+        # "purging" before it destroys anything.
+        if job.dry_run or job.state in (
+            "planning",
+            "plan-failed",
+            "planned",
+            "mismatch",
+            "cancelled",
         ):
             raise UsageError(
                 f"job {job_id} was never started ({job.state}); run lethe purge again"
             )
         self._take_lock(job_id)
-        for row in self.journal.targets(job_id):
+        self._resuming = True
+        rows = self.journal.targets(job_id)
+        self._take_target_locks(job_id, [row.target for row in rows])
+        for row in rows:
             plugin = self._open_plugin(
                 job_id, row.position, row.target, job.settings, dry_run=False
             )

@@ -340,6 +340,22 @@ class Plugin(abc.ABC):
         cannot be inspected at all.
         """
 
+    @classmethod
+    def covers(cls, outer: Target, inner: Target) -> bool:
+        """Tell whether planning ``outer`` selects every item of ``inner``.
+
+        Both targets are canonical. The agent then plans ``inner`` once, as
+        part of ``outer``, instead of twice. The default compares URLs at a
+        ``/`` boundary and requires equal options. A plugin overrides it when
+        its prefixes select differently or its options change the selection.
+        """
+        if outer.options != inner.options:
+            return False
+        if inner.url == outer.url:
+            return True
+        prefix = outer.url if outer.url.endswith("/") else outer.url + "/"
+        return inner.url.startswith(prefix)
+
     @abc.abstractmethod
     def discover(self) -> Iterator[Item]:
         """Yield every item the target selects, streaming, never as one list.

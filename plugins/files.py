@@ -30,6 +30,7 @@ from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
     escape_path,
+    is_within,
     path_url,
     protected_reason,
     target_path,
@@ -134,6 +135,27 @@ class FilesPlugin(Plugin):
     def canonical_target(cls, target: Target) -> Target:
         """Store the absolute path with ``..`` and parent symlinks resolved."""
         return Target(path_url(target_path(target)), target.options)
+
+    @classmethod
+    def covers(cls, outer: Target, inner: Target) -> bool:
+        """Tell whether ``outer``'s walk reaches every file of ``inner``.
+
+        Without cross_filesystems the walk stops at mount points, so a target
+        on a filesystem mounted below ``outer`` stays a target of its own.
+        """
+        if outer.options != inner.options:
+            return False
+        outer_path, inner_path = target_path(outer), target_path(inner)
+        if not is_within(inner_path, outer_path):
+            return False
+        if boolean_option(outer, "cross_filesystems"):
+            return True
+        return not any(
+            mount.mount_point != outer_path
+            and is_within(mount.mount_point, outer_path)
+            and is_within(inner_path, mount.mount_point)
+            for mount in mountinfo.read_mounts()
+        )
 
     # -- settings -----------------------------------------------------------
 
