@@ -38,6 +38,7 @@ from agent.config import Operator
 from agent.errors import UsageError
 from agent.journal import Journal, dumps, now, residual_note
 from agent.plan import copies as copies_of
+from agent.render import human_bytes, plural, readable
 from plugins.base import Method
 
 CERTIFICATE_FORMAT = "lethe-certificate/1"
@@ -48,6 +49,7 @@ _TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
 )
+_TEMPLATES.filters.update(bytes=human_bytes, plural=plural, readable=readable)
 
 
 def build(
@@ -184,7 +186,10 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
     method = f"independent rescan after purge: {ran}"
     skipped = [c for c in checks if c["not_run"]]
     if skipped:
-        parts = ", ".join(f"{c['check']} for {c['not_run']} of {c['items']} items" for c in skipped)
+        parts = ", ".join(
+            f"{c['check']} for {c['not_run']} of {plural(c['items'], 'item')}"
+            for c in skipped
+        )
         method += f"; not run: {parts}"
     return {
         "method": method,
@@ -230,7 +235,9 @@ def _notes(journal: Journal, job_id: str) -> list[str]:
         " WHERE items.job_id = ? AND items.state = 'verified' GROUP BY residual.value ORDER BY residual.value",
         (job_id,),
     ):
-        notes.append(f"residual risk for {row['n']} destroyed item(s): {row['risk']}")
+        notes.append(
+            f"residual risk for {plural(row['n'], 'destroyed item')}: {row['risk']}"
+        )
     return notes
 
 

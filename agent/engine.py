@@ -36,7 +36,7 @@ from agent.journal import (
     display_text,
     refusal_to_json,
 )
-from agent.render import printable
+from agent.render import plural, printable
 from agent.log import get_logger
 from agent.policy import Policy
 from agent.progress import NullProgress, Progress
@@ -712,7 +712,7 @@ class Engine:
             label = printable(display_text(row.label or row.key))
             shown.append(f"failed: {label}: {row.detail}")
         if total > len(shown):
-            shown.append(f"... and {total - len(shown)} more failed item(s)")
+            shown.append(f"... and {plural(total - len(shown), 'more failed item')}")
         return shown
 
     def _certify(self, job_id: str) -> Path:
@@ -770,12 +770,13 @@ class Engine:
             "job-reverified", job_id=job_id, disagreements=disagreements, counts=counts
         )
         messages = (
-            [f"{disagreements} item(s) failed the repeated rescan"]
+            [f"{plural(disagreements, 'item')} failed the repeated rescan"]
             if disagreements
             else []
         )
+        issued = Path(job.certificate) if job.certificate else None
         return JobOutcome(
-            job_id, job.state, exit_code, counts, job.plan_hash, None, messages
+            job_id, job.state, exit_code, counts, job.plan_hash, issued, messages
         )
 
     def _recheck_target(self, job_id: str, row: TargetRow, plugin: Plugin) -> int:

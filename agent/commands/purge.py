@@ -152,7 +152,8 @@ def _plan_changed(
 def _confirmed(console: Console, summary: dict) -> bool:
     totals = summary["totals"]
     console.print(
-        f"This destroys {totals['permitted']} items ({render.human_bytes(totals['permitted_bytes'])}) "
+        f"This destroys {render.plural(totals['permitted'], 'item')} "
+        f"({render.human_bytes(totals['permitted_bytes'])}) "
         f"and cannot be undone. Type '{CONFIRMATION_WORD}' to continue: ",
         end="",
     )
