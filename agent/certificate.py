@@ -154,13 +154,15 @@ def _passes_short_of_plan(
 
 
 def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
-    # A check that did not run (a resumed job, a device that cannot be read)
-    # passes without evidence, so it is counted apart from the checks that ran.
+    # A check that did not run (a resumed job, a device that cannot be read,
+    # or a setting that turns it off) passes without evidence, so it is
+    # counted apart from the checks that ran.
     rows = journal.query(
         "SELECT json_extract(checks.value, '$.name') AS name,"
         " SUM(json_extract(checks.value, '$.passed')) AS passed, COUNT(*) AS n,"
         " SUM(CASE WHEN json_extract(checks.value, '$.passed')"
-        " AND json_extract(checks.value, '$.detail') LIKE 'not run%' THEN 1 ELSE 0 END)"
+        " AND (json_extract(checks.value, '$.detail') LIKE 'not run%'"
+        " OR json_extract(checks.value, '$.detail') LIKE 'off:%') THEN 1 ELSE 0 END)"
         " AS not_run"
         " FROM items, json_each(items.evidence, '$.checks') AS checks"
         " WHERE items.job_id = ? AND items.evidence IS NOT NULL GROUP BY name ORDER BY name",

@@ -458,7 +458,7 @@ class Engine:
         for batch in chunked(in_flight, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             verified = [
-                _evidence_change(item, evidence[item.key])
+                _evidence_change(item, evidence[item.key], resumed=True)
                 for item in batch
                 if item.key in evidence and evidence[item.key].verified
             ]
@@ -571,7 +571,10 @@ class Engine:
                     # Stays ``purged``: not destroyed until a rescan agrees.
                     log.error("no verification evidence for item", key=item.key)
                     continue
-                changes.append(_evidence_change(item, found))
+                resumed = (
+                    self._resuming or (item.target, item.key) not in self._purged_here
+                )
+                changes.append(_evidence_change(item, found, resumed))
             self._commit(job_id, changes, log)
             self.progress.advance_items(len(changes))
 
@@ -675,11 +678,21 @@ class Engine:
         job = self.journal.job(job_id)
         counts = self.journal.count_states(job_id)
         messages = list(self._failed_steps)
-        state, exit_code = _final_state(counts, bool(self._failed_steps))
+        unchecked = self._unchecked_after_resume(job_id)
+        state, exit_code = _final_state(
+            counts, bool(self._failed_steps), bool(unchecked)
+        )
         if state == "failed":
             messages.extend(self._failed_item_messages(job_id, counts.get("failed", 0)))
             messages.append(
                 "no certificate was issued because not every item was destroyed and verified"
+            )
+        elif unchecked:
+            messages.append(
+                f"{plural(unchecked['items'], 'item')} passed verification after a "
+                f"resume without these checks: {', '.join(unchecked['checks'])}. "
+                "What they need (fingerprints, read-back results) ended with the "
+                "interrupted process; the certificate lists them as not run"
             )
 
         self.audit.append(
@@ -702,6 +715,33 @@ class Engine:
         self._log.info("job finished", state=state, counts=counts)
         hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
+
+    def _unchecked_after_resume(self, job_id: str) -> dict[str, Any] | None:
+        """Count verified items whose evidence, taken after a resume, has checks not run.
+
+        Plugins word a check that could not run as a passed check whose
+        detail starts with "not run" (a check a setting turned off starts
+        with "off:" and is not counted). The item's evidence carries
+        ``resumed`` when it was taken in a resumed run or by another process
+        than the one that destroyed the item.
+        """
+        not_run = (
+            " FROM items, json_each(items.evidence, '$.checks') AS checks"
+            " WHERE items.job_id = ? AND items.state = 'verified'"
+            " AND json_extract(items.evidence, '$.resumed')"
+            " AND json_extract(checks.value, '$.detail') LIKE 'not run%'"
+        )
+        counted = self.journal.query(
+            f"SELECT COUNT(DISTINCT items.rowid) AS n{not_run}", (job_id,)
+        )[0]["n"]
+        if not counted:
+            return None
+        names = self.journal.query(
+            "SELECT DISTINCT json_extract(checks.value, '$.name') AS name"
+            f"{not_run} ORDER BY name",
+            (job_id,),
+        )
+        return {"items": counted, "checks": [row["name"] for row in names]}
 
     def _failed_item_messages(self, job_id: str, total: int) -> list[str]:
         """Name the first failed items and why, so the summary shows what to fix."""
@@ -853,12 +893,19 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
     )
 
 
-def _final_state(counts: Mapping[str, int], step_failed: bool) -> tuple[str, int]:
-    """Return the job state and exit code for the final item counts."""
+def _final_state(
+    counts: Mapping[str, int], step_failed: bool, checks_not_run: bool = False
+) -> tuple[str, int]:
+    """Return the job state and exit code for the final item counts.
+
+    ``checks_not_run`` means some item was verified after a resume with a
+    check that could not run, so the job is not fully verified and cannot
+    exit 0.
+    """
     unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
     if counts.get("failed") or unfinished or step_failed:
         return "failed", EXIT_FAILED
-    if counts.get("refused") or counts.get("blocked"):
+    if counts.get("refused") or counts.get("blocked") or checks_not_run:
         return "done", EXIT_REFUSED
     return "done", EXIT_OK
 
@@ -877,17 +924,26 @@ def _result_change(item: ItemRow, result: PurgeResult) -> StateChange:
     return StateChange(item.target, item.key, "failed", result.detail, result.bytes)
 
 
-def _evidence_change(item: ItemRow, evidence: Evidence) -> StateChange:
+def _evidence_change(
+    item: ItemRow, evidence: Evidence, resumed: bool = False
+) -> StateChange:
+    """Return the item's state change for its evidence.
+
+    ``resumed`` marks evidence taken after a resume, or by another process
+    than the one that destroyed the item; :meth:`Engine._finish` counts such
+    items whose checks did not all run.
+    """
+    recorded = _evidence_json(evidence)
+    if resumed:
+        recorded["resumed"] = True
     if evidence.verified:
-        return StateChange(
-            item.target, item.key, "verified", evidence=_evidence_json(evidence)
-        )
+        return StateChange(item.target, item.key, "verified", evidence=recorded)
     return StateChange(
         item.target,
         item.key,
         "failed",
         _failed_checks(evidence),
-        evidence=_evidence_json(evidence),
+        evidence=recorded,
     )
 
 

@@ -208,7 +208,14 @@ class PurgeResult:
 
 @dataclass(frozen=True)
 class Check:
-    """One verification check: its name, whether it passed, and what was seen."""
+    """One verification check: its name, whether it passed, and what was seen.
+
+    A check that could not run passes, with a ``detail`` that starts with
+    "not run" and gives the reason. After a resume, such a check makes the
+    job exit 1 instead of 0. A check that a setting turned off passes with a
+    ``detail`` that starts with "off:". Certificates count both apart from
+    the checks that ran.
+    """
 
     name: str
     passed: bool

@@ -825,7 +825,7 @@ class FilesPlugin(Plugin):
 
     def _scan_check(self, planned: PlannedItem) -> Check:
         if not self._scan_device_enabled():
-            return Check("device-scan", True, "not run: scan_device is off")
+            return Check("device-scan", True, "off: scan_device is false")
         if not planned.decision.fingerprints:
             return Check(
                 "device-scan",
