@@ -8,8 +8,10 @@ It counts as destroyed only the items whose verification passed.
 
 The signature is Ed25519 over the canonical JSON of the whole document with
 ``signature.value`` left out. The audit entry at ``audit.seq`` records the
-SHA-256 of the signed document, so a certificate re-signed with another key
-still fails verification against the log.
+SHA-256 of the document's content and the signing key's fingerprint, and the
+certificate records the SHA-256 of that entry's line in ``audit.hash``. An
+edited certificate, one re-signed with another key, or an audit log rewritten
+up to that entry therefore fails verification.
 """
 
 from __future__ import annotations
@@ -290,8 +292,23 @@ def sign(document: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
 
 
 def document_digest(document: Mapping[str, Any]) -> str:
-    """SHA-256 of the signed document; the audit log records it."""
+    """SHA-256 of the whole signed document, which older audit entries record."""
     return hashlib.sha256(dumps(document).encode()).hexdigest()
+
+
+def content_digest(document: Mapping[str, Any]) -> str:
+    """SHA-256 of the document without its audit position and signature.
+
+    The certificate's audit entry records this digest. The certificate then
+    records the hash of that entry's line in ``audit.hash``, and the
+    signature covers that hash too.
+    """
+    content = {
+        name: value
+        for name, value in document.items()
+        if name not in ("audit", "signature")
+    }
+    return hashlib.sha256(dumps(content).encode()).hexdigest()
 
 
 @dataclass
@@ -333,13 +350,15 @@ def verify(
         report.add(
             "signing key",
             False,
-            "this state directory has no signing key to compare with",
+            f"the state directory {audit.path.parent} has no signing key to compare "
+            "with; give the directory the certificate was issued with (--state-dir)",
         )
     elif keys.fingerprint(trusted) != keys.fingerprint(public):
         report.add(
             "signing key",
             False,
-            f"signed by {keys.fingerprint(public)}, not by this agent's key {keys.fingerprint(trusted)}",
+            f"signed by {keys.fingerprint(public)}, not by the key of the state "
+            f"directory {audit.path.parent} ({keys.fingerprint(trusted)})",
         )
     else:
         report.add("signing key", True, "signed by this agent's key")
@@ -350,9 +369,20 @@ def verify(
 def _verify_audit(
     document: Mapping[str, Any], audit: AuditLog, report: VerificationReport
 ) -> None:
-    seq = (document.get("audit") or {}).get("seq")
+    position = document.get("audit") or {}
+    seq = position.get("seq")
     if not isinstance(seq, int):
         report.add("audit log", False, "the certificate names no audit-log position")
+        return
+    job_id = document.get("job_id")
+    if not audit.has_job(job_id):
+        report.add(
+            "audit log",
+            False,
+            f"the audit log {audit.path} has no entry for job {job_id}; the "
+            "certificate was issued with another state directory, so give that "
+            "directory with --state-dir or -c",
+        )
         return
     try:
         audit.verify(up_to=seq)
@@ -360,11 +390,20 @@ def _verify_audit(
         report.add("audit chain", False, str(error))
         return
     report.add("audit chain", True, f"entries 0 to {seq} chain correctly")
-    found = audit.find(seq)
-    entry = found[0] if found else {}
-    if entry.get("kind") != "certificate" or entry.get(
-        "certificate_digest"
-    ) != document_digest(document):
+    entry, line_hash = audit.find(seq) or ({}, "")
+    recorded_hash = position.get("hash")
+    if recorded_hash is None:
+        # Certificates issued before the entry hash was recorded: their entry
+        # contains the digest of the whole signed document instead.
+        matches = entry.get("certificate_digest") == document_digest(document)
+    else:
+        signer = (document.get("signature") or {}).get("public_key_fingerprint")
+        matches = (
+            line_hash == recorded_hash
+            and entry.get("content_digest") == content_digest(document)
+            and entry.get("signing_key") == signer
+        )
+    if entry.get("kind") != "certificate" or not matches:
         report.add(
             "audit entry", False, f"audit entry {seq} does not record this certificate"
         )

@@ -761,13 +761,17 @@ class Engine:
             document = certificate.build(
                 self.journal, job_id, self.config.operator, writer.next_seq
             )
-            signed = certificate.sign(document, key)
-            writer.append(
+            # The entry records the content, and the signed certificate then
+            # records the entry's hash, so each names the other.
+            position = writer.append(
                 "certificate",
                 job_id=job_id,
-                certificate_id=signed["certificate_id"],
-                certificate_digest=certificate.document_digest(signed),
+                certificate_id=document["certificate_id"],
+                content_digest=certificate.content_digest(document),
+                signing_key=keys.fingerprint(key.public_key()),
             )
+            document["audit"]["hash"] = position.hash
+            signed = certificate.sign(document, key)
         path = certificate.write(signed, self.state_dir)
         self._log.info("certificate issued", path=str(path))
         return path
