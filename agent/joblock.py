@@ -15,6 +15,7 @@ rejected when one of its targets is, contains or lies within a target there.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -123,22 +124,14 @@ class TargetLock:
                 directory / TARGETS_MUTEX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
         except OSError as error:
-            raise JournalError(
-                f"cannot lock the targets in {directory}: {error.strerror}; make the "
-                "state directory writable for this user"
-            ) from error
+            raise _lock_error(directory, error) from error
         try:
             fcntl.flock(mutex, fcntl.LOCK_EX)
             for path in sorted(directory.glob("*" + TARGETS_SUFFIX)):
                 _check_other_job(path, job_id, urls)
             path = directory / f"{job_id}{TARGETS_SUFFIX}"
-            descriptor = os.open(
-                path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
-            )
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
             record = {"job_id": job_id, "pid": os.getpid(), "targets": list(urls)}
-            os.write(descriptor, json.dumps(record).encode())
-            return cls(path, descriptor)
+            return cls(path, _write_locked(path, json.dumps(record).encode()))
         finally:
             os.close(mutex)
 
@@ -148,6 +141,34 @@ class TargetLock:
         self.path.unlink(missing_ok=True)
         os.close(self._descriptor)
         self._descriptor = None
+
+
+def _write_locked(path: Path, data: bytes) -> int:
+    """Create ``path`` holding ``data``, locked exclusively; return its descriptor."""
+    try:
+        descriptor = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+        )
+    except OSError as error:
+        raise _lock_error(path.parent, error) from error
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if os.write(descriptor, data) != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as error:
+        os.close(descriptor)
+        path.unlink(missing_ok=True)
+        raise _lock_error(path.parent, error) from error
+    return descriptor
+
+
+def _lock_error(directory: Path, error: OSError) -> JournalError:
+    reason = (
+        "its filesystem is full; free space there"
+        if error.errno == errno.ENOSPC
+        else f"{error.strerror}; make the state directory writable for this user"
+    )
+    return JournalError(f"cannot lock the targets in {directory}: {reason}")
 
 
 def _check_other_job(path: Path, job_id: str, urls: Sequence[str]) -> None:
