@@ -8,8 +8,10 @@ It counts as destroyed only the items whose verification passed.
 
 The signature is Ed25519 over the canonical JSON of the whole document with
 ``signature.value`` left out. The audit entry at ``audit.seq`` records the
-SHA-256 of the signed document, so a certificate re-signed with another key
-still fails verification against the log.
+SHA-256 of the document's content and the signing key's fingerprint, and the
+certificate records the SHA-256 of that entry's line in ``audit.hash``. An
+edited certificate, one re-signed with another key, or an audit log rewritten
+up to that entry therefore fails verification.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from agent.config import Operator
 from agent.errors import UsageError
 from agent.journal import Journal, dumps, now, residual_note
 from agent.plan import copies as copies_of
+from agent.render import human_bytes, plural, readable
 from plugins.base import Method
 
 CERTIFICATE_FORMAT = "lethe-certificate/1"
@@ -48,6 +51,7 @@ _TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
 )
+_TEMPLATES.filters.update(bytes=human_bytes, plural=plural, readable=readable)
 
 
 def build(
@@ -152,13 +156,15 @@ def _passes_short_of_plan(
 
 
 def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
-    # A check that did not run (a resumed job, a device that cannot be read)
-    # passes without evidence, so it is counted apart from the checks that ran.
+    # A check that did not run (a resumed job, a device that cannot be read,
+    # or a setting that turns it off) passes without evidence, so it is
+    # counted apart from the checks that ran.
     rows = journal.query(
         "SELECT json_extract(checks.value, '$.name') AS name,"
         " SUM(json_extract(checks.value, '$.passed')) AS passed, COUNT(*) AS n,"
         " SUM(CASE WHEN json_extract(checks.value, '$.passed')"
-        " AND json_extract(checks.value, '$.detail') LIKE 'not run%' THEN 1 ELSE 0 END)"
+        " AND (json_extract(checks.value, '$.detail') LIKE 'not run%'"
+        " OR json_extract(checks.value, '$.detail') LIKE 'off:%') THEN 1 ELSE 0 END)"
         " AS not_run"
         " FROM items, json_each(items.evidence, '$.checks') AS checks"
         " WHERE items.job_id = ? AND items.evidence IS NOT NULL GROUP BY name ORDER BY name",
@@ -184,7 +190,10 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
     method = f"independent rescan after purge: {ran}"
     skipped = [c for c in checks if c["not_run"]]
     if skipped:
-        parts = ", ".join(f"{c['check']} for {c['not_run']} of {c['items']} items" for c in skipped)
+        parts = ", ".join(
+            f"{c['check']} for {c['not_run']} of {plural(c['items'], 'item')}"
+            for c in skipped
+        )
         method += f"; not run: {parts}"
     return {
         "method": method,
@@ -230,7 +239,9 @@ def _notes(journal: Journal, job_id: str) -> list[str]:
         " WHERE items.job_id = ? AND items.state = 'verified' GROUP BY residual.value ORDER BY residual.value",
         (job_id,),
     ):
-        notes.append(f"residual risk for {row['n']} destroyed item(s): {row['risk']}")
+        notes.append(
+            f"residual risk for {plural(row['n'], 'destroyed item')}: {row['risk']}"
+        )
     return notes
 
 
@@ -281,8 +292,23 @@ def sign(document: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
 
 
 def document_digest(document: Mapping[str, Any]) -> str:
-    """SHA-256 of the signed document; the audit log records it."""
+    """SHA-256 of the whole signed document, which older audit entries record."""
     return hashlib.sha256(dumps(document).encode()).hexdigest()
+
+
+def content_digest(document: Mapping[str, Any]) -> str:
+    """SHA-256 of the document without its audit position and signature.
+
+    The certificate's audit entry records this digest. The certificate then
+    records the hash of that entry's line in ``audit.hash``, and the
+    signature covers that hash too.
+    """
+    content = {
+        name: value
+        for name, value in document.items()
+        if name not in ("audit", "signature")
+    }
+    return hashlib.sha256(dumps(content).encode()).hexdigest()
 
 
 @dataclass
@@ -324,13 +350,15 @@ def verify(
         report.add(
             "signing key",
             False,
-            "this state directory has no signing key to compare with",
+            f"the state directory {audit.path.parent} has no signing key to compare "
+            "with; give the directory the certificate was issued with (--state-dir)",
         )
     elif keys.fingerprint(trusted) != keys.fingerprint(public):
         report.add(
             "signing key",
             False,
-            f"signed by {keys.fingerprint(public)}, not by this agent's key {keys.fingerprint(trusted)}",
+            f"signed by {keys.fingerprint(public)}, not by the key of the state "
+            f"directory {audit.path.parent} ({keys.fingerprint(trusted)})",
         )
     else:
         report.add("signing key", True, "signed by this agent's key")
@@ -341,9 +369,20 @@ def verify(
 def _verify_audit(
     document: Mapping[str, Any], audit: AuditLog, report: VerificationReport
 ) -> None:
-    seq = (document.get("audit") or {}).get("seq")
+    position = document.get("audit") or {}
+    seq = position.get("seq")
     if not isinstance(seq, int):
         report.add("audit log", False, "the certificate names no audit-log position")
+        return
+    job_id = document.get("job_id")
+    if not audit.has_job(job_id):
+        report.add(
+            "audit log",
+            False,
+            f"the audit log {audit.path} has no entry for job {job_id}; the "
+            "certificate was issued with another state directory, so give that "
+            "directory with --state-dir or -c",
+        )
         return
     try:
         audit.verify(up_to=seq)
@@ -351,11 +390,20 @@ def _verify_audit(
         report.add("audit chain", False, str(error))
         return
     report.add("audit chain", True, f"entries 0 to {seq} chain correctly")
-    found = audit.find(seq)
-    entry = found[0] if found else {}
-    if entry.get("kind") != "certificate" or entry.get(
-        "certificate_digest"
-    ) != document_digest(document):
+    entry, line_hash = audit.find(seq) or ({}, "")
+    recorded_hash = position.get("hash")
+    if recorded_hash is None:
+        # Certificates issued before the entry hash was recorded: their entry
+        # contains the digest of the whole signed document instead.
+        matches = entry.get("certificate_digest") == document_digest(document)
+    else:
+        signer = (document.get("signature") or {}).get("public_key_fingerprint")
+        matches = (
+            line_hash == recorded_hash
+            and entry.get("content_digest") == content_digest(document)
+            and entry.get("signing_key") == signer
+        )
+    if entry.get("kind") != "certificate" or not matches:
         report.add(
             "audit entry", False, f"audit entry {seq} does not record this certificate"
         )

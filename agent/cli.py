@@ -49,7 +49,22 @@ class ArgumentParser(argparse.ArgumentParser):
     """An argument parser whose usage errors exit with code 3, not 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prints "lethe: error: " before the message, so the program
+        # name is not repeated here; the help command names the subcommand.
+        raise UsageError(f"{message}; see '{self.prog} --help'")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_OPTIONS:
+            raise UsageError(
+                f"option {argv[0]} must follow the command, "
+                f"as in 'lethe plan {argv[0]} ...'; see 'lethe --help'"
+            )
+        return super().parse_args(argv, namespace)
+
+
+#: Options the top-level parser accepts before a command.
+TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
 
 def build_parser() -> ArgumentParser:

@@ -254,6 +254,17 @@ class Operator:
     title: str = ""
     organization: Organization = field(default_factory=Organization)
 
+    def unset_keys(self) -> list[str]:
+        """Return the config keys of the fields that are empty, such as ``operator.name``."""
+        values = {
+            "operator.name": self.name,
+            "operator.title": self.title,
+            "operator.organization.name": self.organization.name,
+            "operator.organization.address": self.organization.address,
+            "operator.organization.contact": self.organization.contact,
+        }
+        return [key for key, value in values.items() if not value]
+
 
 @dataclass(frozen=True)
 class Settings:

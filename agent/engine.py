@@ -16,7 +16,7 @@ import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from agent import certificate, hooks, keys
 from agent import plan as plan_module
 from agent.audit import AuditLog
 from agent.config import Config
-from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
-from agent.joblock import JobLock
+from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, JobStopped, UsageError
+from agent.joblock import JobLock, TargetLock
 from agent.journal import (
     Checkpoints,
     ItemRow,
@@ -36,7 +36,7 @@ from agent.journal import (
     display_text,
     refusal_to_json,
 )
-from agent.render import printable
+from agent.render import plural, printable
 from agent.log import get_logger
 from agent.policy import Policy
 from agent.progress import NullProgress, Progress
@@ -116,7 +116,10 @@ class Engine:
         self._failed_steps: list[str] = []
         #: Items whose destroy step ran in this process, by (target position, key).
         self._purged_here: set[tuple[int, str]] = set()
+        #: Set by :meth:`resume`: the planning process and its fingerprints are gone.
+        self._resuming = False
         self._lock: JobLock | None = None
+        self._target_lock: TargetLock | None = None
         self._log = get_logger(__name__)
 
     def request_stop(self) -> None:
@@ -138,6 +141,9 @@ class Engine:
         self._plugins.clear()
         self.checkpoints.close()
         self.journal.close()
+        if self._target_lock is not None:
+            self._target_lock.release()
+            self._target_lock = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -158,20 +164,27 @@ class Engine:
             )
         job_id = new_job_id()
         self._log = get_logger(__name__, job=job_id)
+        merged = self._merge_targets(targets)
         self._take_lock(job_id)
+        if not dry_run:
+            self._take_target_locks(job_id, [target for target, _ in merged])
         self.journal.create_job(
             job_id, dry_run, settings, self.config.digest, source_plan
         )
         try:
-            for position, requested in enumerate(targets):
-                plugin_class = self.registry.plugin_for(requested)
-                target = plugin_class.canonical_target(requested)
+            for position, (target, overlaps) in enumerate(merged):
                 plugin = self._open_plugin(job_id, position, target, settings, dry_run)
                 info = plugin.describe()
+                if overlaps:
+                    info = replace(info, notes=(*info.notes, *overlaps))
                 self.journal.add_target(job_id, position, target, plugin.name, info)
                 self.journal.add_items(
-                    job_id, self._plan_target(position, target, plugin)
+                    job_id, self._plan_target(job_id, position, target, plugin)
                 )
+                self._check_stop(job_id)
+        except (JobStopped, KeyboardInterrupt):
+            self.journal.update_job(job_id, state="cancelled")
+            raise
         except BaseException:
             self.journal.update_job(job_id, state="plan-failed")
             raise
@@ -182,6 +195,96 @@ class Engine:
         )
         self._log.info("plan ready", plan_hash=plan_hash)
         return job_id
+
+    def _merge_targets(
+        self, targets: Sequence[Target]
+    ) -> list[tuple[Target, list[str]]]:
+        """Canonicalise the targets and plan each selection only once.
+
+        A target that another target covers (the same path twice, a
+        directory below another, a file in a directory given too) is dropped,
+        and a note of the covering target names it. Targets that overlap with
+        different options are rejected, because one set of options would
+        silently win. Returns each kept target with its notes.
+        """
+        canonical = []
+        for requested in targets:
+            plugin_class = self.registry.plugin_for(requested)
+            canonical.append((plugin_class, plugin_class.canonical_target(requested)))
+
+        def covered_by(inner: int, outer: int, options: bool = True) -> bool:
+            plugin_class, inner_target = canonical[inner]
+            outer_target = canonical[outer][1]
+            if outer_target.scheme != inner_target.scheme:
+                return False
+            if not options:
+                inner_target = Target(inner_target.url, outer_target.options)
+            return plugin_class.covers(outer_target, inner_target)
+
+        indexes = range(len(canonical))
+        for first in indexes:
+            for second in indexes[first + 1 :]:
+                if covered_by(first, second) or covered_by(second, first):
+                    continue
+                if covered_by(first, second, False) or covered_by(second, first, False):
+                    raise UsageError(
+                        f"targets {canonical[first][1].url} and {canonical[second][1].url} "
+                        "overlap but have different options; give one of them, or "
+                        "the same options to both"
+                    )
+        # Of targets that cover each other (the same target twice), the
+        # first one given is kept.
+        dropped = {
+            inner
+            for inner in indexes
+            for outer in indexes
+            if outer != inner
+            and covered_by(inner, outer)
+            and not (outer > inner and covered_by(outer, inner))
+        }
+        notes: dict[int, list[str]] = {index: [] for index in indexes}
+        for inner in sorted(dropped):
+            outer = next(
+                index
+                for index in indexes
+                if index not in dropped and covered_by(inner, index)
+            )
+            url = canonical[inner][1].url
+            if url == canonical[outer][1].url:
+                note = f"{url} was given more than once; it is planned once"
+            else:
+                note = (
+                    f"{url} was also given as a target; it lies within this "
+                    "target, so its items are planned once, here"
+                )
+            if note not in notes[outer]:
+                notes[outer].append(note)
+        return [
+            (canonical[index][1], notes[index])
+            for index in indexes
+            if index not in dropped
+        ]
+
+    def _check_stop(self, job_id: str) -> None:
+        """Raise JobStopped when SIGTERM or Ctrl-C arrived while the job was planned.
+
+        Only :meth:`request_stop` counts here. A daemon's ``stop_condition``
+        lets planning finish, and the daemon then cancels the job itself or
+        leaves it for its next start.
+        """
+        if self._stop_requested:
+            raise JobStopped(
+                f"stopped while planning job {job_id}; nothing was destroyed, "
+                "and the job is marked cancelled"
+            )
+
+    def _take_target_locks(self, job_id: str, targets: Sequence[Target]) -> None:
+        """Lock the job's targets against other jobs until :meth:`close`."""
+        if self._target_lock is not None:
+            self._target_lock.release()
+        self._target_lock = TargetLock.acquire(
+            self.state_dir, job_id, [target.url for target in targets]
+        )
 
     def _take_lock(self, job_id: str) -> None:
         """Take the job's lock and keep it until :meth:`close`, so a dead owner shows."""
@@ -216,11 +319,12 @@ class Engine:
         return plugin
 
     def _plan_target(
-        self, position: int, target: Target, plugin: Plugin
+        self, job_id: str, position: int, target: Target, plugin: Plugin
     ) -> Iterator[ItemRow]:
         log = self._log.bind(plugin=plugin.name, target=target.url)
         self.policy.check_target_columns(plugin)
         for item in plugin.discover():
+            self._check_stop(job_id)
             assessment = self.policy.assess(target, item)
             try:
                 decision = self._decide(
@@ -283,14 +387,23 @@ class Engine:
             raise UsageError(
                 f"job {job_id} is already finished ({job.state}); nothing to resume"
             )
-        if job.state in ("planning", "mismatch", "cancelled") or (
-            job.state == "planned" and job.dry_run
+        # A job still "planned" was never confirmed: purge() marks a job
+        # "purging" before it destroys anything.
+        if job.dry_run or job.state in (
+            "planning",
+            "plan-failed",
+            "planned",
+            "mismatch",
+            "cancelled",
         ):
             raise UsageError(
                 f"job {job_id} was never started ({job.state}); run lethe purge again"
             )
         self._take_lock(job_id)
-        for row in self.journal.targets(job_id):
+        self._resuming = True
+        rows = self.journal.targets(job_id)
+        self._take_target_locks(job_id, [row.target for row in rows])
+        for row in rows:
             plugin = self._open_plugin(
                 job_id, row.position, row.target, job.settings, dry_run=False
             )
@@ -345,7 +458,7 @@ class Engine:
         for batch in chunked(in_flight, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             verified = [
-                _evidence_change(item, evidence[item.key])
+                _evidence_change(item, evidence[item.key], resumed=True)
                 for item in batch
                 if item.key in evidence and evidence[item.key].verified
             ]
@@ -462,7 +575,10 @@ class Engine:
                     # Stays ``purged``: not destroyed until a rescan agrees.
                     log.error("no verification evidence for item", key=item.key)
                     continue
-                changes.append(_evidence_change(item, found))
+                resumed = (
+                    self._resuming or (item.target, item.key) not in self._purged_here
+                )
+                changes.append(_evidence_change(item, found, resumed))
             self._commit(job_id, changes, log)
             self.progress.advance_items(len(changes))
 
@@ -566,11 +682,21 @@ class Engine:
         job = self.journal.job(job_id)
         counts = self.journal.count_states(job_id)
         messages = list(self._failed_steps)
-        state, exit_code = _final_state(counts, bool(self._failed_steps))
+        unchecked = self._unchecked_after_resume(job_id)
+        state, exit_code = _final_state(
+            counts, bool(self._failed_steps), bool(unchecked)
+        )
         if state == "failed":
             messages.extend(self._failed_item_messages(job_id, counts.get("failed", 0)))
             messages.append(
                 "no certificate was issued because not every item was destroyed and verified"
+            )
+        elif unchecked:
+            messages.append(
+                f"{plural(unchecked['items'], 'item')} passed verification after a "
+                f"resume without these checks: {', '.join(unchecked['checks'])}. "
+                "What they need (fingerprints, read-back results) ended with the "
+                "interrupted process; the certificate lists them as not run"
             )
 
         self.audit.append(
@@ -594,6 +720,33 @@ class Engine:
         hooks.after_job({**outcome.summary(), "state_dir": str(self.state_dir)})
         return outcome
 
+    def _unchecked_after_resume(self, job_id: str) -> dict[str, Any] | None:
+        """Count verified items whose evidence, taken after a resume, has checks not run.
+
+        Plugins word a check that could not run as a passed check whose
+        detail starts with "not run" (a check a setting turned off starts
+        with "off:" and is not counted). The item's evidence carries
+        ``resumed`` when it was taken in a resumed run or by another process
+        than the one that destroyed the item.
+        """
+        not_run = (
+            " FROM items, json_each(items.evidence, '$.checks') AS checks"
+            " WHERE items.job_id = ? AND items.state = 'verified'"
+            " AND json_extract(items.evidence, '$.resumed')"
+            " AND json_extract(checks.value, '$.detail') LIKE 'not run%'"
+        )
+        counted = self.journal.query(
+            f"SELECT COUNT(DISTINCT items.rowid) AS n{not_run}", (job_id,)
+        )[0]["n"]
+        if not counted:
+            return None
+        names = self.journal.query(
+            "SELECT DISTINCT json_extract(checks.value, '$.name') AS name"
+            f"{not_run} ORDER BY name",
+            (job_id,),
+        )
+        return {"items": counted, "checks": [row["name"] for row in names]}
+
     def _failed_item_messages(self, job_id: str, total: int) -> list[str]:
         """Name the first failed items and why, so the summary shows what to fix."""
         shown: list[str] = []
@@ -603,7 +756,7 @@ class Engine:
             label = printable(display_text(row.label or row.key))
             shown.append(f"failed: {label}: {row.detail}")
         if total > len(shown):
-            shown.append(f"... and {total - len(shown)} more failed item(s)")
+            shown.append(f"... and {plural(total - len(shown), 'more failed item')}")
         return shown
 
     def _certify(self, job_id: str) -> Path:
@@ -612,13 +765,17 @@ class Engine:
             document = certificate.build(
                 self.journal, job_id, self.config.operator, writer.next_seq
             )
-            signed = certificate.sign(document, key)
-            writer.append(
+            # The entry records the content, and the signed certificate then
+            # records the entry's hash, so each names the other.
+            position = writer.append(
                 "certificate",
                 job_id=job_id,
-                certificate_id=signed["certificate_id"],
-                certificate_digest=certificate.document_digest(signed),
+                certificate_id=document["certificate_id"],
+                content_digest=certificate.content_digest(document),
+                signing_key=keys.fingerprint(key.public_key()),
             )
+            document["audit"]["hash"] = position.hash
+            signed = certificate.sign(document, key)
         path = certificate.write(signed, self.state_dir)
         self._log.info("certificate issued", path=str(path))
         return path
@@ -661,12 +818,13 @@ class Engine:
             "job-reverified", job_id=job_id, disagreements=disagreements, counts=counts
         )
         messages = (
-            [f"{disagreements} item(s) failed the repeated rescan"]
+            [f"{plural(disagreements, 'item')} failed the repeated rescan"]
             if disagreements
             else []
         )
+        issued = Path(job.certificate) if job.certificate else None
         return JobOutcome(
-            job_id, job.state, exit_code, counts, job.plan_hash, None, messages
+            job_id, job.state, exit_code, counts, job.plan_hash, issued, messages
         )
 
     def _recheck_target(self, job_id: str, row: TargetRow, plugin: Plugin) -> int:
@@ -743,12 +901,19 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
     )
 
 
-def _final_state(counts: Mapping[str, int], step_failed: bool) -> tuple[str, int]:
-    """Return the job state and exit code for the final item counts."""
+def _final_state(
+    counts: Mapping[str, int], step_failed: bool, checks_not_run: bool = False
+) -> tuple[str, int]:
+    """Return the job state and exit code for the final item counts.
+
+    ``checks_not_run`` means some item was verified after a resume with a
+    check that could not run, so the job is not fully verified and cannot
+    exit 0.
+    """
     unfinished = sum(counts.get(state, 0) for state in UNFINISHED)
     if counts.get("failed") or unfinished or step_failed:
         return "failed", EXIT_FAILED
-    if counts.get("refused") or counts.get("blocked"):
+    if counts.get("refused") or counts.get("blocked") or checks_not_run:
         return "done", EXIT_REFUSED
     return "done", EXIT_OK
 
@@ -767,17 +932,26 @@ def _result_change(item: ItemRow, result: PurgeResult) -> StateChange:
     return StateChange(item.target, item.key, "failed", result.detail, result.bytes)
 
 
-def _evidence_change(item: ItemRow, evidence: Evidence) -> StateChange:
+def _evidence_change(
+    item: ItemRow, evidence: Evidence, resumed: bool = False
+) -> StateChange:
+    """Return the item's state change for its evidence.
+
+    ``resumed`` marks evidence taken after a resume, or by another process
+    than the one that destroyed the item; :meth:`Engine._finish` counts such
+    items whose checks did not all run.
+    """
+    recorded = _evidence_json(evidence)
+    if resumed:
+        recorded["resumed"] = True
     if evidence.verified:
-        return StateChange(
-            item.target, item.key, "verified", evidence=_evidence_json(evidence)
-        )
+        return StateChange(item.target, item.key, "verified", evidence=recorded)
     return StateChange(
         item.target,
         item.key,
         "failed",
         _failed_checks(evidence),
-        evidence=_evidence_json(evidence),
+        evidence=recorded,
     )
 
 

@@ -50,6 +50,12 @@ class UnknownJob(UsageError):
     """The job id given is not in the journal of the state directory."""
 
 
+class JobStopped(LetheError):
+    """SIGTERM or Ctrl-C stopped a job before anything was destroyed."""
+
+    exit_code = EXIT_FAILED
+
+
 class VerificationFailed(LetheError):
     """The independent rescan found data that the purge should have destroyed."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 import jinja2
@@ -30,7 +31,52 @@ def human_bytes(count: int) -> str:
     return f"{count} B"
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """Return the count with the noun in singular or plural, as in "1 item", "2 items"."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {plural_form or noun + 's'}"
+
+
+def readable(value: Any) -> str:
+    """Render a JSON-like value as text for people: no Python reprs.
+
+    None is "unknown", booleans are "yes" and "no", lists are joined with
+    commas, and mappings become "key: value" pairs with underscores in the
+    keys shown as spaces.
+    """
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Enum):
+        return readable(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        if not value:
+            return "none"
+        return "; ".join(
+            f"{str(key).replace('_', ' ')}: {_nested(item)}"
+            for key, item in value.items()
+        )
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not value:
+            return "none"
+        return ", ".join(readable(item) for item in value)
+    return str(value)
+
+
+def _nested(value: Any) -> str:
+    """Render a value inside a mapping, with brackets around a nested mapping."""
+    if isinstance(value, Mapping) and value:
+        return f"({readable(value)})"
+    return readable(value)
+
+
 _TEMPLATES.filters["bytes"] = human_bytes
+_TEMPLATES.filters["readable"] = readable
+_TEMPLATES.filters["plural"] = plural
 
 
 def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> None:
@@ -63,12 +109,16 @@ def print_plan(console: Console, summary: Mapping[str, Any], dry_run: bool) -> N
         for risk in target["residual"]:
             console.print(f"  residual risk: {risk}")
     for risk in summary["residual"]:
-        console.print(f"residual risk ({risk['items']} items): {risk['risk']}")
+        console.print(
+            f"residual risk ({plural(risk['items'], 'item')}): {risk['risk']}"
+        )
     _print_copies(console, summary.get("copies", []), verb)
     totals = summary["totals"]
     console.print(
-        f"{verb} {totals['permitted']} items ({human_bytes(totals['permitted_bytes'])}); "
-        f"refused {totals['refused']} items ({human_bytes(totals['refused_bytes'])})"
+        f"{verb} {plural(totals['permitted'], 'item')} "
+        f"({human_bytes(totals['permitted_bytes'])}); "
+        f"refused {plural(totals['refused'], 'item')} "
+        f"({human_bytes(totals['refused_bytes'])})"
     )
     console.print(f"plan hash: {summary['plan_hash']}")
     console.print(f"job: {summary['job_id']}")
@@ -90,7 +140,8 @@ def _print_copies(console: Console, copies: list[Mapping[str, Any]], verb: str) 
 def _print_refusals(console: Console, refused: list[Mapping[str, Any]]) -> None:
     for group in refused:
         console.print(
-            f"  refused ({group['reason']}): {group['items']} items, {group['description']}"
+            f"  refused ({group['reason']}): {plural(group['items'], 'item')}, "
+            f"{group['description']}"
         )
         for example in group["examples"]:
             detail = f": {example['detail']}" if example["detail"] else ""
@@ -108,7 +159,8 @@ def print_differences(
     console: Console, differences: list[Mapping[str, Any]], total: int
 ) -> None:
     console.print(
-        f"[bold red]the world no longer matches the saved plan: {total} difference(s)[/bold red]"
+        "[bold red]the world no longer matches the saved plan: "
+        f"{plural(total, 'difference')}[/bold red]"
     )
     for difference in differences:
         fields = (

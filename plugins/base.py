@@ -208,7 +208,14 @@ class PurgeResult:
 
 @dataclass(frozen=True)
 class Check:
-    """One verification check: its name, whether it passed, and what was seen."""
+    """One verification check: its name, whether it passed, and what was seen.
+
+    A check that could not run passes, with a ``detail`` that starts with
+    "not run" and gives the reason. After a resume, such a check makes the
+    job exit 1 instead of 0. A check that a setting turned off passes with a
+    ``detail`` that starts with "off:". Certificates count both apart from
+    the checks that ran.
+    """
 
     name: str
     passed: bool
@@ -342,6 +349,22 @@ class Plugin(abc.ABC):
         Raises TargetNotFound, AccessDenied or TargetUnreachable when the target
         cannot be inspected at all.
         """
+
+    @classmethod
+    def covers(cls, outer: Target, inner: Target) -> bool:
+        """Tell whether planning ``outer`` selects every item of ``inner``.
+
+        Both targets are canonical. The agent then plans ``inner`` once, as
+        part of ``outer``, instead of twice. The default compares URLs at a
+        ``/`` boundary and requires equal options. A plugin overrides it when
+        its prefixes select differently or its options change the selection.
+        """
+        if outer.options != inner.options:
+            return False
+        if inner.url == outer.url:
+            return True
+        prefix = outer.url if outer.url.endswith("/") else outer.url + "/"
+        return inner.url.startswith(prefix)
 
     @abc.abstractmethod
     def discover(self) -> Iterator[Item]:

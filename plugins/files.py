@@ -30,6 +30,7 @@ from plugins._files.openfiles import OpenFiles
 from plugins._files.paths import (
     PROTECTED_TREES,
     escape_path,
+    is_within,
     path_url,
     protected_reason,
     target_path,
@@ -135,6 +136,27 @@ class FilesPlugin(Plugin):
         """Store the absolute path with ``..`` and parent symlinks resolved."""
         return Target(path_url(target_path(target)), target.options)
 
+    @classmethod
+    def covers(cls, outer: Target, inner: Target) -> bool:
+        """Tell whether ``outer``'s walk reaches every file of ``inner``.
+
+        Without cross_filesystems the walk stops at mount points, so a target
+        on a filesystem mounted below ``outer`` stays a target of its own.
+        """
+        if outer.options != inner.options:
+            return False
+        outer_path, inner_path = target_path(outer), target_path(inner)
+        if not is_within(inner_path, outer_path):
+            return False
+        if boolean_option(outer, "cross_filesystems"):
+            return True
+        return not any(
+            mount.mount_point != outer_path
+            and is_within(mount.mount_point, outer_path)
+            and is_within(inner_path, mount.mount_point)
+            for mount in mountinfo.read_mounts()
+        )
+
     # -- settings -----------------------------------------------------------
 
     @property
@@ -235,15 +257,29 @@ class FilesPlugin(Plugin):
             notes.append(
                 f"{escape_path(self.root)} itself stays; what it holds is purged"
             )
-        if not self.cross_filesystems:
+        below = self._mount_points_below()
+        if below and not self.cross_filesystems:
+            listed = ", ".join(escape_path(point) for point in below[:3])
+            more = f" and {len(below) - 3} more" if len(below) > 3 else ""
             notes.append(
-                "other filesystems mounted below the target are listed and left alone "
-                "(cross_filesystems: true includes them)"
+                f"mounts below the target ({listed}{more}) are refused and left "
+                "alone; the target option cross_filesystems: true includes them"
             )
         return TargetInfo(
             media=media,
             notes=tuple(notes),
             residual=tuple(self._residual(mount, media)),
+        )
+
+    def _mount_points_below(self) -> list[str]:
+        """Return the mount points strictly below the target, sorted."""
+        return sorted(
+            {
+                mount.mount_point
+                for mount in self._mounts
+                if mount.mount_point != self.root
+                and is_within(mount.mount_point, self.root)
+            }
         )
 
     def _residual(self, mount: mountinfo.Mount, media: dict[str, Any]) -> list[str]:
@@ -364,16 +400,15 @@ class FilesPlugin(Plugin):
         protected = protected_reason(path, self._protected)
         if protected:
             return Refusal("protected-path", protected)
-        is_mount = any(mount.mount_point == path for mount in self._mounts) or (
+        if self.cross_filesystems:
+            return None
+        mounted = [mount for mount in self._mounts if mount.mount_point == path]
+        other_device = (
             self._root_status is not None and status.st_dev != self._root_status.st_dev
         )
-        if is_mount and not self.cross_filesystems:
-            return Refusal(
-                "mount-point",
-                f"{escape_path(path)} is a mount point of another filesystem; "
-                "set the target option cross_filesystems: true to include it",
-            )
-        return None
+        if not (mounted or other_device):
+            return None
+        return Refusal("mount-point", _mount_point_detail(path, mounted, other_device))
 
     def _classify_file(self, path: str, status: os.stat_result) -> Refusal | None:
         protected = protected_reason(path, self._protected)
@@ -803,7 +838,7 @@ class FilesPlugin(Plugin):
 
     def _scan_check(self, planned: PlannedItem) -> Check:
         if not self._scan_device_enabled():
-            return Check("device-scan", True, "not run: scan_device is off")
+            return Check("device-scan", True, "off: scan_device is false")
         if not planned.decision.fingerprints:
             return Check(
                 "device-scan",
@@ -856,6 +891,39 @@ class FilesPlugin(Plugin):
         self._purged_fingerprints.clear()
         self._purged_devices.clear()
         self._purged_files.clear()
+
+
+def _mount_point_detail(
+    path: str, mounted: list[mountinfo.Mount], other_device: bool
+) -> str:
+    """Say what is mounted at a directory below the target and how to include it."""
+    shown = escape_path(path)
+    include = "set the target option cross_filesystems: true to purge through it"
+    if not mounted:
+        return (
+            f"{shown} is on another filesystem than the target; it is left alone "
+            f"unless you {include}"
+        )
+    # The last line of mountinfo is the mount that is visible at the path.
+    mount = mounted[-1]
+    source = escape_path(mount.source)
+    if not other_device:
+        return (
+            f"{shown} is a bind mount of {escape_path(mount.root)} of the target's own "
+            f"{mount.fstype} filesystem ({source}), so its files are also reachable "
+            "elsewhere; it is left alone. Unmount it (umount) and plan again, or "
+            f"{include}"
+        )
+    if mount.root != "/":
+        return (
+            f"{shown} is a bind mount of {escape_path(mount.root)} from the "
+            f"{mount.fstype} filesystem on {source}; it is left alone unless you "
+            f"{include}"
+        )
+    return (
+        f"{shown} is the mount point of another filesystem ({mount.fstype} on "
+        f"{source}); it is left alone unless you {include}"
+    )
 
 
 def _kind(mode: int) -> str:

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from agent import certificate, keys
+from agent import certificate, keys, render
 from agent.audit import AuditLog
 from agent.commands.common import load_context, parent_parser, print_json
 from agent.errors import EXIT_FAILED, EXIT_OK, UsageError
@@ -54,16 +54,18 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(
         f"certificate {document['certificate_id']} for job {document['job_id']}, {document['date']}"
     )
-    console.print(
-        f"person: {document['person']['name']} {document['person']['title']}".rstrip()
-    )
-    console.print(f"organization: {document['organization']['name']}")
+    person = document["person"]
+    named = f"{person['name']} {person['title']}".strip() or "not given"
+    console.print(f"person: {named}", markup=False)
+    organization = document["organization"]["name"] or "not given"
+    console.print(f"organization: {organization}", markup=False)
     for medium in document["media"]:
         console.print(f"media: {medium['target']} ({medium['plugin']})", markup=False)
     console.print(f"method type: {document['sanitization']['method_type']}")
     for method in document["sanitization"]["methods"]:
         console.print(
-            f"  {method['method']} ({method['category']}): {method['items']} items"
+            f"  {method['method']} ({method['category']}): "
+            f"{render.plural(method['items'], 'item')}"
         )
     console.print(
         f"verification: {document['verification']['result']}: {document['verification']['method']}"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,22 @@ def load_context(args: argparse.Namespace) -> Context:
     )
 
 
+def warn_operator_unset(context: Context) -> None:
+    """Warn on stderr when certificates would leave operator fields empty."""
+    unset = context.config.operator.unset_keys()
+    if not unset:
+        return
+    where = (
+        context.config.path
+        or "a config file given with -c (config/lethe.yaml shows every key)"
+    )
+    print(
+        f"lethe: warning: the certificate will leave {', '.join(unset)} empty; "
+        f"set them in {where}",
+        file=sys.stderr,
+    )
+
+
 def targets_from(args_targets: list[str], config: Config) -> list[Target]:
     """Targets from the command line (with options from the config), else the config's."""
     if not args_targets:
@@ -71,3 +90,23 @@ def print_json(value: Any) -> None:
         value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=True, default=str
     )
     sys.stdout.write("\n")
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``request_stop`` on SIGTERM and SIGINT instead of ending the process.
+
+    The engine's stop request ends a purge after the item in flight and a
+    plan before its next item. A callback that raises ends the command at
+    once, as the wait for a typed confirmation needs.
+    """
+    handler = lambda signum, frame: request_stop()
+    previous = {
+        number: signal.signal(number, handler)
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)

@@ -78,7 +78,8 @@ def run_show(args: argparse.Namespace) -> int:
         )
         for record in entry.get("targets", ()):
             context.console.print(
-                f"  {record['base']} {record.get('selector') or ''}: {record['count']} items"
+                f"  {record['base']} {record.get('selector') or ''}: "
+                f"{render.plural(record['count'], 'item')}"
             )
     return EXIT_OK
 
@@ -86,7 +87,9 @@ def run_show(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     context = load_context(args)
     count = ledger.verify(context.state_dir)
-    context.console.print(f"erasure ledger intact: {count} entries chained")
+    context.console.print(
+        f"erasure ledger intact: {render.plural(count, 'entry', 'entries')} chained"
+    )
     return EXIT_OK
 
 

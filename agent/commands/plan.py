@@ -8,7 +8,14 @@ from pathlib import Path
 from rich.console import Console
 
 from agent import render
-from agent.commands.common import load_context, parent_parser, print_json, targets_from
+from agent.commands.common import (
+    load_context,
+    parent_parser,
+    print_json,
+    stop_on_signals,
+    targets_from,
+    warn_operator_unset,
+)
 from agent.engine import Engine
 from agent.errors import EXIT_OK, EXIT_REFUSED
 from agent.plan import write_plan_file
@@ -55,12 +62,14 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     context = load_context(args)
+    warn_operator_unset(context)
     engine = Engine(context.config, context.state_dir)
     try:
         targets = targets_from(args.targets, context.config)
-        job_id = engine.plan(
-            targets, context.config.settings.as_plugin_settings(), dry_run=True
-        )
+        with stop_on_signals(engine.request_stop):
+            job_id = engine.plan(
+                targets, context.config.settings.as_plugin_settings(), dry_run=True
+            )
         return show_plan(engine, job_id, args, context.console)
     finally:
         engine.close()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from rich.console import Console
 
@@ -17,11 +14,13 @@ from agent.commands.common import (
     load_context,
     parent_parser,
     print_json,
+    stop_on_signals,
     targets_from,
+    warn_operator_unset,
 )
 from agent.commands.plan import add_target_arguments, save_plan, show_plan
 from agent.engine import Engine, JobOutcome
-from agent.errors import EXIT_FAILED, UsageError
+from agent.errors import EXIT_FAILED, JobStopped, UsageError
 
 CONFIRMATION_WORD = "purge"
 
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(context.config, context.state_dir, progress=progress.for_terminal())
     try:
         if args.resume:
-            with _stop_on_signals(engine.request_stop):
+            with stop_on_signals(engine.request_stop):
                 return _report(engine.resume(args.resume), args, context.console)
         return _plan_and_purge(engine, args, context)
     finally:
@@ -90,20 +89,41 @@ def _plan_and_purge(engine: Engine, args: argparse.Namespace, context: Context) 
     else:
         targets = targets_from(args.targets, context.config)
         settings = context.config.settings.as_plugin_settings()
-    job_id = engine.plan(targets, settings, dry_run=args.dry_run, source_plan=args.plan)
-    if saved is not None and _plan_changed(engine, job_id, saved, context.console):
-        return EXIT_FAILED
-    if args.dry_run:
-        return show_plan(engine, job_id, args, context.console)
-    summary = save_plan(engine, job_id, args)
-    if not args.json:
-        render.print_plan(context.console, summary, dry_run=False)
-    if not args.yes and not _confirmed(context.console, summary):
+    warn_operator_unset(context)
+    with stop_on_signals(engine.request_stop):
+        job_id = engine.plan(
+            targets, settings, dry_run=args.dry_run, source_plan=args.plan
+        )
+        if saved is not None and _plan_changed(engine, job_id, saved, context.console):
+            return EXIT_FAILED
+        if args.dry_run:
+            return show_plan(engine, job_id, args, context.console)
+        summary = save_plan(engine, job_id, args)
+        if not args.json:
+            render.print_plan(context.console, summary, dry_run=False)
+    try:
+        # Until the purge begins, a stop cancels the job, and the wait for
+        # the typed confirmation ends at once.
+        with stop_on_signals(_raise_stopped):
+            if engine.stop_requested:
+                _raise_stopped()
+            confirmed = args.yes or _confirmed(context.console, summary)
+    except JobStopped:
+        engine.journal.update_job(job_id, state="cancelled")
+        raise JobStopped(
+            f"stopped before the purge of job {job_id} began; nothing was "
+            "destroyed, and the job is cancelled (lethe status lists it)"
+        ) from None
+    if not confirmed:
         engine.journal.update_job(job_id, state="cancelled")
         raise UsageError("purge cancelled at the confirmation; nothing was destroyed")
-    with _stop_on_signals(engine.request_stop):
+    with stop_on_signals(engine.request_stop):
         outcome = engine.purge(job_id)
     return _report(outcome, args, context.console)
+
+
+def _raise_stopped() -> None:
+    raise JobStopped("stopped by a signal")
 
 
 def _plan_changed(
@@ -132,7 +152,8 @@ def _plan_changed(
 def _confirmed(console: Console, summary: dict) -> bool:
     totals = summary["totals"]
     console.print(
-        f"This destroys {totals['permitted']} items ({render.human_bytes(totals['permitted_bytes'])}) "
+        f"This destroys {render.plural(totals['permitted'], 'item')} "
+        f"({render.human_bytes(totals['permitted_bytes'])}) "
         f"and cannot be undone. Type '{CONFIRMATION_WORD}' to continue: ",
         end="",
     )
@@ -141,21 +162,6 @@ def _confirmed(console: Console, summary: dict) -> bool:
     except EOFError:
         return False
     return answer.strip() == CONFIRMATION_WORD
-
-
-@contextmanager
-def _stop_on_signals(request_stop: Callable[[], None]) -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into a graceful stop after the item in flight."""
-    handler = lambda signum, frame: request_stop()
-    previous = {
-        number: signal.signal(number, handler)
-        for number in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
 
 
 def _report(outcome: JobOutcome, args: argparse.Namespace, console: Console) -> int:

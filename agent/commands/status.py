@@ -16,7 +16,7 @@ from agent.journal import FILE_NAME, Journal
 
 #: How journal job states are grouped in the status.
 GROUPS = {
-    "running": ("planning", "purging"),
+    "running": ("planning", "planned", "purging"),
     "interrupted": ("interrupted",),
     "finished": ("done",),
     "failed": ("failed", "plan-failed", "mismatch"),
@@ -98,16 +98,24 @@ def _journal_jobs(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def _mark_dead_owner(job: dict[str, Any], state_dir: Path) -> None:
-    """Show a running job whose process is gone (crash, SIGKILL) as interrupted."""
+    """Mark a running job whose process is gone (crash, SIGKILL) as cancelled or interrupted.
+
+    A job that ended before its purge began destroyed nothing and cannot be
+    resumed, so it shows as cancelled; one that ended while purging shows as
+    interrupted, with the command that continues it.
+    """
     if job["state"] in GROUPS["running"] and not owner_alive(state_dir, job["id"]):
         job["journal_state"] = job["state"]
+        if job["state"] in ("planning", "planned"):
+            job["state"] = "cancelled"
+            job["detail"] = (
+                f"the process ended while the job was {job['journal_state']}, "
+                "before anything was destroyed; run lethe purge again"
+            )
+            return
         job["state"] = "interrupted"
         job["detail"] = f"the process running it ended while it was {job['journal_state']}"
-    if job["state"] != "interrupted":
-        return
-    if job.get("journal_state") == "planning":
-        job["hint"] = "nothing was destroyed; run lethe purge again"
-    else:
+    if job["state"] == "interrupted":
         job["hint"] = f"continue it with lethe purge --resume {job['id']}"
 
 
@@ -154,7 +162,7 @@ def _print(status: dict[str, Any]) -> None:
             )
         )
     )
-    for group in ("running", "interrupted", "failed"):
+    for group in ("running", "interrupted", "failed", "cancelled"):
         for job in status["jobs"][group]:
             items = ", ".join(
                 f"{n} {state}" for state, n in sorted(job["items"].items())

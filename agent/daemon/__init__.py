@@ -8,13 +8,14 @@ file with a ``daemon:`` section is checked when it is loaded, by
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from agent.config import Node, register_section
 from agent.errors import ConfigError
+from agent.targets import target_contains
+from agent.targets import targets_overlap as targets_overlap
 from plugins.base import Target
 
 DEFAULT_MAX_JOBS = 1
@@ -61,32 +62,6 @@ class DaemonConfig:
     def allows(self, url: str) -> bool:
         """Tell whether a submitted plan may name the target ``url``."""
         return any(target_contains(allowed, url) for allowed in self.allowed_targets)
-
-
-def target_contains(outer: str, inner: str) -> bool:
-    """Tell whether target ``inner`` is ``outer`` or lies below it.
-
-    Local paths (bare or ``file://``) are compared as normalised absolute
-    paths; other URLs by prefix at a ``/`` boundary, so ``s3://b/a``
-    contains ``s3://b/a/x`` but not ``s3://b/ab``.
-    """
-    outer, inner = _comparable(outer), _comparable(inner)
-    if inner == outer:
-        return True
-    prefix = outer if outer.endswith("/") else outer + "/"
-    return inner.startswith(prefix)
-
-
-def targets_overlap(first: str, second: str) -> bool:
-    """Tell whether two targets share any item (one contains the other)."""
-    return target_contains(first, second) or target_contains(second, first)
-
-
-def _comparable(url: str) -> str:
-    url = url.removeprefix("file://")
-    if "://" in url:
-        return url
-    return os.path.normpath(os.path.abspath(url))
 
 
 def validate(node: Node) -> DaemonConfig:

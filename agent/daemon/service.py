@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as config_module
-from agent.daemon import DaemonConfig, Schedule, targets_overlap
+from agent.daemon import DaemonConfig, Schedule
 from agent.daemon.metrics import DaemonMetrics, JobTotals
 from agent.daemon.notify import Notifier, watchdog_interval
 from agent.daemon.spool import InvalidPlan, Spool, check_plan, spool_path
@@ -39,6 +39,7 @@ from agent.journal import Journal, dumps
 from agent.log import get_logger
 from agent.plan import DIFFERENCES_SHOWN, compare
 from agent.state import state_dir as resolve_state_dir
+from agent.targets import targets_overlap
 from plugins.errors import PluginError
 
 #: Job states that mean the purge started and has not finished.

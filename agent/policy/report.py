@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from agent.render import plural
 from plugins.base import Item, Refusal
 
 from .detectors import Findings
@@ -280,7 +281,7 @@ def render_text(report: Mapping[str, Any]) -> str:
     """Render the report for a terminal, one section per grouping."""
     totals = report["totals"]
     lines = [
-        f"Policy report: {totals['items']} items, {human_bytes(totals['bytes'])}",
+        f"Policy report: {plural(totals['items'], 'item')}, {human_bytes(totals['bytes'])}",
         "",
     ]
     lines += _text_classes(report) + [""]

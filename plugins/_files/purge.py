@@ -469,7 +469,7 @@ class BatchPurge:
             )
             return
         if fraction <= 0:
-            self.plugin._readback[work.key] = (True, "not run: readback is 0")
+            self.plugin._readback[work.key] = (True, "off: readback is 0")
             return
         try:
             mismatch = work.overwrite.read_back(

@@ -11,7 +11,8 @@ Target options inject faults by file name: ``fail_purge`` and
 step), ``sleep`` (seconds spent per purged item,
 so a test can kill the process mid-purge), ``stop_marker`` (a file: after
 the first purged item, when it exists, the plugin removes it and sends its
-own process SIGTERM, as an operator would).
+own process SIGTERM, as an operator would), ``stop_while_planning`` (the
+plugin sends its own process SIGTERM after discovering the first item).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class DirPlugin(Plugin):
                 status = path.lstat()
                 identity = {"inode": status.st_ino, "mtime_ns": status.st_mtime_ns}
                 yield Item(str(path), "file", status.st_size, identity, {"name": name})
+                if self.target.options.get("stop_while_planning"):
+                    os.kill(os.getpid(), signal.SIGTERM)
 
     def plan_item(self, item: Item) -> Decision:
         path = Path(item.key)

@@ -96,6 +96,60 @@ def test_edited_audit_log_fails(state_dir: Path, tree: Path) -> None:
     assert failed == {"audit chain"}
 
 
+def test_certificate_records_audit_hash(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    found = AuditLog.open(state_dir).find(document["audit"]["seq"])
+    assert found is not None
+    entry, line_hash = found
+    assert entry["kind"] == "certificate"
+    assert document["audit"]["hash"] == line_hash
+    assert entry["content_digest"] == certificate.content_digest(document)
+
+
+def test_rewritten_audit_entry_fails(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    log = AuditLog.open(state_dir)
+    # Rewrite the certificate's entry with a valid MAC and chain, as someone
+    # holding the audit key could: only the hash in the certificate differs.
+    lines = log.path.read_text().splitlines(keepends=True)
+    seq = document["audit"]["seq"]
+    log.path.write_text("".join(lines[:seq]))
+    with log.writer() as writer:
+        writer.append(
+            "certificate",
+            job_id=document["job_id"],
+            certificate_id=document["certificate_id"],
+            content_digest=certificate.content_digest(document),
+            signing_key=document["signature"]["public_key_fingerprint"],
+            note="rewritten",
+        )
+    failed = {
+        name for name, passed, _ in check(state_dir, document).checks if not passed
+    }
+    assert failed == {"audit entry"}
+
+
+def test_certificate_without_audit_hash_verifies(state_dir: Path, tree: Path) -> None:
+    """A certificate in the earlier form (no audit.hash) still verifies."""
+    first, engine = issued(state_dir, tree)
+    key = keys.load_or_create(state_dir)
+    with engine.audit.writer() as writer:
+        document = certificate.build(
+            engine.journal, first["job_id"], OPERATOR, writer.next_seq
+        )
+        signed = certificate.sign(document, key)
+        writer.append(
+            "certificate",
+            job_id=signed["job_id"],
+            certificate_id=signed["certificate_id"],
+            certificate_digest=certificate.document_digest(signed),
+        )
+    report = check(state_dir, signed)
+    assert report.valid, report.checks
+    signed["counts"]["refused"] = 0
+    assert not check(state_dir, certificate.sign(signed, key)).valid
+
+
 def test_signing_key_mode(state_dir: Path, tree: Path) -> None:
     issued(state_dir, tree)
     assert (state_dir / keys.KEY_FILE).stat().st_mode & 0o777 == 0o600
@@ -109,6 +163,40 @@ def test_html_rendering(state_dir: Path, tree: Path) -> None:
     assert "built-in method" not in html
     first = document["sanitization"]["methods"][0]
     assert f"{first['items']} items" in html
+    assert document["audit"]["hash"] in html
+
+
+def test_html_has_no_python_reprs(state_dir: Path, tree: Path) -> None:
+    document, _ = issued(state_dir, tree)
+    document["media"][0].update(
+        rotational=False,
+        serial=None,
+        backing={"device": "/dev/vda", "rotational": True},
+        devices=["/dev/loop0", "/dev/loop1"],
+    )
+    document["copies"] = [
+        {
+            "target": 0,
+            "key": "/srv/backup/customers.csv.bak",
+            "copy": "backup",
+            "label": "customers.csv.bak",
+            "created": None,
+            "size": 2048,
+            "state": "refused",
+            "method": None,
+            "reason": "outside-target",
+            "detail": "kept",
+        }
+    ]
+    html = certificate.render_html(document)
+    for repr_text in ("{'", "['", "None", "True", "False"):
+        assert repr_text not in html
+    assert "passes: 1" in html
+    assert "rotational: no" in html
+    assert "serial: unknown" in html
+    assert "backing: device: /dev/vda; rotational: yes" in html
+    assert "devices: /dev/loop0, /dev/loop1" in html
+    assert "customers.csv.bak" in html
 
 
 def test_broken_signing_key_stops_before_purge(state_dir: Path, tree: Path) -> None:

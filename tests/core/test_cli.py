@@ -203,8 +203,32 @@ def test_sigterm_stops_then_resume_finishes(
     assert "verified" not in states.values()
     assert sorted(states.values()) == ["planned", "planned", "planned", "purged"]
     resumed = lethe("purge", "--resume", job_id, "-c", str(config))
-    assert resumed.returncode == 0, resumed.stderr
+    # The fingerprints ended with the stopped process.
+    assert resumed.returncode == 1, resumed.stderr
     assert set(item_states(state_dir, job_id).values()) == {"verified"}
+
+
+def test_resume_without_checks_exits_one(
+    lethe, tree: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    marker = tmp_path / "stop-once"
+    marker.touch()
+    config = config_with(tmp_path, f"testdir://{tree / 'sub'}", stop_marker=str(marker))
+    assert lethe("purge", "--yes", "-c", str(config)).returncode == 2
+    job_id = latest_job(state_dir)
+    resumed = lethe("purge", "--resume", job_id, "-c", str(config), "--json")
+    assert resumed.returncode == 1, resumed.stderr
+    outcome = json.loads(resumed.stdout)
+    assert outcome["state"] == "done"
+    assert outcome["exit_code"] == 1
+    messages = " ".join(outcome["messages"])
+    # Fingerprints live only in the planning process's memory, so no item
+    # got its raw scan after the resume.
+    assert "4 items passed verification after a resume" in messages
+    assert "without these checks: raw scan" in messages
+    certificate = json.loads(Path(outcome["certificate"]).read_text())
+    checks = {c["check"]: c for c in certificate["verification"]["checks"]}
+    assert checks["raw scan"]["not_run"] == 4
 
 
 def test_sigkill_mid_purge_then_resume(
@@ -254,7 +278,8 @@ def test_sigkill_mid_purge_then_resume(
         env=environment,
         timeout=60,
     )
-    assert resumed.returncode == 0, resumed.stderr
+    # The fingerprints ended with the killed process.
+    assert resumed.returncode == 1, resumed.stderr
     assert set(item_states(state_dir, job_id).values()) == {"verified"}
     assert not any(path.exists() for path in files)
 

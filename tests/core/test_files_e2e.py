@@ -191,7 +191,9 @@ def test_sigkill_mid_purge_then_resume(ext4: LoopFilesystem, tmp_path: Path) -> 
     for key, state in final:
         if state == "verified":
             assert not Path(key).exists()
-    assert resumed.returncode == 0, resumed.stderr
+    # The items in flight at the crash were verified without their read-back.
+    assert resumed.returncode == 1, resumed.stderr
+    assert "without these checks: read-back" in resumed.stdout
     assert {state for _, state in final} == {"verified"}
     # No renamed leftovers: the emptied directory itself was removed.
     assert not root.exists()
@@ -277,3 +279,69 @@ def test_certificate_counts_checks_not_run(tmp_path: Path) -> None:
     ran, _, skipped = document["verification"]["method"].partition("; not run: ")
     assert "device-scan" not in ran
     assert skipped.startswith("device-scan for ")
+
+
+def test_nested_file_targets_purged_once(ext4: LoopFilesystem, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    root = ext4.mountpoint / "exports"
+    (root / "2019").mkdir(parents=True)
+    files = [root / "2019" / "customers.csv", root / "orders.csv"]
+    for path in files:
+        path.write_bytes(CANARY + b"-" + path.name.encode() + b"\n")
+    targets = [
+        str(root / "2019"),
+        str(root),
+        str(root / "orders.csv"),
+        f"{root}/2019/../.",
+    ]
+    planned = run("plan", *targets, "-c", str(config), "--json", state_dir=state_dir)
+    assert planned.returncode == 0, planned.stderr
+    summary = json.loads(planned.stdout)
+    assert [target["url"] for target in summary["targets"]] == [str(root)]
+    notes = " ".join(summary["targets"][0]["notes"])
+    assert f"{root / '2019'} was also given as a target" in notes
+    assert f"{root / 'orders.csv'} was also given as a target" in notes
+    assert f"{root} was given more than once" in notes
+
+    purged = run(
+        "purge", "--yes", *targets, "-c", str(config), "--json", state_dir=state_dir
+    )
+    assert purged.returncode == 0, purged.stderr
+    outcome = json.loads(purged.stdout)
+    assert outcome["counts"] == {"verified": summary["totals"]["permitted"]}
+    assert not any(path.exists() for path in files)
+
+
+def test_file_target_locked_by_running_job(
+    ext4: LoopFilesystem, tmp_path: Path
+) -> None:
+    from agent.joblock import TargetLock
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    root = ext4.mountpoint / "exports"
+    (root / "2019").mkdir(parents=True)
+    path = root / "2019" / "customers.csv"
+    path.write_bytes(CANARY + b"-locked\n")
+    # This test process stands for another job that purges the whole tree.
+    other = TargetLock.acquire(state_dir, "20260101T000000Z-other0", [str(root)])
+    try:
+        spelled_otherwise = f"{root}/2019/../2019"
+        blocked = run(
+            "purge", "--yes", spelled_otherwise, "-c", str(config), state_dir=state_dir
+        )
+    finally:
+        other.release()
+    assert blocked.returncode == 3
+    assert (
+        f"target {root / '2019'} overlaps target {root} of job 20260101T000000Z-other0"
+        in blocked.stderr
+    )
+    assert path.exists()
+    after = run(
+        "purge", "--yes", str(root / "2019"), "-c", str(config), state_dir=state_dir
+    )
+    assert after.returncode == 0, after.stderr
+    assert not path.exists()

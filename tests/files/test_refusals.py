@@ -283,6 +283,72 @@ def test_mount_point_below_target_refused(ext4, tmp_path):
     assert kept == b"another filesystem\n"
 
 
+def test_mount_point_detail_names_filesystem(ext4, tmp_path):
+    target = ext4.mountpoint / "exports"
+    (target / "inner").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    with loop_filesystem(tmp_path / "other", "ext4", 16) as other:
+        subprocess.run(
+            ["mount", "--bind", str(other.mountpoint), str(target / "inner")],
+            check=True,
+        )
+        try:
+            run = plan(target)
+        finally:
+            subprocess.run(["umount", str(target / "inner")], check=True)
+    refused = {entry.item.key: entry.decision.refusal for entry in run.refused}
+    detail = refused[str(target / "inner")].detail
+    assert f"mount point of another filesystem (ext4 on {other.device})" in detail
+    assert "cross_filesystems: true" in detail
+
+
+def test_bind_mount_below_target_explained(ext4):
+    target = ext4.mountpoint / "exports"
+    (target / "inner").mkdir(parents=True)
+    (target / "report.csv").write_bytes(b"destroy this report\n")
+    elsewhere = ext4.mountpoint / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.csv").write_bytes(b"reachable from two places\n")
+    subprocess.run(
+        ["mount", "--bind", str(elsewhere), str(target / "inner")], check=True
+    )
+    try:
+        run = purge(target)
+    finally:
+        subprocess.run(["umount", str(target / "inner")], check=True)
+    refused = {entry.item.key: entry.decision.refusal for entry in run.refused}
+    refusal = refused[str(target / "inner")]
+    assert refusal.reason == "mount-point"
+    assert "is a bind mount of /elsewhere of the target's own ext4" in refusal.detail
+    assert "another filesystem" not in refusal.detail
+    assert "Unmount it (umount)" in refusal.detail
+    assert run.statuses()[str(target / "report.csv")] == "purged"
+    assert (elsewhere / "keep.csv").read_bytes() == b"reachable from two places\n"
+
+
+def test_mounts_below_noted_only_when_present(ext4, tmp_path):
+    target = ext4.mountpoint / "exports"
+    (target / "inner").mkdir(parents=True)
+    (target / "report.csv").write_bytes(b"destroy this report\n")
+    without = plan(target).info.notes
+    (tmp_path / "other").mkdir()
+    with loop_filesystem(tmp_path / "other", "ext4", 16) as other:
+        subprocess.run(
+            ["mount", "--bind", str(other.mountpoint), str(target / "inner")],
+            check=True,
+        )
+        try:
+            with_mount = plan(target).info.notes
+            crossing = plan(target, options={"cross_filesystems": True}).info.notes
+        finally:
+            subprocess.run(["umount", str(target / "inner")], check=True)
+    assert not any("mounts below the target" in note for note in without)
+    assert any(
+        f"mounts below the target ({target / 'inner'})" in note for note in with_mount
+    )
+    assert not any("mounts below the target" in note for note in crossing)
+
+
 def test_system_paths_protected():
     for path in ("/", "/etc", "/usr/share/doc", "/boot"):
         run = plan(path)
