@@ -234,27 +234,26 @@ def _is_mobile(data, start, length):
 
 
 @_jit
-def _has_context(data, start, words, bounds, firsts, window):
+def _has_context(data, start, words, bounds, by_first, window):
     """Tell whether a context word ends within ``window`` bytes before ``start``.
 
-    ``firsts`` flags the first byte of each word, so the words are compared
-    only at the positions that can start one. ASCII capitals are folded to
-    lower case, as the words are.
+    Words are sorted by their first byte, and the words starting with byte
+    ``b`` are ``by_first[b]`` to ``by_first[b + 1]``, so each position is
+    compared only with the words that can start there. ASCII capitals are
+    folded to lower case, as the words are.
     """
     low = max(0, start - window)
     for position in range(low, start):
         byte = data[position]
         if 65 <= byte <= 90:
             byte += 32
-        if not firsts[byte]:
-            continue
-        for word in range(bounds.size - 1):
+        for word in range(by_first[byte], by_first[byte + 1]):
             first, stop = bounds[word], bounds[word + 1]
             size = stop - first
             if position + size > start:
                 continue
             found = True
-            for offset in range(size):
+            for offset in range(1, size):
                 byte = data[position + offset]
                 if 65 <= byte <= 90:
                     byte += 32
@@ -338,7 +337,7 @@ def _is_ric_with_x(data, start):
 
 @_jit
 def _classify(data, start, length, all_digits, enabled, today, need_context, words,
-              bounds, firsts, window):  # fmt: skip
+              bounds, by_first, window):  # fmt: skip
     """Return the kind code of a token of 11 to 19 letters and digits, or -1."""
     if length == 18:
         if (
@@ -357,7 +356,7 @@ def _classify(data, start, length, all_digits, enabled, today, need_context, wor
         return _RIC15
     if enabled[_MOBILE] and _is_mobile(data, start, length):
         if need_context and not _has_context(
-            data, start, words, bounds, firsts, window
+            data, start, words, bounds, by_first, window
         ):
             return -1
         return _MOBILE
@@ -390,19 +389,19 @@ def _is_spaced_mobile(data, start):
 
 @_jit
 def _token_kind(data, start, length, all_digits, enabled, today, need_context,
-                words, bounds, firsts, window):  # fmt: skip
+                words, bounds, by_first, window):  # fmt: skip
     """Return the kind code of a run of 3 or 11 to 19 letters and digits, or -1."""
     if length != 3:
         return _classify(
             data, start, length, all_digits, enabled, today, need_context, words,
-            bounds, firsts, window,
+            bounds, by_first, window,
         )  # fmt: skip
     if (
         enabled[_MOBILE]
         and _is_spaced_mobile(data, start)
         and (
             not need_context
-            or _has_context(data, start, words, bounds, firsts, window)
+            or _has_context(data, start, words, bounds, by_first, window)
         )
     ):
         return _MOBILE
@@ -496,7 +495,7 @@ def _ones_before(mask, previous, offset):
 
 @_jit_entry
 def scan(
-    data, low, cut, enabled, today, need_context, words, bounds, firsts, window,
+    data, low, cut, enabled, today, need_context, words, bounds, by_first, window,
     counts, examples, record, kinds, starts, lengths,
 ):  # fmt: skip
     """Count (and record) the values that start in ``[low, cut)`` of ``data``.
@@ -517,8 +516,8 @@ def scan(
     run's length and whether it is all digits, without reading its bytes.
     """
     data = _borrowed(data)
-    enabled, words, bounds, firsts = (
-        _borrowed(enabled), _borrowed(words), _borrowed(bounds), _borrowed(firsts),
+    enabled, words, bounds, by_first = (
+        _borrowed(enabled), _borrowed(words), _borrowed(bounds), _borrowed(by_first),
     )  # fmt: skip
     counts, examples, record = _borrowed(counts), _borrowed(examples), _borrowed(record)
     kinds, starts, lengths = _borrowed(kinds), _borrowed(starts), _borrowed(lengths)
@@ -568,7 +567,7 @@ def scan(
                     all_digits = _ones_before(digits, before_digits, offset) >= length
                     kind = _token_kind(
                         data, start, length, all_digits, enabled, today,
-                        need_context, words, bounds, firsts, window,
+                        need_context, words, bounds, by_first, window,
                     )  # fmt: skip
                     if kind >= 0:
                         found = 13 if length == 3 else length
@@ -596,11 +595,11 @@ class CompiledScanner:
         self.settings = settings
         self._enabled = np.array([kind in settings.kinds for kind in KINDS])
         words = [w.lower().encode("utf-8") for w in settings.mobile_context if w]
+        words.sort(key=lambda word: word[0])
         self._words = np.frombuffer(b"".join(words) or b"\0", dtype=np.uint8)
         self._bounds = np.cumsum([0] + [len(w) for w in words], dtype=np.int64)
-        self._firsts = np.zeros(256, dtype=np.bool_)
-        for word in words:
-            self._firsts[word[0]] = True
+        first_bytes = np.array([word[0] for word in words], dtype=np.int64)
+        self._by_first = np.searchsorted(first_bytes, np.arange(257)).astype(np.int64)
 
     def _need_context(self, mobile_context: bool) -> bool:
         return not mobile_context and self.settings.mobile_require_context
@@ -621,7 +620,7 @@ class CompiledScanner:
         lengths = np.zeros(capacity, dtype=np.int64)
         scan(
             data, low, cut, self._enabled, _today(), self._need_context(mobile_context),
-            self._words, self._bounds, self._firsts, self.settings.mobile_window,
+            self._words, self._bounds, self._by_first, self.settings.mobile_window,
             counts, examples, record, kinds, starts, lengths,
         )  # fmt: skip
         return counts, examples, kinds, starts, lengths

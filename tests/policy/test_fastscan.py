@@ -177,7 +177,11 @@ def test_compiled_scanner_group_edges(separator: str) -> None:
     ],
 )
 def test_compiled_mobile_context_window(text: str, found: bool) -> None:
-    settings = ScannerSettings(mobile_context=("tel", "手机"), mobile_window=8)
+    # Words that share a first byte ("t", and the first byte of 手) must
+    # each be compared.
+    settings = ScannerSettings(
+        mobile_context=("tab", "tel", "手册", "手机"), mobile_window=8
+    )
     data = text.encode("utf-8")
     expected = _values(Scanner(settings, fast=False), data)
     assert bool(expected) is found
