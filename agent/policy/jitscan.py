@@ -696,7 +696,8 @@ def count_file(
         buffer = getattr(local, "buffer", None)
         if buffer is None or buffer.size < read_size:
             # Reusing the buffer saves the page faults of a new one per window.
-            buffer = local.buffer = np.empty(WINDOW + 2 * _MARGIN, dtype=np.uint8)
+            capacity = min(WINDOW, size) + 2 * _MARGIN
+            buffer = local.buffer = np.empty(capacity, dtype=np.uint8)
         data = buffer[: os.preadv(descriptor, [buffer[:read_size]], first)]
         stop = min(cut - first, data.size)
         counts, examples = scanner.count(data, low - first, stop, mobile_context)
