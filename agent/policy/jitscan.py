@@ -409,58 +409,59 @@ def _token_kind(data, start, length, all_digits, enabled, today, need_context,
 
 
 _ONE = np.uint64(1)
-_ONES = np.uint64(0x0101010101010101)
-_HIGH = np.uint64(0x8080808080808080)
-_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 
 
-@_jit
-def _word_masks(word):
-    """Return the high bits of the alphanumeric, digit and ``@`` bytes of ``word``.
+@intrinsic
+def _byte_masks(typing_context, data, base):
+    """Return the letter-or-digit, digit and ``@`` bit masks of 64 bytes of ``data``.
 
-    Each test works on all eight bytes at once. For a byte below 0x80,
-    ``byte + (0x80 - low)`` sets the high bit exactly when ``byte >= low``
-    and ``byte + (0x7F - high)`` exactly when ``byte > high``, and neither
-    sum carries into the next byte. Bytes of 0x80 and above are never
-    letters or digits.
+    Bit ``i`` is byte ``base + i``, which must exist. The 64 bytes are
+    compared as one vector, which LLVM compiles to SIMD compares and
+    byte-to-bit moves (``pcmpgtb`` and ``pmovmskb`` on x86-64). Unsigned
+    compares after a subtraction exclude the bytes of 0x80 and above.
     """
-    low7 = word & _LOW7
-    digit = (low7 + np.uint64(0x50) * _ONES) & ~(low7 + np.uint64(0x46) * _ONES)
-    folded = low7 | np.uint64(0x20) * _ONES
-    letter = (folded + np.uint64(0x1F) * _ONES) & ~(folded + np.uint64(0x05) * _ONES)
-    ascii_bytes = ~word & _HIGH
-    alnum = (digit | letter) & ascii_bytes
-    xored = word ^ np.uint64(0x40) * _ONES
-    sign = ~(((xored & _LOW7) + _LOW7) | xored) & _HIGH
-    return alnum, digit & ascii_bytes, sign
+    # NOTE: an <64 x i1> vector cast to i64 puts element 0 in bit 0 on the
+    # little-endian targets where the tests have run (x86-64); big-endian
+    # targets are untested.
+    if not isinstance(data, numba.types.Array):
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, value=arguments[0])
+        vector_type = ir.VectorType(ir.IntType(8), 64)
+        pointer = builder.gep(array.data, [arguments[1]])
+        pointer = builder.bitcast(pointer, vector_type.as_pointer())
+        vector = builder.load(pointer, align=1)
+
+        def splat(value):
+            return ir.Constant(vector_type, [value] * 64)
+
+        digit = builder.icmp_unsigned("<", builder.sub(vector, splat(48)), splat(10))
+        folded = builder.or_(vector, splat(32))
+        letter = builder.icmp_unsigned("<", builder.sub(folded, splat(97)), splat(26))
+        sign = builder.icmp_unsigned("==", vector, splat(64))
+        masks = [
+            builder.bitcast(mask, ir.IntType(64))
+            for mask in (builder.or_(digit, letter), digit, sign)
+        ]
+        return context.make_tuple(builder, signature.return_type, masks)
+
+    return numba.types.UniTuple(numba.types.uint64, 3)(data, base), codegen
 
 
 @_jit
-def _pack(high_bits):
-    """Gather the high bit of each byte into the low 8 bits, byte 0 first."""
-    return ((high_bits >> np.uint64(7)) * np.uint64(0x0102040810204080)) >> np.uint64(
-        56
-    )
-
-
-@_jit
-def _group_masks(data, words, base):
+def _group_masks(data, base):
     """Return the alphanumeric, digit and ``@`` bit masks of ``data[base:base + 64]``.
 
     Bit ``i`` is byte ``base + i``. Bytes past the end of ``data`` count
     as none of them.
     """
+    if base + 64 <= data.size:
+        return _byte_masks(data, base)
     alnum = np.uint64(0)
     digits = np.uint64(0)
     signs = np.uint64(0)
-    if base + 64 <= words.size * 8:
-        for index in range(8):
-            high_alnum, high_digit, high_sign = _word_masks(words[base // 8 + index])
-            shift = np.uint64(8 * index)
-            alnum |= _pack(high_alnum) << shift
-            digits |= _pack(high_digit) << shift
-            signs |= _pack(high_sign) << shift
-        return alnum, digits, signs
     for index in range(min(64, data.size - base)):
         byte = data[base + index]
         bit = _ONE << np.uint64(index)
@@ -528,7 +529,6 @@ def scan(
             end = _domain_end(data, position)
             if end >= 0:
                 domain_end = end
-    whole = data[: size // 8 * 8].view(np.uint64)
     zero = np.uint64(0)
     # Masks of the group before: letters and digits, digits, runs of 2, 4
     # and 8 letters and digits, and the ends of candidate runs.
@@ -542,7 +542,7 @@ def scan(
     # and are skipped. Below 64 it starts at byte 0, with no history.
     base = max(0, low - 64) // 64 * 64
     while base <= limit:
-        alnum, digits, signs = _group_masks(data, whole, base)
+        alnum, digits, signs = _group_masks(data, base)
         run2 = alnum & _shifted(alnum, before, 1)
         run3 = run2 & _shifted(alnum, before, 2)
         run4 = run2 & _shifted(run2, before2, 2)
