@@ -416,13 +416,13 @@ def _byte_masks(typing_context, data, base):
     """Return the letter-or-digit, digit and ``@`` bit masks of 64 bytes of ``data``.
 
     Bit ``i`` is byte ``base + i``, which must exist. The 64 bytes are
-    compared as one vector, which LLVM compiles to SIMD compares and
-    byte-to-bit moves (``pcmpgtb`` and ``pmovmskb`` on x86-64). Unsigned
-    compares after a subtraction exclude the bytes of 0x80 and above.
+    compared as one vector, which LLVM compiles to the SIMD compares of the
+    host CPU (AVX-512 ``vpcmpub`` into mask registers on the benchmark VM).
+    Unsigned compares after a subtraction exclude the bytes of 0x80 and up.
     """
-    # NOTE: an <64 x i1> vector cast to i64 puts element 0 in bit 0 on the
-    # little-endian targets where the tests have run (x86-64); big-endian
-    # targets are untested.
+    # NOTE: casting the <64 x i1> vector to i64 puts element 0 in bit 0 on
+    # x86-64, the little-endian target the tests ran on. Big-endian targets
+    # are untested.
     if not isinstance(data, numba.types.Array):
         return None
 
