@@ -415,7 +415,8 @@ _ONE = np.uint64(1)
 def _byte_masks(typing_context, data, base):
     """Return the letter-or-digit, digit and ``@`` bit masks of 64 bytes of ``data``.
 
-    Bit ``i`` is byte ``base + i``, which must exist. The 64 bytes are
+    ``data`` is a contiguous uint8 array, and bit ``i`` is its byte
+    ``base + i``, which must exist. The 64 bytes are
     compared as one vector, which LLVM compiles to the SIMD compares of the
     host CPU (AVX-512 ``vpcmpub`` into mask registers on the benchmark VM).
     Unsigned compares after a subtraction exclude the bytes of 0x80 and up.
@@ -423,7 +424,11 @@ def _byte_masks(typing_context, data, base):
     # NOTE: casting the <64 x i1> vector to i64 puts element 0 in bit 0 on
     # x86-64, the little-endian target the tests ran on. Big-endian targets
     # are untested.
-    if not isinstance(data, numba.types.Array):
+    if not (
+        isinstance(data, numba.types.Array)
+        and data.layout == "C"
+        and data.dtype == numba.types.uint8
+    ):
         return None
 
     def codegen(context, builder, signature, arguments):
