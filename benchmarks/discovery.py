@@ -196,6 +196,7 @@ def main() -> None:
 
         started = time.perf_counter()
         scanner = Scanner()
+        scanner.compiled_scanner()  # import numba
         discover_file(path, scanner, max_bytes=1 << 20)  # compile or load the loop
         startup = time.perf_counter() - started
 

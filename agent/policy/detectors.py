@@ -282,6 +282,9 @@ class Scanner:
         self._fast: Any = None
         self.compiled: Any = None
         self._compiled_loaded = False
+        #: Bytes of files that discovery has read with this scanner. Discovery
+        #: loads the compiled loop once they reach its COMPILED_MIN_BYTES.
+        self.read_bytes = 0
         if engine is None:
             engine = "numpy" if fast else "regex"
         if engine == "compiled":

@@ -248,3 +248,28 @@ def test_discovery_does_not_follow_symlink(tmp_path: Path) -> None:
     link.symlink_to(target)
     with pytest.raises(OSError):
         discover_file(link, Scanner())
+
+
+def test_discovery_loads_compiled_loop_after_small_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.policy import discovery
+
+    monkeypatch.setattr(discovery, "COMPILED_MIN_BYTES", 10_000)
+    rng = random.Random(5)
+    paths = []
+    for index in range(3):
+        rows = [f"{row},{random_ric(rng)}" for row in range(300)]
+        path = tmp_path / f"part{index}.csv"
+        path.write_text("\n".join(rows) + "\n")
+        paths.append(path)
+    assert 5_000 < paths[0].stat().st_size < 10_000
+    scanner = Scanner()
+    first = discover_file(paths[0], scanner)
+    assert scanner.compiled is None
+    second = discover_file(paths[1], scanner)
+    assert scanner.compiled is not None
+    third = discover_file(paths[2], scanner)
+    assert first.counts == {"cn-ric": 300}
+    assert second.counts == {"cn-ric": 300}
+    assert third.counts == {"cn-ric": 300}

@@ -122,3 +122,98 @@ def test_compiled_file_scan_matches_stream(
     limited = discovery.discover_file(path, Scanner(), max_bytes=10_000)
     assert limited.truncated
     assert limited.scanned_bytes == 10_000
+
+
+def _values(scanner: Scanner, data: bytes) -> list[tuple[int, str, str]]:
+    return sorted((m.offset, m.kind, m.value) for m in scanner.scan(data))
+
+
+# One value of each kind (mobile numbers after a context word), and runs
+# one byte too long or with a letter in them, so that a run length or digit
+# test that fails at a 64-byte group edge changes the result.
+_EDGE_VALUES = [
+    "11010519491231002X",
+    "110105194912310021",
+    "91350100M000100Y43",
+    "6212345678901234568",
+    "tel 13812345678",
+    "tel 138-1234-5678",
+    "tel 138 1234 567",
+    "li.wei@mail.example.cn",
+    "1101051949123100211",
+    "61101051949123100211",
+    "A10105194912310021",
+    "11010519491231002Xa",
+    "4111111111111111",
+]
+
+
+@pytest.mark.parametrize("separator", [" ", "", "-", "@"])
+def test_compiled_scanner_group_edges(separator: str) -> None:
+    compiled = Scanner(engine="compiled")
+    regex = Scanner(fast=False)
+    for value in _EDGE_VALUES:
+        for shift in range(140):
+            data = ("x" * shift + separator + value + ",").encode("ascii")
+            expected = _values(regex, data)
+            assert _values(compiled, data) == expected, (value, shift)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("tel:13812345678", True),
+        ("TEL:13812345678", True),
+        ("Tel 13812345678", True),
+        ("tel.....13812345678", True),
+        ("tel......13812345678", False),
+        ("te:13812345678", False),
+        ("手机13812345678", True),
+        ("手机 13812345678", True),
+        ("手机号码13812345678", False),
+        ("tel 138-1234-5678", True),
+        ("tel      138-1234-5678", False),
+        ("13812345678 tel", False),
+    ],
+)
+def test_compiled_mobile_context_window(text: str, found: bool) -> None:
+    # Words that share a first byte ("t", and the first byte of 手) must
+    # each be compared.
+    settings = ScannerSettings(
+        mobile_context=("tab", "tel", "手册", "手机"), mobile_window=8
+    )
+    data = text.encode("utf-8")
+    expected = _values(Scanner(settings, fast=False), data)
+    assert bool(expected) is found
+    assert _values(Scanner(settings, engine="compiled"), data) == expected
+
+
+def test_compiled_mobile_without_context_words() -> None:
+    settings = ScannerSettings(mobile_context=())
+    scanner = Scanner(settings, engine="compiled")
+    assert _values(scanner, b"tel 13812345678 phone 138-1234-5678") == []
+
+
+def test_compiled_file_scan_reuses_buffers(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.policy import discovery, jitscan
+    from agent.policy.detectors import Findings
+
+    # The last window is short, and the window before it leaves the digits
+    # that would complete the number at its end in the reused buffer.
+    monkeypatch.setattr(discovery, "COMPILED_MIN_BYTES", 0)
+    monkeypatch.setattr(jitscan, "WINDOW", 4096)
+    data = bytearray(b"." * (2 * 4096 + 100))
+    tail = b"tel 138"
+    data[-len(tail) :] = tail
+    stale = 4096 - 1024 + (len(data) - (2 * 4096 - 1024))
+    data[stale : stale + 8] = b"12345678"
+    path = tmp_path / "short-end.txt"
+    path.write_bytes(bytes(data))
+    expected = Findings()
+    Scanner(fast=False).count_stream([bytes(data)], expected)
+    assert expected.counts == {}
+    found = discovery.discover_file(path, Scanner(), workers=1)
+    assert found.counts == expected.counts
+    assert found.scanned_bytes == len(data)
