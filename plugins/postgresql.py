@@ -422,6 +422,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 "deleted" if number in deleted else "already gone when the purge ran",
                 bytes=entry.item.size,
                 method=Method.DELETE_AND_COMPACT,
+                facts=_rows.EMPTY_MAPPING,
             )
 
     def _key_arrays(
@@ -432,7 +433,9 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         keys = [entry.item.identity["key"] for entry in entries]
         arrays = [[key[column] for key in keys] for column in range(len(types))]
         arrays.append([entry.item.identity["digest"] for entry in entries])
-        casts = ", ".join(f"%s::{kind}[]" for kind in [*types, "text"])
+        # Binary parameters, because for a text-format array psycopg runs a
+        # regular expression over every element to decide whether to quote it.
+        casts = ", ".join(f"%b::{kind}[]" for kind in [*types, "text"])
         names = ", ".join([*(f"k{column}" for column in range(len(types))), "d", "n"])
         return f"unnest({casts}) WITH ORDINALITY AS p({names})", arrays
 
@@ -444,7 +447,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         kind = self._key_types[table.name][0]
         return " AND ".join(
             [
-                f"{first} = ANY(%s::{kind}[])",
+                f"{first} = ANY(%b::{kind}[])",
                 *(f"x.{self.quote(column)} = p.k{number}" for number, column in enumerate(table.key)),
             ]
         )
@@ -486,7 +489,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             for row in self.conn.execute(
                 f"SELECT DISTINCT {self._digest_sql(table, 'x')} FROM "
                 f"{self.quote_table(table.name)} AS x "
-                f"WHERE {self._digest_sql(table, 'x')} = ANY(%s)",
+                f"WHERE {self._digest_sql(table, 'x')} = ANY(%b::text[])",
                 (digests,),
             )
         } if digests else set()
