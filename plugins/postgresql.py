@@ -33,8 +33,11 @@ from plugins.errors import (
 
 #: Seconds a statement waits for a lock before it fails.
 DEFAULT_LOCK_TIMEOUT = 10.0
-#: Rows fetched per round trip by the server-side cursor of discovery.
+#: Rows per chunk when reading the selection (per FETCH of a server-side
+#: cursor where libpq lacks chunked-rows mode).
 FETCH_SIZE = 2000
+#: First libpq version (17) with chunked-rows mode, as ``pq.version()`` gives it.
+CHUNKED_ROWS_LIBPQ = 170000
 #: VACUUM FULL runs while open snapshots force it to keep deleted rows.
 VACUUM_ATTEMPTS = 5
 #: Seconds between those runs.
@@ -336,6 +339,23 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         return self.conn.execute(sql, params or None).fetchall()
 
     def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
+        psycopg = _psycopg()
+        if psycopg.pq.version() < CHUNKED_ROWS_LIBPQ:
+            yield from self._stream_by_fetch(sql, params)
+            return
+        # In chunked-rows mode the server sends every row without waiting for
+        # a FETCH per chunk. It computes the next rows' digests while this
+        # process builds items from the rows already received.
+        cursor = self.reader.cursor()
+        try:
+            yield from cursor.stream(sql, params or None, size=FETCH_SIZE)
+        finally:
+            cursor.close()
+            self.reader.rollback()
+
+    def _stream_by_fetch(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> Iterator[tuple]:
         # A named cursor is a server-side cursor: rows arrive FETCH_SIZE at a
         # time inside the reader connection's transaction.
         cursor = self.reader.cursor(name=f"lethe_{id(self)}_{os.getpid()}")
