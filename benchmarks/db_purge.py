@@ -9,6 +9,11 @@ Needs the PostgreSQL server on 127.0.0.1:5432 (trust auth, user postgres)
 and root to read its data directory. Creates and drops its own database.
 
     python benchmarks/db_purge.py --rows 1000000 --purge 100000
+
+By default Lethe's side drives the plugin through its contract, as the
+plugin tests do. With --through-agent it runs the agent's engine as
+``lethe purge`` does, which adds the journal, the audit log and the
+signed certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
@@ -32,16 +38,24 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def run_lethe(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, object]:
-    """Plan, purge, compact and verify one target; return counts and phase times."""
+    """Plan, purge, compact and verify one target; return counts and phase times.
+
+    Each phase has its wall time and this process's CPU time (all threads).
+    The CPU time leaves out the database server's work, and it varies less
+    than the wall time when other processes load the machine.
+    """
     plugin = plugin_class(Target(url, options), JobContext(job_id="bench", dry_run=False))
     phases: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     clock = time.perf_counter()
+    cpu_clock = time.process_time()
 
     def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
+        nonlocal clock, cpu_clock
+        now, cpu_now = time.perf_counter(), time.process_time()
         phases[name] = round(now - clock, 2)
-        clock = now
+        cpu[name] = round(cpu_now - cpu_clock, 2)
+        clock, cpu_clock = now, cpu_now
 
     try:
         plugin.describe()
@@ -66,7 +80,34 @@ def run_lethe(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, 
         "verified": verified,
         "failed_steps": failed,
         "seconds": phases,
+        "cpu_seconds": cpu,
     }
+
+
+def run_agent(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, object]:
+    """Plan and purge one target as ``lethe purge`` does, with journal and certificate.
+
+    ``plugin_class`` is unused, because the agent picks the plugin from the URL.
+    """
+    from agent.config import Config
+    from agent.engine import Engine
+
+    phases: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="lethe-bench-state-") as state_dir:
+        config = Config()
+        engine = Engine(config, Path(state_dir))
+        try:
+            clock = time.perf_counter()
+            job_id = engine.plan(
+                [Target(url, options)], config.settings.as_plugin_settings(), dry_run=False
+            )
+            phases["plan"] = round(time.perf_counter() - clock, 2)
+            clock = time.perf_counter()
+            outcome = engine.purge(job_id)
+            phases["purge, compact, verify, certify"] = round(time.perf_counter() - clock, 2)
+        finally:
+            engine.close()
+    return {"state": outcome.state, "counts": dict(outcome.counts), "seconds": phases}
 
 
 def timed(call: Callable[[], object]) -> tuple[float, object]:
@@ -75,7 +116,7 @@ def timed(call: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def postgresql(rows: int, purge: int) -> tuple[float, float, dict]:
+def postgresql(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, float, dict]:
     import psycopg
 
     # One database per side, so each has its own pg_statistic.
@@ -109,7 +150,7 @@ def postgresql(rows: int, purge: int) -> tuple[float, float, dict]:
 
         hand_seconds, _ = timed(by_hand)
         lethe_seconds, counts = timed(
-            lambda: run_lethe(
+            lambda: lethe(
                 PostgreSQLPlugin,
                 f"{urls['lethe']}?table=people&where=id <= %s",
                 {"params": [purge]},
@@ -122,7 +163,7 @@ def postgresql(rows: int, purge: int) -> tuple[float, float, dict]:
     return hand_seconds, lethe_seconds, counts
 
 
-def sqlite(rows: int, purge: int) -> tuple[float, float, dict]:
+def sqlite(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, float, dict]:
     with tempfile.TemporaryDirectory(prefix="lethe-bench-") as directory:
         paths = {name: os.path.join(directory, f"{name}.db") for name in ("by_hand", "by_lethe")}
         for path in paths.values():
@@ -150,7 +191,7 @@ def sqlite(rows: int, purge: int) -> tuple[float, float, dict]:
 
         hand_seconds, _ = timed(by_hand)
         lethe_seconds, counts = timed(
-            lambda: run_lethe(
+            lambda: lethe(
                 SQLitePlugin,
                 f"sqlite://{paths['by_lethe']}?table=people&where=id <= ?",
                 {"params": [purge]},
@@ -164,13 +205,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table")
     parser.add_argument("--purge", type=int, default=100_000, help="rows to purge")
     parser.add_argument("--engine", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument(
+        "--through-agent",
+        action="store_true",
+        help="run Lethe's side through the agent's engine (journal, certificate) "
+        "instead of driving the plugin alone",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     engines = {"postgresql": postgresql, "sqlite": sqlite}
     for name, bench in engines.items():
         if args.engine not in (name, "both"):
             continue
-        hand, lethe, counts = bench(args.rows, args.purge)
+        side = run_agent if args.through_agent else run_lethe
+        hand, lethe, counts = bench(args.rows, args.purge, side)
         print(
             f"{name}: {args.rows} rows, purge {args.purge}: by hand {hand:.2f} s, "
             f"lethe {lethe:.2f} s, ratio {lethe / hand:.2f}x, {counts}"

@@ -13,7 +13,11 @@ scan reads only the aligned 8-byte windows of each buffer as unsigned
 integers. Shorter fingerprints (8 to 14 bytes) have one key, their first
 8 bytes, and are looked for at all 8 alignments. A window passes when its
 hash is set in a bit table and it equals a key. Only those windows are
-compared in full, in Python. Hits are the same :class:`plugins.scan.Hit`
+compared in full, in Python. Keys are multiplied by an odd constant modulo
+2**64, which maps distinct keys to distinct products, and the index is
+sorted by product. The top bits of a product are its bit-table hash and
+its bucket in the index, so one sort serves the bit table, the buckets and
+the binary search. Hits are the same :class:`plugins.scan.Hit`
 values as :class:`plugins.scan.FingerprintScanner` returns.
 """
 
@@ -37,21 +41,20 @@ _SPAN = 2 * _KEY - 1
 _BITS_PER_KEY = 5
 _MIN_TABLE_BITS = 20
 _MAX_TABLE_BITS = 30
+#: Maximum keys in one bucket of the key index for the bucket-by-bucket
+#: lookup. A chunk with a window in a larger bucket uses binary search.
+_MAX_BUCKET_KEYS = 32
 #: Odd 64-bit multiplier of the hash. The top bits of the product depend on
 #: every byte of the window, while the low bytes of text repeat.
 _MULTIPLIER = numpy.uint64(0x9E3779B97F4A7C15)
 _BIT_MASKS = numpy.array([1 << bit for bit in range(8)], dtype=numpy.uint8)
 
 
-def _hash(values: numpy.ndarray, shift: numpy.uint64) -> numpy.ndarray:
-    hashed = values * _MULTIPLIER
-    hashed >>= shift
-    return hashed.astype(numpy.intp)
-
-
 def _bit_table(hashed: numpy.ndarray, bits: int) -> numpy.ndarray:
-    """Return a packed table of ``2**bits`` bits with the ``hashed`` bits set."""
-    hashed = numpy.sort(hashed)
+    """Return a packed table of ``2**bits`` bits with the ``hashed`` bits set.
+
+    ``hashed`` must be sorted.
+    """
     cells = hashed >> 3
     masks = _BIT_MASKS[hashed & 7]
     # Sorted, the bits of one byte sit next to each other, so one OR-reduce
@@ -88,8 +91,9 @@ class _KeyIndex:
             owners = numpy.arange(count)
             offsets = numpy.zeros(count, numpy.intp)
         # Equal keys may come in any order, because matches() takes them all.
-        order = numpy.argsort(keys)
-        self.keys = keys[order]
+        products = keys * _MULTIPLIER
+        order = numpy.argsort(products)
+        self.products = products[order]
         self.owners = owners[order]
         self.offsets = offsets[order]
         # First and last 8 bytes of each key's fingerprint, so most windows
@@ -102,10 +106,18 @@ class _KeyIndex:
         self.lengths = lengths[self.owners]
         # A packed bit table sized to the key count: small enough to stay in
         # cache for a few thousand keys, sparse enough for millions.
-        bits = len(self.keys).bit_length() + _BITS_PER_KEY
+        bits = len(self.products).bit_length() + _BITS_PER_KEY
         bits = min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, bits))
         self.shift = numpy.uint64(64 - bits)
-        self.table = _bit_table(_hash(self.keys, self.shift), bits)
+        self.table = _bit_table((self.products >> self.shift).astype(numpy.intp), bits)
+        # Buckets of products by their top bits, about one key per bucket.
+        # The keys equal to a window lie in the window's bucket.
+        bucket_bits = max(1, len(self.products).bit_length())
+        self.bucket_shift = numpy.uint64(64 - bucket_bits)
+        buckets = (self.products >> self.bucket_shift).astype(numpy.intp)
+        counts = numpy.bincount(buckets, minlength=1 << bucket_bits)
+        self.bucket_starts = numpy.zeros(len(counts) + 1, numpy.intp)
+        numpy.cumsum(counts, out=self.bucket_starts[1:])
 
     def matches(
         self, windows: numpy.ndarray, data: numpy.ndarray, shift: int
@@ -116,21 +128,15 @@ class _KeyIndex:
         A returned match equals its fingerprint in its key and in its first
         and last 8 bytes. The caller compares the rest.
         """
-        hashed = _hash(windows, self.shift)
+        products = windows * _MULTIPLIER
+        hashed = (products >> self.shift).astype(numpy.intp)
         candidates = numpy.flatnonzero(self.table[hashed >> 3] & _BIT_MASKS[hashed & 7])
         empty = numpy.empty(0, numpy.intp)
         if not len(candidates):
             return empty, empty
-        values = windows[candidates]
-        first = numpy.searchsorted(self.keys, values, side="left")
-        last = numpy.searchsorted(self.keys, values, side="right")
-        counts = last - first
-        if not counts.any():
+        rows, slots = self._equal_keys(products[candidates])
+        if not len(rows):
             return empty, empty
-        # Expand each window into one row per equal key.
-        rows = numpy.repeat(numpy.arange(len(candidates)), counts)
-        steps = numpy.arange(len(rows)) - numpy.repeat(numpy.cumsum(counts) - counts, counts)
-        slots = first[rows] + steps
         starts = shift + candidates[rows] * _KEY - self.offsets[slots]
         lengths = self.lengths[slots]
         inside = (starts >= 0) & (starts + lengths <= len(data))
@@ -144,28 +150,82 @@ class _KeyIndex:
         return starts[equal], self.owners[slots[equal]]
 
 
+    def _equal_keys(self, values: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Return pairs of a value's number and the slot of a key equal to it.
+
+        Each value is compared with the keys of its bucket, one step per
+        position in the bucket. A bucket of more than ``_MAX_BUCKET_KEYS``
+        keys (many fingerprints sharing 8-byte runs) makes the lookup fall
+        back to a binary search.
+        """
+        buckets = (values >> self.bucket_shift).astype(numpy.intp)
+        lows = self.bucket_starts[buckets]
+        sizes = self.bucket_starts[buckets + 1] - lows
+        longest = int(sizes.max(initial=0))
+        if longest > _MAX_BUCKET_KEYS:
+            return self._equal_keys_sorted(values)
+        rows: list[numpy.ndarray] = []
+        slots: list[numpy.ndarray] = []
+        numbers = numpy.arange(len(values))
+        for step in range(longest):
+            numbers = numbers[sizes[numbers] > step]
+            at = lows[numbers] + step
+            equal = self.products[at] == values[numbers]
+            rows.append(numbers[equal])
+            slots.append(at[equal])
+        if not rows:
+            return numpy.empty(0, numpy.intp), numpy.empty(0, numpy.intp)
+        found_rows = numpy.concatenate(rows)
+        order = numpy.argsort(found_rows, kind="stable")
+        return found_rows[order], numpy.concatenate(slots)[order]
+
+    def _equal_keys_sorted(self, values: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
+        first = numpy.searchsorted(self.products, values, side="left")
+        last = numpy.searchsorted(self.products, values, side="right")
+        counts = last - first
+        # Expand each value into one row per equal key.
+        rows = numpy.repeat(numpy.arange(len(values)), counts)
+        steps = numpy.arange(len(rows)) - numpy.repeat(numpy.cumsum(counts) - counts, counts)
+        return rows, first[rows] + steps
+
+
 class RowScanner:
     """Search files for fingerprints registered under owners (item keys)."""
 
     def __init__(self) -> None:
-        self._owners: dict[bytes, list[str]] = {}
+        # A fingerprint's one owner, or a list when several rows share it,
+        # because a list for every fingerprint costs one more object each.
+        self._owners: dict[bytes, str | list[str]] = {}
         self._indexes: list[tuple[_KeyIndex, range]] | None = None
         self._digests: dict[bytes, str] = {}
         self._longest = 0
 
     def add_all(self, owner: str, fingerprints: Iterable[bytes]) -> None:
+        registered = self._owners
         for fingerprint in fingerprints:
             if len(fingerprint) < _KEY:
                 continue
-            owners = self._owners.get(fingerprint)
+            owners = registered.get(fingerprint)
             if owners is None:
-                self._owners[fingerprint] = [owner]
+                registered[fingerprint] = owner
                 self._indexes = None
+            elif isinstance(owners, str):
+                if owners != owner:
+                    registered[fingerprint] = [owners, owner]
             elif owner not in owners:
                 owners.append(owner)
 
     def __len__(self) -> int:
         return len(self._owners)
+
+    def found_fingerprints(self) -> dict[str, bytes]:
+        """Map the digest of each fingerprint found by a scan so far to the fingerprint."""
+        return {digest: fingerprint for fingerprint, digest in self._digests.items()}
+
+    def build(self) -> None:
+        """Build the search index now rather than at the first scan."""
+        if self._owners:
+            self._built()
 
     def _built(self) -> list[tuple[_KeyIndex, range]]:
         if self._indexes is None:
@@ -200,7 +260,11 @@ class RowScanner:
             digest = self._digests.get(fingerprint)
             if digest is None:
                 digest = self._digests[fingerprint] = scan.fingerprint_digest(fingerprint)
-            for owner in self._owners[fingerprint]:
+            owners = self._owners[fingerprint]
+            if isinstance(owners, str):
+                yield scan.Hit(owners, digest, position + start)
+                continue
+            for owner in owners:
                 yield scan.Hit(owner, digest, position + start)
 
     def scan_chunks(self, chunks: Iterable[bytes]) -> Iterator[scan.Hit]:

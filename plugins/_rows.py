@@ -11,10 +11,12 @@ compaction steps of their engine.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import re
+import types
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,16 @@ MAX_WORDS_PER_VALUE = 16
 #: Text values longer than this are fingerprinted by windows, because engines
 #: split long values into chunks (TOAST, overflow pages).
 MAX_WHOLE_VALUE = 256
+
+#: An empty read-only mapping, shared by the params of every planned delete
+#: and the facts of every deleted row instead of an empty dict per row.
+EMPTY_MAPPING: Mapping[str, Any] = types.MappingProxyType({})
+
+# Checks that read the same for every row are built once. Frozen values can
+# be shared, and a verification of 100,000 rows would otherwise build them all.
+_ROW_ABSENT = Check("row-absent", True, "the row no longer selects")
+_ROW_PRESENT = Check("row-absent", False, "the row still selects")
+_NO_FINGERPRINTS = Check("byte-scan", True, "not run: no fingerprints were taken for this row")
 
 _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -221,21 +233,6 @@ def row_digest(values: Sequence[Any]) -> str:
     return hashlib.sha256(repr(row).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def value_size(values: Iterable[Any]) -> int:
-    """Estimate a row's stored size in bytes from its text and binary values."""
-    total = 0
-    for value in values:
-        if isinstance(value, str):
-            total += len(value.encode("utf-8", "surrogateescape"))
-        elif isinstance(value, (bytes, bytearray)):
-            total += len(value)
-        elif isinstance(value, memoryview):
-            total += value.nbytes
-        elif value is not None:
-            total += 8
-    return total
-
-
 _WORD = re.compile(r"\w+")
 
 
@@ -249,20 +246,46 @@ def row_fingerprints(values: Iterable[Any], words: bool = False) -> list[bytes]:
     full-text index exists, because a short word also occurs inside longer
     surviving values ("user1729" in "user17290").
     """
+    return list(row_facts(values, words)[0])
+
+
+def row_facts(values: Iterable[Any], words: bool = False) -> tuple[tuple[bytes, ...], int]:
+    """Return a row's fingerprints and an estimate of its stored size in bytes.
+
+    The fingerprints are those of :func:`row_fingerprints`. The size counts
+    text and binary values by their length and other non-null values as 8
+    bytes. One pass gives both, so each text value is encoded once.
+    """
     found: list[bytes] = []
+    size = 0
     for value in values:
         if isinstance(value, str):
-            _text_fingerprints(value, words, found)
+            raw = value.encode("utf-8", "surrogateescape")
+            size += len(raw)
+            if words or len(raw) > MAX_WHOLE_VALUE:
+                _text_fingerprints(value, raw, words, found)
+                continue
+            # The common case, inlined: a short value is its own fingerprint.
+            if len(raw) >= scan.MIN_TOKEN:
+                found.append(raw)
+            lowered = value.casefold()
+            if lowered != value:
+                folded = lowered.encode("utf-8", "surrogateescape")
+                if len(folded) >= scan.MIN_TOKEN:
+                    found.append(folded)
         elif isinstance(value, (bytes, bytearray, memoryview)):
-            found.extend(scan.content_fingerprints(bytes(value)))
+            data = bytes(value)
+            size += len(data)
+            found.extend(scan.content_fingerprints(data))
+        elif value is not None:
+            size += 8
     if len(found) > 1:
-        return list(dict.fromkeys(found))
-    return found
+        return tuple(dict.fromkeys(found)), size
+    return tuple(found), size
 
 
-def _text_fingerprints(text: str, words: bool, found: list[bytes]) -> None:
-    """Append the fingerprints of one text value to ``found``."""
-    raw = text.encode("utf-8", "surrogateescape")
+def _text_fingerprints(text: str, raw: bytes, words: bool, found: list[bytes]) -> None:
+    """Append the fingerprints of one text value, ``raw`` in UTF-8, to ``found``."""
     lowered = text.casefold()
     folded = raw if lowered == text else lowered.encode("utf-8", "surrogateescape")
     if len(raw) > MAX_WHOLE_VALUE:
@@ -270,7 +293,6 @@ def _text_fingerprints(text: str, words: bool, found: list[bytes]) -> None:
         if folded is not raw:
             found.extend(scan.content_fingerprints(folded))
     else:
-        # The common case, inlined: a short value is its own fingerprint.
         if len(raw) >= scan.MIN_TOKEN:
             found.append(raw)
         if folded is not raw and len(folded) >= scan.MIN_TOKEN:
@@ -332,9 +354,13 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._scan_note: str | None = None
         self._scanned: set[str] = set()
         self._scanned_files: list[str] = []
+        self._clean_scan = Check("byte-scan", True, "not run: no scan has run")
         # Fingerprints of planned rows, kept so one scan serves every batch.
         self._job_fingerprints: dict[str, tuple[bytes, ...]] = {}
-        self._all_fingerprints: set[bytes] = set()
+        # The scanner of those fingerprints, built while compaction runs.
+        self._prepared: concurrent.futures.Future[_PreparedScan] | None = None
+        # Fingerprints found by a scan, by digest, to explain hits by live rows.
+        self._found_fingerprints: dict[str, bytes] = {}
         self._attributes: dict[str, dict[str, Any]] = {}
         self._residual_by_table: dict[str, tuple[str, ...]] = {}
 
@@ -452,6 +478,9 @@ class RowStorePlugin(Plugin, abc.ABC):
             sql += f" WHERE {self.selection.where}"
         seen: set[str] = set()
         rows = self.stream(sql, self.selection.params)
+        # Without incoming foreign keys a row reaches no other row, so its
+        # item is built directly instead of through a generator per row.
+        direct = not table.referenced_by
         while True:
             try:
                 row = next(rows)
@@ -459,7 +488,14 @@ class RowStorePlugin(Plugin, abc.ABC):
                 return
             except Exception as error:  # noqa: BLE001 - translated below
                 raise self.translate(error, f"select rows of {table.name}") from None
-            yield from self._items_for(table, row, seen, via=None)
+            if not direct:
+                yield from self._items_for(table, row, seen, via=None)
+                continue
+            key, digest, values = self.split_row(table, row)
+            name = item_key(table.name, key)
+            if name not in seen:
+                seen.add(name)
+                yield self._row_item(table, name, key, digest, values, None, None)
 
     def plan_item(self, item: Item) -> Decision:
         pending = self._pending.pop(item.key, None)
@@ -477,6 +513,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             method=Method.DELETE_AND_COMPACT,
             fingerprints=pending.fingerprints,
             residual=residual,
+            params=EMPTY_MAPPING,
         )
 
     def table_columns(self, name: str) -> list[str] | None:
@@ -508,6 +545,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 yield from self._purge_table(self.table(table_name), deleted)
 
     def complete(self) -> Iterator[PurgeResult]:
+        self._prepare_scanner()
         if not self._touched:
             return
         try:
@@ -531,17 +569,8 @@ class RowStorePlugin(Plugin, abc.ABC):
                 checks = [mask_checks[entry.item.key], self._scan_check(entry)]
                 yield Evidence(entry.item.key, tuple(checks))
                 continue
-            checks = [
-                Check(
-                    "row-absent",
-                    entry.item.key in gone,
-                    "the row no longer selects"
-                    if entry.item.key in gone
-                    else "the row still selects",
-                )
-            ]
-            checks.append(self._scan_check(entry))
-            yield Evidence(entry.item.key, tuple(checks))
+            absent = _ROW_ABSENT if entry.item.key in gone else _ROW_PRESENT
+            yield Evidence(entry.item.key, (absent, self._scan_check(entry)))
 
     def close(self) -> None:
         self.close_connections()
@@ -617,8 +646,21 @@ class RowStorePlugin(Plugin, abc.ABC):
                 f"referenced by {', '.join(blockers)} through a foreign key without "
                 "ON DELETE CASCADE; set delete_dependents: true to purge them too",
             )
-        fingerprints = row_fingerprints(values, self.full_text_indexed(table.name))
-        self._pending[name] = _Pending(tuple(fingerprints), refusal)
+        yield self._row_item(table, name, key, digest, values, refusal, via)
+
+    def _row_item(
+        self,
+        table: TableInfo,
+        name: str,
+        key: Sequence[Any],
+        digest: str,
+        values: Sequence[Any],
+        refusal: Refusal | None,
+        via: ForeignKey | None,
+    ) -> Item:
+        """Build a row's item and keep its fingerprints for plan_item."""
+        fingerprints, size = row_facts(values, self.full_text_indexed(table.name))
+        self._pending[name] = _Pending(fingerprints, refusal)
         if via is None:
             # Rows selected directly share one attributes mapping per table.
             attributes = self._attributes.get(table.name)
@@ -631,10 +673,10 @@ class RowStorePlugin(Plugin, abc.ABC):
                 "columns": table.columns,
                 "reached_by": f"{via.child} -> {via.parent} ON DELETE {via.on_delete}",
             }
-        yield Item(
+        return Item(
             key=name,
             kind="row",
-            size=value_size(values),
+            size=size,
             identity={"table": table.name, "key": list(key), "digest": digest},
             attributes=attributes,
             label=name,
@@ -686,7 +728,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             return _Pending((), None)
         _, _, values = self.split_row(table, rows[0])
         words = self.full_text_indexed(table.name)
-        return _Pending(tuple(row_fingerprints(values, words)), None)
+        return _Pending(row_facts(values, words)[0], None)
 
     def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
         base = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)} WHERE "
@@ -793,6 +835,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 detail,
                 bytes=entry.item.size,
                 method=Method.DELETE_AND_COMPACT,
+                facts=EMPTY_MAPPING,
             )
 
     def _moved_rows(self, table: TableInfo, missing: list[PlannedItem]) -> set[str]:
@@ -852,6 +895,31 @@ class RowStorePlugin(Plugin, abc.ABC):
             )
         return gone
 
+    def _prepare_scanner(self) -> None:
+        """Start building the scanner of the planned rows' fingerprints.
+
+        The build runs in a thread while the compaction steps run in the
+        database engine, which releases the GIL. The data files are located
+        and read only at verification, after compaction.
+        """
+        if self._prepared is not None or not self._job_fingerprints:
+            return
+        planned = self._job_fingerprints
+        self._job_fingerprints = {}
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lethe-scan-index"
+        )
+        self._prepared = executor.submit(_PreparedScan.build, planned)
+        # The worker thread ends once the build is done.
+        executor.shutdown(wait=False)
+
+    def _take_prepared(self) -> _PreparedScan | None:
+        """Return the scanner started by :meth:`_prepare_scanner`, once."""
+        future, self._prepared = self._prepared, None
+        if future is None:
+            return None
+        return future.result()
+
     def _scan_for(self, batch: Sequence[PlannedItem]) -> None:
         """Scan the data files once for every fingerprint not yet scanned for."""
         wanted = [
@@ -861,22 +929,24 @@ class RowStorePlugin(Plugin, abc.ABC):
         ]
         if not wanted:
             return
-        files, note = self._guarded("locate the data files", self.data_files)
-        self._scan_note = note
-        scanner = RowScanner()
-        owners = set()
+        prepared = self._take_prepared() or _PreparedScan(RowScanner(), {})
+        scanner = prepared.scanner
+        owners = set(prepared.fingerprints)
         for entry in wanted:
-            scanner.add_all(entry.item.key, entry.decision.fingerprints)
-            self._all_fingerprints.update(entry.decision.fingerprints)
-            owners.add(entry.item.key)
+            key = entry.item.key
+            # A prepared row is registered with the fingerprints its plan took.
+            if prepared.fingerprints.get(key) != entry.decision.fingerprints:
+                scanner.add_all(key, entry.decision.fingerprints)
+            owners.add(key)
         # Fingerprints of the other planned rows ride along, so a job scans
         # its files once rather than once per batch.
         for key, fingerprints in self._job_fingerprints.items():
             if key not in self._scanned:
                 scanner.add_all(key, fingerprints)
-                self._all_fingerprints.update(fingerprints)
                 owners.add(key)
         self._job_fingerprints = {}
+        files, note = self._guarded("locate the data files", self.data_files)
+        self._scan_note = note
         hits: dict[str, list[scan.Hit]] = {}
         for path in files:
             try:
@@ -886,11 +956,23 @@ class RowStorePlugin(Plugin, abc.ABC):
                 continue
             except OSError as error:
                 self._scan_note = f"could not read {path}: {error.strerror}"
+        self._found_fingerprints.update(scanner.found_fingerprints())
         self._explain_live(hits)
+        # Only rows with hits get an entry, because most rows have none.
         for owner in owners:
-            self._scan_hits[owner] = hits.get(owner, [])
+            if hits.get(owner):
+                self._scan_hits[owner] = hits[owner]
+            else:
+                self._scan_hits.pop(owner, None)
         self._scanned |= owners
         self._scanned_files = files
+        if files:
+            detail = f"no fingerprint found in {len(files)} data file(s)"
+            if self._scan_note:
+                detail += f"; {self._scan_note}"
+            self._clean_scan = Check("byte-scan", True, detail)
+        else:
+            self._clean_scan = Check("byte-scan", True, f"not run: {self._scan_note}")
 
     def _explain_live(self, hits: dict[str, list[scan.Hit]]) -> None:
         """Drop hits whose bytes also belong to rows that still exist.
@@ -936,22 +1018,17 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _fingerprints_by_digest(self, digests: set[str]) -> list[bytes]:
         return [
             fingerprint
-            for fingerprint in self._all_fingerprints
-            if scan.fingerprint_digest(fingerprint) in digests
+            for digest, fingerprint in self._found_fingerprints.items()
+            if digest in digests
         ]
 
     def _scan_check(self, entry: PlannedItem) -> Check:
         if not entry.decision.fingerprints:
-            return Check(
-                "byte-scan", True, "not run: no fingerprints were taken for this row"
-            )
-        if entry.item.key not in self._scan_hits:
+            return _NO_FINGERPRINTS
+        if entry.item.key not in self._scanned:
             return Check("byte-scan", True, f"not run: {self._scan_note}")
-        found = self._scan_hits[entry.item.key]
-        files = len(self._scanned_files)
-        if not files:
-            return Check("byte-scan", True, f"not run: {self._scan_note}")
-        if found:
+        found = self._scan_hits.get(entry.item.key)
+        if found and self._scanned_files:
             offsets = ", ".join(str(hit.offset) for hit in found[:5])
             return Check(
                 "byte-scan",
@@ -959,10 +1036,25 @@ class RowStorePlugin(Plugin, abc.ABC):
                 f"{len(found)} fingerprint(s) of the row remain in the data files "
                 f"(offsets {offsets})",
             )
-        detail = f"no fingerprint found in {files} data file(s)"
-        if self._scan_note:
-            detail += f"; {self._scan_note}"
-        return Check("byte-scan", True, detail)
+        # The outcome of the last scan, shared by every clean row.
+        return self._clean_scan
+
+
+@dataclass(frozen=True)
+class _PreparedScan:
+    """A scanner with the planned rows' fingerprints registered and indexed."""
+
+    scanner: RowScanner
+    #: The fingerprints registered for each row key.
+    fingerprints: Mapping[str, tuple[bytes, ...]]
+
+    @classmethod
+    def build(cls, planned: Mapping[str, tuple[bytes, ...]]) -> _PreparedScan:
+        scanner = RowScanner()
+        for key, fingerprints in planned.items():
+            scanner.add_all(key, fingerprints)
+        scanner.build()
+        return cls(scanner, planned)
 
 
 def _row_bytes(row: Iterable[Any]) -> Iterator[bytes]:

@@ -33,8 +33,11 @@ from plugins.errors import (
 
 #: Seconds a statement waits for a lock before it fails.
 DEFAULT_LOCK_TIMEOUT = 10.0
-#: Rows fetched per round trip by the server-side cursor of discovery.
+#: Rows per chunk when reading the selection (per FETCH of a server-side
+#: cursor where libpq lacks chunked-rows mode).
 FETCH_SIZE = 2000
+#: First libpq version (17) with chunked-rows mode, as ``pq.version()`` gives it.
+CHUNKED_ROWS_LIBPQ = 170000
 #: VACUUM FULL runs while open snapshots force it to keep deleted rows.
 VACUUM_ATTEMPTS = 5
 #: Seconds between those runs.
@@ -336,6 +339,23 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         return self.conn.execute(sql, params or None).fetchall()
 
     def stream(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Iterator[tuple]:
+        psycopg = _psycopg()
+        if psycopg.pq.version() < CHUNKED_ROWS_LIBPQ:
+            yield from self._stream_by_fetch(sql, params)
+            return
+        # In chunked-rows mode the server sends every row without waiting for
+        # a FETCH per chunk. It computes the next rows' digests while this
+        # process builds items from the rows already received.
+        cursor = self.reader.cursor()
+        try:
+            yield from cursor.stream(sql, params or None, size=FETCH_SIZE)
+        finally:
+            cursor.close()
+            self.reader.rollback()
+
+    def _stream_by_fetch(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> Iterator[tuple]:
         # A named cursor is a server-side cursor: rows arrive FETCH_SIZE at a
         # time inside the reader connection's transaction.
         cursor = self.reader.cursor(name=f"lethe_{id(self)}_{os.getpid()}")
@@ -422,6 +442,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 "deleted" if number in deleted else "already gone when the purge ran",
                 bytes=entry.item.size,
                 method=Method.DELETE_AND_COMPACT,
+                facts=_rows.EMPTY_MAPPING,
             )
 
     def _key_arrays(
@@ -432,7 +453,9 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         keys = [entry.item.identity["key"] for entry in entries]
         arrays = [[key[column] for key in keys] for column in range(len(types))]
         arrays.append([entry.item.identity["digest"] for entry in entries])
-        casts = ", ".join(f"%s::{kind}[]" for kind in [*types, "text"])
+        # Binary parameters, because for a text-format array psycopg runs a
+        # regular expression over every element to decide whether to quote it.
+        casts = ", ".join(f"%b::{kind}[]" for kind in [*types, "text"])
         names = ", ".join([*(f"k{column}" for column in range(len(types))), "d", "n"])
         return f"unnest({casts}) WITH ORDINALITY AS p({names})", arrays
 
@@ -444,7 +467,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         kind = self._key_types[table.name][0]
         return " AND ".join(
             [
-                f"{first} = ANY(%s::{kind}[])",
+                f"{first} = ANY(%b::{kind}[])",
                 *(f"x.{self.quote(column)} = p.k{number}" for number, column in enumerate(table.key)),
             ]
         )
@@ -486,7 +509,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             for row in self.conn.execute(
                 f"SELECT DISTINCT {self._digest_sql(table, 'x')} FROM "
                 f"{self.quote_table(table.name)} AS x "
-                f"WHERE {self._digest_sql(table, 'x')} = ANY(%s)",
+                f"WHERE {self._digest_sql(table, 'x')} = ANY(%b::text[])",
                 (digests,),
             )
         } if digests else set()

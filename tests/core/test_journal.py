@@ -59,6 +59,32 @@ def test_items_by_key_are_ordered(state_dir: Path) -> None:
     assert [row.key for row in journal.items("job-1", by_key=True)] == ["a", "b", "c"]
 
 
+def _steps_to_read_by_key(state_dir: Path, count: int) -> int:
+    """Count SQLite VM steps, in hundreds, that reading a job's items by key takes."""
+    state_dir.mkdir()
+    journal = make_journal(state_dir, count=count)
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    journal._db.set_progress_handler(tick, 100)
+    assert sum(1 for _ in journal.items("job-1", by_key=True)) == count
+    journal.close()
+    return steps
+
+
+def test_items_by_key_read_in_linear_steps(tmp_path: Path) -> None:
+    # Each page must seek to where the last one ended. With pages of 500
+    # items, 8 times the items took 8.3 times the steps with the seek and
+    # 20 times when each page stepped over the earlier rows (SQLite 3.40.1).
+    small = _steps_to_read_by_key(tmp_path / "small", 1000)
+    large = _steps_to_read_by_key(tmp_path / "large", 8000)
+    assert large < 12 * small
+
+
 def test_requeue_marks_resumed(state_dir: Path) -> None:
     journal = make_journal(state_dir)
     journal.set_state("job-1", 0, "/data/file-00000", "purging")

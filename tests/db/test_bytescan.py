@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 
+import pytest
+
 from plugins import _bytescan, scan
 
 
@@ -98,3 +100,47 @@ def test_repeats_and_overlaps_match_brute_force(tmp_path, monkeypatch):
             expected.add((str(number), start))
             start = data.find(fingerprint, start + 1)
     assert found == expected
+
+
+def _brute_force(data: bytes, owners: dict[bytes, list[str]]) -> set[tuple[str, int]]:
+    expected = set()
+    for fingerprint, names in owners.items():
+        start = data.find(fingerprint)
+        while start != -1:
+            expected.update((name, start) for name in names)
+            start = data.find(fingerprint, start + 1)
+    return expected
+
+
+# Bucket sizes that send every lookup down one path, the binary search (0)
+# or the bucket-by-bucket comparison (1000).
+@pytest.mark.parametrize("max_bucket_keys", [0, 1000])
+def test_keys_shared_by_many_fingerprints(tmp_path, monkeypatch, max_bucket_keys):
+    monkeypatch.setattr(_bytescan, "CHUNK", 4096)
+    monkeypatch.setattr(_bytescan, "_MAX_BUCKET_KEYS", max_bucket_keys)
+    # The fingerprints of a group share their middle bytes, so their keys
+    # are equal. The first group has 800 keys of one value, the second
+    # three keys of each value.
+    crowded = [b"%04d" % n + b"x" * 16 + b"%04d" % n for n in range(100)]
+    group = [b"%03d" % n + b"0123456789abcdef" + b"%03d" % n for n in range(3)]
+    owners = {fingerprint: [f"crowded{n}"] for n, fingerprint in enumerate(crowded)}
+    owners.update({fingerprint: [f"group{n}"] for n, fingerprint in enumerate(group)})
+    # One value shared by two rows is reported for both.
+    owners[crowded[7]].append("twin")
+    data = bytearray(os.urandom(32 * 1024))
+    offset = 5
+    for fingerprint in [*crowded[::9], *group, crowded[7]]:
+        data[offset : offset + len(fingerprint)] = fingerprint
+        offset += len(fingerprint) + 997
+    data[30000:30024] = b"9999" + b"x" * 16 + b"9999"  # right middle, no such row
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(data))
+    scanner = _bytescan.RowScanner()
+    for fingerprint, names in owners.items():
+        for name in names:
+            scanner.add_all(name, [fingerprint])
+
+    found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
+
+    assert found == sorted(_brute_force(bytes(data), owners))
+    assert ("twin", data.find(crowded[7])) in found

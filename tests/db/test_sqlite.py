@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 from pathlib import Path
@@ -366,3 +367,39 @@ def test_failed_batch_deletes_nothing(sqlite_db):
     # Rows 1 to 3 were deleted before the trigger stopped row 4.
     assert check.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 6
     check.close()
+
+
+def test_verify_scans_fingerprints_of_its_batch(sqlite_db):
+    # Verification scans with a scanner built from the plan's fingerprints
+    # while compaction runs. A row whose batch entry carries other
+    # fingerprints must be scanned for those too.
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.executemany("INSERT INTO accounts VALUES (?, ?)", [(n, canary()) for n in range(1, 5)])
+    plugin = SQLitePlugin(
+        Target(url(path, "accounts", "id <= ?"), {"params": [2]}),
+        JobContext(job_id="test", dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        list(plugin.purge(planned))
+        list(plugin.complete())
+        # Bytes of no live row, left in a free page after compaction.
+        residue = canary("residue")
+        conn.execute("INSERT INTO accounts VALUES (9, ?)", (residue,))
+        conn.execute("DELETE FROM accounts WHERE id = 9")
+        first = planned[0]
+        extended = dataclasses.replace(
+            first.decision, fingerprints=(*first.decision.fingerprints, residue.encode())
+        )
+        batch = [PlannedItem(first.item, extended), *planned[1:]]
+
+        evidence = {found.key: found for found in plugin.verify(batch)}
+    finally:
+        plugin.close()
+
+    assert files_contain(sqlite_files(path), residue.encode())
+    assert not evidence[first.item.key].verified
+    assert "remain in the data files" in evidence[first.item.key].checks[1].detail
+    assert evidence[planned[1].item.key].verified
