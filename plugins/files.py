@@ -2,7 +2,7 @@
 
 A target is a file or a directory tree on a local filesystem. Each regular
 file is overwritten over its allocated extents (holes stay holes) with an
-AES-256-CTR keystream, optionally more passes and a final zero pass, read
+AES-128-CTR keystream, optionally more passes and a final zero pass, read
 back, renamed to a random name of the same length, truncated and unlinked.
 Directories are renamed and removed after their contents. Verification
 checks that every path is gone, that the read-back matched, and scans the
