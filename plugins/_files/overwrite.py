@@ -238,7 +238,7 @@ class FileOverwrite:
         self.descriptor = descriptor
         self.size = size
         self.regions = list(data_regions(descriptor, size))
-        self.allocated = sum(end - start for start, end in self.regions)
+        self.allocated = sum([end - start for start, end in self.regions])
         self._direct_set = False
         self.direct = self.allocated >= DIRECT_MIN and self._enable_direct()
 
