@@ -32,9 +32,9 @@ SHARED_STREAM_MAX = 64 * 1024
 #: Largest keystream made at once for a group of small files.
 SHARED_STREAM_BYTES = 16 * 1024 * 1024
 
-#: AES key size of the random passes. The keystream only has to be
-#: unpredictable overwrite data, and AES-128 makes it faster than AES-256
-#: (10 rounds instead of 14), which counts on a large file.
+#: AES key size of the random passes, in bytes. The keystream only has to
+#: be unpredictable overwrite data, and AES-128 makes it faster than
+#: AES-256 (10 rounds instead of 14), which counts on a large file.
 KEY_BYTES = 16
 #: Bytes drawn from os.urandom at once for pattern seeds and random names.
 RANDOM_POOL_BYTES = 64 * 1024
