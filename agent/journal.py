@@ -541,15 +541,25 @@ class Journal:
     def apply(self, job_id: str, changes: Sequence[StateChange]) -> None:
         """Record the outcomes of one batch of items in a single transaction."""
         stamp = now()
+        # One executemany per run of changes that set the same columns, so a
+        # batch of purged or verified items shares one statement and the
+        # changes still apply in their order.
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for change in changes:
+            self._check_state(change.state)
+            assignments, values = change.assignments()
+            row = (*values, stamp, job_id, change.target, key_bytes(change.key))
+            if statements and statements[-1][0] == assignments:
+                statements[-1][1].append(row)
+            else:
+                statements.append((assignments, [row]))
         try:
             with self._transaction():
-                for change in changes:
-                    self._check_state(change.state)
-                    assignments, values = change.assignments()
-                    self._db.execute(
+                for assignments, rows in statements:
+                    self._db.executemany(
                         f"UPDATE items SET {assignments}, updated = ?"
                         " WHERE job_id = ? AND target = ? AND key = ?",
-                        (*values, stamp, job_id, change.target, key_bytes(change.key)),
+                        rows,
                     )
         except sqlite3.Error as error:
             raise JournalError(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from typing import Protocol
 
 from rich import filesize
@@ -50,6 +52,10 @@ class NullProgress:
         pass
 
 
+#: Seconds between two updates of the bars; counts in between are summed.
+UPDATE_INTERVAL = 0.1
+
+
 class AmountColumn(ProgressColumn):
     """Done and total: a count for the items bar, sizes in binary units for bytes."""
 
@@ -80,12 +86,22 @@ class SpeedColumn(ProgressColumn):
 
 
 class BarProgress:
-    """Two rich bars on stderr: items done, and bytes done with throughput."""
+    """Two rich bars on stderr: items done, and bytes done with throughput.
+
+    Purges of small files report every file, and an update of a rich task
+    costs microseconds, so counts are summed and handed to rich at most
+    every UPDATE_INTERVAL seconds.
+    """
 
     def __init__(self) -> None:
         self._bars: RichProgress | None = None
         self._items: TaskID | None = None
         self._bytes: TaskID | None = None
+        self._pending_items = 0
+        self._pending_bytes = 0
+        self._updated = 0.0
+        # Plugins may report bytes from their I/O threads.
+        self._lock = threading.Lock()
 
     def start(self, phase: str, items: int, total_bytes: int) -> None:
         self.finish()
@@ -108,17 +124,37 @@ class BarProgress:
             )
 
     def advance_items(self, count: int) -> None:
-        if self._bars is not None and self._items is not None:
-            self._bars.advance(self._items, count)
+        if self._bars is not None:
+            with self._lock:
+                self._pending_items += count
+                self._update(force=False)
 
     def advance_bytes(self, count: int) -> None:
-        if self._bars is not None and self._bytes is not None:
-            self._bars.advance(self._bytes, count)
+        if self._bars is not None:
+            with self._lock:
+                self._pending_bytes += count
+                self._update(force=False)
+
+    def _update(self, force: bool) -> None:
+        moment = time.monotonic()
+        if not force and moment - self._updated < UPDATE_INTERVAL:
+            return
+        self._updated = moment
+        if self._bars is None:
+            return
+        if self._items is not None and self._pending_items:
+            self._bars.advance(self._items, self._pending_items)
+        if self._bytes is not None and self._pending_bytes:
+            self._bars.advance(self._bytes, self._pending_bytes)
+        self._pending_items = self._pending_bytes = 0
 
     def finish(self) -> None:
         if self._bars is not None:
+            with self._lock:
+                self._update(force=True)
             self._bars.stop()
         self._bars = self._items = self._bytes = None
+        self._pending_items = self._pending_bytes = 0
 
 
 def for_terminal() -> Progress:

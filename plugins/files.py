@@ -2,7 +2,7 @@
 
 A target is a file or a directory tree on a local filesystem. Each regular
 file is overwritten over its allocated extents (holes stay holes) with an
-AES-256-CTR keystream, optionally more passes and a final zero pass, read
+AES-128-CTR keystream, optionally more passes and a final zero pass, read
 back, renamed to a random name of the same length, truncated and unlinked.
 Directories are renamed and removed after their contents. Verification
 checks that every path is gone, that the read-back matched, and scans the
@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import string
 import sys
@@ -27,7 +26,9 @@ from plugins._files import mounts as mountinfo
 from plugins._files.copies import Copies, field_values
 from plugins._files.mask import is_mask_copy, mask_copy_refusal
 from plugins._files.openfiles import OpenFiles
+from plugins._files.overwrite import random_bytes
 from plugins._files.paths import (
+    PROTECTED_EXACT,
     PROTECTED_TREES,
     escape_path,
     is_within,
@@ -76,6 +77,10 @@ _NAME_ALPHABET = string.ascii_lowercase + string.digits
 #: Most overwrite passes accepted; the agent's config enforces the same bound.
 MAX_PASSES = 35
 _NAME_SET = frozenset(_NAME_ALPHABET)
+# Bytes from 252 up are dropped, because 252 is the largest multiple of 36
+# below 256, so that no character of the alphabet is favoured.
+_NAME_TABLE = bytes(ord(_NAME_ALPHABET[byte % 36]) for byte in range(256))
+_NAME_REJECTED = bytes(range(252, 256))
 #: Files up to this many allocated bytes are read whole for fingerprints;
 #: larger files are sampled at evenly spread offsets.
 WHOLE_READ_LIMIT = 1024 * 1024
@@ -128,6 +133,15 @@ class FilesPlugin(Plugin):
         self._scan: dict[str, Any] | None = None
         #: Whether each directory seen allows removing its entries.
         self._writable_directories: dict[str, bool] = {}
+        #: Protected trees and exact paths, and whether each directory seen
+        #: lies in a protected tree, for _protected_file_reason.
+        self._protected_trees: tuple[str, ...] | None = None
+        self._protected_names: frozenset[str] = frozenset()
+        self._protected_directories: dict[str, bool] = {}
+        #: leftover_candidates of each directory, listed once per verify batch.
+        self._leftover_listings: dict[
+            str, dict[tuple[int, int], list[tuple[str, int]]]
+        ] = {}
         # Snapshots and backups of the selected data outside the target.
         self.copies = Copies(self)
 
@@ -411,7 +425,7 @@ class FilesPlugin(Plugin):
         return Refusal("mount-point", _mount_point_detail(path, mounted, other_device))
 
     def _classify_file(self, path: str, status: os.stat_result) -> Refusal | None:
-        protected = protected_reason(path, self._protected)
+        protected = self._protected_file_reason(path)
         if protected:
             return Refusal("protected-path", protected)
         if self._root_status is not None and status.st_dev != self._root_status.st_dev:
@@ -436,6 +450,27 @@ class FilesPlugin(Plugin):
             )
         if stat.S_ISREG(status.st_mode):
             return self._inspect_file(path, status, mount)
+        return None
+
+    def _protected_file_reason(self, path: str) -> str | None:
+        """Return protected_reason for a file, checking each directory once.
+
+        A file is protected when its own path is a protected path, or when
+        its directory lies in a protected tree; the second answer is cached.
+        """
+        if self._protected_trees is None:
+            self._protected_trees = self._protected
+            self._protected_names = frozenset(self._protected_trees) | frozenset(
+                PROTECTED_EXACT
+            )
+        trees = self._protected_trees
+        directory = os.path.dirname(path)
+        inside = self._protected_directories.get(directory)
+        if inside is None:
+            inside = any(is_within(directory, tree) for tree in trees)
+            self._protected_directories[directory] = inside
+        if inside or path in self._protected_names:
+            return protected_reason(path, trees)
         return None
 
     def _inspect_file(
@@ -530,7 +565,7 @@ class FilesPlugin(Plugin):
             found = os.fstat(descriptor)
             if not stat.S_ISREG(found.st_mode) or identity(found) != identity(status):
                 return  # plan_item reads the file again and reports the change
-            fingerprints = _read_fingerprints(descriptor, found.st_size)
+            fingerprints = _read_fingerprints(descriptor, found)
         except OSError:
             return
         if len(self._early_fingerprints) >= _EARLY_FINGERPRINTS_LIMIT:
@@ -656,7 +691,7 @@ class FilesPlugin(Plugin):
                 item.identity
             ):
                 raise ItemChanged(f"{item.key} changed after discovery; plan again")
-            return _read_fingerprints(descriptor, status.st_size)
+            return _read_fingerprints(descriptor, status)
         except OSError as error:
             self.log.debug("fingerprint read failed", item=item.key, exc_info=True)
             raise ItemChanged(
@@ -800,6 +835,8 @@ class FilesPlugin(Plugin):
                 self._scan = None
         if self._scan_device_enabled() and self._scan is None:
             self._scan = self._scan_device()
+        # Each directory is listed once per batch rather than once per file.
+        self._leftover_listings.clear()
         for planned in batch:
             if planned.item.kind.startswith("snapshot"):
                 check = self.copies.verify_snapshot(planned)
@@ -819,10 +856,18 @@ class FilesPlugin(Plugin):
         for path in _link_paths(item):
             yield _path_gone_check(path, escape_path(path))
             if item.kind == "file" and "ino" in item.identity:
-                yield _leftover_check(path, item.identity)
+                yield _leftover_check(path, item.identity, self._candidates(path))
         if item.kind == "file" and planned.decision.method != Method.WIPE_FREE_SPACE:
             yield self._readback_check(planned)
         yield self._scan_check(planned)
+
+    def _candidates(self, path: str) -> dict[tuple[int, int], list[tuple[str, int]]]:
+        directory = os.path.dirname(path)
+        listing = self._leftover_listings.get(directory)
+        if listing is None:
+            listing = leftover_candidates(directory)
+            self._leftover_listings[directory] = listing
+        return listing
 
     def _readback_check(self, planned: PlannedItem) -> Check:
         record = self._readback.get(planned.item.key)
@@ -994,8 +1039,15 @@ def _locked_directory_attribute(path: str) -> tuple[str, str] | None:
         os.close(descriptor)
 
 
-def _read_fingerprints(descriptor: int, size: int) -> list[bytes]:
+def _read_fingerprints(descriptor: int, status: os.stat_result) -> list[bytes]:
     """Read a file's allocated data, or samples of it, and pick content windows."""
+    size = status.st_size
+    if size <= WHOLE_READ_LIMIT and status.st_blocks * 512 >= size:
+        # Allocated blocks cover the size, so the file has holes only if it
+        # also has blocks past its end (fallocate --keep-size). One read
+        # replaces the SEEK_DATA walk, and a hole reads as zeros, which
+        # content_fingerprints never picks.
+        return content_fingerprints(os.pread(descriptor, size, 0))
     regions = list(data_regions(descriptor, size))
     total = sum(end - start for start, end in regions)
     if total <= WHOLE_READ_LIMIT:
@@ -1011,7 +1063,11 @@ def _read_fingerprints(descriptor: int, size: int) -> list[bytes]:
     return picked
 
 
-def find_renamed_leftover(path: str, identity: dict) -> str | None:
+def find_renamed_leftover(
+    path: str,
+    identity: dict,
+    candidates: dict[tuple[int, int], list[tuple[str, int]]] | None = None,
+) -> str | None:
     """Return the random name an interrupted purge gave the file at ``path``, if any.
 
     A crash between the rename and the unlink leaves the overwritten file
@@ -1019,37 +1075,55 @@ def find_renamed_leftover(path: str, identity: dict) -> str | None:
     recognised by its device and inode number, which stay the same across a
     rename, by a name ``random_name`` could have produced, and by its size:
     the planned size, or 0 after the truncation. The size rules out a new file
-    that reused the inode number of an unlinked one.
+    that reused the inode number of an unlinked one. ``candidates`` is the
+    directory's :func:`leftover_candidates`, when the caller lists it once
+    for many files.
     """
     parent, name = os.path.split(path)
+    if candidates is None:
+        candidates = leftover_candidates(parent)
     length = len(os.fsencode(name))
+    key = (identity.get("dev"), identity.get("ino"))
+    for found, size in candidates.get(key, ()):
+        if (
+            len(os.fsencode(os.path.basename(found))) == length
+            and size in (identity.get("size"), 0)
+        ):
+            return found
+    return None
+
+
+def leftover_candidates(directory: str) -> dict[tuple[int, int], list[tuple[str, int]]]:
+    """List the regular files of ``directory`` that ``random_name`` could have named.
+
+    Returns their paths and sizes by device and inode number, and nothing
+    when the directory cannot be listed (a removed directory holds no file).
+    """
+    found: dict[tuple[int, int], list[tuple[str, int]]] = {}
     try:
-        entries = os.scandir(parent)
+        entries = os.scandir(directory)
     except OSError:
-        return None
+        return found
     with entries:
         for entry in entries:
-            if (
-                len(os.fsencode(entry.name)) != length
-                or not set(entry.name) <= _NAME_SET
-            ):
+            if not set(entry.name) <= _NAME_SET:
                 continue
             try:
                 status = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if (
-                stat.S_ISREG(status.st_mode)
-                and status.st_dev == identity.get("dev")
-                and status.st_ino == identity.get("ino")
-                and status.st_size in (identity.get("size"), 0)
-            ):
-                return entry.path
-    return None
+            if stat.S_ISREG(status.st_mode):
+                key = (status.st_dev, status.st_ino)
+                found.setdefault(key, []).append((entry.path, status.st_size))
+    return found
 
 
-def _leftover_check(path: str, identity: dict) -> Check:
-    leftover = find_renamed_leftover(path, identity)
+def _leftover_check(
+    path: str,
+    identity: dict,
+    candidates: dict[tuple[int, int], list[tuple[str, int]]] | None = None,
+) -> Check:
+    leftover = find_renamed_leftover(path, identity, candidates)
     if leftover is None:
         return Check("no-leftover", True, "no renamed copy of the file remains")
     return Check(
@@ -1077,10 +1151,9 @@ def _spread_offsets(
 def random_name(length: int) -> str:
     """Return a random file name of ``length`` ASCII characters, never "." or ".."."""
     while True:
-        # 252 is the largest multiple of 36 below 256, so no character is favoured.
-        raw = [byte for byte in secrets.token_bytes(length * 2) if byte < 252]
+        raw = random_bytes(length * 2).translate(_NAME_TABLE, _NAME_REJECTED)
         if len(raw) < length:
             continue
-        name = "".join(_NAME_ALPHABET[byte % 36] for byte in raw[:length])
+        name = raw[:length].decode("ascii")
         if name not in (".", ".."):
             return name

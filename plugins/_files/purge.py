@@ -30,6 +30,7 @@ from plugins._files.overwrite import (
     Pattern,
 )
 from plugins._files.paths import escape_path, is_within, unescape_path
+from plugins.files import random_name
 from plugins._files.walk import identity
 from plugins.base import Method, PlannedItem, PurgeResult, Refusal
 from plugins.scan import (
@@ -65,10 +66,11 @@ class _Work:
     patterns: list[Pattern]
     passes_done: int = 0
     renamed: list[str] = field(default_factory=list)
+    #: The item key, kept apart because every stage looks it up.
+    key: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        return self.planned.item.key
+    def __post_init__(self) -> None:
+        self.key = self.planned.item.key
 
 
 @dataclass
@@ -92,6 +94,7 @@ class BatchPurge:
         self.context = plugin.context
         self.log = plugin.log
         self._directories: dict[str, int] = {}
+        self._directory_paths: dict[int, str] = {}
         self._writable_directories: dict[int, bool] = {}
         self._buffer = AlignedBuffer()
         self._scratch = AlignedBuffer()
@@ -107,6 +110,7 @@ class BatchPurge:
         for descriptor in self._directories.values():
             os.close(descriptor)
         self._directories.clear()
+        self._directory_paths.clear()
         self._writable_directories.clear()
 
     def run(self) -> Iterator[PurgeResult]:
@@ -372,11 +376,12 @@ class BatchPurge:
             ) from None
         try:
             status = os.fstat(descriptor)
-            expected = dict(item.identity)
+            expected = item.identity
             found = identity(status)
             if planned.decision.params.get("resumed"):
                 # An overwrite interrupted by a crash changed the time, and a
                 # crash after the truncation left the size at 0.
+                expected = dict(expected)
                 expected.pop("mtime_ns", None)
                 found.pop("mtime_ns", None)
                 if found.get("size") == 0:
@@ -494,8 +499,10 @@ class BatchPurge:
     ) -> list[_Work]:
         for work in works:
             try:
+                # _prepare checked the open file's fstat against these.
+                expected = (work.planned.item.identity["dev"], work.planned.item.identity["ino"])
                 for parent_fd, name in work.links:
-                    work.renamed.append(_rename_own_link(parent_fd, name, work.descriptor))
+                    work.renamed.append(_rename_own_link(parent_fd, name, expected))
             except _Replaced as replaced:
                 results[work.key] = _failed(
                     work.key,
@@ -515,8 +522,7 @@ class BatchPurge:
                 os.ftruncate(work.descriptor, 0)
                 for (parent_fd, _), new_name in zip(work.links, work.renamed):
                     os.unlink(new_name, dir_fd=parent_fd)
-                for path in _link_paths(work.planned.item):
-                    self._changed.add(os.path.dirname(path))
+                    self._changed.add(self._directory_paths[parent_fd])
             except OSError as error:
                 results[work.key] = _failed(
                     work.key,
@@ -551,6 +557,8 @@ class BatchPurge:
     def _drop_failed(
         self, works: list[_Work], results: dict[str, PurgeResult]
     ) -> list[_Work]:
+        if not results:
+            return works
         kept = []
         for work in works:
             if work.key in results:
@@ -619,6 +627,7 @@ class BatchPurge:
                 f"cannot open directory {escape_path(directory)}: {error.strerror}; nothing was changed",
             ) from None
         self._directories[directory] = descriptor
+        self._directory_paths[descriptor] = directory
         return descriptor
 
     def _renamed_leftover(self, path: str, item) -> str:
@@ -760,16 +769,16 @@ class _Replaced(Exception):
         self.name = name
 
 
-def _rename_own_link(parent_fd: int, name: str, descriptor: int) -> str:
+def _rename_own_link(parent_fd: int, name: str, expected: tuple[int, int]) -> str:
     """Rename ``name`` to a random name, if it still leads to the open file.
 
-    The name is checked after the rename, which is atomic, so a file moved
-    onto the name while the purge ran is renamed back and never unlinked.
+    ``expected`` is the device and inode number of the open file. The name
+    is checked after the rename, which is atomic, so a file moved onto the
+    name while the purge ran is renamed back and never unlinked.
     """
     new_name = _rename_random(parent_fd, name)
     found = os.stat(new_name, dir_fd=parent_fd, follow_symlinks=False)
-    expected = os.fstat(descriptor)
-    if (found.st_dev, found.st_ino) != (expected.st_dev, expected.st_ino):
+    if (found.st_dev, found.st_ino) != expected:
         if not _rename_noreplace(parent_fd, new_name, name):
             os.rename(new_name, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
         raise _Replaced(name)
@@ -778,8 +787,6 @@ def _rename_own_link(parent_fd: int, name: str, descriptor: int) -> str:
 
 def _rename_random(parent_fd: int, name: str) -> str:
     """Rename an entry to a random name of the same byte length, so the old name's bytes are overwritten."""
-    from plugins.files import random_name
-
     length = len(os.fsencode(name))
     while True:
         new_name = random_name(length)

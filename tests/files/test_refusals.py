@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -260,6 +261,40 @@ def test_open_file_refused(ext4):
     assert run.refusal_reasons() == {str(path): "open-file"}
     assert f"pid {holder.pid}" in run.refused[0].decision.refusal.detail
     assert path.read_bytes() == b"held open by another process\n"
+
+
+def test_mapped_file_refused(ext4):
+    path = ext4.mountpoint / "customers.csv"
+    path.write_bytes(b"mapped by another process\n")
+    # The child maps the file with libc's mmap and closes its descriptor, so
+    # only the mapping keeps the file in use (Python's mmap keeps its own
+    # descriptor).
+    script = (
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.mmap.restype = ctypes.c_void_p\n"
+        "libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,\n"
+        "                      ctypes.c_int, ctypes.c_int, ctypes.c_long]\n"
+        "descriptor = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "address = libc.mmap(None, 4096, 1, 1, descriptor, 0)\n"
+        "os.close(descriptor)\n"
+        "assert address not in (None, ctypes.c_void_p(-1).value)\n"
+        "print('mapped', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as holder:
+        try:
+            assert holder.stdout.readline() == b"mapped\n"
+            run = purge(path)
+        finally:
+            holder.kill()
+    assert run.refusal_reasons() == {str(path): "open-file"}
+    assert f"pid {holder.pid}" in run.refused[0].decision.refusal.detail
+    assert path.read_bytes() == b"mapped by another process\n"
 
 
 def test_mount_point_below_target_refused(ext4, tmp_path):
