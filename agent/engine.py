@@ -939,13 +939,16 @@ def _evidence_change(
 
     ``resumed`` marks evidence taken after a resume, or by another process
     than the one that destroyed the item; :meth:`Engine._finish` counts such
-    items whose checks did not all run.
+    items whose checks did not all run. A verified item keeps its purge
+    detail, which states what was done, such as the passes a stop cut short.
     """
     recorded = _evidence_json(evidence)
     if resumed:
         recorded["resumed"] = True
     if evidence.verified:
-        return StateChange(item.target, item.key, "verified", evidence=recorded)
+        return StateChange(
+            item.target, item.key, "verified", item.detail, evidence=recorded
+        )
     return StateChange(
         item.target,
         item.key,
