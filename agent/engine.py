@@ -70,9 +70,11 @@ class JobOutcome:
     plan_hash: str | None
     certificate: Path | None = None
     messages: list[str] = field(default_factory=list)
+    #: Items a repeated rescan (``lethe verify``) checked and found back.
+    rescan: Mapping[str, int] | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        summary = {
             "job_id": self.job_id,
             "state": self.state,
             "exit_code": self.exit_code,
@@ -81,6 +83,9 @@ class JobOutcome:
             "certificate": str(self.certificate) if self.certificate else None,
             "messages": list(self.messages),
         }
+        if self.rescan is not None:
+            summary["rescan"] = dict(self.rescan)
+        return summary
 
 
 def new_job_id() -> str:
@@ -805,13 +810,17 @@ class Engine:
             raise UsageError(
                 f"job {job_id} destroyed nothing ({job.state}), so there is nothing to verify"
             )
-        disagreements = 0
+        checked = disagreements = 0
         for row in self.journal.targets(job_id):
             plugin = self._open_plugin(
                 job_id, row.position, row.target, job.settings, dry_run=True
             )
             plugin.describe()
-            disagreements += self._recheck_target(job_id, row, plugin)
+            target_checked, target_disagreements = self._recheck_target(
+                job_id, row, plugin
+            )
+            checked += target_checked
+            disagreements += target_disagreements
         counts = self.journal.count_states(job_id)
         exit_code = EXIT_FAILED if disagreements or counts.get("failed") else EXIT_OK
         self.audit.append(
@@ -824,17 +833,28 @@ class Engine:
         )
         issued = Path(job.certificate) if job.certificate else None
         return JobOutcome(
-            job_id, job.state, exit_code, counts, job.plan_hash, issued, messages
+            job_id,
+            job.state,
+            exit_code,
+            counts,
+            job.plan_hash,
+            issued,
+            messages,
+            rescan={"checked": checked, "came_back": disagreements},
         )
 
-    def _recheck_target(self, job_id: str, row: TargetRow, plugin: Plugin) -> int:
-        disagreements = 0
+    def _recheck_target(
+        self, job_id: str, row: TargetRow, plugin: Plugin
+    ) -> tuple[int, int]:
+        """Rescan one target's destroyed items; return (checked, came back)."""
+        checked = disagreements = 0
         rows = self.journal.items(
             job_id, target=row.position, states=("verified", "purged")
         )
         for batch in chunked(rows, plugin.batch_size):
             evidence = self._collect_evidence(job_id, plugin, batch, row, recheck=True)
             for item in batch:
+                checked += 1
                 found = evidence.get(item.key)
                 verified = found is not None and found.verified
                 self.journal.add_recheck(
@@ -851,7 +871,7 @@ class Engine:
                         key=item.key,
                         detail=_failed_checks(found) if found else "no evidence",
                     )
-        return disagreements
+        return checked, disagreements
 
 
 def run_job(

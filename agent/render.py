@@ -188,5 +188,20 @@ def print_outcome(console: Console, outcome: Mapping[str, Any]) -> None:
         console.print(f"certificate: {outcome['certificate']}")
 
 
+def print_rescan(console: Console, outcome: Mapping[str, Any]) -> None:
+    """Print the result of ``lethe verify``: what the repeated rescan found."""
+    rescan = outcome["rescan"]
+    back = rescan["came_back"]
+    console.print(
+        f"job {outcome['job_id']}: repeated rescan of "
+        f"{plural(rescan['checked'], 'destroyed item')}: "
+        f"{rescan['checked'] - back} still gone, {back} came back"
+    )
+    for message in outcome["messages"]:
+        console.print(message, markup=False)
+    if outcome.get("certificate"):
+        console.print(f"certificate: {outcome['certificate']}")
+
+
 def plan_html(summary: Mapping[str, Any]) -> str:
     return _TEMPLATES.get_template("plan.html").render(plan=summary)

@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(outcome.summary())
     else:
-        render.print_outcome(context.console, outcome.summary())
+        render.print_rescan(context.console, outcome.summary())
     return outcome.exit_code

@@ -174,6 +174,19 @@ def test_verify_command(lethe, tree: Path, state_dir: Path) -> None:
     assert lethe("verify", job_id).returncode == 2
 
 
+def test_verify_summary_counts_returned_items(
+    lethe, tree: Path, state_dir: Path
+) -> None:
+    lethe("purge", "--yes", f"testdir://{tree / 'sub'}")
+    job_id = latest_job(state_dir)
+    (tree / "sub" / "export-1.csv").write_text("came back\n")
+    result = lethe("verify", job_id)
+    assert result.returncode == 2
+    assert "4 destroyed items: 3 still gone, 1 came back" in result.stdout
+    assert "destroyed and verified" not in result.stdout
+    assert "1 item failed the repeated rescan" in result.stdout
+
+
 def latest_job(state_dir: Path) -> str:
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
         return db.execute(
