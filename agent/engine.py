@@ -190,8 +190,12 @@ class Engine:
         except (JobStopped, KeyboardInterrupt):
             self.journal.update_job(job_id, state="cancelled")
             raise
-        except BaseException:
-            self.journal.update_job(job_id, state="plan-failed")
+        except BaseException as error:
+            # The summary of a failed plan stores the reason, for lethe status.
+            reason = str(error) or type(error).__name__
+            self.journal.update_job(
+                job_id, state="plan-failed", summary={"error": reason}
+            )
             raise
         plan_hash = plan_module.plan_hash(self.journal, job_id)
         self.journal.set_plan_hash(job_id, plan_hash)

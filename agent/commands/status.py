@@ -83,12 +83,20 @@ def _journal_jobs(state_dir: Path) -> list[dict[str, Any]]:
     journal = Journal.open(state_dir)
     try:
         rows = journal.query(
-            "SELECT id, created, updated, state, plan_hash, source_plan, certificate"
+            "SELECT id, created, updated, state, plan_hash, source_plan, certificate,"
+            " json_extract(summary, '$.error') AS error"
             " FROM jobs WHERE dry_run = 0 ORDER BY created, id"
         )
         jobs = []
         for row in rows:
             job = dict(row)
+            error = job.pop("error")
+            if job["state"] == "plan-failed":
+                job["detail"] = (
+                    f"planning failed: {error}"
+                    if error
+                    else "planning failed; the journal does not record why"
+                )
             job["items"] = journal.count_states(row["id"])
             _mark_dead_owner(job, state_dir)
             jobs.append(job)
@@ -167,7 +175,8 @@ def _print(status: dict[str, Any]) -> None:
             items = ", ".join(
                 f"{n} {state}" for state, n in sorted(job["items"].items())
             )
-            print(f"  {group}: {job['id']} ({job['state']}): {items}")
+            line = f"  {group}: {job['id']} ({job['state']})"
+            print(f"{line}: {items}" if items else line)
             if job.get("detail"):
                 print(f"    {job['detail']}")
             if job.get("hint"):

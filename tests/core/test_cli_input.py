@@ -311,3 +311,12 @@ def test_saved_plan_settings_checked(
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert (tree / "sub" / "export-0.csv").exists()
+
+
+def test_status_gives_plan_failure_reason(lethe, tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    assert lethe("purge", "--yes", f"testdir://{missing}").returncode != 0
+    output = lethe("status").stdout
+    [line] = [line for line in output.splitlines() if "(plan-failed)" in line]
+    assert line.endswith("(plan-failed)")
+    assert f"planning failed: directory {missing} does not exist" in output
