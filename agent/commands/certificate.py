@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from agent import certificate, keys, render
 from agent.audit import AuditLog
@@ -62,20 +63,53 @@ def run_show(args: argparse.Namespace) -> int:
     for medium in document["media"]:
         console.print(f"media: {medium['target']} ({medium['plugin']})", markup=False)
     console.print(f"method type: {document['sanitization']['method_type']}")
-    for method in document["sanitization"]["methods"]:
-        console.print(
-            f"  {method['method']} ({method['category']}): "
-            f"{render.plural(method['items'], 'item')}"
-        )
+    for line in _method_lines(document["sanitization"]["methods"]):
+        console.print(f"  {line}", markup=False)
     console.print(
         f"verification: {document['verification']['result']}: {document['verification']['method']}"
     )
-    console.print(", ".join(f"{name} {count}" for name, count in counts.items()))
+    console.print(
+        ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items())
+    )
     for note in document["notes"]:
         console.print(f"note: {note}", markup=False)
     console.print(f"plan hash: {document['plan_hash']}")
     console.print(f"signed by: {document['signature']['public_key_fingerprint']}")
     return EXIT_OK
+
+
+def _method_lines(methods: list[dict[str, Any]]) -> list[str]:
+    """Describe each distinct method once, summing its entries' counts.
+
+    The certificate lists a method once per distinct set of details (files
+    and directories, for example), which would repeat the same label here.
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for method in methods:
+        entry = merged.setdefault(
+            (method["method"], method["category"]),
+            {"items": 0, "bytes": 0, "short": 0, "fewest": None},
+        )
+        entry["items"] += method["items"]
+        entry["bytes"] += method.get("bytes", 0)
+        short = method.get("items_with_fewer_passes", 0)
+        if short:
+            entry["short"] += short
+            fewest = method["fewest_passes_done"]
+            entry["fewest"] = min(fewest, entry["fewest"] or fewest)
+    lines = []
+    for (name, category), entry in merged.items():
+        line = (
+            f"{name} ({category}): {render.plural(entry['items'], 'item')}, "
+            f"{render.plural(entry['bytes'], 'byte')}"
+        )
+        if entry["short"]:
+            line += (
+                f"; {render.plural(entry['short'], 'item')} stopped early, after as "
+                f"few as {render.plural(entry['fewest'], 'pass', 'passes')}"
+            )
+        lines.append(line)
+    return lines
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -345,3 +345,23 @@ def test_file_target_locked_by_running_job(
     )
     assert after.returncode == 0, after.stderr
     assert not path.exists()
+
+
+def test_certificate_show_merges_method_entries(tmp_path: Path) -> None:
+    # Files and their directory are certified as two clear-overwrite entries
+    # with different details; show prints the method once.
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path, state_dir, scan_device=False)
+    root = tmp_path / "exports"
+    root.mkdir()
+    for index in range(3):
+        (root / f"customer-{index}.csv").write_text("Ada Lovelace,+44 7700 900123\n")
+    purged = run("purge", "--yes", str(root), "-c", str(config), state_dir=state_dir)
+    assert purged.returncode == 0, purged.stderr
+    job_id = sorted((state_dir / "certificates").glob("*.json"))[-1].stem
+    shown = run("certificate", "show", job_id, "-c", str(config), state_dir=state_dir)
+    assert shown.returncode == 0, shown.stderr
+    methods = [line for line in shown.stdout.splitlines() if "(Clear)" in line]
+    assert methods == ["  clear-overwrite (Clear): 4 items, 87 bytes"]
+    assert "destroyed and verified 4" in shown.stdout
+    assert "destroyed_and_verified" not in shown.stdout

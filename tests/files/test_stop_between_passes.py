@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.commands.certificate import _method_lines
 from agent.config import Config
 from agent.engine import Engine
 from plugins._files.overwrite import FileOverwrite
@@ -53,3 +54,8 @@ def test_stop_after_first_pass_certifies_passes_run(
     assert overwrite["details"]["passes"] == 3
     assert overwrite["items_with_fewer_passes"] == 3
     assert overwrite["fewest_passes_done"] == 1
+    shown = _method_lines(document["sanitization"]["methods"])
+    assert shown == [
+        "clear-overwrite (Clear): 4 items, 39000 bytes; "
+        "3 items stopped early, after as few as 1 pass"
+    ]
