@@ -399,8 +399,9 @@ class Journal:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(
-                f"job {job_id!r} is not in the journal {self.path}; "
-                "check the job id and the state directory (-c, LETHE_STATE_DIR)"
+                f"job {job_id!r} is not in the journal {self.path}. Check the job "
+                "id, or give the job's state directory with --state-dir when it "
+                "ran with another one"
             )
         return JobRow(
             id=row["id"],

@@ -137,8 +137,7 @@ def certificate_file(name: str, state_dir: Path) -> str:
     if "/" not in name and stored.is_file():
         return str(stored)
     raise UsageError(
-        f"no certificate file {name}: certificates are stored as {stored.parent}/JOB.json "
-        "(lethe status lists job ids), and only a job that finished without "
-        "failures has one. Give -c or --state-dir when the job ran with another "
-        "state directory"
+        f"no certificate file {name}: certificates are stored as {stored.parent}/JOB.json, "
+        "named by job id, and only a job that finished without failures has one. "
+        "Give --state-dir or -c when the job ran with another state directory"
     )

@@ -159,6 +159,8 @@ def test_certificate_missing_names_folder(lethe, state_dir: Path) -> None:
     result = lethe("certificate", "verify", "20260101T000000Z-abcdef")
     assert result.returncode == 3
     assert f"stored as {state_dir}/certificates/JOB.json" in result.stderr
+    assert "lethe status" not in result.stderr
+    assert "--state-dir" in result.stderr
 
 
 def job_state(state_dir: Path, job_id: str) -> str:
@@ -236,6 +238,7 @@ def test_unknown_job_exits_three(lethe, command: list[str]) -> None:
     result = lethe(*command, "20260101T000000Z-abcdef")
     assert result.returncode == 3
     assert "20260101T000000Z-abcdef" in result.stderr
+    assert "--state-dir" in result.stderr
 
 
 def test_full_state_directory_named(lethe, tree: Path, tmp_path: Path) -> None:
