@@ -62,7 +62,6 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     context = load_context(args)
-    warn_operator_unset(context)
     engine = Engine(context.config, context.state_dir)
     try:
         targets = targets_from(args.targets, context.config)
@@ -70,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
             job_id = engine.plan(
                 targets, context.config.settings.as_plugin_settings(), dry_run=True
             )
+        # Warned only after a plan, so a usage error is not preceded by it.
+        warn_operator_unset(context)
         return show_plan(engine, job_id, args, context.console)
     finally:
         engine.close()

@@ -89,11 +89,12 @@ def _plan_and_purge(engine: Engine, args: argparse.Namespace, context: Context) 
     else:
         targets = targets_from(args.targets, context.config)
         settings = context.config.settings.as_plugin_settings()
-    warn_operator_unset(context)
     with stop_on_signals(engine.request_stop):
         job_id = engine.plan(
             targets, settings, dry_run=args.dry_run, source_plan=args.plan
         )
+        # Warned only after a plan, so a usage error is not preceded by it.
+        warn_operator_unset(context)
         if saved is not None and _plan_changed(engine, job_id, saved, context.console):
             return EXIT_FAILED
         if args.dry_run:

@@ -14,6 +14,14 @@ def test_empty_operator_warned(lethe, tree: Path) -> None:
     assert "operator.organization.name" in result.stderr
 
 
+def test_usage_error_not_preceded_by_warning(lethe) -> None:
+    for command in (["plan"], ["purge", "--yes"]):
+        result = lethe(*command)
+        assert result.returncode == 3, result.stderr
+        assert "no targets given" in result.stderr
+        assert "will leave" not in result.stderr
+
+
 def test_purge_warns_operator_keys(lethe, tree: Path, tmp_path: Path) -> None:
     config = tmp_path / "lethe.yaml"
     config.write_text("operator:\n  name: Test Operator\n")
