@@ -128,6 +128,7 @@ REFUSAL_REASONS = {
     "special-file": "FIFO, socket or device node",
     "mount-point": "mount point or another filesystem than the target's",
     "protected-path": "protected system path",
+    "state-directory": "Lethe's state directory (journal, signing key, certificates)",
     "copy-on-write": "overwrite cannot reach every copy of the data",
     "object-lock": "object lock retention",
     "legal-hold": "legal hold",

@@ -34,6 +34,7 @@ from plugins._files.paths import (
     is_within,
     path_url,
     protected_reason,
+    state_directory_reason,
     target_path,
     unescape_path,
 )
@@ -356,7 +357,7 @@ class FilesPlugin(Plugin):
                 self.root,
                 _kind(mode),
                 root_status,
-                Refusal("protected-path", protected),
+                self._protected_refusal(self.root, protected),
             )
             return
         if stat.S_ISLNK(mode):
@@ -413,7 +414,7 @@ class FilesPlugin(Plugin):
     def _classify_directory(self, path: str, status: os.stat_result) -> Refusal | None:
         protected = protected_reason(path, self._protected)
         if protected:
-            return Refusal("protected-path", protected)
+            return self._protected_refusal(path, protected)
         if self.cross_filesystems:
             return None
         mounted = [mount for mount in self._mounts if mount.mount_point == path]
@@ -427,7 +428,7 @@ class FilesPlugin(Plugin):
     def _classify_file(self, path: str, status: os.stat_result) -> Refusal | None:
         protected = self._protected_file_reason(path)
         if protected:
-            return Refusal("protected-path", protected)
+            return self._protected_refusal(path, protected)
         if self._root_status is not None and status.st_dev != self._root_status.st_dev:
             if not self.cross_filesystems:
                 return Refusal(
@@ -451,6 +452,13 @@ class FilesPlugin(Plugin):
         if stat.S_ISREG(status.st_mode):
             return self._inspect_file(path, status, mount)
         return None
+
+    def _protected_refusal(self, path: str, reason: str) -> Refusal:
+        """Return the refusal of a protected path, naming Lethe's own state directory."""
+        state = state_directory_reason(path, tuple(self.context.protected))
+        if state:
+            return Refusal("state-directory", state)
+        return Refusal("protected-path", reason)
 
     def _protected_file_reason(self, path: str) -> str | None:
         """Return protected_reason for a file, checking each directory once.

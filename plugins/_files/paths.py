@@ -149,3 +149,14 @@ def protected_reason(path: str, trees: tuple[str, ...]) -> str | None:
         if is_within(path, tree):
             return f"{escape_path(path)} lies in the protected path {tree}"
     return None
+
+
+def state_directory_reason(path: str, state_dirs: tuple[str, ...]) -> str | None:
+    """Return why ``path`` lies in Lethe's state directory, or None when it does not."""
+    for tree in state_dirs:
+        if is_within(path, tree):
+            return (
+                f"{escape_path(path)} lies in Lethe's state directory {tree}, which "
+                "contains the journal, the signing key and the certificates"
+            )
+    return None
