@@ -373,6 +373,9 @@ class Plugin(abc.ABC):
     methods: ClassVar[tuple[Method, ...]]
     #: How many items the agent passes to one call of purge and verify.
     batch_size: ClassVar[int] = 1
+    #: Modules the plugin imports lazily (its SDK). ``lethe plugins`` lists
+    #: the plugin as unavailable when one of them cannot be found.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, target: Target, context: JobContext) -> None:
         self.target = target

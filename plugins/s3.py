@@ -112,6 +112,7 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
 
     name = "s3"
     schemes = ("s3",)
+    requires = ("boto3", "botocore")
     methods = (Method.DELETE_ALL_VERSIONS, Method.PURGE_CRYPTO, Method.LIFECYCLE)
     #: One purge call runs up to ``DEFAULT_WORKERS`` DeleteObjects requests of
     #: at most ``DELETE_REQUEST_LIMIT`` keys each, concurrently.

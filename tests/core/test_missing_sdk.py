@@ -7,6 +7,7 @@ ModuleNotFoundError as if it were not installed.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +86,26 @@ def test_plan_without_sdk(plugin: str, lethe: Run, hidden_env: Callable) -> None
     assert f"pip install 'lethe[{extra}]'" in result.stderr
     assert "internal error" not in result.stderr
     assert "--resume" not in result.stderr
+
+
+@pytest.mark.parametrize("plugin", sorted(SDKS))
+def test_plugins_lists_missing_sdk(
+    plugin: str, lethe: Run, hidden_env: Callable
+) -> None:
+    modules, extra = SDKS[plugin]
+    result = lethe("plugins", "--json", env=hidden_env(modules))
+
+    assert result.returncode == 0, result.stderr
+    statuses = {entry["name"]: entry["status"] for entry in json.loads(result.stdout)}
+    assert statuses[plugin].startswith("unavailable: missing module")
+    assert f"pip install 'lethe[{extra}]'" in statuses[plugin]
+    assert statuses["files"] == "ok"
+
+
+def test_plugins_ok_with_sdks(lethe: Run) -> None:
+    result = lethe("plugins", "--json")
+
+    assert result.returncode == 0, result.stderr
+    statuses = {entry["name"]: entry["status"] for entry in json.loads(result.stdout)}
+    for plugin in SDKS:
+        assert statuses[plugin] == "ok", plugin
