@@ -110,3 +110,51 @@ def test_newline_folder_hold_glob(
 
     assert assessment.hold == "litigation"
     assert assessment.refusal is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "item"),
+    [
+        (
+            "s3://bucket/",
+            Item(
+                key="version:v1:case\n2026/notes.txt",
+                kind="version",
+                attributes={"key": "case\n2026/notes.txt"},
+            ),
+        ),
+        (
+            "gs://bucket/",
+            Item(
+                key="case\n2026/notes.txt#17",
+                kind="generation",
+                attributes={"name": "case\n2026/notes.txt"},
+            ),
+        ),
+        (
+            "az://account/container/",
+            Item(
+                key="case\n2026/notes.txt?versionid=v1",
+                kind="version",
+                attributes={"name": "case\n2026/notes.txt"},
+            ),
+        ),
+    ],
+)
+def test_object_key_prefix_hold(
+    url: str, item: Item, load_policy: Callable[..., Policy]
+) -> None:
+    config = """
+    policy:
+      holds:
+        - name: litigation
+          kind: legal
+          match:
+            prefixes: ["case\\n2026/notes.txt"]
+    """
+    policy = load_policy(config, today=TODAY)
+
+    assessment = policy.assess(Target(url), item)
+
+    assert assessment.hold == "litigation"
+    assert assessment.refusal is not None
