@@ -9,6 +9,7 @@ until one claims it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ EXTRA_PLUGINS_VARIABLE = "LETHE_EXTRA_PLUGINS"
 
 #: The pip extra that installs each built-in plugin's SDK.
 EXTRAS = {
+    "aws-backups": "aws",
     "s3": "s3",
     "gcs": "gcs",
     "azure": "azure",
@@ -102,18 +104,26 @@ class Registry:
         )
 
     def statuses(self) -> Iterator[PluginStatus]:
-        """Load every plugin and describe it, broken ones included."""
+        """Load every plugin and describe it, broken ones included.
+
+        A plugin that loads but whose ``requires`` modules cannot be found is
+        listed as unavailable, because plugins import their SDKs lazily.
+        """
         for name in sorted(set(self.entry_points) | set(self.loaded)):
             plugin_class = self.loaded.get(name) or self._load(name)
             if plugin_class is None:
                 yield PluginStatus(name, status=self.failures[name])
                 continue
             capabilities = plugin_class.capabilities()
-            yield PluginStatus(
+            status = PluginStatus(
                 name,
                 tuple(capabilities.get("schemes", ())),
                 tuple(capabilities.get("methods", ())),
             )
+            missing = _missing_module(plugin_class.requires)
+            if missing is not None:
+                status.status = _missing_module_status(name, missing)
+            yield status
 
     def _load(self, name: str) -> type[Plugin] | None:
         if name in self.loaded:
@@ -136,11 +146,31 @@ class Registry:
         return plugin_class
 
 
+def _missing_module(names: tuple[str, ...]) -> str | None:
+    """Return the first module that cannot be found, without importing it.
+
+    ``find_spec`` imports the parent packages of a dotted name, which for
+    the SDKs named here are light namespace packages.
+    """
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return name
+    return None
+
+
 def _import_failure(name: str, point: metadata.EntryPoint, error: ImportError) -> str:
-    extra = EXTRAS.get(name)
     missing = error.name or str(error)
     if missing == point.module:
         return f"unavailable: module {missing} is not part of this installation"
+    return _missing_module_status(name, missing)
+
+
+def _missing_module_status(name: str, missing: str) -> str:
+    extra = EXTRAS.get(name)
     if extra:
         return f"unavailable: missing module {missing}; install with pip install 'lethe[{extra}]'"
     return f"unavailable: missing module {missing}"

@@ -104,6 +104,7 @@ class AWSBackupsPlugin(Plugin):
 
     name = "aws-backups"
     schemes = ("ebs", "rds", "aurora", "s3-backups")
+    requires = ("boto3", "botocore")
     methods = (Method.REMOVE_SNAPSHOTS,)
     batch_size = 20
 

@@ -155,6 +155,7 @@ class AzurePlugin(Plugin):
 
     name = "azure"
     schemes = ("az",)
+    requires = ("azure.storage.blob",)
     methods = (Method.DELETE_ALL_VERSIONS,)
     batch_size = BATCH_LIMIT
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import os
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -92,7 +93,9 @@ class Item:
     on items that are copies of the selected data rather than the data
     itself; plans and certificates list those items with their outcome.
     ``label`` is what reports show; it may be personal data (a file name), so
-    reports may mask it.
+    reports may mask it. File paths in ``key`` and ``attributes["path"]`` are
+    in the printable form of :func:`escape_path`; :func:`unescape_path`
+    returns the real path.
     """
 
     key: str
@@ -105,6 +108,49 @@ class Item:
     @property
     def display(self) -> str:
         return self.label or self.key
+
+
+def escape_path(path: str) -> str:
+    """Return a printable, reversible form of a path for keys and messages.
+
+    Control characters and bytes that are not valid UTF-8 (held as
+    surrogate escapes by :func:`os.fsdecode`) become ``\\xNN``; a backslash
+    becomes ``\\\\``, so the mapping is one-to-one.
+    """
+    if path.isprintable() and "\\" not in path:
+        return path
+    parts = []
+    for char in path:
+        code = ord(char)
+        if char == "\\":
+            parts.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or not char.isprintable():
+            parts.append("".join(f"\\x{byte:02x}" for byte in char.encode("utf-8")))
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def unescape_path(key: str) -> str:
+    """Invert :func:`escape_path`, returning the path as :func:`os.fsdecode` spells it."""
+    if "\\" not in key:
+        return key
+    raw = bytearray()
+    index = 0
+    while index < len(key):
+        char = key[index]
+        if char == "\\" and key[index + 1] == "\\":
+            raw += b"\\"
+            index += 2
+        elif char == "\\" and key[index + 1] == "x":
+            raw.append(int(key[index + 2 : index + 4], 16))
+            index += 4
+        else:
+            raw += char.encode("utf-8", "surrogateescape")
+            index += 1
+    return os.fsdecode(bytes(raw))
 
 
 @dataclass(frozen=True)
@@ -328,6 +374,9 @@ class Plugin(abc.ABC):
     methods: ClassVar[tuple[Method, ...]]
     #: How many items the agent passes to one call of purge and verify.
     batch_size: ClassVar[int] = 1
+    #: Modules the plugin imports lazily (its SDK). ``lethe plugins`` lists
+    #: the plugin as unavailable when one of them cannot be found.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, target: Target, context: JobContext) -> None:
         self.target = target

@@ -134,6 +134,7 @@ class GCSPlugin(Plugin):
 
     name = "gcs"
     schemes = ("gs",)
+    requires = ("google.cloud.storage",)
     methods = (Method.DELETE_ALL_VERSIONS,)
     batch_size = BATCH_LIMIT
 

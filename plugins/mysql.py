@@ -63,6 +63,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
 
     name = "mysql"
     schemes = ("mysql", "mariadb")
+    requires = ("mysql.connector",)
     placeholder = "%s"
     default_lock_timeout = DEFAULT_LOCK_TIMEOUT
     engine_keys = ("purge_binary_logs",)

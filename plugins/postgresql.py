@@ -78,6 +78,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
 
     name = "postgresql"
     schemes = ("postgresql", "postgres")
+    requires = ("psycopg",)
     default_lock_timeout = DEFAULT_LOCK_TIMEOUT
     placeholder = "%s"
 

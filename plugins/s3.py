@@ -49,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from plugins._s3 import MISSING_BOTO3, client_error
 from plugins._s3.completion import CompletionMixin
 from plugins._s3.entries import (
     DEFAULT_WORKERS,
@@ -111,6 +112,7 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
 
     name = "s3"
     schemes = ("s3",)
+    requires = ("boto3", "botocore")
     methods = (Method.DELETE_ALL_VERSIONS, Method.PURGE_CRYPTO, Method.LIFECYCLE)
     #: One purge call runs up to ``DEFAULT_WORKERS`` DeleteObjects requests of
     #: at most ``DELETE_REQUEST_LIMIT`` keys each, concurrently.
@@ -243,9 +245,7 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
             import botocore.session
             from botocore.config import Config
         except ImportError as exc:
-            raise MissingDependency(
-                "the S3 plugin needs boto3; install it with: pip install 'lethe[s3]'"
-            ) from exc
+            raise MissingDependency(MISSING_BOTO3) from exc
         config = Config(
             retries={
                 "mode": self.options["retry_mode"],
@@ -285,7 +285,11 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
             raise error from exc
 
     def _translate(self, exc: Exception, action: str) -> PluginError | None:
-        from botocore import exceptions as bce
+        try:
+            from botocore import exceptions as bce
+        except ImportError:
+            # Without botocore no SDK error can have been raised.
+            return None
 
         bucket = self.bucket
         if isinstance(exc, bce.ClientError):
@@ -653,7 +657,7 @@ class S3Plugin(FactsMixin, ListingMixin, PurgeMixin, CompletionMixin, Plugin):
 
     def _head_gone(self, entry: PlannedItem) -> Check | None:
         """HEAD a purged version; None when HEAD cannot tell (a noncurrent null version)."""
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         identity = entry.item.identity
         version = identity["id"]

@@ -3,10 +3,12 @@
 Plugins describe items in ``Item.attributes``. The policy reads these keys
 when they are present:
 
-- ``path``: absolute file path (files plugin); when it is missing, an item
-  key that is an absolute path is used for ``path`` targets and ``file`` items.
-- ``key``: object key (object stores); defaults to the item key for
-  ``s3``, ``gs`` and ``az`` targets.
+- ``path``: absolute file path (files plugin), in the printable form of
+  :func:`plugins.base.escape_path`; when it is missing, an item key that is
+  an absolute path is used for ``path`` targets and ``file`` items. Globs
+  match, and content discovery opens, the real path.
+- ``key``, or ``name`` for ``gs`` and ``az``: object key (object stores);
+  defaults to the item key for ``s3``, ``gs`` and ``az`` targets.
 - ``tags`` and ``metadata``: mappings, or lists of ``{"Key": ..., "Value": ...}``
   as S3 returns them.
 - ``table`` and ``columns``: a row's table and its column names; the table
@@ -25,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugins.base import Item, Target
+from plugins.base import Item, Target, unescape_path
 
 PUBLIC = "public"
 PERSONAL = "personal"
@@ -84,7 +86,8 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             parts.append(re.escape(char))
             index += 1
-    return re.compile("".join(parts) + r"\Z")
+    # DOTALL lets ``**`` cross a newline in a file name.
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
 
 
 def _pairs(value: Any) -> dict[str, str]:
@@ -125,6 +128,9 @@ class ItemView:
         ):
             path = item.key
         object_key = attributes.get("key")
+        if object_key is None and scheme in ("gs", "az"):
+            # GCS and Azure item keys carry a generation or version suffix.
+            object_key = attributes.get("name")
         if object_key is None and scheme in OBJECT_SCHEMES:
             object_key = item.key
         table = attributes.get("table")
@@ -136,7 +142,7 @@ class ItemView:
             columns = tuple(columns)
         return cls(
             scheme=scheme,
-            path=str(path) if path is not None else None,
+            path=unescape_path(str(path)) if path is not None else None,
             object_key=str(object_key) if object_key is not None else None,
             table=str(table) if table is not None else None,
             columns=tuple(str(name) for name in columns),

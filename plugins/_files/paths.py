@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-from plugins.base import Target
+from plugins.base import Target, escape_path
+from plugins.base import unescape_path as unescape_path  # re-exported
 from plugins.errors import InvalidTarget
 
 #: Paths that are refused together with everything below them.
@@ -38,49 +39,6 @@ PROTECTED_EXACT = (
     "/tmp",
     "/var",
 )
-
-
-def escape_path(path: str) -> str:
-    """Return a printable, reversible form of a path for keys and messages.
-
-    Control characters and bytes that are not valid UTF-8 (held as
-    surrogate escapes by :func:`os.fsdecode`) become ``\\xNN``; a backslash
-    becomes ``\\\\``, so the mapping is one-to-one.
-    """
-    if path.isprintable() and "\\" not in path:
-        return path
-    parts = []
-    for char in path:
-        code = ord(char)
-        if char == "\\":
-            parts.append("\\\\")
-        elif 0xDC80 <= code <= 0xDCFF:
-            parts.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or code == 0x7F or not char.isprintable():
-            parts.append("".join(f"\\x{byte:02x}" for byte in char.encode("utf-8")))
-        else:
-            parts.append(char)
-    return "".join(parts)
-
-
-def unescape_path(key: str) -> str:
-    """Invert :func:`escape_path`, returning the path as :func:`os.fsdecode` spells it."""
-    if "\\" not in key:
-        return key
-    raw = bytearray()
-    index = 0
-    while index < len(key):
-        char = key[index]
-        if char == "\\" and key[index + 1] == "\\":
-            raw += b"\\"
-            index += 2
-        elif char == "\\" and key[index + 1] == "x":
-            raw.append(int(key[index + 2 : index + 4], 16))
-            index += 4
-        else:
-            raw += char.encode("utf-8", "surrogateescape")
-            index += 1
-    return os.fsdecode(bytes(raw))
 
 
 def target_path(target: Target) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from plugins._s3 import client_error
 from plugins._s3.entries import (
     DELETE_REQUEST_LIMIT,
     MAX_SWEEP_ROUNDS,
@@ -137,7 +138,7 @@ class CompletionMixin:
 
     def _deleted_by_this_job(self) -> bool:
         """Tell whether an earlier run of this job deleted the bucket, now absent."""
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         if self.context.checkpoints.load(BUCKET_CHECKPOINT) is None:
             return False
@@ -195,7 +196,7 @@ class CompletionMixin:
         already pending deletion, as after a resumed job's earlier run
         scheduled it. That key's own date and window are returned.
         """
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         pending = self.options["kms_pending_days"]
         client = self._kms_client()
@@ -228,7 +229,7 @@ class CompletionMixin:
 
     def _delete_bucket(self) -> PurgeResult:
         """Delete the emptied bucket; S3 refuses while anything is left in it."""
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         # Saved first, so a resumed job can tell this deletion from a missing bucket.
         self.context.checkpoints.save(BUCKET_CHECKPOINT, {"bucket": self.bucket})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugins._s3 import client_error
 from plugins._s3.entries import (
     NOT_FOUND_CODES,
     _encryption_name,
@@ -66,7 +67,7 @@ class FactsMixin:
         default: Any = None,
     ) -> Any:
         """Run a read call; return ``default`` when S3 reports it as not configured."""
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         try:
             with self._translated(action):
@@ -185,7 +186,7 @@ class FactsMixin:
 
     def _inspect_version(self, entry: _Entry) -> dict[str, Any]:
         """Read a version's encryption, retention and legal hold with HEAD."""
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         try:
             with self._translated(f"reading version {entry.ident} of a key"):

@@ -13,6 +13,7 @@ from concurrent.futures import Future, as_completed
 from datetime import UTC, datetime
 from typing import Any
 
+from plugins._s3 import client_error
 from plugins._s3.entries import (
     DELETE_REQUEST_LIMIT,
     LIFECYCLE_RULE_PREFIX,
@@ -163,7 +164,7 @@ class PurgeMixin:
         return None
 
     def _still_present(self, entry: PlannedItem) -> bool:
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         with self._translated("checking a version after DeleteObjects"):
             try:
@@ -241,7 +242,7 @@ class PurgeMixin:
         return changed, unchanged
 
     def _current_etag(self, key: str) -> str | None:
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         with self._translated("checking an unversioned object before deleting it"):
             try:
@@ -254,7 +255,7 @@ class PurgeMixin:
 
     def _delete_singly(self, chunk: list[PlannedItem]) -> list[PurgeResult]:
         """Delete items whose keys XML cannot carry, one DeleteObject each."""
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         changed, chunk = self._split_changed(chunk)
         results = list(changed)
@@ -282,7 +283,7 @@ class PurgeMixin:
         return results
 
     def _abort_uploads(self, chunk: list[PlannedItem]) -> list[PurgeResult]:
-        from botocore.exceptions import ClientError
+        ClientError = client_error()
 
         results = []
         for entry in chunk:
