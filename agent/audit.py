@@ -24,18 +24,17 @@ import hmac
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import keyfile
 from agent.errors import LetheError
 from agent.journal import dumps, now
 
 FILE_NAME = "audit.log"
 KEY_FILE = "keys/audit.key"
-KEY_SIZE = 32
 GENESIS = "0" * 64
 #: The MAC field that ends a keyed line; the MAC covers the text before it.
 _MAC_FIELD = re.compile(rb',"mac":"([0-9a-f]{64})"\}$')
@@ -266,34 +265,8 @@ def entry_mac(key: bytes, unkeyed_line: bytes) -> str:
 
 
 def _load_or_create_key(path: Path) -> bytes:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
-    except FileExistsError:
-        return _read_key(path)
-    key = secrets.token_bytes(KEY_SIZE)
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(key)
-        stream.flush()
-        os.fsync(stream.fileno())
-    return key
+    return keyfile.load_or_create(path, "audit key", AuditKeyError)[0]
 
 
 def _read_key(path: Path) -> bytes:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise AuditKeyError(f"audit key {path} has mode {mode:o}; run chmod 600 {path}")
-    try:
-        key = path.read_bytes()
-    except OSError as error:
-        raise AuditKeyError(
-            f"cannot read audit key {path}: {error.strerror}"
-        ) from error
-    if len(key) != KEY_SIZE:
-        raise AuditKeyError(
-            f"audit key {path} is {len(key)} bytes long, expected {KEY_SIZE}; "
-            "restore the file from the backup of the state directory"
-        )
-    return key
+    return keyfile.read(path, "audit key", AuditKeyError)

@@ -30,8 +30,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from typing import Any
 
 import structlog
 
-from agent import hooks
+from agent import hooks, keyfile
 from agent.audit import AuditLog
 from agent.config import Config
 from agent.engine import Engine, JobOutcome
@@ -55,7 +53,6 @@ log = structlog.get_logger(__name__)
 FILE_NAME = "erasure-ledger.log"
 KIND = "erasure"
 KEY_FILE = "keys/ledger.key"
-KEY_SIZE = 32
 #: The digest scheme of new entries, and the one of entries that name none.
 HMAC_SHA256 = "hmac-sha256"
 PLAIN_SHA256 = "sha256"
@@ -87,19 +84,9 @@ class LedgerKeyError(LetheError):
 def load_or_create_key(state_dir: Path) -> bytes:
     """Return the ledger key, creating it (mode 0600) when there is none."""
     path = state_dir / KEY_FILE
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
-    except FileExistsError:
-        return _read_key(path)
-    key = secrets.token_bytes(KEY_SIZE)
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(key)
-        stream.flush()
-        os.fsync(stream.fileno())
-    log.info("ledger key created", path=str(path), key_id=key_id(key))
+    key, created = keyfile.load_or_create(path, "ledger key", LedgerKeyError)
+    if created:
+        log.info("ledger key created", path=str(path), key_id=key_id(key))
     return key
 
 
@@ -112,21 +99,7 @@ def load_key(state_dir: Path) -> bytes | None:
 
 
 def _read_key(path: Path) -> bytes:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise LedgerKeyError(
-            f"ledger key {path} has mode {mode:o}; run chmod 600 {path}"
-        )
-    try:
-        key = path.read_bytes()
-    except OSError as error:
-        raise LedgerKeyError(f"cannot read ledger key {path}: {error}") from error
-    if len(key) != KEY_SIZE:
-        raise LedgerKeyError(
-            f"ledger key {path} is {len(key)} bytes long, expected {KEY_SIZE}; "
-            "restore the file from the backup of the state directory"
-        )
-    return key
+    return keyfile.read(path, "ledger key", LedgerKeyError)
 
 
 def key_id(key: bytes) -> str:

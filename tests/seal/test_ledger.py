@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import ledger
+from agent import keyfile, ledger
 from agent.audit import AuditChainBroken
 from tests.conftest import require_root, require_tool
 from tests.helpers.loopfs import loop_filesystem
@@ -214,7 +214,7 @@ def test_ledger_key_file_mode(lethe, live: Path, state_dir: Path) -> None:
     _purge_closed(lethe, live)
     path = state_dir / ledger.KEY_FILE
     assert path.stat().st_mode & 0o777 == 0o600
-    assert len(path.read_bytes()) == ledger.KEY_SIZE
+    assert len(path.read_bytes()) == keyfile.KEY_SIZE
     assert path.read_bytes().hex() not in (state_dir / ledger.FILE_NAME).read_text()
 
 
@@ -272,7 +272,7 @@ def test_replay_reports_ledger_key_problem(
     key_path = state_dir / ledger.KEY_FILE
     key_path.unlink()
     if problem == "other key":
-        key_path.write_bytes(bytes(ledger.KEY_SIZE))
+        key_path.write_bytes(bytes(keyfile.KEY_SIZE))
         key_path.chmod(0o600)
 
     result = lethe("ledger", "replay", "--yes", "--json", str(restored / "exports"))
