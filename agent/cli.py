@@ -63,6 +63,8 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_args(argv, namespace)
 
 
+#: Commands that destroy nothing, so an internal error needs no resume.
+READ_ONLY_COMMANDS = ("plan", "verify", "certificate", "plugins", "status")
 #: Options the top-level parser accepts before a command.
 TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
@@ -87,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    command = None
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         return args.run(args)
     except (LetheError, PluginError) as error:
         print(f"lethe: error: {error}", file=sys.stderr)
@@ -113,11 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_FAILED
         structlog.get_logger(__name__).exception("internal error", error=repr(error))
-        print(
-            f"lethe: internal error: {error!r}; the journal keeps every item's state, "
-            "so an interrupted purge can continue with lethe purge --resume JOB",
-            file=sys.stderr,
-        )
+        if command in READ_ONLY_COMMANDS:
+            advice = f"lethe {command} destroys nothing, so it can simply run again"
+        else:
+            advice = (
+                "the journal keeps every item's state, so an interrupted purge "
+                "can continue with lethe purge --resume JOB"
+            )
+        print(f"lethe: internal error: {error!r}; {advice}", file=sys.stderr)
         return EXIT_FAILED
 
 

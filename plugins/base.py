@@ -168,7 +168,7 @@ class Refusal:
 
 
 REFUSAL_REASONS = {
-    "symlink": "symbolic link; the link is removed, its target is never touched",
+    "symlink": "symbolic link, never followed (its destination is never touched)",
     "hard-link": "file has hard links outside the target",
     "open-file": "file is open in a running process",
     "special-file": "FIFO, socket or device node",

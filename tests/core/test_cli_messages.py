@@ -96,3 +96,33 @@ def test_certificate_from_other_state_dir(
     assert "lines were removed" not in result.stdout
     assert "issued with another state directory" in result.stdout
     assert f"the key of the state directory {other}" in result.stdout
+
+
+def _raise_internal_error(args):
+    raise RuntimeError("boom")
+
+
+def test_internal_error_in_plan_no_resume(monkeypatch, capsys):
+    from agent import cli
+    from agent.commands import plan
+
+    monkeypatch.setattr(plan, "run", _raise_internal_error)
+    code = cli.main(["plan", "/nonexistent-target"])
+    stderr = capsys.readouterr().err
+
+    assert code == 2
+    assert "internal error: RuntimeError('boom')" in stderr
+    assert "--resume" not in stderr
+    assert "lethe plan destroys nothing" in stderr
+
+
+def test_internal_error_in_purge_names_resume(monkeypatch, capsys):
+    from agent import cli
+    from agent.commands import purge
+
+    monkeypatch.setattr(purge, "run", _raise_internal_error)
+    code = cli.main(["purge", "/nonexistent-target"])
+    stderr = capsys.readouterr().err
+
+    assert code == 2
+    assert "lethe purge --resume JOB" in stderr
