@@ -17,8 +17,11 @@ from rich.console import Console
 from agent import config as config_module
 from agent import log
 from agent.config import Config
+from agent.errors import LetheError
+from agent.registry import Registry
 from agent.state import state_dir
 from plugins.base import Target
+from plugins.errors import PluginError
 
 
 def parent_parser() -> argparse.ArgumentParser:
@@ -77,12 +80,43 @@ def warn_operator_unset(context: Context) -> None:
     )
 
 
-def targets_from(args_targets: list[str], config: Config) -> list[Target]:
-    """Targets from the command line (with options from the config), else the config's."""
+def targets_from(
+    args_targets: list[str], config: Config, registry: Registry | None = None
+) -> list[Target]:
+    """Targets from the command line (with options from the config), else the config's.
+
+    With a registry, a command-line target takes the options of the config
+    target with the same canonical form, so ``/data/x/``, ``/data/x`` and
+    ``file:///data/x`` all get the options given for any one of them.
+    """
     if not args_targets:
         return list(config.targets)
     options = {target.url: target.options for target in config.targets}
-    return [Target(url, options.get(url, {})) for url in args_targets]
+    if registry is not None:
+        for target in config.targets:
+            canonical = _canonical_url(registry, target)
+            if canonical is not None:
+                options.setdefault(canonical, target.options)
+    targets = []
+    for url in args_targets:
+        found = options.get(url)
+        if found is None and registry is not None:
+            canonical = _canonical_url(registry, Target(url))
+            found = options.get(canonical) if canonical is not None else None
+        targets.append(Target(url, found or {}))
+    return targets
+
+
+def _canonical_url(registry: Registry, target: Target) -> str | None:
+    """Return the target's canonical URL, or None when no plugin can tell it yet.
+
+    Planning reports an unknown scheme or a malformed URL with its own
+    message, so those errors are left to it.
+    """
+    try:
+        return registry.plugin_for(target).canonical_target(target).url
+    except (LetheError, PluginError):
+        return None
 
 
 def print_json(value: Any) -> None:

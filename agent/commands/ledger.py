@@ -14,6 +14,7 @@ from agent.commands.common import (
     targets_from,
 )
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
+from agent.registry import Registry
 
 CONFIRMATION_WORD = "replay"
 
@@ -102,7 +103,7 @@ def run_replay(args: argparse.Namespace) -> int:
     report = ledger.replay(
         context.config,
         context.state_dir,
-        targets_from(args.targets, context.config),
+        targets_from(args.targets, context.config, Registry.from_entry_points()),
         context.config.settings.as_plugin_settings(),
         dry_run=args.dry_run,
         confirm=None if args.yes else lambda found: _confirmed(context, found),

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     context = load_context(args)
     engine = Engine(context.config, context.state_dir)
     try:
-        targets = targets_from(args.targets, context.config)
+        targets = targets_from(args.targets, context.config, engine.registry)
         with stop_on_signals(engine.request_stop):
             job_id = engine.plan(
                 targets, context.config.settings.as_plugin_settings(), dry_run=True

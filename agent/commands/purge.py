@@ -87,7 +87,7 @@ def _plan_and_purge(engine: Engine, args: argparse.Namespace, context: Context) 
     if saved is not None:
         targets, settings = saved.targets, saved.settings
     else:
-        targets = targets_from(args.targets, context.config)
+        targets = targets_from(args.targets, context.config, engine.registry)
         settings = context.config.settings.as_plugin_settings()
     with stop_on_signals(engine.request_stop):
         job_id = engine.plan(
