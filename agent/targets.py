@@ -9,8 +9,8 @@ def target_contains(outer: str, inner: str) -> bool:
     """Tell whether target ``inner`` is ``outer`` or lies below it.
 
     Local paths (bare or ``file://``) are compared as normalised absolute
-    paths; other URLs by prefix at a ``/`` boundary, so ``s3://b/a``
-    contains ``s3://b/a/x`` but not ``s3://b/ab``.
+    paths. Other URLs are compared by prefix at a ``/`` boundary, so
+    ``s3://b/a`` contains ``s3://b/a/x`` but not ``s3://b/ab``.
     """
     outer, inner = _comparable(outer), _comparable(inner)
     if inner == outer:

@@ -113,9 +113,9 @@ class Item:
 def escape_path(path: str) -> str:
     """Return a printable, reversible form of a path for keys and messages.
 
-    Control characters and bytes that are not valid UTF-8 (held as
-    surrogate escapes by :func:`os.fsdecode`) become ``\\xNN``; a backslash
-    becomes ``\\\\``, so the mapping is one-to-one.
+    Control characters and bytes that are not valid UTF-8 (surrogate
+    escapes from :func:`os.fsdecode`) become ``\\xNN``. A backslash becomes
+    ``\\\\``, so the mapping is one-to-one.
     """
     if path.isprintable() and "\\" not in path:
         return path

@@ -464,7 +464,8 @@ class FilesPlugin(Plugin):
         """Return protected_reason for a file, checking each directory once.
 
         A file is protected when its own path is a protected path, or when
-        its directory lies in a protected tree; the second answer is cached.
+        its directory lies in a protected tree. The result for each directory
+        is cached.
         """
         if self._protected_trees is None:
             self._protected_trees = self._protected
@@ -1104,8 +1105,9 @@ def find_renamed_leftover(
 def leftover_candidates(directory: str) -> dict[tuple[int, int], list[tuple[str, int]]]:
     """List the regular files of ``directory`` that ``random_name`` could have named.
 
-    Returns their paths and sizes by device and inode number, and nothing
-    when the directory cannot be listed (a removed directory holds no file).
+    Returns their paths and sizes by device and inode number. Returns an
+    empty mapping when the directory cannot be listed, because a removed
+    directory contains no file.
     """
     found: dict[tuple[int, int], list[tuple[str, int]]] = {}
     try:

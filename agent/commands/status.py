@@ -109,8 +109,8 @@ def _mark_dead_owner(job: dict[str, Any], state_dir: Path) -> None:
     """Mark a running job whose process is gone (crash, SIGKILL) as cancelled or interrupted.
 
     A job that ended before its purge began destroyed nothing and cannot be
-    resumed, so it shows as cancelled; one that ended while purging shows as
-    interrupted, with the command that continues it.
+    resumed, so it shows as cancelled. A job that ended while purging shows
+    as interrupted, with the command that continues it.
     """
     if job["state"] in GROUPS["running"] and not owner_alive(state_dir, job["id"]):
         job["journal_state"] = job["state"]

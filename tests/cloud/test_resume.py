@@ -10,9 +10,9 @@ The resumed job can no longer list what it deleted, and must still destroy
 the keys its plan named, unless data the job keeps uses them now, and
 restore the bucket setting its first run changed.
 
-gs: Cloud Storage is fake-gcs-server, with the recording adapter adding
-``kmsKeyName`` (which fake-gcs-server does not store), and Cloud KMS is the
-fake server from tests/helpers/fake_cloudkms.py; the soft-delete test runs
+gs: Cloud Storage is fake-gcs-server. The recording adapter adds
+``kmsKeyName``, which fake-gcs-server does not store, and Cloud KMS is the
+fake server from tests/helpers/fake_cloudkms.py. The soft-delete test runs
 on gcp-storage-emulator, the emulator with soft delete. az: Azurite has no
 encryption scopes, so the Blob service and Key Vault are the contract fakes
 from tests/cloud/azure_support.py and tests/helpers/fake_keyvault.py, with

@@ -128,9 +128,9 @@ def _values(scanner: Scanner, data: bytes) -> list[tuple[int, str, str]]:
     return sorted((m.offset, m.kind, m.value) for m in scanner.scan(data))
 
 
-# One value of each kind (mobile numbers after a context word), and runs
-# one byte too long or with a letter in them, so that a run length or digit
-# test that fails at a 64-byte group edge changes the result.
+# One value of each kind, with mobile numbers after a context word. Runs one
+# byte too long or with a letter in them are added too. A run-length or
+# digit test that fails at a 64-byte group edge then changes the result.
 _EDGE_VALUES = [
     "11010519491231002X",
     "110105194912310021",

@@ -7,7 +7,7 @@ out before the plugin reports the first item. At the crash every version is
 gone, but the journal still records the items as ``purging`` and no key was
 scheduled. The resumed job deletes nothing itself and must still schedule
 the KMS keys its plan named, unless versions the job keeps use them, and
-delete the bucket when the plan said so. The last tests drive the plugin
+delete the bucket when the plan requested it. The last tests drive the plugin
 alone through the engine's resume steps.
 
 moto never deletes a KMS key (it stays in PendingDeletion), so these tests
