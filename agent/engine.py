@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -498,6 +499,7 @@ class Engine:
                 log.error("target failed during purge", error=str(error))
                 self._add_step(job_id, row.position, "purge", "failed", str(error))
                 return
+            _pause_point(len(batch), lambda: self.stop_requested)
 
     def _purge_batch(
         self, job_id: str, plugin: Plugin, batch: list[ItemRow], log: Any
@@ -1021,3 +1023,27 @@ def _crash_point() -> None:
     _crash_countdown -= 1
     if _crash_countdown == 0:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_pause_countdown = int(os.environ.get("LETHE_PAUSE_AFTER_ITEMS", "0") or 0)
+
+#: The longest a test pause waits for its stop request.
+PAUSE_LIMIT_SECONDS = 60.0
+
+
+def _pause_point(committed: int, stopped: Callable[[], bool]) -> None:
+    """Wait for a stop request once the configured number of items is committed.
+
+    Stop tests set ``LETHE_PAUSE_AFTER_ITEMS=N`` so a SIGTERM sent after the
+    N-th committed outcome lands between batches however fast the machine
+    is. Unset or 0 disables it.
+    """
+    global _pause_countdown
+    if _pause_countdown <= 0:
+        return
+    _pause_countdown -= committed
+    if _pause_countdown > 0:
+        return
+    deadline = time.monotonic() + PAUSE_LIMIT_SECONDS
+    while not stopped() and time.monotonic() < deadline:
+        time.sleep(0.05)

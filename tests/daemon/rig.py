@@ -97,10 +97,13 @@ class NotifySocket:
             fields = dict(line.split("=", 1) for line in data.decode().splitlines())
             self.messages.append(fields)
 
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 30) -> dict:
+    def wait_for(
+        self, key: str, value: str | None = None, timeout: float = 30, since: int = 0
+    ) -> dict:
+        """Wait for a message with ``key``, looking only at messages from ``since`` on."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for message in self.drain():
+            for message in self.drain()[since:]:
                 if key in message and (value is None or message[key] == value):
                     return message
             time.sleep(0.05)
@@ -125,6 +128,10 @@ class DaemonRig:
         self.log_path = root / "daemon.log"
         self.notify = NotifySocket(str(root / "notify.sock"))
         self.process: subprocess.Popen[bytes] | None = None
+        # Where the latest daemon's notify messages and log lines begin, so a
+        # wait after a restart cannot match what the previous daemon sent.
+        self.notify_mark = 0
+        self.log_mark = 0
         self.write_config()
 
     def write_config(self, **daemon: Any) -> None:
@@ -144,6 +151,8 @@ class DaemonRig:
     def start(self, **environment: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.address, **environment)
         env.pop("LETHE_STATE_DIR", None)
+        self.notify_mark = len(self.notify.drain())
+        self.log_mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [*LETHE, "daemon", "-c", str(self.config)],
@@ -154,7 +163,7 @@ class DaemonRig:
         return self.process
 
     def wait_ready(self, timeout: float = 30) -> dict:
-        return self.notify.wait_for("READY", "1", timeout)
+        return self.notify.wait_for("READY", "1", timeout, since=self.notify_mark)
 
     def stop(self, timeout: float = 60) -> int:
         assert self.process is not None
@@ -197,9 +206,13 @@ class DaemonRig:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, latest_run: bool = False) -> list[dict[str, Any]]:
+        """Return the log's JSON events, or only the latest daemon's."""
         events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_mark if latest_run else 0)
+            text = log.read().decode(errors="replace")
+        for line in text.splitlines():
             if line.startswith("{"):
                 try:
                     events.append(json.loads(line))
@@ -211,7 +224,7 @@ class DaemonRig:
         self, event: str, timeout: float = 60, **fields: Any
     ) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
-            for entry in self.events():
+            for entry in self.events(latest_run=True):
                 if entry.get("event") == event and all(
                     entry.get(key) == value for key, value in fields.items()
                 ):
