@@ -1027,7 +1027,7 @@ def _crash_point() -> None:
 
 _pause_countdown = int(os.environ.get("LETHE_PAUSE_AFTER_ITEMS", "0") or 0)
 
-#: The longest a test pause waits for its stop request.
+#: Maximum seconds a test pause waits for its stop request.
 PAUSE_LIMIT_SECONDS = 60.0
 
 

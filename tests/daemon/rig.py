@@ -128,7 +128,7 @@ class DaemonRig:
         self.log_path = root / "daemon.log"
         self.notify = NotifySocket(str(root / "notify.sock"))
         self.process: subprocess.Popen[bytes] | None = None
-        # Where the latest daemon's notify messages and log lines begin, so a
+        # Offsets where the latest daemon's notify messages and log lines begin, so a
         # wait after a restart cannot match what the previous daemon sent.
         self.notify_mark = 0
         self.log_mark = 0
