@@ -240,9 +240,12 @@ class MySQLPlugin(_rows.RowStorePlugin):
             )
         ]
         if not key:
+            key = self._unique_not_null_key(table)
+        if not key:
             raise NotSupported(
-                f"table {table} has no primary key, so its rows cannot be addressed "
-                "one by one; add a primary key and plan again"
+                f"table {table} has no primary key and no unique index on NOT NULL "
+                "columns, so its rows cannot be addressed one by one; add a primary "
+                "key or such an index and plan again"
             )
         indexes = [
             row[0]
@@ -253,6 +256,30 @@ class MySQLPlugin(_rows.RowStorePlugin):
             )
         ]
         return _rows.TableInfo(table, columns, key, indexes, self._foreign_keys_to(table))
+
+    def _unique_not_null_key(self, table: str) -> list[str]:
+        """Return the columns of a unique index whose columns are all NOT NULL.
+
+        Such an index addresses each row as a primary key would, and InnoDB
+        clusters a table without a primary key on the first one. Returns an
+        empty list when the table has none.
+        """
+        rows = self.query(
+            "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE "
+            "FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c "
+            "ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+            "AND c.COLUMN_NAME = s.COLUMN_NAME "
+            "WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 "
+            "ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+            (table,),
+        )
+        indexes: dict[str, list[tuple[str, str]]] = {}
+        for index, column, nullable in rows:
+            indexes.setdefault(index, []).append((column, nullable))
+        for columns in indexes.values():
+            if all(nullable == "NO" for _, nullable in columns):
+                return [column for column, _ in columns]
+        return []
 
     def _foreign_keys_to(self, table: str) -> list[_rows.ForeignKey]:
         rows = self.query(

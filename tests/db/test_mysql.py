@@ -9,7 +9,7 @@ import pytest
 
 from plugins import _rows, scan
 from plugins.base import JobContext, PlannedItem, Target
-from plugins.errors import InvalidTarget, TargetNotFound, TargetUnreachable
+from plugins.errors import InvalidTarget, NotSupported, TargetNotFound, TargetUnreachable
 from plugins.mysql import MySQLPlugin
 from tests.db.conftest import canary, files_contain, load_chinook_mysql, mysql_admin
 from tests.helpers.driver import run_plugin
@@ -251,3 +251,55 @@ def test_values_travel_as_bind_parameters(mysql_database, monkeypatch):
     assert all(secret not in text for text in texts)
     assert any(secret in params for params in bound)
     assert spliced == []
+
+
+def make_keyless(url: str, columns: str, rows: list[tuple]) -> None:
+    with mysql_admin(database_name(url)) as conn, conn.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE contacts ({columns}) ENGINE=InnoDB")
+        for row in rows:
+            marks = ", ".join(["%s"] * len(row))
+            cursor.execute(f"INSERT INTO contacts VALUES ({marks})", row)
+        cursor.execute("FLUSH TABLES contacts FOR EXPORT")
+        cursor.execute("UNLOCK TABLES")
+
+
+def test_unique_not_null_index_as_key(mysql_database):
+    markers = [canary(f"c{number}") for number in range(6)]
+    make_keyless(
+        mysql_database,
+        "code VARCHAR(20) NOT NULL, email VARCHAR(200), UNIQUE KEY contacts_code (code)",
+        [(f"code-{number}", marker) for number, marker in enumerate(markers)],
+    )
+    path = table_file(mysql_database, "contacts")
+
+    run = run_plugin(
+        MySQLPlugin, target(mysql_database, "contacts", "code < %s"), {"params": ["code-3"]}
+    )
+
+    assert sorted(run.statuses()) == [f'contacts:["code-{number}"]' for number in range(3)]
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    for marker in markers[:3]:
+        assert not files_contain([path], marker.encode())
+    for marker in markers[3:]:
+        assert files_contain([path], marker.encode())
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        "email VARCHAR(200)",
+        "email VARCHAR(200), UNIQUE KEY contacts_email (email)",
+        "email VARCHAR(200) NOT NULL, KEY contacts_email (email)",
+    ],
+    ids=["no-index", "nullable-unique", "not-unique"],
+)
+def test_table_without_row_key_rejected(mysql_database, columns):
+    make_keyless(mysql_database, columns, [("one@example.org",), ("two@example.org",)])
+
+    with pytest.raises(NotSupported, match="no primary key and no unique index"):
+        run_plugin(
+            MySQLPlugin,
+            target(mysql_database, "contacts", "email = %s"),
+            {"params": ["one@example.org"]},
+        )
