@@ -5,8 +5,16 @@ VACUUM FULL, statistics rewrite, CHECKPOINT, WAL switch, verification with a
 byte scan of the table's files) against DELETE + VACUUM FULL + CHECKPOINT
 on an identical table. SQLite: the same against DELETE + VACUUM.
 
+A third table gets the "floor": the hand-typed purge plus the statements
+that a purge with these guarantees cannot skip, typed by hand. They read
+the selected rows (their values are the fingerprints), refresh and rewrite
+the statistics (PostgreSQL), flush and switch the WAL or checkpoint it
+(SQLite, with secure_delete on), check that the selection is empty and
+read the data files once. Its ratio to the hand-typed purge bounds what
+any tool doing that work can reach.
+
 Needs the PostgreSQL server on 127.0.0.1:5432 (trust auth, user postgres)
-and root to read its data directory. Creates and drops its own database.
+and root to read its data directory. Creates and drops its own databases.
 
     python benchmarks/db_purge.py --rows 1000000 --purge 100000
 
@@ -35,6 +43,8 @@ from plugins.postgresql import PostgreSQLPlugin
 from plugins.sqlite import SQLitePlugin
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: Bytes per read when the floor run reads the data files.
+FLOOR_READ_CHUNK = 4 << 20
 
 
 def run_lethe(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, object]:
@@ -110,17 +120,49 @@ def run_agent(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, 
     return {"state": outcome.state, "counts": dict(outcome.counts), "seconds": phases}
 
 
+def read_files(paths: list[str]) -> None:
+    """Read files once, as the verification's byte scan must."""
+    for path in paths:
+        with open(path, "rb") as stream:
+            while stream.read(FLOOR_READ_CHUNK):
+                pass
+
+
+def postgresql_files(conn: object, table: str) -> list[str]:
+    """Return the data files of a table, its TOAST table and its indexes."""
+    directory = conn.execute("SHOW data_directory").fetchone()[0]
+    relations = conn.execute(
+        "SELECT c.oid FROM pg_class c WHERE c.oid = %s::regclass "
+        "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = %s::regclass) "
+        "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass)",
+        (table, table, table),
+    ).fetchall()
+    files = []
+    for (oid,) in relations:
+        relative = conn.execute("SELECT pg_relation_filepath(%s)", (oid,)).fetchone()[0]
+        base = os.path.join(directory, relative)
+        files += [base] + sorted(
+            str(path) for path in Path(base).parent.glob(Path(base).name + ".*")
+        )
+    return [path for path in files if os.path.exists(path)]
+
+
 def timed(call: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     result = call()
     return time.perf_counter() - start, result
 
 
-def postgresql(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, float, dict]:
+def postgresql(
+    rows: int, purge: int, lethe: Callable = run_lethe
+) -> tuple[float, float, float, dict]:
     import psycopg
 
     # One database per side, so each has its own pg_statistic.
-    names = {side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}" for side in ("hand", "lethe")}
+    names = {
+        side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}"
+        for side in ("hand", "floor", "lethe")
+    }
     urls = {side: f"postgresql://postgres@127.0.0.1:5432/{name}" for side, name in names.items()}
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         for name in names.values():
@@ -148,7 +190,20 @@ def postgresql(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[floa
                 conn.execute("VACUUM FULL people")
                 conn.execute("CHECKPOINT")
 
+        def floor() -> None:
+            with psycopg.connect(urls["floor"], autocommit=True) as conn:
+                conn.execute("SELECT * FROM people WHERE id <= %s", (purge,)).fetchall()
+                conn.execute("DELETE FROM people WHERE id <= %s", (purge,))
+                conn.execute("VACUUM FULL people")
+                conn.execute("ANALYZE people")
+                conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+                conn.execute("CHECKPOINT")
+                conn.execute("SELECT pg_switch_wal()")
+                conn.execute("SELECT count(*) FROM people WHERE id <= %s", (purge,))
+                read_files(postgresql_files(conn, "people"))
+
         hand_seconds, _ = timed(by_hand)
+        floor_seconds, _ = timed(floor)
         lethe_seconds, counts = timed(
             lambda: lethe(
                 PostgreSQLPlugin,
@@ -160,12 +215,15 @@ def postgresql(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[floa
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             for name in names.values():
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    return hand_seconds, lethe_seconds, counts
+    return hand_seconds, floor_seconds, lethe_seconds, counts
 
 
-def sqlite(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, float, dict]:
+def sqlite(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, float, float, dict]:
     with tempfile.TemporaryDirectory(prefix="lethe-bench-") as directory:
-        paths = {name: os.path.join(directory, f"{name}.db") for name in ("by_hand", "by_lethe")}
+        paths = {
+            name: os.path.join(directory, f"{name}.db")
+            for name in ("by_hand", "floor", "by_lethe")
+        }
         for path in paths.values():
             conn = sqlite3.connect(path)
             conn.execute(
@@ -189,7 +247,19 @@ def sqlite(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, f
             conn.execute("VACUUM")
             conn.close()
 
+        def floor() -> None:
+            conn = sqlite3.connect(paths["floor"], isolation_level=None)
+            conn.execute("SELECT * FROM people WHERE id <= ?", (purge,)).fetchall()
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("DELETE FROM people WHERE id <= ?", (purge,))
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("SELECT count(*) FROM people WHERE id <= ?", (purge,)).fetchall()
+            conn.close()
+            read_files([paths["floor"]])
+
         hand_seconds, _ = timed(by_hand)
+        floor_seconds, _ = timed(floor)
         lethe_seconds, counts = timed(
             lambda: lethe(
                 SQLitePlugin,
@@ -197,7 +267,7 @@ def sqlite(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, f
                 {"params": [purge]},
             )
         )
-    return hand_seconds, lethe_seconds, counts
+    return hand_seconds, floor_seconds, lethe_seconds, counts
 
 
 def main() -> None:
@@ -218,10 +288,11 @@ def main() -> None:
         if args.engine not in (name, "both"):
             continue
         side = run_agent if args.through_agent else run_lethe
-        hand, lethe, counts = bench(args.rows, args.purge, side)
+        hand, floor, lethe, counts = bench(args.rows, args.purge, side)
         print(
             f"{name}: {args.rows} rows, purge {args.purge}: by hand {hand:.2f} s, "
-            f"lethe {lethe:.2f} s, ratio {lethe / hand:.2f}x, {counts}"
+            f"floor {floor:.2f} s ({floor / hand:.2f}x), lethe {lethe:.2f} s, "
+            f"ratio {lethe / hand:.2f}x, {counts}"
         )
 
 
