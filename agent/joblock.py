@@ -194,9 +194,6 @@ def _check_other_job(path: Path, job_id: str, urls: Sequence[str]) -> None:
     other = record.get("job_id")
     if other == job_id:
         return
-    # NOTE: URLs are compared at "/" boundaries, so two S3 prefixes that
-    # overlap only as plain strings (s3://b/cust and s3://b/cust2/) do not
-    # lock each other out.
     for theirs in record.get("targets", ()):
         for mine in urls:
             if targets_overlap(mine, theirs):
