@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from plugins.base import Check
+from plugins.base import NO_WRAPPED_KEY, Check
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
@@ -358,6 +358,8 @@ class GcpKmsBackend:
             )
         if wrapped is not None:
             yield self._decrypt_check(tombstone, wrapped)
+        else:
+            yield Check("kms-decrypt-fails", True, NO_WRAPPED_KEY)
 
     def _decrypt_check(self, tombstone: Mapping[str, Any], wrapped: bytes) -> Check:
         from plugins.keys import KeyDestroyed

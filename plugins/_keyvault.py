@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from plugins.base import Check
+from plugins.base import NO_WRAPPED_KEY, Check
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
@@ -395,6 +395,7 @@ class AzureKeyVaultBackend:
         purge_expected = not tombstone.get("kms_purge_blocked")
         yield from deletion_checks(self.client, name, purge_expected)
         if wrapped is None:
+            yield Check("keyvault-unwrap-fails", True, NO_WRAPPED_KEY)
             return
         from plugins.keys import KeyDestroyed
 

@@ -269,6 +269,14 @@ class Check:
     detail: str = ""
 
 
+#: Detail of a cloud key's decrypt check when the wrapped data key is not in
+#: memory, because the key was destroyed by an earlier process.
+NO_WRAPPED_KEY = (
+    "not run: the wrapped data key is kept in memory only, and this process "
+    "did not destroy the key (a resumed job)"
+)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """The independent rescan's findings for one item."""

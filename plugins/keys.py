@@ -1008,6 +1008,13 @@ class KeysPlugin(Plugin):
                 not _sample_opens(self.store, key_id, sample),
                 "a sample sealed before the purge no longer decrypts",
             )
+        else:
+            yield Check(
+                "sample-unseal",
+                True,
+                "not run: no sample was sealed with the key in this process before "
+                "its destroy (a resumed job, or the key could not be read)",
+            )
         if (
             self.store.kms is not None
             and planned.decision.params.get("backend") == self.store.kms.name

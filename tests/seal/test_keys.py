@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import seal
+from plugins.base import JobContext, Target
 from plugins.errors import InvalidTarget
 from plugins.keys import (
     HEADER_SIZE,
@@ -190,3 +191,21 @@ def test_foreign_file_rejected(store: KeyStore) -> None:
     store.path.chmod(0o600)
     with pytest.raises(KeyStoreError, match="not a Lethe key store"):
         store.data_key_for("cust-1")
+
+
+def test_resumed_verify_reports_sample_not_run(
+    store: KeyStore, store_options: dict
+) -> None:
+    store.data_key_for("cust-1")
+    run = run_plugin(KeysPlugin, "key://cust-1", store_options)
+    # A later process verifies the destroyed key, as a resumed job does.
+    later = KeysPlugin(Target("key://cust-1", store_options), JobContext(dry_run=False))
+    try:
+        later.describe()
+        evidence = list(later.verify(run.planned))
+    finally:
+        later.close()
+    checks = {check.name: check for check in evidence[0].checks}
+    assert checks["key-destroyed"].passed
+    assert checks["sample-unseal"].passed
+    assert checks["sample-unseal"].detail.startswith("not run")
