@@ -53,7 +53,7 @@ from plugins.base import (
     Target,
     chunked,
 )
-from plugins.errors import ItemChanged, PluginError
+from plugins.errors import ItemChanged, PluginError, TargetNotFound
 from plugins.scan import fingerprint_digest
 
 #: Item states that still owe work; a job with any of them is not finished.
@@ -821,7 +821,17 @@ class Engine:
             plugin = self._open_plugin(
                 job_id, row.position, row.target, job.settings, dry_run=True
             )
-            plugin.describe()
+            try:
+                plugin.describe()
+            except TargetNotFound as error:
+                # The job may have removed the target itself (a bucket it
+                # deleted). The plugin's verification decides whether its
+                # items count as gone, and fails them when it cannot tell.
+                self._log.warning(
+                    "target not found; rechecking its items without it",
+                    target=row.target.url,
+                    error=str(error),
+                )
             target_checked, target_disagreements = self._recheck_target(
                 job_id, row, plugin
             )

@@ -205,3 +205,40 @@ def test_resume_after_bucket_deleted(s3, make_bucket, moto_endpoint):
     assert steps == []
     assert len(evidence) == 2
     assert all(entry.verified for entry in evidence)
+
+
+def test_verify_after_bucket_deleted(s3, make_bucket, moto_endpoint, tmp_path):
+    bucket = make_bucket()
+    for name in ("a", "b"):
+        s3.put_object(Bucket=bucket, Key=name, Body=b"customer row")
+    options = {"endpoint_url": moto_endpoint, "whole_bucket": True, "delete_bucket": True}
+    config = write_config(tmp_path, f"s3://{bucket}", options)
+    state_dir = tmp_path / "state"
+    purged = lethe(state_dir, "purge", "--yes", "-c", str(config))
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        [(job_id,)] = db.execute("SELECT id FROM jobs WHERE dry_run = 0").fetchall()
+
+    verified = lethe(state_dir, "verify", job_id, "-c", str(config))
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 came back" in verified.stdout
+
+
+def test_verify_of_vanished_bucket_fails(s3, make_bucket, moto_endpoint, tmp_path):
+    """A bucket the job did not delete that is gone proves nothing about its items."""
+    bucket = make_bucket(versioning=None)
+    s3.put_object(Bucket=bucket, Key="e/a", Body=b"customer row")
+    options = {"endpoint_url": moto_endpoint}
+    config = write_config(tmp_path, f"s3://{bucket}/e/", options)
+    state_dir = tmp_path / "state"
+    purged = lethe(state_dir, "purge", "--yes", "-c", str(config))
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        [(job_id,)] = db.execute("SELECT id FROM jobs WHERE dry_run = 0").fetchall()
+    s3.delete_bucket(Bucket=bucket)
+
+    verified = lethe(state_dir, "verify", job_id, "-c", str(config))
+
+    assert verified.returncode != 0, verified.stdout + verified.stderr
+    assert "0 came back" not in verified.stdout
