@@ -51,7 +51,7 @@ from plugins.base import (
     PurgeResult,
     Refusal,
     Target,
-    chunked,
+    plugin_batches,
 )
 from plugins.errors import ItemChanged, PluginError, TargetNotFound
 from plugins.scan import fingerprint_digest
@@ -465,7 +465,7 @@ class Engine:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
         in_flight = self.journal.items(job_id, target=row.position, states=("purging",))
-        for batch in chunked(in_flight, plugin.batch_size):
+        for batch in plugin_batches(in_flight, plugin):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             verified = [
                 _evidence_change(item, evidence[item.key], resumed=True)
@@ -483,9 +483,9 @@ class Engine:
     def _purge_target(self, job_id: str, row: TargetRow) -> None:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
-        for batch in chunked(
+        for batch in plugin_batches(
             self.journal.items(job_id, target=row.position, states=("planned",)),
-            plugin.batch_size,
+            plugin,
         ):
             if self.stop_requested:
                 return
@@ -577,7 +577,7 @@ class Engine:
         )[0]["total"]
         self.progress.start("verifying", purged, plugin.verify_read_bytes(size))
         rows = self.journal.items(job_id, target=row.position, states=("purged",))
-        for batch in chunked(rows, plugin.batch_size):
+        for batch in plugin_batches(rows, plugin):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             changes = []
             for item in batch:
@@ -867,7 +867,7 @@ class Engine:
         rows = self.journal.items(
             job_id, target=row.position, states=("verified", "purged")
         )
-        for batch in chunked(rows, plugin.batch_size):
+        for batch in plugin_batches(rows, plugin):
             evidence = self._collect_evidence(job_id, plugin, batch, row, recheck=True)
             for item in batch:
                 checked += 1

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import structlog
 
-from plugins.base import JobContext, PlannedItem, Plugin, Target, chunked
+from plugins.base import JobContext, PlannedItem, Plugin, Target, plugin_batches
 from plugins.postgresql import PostgreSQLPlugin
 from plugins.sqlite import SQLitePlugin
 
@@ -72,13 +72,13 @@ def run_lethe(plugin_class: type[Plugin], url: str, options: dict) -> dict[str, 
         planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
         lap("plan")
         purged = []
-        for batch in chunked(planned, plugin_class.batch_size):
+        for batch in plugin_batches(planned, plugin):
             purged += [r for r in plugin.purge(batch) if r.status == "purged"]
         lap("delete")
         steps = list(plugin.complete())
         lap("compact")
         verified = 0
-        for batch in chunked(planned, plugin_class.batch_size):
+        for batch in plugin_batches(planned, plugin):
             verified += sum(evidence.verified for evidence in plugin.verify(batch))
         lap("verify")
     finally:

@@ -49,7 +49,18 @@ from plugins.errors import (
 )
 
 #: Option keys a database target accepts, in the URL query or the config.
-SELECTION_KEYS = ("table", "where", "params", "all_rows", "delete_dependents", "lock_timeout")
+SELECTION_KEYS = (
+    "table",
+    "where",
+    "params",
+    "all_rows",
+    "delete_dependents",
+    "lock_timeout",
+    "rows_per_item",
+)
+#: Rows one item stands for when a selection has more rows than this. One
+#: item per row would cost the journal, plan and certificate an entry each.
+DEFAULT_ROWS_PER_ITEM = 1000
 #: Words of a text value kept as separate fingerprints, because full-text
 #: indexes store each token on its own.
 MAX_WORDS_PER_VALUE = 16
@@ -82,6 +93,8 @@ class Selection:
     delete_dependents: bool = False
     #: Seconds a statement waits for another session's lock; None: engine default.
     lock_timeout: float | None = None
+    #: Rows one item stands for in a large selection; None: the default.
+    rows_per_item: int | None = None
     #: Options only one engine reads (``purge_binary_logs``), as given.
     engine_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -169,6 +182,7 @@ def parse_selection(target: Target, engine_keys: Sequence[str] = ()) -> Selectio
         all_rows=flag_option(merged.get("all_rows", False), "all_rows"),
         delete_dependents=flag_option(merged.get("delete_dependents", False), "delete_dependents"),
         lock_timeout=_seconds(merged.get("lock_timeout")),
+        rows_per_item=_positive_count(merged.get("rows_per_item"), "rows_per_item"),
         engine_options={key: merged[key] for key in engine_keys if key in merged},
     )
 
@@ -183,6 +197,18 @@ def _seconds(value: Any) -> float | None:
     if seconds <= 0:
         raise InvalidTarget(f"option 'lock_timeout' must be a positive number of seconds, not {value!r}")
     return seconds
+
+
+def _positive_count(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        count = int(str(value))
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise InvalidTarget(f"option {name!r} must be a positive whole number, not {value!r}")
+    return count
 
 
 def _json_params(text: str) -> Any:
@@ -363,6 +389,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._found_fingerprints: dict[str, bytes] = {}
         self._attributes: dict[str, dict[str, Any]] = {}
         self._residual_by_table: dict[str, tuple[str, ...]] = {}
+        # Rows per item of the selected table, chosen by describe().
+        self._rows_per_item = 1
 
     # -- engine hooks -------------------------------------------------------
 
@@ -462,6 +490,13 @@ class RowStorePlugin(Plugin, abc.ABC):
             f"key ({', '.join(table.key)}); rows reached through foreign keys are "
             "listed as items of their own tables"
         )
+        self._rows_per_item = self._choose_rows_per_item(table, selected)
+        if self._rows_per_item > 1:
+            notes.append(
+                f"the selected rows are planned as items of up to {self._rows_per_item} "
+                "rows each, one delete transaction per item (option rows_per_item; "
+                "1 plans one item per row)"
+            )
         if table.indexes:
             notes.append(f"indexes holding copies: {', '.join(table.indexes)}")
         for fk in self._reachable_foreign_keys(table.name):
@@ -476,6 +511,9 @@ class RowStorePlugin(Plugin, abc.ABC):
         sql = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)}"
         if self.selection.where:
             sql += f" WHERE {self.selection.where}"
+        if self._rows_per_item > 1:
+            yield from self._discover_groups(table, sql)
+            return
         seen: set[str] = set()
         rows = self.stream(sql, self.selection.params)
         # Without incoming foreign keys a row reaches no other row, so its
@@ -496,6 +534,73 @@ class RowStorePlugin(Plugin, abc.ABC):
             if name not in seen:
                 seen.add(name)
                 yield self._row_item(table, name, key, digest, values, None, None)
+
+    def batch_weight(self, attributes: Mapping[str, Any]) -> int:
+        return int(attributes.get("rows", 1))
+
+    def _choose_rows_per_item(self, table: TableInfo, selected: int) -> int:
+        """Return how many rows each item stands for in this selection.
+
+        Rows that other rows reference through foreign keys stay one item
+        each, because each one may reach or be blocked by different rows.
+        """
+        limit = self.selection.rows_per_item or DEFAULT_ROWS_PER_ITEM
+        if limit <= 1 or table.referenced_by:
+            return 1
+        if self.selection.rows_per_item is None and selected <= limit:
+            return 1
+        return limit
+
+    def _discover_groups(self, table: TableInfo, sql: str) -> Iterator[Item]:
+        """Yield items of up to ``rows_per_item`` rows each, in key order.
+
+        The order makes the same rows form the same items when the target is
+        planned again, which the comparison of a plan with the world needs.
+        """
+        order = ", ".join(self.quote(column) for column in table.key)
+        rows = self.stream(f"{sql} ORDER BY {order}", self.selection.params)
+        group: list[tuple[tuple, str, Sequence[Any]]] = []
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except Exception as error:  # noqa: BLE001 - translated below
+                raise self.translate(error, f"select rows of {table.name}") from None
+            group.append(self.split_row(table, row))
+            if len(group) >= self._rows_per_item:
+                yield self._group_item(table, group)
+                group = []
+        if group:
+            yield self._group_item(table, group)
+
+    def _group_item(
+        self, table: TableInfo, rows: Sequence[tuple[tuple, str, Sequence[Any]]]
+    ) -> Item:
+        """Build the item of several rows and keep their fingerprints for plan_item."""
+        words = self.full_text_indexed(table.name)
+        fingerprints: list[bytes] = []
+        size = 0
+        for _key, _digest, values in rows:
+            found, row_size = row_facts(values, words)
+            fingerprints.extend(found)
+            size += row_size
+        first, last = rows[0][0], rows[-1][0]
+        last_text = item_key(table.name, last)[len(table.name) + 1 :]
+        name = f"{item_key(table.name, first)}..{last_text}"
+        self._pending[name] = _Pending(tuple(dict.fromkeys(fingerprints)), None)
+        return Item(
+            key=name,
+            kind="rows",
+            size=size,
+            identity={
+                "table": table.name,
+                "keys": [list(key) for key, _digest, _values in rows],
+                "digests": [digest for _key, digest, _values in rows],
+            },
+            attributes={"table": table.name, "columns": table.columns, "rows": len(rows)},
+            label=f"{len(rows)} rows of {table.name}, keys {name[len(table.name) + 1 :]}",
+        )
 
     def plan_item(self, item: Item) -> Decision:
         pending = self._pending.pop(item.key, None)
@@ -527,11 +632,25 @@ class RowStorePlugin(Plugin, abc.ABC):
     def plan_mask(self, item: Item, mask: Mapping[str, Any]) -> Decision:
         from plugins import _rowmask
 
+        if item.kind == "rows":
+            return Decision(
+                refusal=Refusal(
+                    "unsupported",
+                    f"the policy masks rows of {item.attributes['table']}, and masking "
+                    "works on one row per item; set rows_per_item: 1 for this target "
+                    "and plan again",
+                )
+            )
+
         return _rowmask.plan_mask(self, item, mask)
 
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         from plugins import _rowmask
 
+        groups = [entry for entry in batch if entry.item.kind == "rows"]
+        if groups:
+            yield from self._purge_groups(groups)
+            batch = [entry for entry in batch if entry.item.kind != "rows"]
         by_table: dict[str, list[PlannedItem]] = {}
         for entry in batch:
             by_table.setdefault(entry.item.attributes["table"], []).append(entry)
@@ -543,6 +662,31 @@ class RowStorePlugin(Plugin, abc.ABC):
                 yield from _rowmask.mask_table(self, self.table(table_name), masked)
             if deleted:
                 yield from self._purge_table(self.table(table_name), deleted)
+
+    def _purge_groups(self, groups: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
+        """Delete the rows of items that group rows, one transaction per table.
+
+        Each row goes through the same checks as a row item. A row that
+        changed since planning is kept, and the item's result names every
+        kept row, so the journal shows exactly which rows are gone.
+        """
+        by_table: dict[str, list[PlannedItem]] = {}
+        for group in groups:
+            by_table.setdefault(group.item.attributes["table"], []).append(group)
+        for table_name, members in by_table.items():
+            rows_of = {group.item.key: expand_group(group) for group in members}
+            owner = {
+                row.item.key: key for key, rows in rows_of.items() for row in rows
+            }
+            rows = [row for group_rows in rows_of.values() for row in group_rows]
+            results: dict[str, list[PurgeResult]] = {key: [] for key in rows_of}
+            for result in self._purge_table(self.table(table_name), rows):
+                results[owner[result.key]].append(result)
+            for group in members:
+                folded = group_result(group, results[group.item.key])
+                if folded.status == "purged":
+                    self.context.progress(group.item.size)
+                yield folded
 
     def complete(self) -> Iterator[PurgeResult]:
         self._prepare_scanner()
@@ -562,9 +706,19 @@ class RowStorePlugin(Plugin, abc.ABC):
         mask_checks = self._guarded(
             "check the masked rows", lambda: _rowmask.masked_checks(self, masked)
         )
-        gone = self._guarded("check the rows are gone", lambda: self._missing_keys(batch))
+        rows_of = {
+            entry.item.key: expand_group(entry) for entry in batch if entry.item.kind == "rows"
+        }
+        singles = [entry for entry in batch if entry.item.kind != "rows"]
+        expanded = singles + [row for rows in rows_of.values() for row in rows]
+        gone = self._guarded("check the rows are gone", lambda: self._missing_keys(expanded))
         self._scan_for(batch)
         for entry in batch:
+            rows = rows_of.get(entry.item.key)
+            if rows is not None:
+                absent = group_absent_check(rows, gone)
+                yield Evidence(entry.item.key, (absent, self._scan_check(entry)))
+                continue
             if entry.item.key in mask_checks:
                 checks = [mask_checks[entry.item.key], self._scan_check(entry)]
                 yield Evidence(entry.item.key, tuple(checks))
@@ -723,12 +877,14 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def _reload(self, item: Item) -> _Pending:
         table = self.table(item.attributes["table"])
-        rows = self._rows_by_key(table, [item.identity["key"]])
-        if not rows:
-            return _Pending((), None)
-        _, _, values = self.split_row(table, rows[0])
+        keys = item.identity["keys"] if item.kind == "rows" else [item.identity["key"]]
+        rows = self._rows_by_key(table, keys)
         words = self.full_text_indexed(table.name)
-        return _Pending(row_facts(values, words)[0], None)
+        fingerprints: list[bytes] = []
+        for row in rows:
+            _, _, values = self.split_row(table, row)
+            fingerprints.extend(row_facts(values, words)[0])
+        return _Pending(tuple(dict.fromkeys(fingerprints)), None)
 
     def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
         base = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)} WHERE "
@@ -1064,3 +1220,87 @@ def _row_bytes(row: Iterable[Any]) -> Iterator[bytes]:
             yield value.casefold().encode("utf-8", "surrogateescape")
         elif isinstance(value, (bytes, bytearray, memoryview)):
             yield bytes(value)
+
+
+# -- items that group rows ------------------------------------------------
+
+#: Maximum number of row keys that a group's failure or check lists; the rest are counted.
+MAX_KEYS_IN_DETAIL = 1000
+
+
+def expand_group(group: PlannedItem) -> list[PlannedItem]:
+    """Return one row entry per row of an item that groups rows.
+
+    The row entries carry the key and digest that the row checks read. Their
+    size is 0, because the group reports its bytes once all rows are gone.
+    """
+    table = group.item.attributes["table"]
+    identity = group.item.identity
+    return [
+        PlannedItem(
+            Item(
+                key=item_key(table, key),
+                kind="row",
+                size=0,
+                identity={"table": table, "key": key, "digest": digest},
+                attributes=group.item.attributes,
+            ),
+            group.decision,
+        )
+        for key, digest in zip(identity["keys"], identity["digests"], strict=True)
+    ]
+
+
+def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeResult:
+    """Fold the results of a group's rows into the group's result."""
+    failed = [result for result in results if result.status != "purged"]
+    total = len(group.item.identity["keys"])
+    if len(results) < total:
+        answered = {result.key for result in results}
+        table = group.item.attributes["table"]
+        failed += [
+            PurgeResult(key, "failed", f"no delete result for row {key}")
+            for key in (item_key(table, row) for row in group.item.identity["keys"])
+            if key not in answered
+        ]
+    if not failed:
+        already = sum(1 for result in results if result.detail != "deleted")
+        detail = f"deleted {total - already} rows"
+        if already:
+            detail += f"; {already} were already gone when the purge ran"
+        return PurgeResult(
+            group.item.key,
+            "purged",
+            detail,
+            bytes=group.item.size,
+            method=Method.DELETE_AND_COMPACT,
+            facts={"rows": total},
+        )
+    if len(failed) == total:
+        return PurgeResult(
+            group.item.key,
+            "failed",
+            f"none of the {total} rows was deleted: {failed[0].detail}",
+        )
+    kept = [result.key for result in failed]
+    named = ", ".join(kept[:MAX_KEYS_IN_DETAIL])
+    if len(kept) > MAX_KEYS_IN_DETAIL:
+        named += f" and {len(kept) - MAX_KEYS_IN_DETAIL} more"
+    return PurgeResult(
+        group.item.key,
+        "failed",
+        f"{len(kept)} of {total} rows were kept and the other {total - len(kept)} "
+        f"were deleted. First reason: {failed[0].detail}. Kept rows: {named}. Plan "
+        "again to select the rows still present.",
+    )
+
+
+def group_absent_check(rows: Sequence[PlannedItem], gone: set[str]) -> Check:
+    """Return the row-absent check of a group: every row must no longer select."""
+    present = [row.item.key for row in rows if row.item.key not in gone]
+    if not present:
+        return Check("row-absent", True, f"none of the {len(rows)} rows selects any more")
+    named = ", ".join(present[:MAX_KEYS_IN_DETAIL])
+    if len(present) > MAX_KEYS_IN_DETAIL:
+        named += f" and {len(present) - MAX_KEYS_IN_DETAIL} more"
+    return Check("row-absent", False, f"{len(present)} of {len(rows)} rows still select: {named}")

@@ -380,7 +380,8 @@ class Plugin(abc.ABC):
     name: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]]
     methods: ClassVar[tuple[Method, ...]]
-    #: How many items the agent passes to one call of purge and verify.
+    #: How many items the agent passes to one call of purge and verify,
+    #: counted by :meth:`batch_weight`.
     batch_size: ClassVar[int] = 1
     #: Modules the plugin imports lazily (its SDK). ``lethe plugins`` lists
     #: the plugin as unavailable when one of them cannot be found.
@@ -407,6 +408,14 @@ class Plugin(abc.ABC):
         Raises TargetNotFound, AccessDenied or TargetUnreachable when the target
         cannot be inspected at all.
         """
+
+    def batch_weight(self, attributes: Mapping[str, Any]) -> int:
+        """Return how much of ``batch_size`` an item with these attributes takes.
+
+        Every item counts 1 unless a plugin's items stand for several units
+        of work (database items that group rows).
+        """
+        return 1
 
     @classmethod
     def covers(cls, outer: Target, inner: Target) -> bool:
@@ -531,5 +540,30 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         if len(batch) >= size:
             yield batch
             batch = []
+    if batch:
+        yield batch
+
+
+def plugin_batches(items: Iterable[Any], plugin: Plugin) -> Iterator[list[Any]]:
+    """Yield batches for ``plugin.purge`` and ``plugin.verify``, streaming.
+
+    A batch ends once the weights of its items (:meth:`Plugin.batch_weight`
+    of their attributes) reach ``plugin.batch_size``, so an item that stands
+    for many rows counts as many. Takes journal rows or planned items.
+    """
+    batch: list[Any] = []
+    weight = 0
+    for element in items:
+        attributes = (
+            element.item.attributes
+            if isinstance(element, PlannedItem)
+            else element.attributes
+        )
+        batch.append(element)
+        weight += plugin.batch_weight(attributes)
+        if weight >= plugin.batch_size:
+            yield batch
+            batch = []
+            weight = 0
     if batch:
         yield batch

@@ -18,7 +18,7 @@ from plugins.base import (
     PurgeResult,
     Target,
     TargetInfo,
-    chunked,
+    plugin_batches,
 )
 
 
@@ -80,12 +80,12 @@ def run_plugin(
             run.planned.append(PlannedItem(item, plugin.plan_item(item)))
         if not purge:
             return run
-        for batch in chunked(run.permitted, plugin_class.batch_size):
+        for batch in plugin_batches(run.permitted, plugin):
             run.results.extend(plugin.purge(batch))
         run.completion.extend(plugin.complete())
         purged = {r.key for r in run.results if r.status == "purged"}
         to_verify = [entry for entry in run.permitted if entry.item.key in purged]
-        for batch in chunked(to_verify, plugin_class.batch_size):
+        for batch in plugin_batches(to_verify, plugin):
             run.evidence.extend(plugin.verify(batch))
         return run
     finally:

@@ -1,0 +1,278 @@
+"""Items that stand for many rows: planning, purge, partial failure, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plugins import _rows
+from plugins.base import JobContext, PlannedItem, Target, plugin_batches
+from plugins.errors import InvalidTarget
+from plugins.mysql import MySQLPlugin
+from plugins.postgresql import PostgreSQLPlugin
+from plugins.sqlite import SQLitePlugin
+from tests.db.conftest import (
+    canary,
+    files_contain,
+    mysql_admin,
+    pg_admin,
+    pg_relation_files,
+    sqlite_files,
+)
+from tests.helpers.driver import run_plugin
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sqlite_people(path: Path, rows: int) -> dict[int, str]:
+    """Create table people with ``rows`` rows, each holding a canary; return them."""
+    markers = {number: canary(f"person{number}") for number in range(1, rows + 1)}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA secure_delete = OFF")
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO people VALUES (?, ?)", markers.items())
+    conn.execute("COMMIT")
+    conn.close()
+    return markers
+
+
+def sqlite_url(path: Path, where: str = "id <= ?") -> str:
+    return f"sqlite://{path}?table=people&where={where}"
+
+
+def test_large_selection_grouped(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    markers = sqlite_people(path, 3000)
+
+    run = run_plugin(SQLitePlugin, sqlite_url(path), {"params": [2500]})
+
+    assert [entry.item.kind for entry in run.planned] == ["rows"] * 3
+    assert [entry.item.attributes["rows"] for entry in run.planned] == [1000, 1000, 500]
+    assert run.planned[0].item.key == "people:[1]..[1000]"
+    assert run.planned[2].item.label == "500 rows of people, keys [2001]..[2500]"
+    assert any("items of up to 1000 rows" in note for note in run.info.notes)
+    assert set(run.statuses().values()) == {"purged"}
+    assert run.results[0].detail == "deleted 1000 rows"
+    assert not run.unverified()
+    for number in (1, 1000, 1001, 2500):
+        assert not files_contain(sqlite_files(path), markers[number].encode())
+    assert files_contain(sqlite_files(path), markers[2501].encode())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 500
+
+
+def test_small_selection_row_items(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    sqlite_people(path, 3000)
+
+    run = run_plugin(SQLitePlugin, sqlite_url(path), {"params": [1000]}, purge=False)
+
+    assert len(run.planned) == 1000
+    assert {entry.item.kind for entry in run.planned} == {"row"}
+
+
+def test_rows_per_item_option(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    sqlite_people(path, 20)
+
+    run = run_plugin(
+        SQLitePlugin, sqlite_url(path), {"params": [10], "rows_per_item": 4}, purge=False
+    )
+
+    assert [entry.item.attributes["rows"] for entry in run.planned] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many", "1.5"])
+def test_invalid_rows_per_item(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "app.db"
+    sqlite_people(path, 3)
+
+    with pytest.raises(InvalidTarget, match="'rows_per_item' must be a positive whole number"):
+        run_plugin(SQLitePlugin, sqlite_url(path), {"params": [2], "rows_per_item": value})
+
+
+def test_changed_row_fails_its_group(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    markers = sqlite_people(path, 12)
+    target = Target(sqlite_url(path), {"params": [10], "rows_per_item": 4})
+    plugin = SQLitePlugin(target, JobContext(dry_run=False))
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE people SET email = 'changed' WHERE id = 6")
+        results = [
+            result
+            for batch in plugin_batches(planned, plugin)
+            for result in plugin.purge(batch)
+        ]
+    finally:
+        plugin.close()
+
+    statuses = {result.key: result.status for result in results}
+    assert statuses == {
+        "people:[1]..[4]": "purged",
+        "people:[5]..[8]": "failed",
+        "people:[9]..[10]": "purged",
+    }
+    detail = results[1].detail
+    assert "1 of 4 rows were kept and the other 3 were deleted" in detail
+    assert "Kept rows: people:[6]." in detail
+    assert markers[5] not in detail
+    with sqlite3.connect(path) as conn:
+        left = [row[0] for row in conn.execute("SELECT id FROM people ORDER BY id")]
+    assert left == [6, 11, 12]
+
+    rerun = run_plugin(SQLitePlugin, sqlite_url(path), {"params": [10]})
+
+    assert rerun.statuses() == {"people:[6]": "purged"}
+    assert not rerun.unverified()
+
+
+def test_referenced_table_keeps_row_items(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    sqlite_people(path, 30)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+            "person INTEGER REFERENCES people(id) ON DELETE CASCADE)"
+        )
+        conn.execute("INSERT INTO notes VALUES (1, 2)")
+
+    run = run_plugin(
+        SQLitePlugin, sqlite_url(path), {"params": [20], "rows_per_item": 5}, purge=False
+    )
+
+    assert {entry.item.kind for entry in run.planned} == {"row"}
+    assert len(run.planned) == 21
+
+
+def test_masking_grouped_rows_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    sqlite_people(path, 10)
+    plugin = SQLitePlugin(
+        Target(sqlite_url(path), {"params": [8], "rows_per_item": 4}), JobContext()
+    )
+    try:
+        plugin.describe()
+        decisions = [plugin.plan_mask(item, {"fields": {"email": "hash"}}) for item in plugin.discover()]
+    finally:
+        plugin.close()
+
+    assert [decision.refusal.reason for decision in decisions] == ["unsupported"] * 2
+    assert "set rows_per_item: 1" in decisions[0].refusal.detail
+
+
+def test_postgresql_groups_leave_no_canary(pg_database: str) -> None:
+    import psycopg
+
+    markers = {number: canary(f"person{number}") for number in range(1, 2601)}
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
+        with conn.cursor() as cursor:
+            cursor.executemany("INSERT INTO people VALUES (%s, %s)", list(markers.items()))
+        conn.execute("CHECKPOINT")
+        files = pg_relation_files(conn, "people")
+    assert files_contain(files, markers[7].encode())
+
+    run = run_plugin(
+        PostgreSQLPlugin, f"{pg_database}?table=people&where=id <= %s", {"params": [2500]}
+    )
+
+    assert [entry.item.attributes["rows"] for entry in run.planned] == [1000, 1000, 500]
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        files = pg_relation_files(conn, "people")
+        assert conn.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 100
+    for number in (1, 1500, 2500):
+        assert not files_contain(files, markers[number].encode())
+    assert files_contain(files, markers[2501].encode())
+
+
+def test_mysql_groups_purged(mysql_database: str) -> None:
+    name = mysql_database.rsplit("/", 1)[1]
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(200)) ENGINE=InnoDB")
+        for number in range(1, 21):
+            cursor.execute("INSERT INTO people VALUES (%s, %s)", (number, canary(str(number))))
+
+    run = run_plugin(
+        MySQLPlugin,
+        f"{mysql_database}?table=people&where=id <= %s",
+        {"params": [15], "rows_per_item": 6},
+    )
+
+    assert [entry.item.attributes["rows"] for entry in run.planned] == [6, 6, 3]
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT id FROM people ORDER BY id")
+        assert [row[0] for row in cursor.fetchall()] == [16, 17, 18, 19, 20]
+
+
+def lethe(state_dir: Path, *args: str, crash_after: int = 0) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, LETHE_STATE_DIR=str(state_dir), PYTHONPATH=str(REPO))
+    environment.pop("LETHE_CRASH_AFTER_ITEMS", None)
+    if crash_after:
+        environment["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        cwd=REPO,
+    )
+
+
+def test_crash_then_resume_groups(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    markers = sqlite_people(path, 12000)
+    state_dir = tmp_path / "state"
+    # Eleven items of up to 1000 rows: batches of five, five and one item.
+    target = sqlite_url(path) + "&param=11000"
+
+    first_plan = lethe(state_dir, "plan", target, "--json")
+    second_plan = lethe(state_dir, "plan", target, "--json")
+    crashed = lethe(state_dir, "purge", "--yes", target, crash_after=3)
+
+    assert first_plan.returncode == 0, first_plan.stderr
+    assert _plan_hash(first_plan.stdout) == _plan_hash(second_plan.stdout)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    job_id, states = _purge_job_states(state_dir)
+    assert states == {"purging": 5, "planned": 6}
+
+    resumed = lethe(state_dir, "purge", "--resume", job_id)
+
+    assert resumed.returncode in (0, 1), resumed.stdout + resumed.stderr
+    assert _purge_job_states(state_dir) == (job_id, {"verified": 11})
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MIN(id), COUNT(*) FROM people").fetchone() == (11001, 1000)
+    for number in (1, 5000, 11000):
+        assert not files_contain(sqlite_files(path), markers[number].encode())
+    assert files_contain(sqlite_files(path), markers[11001].encode())
+
+
+def _purge_job_states(state_dir: Path) -> tuple[str, dict[str, int]]:
+    with sqlite3.connect(state_dir / "journal.sqlite") as journal:
+        [(job_id,)] = journal.execute("SELECT id FROM jobs WHERE dry_run = 0").fetchall()
+        states = dict(
+            journal.execute(
+                "SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,)
+            )
+        )
+    return job_id, states
+
+
+def _plan_hash(output: str) -> str:
+    import json
+
+    return json.loads(output)["plan_hash"]
