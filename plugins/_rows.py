@@ -20,7 +20,7 @@ import types
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -1228,27 +1228,49 @@ def _row_bytes(row: Iterable[Any]) -> Iterator[bytes]:
 MAX_KEYS_IN_DETAIL = 1000
 
 
+class _RowItem(NamedTuple):
+    """The fields of a row's :class:`Item` that the row checks read."""
+
+    key: str
+    kind: str
+    size: int
+    identity: Mapping[str, Any]
+    attributes: Mapping[str, Any]
+
+
+class _RowEntry(NamedTuple):
+    """A row of a grouped item, shaped like a :class:`PlannedItem`."""
+
+    item: _RowItem
+    decision: Decision
+
+
 def expand_group(group: PlannedItem) -> list[PlannedItem]:
     """Return one row entry per row of an item that groups rows.
 
     The row entries carry the key and digest that the row checks read. Their
     size is 0, because the group reports its bytes once all rows are gone.
+    They are named tuples, because building 100,000 frozen dataclasses took
+    about half a second.
     """
     table = group.item.attributes["table"]
     identity = group.item.identity
-    return [
-        PlannedItem(
-            Item(
-                key=item_key(table, key),
-                kind="row",
-                size=0,
-                identity={"table": table, "key": key, "digest": digest},
-                attributes=group.item.attributes,
+    attributes = group.item.attributes
+    decision = group.decision
+    rows: list[Any] = [
+        _RowEntry(
+            _RowItem(
+                item_key(table, key),
+                "row",
+                0,
+                {"table": table, "key": key, "digest": digest},
+                attributes,
             ),
-            group.decision,
+            decision,
         )
         for key, digest in zip(identity["keys"], identity["digests"], strict=True)
     ]
+    return rows
 
 
 def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeResult:
