@@ -39,6 +39,9 @@ PURGE_WAIT = 60.0
 #: Seconds to retry PURGE BINARY LOGS while the server still needs old files.
 BINLOG_PURGE_WAIT = 30.0
 
+#: Databases the server maintains, whose rows a purge must never delete.
+SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+
 _LOST_CONNECTION = {2003, 2006, 2013, 2055, 0}
 _LOCK_ERRORS = {1205, 1213}
 _READ_ONLY = {1290, 1792, 1836}
@@ -76,6 +79,11 @@ class MySQLPlugin(_rows.RowStorePlugin):
             raise InvalidTarget(
                 f"target {self.redacted_url()!r} names no database; "
                 "write mysql://USER@HOST/DATABASE?table=NAME"
+            )
+        if self.database.lower() in SYSTEM_DATABASES:
+            raise InvalidTarget(
+                f"database {self.database} belongs to the server, and deleting its rows "
+                "would damage it; name a user database in the target URL"
             )
         if isinstance(self.selection.params, Mapping):
             raise InvalidTarget(

@@ -53,6 +53,9 @@ _TEXT_SETTINGS = {
     "bytea_output": "'hex'",
 }
 
+#: Schemas of the system catalogs, whose rows a purge must never delete.
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
 _DELETE_ACTIONS = {
     "a": "no action",
     "r": "restrict",
@@ -223,6 +226,11 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             )
         oid, namespace, relname = row
         qualified = f"{namespace}.{relname}"
+        if namespace in SYSTEM_SCHEMAS or namespace.startswith("pg_toast"):
+            raise InvalidTarget(
+                f"table {qualified} is a system catalog, and deleting its rows would "
+                "damage the database; name a table of a user schema in the 'table' option"
+            )
         self._oids[qualified] = oid
         columns = [
             record[0]

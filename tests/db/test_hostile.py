@@ -1,0 +1,92 @@
+"""Database targets given odd names, values and settings by a careless user.
+
+Tests that name system tables only plan, so a plugin that failed to reject
+them would still change nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from plugins.errors import InvalidTarget
+from plugins.mysql import MySQLPlugin
+from plugins.postgresql import PostgreSQLPlugin
+from plugins.sqlite import SQLitePlugin
+from tests.helpers.driver import run_plugin
+
+
+@pytest.mark.parametrize(
+    "table", ["pg_catalog.pg_class", "pg_class", "information_schema.sql_parts"]
+)
+def test_postgresql_system_catalog_rejected(pg_database, table):
+    with pytest.raises(InvalidTarget, match="system catalog") as raised:
+        run_plugin(
+            PostgreSQLPlugin,
+            f"{pg_database}?table={table}&where=true",
+            {"all_rows": True},
+            purge=False,
+        )
+
+    assert "user schema" in str(raised.value)
+
+
+@pytest.mark.parametrize("table", ["sqlite_sequence", "SQLITE_STAT1"])
+def test_sqlite_internal_table_rejected(tmp_path, table):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)")
+    conn.execute("INSERT INTO log (v) VALUES ('a')")
+    conn.execute("CREATE INDEX log_v ON log(v)")
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(InvalidTarget, match="internal to SQLite"):
+        run_plugin(
+            SQLitePlugin, f"sqlite://{path}?table={table}", {"all_rows": True}, purge=False
+        )
+
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM sqlite_sequence").fetchone()[0] == 1
+
+
+def test_sqlite_shadow_table_rejected(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+    conn.execute("INSERT INTO docs VALUES ('first'), ('second')")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(InvalidTarget, match="shadow table"):
+        run_plugin(
+            SQLitePlugin, f"sqlite://{path}?table=docs_data", {"all_rows": True}, purge=False
+        )
+
+
+def test_sqlite_table_named_like_shadow(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+    conn.execute("CREATE TABLE docs_archive (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.execute("INSERT INTO docs_archive VALUES (1, 'old'), (2, 'older')")
+    conn.commit()
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin, f"sqlite://{path}?table=docs_archive&where=id = ?", {"params": [1]}
+    )
+
+    assert run.statuses() == {"docs_archive:[1]": "purged"}
+
+
+def test_mysql_system_database_rejected():
+    with pytest.raises(InvalidTarget, match="belongs to the server"):
+        run_plugin(
+            MySQLPlugin,
+            "mysql://root@127.0.0.1:3306/mysql?table=innodb_table_stats&where=1 = %s",
+            {"params": [1], "all_rows": True},
+            purge=False,
+        )
