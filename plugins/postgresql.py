@@ -187,10 +187,22 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 f"{where}: a constraint rejected the statement ({summary}); set "
                 "delete_dependents: true or remove the referencing rows first"
             )
-        if isinstance(error, (errors.SyntaxError, errors.UndefinedFunction)):
+        if isinstance(error, psycopg.DataError):
+            # The primary message of a data exception quotes the rejected
+            # input, which is often a bind parameter naming the rows.
+            return InvalidTarget(
+                f"{where}: a value was rejected ({type(error).__name__}, SQLSTATE "
+                f"{error.sqlstate}); check that each value in 'params' has the type of "
+                "what the WHERE clause compares it with"
+            )
+        if (getattr(error, "sqlstate", None) or "").startswith("42"):
+            # Class 42: syntax error or access rule violation.
             return InvalidTarget(f"{where}: the WHERE clause is invalid ({summary})")
-        if isinstance(error, psycopg.ProgrammingError) and "placeholder" in summary:
-            return InvalidTarget(f"{where}: the WHERE placeholders do not match 'params'")
+        placeholder_error = isinstance(error, (psycopg.ProgrammingError, TypeError))
+        if placeholder_error and "placeholder" in summary:
+            return InvalidTarget(
+                f"{where}: the WHERE placeholders do not match 'params' ({summary})"
+            )
         if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
             return TargetUnreachable(
                 f"{where}: the connection to {self.redacted_url()} failed ({summary}); "
@@ -817,10 +829,12 @@ def _segments(path: str) -> list[str]:
 
 
 def _summary(error: Exception) -> str:
-    """Return the first line of a driver error, which never carries row values.
+    """Return the primary message of a driver error, without its DETAIL part.
 
-    The DETAIL part of a PostgreSQL error can quote key values, so only the
-    primary message is kept.
+    The DETAIL part of a PostgreSQL error can quote key values, so it is
+    dropped. The primary message of a data exception (SQLSTATE class 22)
+    quotes the rejected input, so :meth:`PostgreSQLPlugin.translate` reports
+    those errors without it.
     """
     diag = getattr(error, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from plugins.errors import InvalidTarget
 from plugins.mysql import MySQLPlugin
 from plugins.postgresql import PostgreSQLPlugin
 from plugins.sqlite import SQLitePlugin
+from tests.db.conftest import canary
 from tests.helpers.driver import run_plugin
 
 
@@ -88,5 +90,48 @@ def test_mysql_system_database_rejected():
             MySQLPlugin,
             "mysql://root@127.0.0.1:3306/mysql?table=innodb_table_stats&where=1 = %s",
             {"params": [1], "all_rows": True},
+            purge=False,
+        )
+
+
+def make_people(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, born date, email text)")
+        conn.execute(
+            "INSERT INTO people VALUES (1, '1990-01-01', 'a@example.org'), "
+            "(2, '1991-02-02', 'b@example.org')"
+        )
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("id = %s", "name-{marker}"), ("born = %s", "2020-13-45{marker}")],
+)
+def test_postgresql_bad_value_not_quoted(pg_database, where, value):
+    make_people(pg_database)
+    marker = canary()
+    secret = value.format(marker=marker)
+
+    with pytest.raises(InvalidTarget) as raised:
+        run_plugin(
+            PostgreSQLPlugin, f"{pg_database}?table=people&where={where}", {"params": [secret]}
+        )
+
+    assert marker not in str(raised.value)
+    assert "'params'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "params"),
+    [("id = %(id)s", [1]), ("id = %s", {"id": 1}), ("email", [])],
+)
+def test_postgresql_bad_where_is_usage_error(pg_database, where, params):
+    make_people(pg_database)
+
+    with pytest.raises(InvalidTarget, match="WHERE"):
+        run_plugin(
+            PostgreSQLPlugin,
+            f"{pg_database}?table=people&where={where}",
+            {"params": params},
             purge=False,
         )
