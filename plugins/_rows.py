@@ -342,6 +342,14 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
+        try:
+            target.parts.port
+        except ValueError as error:
+            # The message names the port text only, never the password.
+            raise InvalidTarget(
+                f"the port in target URL {target.parts.scheme}://... is invalid "
+                f"({error}); write HOST:PORT with a port from 1 to 65535"
+            ) from None
         self.selection = parse_selection(target, self.engine_keys)
         self.lock_timeout = float(
             self.selection.lock_timeout

@@ -11,6 +11,7 @@ import sqlite3
 import psycopg
 import pytest
 
+from plugins.base import JobContext, Target
 from plugins.errors import InvalidTarget
 from plugins.mysql import MySQLPlugin
 from plugins.postgresql import PostgreSQLPlugin
@@ -135,3 +136,13 @@ def test_postgresql_bad_where_is_usage_error(pg_database, where, params):
             {"params": params},
             purge=False,
         )
+
+
+@pytest.mark.parametrize("port", ["99999", "abc"])
+def test_invalid_port_is_usage_error(port):
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{port}/db?table=people&all_rows=1"
+
+    with pytest.raises(InvalidTarget, match="port") as raised:
+        PostgreSQLPlugin(Target(url), JobContext())
+
+    assert "hunter2" not in str(raised.value)
