@@ -271,13 +271,18 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self._enable_fts5_secure_delete()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            # Rows of one table that reference each other in a cycle can only
+            # go together, so NO ACTION keys are checked at COMMIT instead of
+            # after each DELETE. RESTRICT keys are still checked at once.
+            self.conn.execute("PRAGMA defer_foreign_keys = ON")
             yield
+            # A COMMIT that a deferred key rejects leaves the transaction
+            # open, so the handler below rolls it back.
+            self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        else:
-            self.conn.execute("COMMIT")
 
     def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
         condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)

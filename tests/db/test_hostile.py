@@ -11,7 +11,7 @@ import sqlite3
 import psycopg
 import pytest
 
-from plugins.base import JobContext, Target
+from plugins.base import JobContext, PlannedItem, Target
 from plugins.errors import InvalidTarget
 from plugins.mysql import MySQLPlugin
 from plugins.postgresql import PostgreSQLPlugin
@@ -146,3 +146,58 @@ def test_invalid_port_is_usage_error(port):
         PostgreSQLPlugin(Target(url), JobContext())
 
     assert "hunter2" not in str(raised.value)
+
+
+def make_cycle(path) -> None:
+    """Create rows 1 and 2 of ``nodes`` that reference each other, and row 3."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(
+        "CREATE TABLE nodes (id INTEGER PRIMARY KEY, next INTEGER REFERENCES nodes(id), v TEXT)"
+    )
+    conn.execute("INSERT INTO nodes VALUES (1, NULL, 'a'), (2, 1, 'b'), (3, NULL, 'c')")
+    conn.execute("UPDATE nodes SET next = 2 WHERE id = 1")
+    conn.commit()
+    conn.close()
+
+
+def test_sqlite_reference_cycle_purged(tmp_path):
+    path = tmp_path / "app.db"
+    make_cycle(path)
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=nodes&where=id = ?",
+        {"params": [1], "delete_dependents": True},
+    )
+
+    assert run.statuses() == {"nodes:[1]": "purged", "nodes:[2]": "purged"}
+    assert not run.unverified()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT id FROM nodes").fetchall() == [(3,)]
+
+
+def test_sqlite_rejected_commit_rolls_back(tmp_path):
+    path = tmp_path / "app.db"
+    make_cycle(path)
+    plugin = SQLitePlugin(
+        Target(f"sqlite://{path}?table=nodes&where=id = ?", {"params": [3]}),
+        JobContext(dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        # Row 2 starts to reference row 3 after planning, so the deferred
+        # key rejects the COMMIT of row 3's delete.
+        with sqlite3.connect(path) as other:
+            other.execute("UPDATE nodes SET next = 3 WHERE id = 2")
+        first = list(plugin.purge(planned))
+        second = list(plugin.purge(planned))
+        in_transaction = plugin.conn.in_transaction
+    finally:
+        plugin.close()
+
+    assert [result.status for result in first] == ["failed"]
+    assert [result.status for result in second] == ["failed"]
+    assert "rolled back" in first[0].detail
+    assert not in_transaction
