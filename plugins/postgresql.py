@@ -203,6 +203,13 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             return InvalidTarget(
                 f"{where}: the WHERE placeholders do not match 'params' ({summary})"
             )
+        if isinstance(error, psycopg.OperationalError) and action == "connect":
+            # Nothing was deleted yet, so the message is about the URL only.
+            failure = TargetNotFound if "does not exist" in summary else TargetUnreachable
+            return failure(
+                f"could not connect to {self.redacted_url()} ({summary}); check the "
+                "host, port, user, password and database name in the target URL"
+            )
         if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
             return TargetUnreachable(
                 f"{where}: the connection to {self.redacted_url()} failed ({summary}); "

@@ -6,17 +6,23 @@ them would still change nothing.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 
 import psycopg
 import pytest
 
 from plugins.base import JobContext, PlannedItem, Target
-from plugins.errors import InvalidTarget
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    TargetNotFound,
+    TargetUnreachable,
+)
 from plugins.mysql import MySQLPlugin
 from plugins.postgresql import PostgreSQLPlugin
 from plugins.sqlite import SQLitePlugin
-from tests.db.conftest import canary
+from tests.db.conftest import canary, mysql_admin
 from tests.helpers.driver import run_plugin
 
 
@@ -201,3 +207,52 @@ def test_sqlite_rejected_commit_rolls_back(tmp_path):
     assert [result.status for result in second] == ["failed"]
     assert "rolled back" in first[0].detail
     assert not in_transaction
+
+
+def test_postgresql_unknown_database_names_url(pg_database):
+    url = pg_database.rsplit("/", 1)[0] + "/lethe_no_such_database"
+
+    with pytest.raises(TargetNotFound, match="lethe_no_such_database") as raised:
+        run_plugin(PostgreSQLPlugin, f"{url}?table=people&all_rows=1", purge=False)
+
+    assert "target URL" in str(raised.value)
+    assert "purged" not in str(raised.value)
+
+
+def test_mysql_closed_port_names_url():
+    url = f"mysql://root@127.0.0.1:{closed_port()}/lethe_db?table=people&all_rows=1"
+
+    with pytest.raises(TargetUnreachable, match="target URL") as raised:
+        run_plugin(MySQLPlugin, url, purge=False)
+
+    assert "purged" not in str(raised.value)
+
+
+def test_mysql_wrong_password_names_fix(mysql_database):
+    url = mysql_database.replace("root@", "root:wrong-password@")
+
+    with pytest.raises(AccessDenied, match="password in the target URL") as raised:
+        run_plugin(MySQLPlugin, f"{url}?table=people&all_rows=1", purge=False)
+
+    assert "wrong-password" not in str(raised.value)
+
+
+def test_mysql_extra_param_is_usage_error(mysql_database):
+    with mysql_admin(mysql_database.rsplit("/", 1)[1]) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE people (id INT PRIMARY KEY, email TEXT) ENGINE=InnoDB")
+        cursor.execute("INSERT INTO people VALUES (1, 'a'), (2, 'b')")
+
+    with pytest.raises(InvalidTarget, match="placeholders"):
+        run_plugin(
+            MySQLPlugin,
+            f"{mysql_database}?table=people&where=id = %s",
+            {"params": [1, 2]},
+            purge=False,
+        )
+
+
+def closed_port() -> int:
+    """Return a 127.0.0.1 port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
