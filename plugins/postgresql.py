@@ -704,10 +704,16 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
 
     def _missing_privilege_notes(self, table: _rows.TableInfo) -> list[str]:
         missing = []
-        owner = self.conn.execute(
-            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = %s",
+        owner, delete = self.conn.execute(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE'), "
+            "has_table_privilege(oid, 'DELETE') FROM pg_class WHERE oid = %s",
             (self._oids[table.name],),
-        ).fetchone()[0]
+        ).fetchone()
+        if not delete:
+            missing.append(
+                f"DELETE on {table.name} is not granted to this user, so the purge will "
+                f"fail; GRANT DELETE ON {self.quote_table(table.name)} to the user"
+            )
         if not owner:
             missing.append(f"VACUUM FULL {table.name} cannot run: the table's owner is needed")
         if not self.privileges["superuser"]:

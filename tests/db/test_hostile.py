@@ -6,6 +6,7 @@ them would still change nothing.
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sqlite3
 
@@ -22,7 +23,7 @@ from plugins.errors import (
 from plugins.mysql import MySQLPlugin
 from plugins.postgresql import PostgreSQLPlugin
 from plugins.sqlite import SQLitePlugin
-from tests.db.conftest import canary, mysql_admin
+from tests.db.conftest import canary, mysql_admin, pg_admin
 from tests.helpers.driver import run_plugin
 
 
@@ -256,3 +257,28 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_postgresql_plan_names_missing_delete(pg_database):
+    make_people(pg_database)
+    role = f"lethe_db_{secrets.token_hex(4)}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'GRANT SELECT ON people TO "{role}"')
+        url = pg_database.replace("postgres@", f"{role}@", 1)
+
+        run = run_plugin(
+            PostgreSQLPlugin,
+            f"{url}?table=people&where=id = %s",
+            {"params": [1]},
+            purge=False,
+        )
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+        with pg_admin() as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+    assert any("DELETE on public.people is not granted" in line for line in run.info.residual)
