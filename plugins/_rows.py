@@ -68,6 +68,10 @@ MAX_WORDS_PER_VALUE = 16
 #: split long values into chunks (TOAST, overflow pages).
 MAX_WHOLE_VALUE = 256
 
+#: Checkpoint key of the tables a job deletes or masks rows in. Item keys
+#: always contain a colon, so no item record uses it.
+TOUCHED_CHECKPOINT = "touched-tables"
+
 #: An empty read-only mapping, shared by the params of every planned delete
 #: and the facts of every deleted row instead of an empty dict per row.
 EMPTY_MAPPING: Mapping[str, Any] = types.MappingProxyType({})
@@ -364,6 +368,14 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)
+        try:
+            target.parts.port
+        except ValueError as error:
+            # The message names the port text only, never the password.
+            raise InvalidTarget(
+                f"the port in target URL {target.parts.scheme}://... is invalid "
+                f"({error}); write HOST:PORT with a port from 1 to 65535"
+            ) from None
         self.selection = parse_selection(target, self.engine_keys)
         self.lock_timeout = float(
             self.selection.lock_timeout
@@ -376,6 +388,9 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._tables: dict[str, TableInfo] = {}
         self._pending: dict[str, _Pending] = {}
         self._touched: list[str] = []  # tables rows were deleted from, in order
+        # Tables in the job's checkpoint, which outlives a crashed process.
+        self._checkpointed: list[str] | None = None
+        self._inherited: list[str] = []
         self._scan_hits: dict[str, list[scan.Hit]] = {}
         self._scan_note: str | None = None
         self._scanned: set[str] = set()
@@ -656,6 +671,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             by_table.setdefault(entry.item.attributes["table"], []).append(entry)
         # Items arrive children first, so tables go in the order first seen.
         for table_name, entries in by_table.items():
+            self._checkpoint_touched(table_name)
             masked = [e for e in entries if e.decision.method == Method.MASK]
             deleted = [e for e in entries if e.decision.method != Method.MASK]
             if masked:
@@ -674,6 +690,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         for group in groups:
             by_table.setdefault(group.item.attributes["table"], []).append(group)
         for table_name, members in by_table.items():
+            self._checkpoint_touched(table_name)
             rows_of = {group.item.key: expand_group(group) for group in members}
             owner = {
                 row.item.key: key for key, rows in rows_of.items() for row in rows
@@ -688,8 +705,32 @@ class RowStorePlugin(Plugin, abc.ABC):
                     self.context.progress(group.item.size)
                 yield folded
 
+    def _checkpoint_touched(self, name: str) -> None:
+        """Record, before its rows change, that the job changes rows of ``name``.
+
+        A process killed after a delete commits leaves items that a resumed
+        job verifies without purging them again. The record makes the resumed
+        job still compact their table.
+        """
+        tables = self._checkpoint_tables()
+        if name not in tables:
+            tables.append(name)
+            self.context.checkpoints.save(TOUCHED_CHECKPOINT, {"tables": list(tables)})
+
+    def _checkpoint_tables(self) -> list[str]:
+        if self._checkpointed is None:
+            saved = self.context.checkpoints.load(TOUCHED_CHECKPOINT) or {}
+            self._checkpointed = list(saved.get("tables", ()))
+            # Tables an earlier process of this job recorded.
+            self._inherited = list(self._checkpointed)
+        return self._checkpointed
+
     def complete(self) -> Iterator[PurgeResult]:
         self._prepare_scanner()
+        self._checkpoint_tables()
+        for name in self._inherited:
+            if name not in self._touched:
+                self._touched.append(name)
         if not self._touched:
             return
         try:

@@ -39,6 +39,9 @@ PURGE_WAIT = 60.0
 #: Seconds to retry PURGE BINARY LOGS while the server still needs old files.
 BINLOG_PURGE_WAIT = 30.0
 
+#: Databases the server maintains, whose rows a purge must never delete.
+SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+
 _LOST_CONNECTION = {2003, 2006, 2013, 2055, 0}
 _LOCK_ERRORS = {1205, 1213}
 _READ_ONLY = {1290, 1792, 1836}
@@ -76,6 +79,11 @@ class MySQLPlugin(_rows.RowStorePlugin):
             raise InvalidTarget(
                 f"target {self.redacted_url()!r} names no database; "
                 "write mysql://USER@HOST/DATABASE?table=NAME"
+            )
+        if self.database.lower() in SYSTEM_DATABASES:
+            raise InvalidTarget(
+                f"database {self.database} belongs to the server, and deleting its rows "
+                "would damage it; name a user database in the target URL"
             )
         if isinstance(self.selection.params, Mapping):
             raise InvalidTarget(
@@ -168,6 +176,12 @@ class MySQLPlugin(_rows.RowStorePlugin):
         lost = isinstance(error, connector.errors.OperationalError) and (
             code is None or code < 0 or code >= 2000
         )
+        if (lost or code in _LOST_CONNECTION) and action == "connect":
+            # Nothing was deleted yet, so the message is about the URL only.
+            return TargetUnreachable(
+                f"could not connect to {self.redacted_url()} (error {code}); check the "
+                "host and port in the target URL and that the server is running"
+            )
         if lost or code in _LOST_CONNECTION:
             return TargetUnreachable(
                 f"{where}: the connection to {self.redacted_url()} was lost; rows whose "
@@ -186,6 +200,14 @@ class MySQLPlugin(_rows.RowStorePlugin):
             )
         if code in _MISSING:
             return TargetNotFound(f"{where}: {message}; check the table and WHERE clause")
+        if code == 1045:
+            return AccessDenied(
+                f"{where}: {message}; check the user and password in the target URL"
+            )
+        if code == 1210:
+            # Incorrect arguments to mysqld_stmt_execute: the count of values
+            # differs from the count of placeholders.
+            return InvalidTarget(f"{where}: the WHERE placeholders do not match 'params'")
         if code in _DENIED:
             return AccessDenied(f"{where}: {message}; grant the privilege to this user")
         if code in _CONSTRAINT:

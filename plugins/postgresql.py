@@ -53,6 +53,9 @@ _TEXT_SETTINGS = {
     "bytea_output": "'hex'",
 }
 
+#: Schemas of the system catalogs, whose rows a purge must never delete.
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
 _DELETE_ACTIONS = {
     "a": "no action",
     "r": "restrict",
@@ -184,10 +187,29 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 f"{where}: a constraint rejected the statement ({summary}); set "
                 "delete_dependents: true or remove the referencing rows first"
             )
-        if isinstance(error, (errors.SyntaxError, errors.UndefinedFunction)):
+        if isinstance(error, psycopg.DataError):
+            # The primary message of a data exception quotes the rejected
+            # input, which is often a bind parameter naming the rows.
+            return InvalidTarget(
+                f"{where}: a value was rejected ({type(error).__name__}, SQLSTATE "
+                f"{error.sqlstate}); check that each value in 'params' has the type of "
+                "what the WHERE clause compares it with"
+            )
+        if (getattr(error, "sqlstate", None) or "").startswith("42"):
+            # Class 42: syntax error or access rule violation.
             return InvalidTarget(f"{where}: the WHERE clause is invalid ({summary})")
-        if isinstance(error, psycopg.ProgrammingError) and "placeholder" in summary:
-            return InvalidTarget(f"{where}: the WHERE placeholders do not match 'params'")
+        placeholder_error = isinstance(error, (psycopg.ProgrammingError, TypeError))
+        if placeholder_error and "placeholder" in summary:
+            return InvalidTarget(
+                f"{where}: the WHERE placeholders do not match 'params' ({summary})"
+            )
+        if isinstance(error, psycopg.OperationalError) and action == "connect":
+            # Nothing was deleted yet, so the message is about the URL only.
+            failure = TargetNotFound if "does not exist" in summary else TargetUnreachable
+            return failure(
+                f"could not connect to {self.redacted_url()} ({summary}); check the "
+                "host, port, user, password and database name in the target URL"
+            )
         if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
             return TargetUnreachable(
                 f"{where}: the connection to {self.redacted_url()} failed ({summary}); "
@@ -223,6 +245,11 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             )
         oid, namespace, relname = row
         qualified = f"{namespace}.{relname}"
+        if namespace in SYSTEM_SCHEMAS or namespace.startswith("pg_toast"):
+            raise InvalidTarget(
+                f"table {qualified} is a system catalog, and deleting its rows would "
+                "damage the database; name a table of a user schema in the 'table' option"
+            )
         self._oids[qualified] = oid
         columns = [
             record[0]
@@ -677,10 +704,16 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
 
     def _missing_privilege_notes(self, table: _rows.TableInfo) -> list[str]:
         missing = []
-        owner = self.conn.execute(
-            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = %s",
+        owner, delete = self.conn.execute(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE'), "
+            "has_table_privilege(oid, 'DELETE') FROM pg_class WHERE oid = %s",
             (self._oids[table.name],),
-        ).fetchone()[0]
+        ).fetchone()
+        if not delete:
+            missing.append(
+                f"DELETE on {table.name} is not granted to this user, so the purge will "
+                f"fail; GRANT DELETE ON {self.quote_table(table.name)} to the user"
+            )
         if not owner:
             missing.append(f"VACUUM FULL {table.name} cannot run: the table's owner is needed")
         if not self.privileges["superuser"]:
@@ -809,10 +842,12 @@ def _segments(path: str) -> list[str]:
 
 
 def _summary(error: Exception) -> str:
-    """Return the first line of a driver error, which never carries row values.
+    """Return the primary message of a driver error, without its DETAIL part.
 
-    The DETAIL part of a PostgreSQL error can quote key values, so only the
-    primary message is kept.
+    The DETAIL part of a PostgreSQL error can quote key values, so it is
+    dropped. The primary message of a data exception (SQLSTATE class 22)
+    quotes the rejected input, so :meth:`PostgreSQLPlugin.translate` reports
+    those errors without it.
     """
     diag = getattr(error, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None

@@ -163,6 +163,17 @@ class SQLitePlugin(_rows.RowStorePlugin):
         return bool(self._fts_cache)
 
     def _shadow_tables(self) -> set[str]:
+        # SQLite 3.37 and later mark shadow tables in PRAGMA table_list. Older
+        # builds fall back to a guess by name, which also takes a user table
+        # named like a shadow table ("docs_archive" beside "docs") for one.
+        try:
+            return {
+                row[1]
+                for row in self.conn.execute("PRAGMA main.table_list")
+                if row[2] == "shadow"
+            }
+        except sqlite3.DatabaseError:
+            self.log.debug("PRAGMA table_list unavailable", version=sqlite3.sqlite_version)
         virtual = [
             name for name, sql in self._schema() if sql.lower().startswith("create virtual")
         ]
@@ -183,6 +194,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 "check the 'table' option (names are case-insensitive)"
             )
         table = real[0]
+        self._reject_internal(table)
         info = self.conn.execute(f"PRAGMA table_info({self.quote(table)})").fetchall()
         columns = [row[1] for row in info]
         key = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5] > 0]
@@ -197,6 +209,20 @@ class SQLitePlugin(_rows.RowStorePlugin):
         return _rows.TableInfo(
             table, columns, key, indexes, self._foreign_keys_to(table, key), implicit
         )
+
+    def _reject_internal(self, table: str) -> None:
+        """Raise InvalidTarget for a table that SQLite or a virtual table maintains."""
+        if table.lower().startswith("sqlite_"):
+            raise InvalidTarget(
+                f"table {table} of {self.path} is internal to SQLite, and deleting its "
+                "rows would damage the database; name a user table in the 'table' option"
+            )
+        if table in self._shadow_tables():
+            raise InvalidTarget(
+                f"table {table} of {self.path} is a shadow table that a virtual table "
+                "(such as a full-text index) maintains; name the virtual table or the "
+                "table it indexes in the 'table' option"
+            )
 
     def _foreign_keys_to(self, parent: str, parent_key: list[str]) -> list[_rows.ForeignKey]:
         found = []
@@ -245,13 +271,18 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self._enable_fts5_secure_delete()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            # Rows of one table that reference each other in a cycle can only
+            # go together, so NO ACTION keys are checked at COMMIT instead of
+            # after each DELETE. RESTRICT keys are still checked at once.
+            self.conn.execute("PRAGMA defer_foreign_keys = ON")
             yield
+            # A COMMIT that a deferred key rejects leaves the transaction
+            # open, so the handler below rolls it back.
+            self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        else:
-            self.conn.execute("COMMIT")
 
     def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
         condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)

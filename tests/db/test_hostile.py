@@ -1,0 +1,284 @@
+"""Database targets given odd names, values and settings by a careless user.
+
+Tests that name system tables only plan, so a plugin that failed to reject
+them would still change nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sqlite3
+
+import psycopg
+import pytest
+
+from plugins.base import JobContext, PlannedItem, Target
+from plugins.errors import (
+    AccessDenied,
+    InvalidTarget,
+    TargetNotFound,
+    TargetUnreachable,
+)
+from plugins.mysql import MySQLPlugin
+from plugins.postgresql import PostgreSQLPlugin
+from plugins.sqlite import SQLitePlugin
+from tests.db.conftest import canary, mysql_admin, pg_admin
+from tests.helpers.driver import run_plugin
+
+
+@pytest.mark.parametrize(
+    "table", ["pg_catalog.pg_class", "pg_class", "information_schema.sql_parts"]
+)
+def test_postgresql_system_catalog_rejected(pg_database, table):
+    with pytest.raises(InvalidTarget, match="system catalog") as raised:
+        run_plugin(
+            PostgreSQLPlugin,
+            f"{pg_database}?table={table}&where=true",
+            {"all_rows": True},
+            purge=False,
+        )
+
+    assert "user schema" in str(raised.value)
+
+
+@pytest.mark.parametrize("table", ["sqlite_sequence", "SQLITE_STAT1"])
+def test_sqlite_internal_table_rejected(tmp_path, table):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)")
+    conn.execute("INSERT INTO log (v) VALUES ('a')")
+    conn.execute("CREATE INDEX log_v ON log(v)")
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(InvalidTarget, match="internal to SQLite"):
+        run_plugin(
+            SQLitePlugin, f"sqlite://{path}?table={table}", {"all_rows": True}, purge=False
+        )
+
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM sqlite_sequence").fetchone()[0] == 1
+
+
+def test_sqlite_shadow_table_rejected(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+    conn.execute("INSERT INTO docs VALUES ('first'), ('second')")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(InvalidTarget, match="shadow table"):
+        run_plugin(
+            SQLitePlugin, f"sqlite://{path}?table=docs_data", {"all_rows": True}, purge=False
+        )
+
+
+def test_sqlite_table_named_like_shadow(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+    conn.execute("CREATE TABLE docs_archive (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.execute("INSERT INTO docs_archive VALUES (1, 'old'), (2, 'older')")
+    conn.commit()
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin, f"sqlite://{path}?table=docs_archive&where=id = ?", {"params": [1]}
+    )
+
+    assert run.statuses() == {"docs_archive:[1]": "purged"}
+
+
+def test_mysql_system_database_rejected():
+    with pytest.raises(InvalidTarget, match="belongs to the server"):
+        run_plugin(
+            MySQLPlugin,
+            "mysql://root@127.0.0.1:3306/mysql?table=innodb_table_stats&where=1 = %s",
+            {"params": [1], "all_rows": True},
+            purge=False,
+        )
+
+
+def make_people(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, born date, email text)")
+        conn.execute(
+            "INSERT INTO people VALUES (1, '1990-01-01', 'a@example.org'), "
+            "(2, '1991-02-02', 'b@example.org')"
+        )
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("id = %s", "name-{marker}"), ("born = %s", "2020-13-45{marker}")],
+)
+def test_postgresql_bad_value_not_quoted(pg_database, where, value):
+    make_people(pg_database)
+    marker = canary()
+    secret = value.format(marker=marker)
+
+    with pytest.raises(InvalidTarget) as raised:
+        run_plugin(
+            PostgreSQLPlugin, f"{pg_database}?table=people&where={where}", {"params": [secret]}
+        )
+
+    assert marker not in str(raised.value)
+    assert "'params'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "params"),
+    [("id = %(id)s", [1]), ("id = %s", {"id": 1}), ("email", [])],
+)
+def test_postgresql_bad_where_is_usage_error(pg_database, where, params):
+    make_people(pg_database)
+
+    with pytest.raises(InvalidTarget, match="WHERE"):
+        run_plugin(
+            PostgreSQLPlugin,
+            f"{pg_database}?table=people&where={where}",
+            {"params": params},
+            purge=False,
+        )
+
+
+@pytest.mark.parametrize("port", ["99999", "abc"])
+def test_invalid_port_is_usage_error(port):
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{port}/db?table=people&all_rows=1"
+
+    with pytest.raises(InvalidTarget, match="port") as raised:
+        PostgreSQLPlugin(Target(url), JobContext())
+
+    assert "hunter2" not in str(raised.value)
+
+
+def make_cycle(path) -> None:
+    """Create rows 1 and 2 of ``nodes`` that reference each other, and row 3."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(
+        "CREATE TABLE nodes (id INTEGER PRIMARY KEY, next INTEGER REFERENCES nodes(id), v TEXT)"
+    )
+    conn.execute("INSERT INTO nodes VALUES (1, NULL, 'a'), (2, 1, 'b'), (3, NULL, 'c')")
+    conn.execute("UPDATE nodes SET next = 2 WHERE id = 1")
+    conn.commit()
+    conn.close()
+
+
+def test_sqlite_reference_cycle_purged(tmp_path):
+    path = tmp_path / "app.db"
+    make_cycle(path)
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=nodes&where=id = ?",
+        {"params": [1], "delete_dependents": True},
+    )
+
+    assert run.statuses() == {"nodes:[1]": "purged", "nodes:[2]": "purged"}
+    assert not run.unverified()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT id FROM nodes").fetchall() == [(3,)]
+
+
+def test_sqlite_rejected_commit_rolls_back(tmp_path):
+    path = tmp_path / "app.db"
+    make_cycle(path)
+    plugin = SQLitePlugin(
+        Target(f"sqlite://{path}?table=nodes&where=id = ?", {"params": [3]}),
+        JobContext(dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        # Row 2 starts to reference row 3 after planning, so the deferred
+        # key rejects the COMMIT of row 3's delete.
+        with sqlite3.connect(path) as other:
+            other.execute("UPDATE nodes SET next = 3 WHERE id = 2")
+        first = list(plugin.purge(planned))
+        second = list(plugin.purge(planned))
+        in_transaction = plugin.conn.in_transaction
+    finally:
+        plugin.close()
+
+    assert [result.status for result in first] == ["failed"]
+    assert [result.status for result in second] == ["failed"]
+    assert "rolled back" in first[0].detail
+    assert not in_transaction
+
+
+def test_postgresql_unknown_database_names_url(pg_database):
+    url = pg_database.rsplit("/", 1)[0] + "/lethe_no_such_database"
+
+    with pytest.raises(TargetNotFound, match="lethe_no_such_database") as raised:
+        run_plugin(PostgreSQLPlugin, f"{url}?table=people&all_rows=1", purge=False)
+
+    assert "target URL" in str(raised.value)
+    assert "purged" not in str(raised.value)
+
+
+def test_mysql_closed_port_names_url():
+    url = f"mysql://root@127.0.0.1:{closed_port()}/lethe_db?table=people&all_rows=1"
+
+    with pytest.raises(TargetUnreachable, match="target URL") as raised:
+        run_plugin(MySQLPlugin, url, purge=False)
+
+    assert "purged" not in str(raised.value)
+
+
+def test_mysql_wrong_password_names_fix(mysql_database):
+    url = mysql_database.replace("root@", "root:wrong-password@")
+
+    with pytest.raises(AccessDenied, match="password in the target URL") as raised:
+        run_plugin(MySQLPlugin, f"{url}?table=people&all_rows=1", purge=False)
+
+    assert "wrong-password" not in str(raised.value)
+
+
+def test_mysql_extra_param_is_usage_error(mysql_database):
+    with mysql_admin(mysql_database.rsplit("/", 1)[1]) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE people (id INT PRIMARY KEY, email TEXT) ENGINE=InnoDB")
+        cursor.execute("INSERT INTO people VALUES (1, 'a'), (2, 'b')")
+
+    with pytest.raises(InvalidTarget, match="placeholders"):
+        run_plugin(
+            MySQLPlugin,
+            f"{mysql_database}?table=people&where=id = %s",
+            {"params": [1, 2]},
+            purge=False,
+        )
+
+
+def closed_port() -> int:
+    """Return a 127.0.0.1 port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_postgresql_plan_names_missing_delete(pg_database):
+    make_people(pg_database)
+    role = f"lethe_db_{secrets.token_hex(4)}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'GRANT SELECT ON people TO "{role}"')
+        url = pg_database.replace("postgres@", f"{role}@", 1)
+
+        run = run_plugin(
+            PostgreSQLPlugin,
+            f"{url}?table=people&where=id = %s",
+            {"params": [1]},
+            purge=False,
+        )
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+        with pg_admin() as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+    assert any("DELETE on public.people is not granted" in line for line in run.info.residual)
