@@ -125,7 +125,7 @@ def mask_table(
             yield PurgeResult(
                 entry.item.key,
                 "failed",
-                f"{failure} The transaction was rolled back, so row "
+                f"{_rows.as_sentence(failure)} The transaction was rolled back, so row "
                 f"{entry.item.key} keeps its values; run the job again.",
                 method=Method.MASK,
             )

@@ -203,6 +203,12 @@ def _seconds(value: Any) -> float | None:
     return seconds
 
 
+def as_sentence(message: object) -> str:
+    """Return a message ending with a full stop, so another sentence can follow it."""
+    text = str(message).rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def _positive_count(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
@@ -961,7 +967,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 PurgeResult(
                     entry.item.key,
                     "failed",
-                    f"{failure} The transaction was rolled back, so row "
+                    f"{as_sentence(failure)} The transaction was rolled back, so row "
                     f"{entry.item.key} is still present; run the purge again.",
                 )
                 for entry in entries
@@ -1016,7 +1022,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 yield PurgeResult(
                     entry.item.key,
                     "failed",
-                    f"{failure} The transaction was rolled back, so row "
+                    f"{as_sentence(failure)} The transaction was rolled back, so row "
                     f"{entry.item.key} is still present; run the purge again.",
                 )
             return

@@ -452,7 +452,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 yield PurgeResult(
                     entry.item.key,
                     "failed",
-                    f"{failure} The transaction was rolled back, so row "
+                    f"{_rows.as_sentence(failure)} The transaction was rolled back, so row "
                     f"{entry.item.key} is still present; run the purge again.",
                 )
             return

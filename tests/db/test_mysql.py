@@ -191,6 +191,7 @@ def test_lock_timeout_then_rerun(mysql_database):
 
     assert blocked.statuses() == {"people:[2]": "failed"}
     assert "timed out" in blocked.results[0].detail
+    assert "again. The transaction was rolled back" in blocked.results[0].detail
     assert rerun.statuses() == {"people:[2]": "purged"}
     assert not rerun.unverified()
 
