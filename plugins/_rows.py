@@ -536,7 +536,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             yield from self._discover_groups(table, sql)
             return
         seen: set[str] = set()
-        rows = self.stream(sql, self.selection.params)
+        rows = self._read_selection(sql)
         # Without incoming foreign keys a row reaches no other row, so its
         # item is built directly instead of through a generator per row.
         direct = not table.referenced_by
@@ -579,7 +579,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         planned again, which the comparison of a plan with the world needs.
         """
         order = ", ".join(self.quote(column) for column in table.key)
-        rows = self.stream(f"{sql} ORDER BY {order}", self.selection.params)
+        rows = self._read_selection(f"{sql} ORDER BY {order}")
         group: list[tuple[tuple, str, Sequence[Any]]] = []
         while True:
             try:
@@ -805,13 +805,18 @@ class RowStorePlugin(Plugin, abc.ABC):
                     "every row; set all_rows: true to purge the whole table"
                 )
             return total, total
-        selected = self._guarded(
-            f"count selected rows of {table.name}",
-            lambda: self.query(
-                f"SELECT COUNT(*) FROM {name} WHERE {self.selection.where}",
-                self.selection.params,
-            )[0][0],
-        )
+        try:
+            with self.read_only():
+                selected = self.query(
+                    f"SELECT COUNT(*) FROM {name} WHERE {self.selection.where}",
+                    self.selection.params,
+                )[0][0]
+        except PluginError:
+            raise
+        except Exception as error:  # noqa: BLE001 - translated below
+            if self.is_read_only_error(error):
+                raise self._writing_where() from None
+            raise self.translate(error, f"count selected rows of {table.name}") from None
         if total and selected == total and not self.selection.all_rows:
             raise InvalidTarget(
                 f"the WHERE clause selects all {total} rows of table {table.name}; "
@@ -947,6 +952,35 @@ class RowStorePlugin(Plugin, abc.ABC):
         return rows
 
     # -- purge --------------------------------------------------------------
+
+    def read_only(self) -> contextlib.AbstractContextManager[Any]:
+        """Return a context in which statements cannot change the database.
+
+        Planning evaluates the user's WHERE clause, which could call a
+        function that writes (``nextval``), and a plan must change nothing.
+        """
+        return contextlib.nullcontext()
+
+    def is_read_only_error(self, error: Exception) -> bool:
+        """Tell whether ``error`` is a write rejected inside :meth:`read_only`."""
+        return False
+
+    def _read_selection(self, sql: str) -> Iterator[tuple]:
+        """Stream the rows a selection statement returns, with writes rejected."""
+        with self.read_only():
+            try:
+                yield from self.stream(sql, self.selection.params)
+            except Exception as error:
+                if self.is_read_only_error(error):
+                    raise self._writing_where() from None
+                raise
+
+    def _writing_where(self) -> InvalidTarget:
+        return InvalidTarget(
+            f"the WHERE clause of the target on table {self.selection.table} tried to "
+            "change the database (a call such as nextval() or a function that "
+            "writes); planning only reads, so select the rows without side effects"
+        )
 
     def purge_transaction(self) -> contextlib.AbstractContextManager[Any]:
         """Return a context that keeps other writers out while a batch is deleted."""

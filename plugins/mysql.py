@@ -13,6 +13,7 @@ rebuilds each touched table into a new tablespace file with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import urllib.parse
@@ -38,6 +39,8 @@ DEFAULT_LOCK_TIMEOUT = 10
 PURGE_WAIT = 60.0
 #: Seconds to retry PURGE BINARY LOGS while the server still needs old files.
 BINLOG_PURGE_WAIT = 30.0
+#: Error number of a write attempted in a read-only transaction.
+READ_ONLY_TRANSACTION_ERRNO = 1792
 
 #: Databases the server maintains, whose rows a purge must never delete.
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
@@ -129,6 +132,10 @@ class MySQLPlugin(_rows.RowStorePlugin):
             return
         self.connection = self._open()
         self.reader = self._open()
+        # The reader only streams selections and surviving rows.
+        cursor = self.reader.cursor()
+        cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        cursor.close()
         variables = self.query(
             "SELECT @@version, @@datadir, @@log_bin, @@innodb_file_per_table, "
             "@@general_log, @@read_only, @@innodb_undo_tablespaces, "
@@ -147,6 +154,33 @@ class MySQLPlugin(_rows.RowStorePlugin):
             "binlog_format",
         )
         self.facts = dict(zip(keys, variables))
+
+    @contextlib.contextmanager
+    def read_only(self) -> Iterator[None]:
+        variable = self._read_only_variable()
+        before = self.query(f"SELECT @@SESSION.{variable}")[0][0]
+        self.query("SET SESSION TRANSACTION READ ONLY")
+        try:
+            yield
+        finally:
+            # The old value is restored, so a session that was read-only
+            # still rejects the purge's deletes.
+            self.query(f"SET SESSION {variable} = {1 if int(before) else 0}")
+
+    def _read_only_variable(self) -> str:
+        """Return the session variable that holds the transaction access mode.
+
+        MySQL 8 and MariaDB 11.1 name it transaction_read_only, older
+        MariaDB releases tx_read_only.
+        """
+        try:
+            self.query("SELECT @@SESSION.transaction_read_only")
+        except _connector().Error:
+            return "tx_read_only"
+        return "transaction_read_only"
+
+    def is_read_only_error(self, error: Exception) -> bool:
+        return getattr(error, "errno", None) == READ_ONLY_TRANSACTION_ERRNO
 
     def close_connections(self) -> None:
         for connection in (self.reader, self.connection):

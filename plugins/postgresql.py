@@ -11,6 +11,7 @@ most-common values leave its dead tuples, then runs CHECKPOINT and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -40,6 +41,8 @@ FETCH_SIZE = 2000
 CHUNKED_ROWS_LIBPQ = 170000
 #: VACUUM FULL runs while open snapshots force it to keep deleted rows.
 VACUUM_ATTEMPTS = 5
+#: SQLSTATE of a write attempted in a read-only transaction.
+READ_ONLY_SQL_TRANSACTION = "25006"
 #: Seconds between those runs.
 VACUUM_RETRY_DELAY = 2.0
 _KEPT_DEAD = re.compile(r"(\d+) dead row versions cannot be removed yet")
@@ -126,6 +129,24 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 conn.execute("SET log_statement = 'none'")
                 conn.execute("SET log_min_duration_statement = -1")
         self.reader.commit()
+        # The reader only streams selections and surviving rows.
+        self.reader.read_only = True
+
+    @contextlib.contextmanager
+    def read_only(self) -> Iterator[None]:
+        # The old value is restored, so a database set read-only by default
+        # still rejects the purge's deletes.
+        before = self.conn.execute("SHOW default_transaction_read_only").fetchone()[0]
+        self.conn.execute("SET default_transaction_read_only = on")
+        try:
+            yield
+        finally:
+            self.conn.execute(
+                "SELECT set_config('default_transaction_read_only', %s, false)", (before,)
+            )
+
+    def is_read_only_error(self, error: Exception) -> bool:
+        return getattr(error, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
 
     def _load_privileges(self) -> None:
         row = self.connection.execute(

@@ -262,6 +262,18 @@ class SQLitePlugin(_rows.RowStorePlugin):
         finally:
             cursor.close()
 
+    @contextlib.contextmanager
+    def read_only(self) -> Iterator[None]:
+        before = self.conn.execute("PRAGMA query_only").fetchone()[0]
+        self.conn.execute("PRAGMA query_only = ON")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"PRAGMA query_only = {int(before)}")
+
+    def is_read_only_error(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "readonly" in str(error)
+
     # -- purge --------------------------------------------------------------
 
     @contextlib.contextmanager

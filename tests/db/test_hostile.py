@@ -282,3 +282,59 @@ def test_postgresql_plan_names_missing_delete(pg_database):
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
     assert any("DELETE on public.people is not granted" in line for line in run.info.residual)
+
+
+def test_postgresql_plan_with_writing_where(pg_database):
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        conn.execute("CREATE SEQUENCE counter")
+
+    with pytest.raises(InvalidTarget, match="tried to change the database"):
+        run_plugin(
+            PostgreSQLPlugin,
+            f"{pg_database}?table=people&where=id = %s AND nextval(%s::regclass) > 0",
+            {"params": [1, "counter"]},
+            purge=False,
+        )
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        assert conn.execute("SELECT last_value, is_called FROM counter").fetchone() == (1, False)
+
+
+def test_postgresql_read_only_database_kept_read_only(pg_database):
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people VALUES (1, 'a'), (2, 'b')")
+    name = pg_database.rsplit("/", 1)[1]
+    with pg_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+
+    # Planning turns read-only on for its reads and must restore the default.
+    with pytest.raises(AccessDenied, match="accepts only reads"):
+        run_plugin(PostgreSQLPlugin, f"{pg_database}?table=people&where=id = %s", {"params": [1]})
+
+    with pg_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM people").fetchone()[0] == 2
+
+
+def test_mysql_plan_with_writing_where(mysql_database):
+    name = mysql_database.rsplit("/", 1)[1]
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(20)) ENGINE=InnoDB")
+        cursor.execute("INSERT INTO people VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        cursor.execute("CREATE SEQUENCE counter ENGINE=InnoDB")
+
+    with pytest.raises(InvalidTarget, match="tried to change the database"):
+        run_plugin(
+            MySQLPlugin,
+            f"{mysql_database}?table=people&where=id = %s AND NEXTVAL(counter) > 0",
+            {"params": [1]},
+            purge=False,
+        )
+
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT next_not_cached_value FROM counter")
+        assert cursor.fetchone()[0] == 1
