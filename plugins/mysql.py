@@ -168,7 +168,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
             self.query(f"SET SESSION {variable} = {1 if int(before) else 0}")
 
     def _read_only_variable(self) -> str:
-        """Return the session variable that holds the transaction access mode.
+        """Return the name of the session variable for the transaction access mode.
 
         MySQL 8 and MariaDB 11.1 name it transaction_read_only, older
         MariaDB releases tx_read_only.
