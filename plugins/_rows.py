@@ -369,6 +369,9 @@ class RowStorePlugin(Plugin, abc.ABC):
     placeholder = "?"
     #: Seconds a statement waits for another session's lock before failing.
     default_lock_timeout = 10.0
+    #: Appended to the purge's re-read of rows, so no other session changes
+    #: them between the digest check and the delete (" FOR UPDATE").
+    row_lock_clause = ""
     #: Target options this engine reads besides :data:`SELECTION_KEYS`.
     engine_keys: tuple[str, ...] = ()
 
@@ -938,17 +941,21 @@ class RowStorePlugin(Plugin, abc.ABC):
             fingerprints.extend(row_facts(values, words)[0])
         return _Pending(tuple(dict.fromkeys(fingerprints)), None)
 
-    def _rows_by_key(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> list[tuple]:
+    def _rows_by_key(
+        self, table: TableInfo, keys: Sequence[Sequence[Any]], lock: bool = False
+    ) -> list[tuple]:
+        """Read rows by key; with ``lock``, add :attr:`row_lock_clause` to the reads."""
         base = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)} WHERE "
+        suffix = self.row_lock_clause if lock else ""
         if len(table.key) == 1:
             if not keys:
                 return []
             condition, params = self.key_in(table.key[0], [key[0] for key in keys])
-            return self.query(base + condition, params)
+            return self.query(base + condition + suffix, params)
         condition = " AND ".join(f"{self.quote(col)} = {self.placeholder}" for col in table.key)
         rows: list[tuple] = []
         for key in keys:
-            rows.extend(self.query(base + condition, list(key)))
+            rows.extend(self.query(base + condition + suffix, list(key)))
         return rows
 
     # -- purge --------------------------------------------------------------
@@ -1012,7 +1019,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         keys = [tuple(entry.item.identity["key"]) for entry in entries]
         try:
             current = {}
-            for row in self._rows_by_key(table, keys):
+            for row in self._rows_by_key(table, keys, lock=True):
                 key, digest, _ = self.split_row(table, row)
                 current[item_key(table.name, key)] = digest
             moved = self._moved_rows(table, [e for e in entries if e.item.key not in current])

@@ -255,6 +255,8 @@ class MySQLPlugin(_rows.RowStorePlugin):
             return InvalidTarget(f"{where}: the WHERE placeholders do not match 'params'")
         return PurgeFailed(f"{where}: server error {code} ({type(error).__name__})")
 
+    row_lock_clause = " FOR UPDATE"
+
     def quote(self, name: str) -> str:
         return "`" + name.replace("`", "``") + "`"
 
@@ -412,9 +414,24 @@ class MySQLPlugin(_rows.RowStorePlugin):
 
     # -- purge --------------------------------------------------------------
 
-    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
-        name = self.quote_table(table.name)
+    @contextlib.contextmanager
+    def purge_transaction(self) -> Iterator[None]:
+        # The re-read of the rows takes their locks (FOR UPDATE), so no other
+        # session changes a row between its digest check and its delete.
         self.conn.start_transaction()
+        try:
+            yield
+            self.conn.commit()
+        except BaseException:
+            try:
+                self.conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection may be gone
+                self.log.debug("rollback failed", exc_info=True)
+            raise
+
+    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+        """Delete rows by key inside the transaction of :meth:`purge_transaction`."""
+        name = self.quote_table(table.name)
         cursor = self.conn.cursor(prepared=True)
         try:
             if len(table.key) == 1:
@@ -427,8 +444,8 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 condition = " AND ".join(f"{self.quote(col)} = %s" for col in table.key)
                 for key in keys:
                     cursor.execute(f"DELETE FROM {name} WHERE {condition}", tuple(key))
-            self.conn.commit()
         except BaseException:
+            # The caller reports every row as kept, so none may stay deleted.
             try:
                 self.conn.rollback()
             except Exception:  # noqa: BLE001 - the connection may be gone

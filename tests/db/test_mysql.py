@@ -304,3 +304,27 @@ def test_table_without_row_key_rejected(mysql_database, columns):
             target(mysql_database, "contacts", "email = %s"),
             {"params": ["one@example.org"]},
         )
+
+
+def test_reread_locks_rows_until_delete(mysql_database, monkeypatch):
+    """Another session cannot change a row between the digest check and the delete."""
+    fill_people(mysql_database, rows=4)
+    outcome = {}
+    original = MySQLPlugin.delete_rows
+
+    def change_then_delete(self, table, keys):
+        with mysql_admin(database_name(mysql_database)) as other, other.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            try:
+                cursor.execute("UPDATE people SET email = 'changed' WHERE id = 1")
+                other.commit()
+                outcome["update"] = "committed"
+            except Exception as error:  # noqa: BLE001 - the lock wait is the point
+                outcome["update"] = type(error).__name__
+        return original(self, table, keys)
+
+    monkeypatch.setattr(MySQLPlugin, "delete_rows", change_then_delete)
+    run = run_plugin(MySQLPlugin, target(mysql_database, "people", "id < %s"), {"params": [2]})
+
+    assert outcome["update"] != "committed"
+    assert run.statuses() == {"people:[0]": "purged", "people:[1]": "purged"}
