@@ -245,9 +245,19 @@ class MySQLPlugin(_rows.RowStorePlugin):
         if code in _DENIED:
             return AccessDenied(f"{where}: {message}; grant the privilege to this user")
         if code in _CONSTRAINT:
+            if self.selection.delete_dependents:
+                # The referencing rows are items already, so they reference
+                # each other: InnoDB checks every row at once and cannot
+                # defer the check to COMMIT.
+                advice = (
+                    "the selected rows reference each other, which InnoDB cannot "
+                    "delete in one transaction; set the referencing column to NULL "
+                    "for these rows, then run the purge again"
+                )
+            else:
+                advice = "set delete_dependents: true or remove the referencing rows first"
             return PurgeFailed(
-                f"{where}: a foreign key constraint rejected the delete ({message}); set "
-                "delete_dependents: true or remove the referencing rows first"
+                f"{where}: a foreign key constraint rejected the delete ({message}); {advice}"
             )
         if code in (1064, 1149):
             return InvalidTarget(f"{where}: the WHERE clause is invalid ({message})")

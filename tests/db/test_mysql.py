@@ -328,3 +328,25 @@ def test_reread_locks_rows_until_delete(mysql_database, monkeypatch):
 
     assert outcome["update"] != "committed"
     assert run.statuses() == {"people:[0]": "purged", "people:[1]": "purged"}
+
+
+def test_reference_cycle_advice(mysql_database):
+    name = database_name(mysql_database)
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE nodes (id INT PRIMARY KEY, ref INT, "
+            "FOREIGN KEY (ref) REFERENCES nodes(id)) ENGINE=InnoDB"
+        )
+        cursor.execute("INSERT INTO nodes VALUES (1, NULL), (2, 1), (3, NULL)")
+        cursor.execute("UPDATE nodes SET ref = 2 WHERE id = 1")
+
+    run = run_plugin(
+        MySQLPlugin,
+        target(mysql_database, "nodes", "id < %s"),
+        {"params": [3], "delete_dependents": True},
+    )
+
+    details = [result.detail for result in run.results]
+    assert {result.status for result in run.results} == {"failed"}
+    assert "reference each other" in details[0]
+    assert "set delete_dependents" not in details[0]
