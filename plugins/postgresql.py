@@ -687,6 +687,15 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
     def engine_info(self) -> TargetInfo:
         version = self.conn.execute("SHOW server_version").fetchone()[0]
         notes = [f"PostgreSQL {version}, database {self.database}"]
+        read_only = self._read_only_reason()
+        if read_only and not self.context.dry_run:
+            raise AccessDenied(
+                f"database {self.database} at {self.target.parts.hostname} accepts only "
+                f"reads ({read_only}); point the target at the primary or a writable "
+                "database"
+            )
+        if read_only:
+            notes.append(f"the server accepts only reads ({read_only}), so a purge would fail")
         table = self.table(self.selection.table)
         notes.extend(self._storage_notes(table))
         notes.append(self._replication_summary())
@@ -698,6 +707,14 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             "database": self.database,
         }
         return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _read_only_reason(self) -> str | None:
+        """Return why this session cannot write, or None when it can."""
+        if self.privileges["in_recovery"]:
+            return "it is a standby in recovery"
+        if self.conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "on":
+            return "default_transaction_read_only is on"
+        return None
 
     def _storage_notes(self, table: _rows.TableInfo) -> list[str]:
         oid = self._oids[table.name]

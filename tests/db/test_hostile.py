@@ -310,9 +310,23 @@ def test_postgresql_read_only_database_kept_read_only(pg_database):
     with pg_admin() as admin:
         admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
 
-    # Planning turns read-only on for its reads and must restore the default.
-    with pytest.raises(AccessDenied, match="accepts only reads"):
-        run_plugin(PostgreSQLPlugin, f"{pg_database}?table=people&where=id = %s", {"params": [1]})
+    url = f"{pg_database}?table=people&where=id = %s"
+    plan = run_plugin(PostgreSQLPlugin, url, {"params": [1]}, purge=False)
+    # The purge's delete must still meet the read-only default that the
+    # plan's read-only reads set and restored.
+    plugin = PostgreSQLPlugin(Target(url, {"params": [1]}), JobContext(dry_run=True))
+    try:
+        plugin.describe()
+        plugin.context.dry_run = False
+        entries = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        with pytest.raises(AccessDenied, match="accepts only reads"):
+            list(plugin.purge(entries))
+    finally:
+        plugin.close()
+
+    assert any("accepts only reads" in note for note in plan.info.notes)
+    with pytest.raises(AccessDenied, match="default_transaction_read_only is on"):
+        run_plugin(PostgreSQLPlugin, url, {"params": [1]})
 
     with pg_admin() as admin:
         admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
