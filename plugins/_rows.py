@@ -539,17 +539,10 @@ class RowStorePlugin(Plugin, abc.ABC):
             yield from self._discover_groups(table, sql)
             return
         seen: set[str] = set()
-        rows = self._read_selection(sql)
         # Without incoming foreign keys a row reaches no other row, so its
         # item is built directly instead of through a generator per row.
         direct = not table.referenced_by
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                return
-            except Exception as error:  # noqa: BLE001 - translated below
-                raise self.translate(error, f"select rows of {table.name}") from None
+        for row in self._read_selection(sql, table.name):
             if not direct:
                 yield from self._items_for(table, row, seen, via=None)
                 continue
@@ -582,15 +575,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         planned again, which the comparison of a plan with the world needs.
         """
         order = ", ".join(self.quote(column) for column in table.key)
-        rows = self._read_selection(f"{sql} ORDER BY {order}")
         group: list[tuple[tuple, str, Sequence[Any]]] = []
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except Exception as error:  # noqa: BLE001 - translated below
-                raise self.translate(error, f"select rows of {table.name}") from None
+        for row in self._read_selection(f"{sql} ORDER BY {order}", table.name):
             group.append(self.split_row(table, row))
             if len(group) >= self._rows_per_item:
                 yield self._group_item(table, group)
@@ -972,15 +958,17 @@ class RowStorePlugin(Plugin, abc.ABC):
         """Tell whether ``error`` is a write rejected inside :meth:`read_only`."""
         return False
 
-    def _read_selection(self, sql: str) -> Iterator[tuple]:
+    def _read_selection(self, sql: str, table: str) -> Iterator[tuple]:
         """Stream the rows a selection statement returns, with writes rejected."""
         with self.read_only():
             try:
                 yield from self.stream(sql, self.selection.params)
-            except Exception as error:
+            except PluginError:
+                raise
+            except Exception as error:  # noqa: BLE001 - translated below
                 if self.is_read_only_error(error):
                     raise self._writing_where() from None
-                raise
+                raise self.translate(error, f"select rows of {table}") from None
 
     def _writing_where(self) -> InvalidTarget:
         return InvalidTarget(

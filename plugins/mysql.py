@@ -433,11 +433,14 @@ class MySQLPlugin(_rows.RowStorePlugin):
             yield
             self.conn.commit()
         except BaseException:
-            try:
-                self.conn.rollback()
-            except Exception:  # noqa: BLE001 - the connection may be gone
-                self.log.debug("rollback failed", exc_info=True)
+            self._rollback_quietly()
             raise
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:  # noqa: BLE001 - the connection may be gone
+            self.log.debug("rollback failed", exc_info=True)
 
     def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
         """Delete rows by key inside the transaction of :meth:`purge_transaction`."""
@@ -456,10 +459,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
                     cursor.execute(f"DELETE FROM {name} WHERE {condition}", tuple(key))
         except BaseException:
             # The caller reports every row as kept, so none may stay deleted.
-            try:
-                self.conn.rollback()
-            except Exception:  # noqa: BLE001 - the connection may be gone
-                self.log.debug("rollback failed", exc_info=True)
+            self._rollback_quietly()
             raise
         finally:
             try:
