@@ -9,7 +9,6 @@ those items without purging them again, and must still compact the table.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -19,28 +18,13 @@ import psycopg
 import yaml
 
 from tests.db.conftest import canary, files_contain, pg_relation_files
-from tests.db.test_cli import LETHE, REPO
+from tests.helpers.cli import run_cli
 
 
 def run_lethe(
     tmp_path: Path, *arguments: str, crash_after: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    environment = dict(
-        os.environ, LETHE_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO)
-    )
-    environment.pop("LETHE_CRASH_AFTER_ITEMS", None)
-    if crash_after:
-        environment["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
-    return subprocess.run(
-        [str(LETHE), *arguments],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-        cwd=REPO,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(tmp_path / "state", *arguments, crash_after=crash_after)
 
 
 def crash_then_resume(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,10 +22,8 @@ from tests.db.conftest import (
     pg_relation_files,
     sqlite_files,
 )
+from tests.helpers.cli import run_cli
 from tests.helpers.driver import run_plugin
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def sqlite_people(path: Path, rows: int) -> dict[int, str]:
     """Create table people with ``rows`` rows, each holding a canary; return them."""
@@ -218,21 +213,6 @@ def test_mysql_groups_purged(mysql_database: str) -> None:
         assert [row[0] for row in cursor.fetchall()] == [16, 17, 18, 19, 20]
 
 
-def lethe(state_dir: Path, *args: str, crash_after: int = 0) -> subprocess.CompletedProcess[str]:
-    environment = dict(os.environ, LETHE_STATE_DIR=str(state_dir), PYTHONPATH=str(REPO))
-    environment.pop("LETHE_CRASH_AFTER_ITEMS", None)
-    if crash_after:
-        environment["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-        cwd=REPO,
-    )
-
-
 def test_crash_then_resume_groups(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     markers = sqlite_people(path, 12000)
@@ -240,9 +220,9 @@ def test_crash_then_resume_groups(tmp_path: Path) -> None:
     # Eleven items of up to 1000 rows: batches of five, five and one item.
     target = sqlite_url(path) + "&param=11000"
 
-    first_plan = lethe(state_dir, "plan", target, "--json")
-    second_plan = lethe(state_dir, "plan", target, "--json")
-    crashed = lethe(state_dir, "purge", "--yes", target, crash_after=3)
+    first_plan = run_cli(state_dir, "plan", target, "--json")
+    second_plan = run_cli(state_dir, "plan", target, "--json")
+    crashed = run_cli(state_dir, "purge", "--yes", target, crash_after=3)
 
     assert first_plan.returncode == 0, first_plan.stderr
     assert _plan_hash(first_plan.stdout) == _plan_hash(second_plan.stdout)
@@ -250,7 +230,7 @@ def test_crash_then_resume_groups(tmp_path: Path) -> None:
     job_id, states = _purge_job_states(state_dir)
     assert states == {"purging": 5, "planned": 6}
 
-    resumed = lethe(state_dir, "purge", "--resume", job_id)
+    resumed = run_cli(state_dir, "purge", "--resume", job_id)
 
     assert resumed.returncode in (0, 1), resumed.stdout + resumed.stderr
     assert _purge_job_states(state_dir) == (job_id, {"verified": 11})
