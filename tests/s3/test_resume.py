@@ -17,7 +17,6 @@ unreadable.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -25,28 +24,16 @@ from pathlib import Path
 
 from plugins.base import JobContext, MemoryCheckpoints, PlannedItem, Target
 from plugins.s3 import S3Plugin
+from tests.helpers.cli import run_cli
 from tests.helpers.driver import run_plugin
 from tests.s3.conftest import all_entries
-from tests.s3.test_cli import LETHE, REPO, write_config
+from tests.s3.test_cli import write_config
 
 
 def lethe(
     state_dir: Path, *args: str, crash_after: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    environment = dict(os.environ, LETHE_STATE_DIR=str(state_dir), PYTHONPATH=str(REPO))
-    environment.pop("LETHE_CRASH_AFTER_ITEMS", None)
-    if crash_after:
-        environment["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
-    return subprocess.run(
-        [str(LETHE), *args],
-        check=False,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        cwd=REPO,
-    )
+    return run_cli(state_dir, *args, crash_after=crash_after, timeout=120)
 
 
 def crash_then_resume(
