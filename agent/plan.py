@@ -25,6 +25,7 @@ from agent.journal import (
     dumps,
     info_to_json,
     key_text,
+    loads,
     now,
     residual_note,
 )
@@ -39,6 +40,8 @@ DIFFERENCES_SHOWN = 50
 
 #: The item fields the plan hash covers, in the entries of a saved plan too.
 HASHED_FIELDS = ("target", "key", "kind", "size", "identity", "method", "refusal")
+#: The journal columns those fields come from, besides target and key.
+_HASHED_COLUMNS = ("kind", "size", "identity", "method", "refusal")
 
 
 def hash_entry(row: ItemRow) -> dict[str, Any]:
@@ -60,14 +63,38 @@ def hash_entry(row: ItemRow) -> dict[str, Any]:
     }
 
 
+def _stored_hash_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return :func:`hash_entry` of a raw journal row of the hashed columns."""
+    refusal = None
+    if row["refusal"]:
+        stored = loads(row["refusal"])
+        refusal = {
+            "reason": stored["reason"],
+            "blocked_until": stored.get("blocked_until"),
+        }
+    return {
+        "target": row["target"],
+        "key": key_text(row["key"]),
+        "kind": row["kind"],
+        "size": row["size"],
+        "identity": loads(row["identity"]),
+        "method": row["method"],
+        "refusal": refusal,
+    }
+
+
 def plan_hash(journal: Journal, job_id: str) -> str:
-    """Compute the plan hash of a job from its journal rows, streaming."""
+    """Compute the plan hash of a job from its journal rows, streaming.
+
+    Only the hashed columns are read, so no other JSON column is decoded.
+    """
     job = journal.job(job_id)
     targets = (
         (row.target.url, row.target.options, info_to_json(row.info))
         for row in journal.targets(job_id)
     )
-    items = (hash_entry(item) for item in journal.items(job_id, by_key=True))
+    rows = journal.columns(job_id, _HASHED_COLUMNS, by_key=True)
+    items = (_stored_hash_entry(row) for row in rows)
     return _hash_lines(job.settings, targets, items)
 
 
