@@ -155,6 +155,8 @@ def key_text(raw: bytes | str) -> str:
 
 def display_text(text: str) -> str:
     """Make a label or message storable as TEXT, escaping undecodable bytes."""
+    if text.isascii():
+        return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from agent.errors import PlanFileInvalid, UsageError
 from agent.journal import (
-    ItemRow,
     Journal,
     display_text,
     dumps,
@@ -44,27 +43,11 @@ HASHED_FIELDS = ("target", "key", "kind", "size", "identity", "method", "refusal
 _HASHED_COLUMNS = ("kind", "size", "identity", "method", "refusal")
 
 
-def hash_entry(row: ItemRow) -> dict[str, Any]:
-    """Return the fields of an item that the plan hash covers."""
-    refusal = None
-    if row.refusal:
-        refusal = {
-            "reason": row.refusal["reason"],
-            "blocked_until": row.refusal.get("blocked_until"),
-        }
-    return {
-        "target": row.target,
-        "key": row.key,
-        "kind": row.kind,
-        "size": row.size,
-        "identity": row.identity,
-        "method": row.method,
-        "refusal": refusal,
-    }
+def hash_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the fields of an item that the plan hash covers, from its journal row.
 
-
-def _stored_hash_entry(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return :func:`hash_entry` of a raw journal row of the hashed columns."""
+    ``row`` is a raw row of :meth:`Journal.columns` with the hashed columns.
+    """
     refusal = None
     if row["refusal"]:
         stored = loads(row["refusal"])
@@ -94,7 +77,7 @@ def plan_hash(journal: Journal, job_id: str) -> str:
         for row in journal.targets(job_id)
     )
     rows = journal.columns(job_id, _HASHED_COLUMNS, by_key=True)
-    items = (_stored_hash_entry(row) for row in rows)
+    items = (hash_entry(row) for row in rows)
     return _hash_lines(job.settings, targets, items)
 
 
@@ -289,10 +272,11 @@ def write_plan_file(
     with open(temporary, "w", encoding="utf-8") as stream:
         stream.write(dumps(header)[:-1] + ',"items":[\n')
         first = True
-        for row in journal.items(job_id, by_key=True):
+        columns = (*_HASHED_COLUMNS, "label", "classification")
+        for row in journal.columns(job_id, columns, by_key=True):
             entry = hash_entry(row)
-            entry["label"] = row.label
-            entry["classification"] = row.classification
+            entry["label"] = row["label"]
+            entry["classification"] = row["classification"]
             stream.write(("" if first else ",\n") + dumps(entry))
             first = False
         stream.write("\n]}\n")
@@ -412,22 +396,24 @@ def _differences(
     """Yield the item and target differences between a saved plan and a discovery."""
     urls = {row.position: row.target.url for row in journal.targets(job_id)}
     expected = dict(saved.items)
-    for row in journal.items(job_id, by_key=True):
+    columns = (*_HASHED_COLUMNS, "label")
+    for row in journal.columns(job_id, columns, by_key=True):
         entry = hash_entry(row)
-        old = expected.pop((row.target, row.key), None)
+        target, key = entry["target"], entry["key"]
+        old = expected.pop((target, key), None)
         if old is None:
             yield {
                 "change": "new",
-                "target": urls[row.target],
-                "item": row.label or row.key,
+                "target": urls[target],
+                "item": row["label"] or key,
             }
             continue
         changed = [name for name in COMPARED_FIELDS if old.get(name) != entry[name]]
         if changed:
             yield {
                 "change": "changed",
-                "target": urls[row.target],
-                "item": row.label or row.key,
+                "target": urls[target],
+                "item": row["label"] or key,
                 "fields": changed,
             }
     for (target, key), old in sorted(expected.items()):

@@ -13,6 +13,7 @@ from agent import plan as plan_module
 from agent.journal import (
     ItemRow,
     Journal,
+    display_text,
     dumps,
     info_to_json,
     loads,
@@ -120,7 +121,25 @@ def hash_by_full_rows(journal: Journal) -> str:
         (row.target.url, row.target.options, info_to_json(row.info))
         for row in journal.targets(JOB)
     )
-    items = (plan_module.hash_entry(row) for row in journal.items(JOB, by_key=True))
+    items = []
+    for row in journal.items(JOB, by_key=True):
+        refusal = None
+        if row.refusal:
+            refusal = {
+                "reason": row.refusal["reason"],
+                "blocked_until": row.refusal.get("blocked_until"),
+            }
+        items.append(
+            {
+                "target": row.target,
+                "key": row.key,
+                "kind": row.kind,
+                "size": row.size,
+                "identity": row.identity,
+                "method": row.method,
+                "refusal": refusal,
+            }
+        )
     return plan_module._hash_lines(job.settings, targets, items)
 
 
@@ -332,3 +351,26 @@ def test_ledger_records_verified_keys_only(state_dir: Path) -> None:
     records = list(ledger._target_records(journal, JOB, b"k" * 32))
     assert [record["count"] for record in records] == [1]
     assert records[0]["items"] == [ledger.item_digest("a", b"k" * 32)]
+
+
+def test_plan_file_of_stored_rows_round_trips(state_dir: Path, tmp_path: Path) -> None:
+    journal = stored_journal(state_dir)
+    journal.set_plan_hash(JOB, plan_module.plan_hash(journal, JOB))
+    path = tmp_path / "plan.json"
+    plan_module.write_plan_file(path, journal, JOB, summary={})
+    saved = plan_module.read_plan_file(str(path))
+    assert saved.plan_hash == GOLDEN_PLAN_HASH
+    assert saved.items[(0, "/data/b\udcff")]["refusal"] == {
+        "reason": "hold",
+        "blocked_until": "2031-01-01T00:00:00+00:00",
+    }
+    assert saved.items[(1, "orders:[3]")]["classification"] == "unclassified"
+    assert list(plan_module.compare(saved, journal, JOB)) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [("plain", "plain"), ("café", "café"), ("bad \udcff", "bad \\udcff"), ("", "")],
+)
+def test_display_text_escapes_only_undecodable(text: str, stored: str) -> None:
+    assert display_text(text) == stored
