@@ -116,7 +116,7 @@ def item_digest(relative_key: str, key: bytes | None) -> str:
     data = b"lethe ledger item\0" + relative_key.encode("utf-8", "surrogateescape")
     if key is None:
         return hashlib.sha256(data).hexdigest()
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
 
 
 def subject_digest(subject: str, key: bytes) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from pathlib import Path
@@ -145,8 +147,6 @@ def hash_by_full_rows(journal: Journal) -> str:
 
 def digest_by_full_rows(journal: Journal) -> str:
     """The evidence digest as computed from whole item rows."""
-    import hashlib
-
     digest = hashlib.sha256()
     for row in journal.items(JOB, by_key=True):
         line = {
@@ -348,9 +348,11 @@ def test_evidence_digest_of_stored_rows_unchanged(state_dir: Path) -> None:
 
 def test_ledger_records_verified_keys_only(state_dir: Path) -> None:
     journal = stored_journal(state_dir)
-    records = list(ledger._target_records(journal, JOB, b"k" * 32))
+    key = b"k" * 32
+    records = list(ledger._target_records(journal, JOB, key))
     assert [record["count"] for record in records] == [1]
-    assert records[0]["items"] == [ledger.item_digest("a", b"k" * 32)]
+    expected = hmac.new(key, b"lethe ledger item\0a", hashlib.sha256).hexdigest()
+    assert records[0]["items"] == [expected]
 
 
 def test_plan_file_of_stored_rows_round_trips(state_dir: Path, tmp_path: Path) -> None:
