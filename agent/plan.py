@@ -49,8 +49,8 @@ def hash_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     ``row`` is a raw row of :meth:`Journal.columns` with the hashed columns.
     """
     refusal = None
-    if row["refusal"]:
-        stored = loads(row["refusal"])
+    stored = loads(row["refusal"]) if row["refusal"] else None
+    if stored:
         refusal = {
             "reason": stored["reason"],
             "blocked_until": stored.get("blocked_until"),
