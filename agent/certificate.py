@@ -38,7 +38,7 @@ from agent import keys
 from agent.audit import AuditChainBroken, AuditLog
 from agent.config import Operator
 from agent.errors import UsageError
-from agent.journal import Journal, dumps, now, residual_note
+from agent.journal import Journal, dumps, key_text, loads, now, residual_note
 from agent.plan import copies as copies_of
 from agent.render import human_bytes, plural, readable
 from plugins.base import Method
@@ -248,12 +248,13 @@ def _notes(journal: Journal, job_id: str) -> list[str]:
 def evidence_digest(journal: Journal, job_id: str) -> str:
     """SHA-256 over each item's final state and evidence, ordered by target and key."""
     digest = hashlib.sha256()
-    for row in journal.items(job_id, by_key=True):
+    for row in journal.columns(job_id, ("state", "evidence"), by_key=True):
+        evidence = row["evidence"]
         line = {
-            "target": row.target,
-            "key": row.key,
-            "state": row.state,
-            "evidence": row.evidence,
+            "target": row["target"],
+            "key": key_text(row["key"]),
+            "state": row["state"],
+            "evidence": loads(evidence) if evidence else None,
         }
         digest.update((dumps(line) + "\n").encode())
     return digest.hexdigest()

@@ -43,7 +43,7 @@ from agent.audit import AuditLog
 from agent.config import Config
 from agent.engine import Engine, JobOutcome
 from agent.errors import LetheError
-from agent.journal import Journal
+from agent.journal import Journal, key_text
 from agent.registry import Registry
 from plugins.base import Item, Plugin, Target
 from plugins.errors import PluginError
@@ -116,7 +116,7 @@ def item_digest(relative_key: str, key: bytes | None) -> str:
     data = b"lethe ledger item\0" + relative_key.encode("utf-8", "surrogateescape")
     if key is None:
         return hashlib.sha256(data).hexdigest()
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
 
 
 def subject_digest(subject: str, key: bytes) -> str:
@@ -213,9 +213,12 @@ def _target_records(
     # NOTE: all digests of a job go into one JSON line (64 hex digits per
     # item), so a purge of millions of items writes a line of many MiB.
     for row in journal.targets(job_id):
-        items = journal.items(job_id, target=row.position, states=["verified"])
+        items = journal.columns(job_id, (), target=row.position, states=["verified"])
         digests = sorted(
-            {item_digest(relative_key(row.target, item.key), key) for item in items}
+            {
+                item_digest(relative_key(row.target, key_text(item["key"])), key)
+                for item in items
+            }
         )
         if not digests:
             continue

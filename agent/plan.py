@@ -19,12 +19,12 @@ from typing import Any
 
 from agent.errors import PlanFileInvalid, UsageError
 from agent.journal import (
-    ItemRow,
     Journal,
     display_text,
     dumps,
     info_to_json,
     key_text,
+    loads,
     now,
     residual_note,
 )
@@ -39,35 +39,45 @@ DIFFERENCES_SHOWN = 50
 
 #: The item fields the plan hash covers, in the entries of a saved plan too.
 HASHED_FIELDS = ("target", "key", "kind", "size", "identity", "method", "refusal")
+#: The journal columns those fields come from, besides target and key.
+_HASHED_COLUMNS = ("kind", "size", "identity", "method", "refusal")
 
 
-def hash_entry(row: ItemRow) -> dict[str, Any]:
-    """Return the fields of an item that the plan hash covers."""
+def hash_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the fields of an item that the plan hash covers, from its journal row.
+
+    ``row`` is a raw row of :meth:`Journal.columns` with the hashed columns.
+    """
     refusal = None
-    if row.refusal:
+    stored = loads(row["refusal"]) if row["refusal"] else None
+    if stored:
         refusal = {
-            "reason": row.refusal["reason"],
-            "blocked_until": row.refusal.get("blocked_until"),
+            "reason": stored["reason"],
+            "blocked_until": stored.get("blocked_until"),
         }
     return {
-        "target": row.target,
-        "key": row.key,
-        "kind": row.kind,
-        "size": row.size,
-        "identity": row.identity,
-        "method": row.method,
+        "target": row["target"],
+        "key": key_text(row["key"]),
+        "kind": row["kind"],
+        "size": row["size"],
+        "identity": loads(row["identity"]),
+        "method": row["method"],
         "refusal": refusal,
     }
 
 
 def plan_hash(journal: Journal, job_id: str) -> str:
-    """Compute the plan hash of a job from its journal rows, streaming."""
+    """Compute the plan hash of a job from its journal rows, streaming.
+
+    Only the hashed columns are read, so no other JSON column is decoded.
+    """
     job = journal.job(job_id)
     targets = (
         (row.target.url, row.target.options, info_to_json(row.info))
         for row in journal.targets(job_id)
     )
-    items = (hash_entry(item) for item in journal.items(job_id, by_key=True))
+    rows = journal.columns(job_id, _HASHED_COLUMNS, by_key=True)
+    items = (hash_entry(row) for row in rows)
     return _hash_lines(job.settings, targets, items)
 
 
@@ -262,10 +272,11 @@ def write_plan_file(
     with open(temporary, "w", encoding="utf-8") as stream:
         stream.write(dumps(header)[:-1] + ',"items":[\n')
         first = True
-        for row in journal.items(job_id, by_key=True):
+        columns = (*_HASHED_COLUMNS, "label", "classification")
+        for row in journal.columns(job_id, columns, by_key=True):
             entry = hash_entry(row)
-            entry["label"] = row.label
-            entry["classification"] = row.classification
+            entry["label"] = row["label"]
+            entry["classification"] = row["classification"]
             stream.write(("" if first else ",\n") + dumps(entry))
             first = False
         stream.write("\n]}\n")
@@ -385,22 +396,24 @@ def _differences(
     """Yield the item and target differences between a saved plan and a discovery."""
     urls = {row.position: row.target.url for row in journal.targets(job_id)}
     expected = dict(saved.items)
-    for row in journal.items(job_id, by_key=True):
+    columns = (*_HASHED_COLUMNS, "label")
+    for row in journal.columns(job_id, columns, by_key=True):
         entry = hash_entry(row)
-        old = expected.pop((row.target, row.key), None)
+        target, key = entry["target"], entry["key"]
+        old = expected.pop((target, key), None)
         if old is None:
             yield {
                 "change": "new",
-                "target": urls[row.target],
-                "item": row.label or row.key,
+                "target": urls[target],
+                "item": row["label"] or key,
             }
             continue
         changed = [name for name in COMPARED_FIELDS if old.get(name) != entry[name]]
         if changed:
             yield {
                 "change": "changed",
-                "target": urls[row.target],
-                "item": row.label or row.key,
+                "target": urls[target],
+                "item": row["label"] or key,
                 "fields": changed,
             }
     for (target, key), old in sorted(expected.items()):
