@@ -415,6 +415,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._residual_by_table: dict[str, tuple[str, ...]] = {}
         # Rows per item of the selected table, chosen by describe().
         self._rows_per_item = 1
+        # True while the rows of grouped items are deleted.
+        self._grouped_purge = False
 
     # -- engine hooks -------------------------------------------------------
 
@@ -692,8 +694,14 @@ class RowStorePlugin(Plugin, abc.ABC):
             }
             rows = [row for group_rows in rows_of.values() for row in group_rows]
             results: dict[str, list[PurgeResult]] = {key: [] for key in rows_of}
-            for result in self._purge_table(self.table(table_name), rows):
-                results[owner[result.key]].append(result)
+            # No row of these tables is reached through a foreign key, so only
+            # another connection can have changed them since discovery.
+            self._grouped_purge = True
+            try:
+                for result in self._purge_table(self.table(table_name), rows):
+                    results[owner[result.key]].append(result)
+            finally:
+                self._grouped_purge = False
             for group in members:
                 folded = group_result(group, results[group.item.key])
                 if folded.status == "purged":
@@ -958,11 +966,23 @@ class RowStorePlugin(Plugin, abc.ABC):
         """Tell whether ``error`` is a write rejected inside :meth:`read_only`."""
         return False
 
+    def selection_read(self) -> None:
+        """Note that discovery has read the whole selection (a hook for engines)."""
+
+    def unchanged_since_selection(self) -> bool:
+        """Tell whether no other connection has changed the database since discovery.
+
+        Called inside :meth:`purge_transaction`. True lets the purge of
+        grouped rows skip reading each row again to compare its digest.
+        """
+        return False
+
     def _read_selection(self, sql: str, table: str) -> Iterator[tuple]:
         """Stream the rows a selection statement returns, with writes rejected."""
         with self.read_only():
             try:
                 yield from self.stream(sql, self.selection.params)
+                self.selection_read()
             except PluginError:
                 raise
             except Exception as error:  # noqa: BLE001 - translated below
@@ -1005,14 +1025,12 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def _purge_checked(self, table: TableInfo, entries: list[PlannedItem]) -> Iterator[PurgeResult]:
         keys = [tuple(entry.item.identity["key"]) for entry in entries]
-        try:
-            current = {}
-            for row in self._rows_by_key(table, keys, lock=True):
-                key, digest, _ = self.split_row(table, row)
-                current[item_key(table.name, key)] = digest
-            moved = self._moved_rows(table, [e for e in entries if e.item.key not in current])
-        except Exception as error:  # noqa: BLE001 - translated below
-            raise self.translate(error, f"re-read rows of {table.name}") from None
+        if self._grouped_purge and self.unchanged_since_selection():
+            # Every row is as discovery read it, so it needs no second read.
+            current = {entry.item.key: entry.item.identity["digest"] for entry in entries}
+            moved: set[str] = set()
+        else:
+            current, moved = self._reread(table, entries, keys)
         to_delete: list[PlannedItem] = []
         for entry in entries:
             digest = current.get(entry.item.key)
@@ -1069,6 +1087,20 @@ class RowStorePlugin(Plugin, abc.ABC):
                 method=Method.DELETE_AND_COMPACT,
                 facts=EMPTY_MAPPING,
             )
+
+    def _reread(
+        self, table: TableInfo, entries: list[PlannedItem], keys: list[tuple]
+    ) -> tuple[dict[str, str], set[str]]:
+        """Return the current digest of each planned row found, and the rows that moved."""
+        try:
+            current = {}
+            for row in self._rows_by_key(table, keys, lock=True):
+                key, digest, _ = self.split_row(table, row)
+                current[item_key(table.name, key)] = digest
+            moved = self._moved_rows(table, [e for e in entries if e.item.key not in current])
+        except Exception as error:  # noqa: BLE001 - translated below
+            raise self.translate(error, f"re-read rows of {table.name}") from None
+        return current, moved
 
     def _moved_rows(self, table: TableInfo, missing: list[PlannedItem]) -> set[str]:
         """Return the keys of missing rows whose values sit under another key.

@@ -55,6 +55,8 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self.build_secure_delete = 0
         self._fts5_secure_delete: dict[str, bool] = {}
         self._fts_cache: dict[str, str] | None = None
+        # PRAGMA data_version once discovery read the selection in this process.
+        self._selection_version: int | None = None
 
     # -- connection ---------------------------------------------------------
 
@@ -273,6 +275,20 @@ class SQLitePlugin(_rows.RowStorePlugin):
 
     def is_read_only_error(self, error: Exception) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "readonly" in str(error)
+
+    def selection_read(self) -> None:
+        self._selection_version = self._data_version()
+
+    def unchanged_since_selection(self) -> bool:
+        # PRAGMA data_version changes when another connection commits to the
+        # file, and never for this connection's own changes.
+        return (
+            self._selection_version is not None
+            and self._data_version() == self._selection_version
+        )
+
+    def _data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     # -- purge --------------------------------------------------------------
 

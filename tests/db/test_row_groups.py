@@ -256,3 +256,57 @@ def _plan_hash(output: str) -> str:
     import json
 
     return json.loads(output)["plan_hash"]
+
+
+def purge_counting_rereads(plugin: SQLitePlugin, planned: list, monkeypatch) -> tuple[list, int]:
+    """Purge ``planned`` with ``plugin`` and count the row re-reads it makes."""
+    calls = []
+    original = SQLitePlugin._rows_by_key
+
+    def counted(self, table, keys, lock=False):
+        calls.append(len(keys))
+        return original(self, table, keys, lock)
+
+    monkeypatch.setattr(SQLitePlugin, "_rows_by_key", counted)
+    results = [r for batch in plugin_batches(planned, plugin) for r in plugin.purge(batch)]
+    return results, len(calls)
+
+
+def test_unchanged_rows_not_reread(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "app.db"
+    sqlite_people(path, 30)
+    target = Target(sqlite_url(path), {"params": [20], "rows_per_item": 5})
+    plugin = SQLitePlugin(target, JobContext(dry_run=False))
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        results, rereads = purge_counting_rereads(plugin, planned, monkeypatch)
+    finally:
+        plugin.close()
+
+    assert rereads == 0
+    assert {result.status for result in results} == {"purged"}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MIN(id) FROM people").fetchone()[0] == 21
+
+
+def test_other_process_rows_reread(tmp_path: Path, monkeypatch) -> None:
+    """A plugin that did not discover the rows itself, as after a resume, checks them."""
+    path = tmp_path / "app.db"
+    sqlite_people(path, 30)
+    target = Target(sqlite_url(path), {"params": [20], "rows_per_item": 5})
+    planner = SQLitePlugin(target, JobContext(dry_run=True))
+    try:
+        planner.describe()
+        planned = [PlannedItem(item, planner.plan_item(item)) for item in planner.discover()]
+    finally:
+        planner.close()
+    resumed = SQLitePlugin(target, JobContext(dry_run=False))
+    try:
+        resumed.describe()
+        results, rereads = purge_counting_rereads(resumed, planned, monkeypatch)
+    finally:
+        resumed.close()
+
+    assert rereads > 0
+    assert {result.status for result in results} == {"purged"}
