@@ -85,6 +85,21 @@ def test_items_by_key_read_in_linear_steps(tmp_path: Path) -> None:
     assert large < 12 * small
 
 
+def test_several_states_read_once_in_order(state_dir: Path) -> None:
+    journal = make_journal(state_dir, count=1200)
+    for index in range(0, 1200, 2):
+        journal.set_state("job-1", 0, f"/data/file-{index:05d}", "verified")
+    for index in range(1, 1200, 2):
+        journal.set_state("job-1", 0, f"/data/file-{index:05d}", "purged")
+    keys = []
+    for row in journal.items("job-1", states=("verified", "purged")):
+        keys.append(row.key)
+        # A purged row turned verified must not come back from the other state.
+        if row.state == "purged":
+            journal.set_state("job-1", row.target, row.key, "verified")
+    assert keys == [f"/data/file-{index:05d}" for index in range(1200)]
+
+
 def test_requeue_marks_resumed(state_dir: Path) -> None:
     journal = make_journal(state_dir)
     journal.set_state("job-1", 0, "/data/file-00000", "purging")
