@@ -8,10 +8,14 @@ on a 50 MB file with 63,000 fingerprints. This scanner filters with numpy.
 A fingerprint of at least 15 bytes wholly contains one 8-byte window that
 starts at a multiple of 8 in the buffer searched, wherever the fingerprint
 starts. So such a fingerprint is registered under 8 keys, the 8-byte runs
-that start at each of the first 8 bytes of its middle 15 bytes, and the
-scan reads only the aligned 8-byte windows of each buffer as unsigned
-integers. Shorter fingerprints (8 to 14 bytes) have one key, their first
-8 bytes, and are looked for at all 8 alignments. A window passes when its
+that start at each of the first 8 bytes of one 15-byte span (its middle,
+start or end, whichever other fingerprints share least), and the scan
+reads only the aligned 8-byte windows of each buffer as unsigned
+integers. Shorter fingerprints (8 to 14 bytes), and long ones whose every
+span has a key that many others share, have one key, the 8-byte run they
+share with the fewest others, and are looked for at all 8 alignments.
+Values of one column often share a prefix ("+1-555-0") or a suffix, and a
+window equal to a shared key is compared with every fingerprint under it. A window passes when its
 hash is set in a bit table and it equals a key. Only those windows are
 compared in full, in Python. Keys are multiplied by an odd constant modulo
 2**64, which maps distinct keys to distinct products, and the index is
@@ -44,6 +48,14 @@ _MAX_TABLE_BITS = 30
 #: Maximum keys in one bucket of the key index for the bucket-by-bucket
 #: lookup. A chunk with a window in a larger bucket uses binary search.
 _MAX_BUCKET_KEYS = 32
+#: Offsets weighed when a fingerprint's key is chosen outside a span.
+_MAX_CHOICES = 64
+#: Fingerprints sharing a span key beyond which a long fingerprint is keyed
+#: by its rarest run at any offset and searched at every alignment instead.
+_MAX_SHARED_SPAN = 16
+#: Maximum (window, key) pairs confirmed at once, which bounds the memory a
+#: chunk of windows equal to widely shared keys takes (about 100 MiB).
+_MAX_PAIRS = 1 << 22
 #: Odd 64-bit multiplier of the hash. The top bits of the product depend on
 #: every byte of the window, while the low bytes of text repeat.
 _MULTIPLIER = numpy.uint64(0x9E3779B97F4A7C15)
@@ -65,31 +77,100 @@ def _bit_table(hashed: numpy.ndarray, bits: int) -> numpy.ndarray:
     return table
 
 
+def _pack(fingerprints: Sequence[bytes]) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Return the fingerprints joined in one array, their lengths and their starts.
+
+    Keys, heads and tails are then cut out with numpy indexing instead of
+    one slice per fingerprint.
+    """
+    joined = numpy.frombuffer(b"".join(fingerprints), dtype=numpy.uint8)
+    lengths = numpy.fromiter(map(len, fingerprints), dtype=numpy.intp, count=len(fingerprints))
+    return joined, lengths, numpy.cumsum(lengths) - lengths
+
+
+def _words(joined: numpy.ndarray, at: numpy.ndarray) -> numpy.ndarray:
+    """Return the 8-byte words of ``joined`` that start at the offsets ``at``."""
+    return numpy.ascontiguousarray(joined[at[:, None] + numpy.arange(_KEY)]).view("<u8").ravel()
+
+
+def _frequencies(keys: numpy.ndarray) -> numpy.ndarray:
+    """Return, for each key, how many of ``keys`` equal it."""
+    _, inverse, counts = numpy.unique(keys, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()]
+
+
+def _rarest_offsets(
+    joined: numpy.ndarray, starts: numpy.ndarray, lengths: numpy.ndarray
+) -> numpy.ndarray:
+    """Choose for each fingerprint the 8-byte run it shares with the fewest others.
+
+    Values of one column often share their first bytes ("+1-555-0..."), and
+    a window equal to a key shared by thousands of fingerprints is compared
+    with every one of them. Up to ``_MAX_CHOICES`` offsets, spread over the
+    fingerprint, are weighed.
+    """
+    width = int(min(_MAX_CHOICES, lengths.max() - _KEY + 1))
+    spread = numpy.arange(width)[None, :] * (lengths - _KEY)[:, None] // max(width - 1, 1)
+    choices = numpy.minimum(spread, (lengths - _KEY)[:, None])
+    keys = _words(joined, (starts[:, None] + choices).ravel())
+    shared = _frequencies(keys).reshape(choices.shape)
+    return choices[numpy.arange(len(starts)), numpy.argmin(shared, axis=1)]
+
+
+def _rarest_spans(
+    joined: numpy.ndarray, starts: numpy.ndarray, lengths: numpy.ndarray
+) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Choose for each long fingerprint the 15-byte span whose keys it shares least.
+
+    Returns the span starts and how many fingerprints share the span's most
+    shared key.
+
+    The middle comes first, because values of one column often share a
+    prefix or a suffix ("user1", "@example.org"). The start and the end
+    are taken when the middle is shared with more fingerprints.
+    """
+    candidates = numpy.stack(
+        [(lengths - _SPAN) // 2, numpy.zeros_like(lengths), lengths - _SPAN], axis=1
+    )
+    # The keys of a span are the 8 runs starting at its first 8 bytes.
+    at = (starts[:, None, None] + candidates[:, :, None] + numpy.arange(_KEY)).reshape(-1)
+    shared = _frequencies(_words(joined, at)).reshape(len(starts), 3, _KEY).max(axis=2)
+    best = numpy.argmin(shared, axis=1)
+    rows = numpy.arange(len(starts))
+    return candidates[rows, best], shared[rows, best]
+
+
 class _KeyIndex:
     """Sorted 8-byte keys, each naming a fingerprint and the key's offset in it."""
 
     def __init__(self, fingerprints: Sequence[bytes], spread: bool) -> None:
+        #: Fingerprints left out because every span of theirs has a key that
+        #: many others share; they belong in an index without ``spread``.
+        self.crowded: list[bytes] = []
+        joined, lengths, starts = _pack(fingerprints)
+        if spread:
+            bases, shared = _rarest_spans(joined, starts, lengths)
+            crowded = shared > _MAX_SHARED_SPAN
+            if crowded.any():
+                self.crowded = [fp for fp, out in zip(fingerprints, crowded) if out]
+                fingerprints = [fp for fp, out in zip(fingerprints, crowded) if not out]
+                joined, lengths, starts = _pack(fingerprints)
+                bases = bases[~crowded]
         self.fingerprints = fingerprints
+        if not fingerprints:
+            return
         count = len(fingerprints)
-        # All fingerprints in one buffer, so keys, heads and tails are cut
-        # out with numpy indexing instead of one slice per fingerprint.
-        joined = numpy.frombuffer(b"".join(fingerprints), dtype=numpy.uint8)
-        lengths = numpy.fromiter(map(len, fingerprints), dtype=numpy.intp, count=count)
-        starts = numpy.cumsum(lengths) - lengths
         steps = numpy.arange(_KEY)
         if spread:
-            # The middle 15 bytes: values of one column often share a prefix
-            # or a suffix ("user1", "@example.org"), rarely their middle.
-            bases = (lengths - _SPAN) // 2
             grid = joined[(starts + bases)[:, None] + numpy.arange(_SPAN)]
             windows = numpy.lib.stride_tricks.sliding_window_view(grid, _KEY, axis=1)
             keys = numpy.ascontiguousarray(windows).view("<u8").ravel()
             owners = numpy.repeat(numpy.arange(count), _KEY)
             offsets = (bases[:, None] + steps).ravel()
         else:
-            keys = numpy.ascontiguousarray(joined[starts[:, None] + steps]).view("<u8").ravel()
+            offsets = _rarest_offsets(joined, starts, lengths)
+            keys = _words(joined, starts + offsets)
             owners = numpy.arange(count)
-            offsets = numpy.zeros(count, numpy.intp)
         # Equal keys may come in any order, because matches() takes them all.
         products = keys * _MULTIPLIER
         order = numpy.argsort(products)
@@ -134,7 +215,38 @@ class _KeyIndex:
         empty = numpy.empty(0, numpy.intp)
         if not len(candidates):
             return empty, empty
-        rows, slots = self._equal_keys(products[candidates])
+        values = products[candidates]
+        pairs = numpy.searchsorted(self.products, values, side="right") - numpy.searchsorted(
+            self.products, values, side="left"
+        )
+        if int(pairs.sum()) <= _MAX_PAIRS:
+            return self._confirm(candidates, values, data, shift)
+        # Windows equal to keys that many fingerprints share: confirm them a
+        # part at a time, so the pairs never take more than a bounded memory.
+        ends = numpy.cumsum(pairs)
+        found_starts, found_owners = [], []
+        first = 0
+        while first < len(candidates):
+            limit = (ends[first - 1] if first else 0) + _MAX_PAIRS
+            last = max(first + 1, int(numpy.searchsorted(ends, limit, side="right")))
+            starts, owners = self._confirm(
+                candidates[first:last], values[first:last], data, shift
+            )
+            found_starts.append(starts)
+            found_owners.append(owners)
+            first = last
+        return numpy.concatenate(found_starts), numpy.concatenate(found_owners)
+
+    def _confirm(
+        self,
+        candidates: numpy.ndarray,
+        values: numpy.ndarray,
+        data: numpy.ndarray,
+        shift: int,
+    ) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Return the matches of the windows at ``candidates`` (numbers of 8-byte words)."""
+        empty = numpy.empty(0, numpy.intp)
+        rows, slots = self._equal_keys(values)
         if not len(rows):
             return empty, empty
         starts = shift + candidates[rows] * _KEY - self.offsets[slots]
@@ -233,7 +345,10 @@ class RowScanner:
             short = [fp for fp in self._owners if len(fp) < _SPAN]
             self._indexes = []
             if long:
-                self._indexes.append((_KeyIndex(long, spread=True), range(1)))
+                spread = _KeyIndex(long, spread=True)
+                if spread.fingerprints:
+                    self._indexes.append((spread, range(1)))
+                short += spread.crowded
             if short:
                 self._indexes.append((_KeyIndex(short, spread=False), range(_KEY)))
             self._longest = max(map(len, self._owners))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 
+import numpy
 import pytest
 
 from plugins import _bytescan, scan
@@ -144,3 +145,55 @@ def test_keys_shared_by_many_fingerprints(tmp_path, monkeypatch, max_bucket_keys
 
     assert found == sorted(_brute_force(bytes(data), owners))
     assert ("twin", data.find(crowded[7])) in found
+
+
+def _key_sharing(index: _bytescan._KeyIndex) -> int:
+    """Return how many keys of an index the most shared key value stands for."""
+    _, counts = numpy.unique(index.products, return_counts=True)
+    return int(counts.max())
+
+
+def test_shared_prefix_keys_distinct():
+    # Phone numbers share their first eight bytes; keyed by those, a window
+    # equal to "+1-555-0" was compared with every number (2.5 GB for 10,000).
+    phones = [f"+1-555-{number:07d}".encode() for number in range(10000)]
+
+    index = _bytescan._KeyIndex(phones, spread=False)
+
+    assert _key_sharing(index) == 1
+
+
+def test_crowded_long_values_keyed_elsewhere(tmp_path):
+    # Every 15-byte span of these values holds "aaaaaaaa", so a run of "a"
+    # in a file would be compared with all of them.
+    values = [b"a" * 40 + f"{number:06d}".encode() for number in range(2000)]
+    scanner = _bytescan.RowScanner()
+    for number, value in enumerate(values):
+        scanner.add_all(str(number), [value])
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"a" * 100_000 + values[42] + b"a" * 1000)
+
+    indexes = scanner._built()
+    hits = list(scanner.scan_file(path))
+
+    assert len(indexes) == 1
+    assert _key_sharing(indexes[0][0]) == 1
+    assert [(hit.owner, hit.offset) for hit in hits] == [("42", 100_000)]
+
+
+def test_widely_shared_keys_found_in_parts(tmp_path, monkeypatch):
+    monkeypatch.setattr(_bytescan, "_MAX_PAIRS", 64)
+    values = [b"x" * 8 + bytes([number % 256, number // 256]) for number in range(600)]
+    scanner = _bytescan.RowScanner()
+    for number, value in enumerate(values):
+        scanner.add_all(str(number), [value])
+    # Force every value under the same key, as identical fingerprints' runs do.
+    monkeypatch.setattr(
+        _bytescan, "_rarest_offsets", lambda joined, starts, lengths: numpy.zeros_like(starts)
+    )
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 5000 + values[300] + b"x" * 64 + values[7])
+
+    found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
+
+    assert found == [("300", 5000), ("7", 5074)]
