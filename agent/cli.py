@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"lethe: error: no space left on a filesystem that Lethe writes to "
                 f"({error}); free space there (the state directory holds the journal, "
                 "audit log and certificates). A purge that had started continues with "
-                "lethe purge --resume JOB, anything else can simply run again",
+                f"lethe purge --resume {_job_hint()}, anything else can simply run again",
                 file=sys.stderr,
             )
             return EXIT_FAILED
@@ -122,10 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             advice = (
                 "the journal keeps every item's state, so an interrupted purge "
-                "can continue with lethe purge --resume JOB"
+                f"can continue with lethe purge --resume {_job_hint()}"
             )
         print(f"lethe: internal error: {error!r}; {advice}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _job_hint() -> str:
+    """Return the id of the job this process last worked on, or how to find it."""
+    from agent import engine
+
+    return engine.last_job_id or "JOB (lethe status lists the job)"
 
 
 def _disk_full(error: BaseException) -> bool:

@@ -89,6 +89,11 @@ class JobOutcome:
         return summary
 
 
+#: The job the engine last planned or ran in this process, which an error
+#: message can name when the command fails before it reports the job.
+last_job_id: str | None = None
+
+
 def new_job_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
@@ -169,6 +174,7 @@ class Engine:
                 "no targets given; name a target on the command line or under targets: in the config"
             )
         job_id = new_job_id()
+        _note_job(job_id)
         self._log = get_logger(__name__, job=job_id)
         merged = self._merge_targets(targets)
         self._take_lock(job_id)
@@ -370,6 +376,7 @@ class Engine:
 
     def purge(self, job_id: str) -> JobOutcome:
         """Purge, complete, verify and certify a planned job."""
+        _note_job(job_id)
         job = self.journal.job(job_id)
         self._log = get_logger(__name__, job=job_id)
         # A signing key that cannot be read must stop the job before anything
@@ -391,6 +398,7 @@ class Engine:
 
     def resume(self, job_id: str) -> JobOutcome:
         """Continue an interrupted job, rescanning the items left in flight first."""
+        _note_job(job_id)
         job = self.journal.job(job_id)
         self._log = get_logger(__name__, job=job_id)
         if job.state in ("done", "failed") and not self._count(job_id, UNFINISHED):
@@ -1018,6 +1026,11 @@ def _failed_checks(evidence: Evidence) -> str:
 FAILED_ITEMS_SHOWN = 10
 
 _crash_countdown = int(os.environ.get("LETHE_CRASH_AFTER_ITEMS", "0") or 0)
+
+
+def _note_job(job_id: str) -> None:
+    global last_job_id
+    last_job_id = job_id
 
 
 def _crash_point() -> None:

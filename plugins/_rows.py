@@ -520,8 +520,13 @@ class RowStorePlugin(Plugin, abc.ABC):
         if self._rows_per_item > 1:
             notes.append(
                 f"the selected rows are planned as items of up to {self._rows_per_item} "
-                "rows each, one delete transaction per item (option rows_per_item; "
-                "1 plans one item per row)"
+                f"rows each and deleted in transactions of about {type(self).batch_size} "
+                "rows (option rows_per_item; 1 plans one item per row)"
+            )
+        elif table.referenced_by and (self.selection.rows_per_item or 1) > 1:
+            notes.append(
+                f"rows_per_item is ignored: other tables reference {table.name} "
+                "through foreign keys, so each row is an item of its own"
             )
         if table.indexes:
             notes.append(f"indexes holding copies: {', '.join(table.indexes)}")

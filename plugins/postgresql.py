@@ -724,9 +724,14 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             "FROM pg_class c WHERE c.oid = %s",
             (oid,),
         ).fetchone()
-        notes = [f"{table.name}: about {int(max(live, 0))} rows, heap {size} bytes"]
+        # reltuples is -1 until the first VACUUM or ANALYZE (PostgreSQL 14+).
+        estimate = f"about {int(live)} rows" if live >= 0 else "no row estimate yet"
+        notes = [f"{table.name}: {estimate}, heap {size} bytes"]
         if toast and toast != "-":
-            notes.append(f"TOAST table {toast} holds out-of-line values ({toast_size} bytes)")
+            notes.append(
+                f"TOAST table {toast} keeps values too large for a row "
+                f"({toast_size} bytes with its index)"
+            )
         notes.append(
             "pg_statistic holds most-common values of the table's columns after ANALYZE"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent import engine
 from tests.core.test_cli import latest_job
 
 
@@ -121,8 +122,22 @@ def test_internal_error_in_purge_names_resume(monkeypatch, capsys):
     from agent.commands import purge
 
     monkeypatch.setattr(purge, "run", _raise_internal_error)
+    monkeypatch.setattr(engine, "last_job_id", None)
     code = cli.main(["purge", "/nonexistent-target"])
     stderr = capsys.readouterr().err
 
     assert code == 2
-    assert "lethe purge --resume JOB" in stderr
+    assert "lethe purge --resume JOB (lethe status lists the job)" in stderr
+
+
+def test_internal_error_names_known_job(monkeypatch, capsys):
+    from agent import cli
+    from agent.commands import purge
+
+    monkeypatch.setattr(purge, "run", _raise_internal_error)
+    monkeypatch.setattr(engine, "last_job_id", "20261205T010203Z-abc123")
+    code = cli.main(["purge", "/nonexistent-target"])
+    stderr = capsys.readouterr().err
+
+    assert code == 2
+    assert "lethe purge --resume 20261205T010203Z-abc123" in stderr

@@ -147,6 +147,7 @@ def test_referenced_table_keeps_row_items(tmp_path: Path) -> None:
 
     assert {entry.item.kind for entry in run.planned} == {"row"}
     assert len(run.planned) == 21
+    assert any("rows_per_item is ignored" in note for note in run.info.notes)
 
 
 def test_masking_grouped_rows_refused(tmp_path: Path) -> None:
