@@ -816,9 +816,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         except PluginError:
             raise
         except Exception as error:  # noqa: BLE001 - translated below
-            if self.is_read_only_error(error):
-                raise self._writing_where() from None
-            raise self.translate(error, f"count selected rows of {table.name}") from None
+            raise self._selection_error(error, f"count selected rows of {table.name}") from None
         if total and selected == total and not self.selection.all_rows:
             raise InvalidTarget(
                 f"the WHERE clause selects all {total} rows of table {table.name}; "
@@ -991,11 +989,12 @@ class RowStorePlugin(Plugin, abc.ABC):
             except PluginError:
                 raise
             except Exception as error:  # noqa: BLE001 - translated below
-                if self.is_read_only_error(error):
-                    raise self._writing_where() from None
-                raise self.translate(error, f"select rows of {table}") from None
+                raise self._selection_error(error, f"select rows of {table}") from None
 
-    def _writing_where(self) -> InvalidTarget:
+    def _selection_error(self, error: Exception, action: str) -> PluginError:
+        """Translate an error of a statement that evaluates the WHERE clause."""
+        if not self.is_read_only_error(error):
+            return self.translate(error, action)
         return InvalidTarget(
             f"the WHERE clause of the target on table {self.selection.table} tried to "
             "change the database (a call such as nextval() or a function that "
