@@ -1416,25 +1416,32 @@ def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeRes
             "failed",
             f"none of the {total} rows was deleted: {failed[0].detail}",
         )
-    kept = [result.key for result in failed]
-    named = ", ".join(kept[:MAX_KEYS_IN_DETAIL])
-    if len(kept) > MAX_KEYS_IN_DETAIL:
-        named += f" and {len(kept) - MAX_KEYS_IN_DETAIL} more"
+    kept_keys = [result.key for result in failed]
     return PurgeResult(
         group.item.key,
         "failed",
-        f"{len(kept)} of {total} rows were kept and the other {total - len(kept)} "
-        f"were deleted. First reason: {failed[0].detail}. Kept rows: {named}. Plan "
+        f"{len(kept_keys)} of {total} rows were kept and the other "
+        f"{total - len(kept_keys)} were deleted. First reason: {as_sentence(failed[0].detail)} "
+        f"Kept rows: {_key_list(kept_keys)}. Plan "
         "again to select the rows still present.",
     )
 
 
-def group_absent_check(rows: Sequence[PlannedItem], gone: set[str]) -> Check:
+def group_absent_check(rows: Sequence[PlannedItem], absent_keys: set[str]) -> Check:
     """Return the row-absent check of a group: every row must no longer select."""
-    present = [row.item.key for row in rows if row.item.key not in gone]
+    present = [row.item.key for row in rows if row.item.key not in absent_keys]
     if not present:
         return Check("row-absent", True, f"none of the {len(rows)} rows selects any more")
-    named = ", ".join(present[:MAX_KEYS_IN_DETAIL])
-    if len(present) > MAX_KEYS_IN_DETAIL:
-        named += f" and {len(present) - MAX_KEYS_IN_DETAIL} more"
-    return Check("row-absent", False, f"{len(present)} of {len(rows)} rows still select: {named}")
+    return Check(
+        "row-absent",
+        False,
+        f"{len(present)} of {len(rows)} rows still select: {_key_list(present)}",
+    )
+
+
+def _key_list(keys: Sequence[str]) -> str:
+    """Return up to ``MAX_KEYS_IN_DETAIL`` row keys, joined, and a count of the rest."""
+    listed = ", ".join(keys[:MAX_KEYS_IN_DETAIL])
+    if len(keys) > MAX_KEYS_IN_DETAIL:
+        listed += f" and {len(keys) - MAX_KEYS_IN_DETAIL} more"
+    return listed

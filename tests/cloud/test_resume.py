@@ -22,21 +22,20 @@ their state kept in a file across the two processes.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cloud.azure_support import ACCOUNT, CONTAINER, Copy
-from tests.cloud.conftest import REPO, unique
+from tests.cloud.conftest import unique
 from tests.cloud.crash_job import azure_state
 from tests.cloud.gcs_support import all_generations, client
 from tests.helpers import fake_cloudkms
+from tests.helpers.cli import run_module
 from tests.helpers.fake_keyvault import VAULT_URL
 
 KEY = "projects/lethe-test/locations/global/keyRings/lethe/cryptoKeys/objects"
@@ -67,20 +66,7 @@ def run_job(
     arguments = [str(spec_path), str(tmp_path / "state")]
     if job_id is not None:
         arguments.append(job_id)
-    environment = dict(os.environ, PYTHONPATH=str(REPO))
-    environment.pop("LETHE_CRASH_AFTER_ITEMS", None)
-    if crash_after:
-        environment["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
-    return subprocess.run(
-        [sys.executable, "-m", "tests.cloud.crash_job", *arguments],
-        check=False,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=environment,
-        cwd=REPO,
-        timeout=300,
-    )
+    return run_module("tests.cloud.crash_job", *arguments, crash_after=crash_after)
 
 
 def crash(spec: dict, tmp_path: Path) -> str:

@@ -164,7 +164,7 @@ def test_shared_prefix_keys_distinct():
 
 
 def test_crowded_long_values_keyed_elsewhere(tmp_path):
-    # Every 15-byte span of these values holds "aaaaaaaa", so a run of "a"
+    # Every 15-byte span of these values contains "aaaaaaaa", so a run of "a"
     # in a file would be compared with all of them.
     values = [b"a" * 40 + f"{number:06d}".encode() for number in range(2000)]
     scanner = _bytescan.RowScanner()

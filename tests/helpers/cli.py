@@ -14,15 +14,32 @@ def run_cli(
     state_dir: Path, *arguments: str, crash_after: int = 0, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run ``lethe ARGUMENTS``; with ``crash_after``, it kills itself after that many items."""
-    environment = dict(os.environ, LETHE_STATE_DIR=str(state_dir), PYTHONPATH=str(REPO))
-    environment.pop("LETHE_CRASH_AFTER_ITEMS", None)
+    return run_module(
+        "agent.cli",
+        *arguments,
+        environment={"LETHE_STATE_DIR": str(state_dir)},
+        crash_after=crash_after,
+        timeout=timeout,
+    )
+
+
+def run_module(
+    module: str,
+    *arguments: str,
+    environment: dict[str, str] | None = None,
+    crash_after: int = 0,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGUMENTS`` from the repository with the crash point set."""
+    variables = dict(os.environ, PYTHONPATH=str(REPO), **(environment or {}))
+    variables.pop("LETHE_CRASH_AFTER_ITEMS", None)
     if crash_after:
-        environment["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
+        variables["LETHE_CRASH_AFTER_ITEMS"] = str(crash_after)
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *arguments],
+        [sys.executable, "-m", module, *arguments],
         capture_output=True,
         text=True,
-        env=environment,
+        env=variables,
         timeout=timeout,
         cwd=REPO,
         check=False,
