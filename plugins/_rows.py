@@ -18,8 +18,8 @@ import json
 import re
 import types
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import structlog
@@ -61,6 +61,10 @@ SELECTION_KEYS = (
 #: Rows one item stands for when a selection has more rows than this. One
 #: item per row would cost the journal, plan and certificate an entry each.
 DEFAULT_ROWS_PER_ITEM = 1000
+
+#: Keys read in one statement when rows are read back by key.
+KEYS_PER_READ = 10000
+
 #: Words of a text value kept as separate fingerprints, because full-text
 #: indexes store each token on its own.
 MAX_WORDS_PER_VALUE = 16
@@ -693,6 +697,11 @@ class RowStorePlugin(Plugin, abc.ABC):
             by_table.setdefault(group.item.attributes["table"], []).append(group)
         for table_name, members in by_table.items():
             self._checkpoint_touched(table_name)
+            members, deleted_now = yield from self._purge_groups_whole(
+                self.table(table_name), members
+            )
+            if not members:
+                continue
             rows_of = {group.item.key: expand_group(group) for group in members}
             owner = {
                 row.item.key: key for key, rows in rows_of.items() for row in rows
@@ -708,10 +717,76 @@ class RowStorePlugin(Plugin, abc.ABC):
             finally:
                 self._grouped_purge = False
             for group in members:
-                folded = group_result(group, results[group.item.key])
+                # Rows the grouped delete took are gone by this purge's hand.
+                answered = [
+                    replace(result, detail="deleted")
+                    if result.key in deleted_now and result.status == "purged"
+                    else result
+                    for result in results[group.item.key]
+                ]
+                folded = group_result(group, answered)
                 if folded.status == "purged":
                     self.context.progress(group.item.size)
                 yield folded
+
+    def _purge_groups_whole(
+        self, table: TableInfo, members: list[PlannedItem]
+    ) -> Generator[PurgeResult, None, tuple[list[PlannedItem], set[str]]]:
+        """Delete the rows of whole groups in one statement where the engine can.
+
+        Yields the results of the groups whose every row was deleted. Returns
+        the groups left for the row-by-row path and the keys of their rows
+        that this statement deleted. A group with a row that did not match
+        (changed, or already gone) goes that way whole.
+        """
+        keys = [key for group in members for key in group.item.identity["keys"]]
+        digests = [digest for group in members for digest in group.item.identity["digests"]]
+        try:
+            deleted = self.delete_group_rows(table, keys, digests)
+        except Exception as error:  # noqa: BLE001 - translated below
+            failure = self.translate(error, f"delete {len(keys)} row(s) of {table.name}")
+            if isinstance(failure, (TargetUnreachable, AccessDenied)):
+                raise failure from None
+            # The row-by-row path runs the delete again and reports each row.
+            self.log.warning("grouped delete failed", table=table.name, error=str(failure))
+            return members, set()
+        if deleted is None:
+            return members, set()
+        if deleted and table.name not in self._touched:
+            self._touched.append(table.name)
+        self.log.info("rows deleted", table=table.name, rows=len(deleted))
+        rest: list[PlannedItem] = []
+        deleted_now: set[str] = set()
+        first = 0
+        for group in members:
+            count = len(group.item.identity["keys"])
+            taken = [number for number in range(first, first + count) if number in deleted]
+            if len(taken) == count:
+                self.context.progress(group.item.size)
+                yield PurgeResult(
+                    group.item.key,
+                    "purged",
+                    f"deleted {count} rows",
+                    bytes=group.item.size,
+                    method=Method.DELETE_AND_COMPACT,
+                    facts={"rows": count},
+                )
+            else:
+                rest.append(group)
+                deleted_now.update(item_key(table.name, keys[number]) for number in taken)
+            first += count
+        return rest, deleted_now
+
+    def delete_group_rows(
+        self, table: TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+    ) -> set[int] | None:
+        """Delete, in one committed transaction, the rows still at their key with their digest.
+
+        Returns the positions in ``keys`` of the rows deleted, or None when
+        the engine has no such statement and each row goes through
+        :meth:`_purge_table`.
+        """
+        return None
 
     def _checkpoint_touched(self, name: str) -> None:
         """Record, before its rows change, that the job changes rows of ``name``.
@@ -755,17 +830,18 @@ class RowStorePlugin(Plugin, abc.ABC):
         mask_checks = self._guarded(
             "check the masked rows", lambda: _rowmask.masked_checks(self, masked)
         )
-        rows_of = {
-            entry.item.key: expand_group(entry) for entry in batch if entry.item.kind == "rows"
-        }
+        groups = [entry for entry in batch if entry.item.kind == "rows"]
         singles = [entry for entry in batch if entry.item.kind != "rows"]
-        expanded = singles + [row for rows in rows_of.values() for row in rows]
-        gone = self._guarded("check the rows are gone", lambda: self._missing_keys(expanded))
+        present = self._guarded(
+            "check the rows are gone", lambda: self._present_group_rows(groups)
+        )
+        gone = self._guarded("check the rows are gone", lambda: self._missing_keys(singles))
         self._scan_for(batch)
         for entry in batch:
-            rows = rows_of.get(entry.item.key)
-            if rows is not None:
-                absent = group_absent_check(rows, gone)
+            if entry.item.kind == "rows":
+                absent = group_absent_check(
+                    len(entry.item.identity["keys"]), present.get(entry.item.key, [])
+                )
                 yield Evidence(entry.item.key, (absent, self._scan_check(entry)))
                 continue
             if entry.item.key in mask_checks:
@@ -945,10 +1021,14 @@ class RowStorePlugin(Plugin, abc.ABC):
         base = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)} WHERE "
         suffix = self.row_lock_clause if lock else ""
         if len(table.key) == 1:
-            if not keys:
-                return []
-            condition, params = self.key_in(table.key[0], [key[0] for key in keys])
-            return self.query(base + condition + suffix, params)
+            found: list[tuple] = []
+            # Parts of bounded size, because engines cap the parameters of a
+            # statement (SQLite at 32,766) and rows_per_item has no ceiling.
+            for first in range(0, len(keys), KEYS_PER_READ):
+                part = [key[0] for key in keys[first : first + KEYS_PER_READ]]
+                condition, params = self.key_in(table.key[0], part)
+                found.extend(self.query(base + condition + suffix, params))
+            return found
         condition = " AND ".join(f"{self.quote(col)} = {self.placeholder}" for col in table.key)
         rows: list[tuple] = []
         for key in keys:
@@ -1162,6 +1242,41 @@ class RowStorePlugin(Plugin, abc.ABC):
                 if (entry.item.key, entry.item.identity["digest"]) not in present
             )
         return gone
+
+    def _present_group_rows(self, groups: Sequence[PlannedItem]) -> dict[str, list[str]]:
+        """Map each group with rows still present, with their old content, to those rows' keys.
+
+        The rows are read by key in one statement per table. Only when some
+        row is found are the planned keys named, because usually none is.
+        """
+        by_table: dict[str, list[PlannedItem]] = {}
+        for group in groups:
+            by_table.setdefault(group.item.attributes["table"], []).append(group)
+        present: dict[str, list[str]] = {}
+        for name, members in by_table.items():
+            table = self.table(name)
+            keys = [key for group in members for key in group.item.identity["keys"]]
+            found = {}
+            for row in self._rows_by_key(table, keys):
+                key, digest, _ = self.split_row(table, row)
+                found[item_key(name, key)] = digest
+            if not found:
+                continue
+            for group in members:
+                identity = group.item.identity
+                still = [
+                    row_key
+                    for row_key, digest in (
+                        (item_key(name, key), digest)
+                        for key, digest in zip(identity["keys"], identity["digests"], strict=True)
+                    )
+                    # VACUUM renumbers implicit rowids, so a row counts as
+                    # present only with its old content.
+                    if found.get(row_key) == digest
+                ]
+                if still:
+                    present[group.item.key] = still
+        return present
 
     def _prepare_scanner(self) -> None:
         """Start building the scanner of the planned rows' fingerprints.
@@ -1427,15 +1542,14 @@ def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeRes
     )
 
 
-def group_absent_check(rows: Sequence[PlannedItem], absent_keys: set[str]) -> Check:
-    """Return the row-absent check of a group: every row must no longer select."""
-    present = [row.item.key for row in rows if row.item.key not in absent_keys]
+def group_absent_check(total: int, present: Sequence[str]) -> Check:
+    """Return the row-absent check of a group of ``total`` rows with rows ``present`` left."""
     if not present:
-        return Check("row-absent", True, f"none of the {len(rows)} rows selects any more")
+        return Check("row-absent", True, f"none of the {total} rows selects any more")
     return Check(
         "row-absent",
         False,
-        f"{len(present)} of {len(rows)} rows still select: {_key_list(present)}",
+        f"{len(present)} of {total} rows still select: {_key_list(present)}",
     )
 
 

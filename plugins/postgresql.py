@@ -461,7 +461,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                     self.conn.execute(
                         f"LOCK TABLE {self.quote_table(table.name)} IN SHARE ROW EXCLUSIVE MODE"
                     )
-                deleted = self._delete_matching(table, entries)
+                deleted = self._delete_matching(table, *_keys_and_digests(entries))
                 rest = [entry for number, entry in enumerate(entries) if number not in deleted]
                 changed = self._still_present(table, rest)
         except Exception as error:  # noqa: BLE001 - translated below
@@ -494,14 +494,23 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 facts=_rows.EMPTY_MAPPING,
             )
 
+    def delete_group_rows(
+        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+    ) -> set[int] | None:
+        with self.conn.transaction():
+            if table.key == ["ctid"]:
+                self.conn.execute(
+                    f"LOCK TABLE {self.quote_table(table.name)} IN SHARE ROW EXCLUSIVE MODE"
+                )
+            return self._delete_matching(table, keys, digests)
+
     def _key_arrays(
-        self, table: _rows.TableInfo, entries: Sequence[PlannedItem]
+        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
     ) -> tuple[str, list[Any]]:
-        """Return an unnest() of the entries' keys and digests, numbered from 1 as p.n."""
+        """Return an unnest() of the rows' keys and digests, numbered from 1 as p.n."""
         types = self._key_types[table.name]
-        keys = [entry.item.identity["key"] for entry in entries]
         arrays = [[key[column] for key in keys] for column in range(len(types))]
-        arrays.append([entry.item.identity["digest"] for entry in entries])
+        arrays.append(list(digests))
         # Binary parameters, because for a text-format array psycopg runs a
         # regular expression over every element to decide whether to quote it.
         casts = ", ".join(f"%b::{kind}[]" for kind in [*types, "text"])
@@ -521,8 +530,11 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             ]
         )
 
-    def _delete_matching(self, table: _rows.TableInfo, entries: Sequence[PlannedItem]) -> set[int]:
-        source, params = self._key_arrays(table, entries)
+    def _delete_matching(
+        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+    ) -> set[int]:
+        """Delete the rows still at their key with their digest; return their positions."""
+        source, params = self._key_arrays(table, keys, digests)
         rows = self.conn.execute(
             f"DELETE FROM {self.quote_table(table.name)} AS x USING {source} "
             f"WHERE {self._key_match(table)} AND {self._digest_sql(table, 'x')} = p.d "
@@ -537,7 +549,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         """Map each entry that still has a row to the reason it was kept."""
         if not entries:
             return {}
-        source, params = self._key_arrays(table, entries)
+        source, params = self._key_arrays(table, *_keys_and_digests(entries))
         rows = self.conn.execute(
             f"SELECT p.n FROM {source} JOIN {self.quote_table(table.name)} AS x "
             f"ON {self._key_match(table)}",
@@ -872,6 +884,14 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             if relative:
                 files.extend(_segments(os.path.join(directory, relative)))
         return files, None
+
+
+def _keys_and_digests(entries: Sequence[PlannedItem]) -> tuple[list[Any], list[str]]:
+    """Return the planned keys and digests of row entries."""
+    return (
+        [entry.item.identity["key"] for entry in entries],
+        [entry.item.identity["digest"] for entry in entries],
+    )
 
 
 def _segments(path: str) -> list[str]:

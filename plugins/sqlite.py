@@ -10,6 +10,7 @@ write-ahead log with ``wal_checkpoint(TRUNCATE)``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import urllib.parse
@@ -28,6 +29,10 @@ from plugins.errors import (
 
 #: Seconds a statement waits for another connection's lock before failing.
 DEFAULT_LOCK_TIMEOUT = 5.0
+
+
+class _Changed(Exception):
+    """Rolls back a grouped delete that found the database changed since discovery."""
 
 
 class SQLitePlugin(_rows.RowStorePlugin):
@@ -325,6 +330,41 @@ class SQLitePlugin(_rows.RowStorePlugin):
             self.conn.execute("RELEASE lethe_delete")
             raise
         self.conn.execute("RELEASE lethe_delete")
+
+    def delete_group_rows(
+        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+    ) -> set[int] | None:
+        # Without another connection's commit since discovery, every row is
+        # still at its key with the digest discovery read, so the rows are
+        # deleted by key without reading them again.
+        try:
+            with self.purge_transaction():
+                if not self.unchanged_since_selection():
+                    raise _Changed
+                before = self.conn.total_changes
+                self._delete_keys(table, keys)
+                if self.conn.total_changes - before != len(keys):
+                    raise _Changed
+        except _Changed:
+            return None
+        return set(range(len(keys)))
+
+    def _delete_keys(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+        column = table.key[0]
+        if len(table.key) == 1 and all(type(key[0]) in (int, str) for key in keys):
+            # One statement reads the keys from a JSON array, which is cheaper
+            # than a statement per key.
+            self.conn.execute(
+                f"DELETE FROM {self.quote(table.name)} WHERE {self.quote(column)} IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps([key[0] for key in keys]),),
+            )
+            return
+        condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)
+        self.conn.executemany(
+            f"DELETE FROM {self.quote(table.name)} WHERE {condition}",
+            [tuple(key) for key in keys],
+        )
 
     def _enable_fts5_secure_delete(self) -> None:
         """Turn on FTS5 secure-delete where the library supports it (3.42+).
