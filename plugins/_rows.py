@@ -766,7 +766,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 yield PurgeResult(
                     group.item.key,
                     "purged",
-                    f"deleted {count} rows",
+                    f"deleted {_count(count, 'row')}",
                     bytes=group.item.size,
                     method=Method.DELETE_AND_COMPACT,
                     facts={"rows": count},
@@ -1514,9 +1514,10 @@ def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeRes
         ]
     if not failed:
         already = sum(1 for result in results if result.detail != "deleted")
-        detail = f"deleted {total - already} rows"
+        detail = f"deleted {_count(total - already, 'row')}"
         if already:
-            detail += f"; {already} were already gone when the purge ran"
+            verb = "was" if already == 1 else "were"
+            detail += f"; {already} {verb} already gone when the purge ran"
         return PurgeResult(
             group.item.key,
             "purged",
@@ -1551,6 +1552,11 @@ def group_absent_check(total: int, present: Sequence[str]) -> Check:
         False,
         f"{len(present)} of {total} rows still select: {_key_list(present)}",
     )
+
+
+def _count(number: int, noun: str) -> str:
+    """Return ``number`` and ``noun``, plural unless the number is 1."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _key_list(keys: Sequence[str]) -> str:

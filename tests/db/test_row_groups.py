@@ -311,3 +311,66 @@ def test_other_process_rows_reread(tmp_path: Path, monkeypatch) -> None:
 
     assert rereads > 0
     assert {result.status for result in results} == {"purged"}
+
+
+def test_postgresql_changed_row_fails_only_its_group(pg_database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people SELECT i, 'person' || i FROM generate_series(1, 12) i")
+    target = Target(
+        f"{pg_database}?table=people&where=id <= %s", {"params": [10], "rows_per_item": 4}
+    )
+    plugin = PostgreSQLPlugin(target, JobContext(dry_run=False))
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("UPDATE people SET email = 'changed' WHERE id = 6")
+            conn.execute("DELETE FROM people WHERE id = 9")
+        results = [
+            result
+            for batch in plugin_batches(planned, plugin)
+            for result in plugin.purge(batch)
+        ]
+    finally:
+        plugin.close()
+
+    by_key = {result.key: result for result in results}
+    assert by_key["public.people:[1]..[4]"].detail == "deleted 4 rows"
+    assert by_key["public.people:[9]..[10]"].status == "purged"
+    assert by_key["public.people:[9]..[10]"].detail == (
+        "deleted 1 row; 1 was already gone when the purge ran"
+    )
+    assert by_key["public.people:[5]..[8]"].status == "failed"
+    # The three rows the grouped statement took count as deleted, not as
+    # already gone.
+    assert "1 of 4 rows were kept and the other 3 were deleted" in by_key["public.people:[5]..[8]"].detail
+    assert "Kept rows: public.people:[6]." in by_key["public.people:[5]..[8]"].detail
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        left = [row[0] for row in conn.execute("SELECT id FROM people ORDER BY id")]
+    assert left == [6, 11, 12]
+
+
+def test_group_larger_than_statement_parameters(tmp_path: Path) -> None:
+    # SQLite caps a statement at 32,766 parameters; one item of 40,000 rows
+    # is read back by key in parts.
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40010) "
+        "INSERT INTO people SELECT i, 'person' || i || '@example.org' FROM n"
+    )
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin, sqlite_url(path), {"params": [40000], "rows_per_item": 40000}
+    )
+
+    assert [entry.item.attributes["rows"] for entry in run.planned] == [40000]
+    assert run.statuses() == {"people:[1]..[40000]": "purged"}
+    assert not run.unverified()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 10
