@@ -421,6 +421,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._rows_per_item = 1
         # True while the rows of grouped items are deleted.
         self._grouped_purge = False
+        # Row versions of each grouped item that this process discovered.
+        self._row_versions: dict[str, list[Any]] = {}
 
     # -- engine hooks -------------------------------------------------------
 
@@ -543,11 +545,15 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def discover(self) -> Iterator[Item]:
         table = self.table(self.selection.table)
-        sql = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)}"
+        columns = self.select_list(table)
+        version = self.row_version_sql(table) if self._rows_per_item > 1 else None
+        if version is not None:
+            columns += f", {version}"
+        sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
         if self.selection.where:
             sql += f" WHERE {self.selection.where}"
         if self._rows_per_item > 1:
-            yield from self._discover_groups(table, sql)
+            yield from self._discover_groups(table, sql, versioned=version is not None)
             return
         seen: set[str] = set()
         # Without incoming foreign keys a row reaches no other row, so its
@@ -579,21 +585,32 @@ class RowStorePlugin(Plugin, abc.ABC):
             return 1
         return limit
 
-    def _discover_groups(self, table: TableInfo, sql: str) -> Iterator[Item]:
+    def _discover_groups(self, table: TableInfo, sql: str, versioned: bool) -> Iterator[Item]:
         """Yield items of up to ``rows_per_item`` rows each, in key order.
 
         The order makes the same rows form the same items when the target is
         planned again, which the comparison of a plan with the world needs.
+        With ``versioned``, each row ends with its version, which this process
+        keeps for the purge.
         """
         order = ", ".join(self.quote(column) for column in table.key)
         group: list[tuple[tuple, str, Sequence[Any]]] = []
+        versions: list[Any] = []
         for row in self._read_selection(f"{sql} ORDER BY {order}", table.name):
+            if versioned:
+                versions.append(row[-1])
+                row = row[:-1]
             group.append(self.split_row(table, row))
             if len(group) >= self._rows_per_item:
-                yield self._group_item(table, group)
-                group = []
+                yield self._versioned(self._group_item(table, group), versions)
+                group, versions = [], []
         if group:
-            yield self._group_item(table, group)
+            yield self._versioned(self._group_item(table, group), versions)
+
+    def _versioned(self, item: Item, versions: list[Any]) -> Item:
+        if versions:
+            self._row_versions[item.key] = versions
+        return item
 
     def _group_item(
         self, table: TableInfo, rows: Sequence[tuple[tuple, str, Sequence[Any]]]
@@ -741,8 +758,15 @@ class RowStorePlugin(Plugin, abc.ABC):
         """
         keys = [key for group in members for key in group.item.identity["keys"]]
         digests = [digest for group in members for digest in group.item.identity["digests"]]
+        known = [self._row_versions.pop(group.item.key, None) for group in members]
+        versions = None
+        if all(
+            found is not None and len(found) == len(group.item.identity["keys"])
+            for found, group in zip(known, members, strict=True)
+        ):
+            versions = [version for found in known for version in found]
         try:
-            deleted = self.delete_group_rows(table, keys, digests)
+            deleted = self.delete_group_rows(table, keys, digests, versions)
         except Exception as error:  # noqa: BLE001 - translated below
             failure = self.translate(error, f"delete {len(keys)} row(s) of {table.name}")
             if isinstance(failure, (TargetUnreachable, AccessDenied)):
@@ -778,13 +802,25 @@ class RowStorePlugin(Plugin, abc.ABC):
         return rest, deleted_now
 
     def delete_group_rows(
-        self, table: TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+        self,
+        table: TableInfo,
+        keys: Sequence[Sequence[Any]],
+        digests: Sequence[str],
+        versions: Sequence[Any] | None,
     ) -> set[int] | None:
         """Delete, in one committed transaction, the rows still at their key with their digest.
 
-        Returns the positions in ``keys`` of the rows deleted, or None when
-        the engine has no such statement and each row goes through
-        :meth:`_purge_table`.
+        ``versions`` are the rows' versions that discovery read in this
+        process (see :meth:`row_version_sql`), or None. Returns the positions
+        in ``keys`` of the rows deleted, or None when the engine has no such
+        statement and each row goes through :meth:`_purge_table`.
+        """
+        return None
+
+    def row_version_sql(self, table: TableInfo) -> str | None:
+        """Return an expression that changes whenever a row changes, or None.
+
+        Comparing it costs the engine less than recomputing a row's digest.
         """
         return None
 

@@ -494,14 +494,27 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 facts=_rows.EMPTY_MAPPING,
             )
 
+    def row_version_sql(self, table: _rows.TableInfo) -> str | None:
+        # Every UPDATE writes a new row version with the updating
+        # transaction's id, and a row's xmin keeps its value through
+        # freezing and table rewrites, so an equal xmin at the same key is
+        # the row discovery read.
+        return "xmin::text"
+
     def delete_group_rows(
-        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+        self,
+        table: _rows.TableInfo,
+        keys: Sequence[Sequence[Any]],
+        digests: Sequence[str],
+        versions: Sequence[Any] | None,
     ) -> set[int] | None:
         with self.conn.transaction():
             if table.key == ["ctid"]:
                 self.conn.execute(
                     f"LOCK TABLE {self.quote_table(table.name)} IN SHARE ROW EXCLUSIVE MODE"
                 )
+            if versions is not None:
+                return self._delete_matching(table, keys, versions, by_version=True)
             return self._delete_matching(table, keys, digests)
 
     def _key_arrays(
@@ -531,13 +544,21 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         )
 
     def _delete_matching(
-        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+        self,
+        table: _rows.TableInfo,
+        keys: Sequence[Sequence[Any]],
+        digests: Sequence[str],
+        by_version: bool = False,
     ) -> set[int]:
-        """Delete the rows still at their key with their digest; return their positions."""
+        """Delete the rows still at their key with their digest; return their positions.
+
+        With ``by_version``, ``digests`` holds the rows' xmin values instead.
+        """
         source, params = self._key_arrays(table, keys, digests)
+        current = "x.xmin::text" if by_version else self._digest_sql(table, "x")
         rows = self.conn.execute(
             f"DELETE FROM {self.quote_table(table.name)} AS x USING {source} "
-            f"WHERE {self._key_match(table)} AND {self._digest_sql(table, 'x')} = p.d "
+            f"WHERE {self._key_match(table)} AND {current} = p.d "
             "RETURNING p.n",
             [*params, params[0]],
         ).fetchall()

@@ -332,7 +332,11 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self.conn.execute("RELEASE lethe_delete")
 
     def delete_group_rows(
-        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
+        self,
+        table: _rows.TableInfo,
+        keys: Sequence[Sequence[Any]],
+        digests: Sequence[str],
+        versions: Sequence[Any] | None,
     ) -> set[int] | None:
         # Without another connection's commit since discovery, every row is
         # still at its key with the digest discovery read, so the rows are
