@@ -27,6 +27,7 @@ values as :class:`plugins.scan.FingerprintScanner` returns.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -37,6 +38,8 @@ from plugins import scan
 #: Bytes per read; consecutive chunks overlap by the longest fingerprint.
 #: A few MiB keep numpy's temporary arrays in the processor cache.
 CHUNK = 4 * 1024 * 1024
+#: Threads that search the chunks of one file.
+SCAN_THREADS = 2
 _KEY = 8
 #: Shortest fingerprint that always contains an aligned window.
 _SPAN = 2 * _KEY - 1
@@ -406,31 +409,66 @@ class RowScanner:
             # previous chunk.
             if start + len(fingerprint) <= carried:
                 continue
-            digest = self._digests.get(fingerprint)
-            if digest is None:
-                digest = self._digests[fingerprint] = scan.fingerprint_digest(fingerprint)
-            owners = self._owners[fingerprint]
-            if isinstance(owners, str):
-                yield scan.Hit(owners, digest, position + start)
-                continue
-            for owner in owners:
-                yield scan.Hit(owner, digest, position + start)
+            yield from self._hits(fingerprint, position + start)
+
+    def _hits(self, fingerprint: bytes, offset: int) -> Iterator[scan.Hit]:
+        """Yield a hit at ``offset`` for each owner of ``fingerprint``."""
+        digest = self._digests.get(fingerprint)
+        if digest is None:
+            digest = self._digests[fingerprint] = scan.fingerprint_digest(fingerprint)
+        owners = self._owners[fingerprint]
+        if isinstance(owners, str):
+            yield scan.Hit(owners, digest, offset)
+            return
+        for owner in owners:
+            yield scan.Hit(owner, digest, offset)
 
     def scan_chunks(self, chunks: Iterable[bytes]) -> Iterator[scan.Hit]:
         """Yield every hit in a stream of consecutive chunks, each once."""
         yield from scan._scan_stream(chunks, [self])
 
     def scan_file(self, path: str | os.PathLike[str]) -> Iterator[scan.Hit]:
-        """Yield every hit in a file, each once, with its offset in the file."""
+        """Yield every hit in a file, each once, with its offset in the file.
+
+        Chunks are searched by ``SCAN_THREADS`` threads, because numpy lets
+        go of the interpreter lock for most of the search. Each chunk is
+        read with the longest fingerprint's length less one byte more, and
+        reports only the matches that start inside it. Bytes written after
+        the scan measured the file are read in turn at the end.
+        """
         if not self._owners:
             return
+        indexes = self._built()
+        overlap = max(self._longest - 1, 0)
+        with open(path, "rb", buffering=0) as stream:
+            descriptor = stream.fileno()
+            size = os.fstat(descriptor).st_size
 
-        def chunks() -> Iterator[bytes]:
-            with open(path, "rb", buffering=0) as stream:
+            def part(start: int) -> list[tuple[int, bytes]]:
+                buffer = os.pread(descriptor, min(CHUNK + overlap, size - start), start)
+                return [
+                    (start + offset, fingerprint)
+                    for offset, fingerprint in self._search(buffer, indexes)
+                    if offset < CHUNK
+                ]
+
+            with concurrent.futures.ThreadPoolExecutor(
+                SCAN_THREADS, thread_name_prefix="lethe-scan"
+            ) as pool:
+                for found in pool.map(part, range(0, size, CHUNK)):
+                    for offset, fingerprint in found:
+                        yield from self._hits(fingerprint, offset)
+            # A file that grew since: the rest, with the last bytes scanned
+            # carried so that a match across the old end is found once.
+            keep = min(size, overlap)
+            carry = os.pread(descriptor, keep, size - keep)
+            stream.seek(size)
+
+            def rest() -> Iterator[bytes]:
                 while chunk := stream.read(CHUNK):
                     yield chunk
 
-        yield from self.scan_chunks(chunks())
+            yield from scan._scan_stream(rest(), [self], carry, size - keep)
 
     @staticmethod
     def _search(

@@ -218,16 +218,18 @@ class FingerprintScanner(_StreamScanner):
 
 
 
-def _scan_stream(chunks: Iterable[bytes], engines: list) -> Iterator[Hit]:
+def _scan_stream(
+    chunks: Iterable[bytes], engines: list, carry: bytes = b"", position: int = 0
+) -> Iterator[Hit]:
     """Run each engine's ``hits_in`` over a stream of consecutive chunks.
 
     The tail of each chunk is carried into the next, so a fingerprint that
-    straddles a chunk boundary is still found, and found once.
+    straddles a chunk boundary is still found, and found once. ``carry``
+    holds bytes already scanned that come before the first chunk, and
+    ``position`` is their offset.
     """
     if not engines:
         return
-    carry = b""
-    position = 0  # offset of the first byte of ``carry`` in the stream
     for chunk in chunks:
         buffer = carry + chunk
         for engine in engines:

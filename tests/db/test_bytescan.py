@@ -31,6 +31,35 @@ def test_hits_match_reference_scanner(tmp_path, monkeypatch):
     assert found == sorted([("3", 0), ("150", 4090), ("299", len(data) - len(fingerprints[299]))])
 
 
+def test_bytes_written_after_the_size_was_read(tmp_path, monkeypatch):
+    # Chunks are searched in parallel up to the size measured first; what a
+    # server appended since is read after, and a match across the old end is
+    # found once.
+    monkeypatch.setattr(_bytescan, "CHUNK", 4096)
+    values = [f"user{n}.{secrets.token_hex(6)}@example.org".encode() for n in range(3)]
+    data = bytearray(os.urandom(20000))
+    placed = {0: 4090, 1: 11990, 2: 15000}
+    for number, offset in placed.items():
+        data[offset : offset + len(values[number])] = values[number]
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(data))
+    scanner = _bytescan.RowScanner()
+    for number, value in enumerate(values):
+        scanner.add_all(str(number), [value])
+    real_fstat = os.fstat
+
+    def measured_early(descriptor):
+        # The size as it was before the last 8000 bytes were written.
+        result = real_fstat(descriptor)
+        return os.stat_result((*result[:6], result.st_size - 8000, *result[7:]))
+
+    monkeypatch.setattr(_bytescan.os, "fstat", measured_early)
+
+    found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
+
+    assert found == sorted((str(number), offset) for number, offset in placed.items())
+
+
 def test_values_sharing_a_suffix_are_told_apart(tmp_path):
     values = [f"{secrets.token_hex(4)}@example.org".encode() for _ in range(50)]
     scanner = _bytescan.RowScanner()
