@@ -54,7 +54,7 @@ from plugins.base import (
     plugin_batches,
 )
 from plugins.errors import ItemChanged, PluginError, TargetNotFound
-from plugins.scan import fingerprint_digest
+from plugins.scan import fingerprint_digests
 
 #: Item states that still owe work; a job with any of them is not finished.
 UNFINISHED = ("planned", "purging", "purged")
@@ -492,7 +492,9 @@ class Engine:
         plugin = self._plugins[row.position]
         log = self._log.bind(plugin=plugin.name, target=row.target.url)
         for batch in plugin_batches(
-            self.journal.items(job_id, target=row.position, states=("planned",)),
+            self.journal.items(
+                job_id, target=row.position, states=("planned",), fingerprints=False
+            ),
             plugin,
         ):
             if self.stop_requested:
@@ -584,7 +586,9 @@ class Engine:
             (job_id, row.position),
         )[0]["total"]
         self.progress.start("verifying", purged, plugin.verify_read_bytes(size))
-        rows = self.journal.items(job_id, target=row.position, states=("purged",))
+        rows = self.journal.items(
+            job_id, target=row.position, states=("purged",), fingerprints=False
+        )
         for batch in plugin_batches(rows, plugin):
             evidence = self._collect_evidence(job_id, plugin, batch, row)
             changes = []
@@ -873,7 +877,7 @@ class Engine:
         """Rescan one target's destroyed items; return (checked, came back)."""
         checked = disagreements = 0
         rows = self.journal.items(
-            job_id, target=row.position, states=("verified", "purged")
+            job_id, target=row.position, states=("verified", "purged"), fingerprints=False
         )
         for batch in plugin_batches(rows, plugin):
             evidence = self._collect_evidence(job_id, plugin, batch, row, recheck=True)
@@ -939,9 +943,7 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
         refusal=refusal_to_json(decision.refusal),
         residual=tuple(decision.residual),
         state="planned" if decision.permitted else "refused",
-        fingerprints=tuple(
-            fingerprint_digest(value) for value in decision.fingerprints
-        ),
+        fingerprints=fingerprint_digests(decision.fingerprints),
     )
 
 

@@ -676,13 +676,17 @@ class Journal:
         target: int | None = None,
         states: Sequence[str] | None = None,
         by_key: bool = False,
+        fingerprints: bool = True,
     ) -> Iterator[ItemRow]:
         """Stream items in pages, by row id or ordered by (target, key).
 
         Paging by row id tolerates state updates between pages: a row whose
-        state changes after it was read is not read twice.
+        state changes after it was read is not read twice. Without
+        ``fingerprints`` the rows' fingerprint digests, the largest column
+        of a row group's item, are neither read nor decoded.
         """
-        for row in self.columns(job_id, ("*",), target, states, by_key):
+        names = ("*",) if fingerprints else _COLUMNS_BUT_FINGERPRINTS
+        for row in self.columns(job_id, names, target, states, by_key):
             yield _item_row(row)
 
     def columns(
@@ -910,9 +914,13 @@ _ITEM_COLUMNS = frozenset(
 )
 
 
+_COLUMNS_BUT_FINGERPRINTS = tuple(sorted(_ITEM_COLUMNS - {"fingerprints"}))
+
+
 def _item_row(row: sqlite3.Row) -> ItemRow:
     refusal = row["refusal"]
     evidence = row["evidence"]
+    fingerprints = row["fingerprints"] if "fingerprints" in row.keys() else "[]"
     return ItemRow(
         target=row["target"],
         key=key_text(row["key"]),
@@ -929,7 +937,7 @@ def _item_row(row: sqlite3.Row) -> ItemRow:
         state=row["state"],
         detail=row["detail"],
         evidence=loads(evidence) if evidence else None,
-        fingerprints=tuple(loads(row["fingerprints"])),
+        fingerprints=tuple(loads(fingerprints)),
         bytes_done=row["bytes_done"],
         row_id=row["id"],
     )

@@ -31,6 +31,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -148,6 +149,9 @@ def postgresql_files(conn: object, table: str) -> list[str]:
 
 
 def timed(call: Callable[[], object]) -> tuple[float, object]:
+    # Dirty pages of the setup or of the previous purge are written out
+    # first, so their writeback does not land in this purge's time.
+    os.sync()
     start = time.perf_counter()
     result = call()
     return time.perf_counter() - start, result
@@ -281,6 +285,12 @@ def main() -> None:
         help="run Lethe's side through the agent's engine (journal, certificate) "
         "instead of driving the plugin alone",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each engine's three purges this many times and print medians",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     engines = {"postgresql": postgresql, "sqlite": sqlite}
@@ -288,12 +298,23 @@ def main() -> None:
         if args.engine not in (name, "both"):
             continue
         side = run_agent if args.through_agent else run_lethe
-        hand, floor, lethe, counts = bench(args.rows, args.purge, side)
-        print(
-            f"{name}: {args.rows} rows, purge {args.purge}: by hand {hand:.2f} s, "
-            f"floor {floor:.2f} s ({floor / hand:.2f}x), lethe {lethe:.2f} s, "
-            f"ratio {lethe / hand:.2f}x, {counts}"
-        )
+        runs = []
+        for _ in range(args.repeat):
+            hand, floor, lethe, counts = bench(args.rows, args.purge, side)
+            runs.append((hand, floor, lethe))
+            print(
+                f"{name}: {args.rows} rows, purge {args.purge}: by hand {hand:.2f} s, "
+                f"floor {floor:.2f} s ({floor / hand:.2f}x), lethe {lethe:.2f} s, "
+                f"ratio {lethe / hand:.2f}x, {counts}",
+                flush=True,
+            )
+        if args.repeat > 1:
+            hand, floor, lethe = (statistics.median(side) for side in zip(*runs))
+            ratios = statistics.median(run[2] / run[0] for run in runs)
+            print(
+                f"{name}: medians of {args.repeat}: by hand {hand:.2f} s, floor "
+                f"{floor:.2f} s, lethe {lethe:.2f} s, median ratio {ratios:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -487,8 +487,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         values = row[width:]
         return tuple(row[:width]), row_digest(values), values
 
-    def key_in(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
-        """Return a condition that ``column`` is one of ``values``, and its parameters."""
+    def key_in(self, table: TableInfo, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        """Return a condition that ``column`` of ``table`` is one of ``values``, and its parameters."""
         marks = ", ".join([self.placeholder] * len(values))
         return f"{self.quote(column)} IN ({marks})", values
 
@@ -1062,7 +1062,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             # statement (SQLite at 32,766) and rows_per_item has no ceiling.
             for first in range(0, len(keys), KEYS_PER_READ):
                 part = [key[0] for key in keys[first : first + KEYS_PER_READ]]
-                condition, params = self.key_in(table.key[0], part)
+                condition, params = self.key_in(table, table.key[0], part)
                 found.extend(self.query(base + condition + suffix, params))
             return found
         condition = " AND ".join(f"{self.quote(col)} = {self.placeholder}" for col in table.key)

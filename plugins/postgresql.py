@@ -437,11 +437,18 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         width = len(table.key)
         return tuple(row[:width]), row[width], row[width + 1 :]
 
-    def key_in(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+    def key_in(
+        self, table: _rows.TableInfo, column: str, values: list[Any]
+    ) -> tuple[str, list[Any]]:
         # One array parameter instead of thousands of placeholders to parse.
         if column == "ctid":
             return f"{self.quote(column)} = ANY(%s::tid[])", [values]
-        return f"{self.quote(column)} = ANY(%s)", [values]
+        kind = self._key_types.get(table.name, [None])[0]
+        if kind is None:
+            return f"{self.quote(column)} = ANY(%s)", [values]
+        # Binary, because psycopg runs a regular expression over every
+        # element of a text-format array.
+        return f"{self.quote(column)} = ANY(%b::{kind}[])", [values]
 
     # -- purge --------------------------------------------------------------
 

@@ -33,6 +33,12 @@ def fingerprint_digest(fingerprint: bytes) -> str:
     return hashlib.sha256(fingerprint).hexdigest()
 
 
+def fingerprint_digests(fingerprints: Iterable[bytes]) -> tuple[str, ...]:
+    """Return the :func:`fingerprint_digest` of each fingerprint, in order."""
+    sha256 = hashlib.sha256
+    return tuple([sha256(fingerprint).hexdigest() for fingerprint in fingerprints])
+
+
 def is_distinctive(window: bytes) -> bool:
     """Tell whether a window has enough variety to identify its source.
 
