@@ -413,6 +413,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._job_fingerprints: dict[str, tuple[bytes, ...]] = {}
         # The scanner of those fingerprints, built while compaction runs.
         self._prepared: concurrent.futures.Future[_PreparedScan] | None = None
+        # Hits by file of a scan started during compaction, see start_early_scan().
+        self._early: concurrent.futures.Future[dict[str, list[scan.Hit]]] | None = None
         # Fingerprints found by a scan, by digest, to explain hits by live rows.
         self._found_fingerprints: dict[str, bytes] = {}
         self._attributes: dict[str, dict[str, Any]] = {}
@@ -1332,6 +1334,48 @@ class RowStorePlugin(Plugin, abc.ABC):
         # The worker thread ends once the build is done.
         executor.shutdown(wait=False)
 
+    def start_early_scan(self, files: Sequence[str]) -> None:
+        """Start scanning ``files`` for the planned fingerprints in a thread.
+
+        An engine calls this during compaction for files that already hold
+        their final content, such as the new files of a rewritten table,
+        while later steps (statistics, checkpoint) still run on the server.
+        Verification reuses the hits of each file whose path is still among
+        the data files, and scans the others.
+        """
+        future = self._prepared
+        if future is None or not files or self._early is not None:
+            return
+        paths = list(files)
+
+        def run() -> dict[str, list[scan.Hit]]:
+            scanner = future.result().scanner
+            found: dict[str, list[scan.Hit]] = {}
+            for path in paths:
+                try:
+                    found[path] = list(scanner.scan_file(path))
+                except OSError:
+                    # Verification scans the file again and reports the error.
+                    continue
+            return found
+
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lethe-early-scan"
+        )
+        self._early = executor.submit(run)
+        executor.shutdown(wait=False)
+
+    def _take_early(self) -> dict[str, list[scan.Hit]]:
+        """Return the hits of the scan started during compaction, once, by file."""
+        future, self._early = self._early, None
+        if future is None:
+            return {}
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 - verification scans every file again
+            self.log.warning("early scan failed; scanning again", exc_info=True)
+            return {}
+
     def _take_prepared(self) -> _PreparedScan | None:
         """Return the scanner started by :meth:`_prepare_scanner`, once."""
         future, self._prepared = self._prepared, None
@@ -1349,8 +1393,11 @@ class RowStorePlugin(Plugin, abc.ABC):
         if not wanted:
             return
         prepared = self._take_prepared() or _PreparedScan(RowScanner(), {})
+        # The early scan shares the scanner, so it ends before any change.
+        early = self._take_early()
         scanner = prepared.scanner
         owners = set(prepared.fingerprints)
+        registered = len(scanner)
         for entry in wanted:
             key = entry.item.key
             # A prepared row is registered with the fingerprints its plan took.
@@ -1364,12 +1411,16 @@ class RowStorePlugin(Plugin, abc.ABC):
                 scanner.add_all(key, fingerprints)
                 owners.add(key)
         self._job_fingerprints = {}
+        if len(scanner) != registered:
+            # The early scan did not look for the fingerprints added since.
+            early = {}
         files, note = self._guarded("locate the data files", self.data_files)
         self._scan_note = note
         hits: dict[str, list[scan.Hit]] = {}
         for path in files:
             try:
-                for hit in scanner.scan_file(path):
+                found = early[path] if path in early else scanner.scan_file(path)
+                for hit in found:
                     hits.setdefault(hit.owner, []).append(hit)
             except FileNotFoundError:
                 continue

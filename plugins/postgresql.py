@@ -625,13 +625,25 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 cursor.executemany(f"DELETE FROM {name} WHERE {condition}", keys)
 
     def compaction_steps(self) -> Iterator[PurgeResult]:
+        rewritten = []
         for name in self._touched:
             quoted = self.quote_table(name)
-            yield self.step(
+            result = self.step(
                 f"vacuum-full:{name}",
                 lambda quoted=quoted: self._vacuum_full(quoted),
                 f"rewrote {name}, its TOAST table and its indexes into new files",
             )
+            rewritten.append(result.status == "purged")
+            yield result
+        if all(rewritten):
+            # VACUUM FULL writes the new files directly, not through shared
+            # buffers, so they hold their final rows now. The scan runs
+            # while the server refreshes statistics and checkpoints.
+            # NOTE: a checkpoint can still write hint bits into these files;
+            # those pages hold only rows that survived.
+            self._scan_rewritten_files()
+        for name in self._touched:
+            quoted = self.quote_table(name)
             yield self.step(
                 f"analyze:{name}",
                 lambda quoted=quoted: self.conn.execute(f"ANALYZE {quoted}") and None,
@@ -644,6 +656,15 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         )
         yield self.step("checkpoint", self._checkpoint, "flushed every changed page to disk")
         yield self.step("switch-wal", self._switch_wal, "closed the current WAL segment")
+
+    def _scan_rewritten_files(self) -> None:
+        """Start the early scan of the rewritten tables' files; verification covers a failure."""
+        try:
+            files = self._relation_files(statistics=False)
+        except Exception:  # noqa: BLE001 - the scan at verification reports errors
+            self.log.warning("could not locate the rewritten files", exc_info=True)
+            return
+        self.start_early_scan(files)
 
     def _vacuum_full(self, quoted: str) -> dict[str, Any]:
         """Rewrite a table, retrying while old snapshots keep deleted rows.
@@ -881,6 +902,17 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         directory = self._setting("data_directory")
         if not directory or not os.access(directory, os.R_OK | os.X_OK):
             return [], f"the data directory {directory} is not readable by this process"
+        return self._relation_files(statistics=True), None
+
+    def _relation_files(self, statistics: bool) -> list[str]:
+        """Return the files of the selected and touched tables, their TOAST and indexes.
+
+        With ``statistics``, the files of pg_statistic are included too. An
+        unreadable data directory gives no files.
+        """
+        directory = self._setting("data_directory") if self.privileges["read_settings"] else None
+        if not directory or not os.access(directory, os.R_OK | os.X_OK):
+            return []
         relations: list[Any] = []
         for name in [self.selection_table_name(), *self._touched]:
             oid = self._oids[self.table(name).name]
@@ -896,22 +928,23 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                     (oid, oid, oid, oid),
                 )
             )
-        relations.extend(
-            row[0]
-            for row in self.conn.execute(
-                "SELECT 'pg_catalog.pg_statistic'::regclass::oid UNION ALL "
-                "SELECT indexrelid FROM pg_index "
-                "WHERE indrelid = 'pg_catalog.pg_statistic'::regclass UNION ALL "
-                "SELECT reltoastrelid FROM pg_class "
-                "WHERE oid = 'pg_catalog.pg_statistic'::regclass AND reltoastrelid <> 0"
+        if statistics:
+            relations.extend(
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT 'pg_catalog.pg_statistic'::regclass::oid UNION ALL "
+                    "SELECT indexrelid FROM pg_index "
+                    "WHERE indrelid = 'pg_catalog.pg_statistic'::regclass UNION ALL "
+                    "SELECT reltoastrelid FROM pg_class "
+                    "WHERE oid = 'pg_catalog.pg_statistic'::regclass AND reltoastrelid <> 0"
+                )
             )
-        )
         files: list[str] = []
         for oid in dict.fromkeys(relations):
             relative = self.conn.execute("SELECT pg_relation_filepath(%s)", (oid,)).fetchone()[0]
             if relative:
                 files.extend(_segments(os.path.join(directory, relative)))
-        return files, None
+        return files
 
 
 def _keys_and_digests(entries: Sequence[PlannedItem]) -> tuple[list[Any], list[str]]:

@@ -409,3 +409,41 @@ def test_postgresql_partitioned_and_keyless_groups(pg_database: str, monkeypatch
         with psycopg.connect(pg_database, autocommit=True) as conn:
             left = conn.execute(f"SELECT MIN(id), COUNT(*) FROM {table}").fetchone()
         assert left == (2501, 500)
+
+
+def test_postgresql_rewritten_files_scanned_early(pg_database: str, tmp_path: Path, monkeypatch) -> None:
+    # The new files of a rewritten table are scanned while the statistics
+    # rewrite and the checkpoint run, and verification uses those hits. A
+    # planted copy of a purged value, found early and removed before
+    # verification, must still fail the check.
+    import psycopg
+
+    markers = {number: canary(f"person{number}") for number in range(1, 2101)}
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
+        with conn.cursor() as cursor:
+            cursor.executemany("INSERT INTO people VALUES (%s, %s)", list(markers.items()))
+    planted = tmp_path / "planted.bin"
+    planted.write_bytes(b"\0" * 100 + markers[5].encode() + b"\0" * 100)
+    relation_files = PostgreSQLPlugin._relation_files
+    switch_wal = PostgreSQLPlugin._switch_wal
+
+    def with_planted(self: PostgreSQLPlugin, statistics: bool) -> list[str]:
+        return [*relation_files(self, statistics), str(planted)]
+
+    def switch_then_remove(self: PostgreSQLPlugin) -> object:
+        result = switch_wal(self)
+        planted.unlink()
+        return result
+
+    monkeypatch.setattr(PostgreSQLPlugin, "_relation_files", with_planted)
+    monkeypatch.setattr(PostgreSQLPlugin, "_switch_wal", switch_then_remove)
+
+    run = run_plugin(
+        PostgreSQLPlugin, f"{pg_database}?table=people&where=id <= %s", {"params": [2000]}
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert not planted.exists()
+    failed = {evidence.key for evidence in run.unverified()}
+    assert failed == {"public.people:[1]..[1000]"}
