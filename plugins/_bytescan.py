@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy
 
@@ -97,30 +98,43 @@ def _pack(fingerprints: Sequence[bytes]) -> tuple[numpy.ndarray, numpy.ndarray, 
     return words, lengths, numpy.cumsum(lengths) - lengths
 
 
-def _sorted_products(keys: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Return the keys' products in order and, for each, the number of its key.
+class _SortedKeys(NamedTuple):
+    """Products of 8-byte keys in order, with the number of each product's key."""
 
-    The low bits of each product are replaced by the key's number, so one
-    plain sort orders the products and carries the permutation along, which
-    is about twice as fast as an argsort. Products are then compared in
-    their top bits only; keys that differ there alone are told apart when
-    the match is compared in full.
+    products: numpy.ndarray
+    order: numpy.ndarray
+    #: The product bits compared; the low bits held the sort's key numbers.
+    high: numpy.uint64
+
+
+def _sort_keys(keys: numpy.ndarray) -> _SortedKeys:
+    """Sort the keys' products, carrying each key's number in the low bits.
+
+    One plain sort then orders the products and the permutation together,
+    which is about twice as fast as an argsort. Products are compared in
+    their top bits only, and keys that differ there alone are told apart
+    when the match is compared in full.
     """
-    products = keys * _MULTIPLIER
-    low = numpy.uint64((1 << max(1, (len(keys) - 1).bit_length())) - 1)
-    packed = (products & ~low) | numpy.arange(len(keys), dtype=numpy.uint64)
+    bits = max(1, (len(keys) - 1).bit_length())
+    low = numpy.uint64((1 << bits) - 1)
+    packed = ((keys * _MULTIPLIER) & ~low) | numpy.arange(len(keys), dtype=numpy.uint64)
     packed.sort()
-    return packed & ~low, (packed & low).astype(numpy.intp)
+    return _SortedKeys(packed & ~low, (packed & low).astype(numpy.intp), ~low)
+
+
+def _run_counts(ordered: _SortedKeys) -> numpy.ndarray:
+    """Return, for each key of a sort, how many keys of the sort equal it."""
+    products = ordered.products
+    firsts = numpy.flatnonzero(numpy.r_[True, products[1:] != products[:-1]])
+    counts = numpy.diff(numpy.r_[firsts, len(products)])
+    result = numpy.empty(len(products), numpy.intp)
+    result[ordered.order] = numpy.repeat(counts, counts)
+    return result
 
 
 def _frequencies(keys: numpy.ndarray) -> numpy.ndarray:
     """Return, for each key, how many of ``keys`` equal it."""
-    ordered, order = _sorted_products(keys)
-    firsts = numpy.flatnonzero(numpy.r_[True, ordered[1:] != ordered[:-1]])
-    counts = numpy.diff(numpy.r_[firsts, len(ordered)])
-    result = numpy.empty(len(keys), numpy.intp)
-    result[order] = numpy.repeat(counts, counts)
-    return result
+    return _run_counts(_sort_keys(keys))
 
 
 def _rarest_offsets(
@@ -143,11 +157,12 @@ def _rarest_offsets(
 
 def _rarest_spans(
     words: numpy.ndarray, starts: numpy.ndarray, lengths: numpy.ndarray
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+) -> tuple[numpy.ndarray, numpy.ndarray, _SortedKeys | None]:
     """Choose for each long fingerprint the 15-byte span whose keys it shares least.
 
-    Returns the span starts and how many fingerprints share the span's most
-    shared key.
+    Returns the span starts, how many fingerprints share the span's most
+    shared key, and the sort of the chosen keys when every fingerprint kept
+    its middle (None otherwise), so the index need not sort them again.
 
     The middle comes first, because values of one column often share a
     prefix or a suffix ("user1", "@example.org"). Only fingerprints whose
@@ -157,25 +172,30 @@ def _rarest_spans(
     steps = numpy.arange(_KEY)
     middles = (lengths - _SPAN) // 2
     keys = words[(starts + middles)[:, None] + steps].ravel()
-    shared = _frequencies(keys).reshape(len(starts), _KEY).max(axis=1)
+    ordered = _sort_keys(keys)
+    shared = _run_counts(ordered).reshape(len(starts), _KEY).max(axis=1)
     redo = numpy.flatnonzero(shared > 1)
     if not len(redo):
-        return middles, shared
+        return middles, shared, ordered
     candidates = numpy.stack(
         [middles[redo], numpy.zeros_like(redo), lengths[redo] - _SPAN], axis=1
     )
-    at = (starts[redo][:, None, None] + candidates[:, :, None] + steps).reshape(-1)
+    weighed_keys = words[(starts[redo][:, None, None] + candidates[:, :, None] + steps).ravel()]
+    # Each weighed key is counted among the middles of the settled
+    # fingerprints and the keys weighed. One sort of them all is faster than
+    # a binary search per weighed key.
     settled = numpy.ones(len(starts), dtype=bool)
     settled[redo] = False
-    pool = numpy.concatenate([keys.reshape(len(starts), _KEY)[settled].ravel(), words[at]])
-    weighed = _frequencies(pool)[len(pool) - len(at) :].reshape(len(redo), 3, _KEY).max(axis=2)
+    pool = numpy.concatenate([keys.reshape(len(starts), _KEY)[settled].ravel(), weighed_keys])
+    weighed = _frequencies(pool)[len(pool) - len(weighed_keys) :]
+    weighed = weighed.reshape(len(redo), 3, _KEY).max(axis=2)
     best = numpy.argmin(weighed, axis=1)
     rows = numpy.arange(len(redo))
     bases = middles.copy()
     bases[redo] = candidates[rows, best]
     shared = shared.copy()
     shared[redo] = weighed[rows, best]
-    return bases, shared
+    return bases, shared, ordered if not best.any() else None
 
 
 class _KeyIndex:
@@ -186,14 +206,16 @@ class _KeyIndex:
         #: many others share; they belong in an index without ``spread``.
         self.crowded: list[bytes] = []
         words, lengths, starts = _pack(fingerprints)
+        ordered: _SortedKeys | None = None
         if spread:
-            bases, shared = _rarest_spans(words, starts, lengths)
+            bases, shared, ordered = _rarest_spans(words, starts, lengths)
             crowded = shared > _MAX_SHARED_SPAN
             if crowded.any():
                 self.crowded = [fp for fp, out in zip(fingerprints, crowded) if out]
                 fingerprints = [fp for fp, out in zip(fingerprints, crowded) if not out]
                 words, lengths, starts = _pack(fingerprints)
                 bases = bases[~crowded]
+                ordered = None
         self.fingerprints = fingerprints
         if not fingerprints:
             return
@@ -208,11 +230,12 @@ class _KeyIndex:
             keys = words[starts + offsets]
             owners = numpy.arange(count)
         # Equal keys may come in any order, because matches() takes them all.
-        self.products, order = _sorted_products(keys)
-        #: The product bits compared; the low bits held the sort's key numbers.
-        self.high = ~numpy.uint64((1 << max(1, (len(keys) - 1).bit_length())) - 1)
-        self.owners = owners[order]
-        self.offsets = offsets[order]
+        if ordered is None:
+            ordered = _sort_keys(keys)
+        self.products = ordered.products
+        self.high = ordered.high
+        self.owners = owners[ordered.order]
+        self.offsets = offsets[ordered.order]
         # First and last 8 bytes of each key's fingerprint, so most windows
         # that equal a key by chance fail in numpy rather than in Python.
         self.heads = words[starts][self.owners]
