@@ -112,8 +112,8 @@ def _sort_keys(keys: numpy.ndarray) -> _SortedKeys:
 
     One plain sort then orders the products and the permutation together,
     which is about twice as fast as an argsort. Products are compared in
-    their top bits only, and keys that differ there alone are told apart
-    when the match is compared in full.
+    their top bits only, and keys that differ only in the low bits are
+    distinguished when the match is compared in full.
     """
     bits = max(1, (len(keys) - 1).bit_length())
     low = numpy.uint64((1 << bits) - 1)
