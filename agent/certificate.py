@@ -261,12 +261,7 @@ def evidence_digest(journal: Journal, job_id: str) -> str:
 
 
 def _fingerprint_count(journal: Journal, job_id: str) -> int:
-    row = journal.query(
-        "SELECT COALESCE(SUM(json_array_length(fingerprints)), 0) AS n FROM items"
-        " WHERE job_id = ? AND state = 'verified'",
-        (job_id,),
-    )[0]
-    return row["n"]
+    return journal.fingerprint_count(job_id, "verified")
 
 
 # Signing and verification

@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,13 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (job_id, target, key)
 );
 CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state, id);
+CREATE TABLE IF NOT EXISTS item_fingerprints (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    target INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    digests TEXT NOT NULL,
+    PRIMARY KEY (job_id, target, key)
+);
 CREATE TABLE IF NOT EXISTS steps (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     target INTEGER NOT NULL,
@@ -535,29 +542,42 @@ class Journal:
 
     def add_items(self, job_id: str, rows: Iterable[ItemRow], page: int = PAGE) -> None:
         """Insert planned rows, committing every ``page`` rows."""
-        batch: list[tuple[Any, ...]] = []
-        stamp = now()
+        batch: list[ItemRow] = []
         for row in rows:
-            batch.append(self._item_values(job_id, row, stamp))
+            batch.append(row)
             if len(batch) >= page:
-                self._insert(batch)
+                self._insert(job_id, batch)
                 batch = []
-                stamp = now()
         if batch:
-            self._insert(batch)
+            self._insert(job_id, batch)
 
     def add_item(self, job_id: str, row: ItemRow) -> None:
-        self._insert([self._item_values(job_id, row, now())])
+        self._insert(job_id, [row])
 
-    def _insert(self, batch: list[tuple[Any, ...]]) -> None:
+    def _insert(self, job_id: str, batch: list[ItemRow]) -> None:
+        stamp = now()
+        # The fingerprint digests go to a table of their own, and the items'
+        # column keeps '[]'. SQLite rewrites a whole row on every UPDATE, and
+        # the digests are the largest part of a row group's item, whose state
+        # changes several times.
+        digests = [
+            (job_id, row.target, key_bytes(row.key), dumps(list(row.fingerprints)))
+            for row in batch
+            if row.fingerprints
+        ]
         try:
             with self._transaction():
                 self._db.executemany(
                     "INSERT INTO items (job_id, target, key, kind, size, label, identity,"
                     " attributes, classification, method, params, refusal, residual, state,"
                     " detail, fingerprints, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    batch,
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)",
+                    [self._item_values(job_id, row, stamp) for row in batch],
+                )
+                self._db.executemany(
+                    "INSERT INTO item_fingerprints (job_id, target, key, digests)"
+                    " VALUES (?, ?, ?, ?)",
+                    digests,
                 )
         except sqlite3.IntegrityError as error:
             raise JournalError(
@@ -582,7 +602,6 @@ class Journal:
             residual_to_json(row.residual),
             row.state,
             display_text(row.detail),
-            dumps(list(row.fingerprints)),
             stamp,
         )
 
@@ -687,7 +706,34 @@ class Journal:
         """
         names = ("*",) if fingerprints else _COLUMNS_BUT_FINGERPRINTS
         for row in self.columns(job_id, names, target, states, by_key):
-            yield _item_row(row)
+            yield self._with_digests(job_id, row) if fingerprints else _item_row(row)
+
+    def _with_digests(self, job_id: str, row: sqlite3.Row) -> ItemRow:
+        """Return the item of a full row, with the digests kept in their own table."""
+        item = _item_row(row)
+        found = self._db.execute(
+            "SELECT digests FROM item_fingerprints WHERE job_id = ? AND target = ? AND key = ?",
+            (job_id, row["target"], row["key"]),
+        ).fetchone()
+        if found is None:
+            return item
+        return replace(item, fingerprints=item.fingerprints + tuple(loads(found[0])))
+
+    def fingerprint_count(self, job_id: str, state: str) -> int:
+        """Count the fingerprint digests of a job's items in ``state``.
+
+        Journals written before the digests had a table of their own keep
+        them in the items' column, so both are counted.
+        """
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(json_array_length(i.fingerprints)"
+            " + COALESCE(json_array_length(f.digests), 0)), 0)"
+            " FROM items AS i LEFT JOIN item_fingerprints AS f"
+            " ON f.job_id = i.job_id AND f.target = i.target AND f.key = i.key"
+            " WHERE i.job_id = ? AND i.state = ?",
+            (job_id, state),
+        ).fetchone()
+        return int(row[0])
 
     def columns(
         self,
@@ -757,7 +803,7 @@ class Journal:
             "SELECT * FROM items WHERE job_id = ? AND target = ? AND key = ?",
             (job_id, target, key_bytes(key)),
         ).fetchone()
-        return _item_row(row) if row else None
+        return self._with_digests(job_id, row) if row else None
 
     def count_states(self, job_id: str) -> dict[str, int]:
         rows = self._db.execute(

@@ -18,6 +18,7 @@ from agent.journal import (
     display_text,
     dumps,
     info_to_json,
+    key_bytes,
     loads,
     residual_from_json,
     residual_to_json,
@@ -291,6 +292,32 @@ def test_row_written_and_read_back_unchanged(state_dir: Path) -> None:
     assert read.fingerprints == ("ab", "cd")
     assert read.refusal is None
     assert read.evidence is None
+
+
+def test_fingerprint_digests_own_table(state_dir: Path) -> None:
+    # New rows keep their digests out of the items' rows, which every state
+    # change rewrites. Rows of older journals keep them in the column, and
+    # both count.
+    journal = Journal.open(state_dir)
+    journal.create_job(JOB, dry_run=False, settings={}, config_digest=None)
+    journal.add_items(JOB, [ItemRow(0, "/data/new", "file", 1, fingerprints=("ab", "cd"))])
+    journal._db.execute(
+        "INSERT INTO items (job_id, target, key, kind, size, label, identity, attributes,"
+        " classification, params, residual, state, fingerprints, updated) VALUES"
+        " (?, 0, ?, 'file', 1, '', '{}', '{}', 'unclassified', '{}', '[]', 'planned',"
+        " '[\"ef\"]', 'then')",
+        (JOB, key_bytes("/data/old")),
+    )
+
+    stored = journal._db.execute(
+        "SELECT fingerprints FROM items WHERE key = ?", (key_bytes("/data/new"),)
+    ).fetchone()[0]
+
+    assert stored == "[]"
+    assert journal.get_item(JOB, 0, "/data/new").fingerprints == ("ab", "cd")
+    assert journal.get_item(JOB, 0, "/data/old").fingerprints == ("ef",)
+    assert [row.fingerprints for row in journal.items(JOB, fingerprints=False)] == [(), ()]
+    assert journal.fingerprint_count(JOB, "planned") == 3
 
 
 def test_stored_rows_read_back(state_dir: Path) -> None:
