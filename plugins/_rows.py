@@ -687,6 +687,9 @@ class RowStorePlugin(Plugin, abc.ABC):
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         from plugins import _rowmask
 
+        # Planning is over, so the scanner of its fingerprints can be built
+        # while the deletes and the compaction run in the engine.
+        self._prepare_scanner()
         groups = [entry for entry in batch if entry.item.kind == "rows"]
         if groups:
             yield from self._purge_groups(groups)
@@ -1319,9 +1322,10 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _prepare_scanner(self) -> None:
         """Start building the scanner of the planned rows' fingerprints.
 
-        The build runs in a thread while the compaction steps run in the
-        database engine, which releases the GIL. The data files are located
-        and read only at verification, after compaction.
+        The build runs in a thread while the deletes and the compaction
+        steps run in the database engine, which releases the GIL. The data
+        files are read only after compaction. Fingerprints planned after
+        the build started are added at verification.
         """
         if self._prepared is not None or not self._job_fingerprints:
             return
