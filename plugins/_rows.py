@@ -11,6 +11,7 @@ compaction steps of their engine.
 from __future__ import annotations
 
 import abc
+import bisect
 import concurrent.futures
 import contextlib
 import hashlib
@@ -64,6 +65,8 @@ DEFAULT_ROWS_PER_ITEM = 1000
 
 #: Keys read in one statement when rows are read back by key.
 KEYS_PER_READ = 10000
+#: Bytes of surviving rows scanned at once when hits are checked against them.
+LIVE_SCAN_BYTES = 1 << 20
 
 #: Words of a text value kept as separate fingerprints, because full-text
 #: indexes store each token on its own.
@@ -1470,23 +1473,28 @@ class RowStorePlugin(Plugin, abc.ABC):
         # supply the missing bytes ("person 2" followed by a header byte "4"
         # reads as "person 24").
         extended: dict[bytes, str] = {}
+        lengths: dict[str, int] = {}
         for fingerprint in fingerprints:
             scanner.add("live", fingerprint)
             digest = scan.fingerprint_digest(fingerprint)
+            lengths[digest] = len(fingerprint)
             for cut in (1, 2):
                 if len(fingerprint) - cut >= scan.MIN_TOKEN // 2:
                     extended[fingerprint[:-cut]] = digest
         found: set[str] = set()
+        rows = _LiveRows(scanner, lengths, found)
         for name in self.user_tables():
             table = self.table(name)
             columns = ", ".join(self.quote(col) for col in table.columns)
             for row in self.stream(f"SELECT {columns} FROM {self.quote_table(name)}"):
                 values = list(_row_bytes(row))
-                for hit in scanner.scan_chunks([b"\0".join(values)]):
-                    found.add(hit.digest)
+                rows.add(b"\0".join(values))
                 found.update(extended[value] for value in values if value in extended)
-                if found >= digests:
-                    return found
+                if rows.full():
+                    rows.scan()
+                    if found >= digests:
+                        return found
+        rows.scan()
         return found
 
     def _fingerprints_by_digest(self, digests: set[str]) -> list[bytes]:
@@ -1529,6 +1537,49 @@ class _PreparedScan:
             scanner.add_all(key, fingerprints)
         scanner.build()
         return cls(scanner, planned)
+
+
+class _LiveRows:
+    """Surviving rows' bytes, scanned many rows at a time for planned fingerprints.
+
+    One scan call per row cost about 0.4 ms, so 20,000 surviving rows took
+    8 s. Rows are joined into buffers of about ``LIVE_SCAN_BYTES``, and a
+    hit counts only when it lies wholly inside one row, as a scan of each
+    row alone would find it.
+    """
+
+    def __init__(
+        self, scanner: scan.FingerprintScanner, lengths: Mapping[str, int], found: set[str]
+    ) -> None:
+        self._scanner = scanner
+        self._lengths = lengths
+        self._found = found
+        self._parts: list[bytes] = []
+        self._ends: list[int] = []
+        self._size = 0
+
+    def add(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        self._ends.append(self._size)
+        # One separator byte keeps the offsets of consecutive rows apart.
+        self._size += 1
+
+    def full(self) -> bool:
+        return self._size >= LIVE_SCAN_BYTES
+
+    def scan(self) -> None:
+        """Scan the rows added since the last scan and add the digests found."""
+        if not self._parts:
+            return
+        ends = self._ends
+        for hit in self._scanner.scan_chunks([b"\0".join(self._parts)]):
+            row = bisect.bisect_right(ends, hit.offset)
+            start = ends[row - 1] + 1 if row else 0
+            inside = start <= hit.offset and hit.offset + self._lengths[hit.digest] <= ends[row]
+            if inside:
+                self._found.add(hit.digest)
+        self._parts, self._ends, self._size = [], [], 0
 
 
 def _row_bytes(row: Iterable[Any]) -> Iterator[bytes]:

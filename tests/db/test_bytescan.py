@@ -226,3 +226,25 @@ def test_widely_shared_keys_found_in_parts(tmp_path, monkeypatch):
     found = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
 
     assert found == [("300", 5000), ("7", 5074)]
+
+
+def test_live_rows_hits_inside_one_row():
+    # Surviving rows are scanned many at a time; a fingerprint found only
+    # across two rows, or across the separator, is not explained by either.
+    from plugins._rows import _LiveRows
+
+    inside = b"Customer 1234"
+    across = b"ABCDEFGH\0IJKLMNOP"
+    scanner = scan.FingerprintScanner()
+    scanner.add("live", inside)
+    scanner.add("live", across)
+    lengths = {scan.fingerprint_digest(fp): len(fp) for fp in (inside, across)}
+    found: set[str] = set()
+    rows = _LiveRows(scanner, lengths, found)
+    rows.add(b"Customer 12345")
+    rows.add(b"xxABCDEFGH")
+    rows.add(b"IJKLMNOPyy")
+    rows.scan()
+
+    assert scan.fingerprint_digest(inside) in found
+    assert scan.fingerprint_digest(across) not in found
