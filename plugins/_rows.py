@@ -1093,8 +1093,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         """Tell whether ``error`` is a write rejected inside :meth:`read_only`."""
         return False
 
-    def selection_read(self) -> None:
-        """Note that discovery has read the whole selection (a hook for engines)."""
+    def selection_starting(self) -> None:
+        """Note that discovery is about to read the selection (a hook for engines)."""
 
     def unchanged_since_selection(self) -> bool:
         """Tell whether no other connection has changed the database since discovery.
@@ -1108,8 +1108,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         """Stream the rows a selection statement returns, with writes rejected."""
         with self.read_only():
             try:
+                self.selection_starting()
                 yield from self.stream(sql, self.selection.params)
-                self.selection_read()
             except PluginError:
                 raise
             except Exception as error:  # noqa: BLE001 - translated below

@@ -60,7 +60,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
         self.build_secure_delete = 0
         self._fts5_secure_delete: dict[str, bool] = {}
         self._fts_cache: dict[str, str] | None = None
-        # PRAGMA data_version once discovery read the selection in this process.
+        # PRAGMA data_version as discovery started to read the selection.
         self._selection_version: int | None = None
 
     # -- connection ---------------------------------------------------------
@@ -281,7 +281,10 @@ class SQLitePlugin(_rows.RowStorePlugin):
     def is_read_only_error(self, error: Exception) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "readonly" in str(error)
 
-    def selection_read(self) -> None:
+    def selection_starting(self) -> None:
+        # Read before the statement starts: in WAL mode another connection
+        # can commit while the rows stream from an older snapshot, and a
+        # version read afterwards would already count that commit.
         self._selection_version = self._data_version()
 
     def unchanged_since_selection(self) -> bool:

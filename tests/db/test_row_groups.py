@@ -447,3 +447,38 @@ def test_postgresql_rewritten_files_scanned_early(pg_database: str, tmp_path: Pa
     assert not planted.exists()
     failed = {evidence.key for evidence in run.unverified()}
     assert failed == {"public.people:[1]..[1000]"}
+
+
+def test_sqlite_change_during_discovery_kept(tmp_path: Path) -> None:
+    # In WAL mode another connection can commit while discovery streams the
+    # rows from an older snapshot, and the purge must still notice it.
+    path = tmp_path / "app.db"
+    sqlite_people(path, 12)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+    target = Target(sqlite_url(path), {"params": [10], "rows_per_item": 4})
+    plugin = SQLitePlugin(target, JobContext(dry_run=False))
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        plugin.describe()
+        planned = []
+        for item in plugin.discover():
+            planned.append(PlannedItem(item, plugin.plan_item(item)))
+            if len(planned) == 1:
+                writer.execute("UPDATE people SET email = 'changed' WHERE id = 6")
+        results = [
+            result
+            for batch in plugin_batches(planned, plugin)
+            for result in plugin.purge(batch)
+        ]
+    finally:
+        plugin.close()
+        writer.close()
+
+    by_key = {result.key: result for result in results}
+    assert by_key["people:[5]..[8]"].status == "failed"
+    assert by_key["people:[1]..[4]"].status == "purged"
+    assert "Kept rows: people:[6]." in by_key["people:[5]..[8]"].detail
+    with sqlite3.connect(path) as conn:
+        changed = conn.execute("SELECT email FROM people WHERE id = 6").fetchone()
+    assert changed == ("changed",)
