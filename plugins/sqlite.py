@@ -32,7 +32,17 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 
 
 class _Changed(Exception):
-    """Rolls back a grouped delete that found the database changed since discovery."""
+    """Rolls back a grouped delete whose rows may not be the ones discovery read."""
+
+
+def _json_safe(value: Any) -> bool:
+    """Tell whether a key value reaches SQLite unchanged through json_each().
+
+    SQLite 3.40 cuts a JSON string at an escaped NUL character, so the key
+    "a\\u0000b" would delete the row with the key "a".
+    """
+    kind = type(value)
+    return kind is int or (kind is str and "\0" not in value)
 
 
 class SQLitePlugin(_rows.RowStorePlugin):
@@ -348,30 +358,39 @@ class SQLitePlugin(_rows.RowStorePlugin):
             with self.purge_transaction():
                 if not self.unchanged_since_selection():
                     raise _Changed
-                before = self.conn.total_changes
-                self._delete_keys(table, keys)
-                if self.conn.total_changes - before != len(keys):
+                if self._delete_keys(table, keys) != len(keys):
+                    # No other connection committed, so the keys do not
+                    # address the planned rows one to one. Every later
+                    # purge of this plugin reads the rows again.
+                    self._selection_version = None
                     raise _Changed
         except _Changed:
             return None
         return set(range(len(keys)))
 
-    def _delete_keys(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+    def _delete_keys(
+        self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]
+    ) -> int:
+        """Delete the rows at ``keys`` and return how many the statements deleted.
+
+        The count leaves out rows that triggers deleted.
+        """
         column = table.key[0]
-        if len(table.key) == 1 and all(type(key[0]) in (int, str) for key in keys):
+        if len(table.key) == 1 and all(_json_safe(key[0]) for key in keys):
             # One statement reads the keys from a JSON array, which is cheaper
             # than a statement per key.
-            self.conn.execute(
+            cursor = self.conn.execute(
                 f"DELETE FROM {self.quote(table.name)} WHERE {self.quote(column)} IN "
                 "(SELECT value FROM json_each(?))",
                 (json.dumps([key[0] for key in keys]),),
             )
-            return
+            return cursor.rowcount
         condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)
-        self.conn.executemany(
+        cursor = self.conn.executemany(
             f"DELETE FROM {self.quote(table.name)} WHERE {condition}",
             [tuple(key) for key in keys],
         )
+        return cursor.rowcount
 
     def _enable_fts5_secure_delete(self) -> None:
         """Turn on FTS5 secure-delete where the library supports it (3.42+).

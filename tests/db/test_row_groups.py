@@ -482,3 +482,73 @@ def test_sqlite_change_during_discovery_kept(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         changed = conn.execute("SELECT email FROM people WHERE id = 6").fetchone()
     assert changed == ("changed",)
+
+
+def test_sqlite_key_with_nul_character(tmp_path: Path) -> None:
+    # A JSON array of keys would carry "a\u0000b" to SQLite as "a".
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE people (code TEXT PRIMARY KEY NOT NULL, email TEXT, n INT)"
+        )
+        rows = [("a\0b", canary("selected"), 1), ("c", canary("selected"), 2)]
+        rows.append(("a", canary("kept"), 99))
+        conn.executemany("INSERT INTO people VALUES (?, ?, ?)", rows)
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=people&where=n < ?",
+        {"params": [10], "rows_per_item": 5},
+    )
+
+    assert run.statuses() == {'people:["a\\u0000b"]..["c"]': "purged"}
+    assert not run.unverified()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT code FROM people").fetchall() == [("a",)]
+
+
+def test_sqlite_trigger_keeps_grouped_delete(tmp_path: Path, monkeypatch) -> None:
+    # An audit trigger writes a row per delete, and the grouped delete
+    # counts only the rows its own statement deleted.
+    path = tmp_path / "app.db"
+    sqlite_people(path, 12)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE audit (person INTEGER, at TEXT)")
+        conn.execute(
+            "CREATE TRIGGER people_audit AFTER DELETE ON people "
+            "BEGIN INSERT INTO audit VALUES (old.id, 'now'); END"
+        )
+
+    def row_by_row(*_args: object) -> None:
+        pytest.fail("the grouped delete left rows to the row-by-row path")
+
+    monkeypatch.setattr(SQLitePlugin, "_purge_table", row_by_row)
+
+    run = run_plugin(SQLitePlugin, sqlite_url(path), {"params": [10], "rows_per_item": 4})
+
+    assert set(run.statuses().values()) == {"purged"}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 10
+
+
+def test_sqlite_row_a_trigger_deleted_already_gone(tmp_path: Path, monkeypatch) -> None:
+    # Deleting row 2 makes a trigger of the same connection delete row 6 of
+    # the next batch. That batch's rows are then read again, not assumed to
+    # be as discovery left them.
+    path = tmp_path / "app.db"
+    sqlite_people(path, 12)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TRIGGER people_pair AFTER DELETE ON people WHEN old.id = 2 "
+            "BEGIN DELETE FROM people WHERE id = 6; END"
+        )
+    monkeypatch.setattr(SQLitePlugin, "batch_size", 4)
+
+    run = run_plugin(SQLitePlugin, sqlite_url(path), {"params": [10], "rows_per_item": 4})
+
+    details = {result.key: result.detail for result in run.results}
+    assert details["people:[5]..[8]"] == (
+        "deleted 3 rows; 1 was already gone when the purge ran"
+    )
+    assert details["people:[1]..[4]"] == "deleted 4 rows"
+    assert not run.unverified()
