@@ -22,6 +22,7 @@ from plugins.base import JobContext, PurgeResult, Target, TargetInfo
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
+    NotSupported,
     PluginError,
     PurgeFailed,
     TargetNotFound,
@@ -219,12 +220,28 @@ class SQLitePlugin(_rows.RowStorePlugin):
         if implicit:
             # Tables created WITHOUT ROWID always have a primary key, so every
             # table without one has a rowid. VACUUM may renumber it.
-            key = ["rowid"]
+            key = [self._rowid_name(table, columns)]
         indexes = [
             row[1] for row in self.conn.execute(f"PRAGMA index_list({self.quote(table)})")
         ]
         return _rows.TableInfo(
             table, columns, key, indexes, self._foreign_keys_to(table, key), implicit
+        )
+
+    def _rowid_name(self, table: str, columns: list[str]) -> str:
+        """Return a name of the table's rowid that no column of the table takes.
+
+        A column named "rowid" hides the rowid under that name, and deleting
+        by it would delete every row sharing the column's value.
+        """
+        taken = {column.lower() for column in columns}
+        for name in ("rowid", "_rowid_", "oid"):
+            if name not in taken:
+                return name
+        raise NotSupported(
+            f"table {table} of {self.path} has no primary key, and its columns "
+            "rowid, _rowid_ and oid hide the rowid, so its rows cannot be "
+            "addressed one by one; add a primary key or rename one of those columns"
         )
 
     def _reject_internal(self, table: str) -> None:

@@ -17,6 +17,7 @@ from plugins.base import JobContext, PlannedItem, Target
 from plugins.errors import (
     AccessDenied,
     InvalidTarget,
+    NotSupported,
     TargetNotFound,
     TargetUnreachable,
 )
@@ -90,6 +91,47 @@ def test_sqlite_table_named_like_shadow(tmp_path):
     )
 
     assert run.statuses() == {"docs_archive:[1]": "purged"}
+
+
+@pytest.mark.parametrize("rows_per_item", [1, 2])
+def test_sqlite_column_named_rowid(tmp_path, rows_per_item):
+    # A column named rowid hides the rowid of a table without a primary
+    # key, so deleting by that column would take the unselected row too.
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (rowid INT, body TEXT, selected INT)")
+    conn.executemany(
+        "INSERT INTO notes VALUES (?, ?, ?)",
+        [(1, canary("first"), 1), (1, canary("kept"), 0), (2, canary("second"), 1)],
+    )
+    conn.commit()
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=notes&where=selected = 1",
+        {"rows_per_item": rows_per_item},
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT rowid, selected FROM notes").fetchall() == [(1, 0)]
+
+
+def test_sqlite_rowid_hidden_by_every_alias(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE notes (rowid INT, "_ROWID_" INT, oid INT, body TEXT)')
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(NotSupported, match="hide the rowid") as raised:
+        run_plugin(
+            SQLitePlugin, f"sqlite://{path}?table=notes&where=body = ?", {"params": ["x"]}
+        )
+
+    assert "add a primary key" in str(raised.value)
 
 
 def test_mysql_system_database_rejected():
