@@ -561,18 +561,27 @@ class RowStorePlugin(Plugin, abc.ABC):
             yield from self._discover_groups(table, sql, versioned=version is not None)
             return
         seen: set[str] = set()
+        null_keyed: list[tuple[tuple, str, Sequence[Any]]] = []
         # Without incoming foreign keys a row reaches no other row, so its
         # item is built directly instead of through a generator per row.
         direct = not table.referenced_by
         for row in self._read_selection(sql, table.name):
             if not direct:
+                split = self.split_row(table, row)
+                if None in split[0]:
+                    null_keyed.append(split)
+                    continue
                 yield from self._items_for(table, row, seen, via=None)
                 continue
             key, digest, values = self.split_row(table, row)
+            if None in key:
+                null_keyed.append((key, digest, values))
+                continue
             name = item_key(table.name, key)
             if name not in seen:
                 seen.add(name)
                 yield self._row_item(table, name, key, digest, values, None, None)
+        yield from self._null_key_items(table, null_keyed)
 
     def batch_weight(self, attributes: Mapping[str, Any]) -> int:
         return int(attributes.get("rows", 1))
@@ -601,16 +610,68 @@ class RowStorePlugin(Plugin, abc.ABC):
         order = ", ".join(self.quote(column) for column in table.key)
         group: list[tuple[tuple, str, Sequence[Any]]] = []
         versions: list[Any] = []
+        null_keyed: list[tuple[tuple, str, Sequence[Any]]] = []
         for row in self._read_selection(f"{sql} ORDER BY {order}", table.name):
+            version = None
             if versioned:
-                versions.append(row[-1])
+                version = row[-1]
                 row = row[:-1]
-            group.append(self.split_row(table, row))
+            split = self.split_row(table, row)
+            if None in split[0]:
+                null_keyed.append(split)
+                continue
+            group.append(split)
+            if versioned:
+                versions.append(version)
             if len(group) >= self._rows_per_item:
                 yield self._versioned(self._group_item(table, group), versions)
                 group, versions = [], []
         if group:
             yield self._versioned(self._group_item(table, group), versions)
+        yield from self._null_key_items(table, null_keyed)
+
+    def _null_key_items(
+        self, table: TableInfo, rows: Sequence[tuple[tuple, str, Sequence[Any]]]
+    ) -> Iterator[Item]:
+        """Yield a refused item for each key with NULL in it, standing for all its rows.
+
+        SQLite allows NULL in a primary key column that is not declared NOT
+        NULL, and several rows may share such a key. A delete or check by key
+        would reach none of them, so the purge would report them gone.
+        """
+        by_name: dict[str, list[tuple[tuple, str, Sequence[Any]]]] = {}
+        for row in rows:
+            by_name.setdefault(item_key(table.name, row[0]), []).append(row)
+        for name, members in by_name.items():
+            key = members[0][0]
+            empty = table.key[list(key).index(None)]
+            count = len(members)
+            verb = "has" if count == 1 else "have"
+            refusal = Refusal(
+                "not-supported",
+                f"{_count(count, 'selected row')} of {table.name} {verb} NULL in the "
+                f"primary key ({', '.join(table.key)}), so the purge cannot delete or "
+                "check them by key; give those rows keys, or exclude them by adding "
+                f"{empty} IS NOT NULL to the WHERE clause",
+            )
+            self._pending[name] = _Pending((), refusal)
+            shown = name[len(table.name) + 1 :]
+            yield Item(
+                key=name,
+                kind="row",
+                size=sum(row_facts(values)[1] for _key, _digest, values in members),
+                identity={
+                    "table": table.name,
+                    "key": list(key),
+                    "digests": sorted(digest for _key, digest, _values in members),
+                },
+                attributes={
+                    "table": table.name,
+                    "columns": table.columns,
+                    "rows": count,
+                },
+                label=f"{_count(count, 'row')} of {table.name} with key {shown}",
+            )
 
     def _versioned(self, item: Item, versions: list[Any]) -> Item:
         if versions:

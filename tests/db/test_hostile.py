@@ -134,6 +134,41 @@ def test_sqlite_rowid_hidden_by_every_alias(tmp_path):
     assert "add a primary key" in str(raised.value)
 
 
+@pytest.mark.parametrize("rows_per_item", [1, 2])
+def test_sqlite_null_primary_key_refused(tmp_path, rows_per_item):
+    # SQLite lets a TEXT PRIMARY KEY hold NULL, in any number of rows. Such
+    # rows cannot be deleted or checked by key, so they are refused.
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE people (code TEXT PRIMARY KEY, email TEXT, n INT)")
+    rows = [
+        (None if n % 3 == 0 else f"c{n}", canary(f"person{n}"), n) for n in range(1, 8)
+    ]
+    conn.executemany("INSERT INTO people VALUES (?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=people&where=n <= ?",
+        {"params": [6], "rows_per_item": rows_per_item},
+    )
+
+    [refused] = run.refused
+    assert refused.item.key == "people:[null]"
+    assert refused.item.label == "2 rows of people with key [null]"
+    assert refused.decision.refusal.reason == "not-supported"
+    assert "2 selected rows of people have NULL in the primary key (code)" in (
+        refused.decision.refusal.detail
+    )
+    assert "code IS NOT NULL" in refused.decision.refusal.detail
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    with sqlite3.connect(path) as check:
+        left = check.execute("SELECT code, n FROM people ORDER BY n").fetchall()
+    assert left == [(None, 3), (None, 6), ("c7", 7)]
+
+
 def test_mysql_system_database_rejected():
     with pytest.raises(InvalidTarget, match="belongs to the server"):
         run_plugin(
