@@ -467,8 +467,14 @@ class RowStorePlugin(Plugin, abc.ABC):
         """Run a read statement through a server-side cursor, yielding rows."""
 
     @abc.abstractmethod
-    def delete_rows(self, table: TableInfo, keys: Sequence[Sequence[Any]]) -> None:
-        """Delete rows by primary key in one committed transaction."""
+    def delete_rows(
+        self, table: TableInfo, keys: Sequence[Sequence[Any]]
+    ) -> int | None:
+        """Delete rows by primary key in one committed transaction.
+
+        Returns how many rows the statements deleted, not counting rows that
+        triggers deleted, or None when the engine does not count them.
+        """
 
     @abc.abstractmethod
     def engine_info(self) -> TargetInfo:
@@ -1241,14 +1247,16 @@ class RowStorePlugin(Plugin, abc.ABC):
                 to_delete.append(entry)
         if not to_delete:
             return
+        kept: set[str] = set()
         try:
             present = [
                 tuple(entry.item.identity["key"])
                 for entry in to_delete
                 if entry.item.key in current
             ]
-            if present:
-                self.delete_rows(table, present)
+            deleted = self.delete_rows(table, present) if present else None
+            if deleted is not None and deleted < len(present):
+                kept = self._keys_present(table, present)
         except Exception as error:  # noqa: BLE001 - translated below
             failure = self.translate(error, f"delete {len(present)} row(s) of {table.name}")
             if isinstance(failure, (TargetUnreachable, AccessDenied)):
@@ -1264,8 +1272,17 @@ class RowStorePlugin(Plugin, abc.ABC):
             return
         if table.name not in self._touched:
             self._touched.append(table.name)
-        self.log.info("rows deleted", table=table.name, rows=len(present))
+        self.log.info("rows deleted", table=table.name, rows=len(present) - len(kept))
         for entry in to_delete:
+            if entry.item.key in kept:
+                yield PurgeResult(
+                    entry.item.key,
+                    "failed",
+                    f"row {entry.item.key} is still present after its DELETE "
+                    "statement, which a trigger can skip (RAISE(IGNORE) in "
+                    "SQLite); it was not deleted",
+                )
+                continue
             self.context.progress(entry.item.size)
             detail = "deleted" if entry.item.key in current else "already gone when the purge ran"
             yield PurgeResult(
@@ -1276,6 +1293,15 @@ class RowStorePlugin(Plugin, abc.ABC):
                 method=Method.DELETE_AND_COMPACT,
                 facts=EMPTY_MAPPING,
             )
+
+    def _keys_present(
+        self, table: TableInfo, keys: Sequence[Sequence[Any]]
+    ) -> set[str]:
+        """Return the item keys of the rows at ``keys``, whatever their content."""
+        return {
+            item_key(table.name, self.split_row(table, row)[0])
+            for row in self._rows_by_key(table, keys)
+        }
 
     def _reread(
         self, table: TableInfo, entries: list[PlannedItem], keys: list[tuple]

@@ -347,19 +347,20 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 self.conn.execute("ROLLBACK")
             raise
 
-    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
+    def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> int:
         condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)
         sql = f"DELETE FROM {self.quote(table.name)} WHERE {condition}"
         # A savepoint undoes the rows deleted before a failing one, so the
         # batch is deleted whole or not at all.
         self.conn.execute("SAVEPOINT lethe_delete")
         try:
-            self.conn.executemany(sql, [tuple(key) for key in keys])
+            cursor = self.conn.executemany(sql, [tuple(key) for key in keys])
         except BaseException:
             self.conn.execute("ROLLBACK TO lethe_delete")
             self.conn.execute("RELEASE lethe_delete")
             raise
         self.conn.execute("RELEASE lethe_delete")
+        return cursor.rowcount
 
     def delete_group_rows(
         self,

@@ -169,6 +169,39 @@ def test_sqlite_null_primary_key_refused(tmp_path, rows_per_item):
     assert left == [(None, 3), (None, 6), ("c7", 7)]
 
 
+@pytest.mark.parametrize("rows_per_item", [1, 4])
+def test_sqlite_delete_skipped_by_trigger(tmp_path, rows_per_item):
+    # A soft-delete trigger turns each DELETE into an UPDATE. The rows stay,
+    # with a new digest that verification would take for a row gone.
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, deleted INT DEFAULT 0)"
+    )
+    conn.executemany(
+        "INSERT INTO people (id, email) VALUES (?, ?)",
+        [(number, canary(f"person{number}")) for number in range(1, 7)],
+    )
+    conn.execute(
+        "CREATE TRIGGER soft_delete BEFORE DELETE ON people BEGIN "
+        "UPDATE people SET deleted = 1 WHERE id = old.id; SELECT RAISE(IGNORE); END"
+    )
+    conn.commit()
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=people&where=id <= ?",
+        {"params": [4], "rows_per_item": rows_per_item},
+    )
+
+    assert set(run.statuses().values()) == {"failed"}
+    assert "still present after its DELETE statement" in run.results[0].detail
+    assert run.evidence == []
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 6
+
+
 def test_mysql_system_database_rejected():
     with pytest.raises(InvalidTarget, match="belongs to the server"):
         run_plugin(
