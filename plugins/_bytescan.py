@@ -365,9 +365,12 @@ class RowScanner:
     """Search files for fingerprints registered under owners (item keys)."""
 
     def __init__(self) -> None:
-        # A fingerprint's one owner, or a list when several rows share it,
-        # because a list for every fingerprint costs one more object each.
-        self._owners: dict[bytes, str | list[str]] = {}
+        # A fingerprint's one owner, or a dict of owners when several rows
+        # share it, because a container for every fingerprint costs one more
+        # object each. A dict keeps the order and checks membership in
+        # constant time, where a list made adding rows that share a value
+        # quadratic.
+        self._owners: dict[bytes, str | dict[str, None]] = {}
         self._indexes: list[tuple[_KeyIndex, range]] | None = None
         self._digests: dict[bytes, str] = {}
         self._longest = 0
@@ -383,9 +386,9 @@ class RowScanner:
                 self._indexes = None
             elif isinstance(owners, str):
                 if owners != owner:
-                    registered[fingerprint] = [owners, owner]
-            elif owner not in owners:
-                owners.append(owner)
+                    registered[fingerprint] = {owners: None, owner: None}
+            else:
+                owners[owner] = None
 
     def __len__(self) -> int:
         return len(self._owners)
@@ -434,11 +437,23 @@ class RowScanner:
                 continue
             yield from self._hits(fingerprint, position + start)
 
-    def _hits(self, fingerprint: bytes, offset: int) -> Iterator[scan.Hit]:
-        """Yield a hit at ``offset`` for each owner of ``fingerprint``."""
+    def digest(self, fingerprint: bytes) -> str:
+        """Return the digest of a registered fingerprint, as its hits carry it."""
         digest = self._digests.get(fingerprint)
         if digest is None:
             digest = self._digests[fingerprint] = scan.fingerprint_digest(fingerprint)
+        return digest
+
+    def owners(self, fingerprint: bytes) -> Sequence[str]:
+        """Return the owners a registered fingerprint was added for."""
+        owners = self._owners[fingerprint]
+        if isinstance(owners, str):
+            return (owners,)
+        return list(owners)
+
+    def _hits(self, fingerprint: bytes, offset: int) -> Iterator[scan.Hit]:
+        """Yield a hit at ``offset`` for each owner of ``fingerprint``."""
+        digest = self.digest(fingerprint)
         owners = self._owners[fingerprint]
         if isinstance(owners, str):
             yield scan.Hit(owners, digest, offset)
@@ -451,7 +466,17 @@ class RowScanner:
         yield from scan._scan_stream(chunks, [self])
 
     def scan_file(self, path: str | os.PathLike[str]) -> Iterator[scan.Hit]:
-        """Yield every hit in a file, each once, with its offset in the file.
+        """Yield every hit in a file, each once, with its offset in the file."""
+        for fingerprint, offset in self.find_in_file(path):
+            yield from self._hits(fingerprint, offset)
+
+    def find_in_file(
+        self, path: str | os.PathLike[str]
+    ) -> Iterator[tuple[bytes, int]]:
+        """Yield a (fingerprint, offset) pair per occurrence in a file, each once.
+
+        One occurrence of a fingerprint that many rows share is one tuple
+        here and one hit per row in :meth:`scan_file`.
 
         Chunks are searched by ``SCAN_THREADS`` threads, because numpy lets
         go of the interpreter lock for most of the search. Each chunk is
@@ -480,18 +505,22 @@ class RowScanner:
             ) as pool:
                 for found in pool.map(part, range(0, size, CHUNK)):
                     for offset, fingerprint in found:
-                        yield from self._hits(fingerprint, offset)
+                        yield fingerprint, offset
             # A file that grew since: the rest, with the last bytes scanned
             # carried so that a match across the old end is found once.
             keep = min(size, overlap)
             carry = os.pread(descriptor, keep, size - keep)
+            position = size - keep
             stream.seek(size)
-
-            def rest() -> Iterator[bytes]:
-                while chunk := stream.read(CHUNK):
-                    yield chunk
-
-            yield from scan._scan_stream(rest(), [self], carry, size - keep)
+            while chunk := stream.read(CHUNK):
+                buffer = carry + chunk
+                for start, fingerprint in self._search(buffer, indexes):
+                    # A match wholly inside the carried bytes was found before.
+                    if start + len(fingerprint) > len(carry):
+                        yield fingerprint, position + start
+                keep = min(len(buffer), overlap)
+                carry = buffer[len(buffer) - keep :] if keep else b""
+                position += len(buffer) - len(carry)
 
     @staticmethod
     def _search(

@@ -15,6 +15,7 @@ import bisect
 import concurrent.futures
 import contextlib
 import hashlib
+import heapq
 import json
 import re
 import types
@@ -407,7 +408,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         # Tables in the job's checkpoint, which outlives a crashed process.
         self._checkpointed: list[str] | None = None
         self._inherited: list[str] = []
-        self._scan_hits: dict[str, list[scan.Hit]] = {}
+        self._scan_residue: dict[str, list[_Residue]] = {}
         self._scan_note: str | None = None
         self._scanned: set[str] = set()
         self._scanned_files: list[str] = []
@@ -416,8 +417,11 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._job_fingerprints: dict[str, tuple[bytes, ...]] = {}
         # The scanner of those fingerprints, built while compaction runs.
         self._prepared: concurrent.futures.Future[_PreparedScan] | None = None
-        # Hits by file of a scan started during compaction, see start_early_scan().
-        self._early: concurrent.futures.Future[dict[str, list[scan.Hit]]] | None = None
+        # Fingerprints and offsets by file of a scan started during
+        # compaction, see start_early_scan().
+        self._early: (
+            concurrent.futures.Future[dict[str, list[tuple[bytes, int]]]] | None
+        ) = None
         # Fingerprints found by a scan, by digest, to explain hits by live rows.
         self._found_fingerprints: dict[str, bytes] = {}
         self._attributes: dict[str, dict[str, Any]] = {}
@@ -1434,20 +1438,20 @@ class RowStorePlugin(Plugin, abc.ABC):
         An engine calls this during compaction for files that already hold
         their final content, such as the new files of a rewritten table,
         while later steps (statistics, checkpoint) still run on the server.
-        Verification reuses the hits of each file whose path is still among
-        the data files, and scans the others.
+        Verification reuses the findings of each file whose path is still
+        among the data files, and scans the others.
         """
         future = self._prepared
         if future is None or not files or self._early is not None:
             return
         paths = list(files)
 
-        def run() -> dict[str, list[scan.Hit]]:
+        def run() -> dict[str, list[tuple[bytes, int]]]:
             scanner = future.result().scanner
-            found: dict[str, list[scan.Hit]] = {}
+            found: dict[str, list[tuple[bytes, int]]] = {}
             for path in paths:
                 try:
-                    found[path] = list(scanner.scan_file(path))
+                    found[path] = list(scanner.find_in_file(path))
                 except OSError:
                     # Verification scans the file again and reports the error.
                     continue
@@ -1459,8 +1463,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._early = executor.submit(run)
         executor.shutdown(wait=False)
 
-    def _take_early(self) -> dict[str, list[scan.Hit]]:
-        """Return the hits of the scan started during compaction, once, by file."""
+    def _take_early(self) -> dict[str, list[tuple[bytes, int]]]:
+        """Return the findings of the scan started during compaction, once, by file."""
         future, self._early = self._early, None
         if future is None:
             return {}
@@ -1510,24 +1514,39 @@ class RowStorePlugin(Plugin, abc.ABC):
             early = {}
         files, note = self._guarded("locate the data files", self.data_files)
         self._scan_note = note
-        hits: dict[str, list[scan.Hit]] = {}
+        # Offsets by fingerprint, not hits by row: a value that 20,000 planned
+        # rows share and surviving rows keep in 20,000 places would make
+        # 400 million hits.
+        found: dict[bytes, list[int]] = {}
         for path in files:
             try:
-                found = early[path] if path in early else scanner.scan_file(path)
-                for hit in found:
-                    hits.setdefault(hit.owner, []).append(hit)
+                occurrences = early.get(path)
+                if occurrences is None:
+                    occurrences = scanner.find_in_file(path)
+                for fingerprint, offset in occurrences:
+                    found.setdefault(fingerprint, []).append(offset)
             except FileNotFoundError:
                 continue
             except OSError as error:
                 self._scan_note = f"could not read {path}: {error.strerror}"
-        self._found_fingerprints.update(scanner.found_fingerprints())
-        self._explain_live(hits)
-        # Only rows with hits get an entry, because most rows have none.
+        digests = {fingerprint: scanner.digest(fingerprint) for fingerprint in found}
+        self._found_fingerprints.update(
+            (digest, fingerprint) for fingerprint, digest in digests.items()
+        )
+        live = self._explained_by_live_rows(set(digests.values()))
+        residue: dict[str, list[_Residue]] = {}
+        for fingerprint, offsets in found.items():
+            digest = digests[fingerprint]
+            if digest in live:
+                continue
+            for owner in scanner.owners(fingerprint):
+                residue.setdefault(owner, []).append(_Residue(digest, offsets))
+        # Only rows with residue get an entry, because most rows have none.
         for owner in owners:
-            if hits.get(owner):
-                self._scan_hits[owner] = hits[owner]
+            if owner in residue:
+                self._scan_residue[owner] = residue[owner]
             else:
-                self._scan_hits.pop(owner, None)
+                self._scan_residue.pop(owner, None)
         self._scanned |= owners
         self._scanned_files = files
         if files:
@@ -1538,19 +1557,15 @@ class RowStorePlugin(Plugin, abc.ABC):
         else:
             self._clean_scan = Check("byte-scan", True, f"not run: {self._scan_note}")
 
-    def _explain_live(self, hits: dict[str, list[scan.Hit]]) -> None:
-        """Drop hits whose bytes also belong to rows that still exist.
+    def _explained_by_live_rows(self, digests: set[str]) -> set[str]:
+        """Return the ``digests`` whose fingerprints also occur in rows that still exist.
 
         A value shared with a surviving row (a country, a city) is found in
         the files legitimately, so it is no evidence of residue.
         """
-        digests = {hit.digest for found in hits.values() for hit in found}
         if not digests:
-            return
-        live = self._guarded("read surviving rows", lambda: self._live_digests(digests))
-        for owner in list(hits):
-            kept = [hit for hit in hits[owner] if hit.digest not in live]
-            hits[owner] = kept
+            return set()
+        return self._guarded("read surviving rows", lambda: self._live_digests(digests))
 
     def _live_digests(self, digests: set[str]) -> set[str]:
         fingerprints = self._fingerprints_by_digest(digests)
@@ -1596,17 +1611,27 @@ class RowStorePlugin(Plugin, abc.ABC):
             return _NO_FINGERPRINTS
         if entry.item.key not in self._scanned:
             return Check("byte-scan", True, f"not run: {self._scan_note}")
-        found = self._scan_hits.get(entry.item.key)
+        found = self._scan_residue.get(entry.item.key)
         if found and self._scanned_files:
-            offsets = ", ".join(str(hit.offset) for hit in found[:5])
+            count = sum(len(residue.offsets) for residue in found)
+            places = (offset for residue in found for offset in residue.offsets)
+            offsets = ", ".join(str(offset) for offset in heapq.nsmallest(5, places))
             return Check(
                 "byte-scan",
                 False,
-                f"{len(found)} fingerprint(s) of the row remain in the data files "
+                f"{count} fingerprint(s) of the row remain in the data files "
                 f"(offsets {offsets})",
             )
         # The outcome of the last scan, shared by every clean row.
         return self._clean_scan
+
+
+class _Residue(NamedTuple):
+    """A fingerprint of a row that the byte scan found, and where."""
+
+    digest: str
+    #: Offsets in the data files, shared by every row with this fingerprint.
+    offsets: list[int]
 
 
 @dataclass(frozen=True)

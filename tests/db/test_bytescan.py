@@ -248,3 +248,71 @@ def test_live_rows_hits_inside_one_row():
 
     assert scan.fingerprint_digest(inside) in found
     assert scan.fingerprint_digest(across) not in found
+
+
+def test_shared_live_value_one_record_per_place(tmp_path, monkeypatch):
+    # 1500 planned rows and 1500 surviving ones share a country, which the
+    # file contains in 1500 places. A hit per planned row and place would
+    # make 2.25 million hits.
+    import sqlite3
+
+    from plugins.sqlite import SQLitePlugin
+    from tests.helpers.driver import run_plugin
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, country TEXT)"
+        )
+        conn.executemany(
+            "INSERT INTO people VALUES (?, ?, 'United Kingdom of Great Britain')",
+            [(number, f"person{number}@example.org") for number in range(1, 3001)],
+        )
+    made = []
+    real_hit = scan.Hit
+
+    def counted_hit(*args):
+        made.append(args)
+        return real_hit(*args)
+
+    monkeypatch.setattr(scan, "Hit", counted_hit)
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=people&where=id <= ?",
+        {"params": [1500], "rows_per_item": 1},
+    )
+
+    assert len(run.planned) == 1500
+    assert not run.unverified()
+    # Hits owned by planned rows, not those of the surviving rows' check.
+    row_hits = [args for args in made if args[0] != "live"]
+    assert len(row_hits) < 1500
+
+
+def test_empty_shrunk_and_chunk_sized_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(_bytescan, "CHUNK", 4096)
+    value = f"user.{secrets.token_hex(8)}@example.org".encode()
+    scanner = _bytescan.RowScanner()
+    scanner.add_all("row", [value])
+    data = bytearray(os.urandom(4096))
+    data[4096 - len(value) :] = value
+    exact = tmp_path / "exact.bin"
+    exact.write_bytes(bytes(data))
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+
+    assert list(scanner.find_in_file(exact)) == [(value, 4096 - len(value))]
+    assert list(scanner.find_in_file(empty)) == []
+
+    real_fstat = os.fstat
+
+    def measured_late(descriptor):
+        # The size as it was before the file lost its last 1000 bytes.
+        result = real_fstat(descriptor)
+        return os.stat_result((*result[:6], result.st_size + 1000, *result[7:]))
+
+    monkeypatch.setattr(_bytescan.os, "fstat", measured_late)
+
+    assert list(scanner.find_in_file(exact)) == [(value, 4096 - len(value))]
+    assert list(scanner.find_in_file(empty)) == []
