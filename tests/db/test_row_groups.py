@@ -93,23 +93,31 @@ def test_invalid_rows_per_item(tmp_path: Path, value: str) -> None:
         run_plugin(SQLitePlugin, sqlite_url(path), {"params": [2], "rows_per_item": value})
 
 
-def test_changed_row_fails_its_group(tmp_path: Path) -> None:
-    path = tmp_path / "app.db"
-    markers = sqlite_people(path, 12)
-    target = Target(sqlite_url(path), {"params": [10], "rows_per_item": 4})
-    plugin = SQLitePlugin(target, JobContext(dry_run=False))
+def purge_after_change(plugin, change) -> list:
+    """Plan every item with ``plugin``, call ``change``, then purge in batches."""
     try:
         plugin.describe()
         planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE people SET email = 'changed' WHERE id = 6")
-        results = [
+        change()
+        return [
             result
             for batch in plugin_batches(planned, plugin)
             for result in plugin.purge(batch)
         ]
     finally:
         plugin.close()
+
+
+def test_changed_row_fails_its_group(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    markers = sqlite_people(path, 12)
+    target = Target(sqlite_url(path), {"params": [10], "rows_per_item": 4})
+
+    def change() -> None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE people SET email = 'changed' WHERE id = 6")
+
+    results = purge_after_change(SQLitePlugin(target, JobContext(dry_run=False)), change)
 
     statuses = {result.key: result.status for result in results}
     assert statuses == {
@@ -322,20 +330,13 @@ def test_postgresql_changed_row_fails_only_its_group(pg_database: str) -> None:
     target = Target(
         f"{pg_database}?table=people&where=id <= %s", {"params": [10], "rows_per_item": 4}
     )
-    plugin = PostgreSQLPlugin(target, JobContext(dry_run=False))
-    try:
-        plugin.describe()
-        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+
+    def change() -> None:
         with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute("UPDATE people SET email = 'changed' WHERE id = 6")
             conn.execute("DELETE FROM people WHERE id = 9")
-        results = [
-            result
-            for batch in plugin_batches(planned, plugin)
-            for result in plugin.purge(batch)
-        ]
-    finally:
-        plugin.close()
+
+    results = purge_after_change(PostgreSQLPlugin(target, JobContext(dry_run=False)), change)
 
     by_key = {result.key: result for result in results}
     assert by_key["public.people:[1]..[4]"].detail == "deleted 4 rows"
@@ -565,20 +566,13 @@ def test_postgresql_keyless_groups_after_vacuum_full(pg_database: str) -> None:
         conn.execute("CREATE TABLE notes (n int, body text)")
         conn.execute("INSERT INTO notes SELECT i, 'note' || i FROM generate_series(1, 3000) i")
     target = Target(f"{pg_database}?table=notes&where=n <= %s", {"params": [2000]})
-    plugin = PostgreSQLPlugin(target, JobContext(dry_run=False))
-    try:
-        plugin.describe()
-        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+
+    def change() -> None:
         with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute("DELETE FROM notes WHERE n <= 500")
             conn.execute("VACUUM FULL notes")
-        results = [
-            result
-            for batch in plugin_batches(planned, plugin)
-            for result in plugin.purge(batch)
-        ]
-    finally:
-        plugin.close()
+
+    results = purge_after_change(PostgreSQLPlugin(target, JobContext(dry_run=False)), change)
 
     assert {result.status for result in results} == {"failed"}
     with psycopg.connect(pg_database, autocommit=True) as conn:
