@@ -31,8 +31,8 @@ def test_hits_match_reference_scanner(tmp_path, monkeypatch):
     assert found == sorted([("3", 0), ("150", 4090), ("299", len(data) - len(fingerprints[299]))])
 
 
-def test_bytes_written_after_the_size_was_read(tmp_path, monkeypatch):
-    # Chunks are searched in parallel up to the size measured first; what a
+def test_scan_reads_appended_bytes(tmp_path, monkeypatch):
+    # Chunks are searched in parallel up to the size measured first. What a
     # server appended since is read after, and a match across the old end is
     # found once.
     monkeypatch.setattr(_bytescan, "CHUNK", 4096)
