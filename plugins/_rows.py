@@ -1279,13 +1279,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         self.log.info("rows deleted", table=table.name, rows=len(present) - len(kept))
         for entry in to_delete:
             if entry.item.key in kept:
-                yield PurgeResult(
-                    entry.item.key,
-                    "failed",
-                    f"row {entry.item.key} is still present after its DELETE "
-                    "statement, which a trigger can skip (RAISE(IGNORE) in "
-                    "SQLite); it was not deleted",
-                )
+                yield PurgeResult(entry.item.key, "failed", skipped_delete_reason(entry.item.key))
                 continue
             self.context.progress(entry.item.size)
             detail = "deleted" if entry.item.key in current else "already gone when the purge ran"
@@ -1794,6 +1788,16 @@ def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeRes
         f"{total - len(kept_keys)} were deleted. First reason: {as_sentence(failed[0].detail)} "
         f"Kept rows: {_key_list(kept_keys)}. Plan "
         "again to select the rows still present.",
+    )
+
+
+def skipped_delete_reason(key: str) -> str:
+    """Return the failure reason of a row that its DELETE statement left unchanged."""
+    return (
+        f"row {key} is still present after its DELETE statement, which a "
+        "trigger can skip (RAISE(IGNORE) in SQLite, a BEFORE DELETE trigger "
+        "returning NULL in PostgreSQL); it was not deleted. Disable that "
+        "trigger for the purge, then run the purge again"
     )
 
 

@@ -583,16 +583,23 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
             return {}
         source, params = self._key_arrays(table, *_keys_and_digests(entries))
         rows = self.conn.execute(
-            f"SELECT p.n FROM {source} JOIN {self.quote_table(table.name)} AS x "
+            f"SELECT p.n, {self._digest_sql(table, 'x')} = p.d "
+            f"FROM {source} JOIN {self.quote_table(table.name)} AS x "
             f"ON {self._key_match(table)}",
             [*params, params[0]],
         ).fetchall()
-        found = {entries[row[0] - 1].item.key for row in rows}
-        reasons = {
-            key: f"row {key} changed since planning; it was not deleted, plan again "
-            "to include its new values"
-            for key in found
-        }
+        found = {entries[number - 1].item.key for number, _ in rows}
+        reasons = {}
+        for number, unchanged in rows:
+            key = entries[number - 1].item.key
+            # The DELETE matched this row by key and digest, so a row still
+            # there as planned is one a trigger kept, not a changed row.
+            reasons[key] = (
+                _rows.skipped_delete_reason(key)
+                if unchanged
+                else f"row {key} changed since planning; it was not deleted, plan "
+                "again to include its new values"
+            )
         if table.key != ["ctid"]:
             return reasons
         empty = [entry for entry in entries if entry.item.key not in found]

@@ -197,9 +197,43 @@ def test_sqlite_delete_skipped_by_trigger(tmp_path, rows_per_item):
 
     assert set(run.statuses().values()) == {"failed"}
     assert "still present after its DELETE statement" in run.results[0].detail
+    assert "Disable that trigger for the purge" in run.results[0].detail
     assert run.evidence == []
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 6
+
+
+@pytest.mark.parametrize("rows_per_item", [1, 4])
+def test_postgresql_delete_skipped_by_trigger(pg_database, rows_per_item):
+    # A BEFORE DELETE trigger that returns NULL skips the delete and leaves
+    # the row as planned, so the row is kept by a trigger, not changed.
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people SELECT i, 'person' || i FROM generate_series(1, 6) i")
+        conn.execute(
+            "CREATE FUNCTION keep_two() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF old.id = 2 THEN RETURN NULL; END IF; RETURN old; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER keep_two BEFORE DELETE ON people "
+            "FOR EACH ROW EXECUTE FUNCTION keep_two()"
+        )
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        f"{pg_database}?table=people&where=id <= %s",
+        {"params": [4], "rows_per_item": rows_per_item},
+    )
+
+    failed = [result for result in run.results if result.status == "failed"]
+    assert len(failed) == 1
+    assert "public.people:[2] is still present after its DELETE statement" in (
+        failed[0].detail
+    )
+    assert "changed since planning" not in failed[0].detail
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        left = [row[0] for row in conn.execute("SELECT id FROM people ORDER BY id")]
+    assert left == [2, 5, 6]
 
 
 def test_mysql_system_database_rejected():
