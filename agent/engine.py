@@ -859,6 +859,12 @@ class Engine:
             if disagreements
             else []
         )
+        if counts.get("failed"):
+            messages.append(
+                f"{plural(counts['failed'], 'item')} failed during the purge and "
+                "cannot be rechecked, so the job stays failed; run the purge again "
+                "to destroy what they left"
+            )
         issued = Path(job.certificate) if job.certificate else None
         return JobOutcome(
             job_id,

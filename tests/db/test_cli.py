@@ -80,3 +80,38 @@ def test_cli_mysql_purge(tmp_path, mysql_database):
         cursor.execute("SELECT COUNT(*) FROM accounts")
         assert cursor.fetchone()[0] == 1
     assert certificates(tmp_path)
+
+
+def test_cli_verify_names_failed_items(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.executemany(
+        "INSERT INTO accounts VALUES (?, ?)", [(1, canary()), (2, canary()), (3, canary())]
+    )
+    conn.execute(
+        "CREATE TRIGGER keep_two BEFORE DELETE ON accounts WHEN old.id = 2 "
+        "BEGIN SELECT RAISE(IGNORE); END"
+    )
+    conn.commit()
+    conn.close()
+    purged = lethe(tmp_path, f"sqlite://{path}", {"table": "accounts", "where": "id <= ?", "params": [2]})
+    assert purged.returncode == 2, purged.stderr[-2000:]
+    job = next(line for line in purged.stdout.splitlines() if line.startswith("job: "))[5:]
+    environment = dict(os.environ, LETHE_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO))
+
+    verified = subprocess.run(
+        [str(LETHE), "verify", job],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+
+    # The exit code is 2 although the one destroyed row is still gone, and
+    # the output says why.
+    assert verified.returncode == 2
+    assert "1 still gone, 0 came back" in verified.stdout
+    assert "1 item failed during the purge" in verified.stdout
