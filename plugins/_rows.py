@@ -1781,13 +1781,16 @@ def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeRes
             f"none of the {total} rows was deleted: {failed[0].detail}",
         )
     kept_keys = [result.key for result in failed]
+    deleted = total - len(kept_keys)
+    reason = as_sentence(failed[0].detail)
+    # Most reasons already say to plan again; the advice is given once.
+    advice = "" if "plan again" in reason.lower() else " Plan again to select the rows still present."
     return PurgeResult(
         group.item.key,
         "failed",
-        f"{len(kept_keys)} of {total} rows were kept and the other "
-        f"{total - len(kept_keys)} were deleted. First reason: {as_sentence(failed[0].detail)} "
-        f"Kept rows: {_key_list(kept_keys)}. Plan "
-        "again to select the rows still present.",
+        f"{len(kept_keys)} of {total} rows were kept and the other {deleted} "
+        f"{'was' if deleted == 1 else 'were'} deleted. First reason: {reason} "
+        f"Kept rows: {_key_list(kept_keys)}.{advice}",
     )
 
 

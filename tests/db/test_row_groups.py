@@ -128,6 +128,7 @@ def test_changed_row_fails_its_group(tmp_path: Path) -> None:
     detail = results[1].detail
     assert "1 of 4 rows were kept and the other 3 were deleted" in detail
     assert "Kept rows: people:[6]." in detail
+    assert detail.lower().count("plan again") == 1
     assert markers[5] not in detail
     with sqlite3.connect(path) as conn:
         left = [row[0] for row in conn.execute("SELECT id FROM people ORDER BY id")]
