@@ -190,8 +190,10 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
     method = f"independent rescan after purge: {ran}"
     skipped = [c for c in checks if c["not_run"]]
     if skipped:
+        reasons = _not_run_reasons(journal, job_id)
         parts = ", ".join(
             f"{c['check']} for {c['not_run']} of {plural(c['items'], 'item')}"
+            + (f" ({reasons[c['check']]})" if c["check"] in reasons else "")
             for c in skipped
         )
         method += f"; not run: {parts}"
@@ -200,6 +202,31 @@ def _verification(journal: Journal, job_id: str) -> dict[str, Any]:
         "result": "failed" if failed else "passed",
         "checks": checks,
     }
+
+
+def _not_run_reasons(journal: Journal, job_id: str) -> dict[str, str]:
+    """Map each check that did not run for some items to its most common reason.
+
+    A reader of the certificate must tell a check skipped for lack of
+    evidence (a resumed job) from one with nothing to do (a row of numbers
+    only, which gives no fingerprints).
+    """
+    rows = journal.query(
+        "SELECT json_extract(checks.value, '$.name') AS name,"
+        " json_extract(checks.value, '$.detail') AS detail, COUNT(*) AS n"
+        " FROM items, json_each(items.evidence, '$.checks') AS checks"
+        " WHERE items.job_id = ? AND items.evidence IS NOT NULL"
+        " AND json_extract(checks.value, '$.passed')"
+        " AND json_extract(checks.value, '$.detail') LIKE 'not run:%'"
+        " GROUP BY name, detail ORDER BY name, n DESC, detail",
+        (job_id,),
+    )
+    reasons: dict[str, str] = {}
+    for row in rows:
+        reason = row["detail"][len("not run:") :].strip()
+        if row["name"] not in reasons and reason:
+            reasons[row["name"]] = f"{reason}: {plural(row['n'], 'item')}"
+    return reasons
 
 
 def _bytes(journal: Journal, job_id: str, state: str) -> int:

@@ -115,3 +115,24 @@ def test_cli_verify_names_failed_items(tmp_path):
     assert verified.returncode == 2
     assert "1 still gone, 0 came back" in verified.stdout
     assert "1 item failed during the purge" in verified.stdout
+
+
+def test_certificate_says_why_scan_not_run(tmp_path):
+    # Rows of numbers only give no fingerprints, so the byte scan has nothing
+    # to look for; the certificate says so instead of a bare "not run".
+    import json
+
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE lines (id INTEGER PRIMARY KEY, quantity INTEGER, price REAL)")
+    conn.executemany("INSERT INTO lines VALUES (?, ?, ?)", [(n, n, 0.99) for n in range(1, 6)])
+    conn.commit()
+    conn.close()
+
+    result = lethe(tmp_path, f"sqlite://{path}", {"table": "lines", "where": "id <= ?", "params": [3]})
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(next((tmp_path / "state").rglob("certificates/*.json")).read_text())
+    method = document["verification"]["method"]
+    assert "not run: byte-scan for 3 of 3 items" in method
+    assert "(no fingerprints were taken for this row: 3 items)" in method
