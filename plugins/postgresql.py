@@ -563,7 +563,7 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
     ) -> set[int]:
         """Delete the rows still at their key with their digest; return their positions.
 
-        With ``by_version``, ``digests`` holds the rows' xmin values instead.
+        With ``by_version``, ``digests`` contains the rows' xmin values instead.
         """
         source, params = self._key_arrays(table, keys, digests)
         current = "x.xmin::text" if by_version else self._digest_sql(table, "x")

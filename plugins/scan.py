@@ -231,7 +231,7 @@ def _scan_stream(
 
     The tail of each chunk is carried into the next, so a fingerprint that
     straddles a chunk boundary is still found, and found once. ``carry``
-    holds bytes already scanned that come before the first chunk, and
+    contains bytes already scanned that come before the first chunk, and
     ``position`` is their offset.
     """
     if not engines:

@@ -234,9 +234,9 @@ class SQLitePlugin(_rows.RowStorePlugin):
         A column named "rowid" hides the rowid under that name, and deleting
         by it would delete every row sharing the column's value.
         """
-        taken = {column.lower() for column in columns}
+        used = {column.lower() for column in columns}
         for name in ("rowid", "_rowid_", "oid"):
-            if name not in taken:
+            if name not in used:
                 return name
         raise NotSupported(
             f"table {table} of {self.path} has no primary key, and its columns "
@@ -403,12 +403,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 (json.dumps([key[0] for key in keys]),),
             )
             return cursor.rowcount
-        condition = " AND ".join(f"{self.quote(col)} = ?" for col in table.key)
-        cursor = self.conn.executemany(
-            f"DELETE FROM {self.quote(table.name)} WHERE {condition}",
-            [tuple(key) for key in keys],
-        )
-        return cursor.rowcount
+        return self.delete_rows(table, keys)
 
     def _enable_fts5_secure_delete(self) -> None:
         """Turn on FTS5 secure-delete where the library supports it (3.42+).

@@ -268,11 +268,11 @@ def test_shared_live_value_one_record_per_place(tmp_path, monkeypatch):
             "INSERT INTO people VALUES (?, ?, 'United Kingdom of Great Britain')",
             [(number, f"person{number}@example.org") for number in range(1, 3001)],
         )
-    made = []
+    hits_built = []
     real_hit = scan.Hit
 
     def counted_hit(*args):
-        made.append(args)
+        hits_built.append(args)
         return real_hit(*args)
 
     monkeypatch.setattr(scan, "Hit", counted_hit)
@@ -286,7 +286,7 @@ def test_shared_live_value_one_record_per_place(tmp_path, monkeypatch):
     assert len(run.planned) == 1500
     assert not run.unverified()
     # Hits owned by planned rows, not those of the surviving rows' check.
-    row_hits = [args for args in made if args[0] != "live"]
+    row_hits = [args for args in hits_built if args[0] != "live"]
     assert len(row_hits) < 1500
 
 

@@ -12,6 +12,7 @@ import psycopg
 import yaml
 
 from tests.db.conftest import canary, files_contain, mysql_admin, sqlite_files
+from tests.helpers.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 LETHE = Path(sys.executable).with_name("lethe")
@@ -98,28 +99,19 @@ def test_cli_verify_names_failed_items(tmp_path):
     purged = lethe(tmp_path, f"sqlite://{path}", {"table": "accounts", "where": "id <= ?", "params": [2]})
     assert purged.returncode == 2, purged.stderr[-2000:]
     job = next(line for line in purged.stdout.splitlines() if line.startswith("job: "))[5:]
-    environment = dict(os.environ, LETHE_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO))
 
-    verified = subprocess.run(
-        [str(LETHE), "verify", job],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        cwd=REPO,
-        check=False,
-    )
+    verified = run_cli(tmp_path / "state", "verify", job)
 
     # The exit code is 2 although the one destroyed row is still gone, and
-    # the output says why.
+    # the output gives the reason.
     assert verified.returncode == 2
     assert "1 still gone, 0 came back" in verified.stdout
     assert "1 item failed during the purge" in verified.stdout
 
 
-def test_certificate_says_why_scan_not_run(tmp_path):
+def test_certificate_gives_not_run_reason(tmp_path):
     # Rows of numbers only give no fingerprints, so the byte scan has nothing
-    # to look for; the certificate says so instead of a bare "not run".
+    # to look for. The certificate gives that reason instead of a bare "not run".
     import json
 
     path = tmp_path / "app.db"
