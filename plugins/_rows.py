@@ -18,6 +18,7 @@ import hashlib
 import heapq
 import json
 import re
+import threading
 import types
 import urllib.parse
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
@@ -75,6 +76,9 @@ MAX_WORDS_PER_VALUE = 16
 #: Text values longer than this are fingerprinted by windows, because engines
 #: split long values into chunks (TOAST, overflow pages).
 MAX_WHOLE_VALUE = 256
+#: Bytes of a row's values up to which planning keeps the values and leaves
+#: the fingerprints to the scanner's build; larger rows give them at once.
+MAX_KEPT_ROW = 4096
 
 #: Checkpoint key of the tables a job deletes or masks rows in. Item keys
 #: always contain a colon, so no item record uses it.
@@ -270,11 +274,13 @@ def row_digest(values: Sequence[Any]) -> str:
     the ``repr`` of a memoryview names its address.
     """
     row = tuple(values)
-    for value in row:
-        if isinstance(value, _BUFFERS):
-            row = tuple(bytes(item) if isinstance(item, _BUFFERS) else item for item in row)
-            break
-    return hashlib.sha256(repr(row).encode("utf-8", "surrogateescape")).hexdigest()
+    text = repr(row)
+    # The repr of every buffer contains one of these, so a row without them
+    # has none, and checking the text is cheaper than a type check per value.
+    if "<memory at " in text or "bytearray(" in text:
+        row = tuple(bytes(item) if isinstance(item, _BUFFERS) else item for item in row)
+        text = repr(row)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 _WORD = re.compile(r"\w+")
@@ -328,6 +334,102 @@ def row_facts(values: Iterable[Any], words: bool = False) -> tuple[tuple[bytes, 
     return tuple(found), size
 
 
+def row_size(values: Iterable[Any]) -> int:
+    """Return the size estimate of :func:`row_facts` without taking fingerprints."""
+    size = 0
+    for value in values:
+        if type(value) is str:
+            # isascii() reads a flag, so ASCII text needs no encoding.
+            size += len(value) if value.isascii() else len(
+                value.encode("utf-8", "surrogateescape")
+            )
+        elif isinstance(value, str):
+            size += len(value.encode("utf-8", "surrogateescape"))
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            size += value.nbytes if isinstance(value, memoryview) else len(value)
+        elif value is not None:
+            size += 8
+    return size
+
+
+class _Taken(tuple):
+    """Fingerprints of one row of a group, taken at planning."""
+
+
+class GroupFingerprints(Sequence[bytes]):
+    """The fingerprints of a group of rows, taken on first use.
+
+    Planning keeps the rows' values and leaves the fingerprints to whichever
+    thread reads them first: the thread that builds the scanner, which runs
+    while the database compacts. A row larger than :data:`MAX_KEPT_ROW`
+    bytes gives its fingerprints at once instead, so large values are not
+    held in memory. A lock makes the fingerprints taken once. Equal to any
+    sequence with the same fingerprints in order.
+    """
+
+    __slots__ = ("_rows", "_words", "_taken", "_lock")
+
+    def __init__(self, words: bool) -> None:
+        self._rows: list[Sequence[Any]] | None = []
+        self._words = words
+        self._taken: tuple[bytes, ...] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, values: Sequence[Any]) -> int:
+        """Add a row's values; return its size estimate (that of :func:`row_facts`)."""
+        assert self._rows is not None, "fingerprints already taken"
+        size = row_size(values)
+        if size > MAX_KEPT_ROW:
+            self._rows.append(_Taken(row_facts(values, self._words)[0]))
+        else:
+            self._rows.append(values)
+        return size
+
+    def taken(self) -> tuple[bytes, ...]:
+        """Return the fingerprints, taking them now if no thread has yet."""
+        taken = self._taken
+        if taken is not None:
+            return taken
+        with self._lock:
+            if self._taken is None:
+                found: list[bytes] = []
+                words = self._words
+                for row in self._rows or ():
+                    if type(row) is _Taken:
+                        found.extend(row)
+                    else:
+                        found.extend(row_facts(row, words)[0])
+                self._taken = tuple(dict.fromkeys(found))
+                self._rows = None
+            return self._taken
+
+    def __len__(self) -> int:
+        return len(self.taken())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.taken()[index]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.taken())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.taken()
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if isinstance(other, GroupFingerprints):
+            other = other.taken()
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return self.taken() == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"GroupFingerprints({self.taken()!r})"
+
+
 def _text_fingerprints(text: str, raw: bytes, words: bool, found: list[bytes]) -> None:
     """Append the fingerprints of one text value, ``raw`` in UTF-8, to ``found``."""
     lowered = text.casefold()
@@ -357,7 +459,7 @@ def item_key(table: str, key: Sequence[Any]) -> str:
 class _Pending:
     """What discovery learned about an item, waiting for plan_item."""
 
-    fingerprints: tuple[bytes, ...]
+    fingerprints: Sequence[bytes]
     refusal: Refusal | None
 
 
@@ -414,7 +516,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._scanned_files: list[str] = []
         self._clean_scan = Check("byte-scan", True, "not run: no scan has run")
         # Fingerprints of planned rows, kept so one scan serves every batch.
-        self._job_fingerprints: dict[str, tuple[bytes, ...]] = {}
+        self._job_fingerprints: dict[str, Sequence[bytes]] = {}
         # The scanner of those fingerprints, built while compaction runs.
         self._prepared: concurrent.futures.Future[_PreparedScan] | None = None
         # Fingerprints and offsets by file of a scan started during
@@ -692,17 +794,12 @@ class RowStorePlugin(Plugin, abc.ABC):
         self, table: TableInfo, rows: Sequence[tuple[tuple, str, Sequence[Any]]]
     ) -> Item:
         """Build the item of several rows and keep their fingerprints for plan_item."""
-        words = self.full_text_indexed(table.name)
-        fingerprints: list[bytes] = []
-        size = 0
-        for _key, _digest, values in rows:
-            found, row_size = row_facts(values, words)
-            fingerprints.extend(found)
-            size += row_size
+        fingerprints = GroupFingerprints(self.full_text_indexed(table.name))
+        size = sum([fingerprints.add(values) for _key, _digest, values in rows])
         first, last = rows[0][0], rows[-1][0]
         last_text = item_key(table.name, last)[len(table.name) + 1 :]
         name = f"{item_key(table.name, first)}..{last_text}"
-        self._pending[name] = _Pending(tuple(dict.fromkeys(fingerprints)), None)
+        self._pending[name] = _Pending(fingerprints, None)
         return Item(
             key=name,
             kind="rows",
@@ -761,9 +858,6 @@ class RowStorePlugin(Plugin, abc.ABC):
     def purge(self, batch: Sequence[PlannedItem]) -> Iterator[PurgeResult]:
         from plugins import _rowmask
 
-        # Planning is over, so the scanner of its fingerprints can be built
-        # while the deletes and the compaction run in the engine.
-        self._prepare_scanner()
         groups = [entry for entry in batch if entry.item.kind == "rows"]
         if groups:
             yield from self._purge_groups(groups)
@@ -1628,10 +1722,10 @@ class _PreparedScan:
 
     scanner: RowScanner
     #: The fingerprints registered for each row key.
-    fingerprints: Mapping[str, tuple[bytes, ...]]
+    fingerprints: Mapping[str, Sequence[bytes]]
 
     @classmethod
-    def build(cls, planned: Mapping[str, tuple[bytes, ...]]) -> _PreparedScan:
+    def build(cls, planned: Mapping[str, Sequence[bytes]]) -> _PreparedScan:
         scanner = RowScanner()
         for key, fingerprints in planned.items():
             scanner.add_all(key, fingerprints)

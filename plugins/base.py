@@ -195,6 +195,8 @@ class Decision:
     and name at planning time; verification scans raw storage for them. They
     live in memory for the job only: the agent never writes them to the plan,
     the journal or the certificate (it writes their SHA-256 digests).
+    A plugin may give a sequence that takes them on first use, so the work
+    leaves the planning path.
     ``residual`` lists, in plain words, copies the method cannot reach.
     ``params`` carries method settings chosen at planning time (passes, key id).
     The agent adds two flags to ``params`` when it hands back an item that
@@ -209,7 +211,7 @@ class Decision:
     method: Method | None = None
     refusal: Refusal | None = None
     residual: tuple[str, ...] = ()
-    fingerprints: tuple[bytes, ...] = ()
+    fingerprints: Sequence[bytes] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
