@@ -12,6 +12,7 @@ rescans the items left ``purging`` before it purges anything again.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import secrets
 import signal
@@ -35,6 +36,7 @@ from agent.journal import (
     StateChange,
     TargetRow,
     display_text,
+    encode_digests,
     refusal_to_json,
 )
 from agent.render import plural, printable
@@ -122,7 +124,9 @@ class Engine:
         self.stop_condition: Callable[[], bool] = lambda: False
         self._plugins: dict[int, Plugin] = {}
         #: Fingerprints by (target position, item key), in memory for this job only.
-        self._fingerprints: dict[tuple[int, str], tuple[bytes, ...]] = {}
+        self._fingerprints: dict[tuple[int, str], Sequence[bytes]] = {}
+        #: Their digests, taken in a thread while the purge runs.
+        self._digests: concurrent.futures.Future[_Digests] | None = None
         #: Messages of target-wide steps that failed in this run.
         self._failed_steps: list[str] = []
         #: Items whose destroy step ran in this process, by (target position, key).
@@ -450,12 +454,45 @@ class Engine:
             self._purge_target(job_id, row)
         if self.stop_requested:
             return self._interrupted(job_id)
+        self._start_digests()
         for row in targets:
             self._complete_target(job_id, row)
         for row in targets:
             self._verify_target(job_id, row)
+        self._store_digests(job_id)
         self.progress.finish()
         return self._finish(job_id)
+
+    def _start_digests(self) -> None:
+        """Start taking the digests of the planned fingerprints in a thread.
+
+        The digests go to the journal and the certificate's count only, so
+        planning does not wait for them. The thread runs while the plugins
+        compact, when the database engine does the work and the GIL is free.
+        """
+        if self._digests is not None or not self._fingerprints:
+            return
+        planned = list(self._fingerprints.items())
+
+        def take() -> _Digests:
+            taken = []
+            for (target, key), fingerprints in planned:
+                digests = fingerprint_digests(fingerprints)
+                if digests:
+                    taken.append((target, key, encode_digests(digests)))
+            return taken
+
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lethe-digests"
+        )
+        self._digests = executor.submit(take)
+        executor.shutdown(wait=False)
+
+    def _store_digests(self, job_id: str) -> None:
+        """Record the digests taken by :meth:`_start_digests` in the journal."""
+        future, self._digests = self._digests, None
+        if future is not None:
+            self.journal.add_fingerprint_digests(job_id, future.result())
 
     def _start_progress(self, job_id: str) -> None:
         rows = self.journal.query(
@@ -555,7 +592,7 @@ class Engine:
             for item in by_key.values():
                 log.error("plugin returned no result for item", key=item.key)
 
-    def _fingerprints_for(self, item: ItemRow) -> tuple[bytes, ...]:
+    def _fingerprints_for(self, item: ItemRow) -> Sequence[bytes]:
         return self._fingerprints.get((item.target, item.key), ())
 
     def _complete_target(self, job_id: str, row: TargetRow) -> None:
@@ -934,6 +971,10 @@ def run_job(
         engine.close()
 
 
+#: (target position, item key, encoded fingerprint digests) of planned items.
+_Digests = list[tuple[int, str, str]]
+
+
 def _row(position: int, item: Item, decision: Decision, classification: str) -> ItemRow:
     return ItemRow(
         target=position,
@@ -949,7 +990,6 @@ def _row(position: int, item: Item, decision: Decision, classification: str) -> 
         refusal=refusal_to_json(decision.refusal),
         residual=tuple(decision.residual),
         state="planned" if decision.permitted else "refused",
-        fingerprints=fingerprint_digests(decision.fingerprints),
     )
 
 

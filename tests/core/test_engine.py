@@ -80,6 +80,18 @@ def test_journal_keeps_digests_not_fingerprints(state_dir: Path, tree: Path) -> 
     assert b"Ada Lovelace" not in engine.journal.path.read_bytes()
 
 
+def test_digests_recorded_by_purge_not_plan(state_dir: Path, tree: Path) -> None:
+    # Hashing the fingerprints waits for the purge, off the planning path.
+    engine = make_engine(state_dir)
+    job_id = engine.plan([target(tree / "sub")], {"passes": 1}, dry_run=False)
+    planned = engine.journal.fingerprint_count(job_id, "planned")
+
+    outcome = engine.purge(job_id)
+
+    assert planned == 0
+    assert engine.journal.fingerprint_count(outcome.job_id, "verified") == 4
+
+
 class HoldContracts(Policy):
     def assess(self, target: Target, item: Item) -> Assessment:
         if item.key.endswith("accounts.csv"):

@@ -17,6 +17,7 @@ from agent.journal import (
     Journal,
     display_text,
     dumps,
+    encode_digests,
     info_to_json,
     key_bytes,
     loads,
@@ -403,3 +404,18 @@ def test_plan_file_of_stored_rows_round_trips(state_dir: Path, tmp_path: Path) -
 )
 def test_display_text_escapes_only_undecodable(text: str, stored: str) -> None:
     assert display_text(text) == stored
+
+
+def test_digests_added_after_planning(state_dir: Path) -> None:
+    journal = Journal.open(state_dir)
+    journal.create_job(JOB, dry_run=False, settings={}, config_digest=None)
+    journal.add_items(JOB, [ItemRow(0, "/data/a", "file", 1), ItemRow(0, "/data/b", "file", 1)])
+    digests = ["0" * 64, "f" * 64]
+
+    journal.add_fingerprint_digests(JOB, [(0, "/data/a", encode_digests(digests))])
+
+    assert encode_digests(digests) == dumps(digests)
+    assert encode_digests([]) == dumps([])
+    assert journal.get_item(JOB, 0, "/data/a").fingerprints == tuple(digests)
+    assert journal.get_item(JOB, 0, "/data/b").fingerprints == ()
+    assert journal.fingerprint_count(JOB, "planned") == 2
