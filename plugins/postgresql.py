@@ -437,6 +437,14 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         width = len(table.key)
         return tuple(row[:width]), row[width], row[width + 1 :]
 
+    def split_rows(
+        self, table: _rows.TableInfo, rows: Sequence[Sequence[Any]]
+    ) -> tuple[list[tuple], list[str], list[Sequence[Any]]]:
+        width = len(table.key)
+        keys = [tuple(row[:width]) for row in rows]
+        digests = [row[width] for row in rows]
+        return keys, digests, [row[width + 1 :] for row in rows]
+
     def key_in(
         self, table: _rows.TableInfo, column: str, values: list[Any]
     ) -> tuple[str, list[Any]]:

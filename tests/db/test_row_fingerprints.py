@@ -1,4 +1,4 @@
-"""Row digests, size estimates and fingerprints taken after planning."""
+"""Row digests, size estimates, grouping and fingerprints taken after planning."""
 
 from __future__ import annotations
 
@@ -164,3 +164,24 @@ def test_planning_takes_no_fingerprints(
     assert "remain in the data files" in evidence[second].checks[1].detail
     assert evidence[planned[0].item.key].verified
     assert evidence[planned[2].item.key].verified
+
+
+def test_null_keys_leave_group_with_versions() -> None:
+    split = _rows._Split([(1,), (None,), (3,)], ["d1", "d2", "d3"], [("a",), ("b",), ("c",)])
+    null_keyed: list[tuple[tuple, str, Any]] = []
+
+    kept, versions = _rows.RowStorePlugin._without_null_keys(
+        split, ["earlier", "v1", "v2", "v3"], null_keyed
+    )
+
+    assert kept.keys == [(1,), (3,)]
+    assert kept.digests == ["d1", "d3"]
+    assert kept.values == [("a",), ("c",)]
+    assert versions == ["earlier", "v1", "v3"]
+    assert null_keyed == [((None,), "d2", ("b",))]
+
+
+def test_row_digests_match_row_digest() -> None:
+    rows = [("Ada", 1), (memoryview(b"ab"), None), ("bytearray(b'')", 2.5)]
+
+    assert _rows.row_digests(rows) == [_rows.row_digest(row) for row in rows]
