@@ -225,10 +225,10 @@ def test_mysql_groups_purged(mysql_database: str) -> None:
 
 def test_crash_then_resume_groups(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
-    markers = sqlite_people(path, 12000)
+    markers = sqlite_people(path, 45000)
     state_dir = tmp_path / "state"
-    # Eleven items of up to 1000 rows: batches of five, five and one item.
-    target = sqlite_url(path) + "&param=11000"
+    # Forty-four items of up to 1000 rows: batches of twenty, twenty and four.
+    target = sqlite_url(path) + "&param=44000"
 
     first_plan = run_cli(state_dir, "plan", target, "--json")
     second_plan = run_cli(state_dir, "plan", target, "--json")
@@ -238,17 +238,17 @@ def test_crash_then_resume_groups(tmp_path: Path) -> None:
     assert _plan_hash(first_plan.stdout) == _plan_hash(second_plan.stdout)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     job_id, states = _purge_job_states(state_dir)
-    assert states == {"purging": 5, "planned": 6}
+    assert states == {"purging": 20, "planned": 24}
 
     resumed = run_cli(state_dir, "purge", "--resume", job_id)
 
     assert resumed.returncode in (0, 1), resumed.stdout + resumed.stderr
-    assert _purge_job_states(state_dir) == (job_id, {"verified": 11})
+    assert _purge_job_states(state_dir) == (job_id, {"verified": 44})
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT MIN(id), COUNT(*) FROM people").fetchone() == (11001, 1000)
-    for number in (1, 5000, 11000):
+        assert conn.execute("SELECT MIN(id), COUNT(*) FROM people").fetchone() == (44001, 1000)
+    for number in (1, 20000, 44000):
         assert not files_contain(sqlite_files(path), markers[number].encode())
-    assert files_contain(sqlite_files(path), markers[11001].encode())
+    assert files_contain(sqlite_files(path), markers[44001].encode())
 
 
 def _purge_job_states(state_dir: Path) -> tuple[str, dict[str, int]]:
