@@ -454,9 +454,8 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         kind = self._key_types.get(table.name, [None])[0]
         if kind is None:
             return f"{self.quote(column)} = ANY(%s)", [values]
-        # Binary, because psycopg runs a regular expression over every
-        # element of a text-format array.
-        return f"{self.quote(column)} = ANY(%b::{kind}[])", [values]
+        mark, param = _array_param(kind, values)
+        return f"{self.quote(column)} = ANY({mark})", [param]
 
     # -- purge --------------------------------------------------------------
 
@@ -536,31 +535,33 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
                 return self._delete_matching(table, keys, versions, by_version=True)
             return self._delete_matching(table, keys, digests)
 
-    def _key_arrays(
+    def _key_join(
         self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]], digests: Sequence[str]
-    ) -> tuple[str, list[Any]]:
-        """Return an unnest() of the rows' keys and digests, numbered from 1 as p.n."""
+    ) -> tuple[str, str, list[Any]]:
+        """Return an unnest() of the rows' keys and digests, numbered from 1 as p.n.
+
+        Also returns the condition that matches a row x of the table with its
+        entry p, and the parameters of both, in that order.
+        """
         types = self._key_types[table.name]
         arrays = [[key[column] for key in keys] for column in range(len(types))]
-        arrays.append(list(digests))
-        # Binary parameters, because for a text-format array psycopg runs a
-        # regular expression over every element to decide whether to quote it.
-        casts = ", ".join(f"%b::{kind}[]" for kind in [*types, "text"])
+        marks, params = [], []
+        for kind, values in zip([*types, "text"], [*arrays, list(digests)]):
+            mark, param = _array_param(kind, values)
+            marks.append(mark)
+            params.append(param)
         names = ", ".join([*(f"k{column}" for column in range(len(types))), "d", "n"])
-        return f"unnest({casts}) WITH ORDINALITY AS p({names})", arrays
-
-    def _key_match(self, table: _rows.TableInfo) -> str:
+        source = f"unnest({', '.join(marks)}) WITH ORDINALITY AS p({names})"
         # The first key column also goes through = ANY(array), so the planner
         # reads the rows by index (or by TID) instead of merging the whole
         # index with the key list.
-        first = f"x.{self.quote(table.key[0])}"
-        kind = self._key_types[table.name][0]
-        return " AND ".join(
+        match = " AND ".join(
             [
-                f"{first} = ANY(%b::{kind}[])",
+                f"x.{self.quote(table.key[0])} = ANY({marks[0]})",
                 *(f"x.{self.quote(column)} = p.k{number}" for number, column in enumerate(table.key)),
             ]
         )
+        return source, match, [*params, params[0]]
 
     def _delete_matching(
         self,
@@ -573,13 +574,13 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
 
         With ``by_version``, ``digests`` contains the rows' xmin values instead.
         """
-        source, params = self._key_arrays(table, keys, digests)
+        source, match, params = self._key_join(table, keys, digests)
         current = "x.xmin::text" if by_version else self._digest_sql(table, "x")
         rows = self.conn.execute(
             f"DELETE FROM {self.quote_table(table.name)} AS x USING {source} "
-            f"WHERE {self._key_match(table)} AND {current} = p.d "
+            f"WHERE {match} AND {current} = p.d "
             "RETURNING p.n",
-            [*params, params[0]],
+            params,
         ).fetchall()
         return {row[0] - 1 for row in rows}
 
@@ -589,12 +590,11 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         """Map each entry that still has a row to the reason it was kept."""
         if not entries:
             return {}
-        source, params = self._key_arrays(table, *_keys_and_digests(entries))
+        source, match, params = self._key_join(table, *_keys_and_digests(entries))
         rows = self.conn.execute(
             f"SELECT p.n, {self._digest_sql(table, 'x')} = p.d "
-            f"FROM {source} JOIN {self.quote_table(table.name)} AS x "
-            f"ON {self._key_match(table)}",
-            [*params, params[0]],
+            f"FROM {source} JOIN {self.quote_table(table.name)} AS x ON {match}",
+            params,
         ).fetchall()
         found = {entries[number - 1].item.key for number, _ in rows}
         reasons = {}
@@ -998,3 +998,28 @@ def _summary(error: Exception) -> str:
         return primary
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__
+
+
+#: Key types whose arrays go to the server as one literal (see _array_param).
+_INTEGER_TYPES = frozenset({"bigint", "integer", "smallint"})
+_HEX_DIGITS = "0123456789abcdef"
+
+
+def _array_param(kind: str, values: list[Any]) -> tuple[str, Any]:
+    """Return the placeholder and parameter of ``values`` as an array of ``kind``.
+
+    psycopg dumps a list parameter element by element in Python: for a text
+    array it runs a regular expression over each element, so lists go in
+    binary, which still packs each element. Integers, and text of lowercase
+    hex or decimal digits (row digests, xmin values), go as one array
+    literal that the server parses, because no such element needs quoting.
+    """
+    if kind in _INTEGER_TYPES and all(type(value) is int for value in values):
+        return f"%s::{kind}[]", "{" + ",".join(map(str, values)) + "}"
+    if (
+        kind == "text"
+        and all(type(value) is str and value for value in values)
+        and not "".join(values).strip(_HEX_DIGITS)
+    ):
+        return "%s::text[]", "{" + ",".join(values) + "}"
+    return f"%b::{kind}[]", values

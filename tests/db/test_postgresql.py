@@ -344,3 +344,37 @@ def test_missing_privileges_named_in_plan(pg_database):
             conn.execute(f'DROP OWNED BY "{role}"')
         with pg_admin() as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_array_param_literal_only_when_safe() -> None:
+    from plugins.postgresql import _array_param
+
+    assert _array_param("bigint", [1, 22, -3]) == ("%s::bigint[]", "{1,22,-3}")
+    assert _array_param("text", ["ab12", "907"]) == ("%s::text[]", "{ab12,907}")
+    assert _array_param("bigint", [1, True]) == ("%b::bigint[]", [1, True])
+    assert _array_param("text", ["NULL"]) == ("%b::text[]", ["NULL"])
+    assert _array_param("text", ["ab", ""]) == ("%b::text[]", ["ab", ""])
+    assert _array_param("text", ["a,b"]) == ("%b::text[]", ["a,b"])
+    assert _array_param("uuid", ["ab"]) == ("%b::uuid[]", ["ab"])
+
+
+def test_text_keys_that_look_like_array_syntax(pg_database):
+    # Keys that an array literal would misread (NULL, empty, comma, braces)
+    # sit next to hex-like keys that go as a literal.
+    keys = ["abc", "123", "NULL", "", "a,b", "{x}", '"q"', "keep"]
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tags (name text PRIMARY KEY, note text)")
+        for key in keys:
+            conn.execute("INSERT INTO tags VALUES (%s, %s)", (key, canary(f"tag{len(key)}")))
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        target(pg_database, "tags", "name <> %s"),
+        {"params": ["keep"], "rows_per_item": 3},
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    with psycopg.connect(pg_database) as conn:
+        left = [row[0] for row in conn.execute("SELECT name FROM tags")]
+    assert left == ["keep"]
