@@ -378,3 +378,24 @@ def test_text_keys_that_look_like_array_syntax(pg_database):
     with psycopg.connect(pg_database) as conn:
         left = [row[0] for row in conn.execute("SELECT name FROM tags")]
     assert left == ["keep"]
+
+
+def test_dense_key_range_keeps_rows_between(pg_database):
+    # Keys 1, 2, 4, 5, ... are dense enough to be read through one index
+    # range, which also holds the unselected 3, 6, 9, ...
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
+        for number in range(1, 31):
+            conn.execute("INSERT INTO people VALUES (%s, %s)", (number, canary(f"p{number}")))
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        target(pg_database, "people", "id %% 3 <> %s"),
+        {"params": [0], "rows_per_item": 5},
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    with psycopg.connect(pg_database) as conn:
+        left = [row[0] for row in conn.execute("SELECT id FROM people ORDER BY id")]
+    assert left == list(range(3, 31, 3))
