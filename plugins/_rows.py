@@ -78,7 +78,7 @@ MAX_WORDS_PER_VALUE = 16
 #: split long values into chunks (TOAST, overflow pages).
 MAX_WHOLE_VALUE = 256
 #: Bytes of a row's values up to which planning keeps the values and leaves
-#: the fingerprints to the scanner's build; larger rows give them at once.
+#: the fingerprints to the scanner's build. Larger rows give them at once.
 MAX_KEPT_ROW = 4096
 
 #: Checkpoint key of the tables a job deletes or masks rows in. Item keys
@@ -366,7 +366,7 @@ def row_size(values: Iterable[Any]) -> int:
 
 
 class _Taken(tuple):
-    """Fingerprints of one row of a group, taken at planning."""
+    """Fingerprints of one large row of a group, taken while planning."""
 
 
 class GroupFingerprints(Sequence[bytes]):
@@ -784,8 +784,8 @@ class RowStorePlugin(Plugin, abc.ABC):
     ) -> tuple[_Split, list[Any]]:
         """Move the rows of ``split`` with NULL in the key to ``null_keyed``.
 
-        ``versions`` ends with the versions of the rows of ``split``; the
-        versions of the moved rows are dropped.
+        ``versions`` ends with the versions of the rows of ``split``, and the
+        versions of the moved rows are dropped from the returned list.
         """
         earlier = len(versions) - len(split.keys) if versions else 0
         kept = _Split([], [], [])

@@ -555,8 +555,8 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         # The first key column also goes through = ANY(array), so the planner
         # reads the rows by index (or by TID) instead of merging the whole
         # index with the key list. Dense integer keys, the common case, go
-        # through one index range instead (35 against 53 ms for 20,000
-        # keys here); the join still takes only the planned keys.
+        # through one index range instead, which took 35 against 53 ms for
+        # 20,000 keys here. The join still takes only the planned keys.
         first = f"x.{self.quote(table.key[0])}"
         values = arrays[0]
         dense = (

@@ -382,7 +382,7 @@ def test_text_keys_that_look_like_array_syntax(pg_database):
 
 def test_dense_key_range_keeps_rows_between(pg_database):
     # Keys 1, 2, 4, 5, ... are dense enough to be read through one index
-    # range, which also holds the unselected 3, 6, 9, ...
+    # range, which also contains the unselected 3, 6, 9, ...
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text)")
         for number in range(1, 31):
