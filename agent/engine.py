@@ -441,6 +441,7 @@ class Engine:
             # Item states are already journaled; the job can be resumed.
             self.progress.finish()
             self.journal.update_job(job_id, state="interrupted")
+            self._store_digests_after_error(job_id)
             raise
 
     def _run_steps(self, job_id: str) -> JobOutcome:
@@ -489,10 +490,24 @@ class Engine:
         executor.shutdown(wait=False)
 
     def _store_digests(self, job_id: str) -> None:
-        """Record the digests taken by :meth:`_start_digests` in the journal."""
+        """Record the digests taken by :meth:`_start_digests` in the journal.
+
+        Starts taking them first if no thread has, because a stopped or
+        failed job is resumed by a process that has no fingerprints.
+        """
+        # NOTE: a process killed by SIGKILL or a power loss records none, so
+        # the certificate of its resumed job counts no fingerprint digests.
+        self._start_digests()
         future, self._digests = self._digests, None
         if future is not None:
             self.journal.add_fingerprint_digests(job_id, future.result())
+
+    def _store_digests_after_error(self, job_id: str) -> None:
+        """Record the digests of a job that an exception ends, logging a failure."""
+        try:
+            self._store_digests(job_id)
+        except Exception as error:  # noqa: BLE001 - the job's own error is raised
+            self._log.error("fingerprint digests not recorded", error=str(error))
 
     def _start_progress(self, job_id: str) -> None:
         rows = self.journal.query(
@@ -713,6 +728,7 @@ class Engine:
 
     def _interrupted(self, job_id: str) -> JobOutcome:
         self.progress.finish()
+        self._store_digests(job_id)
         counts = self.journal.count_states(job_id)
         self.journal.update_job(job_id, state="interrupted")
         self.audit.append("job-interrupted", job_id=job_id, counts=counts)

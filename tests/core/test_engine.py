@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,40 @@ def test_stop_leaves_resumable_job(state_dir: Path, tree: Path) -> None:
     assert resumed.exit_code == EXIT_REFUSED
     assert resumed.state == "done"
     assert resumed.counts == {"verified": 4}
+
+
+def test_stopped_job_keeps_digests(state_dir: Path, tree: Path) -> None:
+    # The resumed process has no fingerprints, so the stopped one records
+    # their digests for the certificate.
+    engine = make_engine(state_dir)
+    job_id = engine.plan([target(tree / "sub")], {}, dry_run=False)
+    engine.request_stop()
+    engine.purge(job_id)
+    engine.close()
+
+    resumed = make_engine(state_dir)
+    outcome = resumed.resume(job_id)
+
+    assert outcome.state == "done"
+    assert resumed.journal.fingerprint_count(job_id, "verified") == 4
+
+
+def test_interrupted_completion_keeps_digests(
+    state_dir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(self: DirPlugin) -> Iterator[Any]:
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(DirPlugin, "complete", interrupt)
+    engine = make_engine(state_dir)
+    job_id = engine.plan([target(tree / "sub")], {}, dry_run=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.purge(job_id)
+
+    assert engine.journal.job(job_id).state == "interrupted"
+    assert engine.journal.fingerprint_count(job_id, "purged") == 4
 
 
 def test_resume_rescans_in_flight_items(state_dir: Path, tree: Path) -> None:
