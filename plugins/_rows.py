@@ -80,6 +80,13 @@ MAX_WHOLE_VALUE = 256
 #: Bytes of a row's values up to which planning keeps the values and leaves
 #: the fingerprints to the scanner's build. Larger rows give them at once.
 MAX_KEPT_ROW = 4096
+#: Estimated bytes of memory that one plugin's kept row values may take.
+#: Once they are used up, later rows give their fingerprints at once, so the
+#: memory of a large selection stays near that of the fingerprints.
+MAX_KEPT_BYTES = 128 << 20
+#: Estimated bytes of memory a kept value takes besides its own bytes (the
+#: Python object and its slot in the row's tuple).
+KEPT_VALUE_OVERHEAD = 48
 
 #: Checkpoint key of the tables a job deletes or masks rows in. Item keys
 #: always contain a colon, so no item record uses it.
@@ -369,6 +376,15 @@ class _Taken(tuple):
     """Fingerprints of one large row of a group, taken while planning."""
 
 
+class KeptBytes:
+    """Estimated bytes of memory left for row values that groups keep."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.left = MAX_KEPT_BYTES if limit is None else limit
+
+
 class GroupFingerprints(Sequence[bytes]):
     """The fingerprints of a group of rows, taken on first use.
 
@@ -376,15 +392,17 @@ class GroupFingerprints(Sequence[bytes]):
     thread reads them first: the thread that builds the scanner, which runs
     while the database compacts. A row larger than :data:`MAX_KEPT_ROW`
     bytes gives its fingerprints at once instead, so large values are not
-    held in memory. A lock makes the fingerprints taken once. Equal to any
+    held in memory, and so does every row once the groups sharing ``kept``
+    have used it up. A lock makes the fingerprints taken once. Equal to any
     sequence with the same fingerprints in order.
     """
 
-    __slots__ = ("_rows", "_words", "_taken", "_lock")
+    __slots__ = ("_rows", "_words", "_kept", "_taken", "_lock")
 
-    def __init__(self, words: bool) -> None:
+    def __init__(self, words: bool, kept: KeptBytes | None = None) -> None:
         self._rows: list[Sequence[Any]] | None = []
         self._words = words
+        self._kept = kept if kept is not None else KeptBytes()
         self._taken: tuple[bytes, ...] | None = None
         self._lock = threading.Lock()
 
@@ -392,9 +410,11 @@ class GroupFingerprints(Sequence[bytes]):
         """Add a row's values; return its size estimate (that of :func:`row_facts`)."""
         assert self._rows is not None, "fingerprints already taken"
         size = row_size(values)
-        if size > MAX_KEPT_ROW:
+        memory = size + KEPT_VALUE_OVERHEAD * len(values)
+        if size > MAX_KEPT_ROW or memory > self._kept.left:
             self._rows.append(_Taken(row_facts(values, self._words)[0]))
         else:
+            self._kept.left -= memory
             self._rows.append(values)
         return size
 
@@ -560,6 +580,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         self._grouped_purge = False
         # Row versions of each grouped item that this process discovered.
         self._row_versions: dict[str, list[Any]] = {}
+        # Memory left for the row values that groups keep until the scanner's build.
+        self._kept = KeptBytes()
 
     # -- engine hooks -------------------------------------------------------
 
@@ -851,7 +873,7 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def _group_item(self, table: TableInfo, rows: _Split) -> Item:
         """Build the item of several rows and keep their fingerprints for plan_item."""
-        fingerprints = GroupFingerprints(self.full_text_indexed(table.name))
+        fingerprints = GroupFingerprints(self.full_text_indexed(table.name), self._kept)
         size = fingerprints.add_rows(rows.values)
         first, last = rows.keys[0], rows.keys[-1]
         last_text = item_key(table.name, last)[len(table.name) + 1 :]

@@ -105,6 +105,57 @@ def test_large_row_fingerprinted_at_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) == 1
 
 
+def test_kept_bytes_shared_by_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [(f"user{number}@example.org",) for number in range(10, 16)]
+    expected = [tuple(_rows.row_fingerprints(values)) for values in rows]
+    # Room for three rows of one 18-byte value.
+    kept = _rows.KeptBytes(3 * (18 + _rows.KEPT_VALUE_OVERHEAD))
+    first = _rows.GroupFingerprints(words=False, kept=kept)
+    second = _rows.GroupFingerprints(words=False, kept=kept)
+    calls = count_row_facts(monkeypatch)
+
+    first.add_rows(rows[:2])
+    second.add_rows(rows[2:])
+
+    assert len(calls) == 3
+    assert kept.left == 0
+    assert tuple(first) == expected[0] + expected[1]
+    assert tuple(second) == expected[2] + expected[3] + expected[4] + expected[5]
+
+
+def test_planning_memory_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.executemany(
+        "INSERT INTO people VALUES (?, ?)",
+        [(number, f"person{number:05}@example.org") for number in range(1, 3001)],
+    )
+    # Room for the values of 1000 rows: the id (8 bytes) and a 23-byte email.
+    row_memory = 8 + 23 + 2 * _rows.KEPT_VALUE_OVERHEAD
+    monkeypatch.setattr(_rows, "MAX_KEPT_BYTES", 1000 * row_memory)
+    calls = count_row_facts(monkeypatch)
+    plugin = SQLitePlugin(
+        Target(f"sqlite://{path}?table=people", {"all_rows": True}),
+        JobContext(job_id="test", dry_run=True),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        planned_calls = len(calls)
+        fingerprints = [tuple(entry.decision.fingerprints) for entry in planned]
+    finally:
+        plugin.close()
+        conn.close()
+
+    assert len(planned) == 3
+    assert planned_calls == 2000
+    assert len(calls) == 3000
+    assert fingerprints[2] == tuple(
+        f"person{number:05}@example.org".encode() for number in range(2001, 3001)
+    )
+
+
 def test_group_fingerprints_taken_once_across_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
