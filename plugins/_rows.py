@@ -68,6 +68,9 @@ DEFAULT_ROWS_PER_ITEM = 1000
 
 #: Keys read in one statement when rows are read back by key.
 KEYS_PER_READ = 10000
+#: Estimated bytes that a bound parameter adds to a statement besides its
+#: value (type, length and NULL flag in the engines' binary protocols).
+KEY_PARAM_OVERHEAD = 16
 #: Bytes of surviving rows scanned at once when hits are checked against them.
 LIVE_SCAN_BYTES = 1 << 20
 
@@ -485,6 +488,31 @@ def _text_fingerprints(text: str, raw: bytes, words: bool, found: list[bytes]) -
         found.extend(scan.token_fingerprints(*tokens)[:MAX_WORDS_PER_VALUE])
 
 
+def key_parts(
+    keys: Sequence[Sequence[Any]], max_keys: int, max_bytes: int | None
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """Split ``keys`` into parts of at most ``max_keys`` keys and ``max_bytes`` bytes.
+
+    The bytes are an estimate of what the keys' values take as bound
+    parameters. A key larger than ``max_bytes`` forms a part alone.
+    """
+    if max_bytes is None:
+        for first in range(0, len(keys), max_keys):
+            yield keys[first : first + max_keys]
+        return
+    part: list[Sequence[Any]] = []
+    size = 0
+    for key in keys:
+        cost = row_size(key) + KEY_PARAM_OVERHEAD * len(key)
+        if part and (len(part) >= max_keys or size + cost > max_bytes):
+            yield part
+            part, size = [], 0
+        part.append(key)
+        size += cost
+    if part:
+        yield part
+
+
 def item_key(table: str, key: Sequence[Any]) -> str:
     """Return the item key of a row: its table and primary key as JSON."""
     if len(key) == 1 and type(key[0]) is int:
@@ -528,6 +556,9 @@ class RowStorePlugin(Plugin, abc.ABC):
     #: Appended to the purge's re-read of rows, so no other session changes
     #: them between the digest check and the delete (" FOR UPDATE").
     row_lock_clause = ""
+    #: Bytes of key values that one statement binds at most, or None for no
+    #: limit. The server's maximum packet size bounds them in MySQL.
+    max_key_bytes: int | None = None
     #: Target options this engine reads besides :data:`SELECTION_KEYS`.
     engine_keys: tuple[str, ...] = ()
 
@@ -1306,9 +1337,10 @@ class RowStorePlugin(Plugin, abc.ABC):
         if len(table.key) == 1:
             found: list[tuple] = []
             # Parts of bounded size, because engines cap the parameters of a
-            # statement (SQLite at 32,766) and rows_per_item has no ceiling.
-            for first in range(0, len(keys), KEYS_PER_READ):
-                part = [key[0] for key in keys[first : first + KEYS_PER_READ]]
+            # statement (SQLite at 32,766, MySQL by its packet size) and
+            # rows_per_item has no ceiling.
+            for keys_part in key_parts(keys, KEYS_PER_READ, self.max_key_bytes):
+                part = [key[0] for key in keys_part]
                 condition, params = self.key_in(table, table.key[0], part)
                 found.extend(self.query(base + condition + suffix, params))
             return found

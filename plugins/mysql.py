@@ -154,6 +154,10 @@ class MySQLPlugin(_rows.RowStorePlugin):
             "binlog_format",
         )
         self.facts = dict(zip(keys, variables))
+        # A statement larger than max_allowed_packet loses the connection.
+        # Half of it leaves room for the statement text and the protocol.
+        packet = self.query("SELECT @@max_allowed_packet")[0][0]
+        self.max_key_bytes = int(packet) // 2
 
     @contextlib.contextmanager
     def read_only(self) -> Iterator[None]:
@@ -448,11 +452,13 @@ class MySQLPlugin(_rows.RowStorePlugin):
         cursor = self.conn.cursor(prepared=True)
         try:
             if len(table.key) == 1:
-                marks = ", ".join(["%s"] * len(keys))
-                cursor.execute(
-                    f"DELETE FROM {name} WHERE {self.quote(table.key[0])} IN ({marks})",
-                    tuple(key[0] for key in keys),
-                )
+                parts = _rows.key_parts(keys, _rows.KEYS_PER_READ, self.max_key_bytes)
+                for part in parts:
+                    marks = ", ".join(["%s"] * len(part))
+                    cursor.execute(
+                        f"DELETE FROM {name} WHERE {self.quote(table.key[0])} IN ({marks})",
+                        tuple(key[0] for key in part),
+                    )
             else:
                 condition = " AND ".join(f"{self.quote(col)} = %s" for col in table.key)
                 for key in keys:

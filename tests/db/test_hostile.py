@@ -496,3 +496,30 @@ def test_mysql_plan_with_writing_where(mysql_database):
     with mysql_admin(name) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT next_not_cached_value FROM counter")
         assert cursor.fetchone()[0] == 1
+
+
+def test_mysql_long_keys_over_packet(mysql_database):
+    # A batch of long text keys in one statement exceeds max_allowed_packet,
+    # and the server drops the connection.
+    name = mysql_database.rsplit("/", 1)[1]
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT @@max_allowed_packet")
+        packet = cursor.fetchone()[0]
+        count = packet // 3072 + 200
+        if count > MySQLPlugin.batch_size:
+            pytest.skip(f"max_allowed_packet {packet} fits a whole batch of 3 KiB keys")
+        cursor.execute(
+            "CREATE TABLE pages (url VARCHAR(3072) CHARACTER SET ascii PRIMARY KEY, "
+            "title VARCHAR(40)) ENGINE=InnoDB"
+        )
+        rows = [(f"{number:06}-" + "x" * 3065, canary()) for number in range(count)]
+        for first in range(0, count, 500):
+            cursor.executemany("INSERT INTO pages VALUES (%s, %s)", rows[first : first + 500])
+
+    run = run_plugin(MySQLPlugin, f"{mysql_database}?table=pages", {"all_rows": True})
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert run.unverified() == []
+    with mysql_admin(name) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM pages")
+        assert cursor.fetchone()[0] == 0
