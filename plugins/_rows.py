@@ -376,7 +376,7 @@ def row_size(values: Iterable[Any]) -> int:
 
 
 class _Taken(tuple):
-    """Fingerprints of one large row of a group, taken while planning."""
+    """Fingerprints of one row of a group, taken while planning."""
 
 
 class KeptBytes:
