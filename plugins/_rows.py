@@ -314,7 +314,8 @@ def row_fingerprints(values: Iterable[Any], words: bool = False) -> list[bytes]:
 
     Text gives its UTF-8 bytes and its case-folded form, and with ``words``
     also its longer words, as full-text indexes store them; long text and
-    binary values give spread windows. Numbers and dates are stored in
+    binary values give spread windows, and JSON documents and arrays give
+    those of the values inside. Numbers and dates are stored in
     engine-specific binary forms and give none. Words are left out unless a
     full-text index exists, because a short word also occurs inside longer
     surviving values ("user1729" in "user17290").
@@ -350,6 +351,10 @@ def row_facts(values: Iterable[Any], words: bool = False) -> tuple[tuple[bytes, 
             data = bytes(value)
             size += len(data)
             found.extend(scan.content_fingerprints(data))
+        elif isinstance(value, _NESTED):
+            nested, nested_size = row_facts(_leaves(value), words)
+            found.extend(nested)
+            size += nested_size
         elif value is not None:
             size += 8
     if len(found) > 1:
@@ -370,9 +375,35 @@ def row_size(values: Iterable[Any]) -> int:
             size += len(value.encode("utf-8", "surrogateescape"))
         elif isinstance(value, (bytes, bytearray, memoryview)):
             size += value.nbytes if isinstance(value, memoryview) else len(value)
+        elif isinstance(value, _NESTED):
+            size += row_size(_leaves(value))
         elif value is not None:
             size += 8
     return size
+
+
+#: Values that drivers return for JSON documents and arrays.
+_NESTED = (dict, list, tuple)
+
+
+def _leaves(value: Any) -> list[Any]:
+    """Return the values inside a JSON document or an array, without object keys.
+
+    PostgreSQL stores the strings of jsonb, json and text[] values as they
+    are, so each one is a fingerprint. Object keys name fields that most
+    rows share, so they are left out.
+    """
+    leaves: list[Any] = []
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            pending.extend(reversed(list(current.values())))
+        elif isinstance(current, (list, tuple)):
+            pending.extend(reversed(current))
+        else:
+            leaves.append(current)
+    return leaves
 
 
 class _Taken(tuple):
@@ -1895,6 +1926,8 @@ def _row_bytes(row: Iterable[Any]) -> Iterator[bytes]:
             yield value.casefold().encode("utf-8", "surrogateescape")
         elif isinstance(value, (bytes, bytearray, memoryview)):
             yield bytes(value)
+        elif isinstance(value, _NESTED):
+            yield from _row_bytes(_leaves(value))
 
 
 # -- items that group rows ------------------------------------------------

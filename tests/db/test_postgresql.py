@@ -399,3 +399,29 @@ def test_dense_key_range_keeps_rows_between(pg_database):
     with psycopg.connect(pg_database) as conn:
         left = [row[0] for row in conn.execute("SELECT id FROM people ORDER BY id")]
     assert left == list(range(3, 31, 3))
+
+
+def test_json_and_array_values_fingerprinted(pg_database):
+    # Strings inside jsonb and text[] are stored as they are. A value that a
+    # surviving row's document also contains is explained by that row.
+    secret, tag, shared = canary("inside-json"), canary("in-array"), canary("shared-city")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body jsonb, tags text[])")
+        conn.execute(
+            "INSERT INTO docs VALUES (1, %s, %s), (2, %s, '{}')",
+            (
+                psycopg.types.json.Jsonb({"name": secret, "city": shared, "n": 7}),
+                [tag],
+                psycopg.types.json.Jsonb({"city": shared}),
+            ),
+        )
+
+    run = run_plugin(PostgreSQLPlugin, target(pg_database, "docs", "id = %s"), {"params": [1]})
+
+    fingerprints = set(run.planned[0].decision.fingerprints)
+    assert secret.encode() in fingerprints
+    assert tag.encode() in fingerprints
+    assert shared.encode() in fingerprints
+    assert b"city" not in fingerprints
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()

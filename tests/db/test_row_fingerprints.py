@@ -26,6 +26,8 @@ VALUES = (
     None,
     42,
     3.5,
+    {"city": "Zoë's town", "tags": ["alpha", 3, None], "nested": {"deep": b"bytes"}},
+    ["array text", 7],
 )
 
 
