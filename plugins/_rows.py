@@ -389,9 +389,10 @@ _NESTED = (dict, list, tuple)
 def _leaves(value: Any) -> list[Any]:
     """Return the values inside a JSON document or an array, without object keys.
 
-    PostgreSQL stores the strings of jsonb, json and text[] values as they
-    are, so each one is a fingerprint. Object keys name fields that most
-    rows share, so they are left out.
+    PostgreSQL stores the strings of jsonb and text[] values as they are,
+    and json keeps the text it was given, so each string is a fingerprint
+    (one written with escapes in json is not found). Object keys name
+    fields that most rows share, so they are left out.
     """
     leaves: list[Any] = []
     pending = [value]
