@@ -4,19 +4,26 @@ PostgreSQL: a table of ROWS rows; Lethe purges PURGE of them (plan, delete,
 VACUUM FULL, statistics rewrite, CHECKPOINT, WAL switch, verification with a
 byte scan of the table's files) against DELETE + VACUUM FULL + CHECKPOINT
 on an identical table. SQLite: the same against DELETE + VACUUM.
+MariaDB/MySQL (InnoDB): the same against DELETE + ALTER TABLE ... FORCE,
+the rebuild that the plugin runs.
 
 A third table gets the "floor": the hand-typed purge plus the statements
 that a purge with these guarantees cannot skip, typed by hand. They read
 the selected rows (their values are the fingerprints), refresh and rewrite
 the statistics (PostgreSQL), flush and switch the WAL or checkpoint it
-(SQLite, with secure_delete on), check that the selection is empty and
-read the data files once. Its ratio to the hand-typed purge bounds what
-any tool doing that work can reach.
+(SQLite, with secure_delete on), wait for InnoDB's purge of the deleted
+records and write the rebuilt table's pages out (MariaDB), check that the
+selection is empty and read the data files once. Its ratio to the
+hand-typed purge bounds what any tool doing that work can reach.
 
 Needs the PostgreSQL server on 127.0.0.1:5432 (trust auth, user postgres)
-and root to read its data directory. Creates and drops its own databases.
+and root to read its data directory. ``--engine mariadb`` (or ``all``)
+needs the MariaDB server on 127.0.0.1:3306 (user root, empty password)
+with the Sequence engine, and the pymysql package. Creates and drops its
+own databases.
 
     python benchmarks/db_purge.py --rows 1000000 --purge 100000
+    python benchmarks/db_purge.py --engine mariadb --repeat 3
 
 By default Lethe's side drives the plugin through its contract, as the
 plugin tests do. With --through-agent it runs the agent's engine as
@@ -40,10 +47,13 @@ from pathlib import Path
 import structlog
 
 from plugins.base import JobContext, PlannedItem, Plugin, Target, plugin_batches
+from plugins.mysql import MySQLPlugin
 from plugins.postgresql import PostgreSQLPlugin
 from plugins.sqlite import SQLitePlugin
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: Connection arguments of the MariaDB/MySQL server, for pymysql.
+MARIADB_SERVER = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 #: Bytes per read when the floor run reads the data files.
 FLOOR_READ_CHUNK = 4 << 20
 
@@ -274,11 +284,108 @@ def sqlite(rows: int, purge: int, lethe: Callable = run_lethe) -> tuple[float, f
     return hand_seconds, floor_seconds, lethe_seconds, counts
 
 
+def settle_mariadb(cursor: object, names: list[str]) -> None:
+    """Wait until InnoDB has purged all history and write the tables' pages out.
+
+    Run before each timed purge, so that the background purge and page
+    writes of the setup or of the previous purge do not land in its time.
+    """
+    cursor.execute("SET GLOBAL innodb_max_purge_lag_wait = 0")
+    cursor.execute(
+        "FLUSH TABLES " + ", ".join(f"`{name}`.people" for name in names) + " FOR EXPORT"
+    )
+    cursor.execute("UNLOCK TABLES")
+
+
+def mariadb(
+    rows: int, purge: int, lethe: Callable = run_lethe
+) -> tuple[float, float, float, dict]:
+    import pymysql
+
+    names = {
+        side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}"
+        for side in ("hand", "floor", "lethe")
+    }
+    admin = pymysql.connect(**MARIADB_SERVER, autocommit=True)
+    admin_cursor = admin.cursor()
+
+    def connect(side: str) -> object:
+        return pymysql.connect(**MARIADB_SERVER, database=names[side], autocommit=True)
+
+    try:
+        for name in names.values():
+            admin_cursor.execute(f"CREATE DATABASE `{name}`")
+        for side in names:
+            with connect(side) as conn, conn.cursor() as cursor:
+                cursor.execute(
+                    "CREATE TABLE people (id BIGINT PRIMARY KEY, email VARCHAR(255), "
+                    "name VARCHAR(255), note TEXT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                )
+                # seq_1_to_N is a table of the Sequence engine. The values
+                # are those of the PostgreSQL table.
+                cursor.execute(
+                    "INSERT INTO people SELECT seq, CONCAT('user', seq, '.', MD5(seq), "
+                    "'@example.org'), CONCAT('name ', MD5(seq * 7)), "
+                    f"REPEAT(MD5(seq * 13), 4) FROM seq_1_to_{int(rows)}"
+                )
+                cursor.execute("CREATE INDEX people_email ON people(email)")
+                cursor.execute("ANALYZE TABLE people")
+                cursor.fetchall()
+        admin_cursor.execute("SELECT @@datadir")
+        datadir = admin_cursor.fetchone()[0]
+
+        def by_hand() -> None:
+            with connect("hand") as conn, conn.cursor() as cursor:
+                cursor.execute("DELETE FROM people WHERE id <= %s", (purge,))
+                cursor.execute("ALTER TABLE people FORCE")
+
+        def floor() -> None:
+            with connect("floor") as conn, conn.cursor() as cursor:
+                cursor.execute("SELECT * FROM people WHERE id <= %s", (purge,))
+                cursor.fetchall()
+                cursor.execute("DELETE FROM people WHERE id <= %s", (purge,))
+                # The compaction steps of plugins/mysql.py. Its PURGE BINARY LOGS
+                # step runs only when a target sets purge_binary_logs.
+                cursor.execute("SET GLOBAL innodb_max_purge_lag_wait = 0")
+                cursor.execute("ALTER TABLE people FORCE")
+                cursor.execute("FLUSH TABLES people FOR EXPORT")
+                cursor.execute("UNLOCK TABLES")
+                cursor.execute("SELECT count(*) FROM people WHERE id <= %s", (purge,))
+                cursor.fetchall()
+            if os.access(datadir, os.R_OK | os.X_OK):
+                read_files([os.path.join(datadir, names["floor"], "people.ibd")])
+
+        settle_mariadb(admin_cursor, list(names.values()))
+        hand_seconds, _ = timed(by_hand)
+        settle_mariadb(admin_cursor, list(names.values()))
+        floor_seconds, _ = timed(floor)
+        settle_mariadb(admin_cursor, list(names.values()))
+        lethe_seconds, counts = timed(
+            lambda: lethe(
+                MySQLPlugin,
+                f"mysql://root@127.0.0.1:3306/{names['lethe']}?table=people&where=id <= %s",
+                {"params": [purge]},
+            )
+        )
+    finally:
+        try:
+            for name in names.values():
+                admin_cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            admin.close()
+    return hand_seconds, floor_seconds, lethe_seconds, counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table")
     parser.add_argument("--purge", type=int, default=100_000, help="rows to purge")
-    parser.add_argument("--engine", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument(
+        "--engine",
+        choices=("postgresql", "sqlite", "mariadb", "both", "all"),
+        default="both",
+        help="engine to time: both means PostgreSQL and SQLite, all adds MariaDB",
+    )
     parser.add_argument(
         "--through-agent",
         action="store_true",
@@ -293,9 +400,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    engines = {"postgresql": postgresql, "sqlite": sqlite}
+    engines = {"postgresql": postgresql, "sqlite": sqlite, "mariadb": mariadb}
+    selected = {
+        "both": ("postgresql", "sqlite"),
+        "all": tuple(engines),
+    }.get(args.engine, (args.engine,))
     for name, bench in engines.items():
-        if args.engine not in (name, "both"):
+        if name not in selected:
             continue
         side = run_agent if args.through_agent else run_lethe
         runs = []
