@@ -350,3 +350,29 @@ def test_reference_cycle_advice(mysql_database):
     assert {result.status for result in run.results} == {"failed"}
     assert "reference each other" in details[0]
     assert "set delete_dependents" not in details[0]
+
+
+def test_key_statements_mark_values_with_question_marks(mysql_database, monkeypatch):
+    # The prepared cursor rewrites each %s with a regular expression that
+    # scans the rest of the statement, so thousands of %s marks took seconds.
+    import mysql.connector.cursor as cursors
+
+    fill_people(mysql_database, rows=30)
+    marks: list[int] = []
+    prepared_execute = cursors.MySQLCursorPrepared.execute
+
+    def record(self, operation, params=None, *args, **kwargs):
+        marks.append(str(operation).count("%s"))
+        return prepared_execute(self, operation, params, *args, **kwargs)
+
+    monkeypatch.setattr(cursors.MySQLCursorPrepared, "execute", record)
+    run = run_plugin(
+        MySQLPlugin,
+        target(mysql_database, "people", "id <= %s"),
+        {"params": [25], "rows_per_item": 10},
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert not run.unverified()
+    assert marks
+    assert max(marks) <= 1
