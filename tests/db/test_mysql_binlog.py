@@ -109,3 +109,28 @@ def test_purge_binary_logs_rejects_word(binlog_database):
             {"params": [5], "purge_binary_logs": "sometimes"},
             purge=False,
         )
+
+
+def test_plan_without_binlog_privilege(binlog_database):
+    # A user who may delete rows but not list the binary log files still
+    # gets a plan, with the residue named.
+    url, port = binlog_database
+    fill(url, port, rows=3)
+    database = url.rsplit("/", 1)[1]
+    user = f"lethe_{secrets.token_hex(3)}"
+    with mysql_admin(port=port) as admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE USER '{user}'@'127.0.0.1'")
+        cursor.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'127.0.0.1'")
+    try:
+        run = run_plugin(
+            MySQLPlugin,
+            f"mysql://{user}@127.0.0.1:{port}/{database}?table=people&where=id = %s",
+            {"params": [1]},
+            purge=False,
+        )
+    finally:
+        with mysql_admin(port=port) as admin, admin.cursor() as cursor:
+            cursor.execute(f"DROP USER '{user}'@'127.0.0.1'")
+
+    residual = " ".join(run.info.residual)
+    assert "the binary log is on (files not listed" in residual
