@@ -158,6 +158,14 @@ def postgresql_files(conn: object, table: str) -> list[str]:
     return [path for path in files if os.path.exists(path)]
 
 
+def side_databases() -> dict[str, str]:
+    """Return a new database name for each side of one run."""
+    return {
+        side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}"
+        for side in ("hand", "floor", "lethe")
+    }
+
+
 def timed(call: Callable[[], object]) -> tuple[float, object]:
     # Dirty pages of the setup or of the previous purge are written out
     # first, so their writeback does not land in this purge's time.
@@ -173,10 +181,7 @@ def postgresql(
     import psycopg
 
     # One database per side, so each has its own pg_statistic.
-    names = {
-        side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}"
-        for side in ("hand", "floor", "lethe")
-    }
+    names = side_databases()
     urls = {side: f"postgresql://postgres@127.0.0.1:5432/{name}" for side, name in names.items()}
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         for name in names.values():
@@ -302,10 +307,7 @@ def mariadb(
 ) -> tuple[float, float, float, dict]:
     import pymysql
 
-    names = {
-        side: f"lethe_db_bench_{side}_{secrets.token_hex(4)}"
-        for side in ("hand", "floor", "lethe")
-    }
+    names = side_databases()
     admin = pymysql.connect(**MARIADB_SERVER, autocommit=True)
     admin_cursor = admin.cursor()
 
