@@ -125,7 +125,7 @@ class Engine:
         self._plugins: dict[int, Plugin] = {}
         #: Fingerprints by (target position, item key), in memory for this job only.
         self._fingerprints: dict[tuple[int, str], Sequence[bytes]] = {}
-        #: Their digests, taken in a thread while the purge runs.
+        #: Their digests, computed in a thread while the plugins compact.
         self._digests: concurrent.futures.Future[_Digests] | None = None
         #: Messages of target-wide steps that failed in this run.
         self._failed_steps: list[str] = []
@@ -465,7 +465,7 @@ class Engine:
         return self._finish(job_id)
 
     def _start_digests(self) -> None:
-        """Start taking the digests of the planned fingerprints in a thread.
+        """Start computing the digests of the planned fingerprints in a thread.
 
         The digests go to the journal and the certificate's count only, so
         planning does not wait for them. The thread runs while the plugins
@@ -475,24 +475,24 @@ class Engine:
             return
         planned = list(self._fingerprints.items())
 
-        def take() -> _Digests:
-            taken = []
+        def compute() -> _Digests:
+            encoded = []
             for (target, key), fingerprints in planned:
                 digests = fingerprint_digests(fingerprints)
                 if digests:
-                    taken.append((target, key, encode_digests(digests)))
-            return taken
+                    encoded.append((target, key, encode_digests(digests)))
+            return encoded
 
         executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="lethe-digests"
         )
-        self._digests = executor.submit(take)
+        self._digests = executor.submit(compute)
         executor.shutdown(wait=False)
 
     def _store_digests(self, job_id: str) -> None:
         """Record the digests taken by :meth:`_start_digests` in the journal.
 
-        Starts taking them first if no thread has, because a stopped or
+        Starts computing them first if no thread has, because a stopped or
         failed job is resumed by a process that has no fingerprints.
         """
         # NOTE: a process killed by SIGKILL or a power loss records none, so

@@ -600,7 +600,7 @@ class Journal:
     ) -> None:
         """Record items' fingerprint digests, given as (target, key, encoded digests).
 
-        The engine takes the digests while the purge runs, after the items
+        The engine computes the digests during compaction, after the items
         were inserted, and encodes them with :func:`encode_digests` in the
         same thread. Digests recorded before for an item are replaced.
         """

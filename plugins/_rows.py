@@ -286,9 +286,7 @@ def row_digest(values: Sequence[Any]) -> str:
     """
     row = tuple(values)
     text = repr(row)
-    # The repr of every buffer contains one of these, so a row without them
-    # has none, and checking the text is cheaper than a type check per value.
-    if "<memory at " in text or "bytearray(" in text:
+    if _may_name_buffer(text):
         row = tuple(bytes(item) if isinstance(item, _BUFFERS) else item for item in row)
         text = repr(row)
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
@@ -300,10 +298,19 @@ def row_digests(rows: Sequence[Sequence[Any]]) -> list[str]:
     texts = [repr(tuple(values)) for values in rows]
     return [
         row_digest(values)
-        if "<memory at " in text or "bytearray(" in text
+        if _may_name_buffer(text)
         else sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
         for text, values in zip(texts, rows)
     ]
+
+
+def _may_name_buffer(text: str) -> bool:
+    """Tell whether a row's repr may contain a buffer, whose repr is not that of bytes.
+
+    The repr of every memoryview and bytearray contains one of these, and
+    checking the text is cheaper than a type check per value.
+    """
+    return "<memory at " in text or "bytearray(" in text
 
 
 _WORD = re.compile(r"\w+")
@@ -407,7 +414,7 @@ def _leaves(value: Any) -> list[Any]:
     return leaves
 
 
-class _Taken(tuple):
+class _RowFingerprints(tuple):
     """Fingerprints of one row of a group, taken while planning."""
 
 
@@ -432,13 +439,13 @@ class GroupFingerprints(Sequence[bytes]):
     sequence with the same fingerprints in order.
     """
 
-    __slots__ = ("_rows", "_words", "_kept", "_taken", "_lock")
+    __slots__ = ("_rows", "_words", "_budget", "_fingerprints", "_lock")
 
     def __init__(self, words: bool, kept: KeptBytes | None = None) -> None:
         self._rows: list[Sequence[Any]] | None = []
         self._words = words
-        self._kept = kept if kept is not None else KeptBytes()
-        self._taken: tuple[bytes, ...] | None = None
+        self._budget = kept if kept is not None else KeptBytes()
+        self._fingerprints: tuple[bytes, ...] | None = None
         self._lock = threading.Lock()
 
     def add(self, values: Sequence[Any]) -> int:
@@ -446,10 +453,10 @@ class GroupFingerprints(Sequence[bytes]):
         assert self._rows is not None, "fingerprints already taken"
         size = row_size(values)
         memory = size + KEPT_VALUE_OVERHEAD * len(values)
-        if size > MAX_KEPT_ROW or memory > self._kept.left:
-            self._rows.append(_Taken(row_facts(values, self._words)[0]))
+        if size > MAX_KEPT_ROW or memory > self._budget.left:
+            self._rows.append(_RowFingerprints(row_facts(values, self._words)[0]))
         else:
-            self._kept.left -= memory
+            self._budget.left -= memory
             self._rows.append(values)
         return size
 
@@ -457,49 +464,49 @@ class GroupFingerprints(Sequence[bytes]):
         """Add several rows' values; return the sum of their size estimates."""
         return sum([self.add(values) for values in rows])
 
-    def taken(self) -> tuple[bytes, ...]:
+    def take(self) -> tuple[bytes, ...]:
         """Return the fingerprints, taking them now if no thread has yet."""
-        taken = self._taken
-        if taken is not None:
-            return taken
+        fingerprints = self._fingerprints
+        if fingerprints is not None:
+            return fingerprints
         with self._lock:
-            if self._taken is None:
+            if self._fingerprints is None:
                 found: list[bytes] = []
                 words = self._words
                 for row in self._rows or ():
-                    if type(row) is _Taken:
+                    if type(row) is _RowFingerprints:
                         found.extend(row)
                     else:
                         found.extend(row_facts(row, words)[0])
-                self._taken = tuple(dict.fromkeys(found))
+                self._fingerprints = tuple(dict.fromkeys(found))
                 self._rows = None
-            return self._taken
+            return self._fingerprints
 
     def __len__(self) -> int:
-        return len(self.taken())
+        return len(self.take())
 
     def __getitem__(self, index: Any) -> Any:
-        return self.taken()[index]
+        return self.take()[index]
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.taken())
+        return iter(self.take())
 
     def __contains__(self, value: object) -> bool:
-        return value in self.taken()
+        return value in self.take()
 
     def __eq__(self, other: object) -> bool:
         if other is self:
             return True
         if isinstance(other, GroupFingerprints):
-            other = other.taken()
+            other = other.take()
         if not isinstance(other, Sequence):
             return NotImplemented
-        return self.taken() == tuple(other)
+        return self.take() == tuple(other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"GroupFingerprints({self.taken()!r})"
+        return f"GroupFingerprints({self.take()!r})"
 
 
 def _text_fingerprints(text: str, raw: bytes, words: bool, found: list[bytes]) -> None:
@@ -644,7 +651,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         # Row versions of each grouped item that this process discovered.
         self._row_versions: dict[str, list[Any]] = {}
         # Memory left for the row values that groups keep until the scanner's build.
-        self._kept = KeptBytes()
+        self._kept_bytes = KeptBytes()
 
     # -- engine hooks -------------------------------------------------------
 
@@ -873,18 +880,18 @@ class RowStorePlugin(Plugin, abc.ABC):
         versions of the moved rows are dropped from the returned list.
         """
         earlier = len(versions) - len(split.keys) if versions else 0
-        kept = _Split([], [], [])
-        kept_versions = versions[:earlier]
+        remaining = _Split([], [], [])
+        remaining_versions = versions[:earlier]
         for number, (key, digest, values) in enumerate(zip(*split)):
             if None in key:
                 null_keyed.append((key, digest, values))
                 continue
-            kept.keys.append(key)
-            kept.digests.append(digest)
-            kept.values.append(values)
+            remaining.keys.append(key)
+            remaining.digests.append(digest)
+            remaining.values.append(values)
             if versions:
-                kept_versions.append(versions[earlier + number])
-        return kept, kept_versions
+                remaining_versions.append(versions[earlier + number])
+        return remaining, remaining_versions
 
     def _null_key_items(
         self, table: TableInfo, rows: Sequence[tuple[tuple, str, Sequence[Any]]]
@@ -936,7 +943,7 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def _group_item(self, table: TableInfo, rows: _Split) -> Item:
         """Build the item of several rows and keep their fingerprints for plan_item."""
-        fingerprints = GroupFingerprints(self.full_text_indexed(table.name), self._kept)
+        fingerprints = GroupFingerprints(self.full_text_indexed(table.name), self._kept_bytes)
         size = fingerprints.add_rows(rows.values)
         first, last = rows.keys[0], rows.keys[-1]
         last_text = item_key(table.name, last)[len(table.name) + 1 :]
@@ -1642,9 +1649,9 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _prepare_scanner(self) -> None:
         """Start building the scanner of the planned rows' fingerprints.
 
-        The build runs in a thread while the deletes and the compaction
-        steps run in the database engine, which releases the GIL. The data
-        files are read only after compaction. Fingerprints planned after
+        The build runs in a thread while the compaction steps run in the
+        database engine, which releases the GIL. The data files are read
+        only after compaction. Fingerprints planned after
         the build started are added at verification.
         """
         if self._prepared is not None or not self._job_fingerprints:

@@ -111,16 +111,16 @@ def test_kept_bytes_shared_by_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [(f"user{number}@example.org",) for number in range(10, 16)]
     expected = [tuple(_rows.row_fingerprints(values)) for values in rows]
     # Room for three rows of one 18-byte value.
-    kept = _rows.KeptBytes(3 * (18 + _rows.KEPT_VALUE_OVERHEAD))
-    first = _rows.GroupFingerprints(words=False, kept=kept)
-    second = _rows.GroupFingerprints(words=False, kept=kept)
+    budget = _rows.KeptBytes(3 * (18 + _rows.KEPT_VALUE_OVERHEAD))
+    first = _rows.GroupFingerprints(words=False, kept=budget)
+    second = _rows.GroupFingerprints(words=False, kept=budget)
     calls = count_row_facts(monkeypatch)
 
     first.add_rows(rows[:2])
     second.add_rows(rows[2:])
 
     assert len(calls) == 3
-    assert kept.left == 0
+    assert budget.left == 0
     assert tuple(first) == expected[0] + expected[1]
     assert tuple(second) == expected[2] + expected[3] + expected[4] + expected[5]
 
@@ -166,7 +166,7 @@ def test_group_fingerprints_taken_once_across_threads(
     for number in range(5):
         group.add((f"user{number}@example.org",))
     seen: list[tuple[bytes, ...]] = []
-    threads = [threading.Thread(target=lambda: seen.append(group.taken())) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: seen.append(group.take())) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -174,7 +174,7 @@ def test_group_fingerprints_taken_once_across_threads(
 
     assert len(calls) == 5
     assert len(seen) == 4
-    assert all(taken is seen[0] for taken in seen)
+    assert all(fingerprints is seen[0] for fingerprints in seen)
 
 
 def test_planning_takes_no_fingerprints(
@@ -223,13 +223,13 @@ def test_null_keys_leave_group_with_versions() -> None:
     split = _rows._Split([(1,), (None,), (3,)], ["d1", "d2", "d3"], [("a",), ("b",), ("c",)])
     null_keyed: list[tuple[tuple, str, Any]] = []
 
-    kept, versions = _rows.RowStorePlugin._without_null_keys(
+    remaining, versions = _rows.RowStorePlugin._without_null_keys(
         split, ["earlier", "v1", "v2", "v3"], null_keyed
     )
 
-    assert kept.keys == [(1,), (3,)]
-    assert kept.digests == ["d1", "d3"]
-    assert kept.values == [("a",), ("c",)]
+    assert remaining.keys == [(1,), (3,)]
+    assert remaining.digests == ["d1", "d3"]
+    assert remaining.values == [("a",), ("c",)]
     assert versions == ["earlier", "v1", "v3"]
     assert null_keyed == [((None,), "d2", ("b",))]
 
