@@ -54,6 +54,11 @@ _MAX_TABLE_BITS = 30
 _MAX_BUCKET_KEYS = 32
 #: Offsets weighed when a fingerprint's key is chosen outside a span.
 _MAX_CHOICES = 64
+#: Fingerprints sharing a middle key beyond which a long fingerprint's start
+#: and end are weighed too. A window equal to a key is compared with each
+#: fingerprint under it, which costs little for a few. Weighing them took
+#: 0.2 of 0.5 s for 300,000 fingerprints with copies among them.
+_FEW_SHARED = 4
 #: Fingerprints sharing a span key beyond which a long fingerprint is keyed
 #: by its rarest run at any offset and searched at every alignment instead.
 _MAX_SHARED_SPAN = 16
@@ -117,9 +122,15 @@ def _sort_keys(keys: numpy.ndarray) -> _SortedKeys:
     """
     bits = max(1, (len(keys) - 1).bit_length())
     low = numpy.uint64((1 << bits) - 1)
-    packed = ((keys * _MULTIPLIER) & ~low) | numpy.arange(len(keys), dtype=numpy.uint64)
+    # In place where possible: each temporary of millions of keys is fresh
+    # memory, and its page faults cost more than the arithmetic.
+    packed = keys * _MULTIPLIER
+    packed &= ~low
+    packed |= numpy.arange(len(keys), dtype=numpy.uint64)
     packed.sort()
-    return _SortedKeys(packed & ~low, (packed & low).astype(numpy.intp), ~low)
+    order = (packed & low).view(numpy.intp)
+    packed &= ~low
+    return _SortedKeys(packed, order, ~low)
 
 
 def _run_counts(ordered: _SortedKeys) -> numpy.ndarray:
@@ -165,16 +176,18 @@ def _rarest_spans(
     its middle (None otherwise), so the index need not sort them again.
 
     The middle comes first, because values of one column often share a
-    prefix or a suffix ("user1", "@example.org"). Only fingerprints whose
-    middle shares a key weigh their start and end too, against the middles
-    of the others, which keeps the common case to one sort.
+    prefix or a suffix ("user1", "@example.org"). Only fingerprints with a
+    middle key that more than ``_FEW_SHARED`` fingerprints share weigh their
+    start and end too, against the middles of the others. A value copied
+    into another column or row shares its middle with one or two others, so
+    the common case stays at one sort.
     """
     steps = numpy.arange(_KEY)
     middles = (lengths - _SPAN) // 2
     keys = words[(starts + middles)[:, None] + steps].ravel()
     ordered = _sort_keys(keys)
     shared = _run_counts(ordered).reshape(len(starts), _KEY).max(axis=1)
-    redo = numpy.flatnonzero(shared > 1)
+    redo = numpy.flatnonzero(shared > _FEW_SHARED)
     if not len(redo):
         return middles, shared, ordered
     candidates = numpy.stack(
@@ -219,23 +232,21 @@ class _KeyIndex:
         self.fingerprints = fingerprints
         if not fingerprints:
             return
-        count = len(fingerprints)
-        steps = numpy.arange(_KEY)
+        # Equal keys may come in any order, because matches() takes them all.
         if spread:
-            keys = words[(starts + bases)[:, None] + steps].ravel()
-            owners = numpy.repeat(numpy.arange(count), _KEY)
-            offsets = (bases[:, None] + steps).ravel()
+            if ordered is None:
+                steps = numpy.arange(_KEY)
+                ordered = _sort_keys(words[(starts + bases)[:, None] + steps].ravel())
+            # Key number k is run k % 8 of the span of fingerprint k // 8.
+            self.owners, runs = numpy.divmod(ordered.order, _KEY)
+            self.offsets = bases[self.owners] + runs
         else:
             offsets = _rarest_offsets(words, starts, lengths)
-            keys = words[starts + offsets]
-            owners = numpy.arange(count)
-        # Equal keys may come in any order, because matches() takes them all.
-        if ordered is None:
-            ordered = _sort_keys(keys)
+            ordered = _sort_keys(words[starts + offsets])
+            self.owners = ordered.order
+            self.offsets = offsets[ordered.order]
         self.products = ordered.products
         self.high = ordered.high
-        self.owners = owners[ordered.order]
-        self.offsets = offsets[ordered.order]
         # First and last 8 bytes of each key's fingerprint, so most windows
         # that equal a key by chance fail in numpy rather than in Python.
         self.heads = words[starts][self.owners]
@@ -246,12 +257,12 @@ class _KeyIndex:
         bits = len(self.products).bit_length() + _BITS_PER_KEY
         bits = min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, bits))
         self.shift = numpy.uint64(64 - bits)
-        self.table = _bit_table((self.products >> self.shift).astype(numpy.intp), bits)
+        self.table = _bit_table((self.products >> self.shift).view(numpy.intp), bits)
         # Buckets of products by their top bits, about one key per bucket.
         # The keys equal to a window lie in the window's bucket.
         bucket_bits = max(1, len(self.products).bit_length())
         self.bucket_shift = numpy.uint64(64 - bucket_bits)
-        buckets = (self.products >> self.bucket_shift).astype(numpy.intp)
+        buckets = (self.products >> self.bucket_shift).view(numpy.intp)
         counts = numpy.bincount(buckets, minlength=1 << bucket_bits)
         self.bucket_starts = numpy.zeros(len(counts) + 1, numpy.intp)
         numpy.cumsum(counts, out=self.bucket_starts[1:])
@@ -266,8 +277,10 @@ class _KeyIndex:
         and last 8 bytes. The caller compares the rest.
         """
         products = windows * _MULTIPLIER
-        hashed = (products >> self.shift).astype(numpy.intp)
-        candidates = numpy.flatnonzero(self.table[hashed >> 3] & _BIT_MASKS[hashed & 7])
+        hashed = (products >> self.shift).view(numpy.intp)
+        # flatnonzero() of a boolean array took a ninth of its time on these
+        # uint8 values, so they are compared with 0 first.
+        candidates = numpy.flatnonzero((self.table[hashed >> 3] & _BIT_MASKS[hashed & 7]) != 0)
         empty = numpy.empty(0, numpy.intp)
         if not len(candidates):
             return empty, empty

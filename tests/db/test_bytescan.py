@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 
@@ -316,3 +317,27 @@ def test_empty_shrunk_and_chunk_sized_files(tmp_path, monkeypatch):
 
     assert list(scanner.find_in_file(exact)) == [(value, 4096 - len(value))]
     assert list(scanner.find_in_file(empty)) == []
+
+
+def test_values_copied_once_keep_their_middle_keys(tmp_path):
+    # Each name is copied into a note, so their middles share keys. A pair
+    # costs the scan little, so the index keeps its one sort of the middles.
+    digests = [hashlib.md5(str(number).encode()).hexdigest().encode() for number in range(1000)]
+    values = [b"name-%06d:" % number + text for number, text in enumerate(digests)] + [
+        b"note-%06d:" % number + text + b":end-%06d" % number
+        for number, text in enumerate(digests)
+    ]
+    words, lengths, starts = _bytescan._pack(values)
+
+    bases, shared, ordered = _bytescan._rarest_spans(words, starts, lengths)
+
+    assert ordered is not None
+    assert int(shared.max()) == 2
+    assert bases.tolist() == ((lengths - _bytescan._SPAN) // 2).tolist()
+    scanner = _bytescan.RowScanner()
+    for number, value in enumerate(values):
+        scanner.add_all(str(number), [value])
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"\0" * 3 + values[7] + b"\0" * 5 + values[1007])
+    hits = sorted((hit.owner, hit.offset) for hit in scanner.scan_file(path))
+    assert hits == [("1007", 3 + len(values[7]) + 5), ("7", 3)]
