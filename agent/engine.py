@@ -54,6 +54,7 @@ from plugins.base import (
     Refusal,
     Target,
     plugin_batches,
+    start_side_thread,
 )
 from plugins.errors import ItemChanged, PluginError, TargetNotFound
 from plugins.scan import fingerprint_digests
@@ -483,11 +484,7 @@ class Engine:
                     encoded.append((target, key, encode_digests(digests)))
             return encoded
 
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="lethe-digests"
-        )
-        self._digests = executor.submit(compute)
-        executor.shutdown(wait=False)
+        self._digests = start_side_thread(compute, "lethe-digests", yield_cpu=True)
 
     def _store_digests(self, job_id: str) -> None:
         """Record the digests taken by :meth:`_start_digests` in the journal.

@@ -20,14 +20,16 @@ this boundary.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import enum
 import os
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 
 class Method(str, enum.Enum):
@@ -569,3 +571,49 @@ def plugin_batches(items: Iterable[Any], plugin: Plugin) -> Iterator[list[Any]]:
             weight = 0
     if batch:
         yield batch
+
+
+#: Nice value that :func:`start_side_thread` adds to a thread that yields
+#: the processor.
+SIDE_THREAD_NICE = 10
+
+_Result = TypeVar("_Result")
+
+
+def start_side_thread(
+    call: Callable[[], _Result], name: str, yield_cpu: bool = False
+) -> concurrent.futures.Future[_Result]:
+    """Run ``call`` in a new thread, which ends with it, and return its future.
+
+    With ``yield_cpu`` the thread lowers its own scheduling priority, where
+    the system allows that per thread (Linux), so that a database server
+    compacting at the same time gets the processor first. Such a thread
+    suits work whose result is not needed at once.
+    """
+
+    def run() -> _Result:
+        if yield_cpu:
+            lower_thread_priority()
+        return call()
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    future = executor.submit(run)
+    # The worker thread ends once ``call`` returns.
+    executor.shutdown(wait=False)
+    return future
+
+
+def lower_thread_priority() -> None:
+    """Add :data:`SIDE_THREAD_NICE` to the calling thread's nice value, on Linux only.
+
+    Elsewhere the call would change the whole process, so it does nothing.
+    """
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, nice + SIDE_THREAD_NICE)
+    except OSError:
+        # Where the system forbids it, the thread keeps its usual priority.
+        pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from agent.engine import Engine, run_job
 from agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
 from agent.policy import Assessment, Policy
 from agent.registry import Registry
-from plugins.base import Item, Refusal, Target
+from plugins.base import SIDE_THREAD_NICE, Item, Refusal, Target
 from tests.core.dirplugin import DirPlugin
 
 
@@ -90,6 +92,31 @@ def test_digests_recorded_by_purge_not_plan(state_dir: Path, tree: Path) -> None
 
     assert planned == 0
     assert engine.journal.fingerprint_count(outcome.job_id, "verified") == 4
+
+
+def test_digests_hashed_at_lower_priority(
+    state_dir: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The digests are hashed while a database server compacts, which should
+    # get the processor first.
+    from agent import engine as engine_module
+
+    niceness: list[int] = []
+    hash_digests = engine_module.fingerprint_digests
+
+    def recording(fingerprints: Any) -> list[str]:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return hash_digests(fingerprints)
+
+    monkeypatch.setattr(engine_module, "fingerprint_digests", recording)
+    engine = make_engine(state_dir)
+    usual = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    plan_and_purge(engine, [target(tree / "sub")])
+
+    assert niceness
+    assert set(niceness) == {min(usual + SIDE_THREAD_NICE, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == usual
 
 
 class HoldContracts(Policy):

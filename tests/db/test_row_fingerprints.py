@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from plugins import _rows
-from plugins.base import JobContext, PlannedItem, Target
+from plugins.base import SIDE_THREAD_NICE, JobContext, PlannedItem, Target, start_side_thread
 from plugins.sqlite import SQLitePlugin
 from tests.db.conftest import canary, files_contain, sqlite_files
 
@@ -238,3 +239,55 @@ def test_row_digests_match_row_digest() -> None:
     rows = [("Ada", 1), (memoryview(b"ab"), None), ("bytearray(b'')", 2.5)]
 
     assert _rows.row_digests(rows) == [_rows.row_digest(row) for row in rows]
+
+
+def test_side_thread_priority() -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    usual = niceness()
+
+    lowered = start_side_thread(niceness, "lethe-test", yield_cpu=True).result()
+    plain = start_side_thread(niceness, "lethe-test").result()
+
+    assert lowered == min(usual + SIDE_THREAD_NICE, 19)
+    assert plain == usual
+    assert niceness() == usual
+
+
+def test_scanner_built_at_lower_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The build runs beside the compaction, which should get the processor first.
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.executemany(
+        "INSERT INTO people VALUES (?, ?)",
+        [(number, canary(f"person{number}")) for number in range(1, 101)],
+    )
+    conn.close()
+    niceness: list[int] = []
+    build = _rows._PreparedScan.build.__func__
+
+    def recording(cls: type, planned: Any) -> Any:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return build(cls, planned)
+
+    monkeypatch.setattr(_rows._PreparedScan, "build", classmethod(recording))
+    usual = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    plugin = SQLitePlugin(
+        Target(f"sqlite://{path}?table=people&where=id <= ?", {"params": [50]}),
+        JobContext(job_id="test", dry_run=False),
+    )
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        list(plugin.purge(planned))
+        list(plugin.complete())
+        evidence = list(plugin.verify(planned))
+    finally:
+        plugin.close()
+
+    assert niceness == [min(usual + SIDE_THREAD_NICE, 19)]
+    assert all(found.verified for found in evidence)
