@@ -45,6 +45,19 @@ READ_ONLY_TRANSACTION_ERRNO = 1792
 #: Databases the server maintains, whose rows a purge must never delete.
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 
+#: Maximum number of parameters of one prepared statement, because the
+#: protocol counts them in 16 bits.
+MAX_STATEMENT_PARAMS = 65535
+#: Keys of a composite primary key per grouped DELETE. In a test on MariaDB
+#: 10.11, a list of 5000 row constructors was read as index ranges, but one
+#: of 10,000 made the server scan and lock the whole table of 46,000 rows.
+COMPOSITE_KEYS_PER_DELETE = 1000
+#: Prepared grouped DELETE statements kept open for reuse. Preparing one of
+#: 20,000 parameters took 0.2 s with the pure-Python connector against
+#: MariaDB 10.11 on 127.0.0.1, because it reads a packet per parameter, and
+#: the next batch's statement usually has the same text.
+PREPARED_DELETES_KEPT = 4
+
 _LOST_CONNECTION = {2003, 2006, 2013, 2055, 0}
 _LOCK_ERRORS = {1205, 1213}
 _READ_ONLY = {1290, 1792, 1836}
@@ -110,6 +123,12 @@ class MySQLPlugin(_rows.RowStorePlugin):
         self.reader: Any = None
         self.facts: dict[str, Any] = {}
         self._full_text: dict[str, bool] = {}
+        # DATA_TYPE of each column, by table, for the digest expression.
+        self._column_types: dict[str, dict[str, str]] = {}
+        # Grouped DELETE statements by table and row count: the text and its
+        # prepared cursor. The connector prepares again unless execute() gets
+        # the very string object it prepared.
+        self._prepared_deletes: dict[tuple[str, int], tuple[str, Any]] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -190,6 +209,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
         return getattr(error, "errno", None) == READ_ONLY_TRANSACTION_ERRNO
 
     def close_connections(self) -> None:
+        self._close_prepared_deletes()
         for connection in (self.reader, self.connection):
             if connection is not None:
                 try:
@@ -297,14 +317,14 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 f"table {table} uses the {engine} engine; only InnoDB tables can be "
                 "purged, convert it with ALTER TABLE ... ENGINE=InnoDB"
             )
-        columns = [
-            row[0]
-            for row in self.query(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-                (table,),
-            )
-        ]
+        described = self.query(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+            "ORDER BY ORDINAL_POSITION",
+            (table,),
+        )
+        columns = [row[0] for row in described]
+        self._column_types[table] = {row[0]: str(row[1]).lower() for row in described}
         key = [
             row[0]
             for row in self.query(
@@ -403,6 +423,64 @@ class MySQLPlugin(_rows.RowStorePlugin):
             )
         ]
 
+    # -- rows ---------------------------------------------------------------
+
+    def _digest_sql(self, table: _rows.TableInfo) -> str:
+        """Return SQL computing a row's SHA-256 digest on the server.
+
+        Each column adds the SHA-256 of its exact value, or N for NULL, so
+        NULL, an empty string and the text 'NULL' differ, and a long value
+        adds 64 characters like a short one. The key columns are among the
+        columns, so a row at one key never carries a row's digest at another.
+        """
+        types = self._column_types[table.name]
+        values = [
+            self._exact_value_sql(name, types.get(name, "")) for name in table.columns
+        ]
+        parts = [f"IFNULL(SHA2({value}, 256), 'N')" for value in values]
+        return f"SHA2(CONCAT_WS(',', {', '.join(parts)}), 256)"
+
+    def _exact_value_sql(self, column: str, data_type: str) -> str:
+        """Return SQL whose string form differs for any two values of the column.
+
+        The string form of most types does: text and binary strings hash as
+        their bytes, BIT as its bytes, and numbers, DECIMAL, dates and times
+        print in full (a DOUBLE with the fewest digits that read back as the
+        same value). A FLOAT prints with six digits, so it goes through DOUBLE
+        first. A TIMESTAMP prints in the session's time zone, where two
+        instants share a wall-clock time when the clocks go back, so it goes
+        as its seconds since 1970.
+        """
+        # NOTE: these string forms were checked on MariaDB 10.11 only. MySQL 8
+        # needs 8.0.17 for CAST(... AS DOUBLE), and its forms are unchecked.
+        quoted = self.quote(column)
+        if data_type == "float":
+            return f"CAST({quoted} AS DOUBLE)"
+        if data_type == "timestamp":
+            return f"UNIX_TIMESTAMP({quoted})"
+        return quoted
+
+    def select_list(self, table: _rows.TableInfo) -> str:
+        # The server computes the digest, so the grouped DELETE can compare
+        # it without reading the rows back.
+        keys = ", ".join(self.quote(name) for name in table.key)
+        values = ", ".join(self.quote(name) for name in table.columns)
+        return f"{keys}, {self._digest_sql(table)}, {values}"
+
+    def split_row(
+        self, table: _rows.TableInfo, row: Sequence[Any]
+    ) -> tuple[tuple, str, Sequence[Any]]:
+        width = len(table.key)
+        return tuple(row[:width]), row[width], row[width + 1 :]
+
+    def split_rows(
+        self, table: _rows.TableInfo, rows: Sequence[Sequence[Any]]
+    ) -> tuple[list[tuple], list[str], list[Sequence[Any]]]:
+        width = len(table.key)
+        keys = [tuple(row[:width]) for row in rows]
+        digests = [row[width] for row in rows]
+        return keys, digests, [row[width + 1 :] for row in rows]
+
     def _cursor(self, connection: Any, params: Any) -> Any:
         # Statements with values run prepared, so the values are bound on the
         # server rather than spliced into the text.
@@ -477,6 +555,86 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 cursor.close()
             except Exception:  # noqa: BLE001 - the connection may be gone
                 self.log.debug("cursor close failed", exc_info=True)
+
+    def delete_group_rows(
+        self,
+        table: _rows.TableInfo,
+        keys: Sequence[Sequence[Any]],
+        digests: Sequence[str],
+        versions: Sequence[Any] | None,
+    ) -> set[int] | None:
+        """Delete the rows at ``keys`` whose digest is among ``digests``, all or none.
+
+        The digest covers every column, the key included, so a row that
+        matches is exactly one planned row, and a count of deleted rows equal
+        to the planned rows means that each of them matched. Otherwise some
+        row changed or is gone: the transaction is rolled back, and None sends
+        the batch to the row-by-row path, which reports each row's case.
+        """
+        entries = [(*key, digest) for key, digest in zip(keys, digests, strict=True)]
+        width = len(table.key)
+        per_part = min(
+            _rows.KEYS_PER_READ if width == 1 else COMPOSITE_KEYS_PER_DELETE,
+            MAX_STATEMENT_PARAMS // (width + 1),
+        )
+        self.conn.start_transaction()
+        try:
+            deleted = 0
+            for part in _rows.key_parts(entries, per_part, self.max_key_bytes):
+                cursor, sql = self._prepared_delete(table, len(part))
+                params = [value for entry in part for value in entry[:width]]
+                params.extend(entry[width] for entry in part)
+                cursor.execute(sql, params)
+                deleted += cursor.rowcount
+            if deleted != len(entries):
+                self.log.info(
+                    "grouped delete matched fewer rows than planned",
+                    table=table.name,
+                    planned=len(entries),
+                    matched=deleted,
+                )
+                self.conn.rollback()
+                return None
+            self.conn.commit()
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        return set(range(len(entries)))
+
+    def _prepared_delete(self, table: _rows.TableInfo, count: int) -> tuple[Any, str]:
+        """Return the prepared cursor and statement for ``count`` rows of ``table``."""
+        found = self._prepared_deletes.get((table.name, count))
+        if found is not None:
+            return found[1], found[0]
+        name = self.quote_table(table.name)
+        mark = self.placeholder
+        if len(table.key) == 1:
+            keys = f"{self.quote(table.key[0])} IN ({', '.join([mark] * count)})"
+        else:
+            columns = ", ".join(self.quote(column) for column in table.key)
+            row = "(" + ", ".join([mark] * len(table.key)) + ")"
+            keys = f"({columns}) IN ({', '.join([row] * count)})"
+        text = (
+            f"DELETE FROM {name} WHERE {keys} "
+            f"AND {self._digest_sql(table)} IN ({', '.join([mark] * count)})"
+        )
+        if len(self._prepared_deletes) >= PREPARED_DELETES_KEPT:
+            oldest = next(iter(self._prepared_deletes))
+            self._close_cursor(self._prepared_deletes.pop(oldest)[1])
+        cursor = self.conn.cursor(prepared=True)
+        self._prepared_deletes[(table.name, count)] = (text, cursor)
+        return cursor, text
+
+    def _close_prepared_deletes(self) -> None:
+        for _text, cursor in self._prepared_deletes.values():
+            self._close_cursor(cursor)
+        self._prepared_deletes.clear()
+
+    def _close_cursor(self, cursor: Any) -> None:
+        try:
+            cursor.close()
+        except Exception:  # noqa: BLE001 - the connection may be gone
+            self.log.debug("cursor close failed", exc_info=True)
 
     def compaction_steps(self) -> Iterator[PurgeResult]:
         yield self.step(
