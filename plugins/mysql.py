@@ -17,7 +17,7 @@ import contextlib
 import os
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from plugins import _rows
@@ -52,11 +52,14 @@ MAX_STATEMENT_PARAMS = 65535
 #: 10.11, a list of 5000 row constructors was read as index ranges, but one
 #: of 10,000 made the server scan and lock the whole table of 46,000 rows.
 COMPOSITE_KEYS_PER_DELETE = 1000
-#: Prepared grouped DELETE statements kept open for reuse. Preparing one of
-#: 20,000 parameters took 0.2 s with the pure-Python connector against
-#: MariaDB 10.11 on 127.0.0.1, because it reads a packet per parameter, and
-#: the next batch's statement usually has the same text.
-PREPARED_DELETES_KEPT = 4
+#: Prepared statements of many parameters (grouped DELETEs, reads by key)
+#: kept open for reuse. Preparing one of 20,000 parameters took 0.2 s with
+#: the pure-Python connector against MariaDB 10.11 on 127.0.0.1, because it
+#: reads a packet per parameter, and the next batch's statement usually has
+#: the same text.
+PREPARED_KEPT = 4
+#: Parameters from which :meth:`MySQLPlugin.query` keeps a statement prepared.
+KEPT_FROM_PARAMS = 100
 
 _LOST_CONNECTION = {2003, 2006, 2013, 2055, 0}
 _LOCK_ERRORS = {1205, 1213}
@@ -125,10 +128,11 @@ class MySQLPlugin(_rows.RowStorePlugin):
         self._full_text: dict[str, bool] = {}
         # DATA_TYPE of each column, by table, for the digest expression.
         self._column_types: dict[str, dict[str, str]] = {}
-        # Grouped DELETE statements by table and row count: the text and its
-        # prepared cursor. The connector prepares again unless execute() gets
-        # the very string object it prepared.
-        self._prepared_deletes: dict[tuple[str, int], tuple[str, Any]] = {}
+        # Prepared statements kept for reuse, oldest first: the text and its
+        # cursor, by text or, for grouped DELETEs, by table and row count. The
+        # connector prepares again unless execute() gets the very string
+        # object it prepared.
+        self._kept_statements: dict[Hashable, tuple[str, Any]] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -209,7 +213,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
         return getattr(error, "errno", None) == READ_ONLY_TRANSACTION_ERRNO
 
     def close_connections(self) -> None:
-        self._close_prepared_deletes()
+        self._close_prepared()
         for connection in (self.reader, self.connection):
             if connection is not None:
                 try:
@@ -443,11 +447,10 @@ class MySQLPlugin(_rows.RowStorePlugin):
     def _exact_value_sql(self, column: str, data_type: str) -> str:
         """Return SQL whose string form differs for any two values of the column.
 
-        The string form of most types does: text and binary strings hash as
-        their bytes, BIT as its bytes, and numbers, DECIMAL, dates and times
-        print in full (a DOUBLE with the fewest digits that read back as the
-        same value). A FLOAT prints with six digits, so it goes through DOUBLE
-        first. A TIMESTAMP prints in the session's time zone, where two
+        The string form of most types does. Text, binary strings and BIT hash
+        as their bytes. Numbers, DECIMAL, dates and times print in full, a
+        DOUBLE with the fewest digits that read back as the same value. A
+        FLOAT prints with six digits, so it goes through DOUBLE first. A TIMESTAMP prints in the session's time zone, where two
         instants share a wall-clock time when the clocks go back, so it goes
         as its seconds since 1970.
         """
@@ -487,6 +490,15 @@ class MySQLPlugin(_rows.RowStorePlugin):
         return connection.cursor(prepared=True) if params else connection.cursor()
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        if len(params) >= KEPT_FROM_PARAMS and not isinstance(params, Mapping):
+            # Reads by key repeat one text per part of 10,000 keys.
+            cursor, sql = self._kept_cursor(sql, sql)
+            try:
+                cursor.execute(sql, tuple(params))
+                return list(cursor.fetchall()) if cursor.with_rows else []
+            except BaseException:
+                self._forget_prepared(sql)
+                raise
         cursor = self._cursor(self.conn, params)
         try:
             cursor.execute(sql, tuple(params) if params else None)
@@ -603,7 +615,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
 
     def _prepared_delete(self, table: _rows.TableInfo, count: int) -> tuple[Any, str]:
         """Return the prepared cursor and statement for ``count`` rows of ``table``."""
-        found = self._prepared_deletes.get((table.name, count))
+        found = self._kept_statements.get((table.name, count))
         if found is not None:
             return found[1], found[0]
         name = self.quote_table(table.name)
@@ -618,17 +630,34 @@ class MySQLPlugin(_rows.RowStorePlugin):
             f"DELETE FROM {name} WHERE {keys} "
             f"AND {self._digest_sql(table)} IN ({', '.join([mark] * count)})"
         )
-        if len(self._prepared_deletes) >= PREPARED_DELETES_KEPT:
-            oldest = next(iter(self._prepared_deletes))
-            self._close_cursor(self._prepared_deletes.pop(oldest)[1])
+        return self._kept_cursor((table.name, count), text)
+
+    def _kept_cursor(self, key: Hashable, text: str) -> tuple[Any, str]:
+        """Return the prepared cursor kept under ``key`` and the text to execute.
+
+        A new cursor is kept with ``text``, closing the oldest one past
+        :data:`PREPARED_KEPT`. The text returned is the one first kept.
+        """
+        found = self._kept_statements.get(key)
+        if found is not None:
+            return found[1], found[0]
+        if len(self._kept_statements) >= PREPARED_KEPT:
+            oldest = next(iter(self._kept_statements))
+            self._close_cursor(self._kept_statements.pop(oldest)[1])
         cursor = self.conn.cursor(prepared=True)
-        self._prepared_deletes[(table.name, count)] = (text, cursor)
+        self._kept_statements[key] = (text, cursor)
         return cursor, text
 
-    def _close_prepared_deletes(self) -> None:
-        for _text, cursor in self._prepared_deletes.values():
+    def _forget_prepared(self, key: Hashable) -> None:
+        """Close and drop the cursor kept under ``key``, after a failed statement."""
+        found = self._kept_statements.pop(key, None)
+        if found is not None:
+            self._close_cursor(found[1])
+
+    def _close_prepared(self) -> None:
+        for _text, cursor in self._kept_statements.values():
             self._close_cursor(cursor)
-        self._prepared_deletes.clear()
+        self._kept_statements.clear()
 
     def _close_cursor(self, cursor: Any) -> None:
         try:

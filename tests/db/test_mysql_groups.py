@@ -428,3 +428,36 @@ def test_unique_index_key_one_statement(mysql_database, monkeypatch):
     assert len(statements.grouped_deletes()) == 1
     left = fetch(mysql_database, "SELECT code FROM contacts ORDER BY code")
     assert left == [("code-09",), ("code-10",)]
+
+
+def test_reads_by_key_reuse_prepared_statement(mysql_database, monkeypatch):
+    # Verification reads the planned keys back in parts of equal size, so
+    # one prepared statement serves every part.
+    from plugins import _rows, mysql
+
+    make_people(mysql_database, rows=28)
+    monkeypatch.setattr(MySQLPlugin, "batch_size", 8)
+    monkeypatch.setattr(_rows, "KEYS_PER_READ", 4)
+    monkeypatch.setattr(mysql, "KEPT_FROM_PARAMS", 1)
+    target = Target(
+        f"{mysql_database}?table=people&where=id <= %s", {"params": [24], "rows_per_item": 4}
+    )
+    plugin = MySQLPlugin(target, JobContext(dry_run=False))
+    try:
+        plugin.describe()
+        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
+        for batch in plugin_batches(planned, plugin):
+            list(plugin.purge(batch))
+        statements = Statements(monkeypatch)
+        evidence = [
+            found for batch in plugin_batches(planned, plugin) for found in plugin.verify(batch)
+        ]
+    finally:
+        plugin.close()
+
+    reads = [sql for sql in statements.executed if sql.startswith("SELECT") and " IN (" in sql]
+    prepared = [sql for sql in statements.prepared if sql in reads]
+    assert len(reads) == 6
+    assert len(prepared) == 1
+    assert all(found.verified for found in evidence)
+    assert fetch(mysql_database, "SELECT MIN(id), COUNT(*) FROM people") == [(25, 4)]
