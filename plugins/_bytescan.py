@@ -128,7 +128,7 @@ def _sort_keys(keys: numpy.ndarray) -> _SortedKeys:
     packed &= ~low
     packed |= numpy.arange(len(keys), dtype=numpy.uint64)
     packed.sort()
-    order = (packed & low).view(numpy.intp)
+    order = (packed & low).view(numpy.int64)
     packed &= ~low
     return _SortedKeys(packed, order, ~low)
 
@@ -257,12 +257,12 @@ class _KeyIndex:
         bits = len(self.products).bit_length() + _BITS_PER_KEY
         bits = min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, bits))
         self.shift = numpy.uint64(64 - bits)
-        self.table = _bit_table((self.products >> self.shift).view(numpy.intp), bits)
+        self.table = _bit_table((self.products >> self.shift).view(numpy.int64), bits)
         # Buckets of products by their top bits, about one key per bucket.
         # The keys equal to a window lie in the window's bucket.
         bucket_bits = max(1, len(self.products).bit_length())
         self.bucket_shift = numpy.uint64(64 - bucket_bits)
-        buckets = (self.products >> self.bucket_shift).view(numpy.intp)
+        buckets = (self.products >> self.bucket_shift).view(numpy.int64)
         counts = numpy.bincount(buckets, minlength=1 << bucket_bits)
         self.bucket_starts = numpy.zeros(len(counts) + 1, numpy.intp)
         numpy.cumsum(counts, out=self.bucket_starts[1:])
@@ -277,7 +277,7 @@ class _KeyIndex:
         and last 8 bytes. The caller compares the rest.
         """
         products = windows * _MULTIPLIER
-        hashed = (products >> self.shift).view(numpy.intp)
+        hashed = (products >> self.shift).view(numpy.int64)
         # flatnonzero() of a boolean array took a ninth of its time on these
         # uint8 values, so they are compared with 0 first.
         candidates = numpy.flatnonzero((self.table[hashed >> 3] & _BIT_MASKS[hashed & 7]) != 0)
