@@ -1,0 +1,80 @@
+"""MariaDB purges of tables whose keys or layout the driver reads inexactly.
+
+A purge deletes and checks rows by the key values that discovery read. A
+key value that does not bind back to its row makes every statement miss
+the row, so the row stays while the purge reports it already gone and the
+verification finds nothing at its key. These tests check that such rows
+are deleted.
+"""
+
+from __future__ import annotations
+
+from plugins.mysql import MySQLPlugin
+from tests.db.test_mysql_groups import execute, fetch
+from tests.helpers.driver import run_plugin
+
+
+def make_keyed(url: str, key_type: str, keys: list[str]) -> None:
+    """Create table ``items`` keyed by ``key_type`` with one row per SQL literal in ``keys``."""
+    execute(
+        url,
+        f"CREATE TABLE items (k {key_type} PRIMARY KEY, note VARCHAR(20), "
+        "selected BOOL NOT NULL) ENGINE=InnoDB",
+        *[f"INSERT INTO items VALUES ({key}, 'row {n}', 1)" for n, key in enumerate(keys)],
+        "INSERT INTO items (k, note, selected) VALUES (DEFAULT, 'keep', 0)",
+    )
+
+
+def purge_all_but_kept(url: str, where: str, options: dict) -> list[tuple]:
+    """Purge the rows that ``where`` selects and return the notes of the rows left."""
+    run = run_plugin(
+        MySQLPlugin, f"{url}?table=items&where={where}", {"rows_per_item": 2, **options}
+    )
+    assert run.refused == []
+    assert set(run.statuses().values()) == {"purged"}
+    assert run.unverified() == []
+    return fetch(url, "SELECT note FROM items ORDER BY note")
+
+
+def test_float_key_read_as_text(mysql_database):
+    # Without placeholders the selection comes back as text, where MariaDB
+    # prints a FLOAT with six digits.
+    make_keyed(mysql_database, "FLOAT NOT NULL DEFAULT 0", ["1.0000001", "0.1", "3.4e38"])
+
+    left = purge_all_but_kept(mysql_database, "selected = 1", {})
+
+    assert left == [("keep",)]
+
+
+def test_negative_time_key(mysql_database):
+    make_keyed(
+        mysql_database,
+        "TIME(6) NOT NULL DEFAULT '00:00:00'",
+        ["'-00:00:00.000001'", "'-01:00:00.5'", "'-838:59:59'", "'12:00:00'"],
+    )
+
+    left = purge_all_but_kept(mysql_database, "selected = %s", {"params": [1]})
+
+    assert left == [("keep",)]
+
+
+def test_bit_key_with_high_bit(mysql_database):
+    make_keyed(
+        mysql_database,
+        "BIT(64) NOT NULL DEFAULT 0",
+        ["b'1'", "0xFFFFFFFFFFFFFFFF", "0x8000000000000000"],
+    )
+
+    left = purge_all_but_kept(mysql_database, "selected = %s", {"params": [1]})
+
+    assert left == [("keep",)]
+
+
+def test_set_key_read_as_text(mysql_database):
+    make_keyed(
+        mysql_database, "SET('a', 'b', 'c') NOT NULL DEFAULT 'c'", ["'a,b'", "'b'", "''"]
+    )
+
+    left = purge_all_but_kept(mysql_database, "selected = 1", {})
+
+    assert left == [("keep",)]
