@@ -305,8 +305,9 @@ class MySQLPlugin(_rows.RowStorePlugin):
 
     def load_table(self, name: str) -> _rows.TableInfo:
         found = self.query(
-            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'",
+            "SELECT TABLE_NAME, ENGINE, TABLE_TYPE FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+            "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')",
             (name,),
         )
         if not found:
@@ -315,7 +316,14 @@ class MySQLPlugin(_rows.RowStorePlugin):
                 "check the 'table' option (names are case-sensitive on this server "
                 f"when lower_case_table_names is 0, here {self.facts.get('lower_case_table_names')})"
             )
-        table, engine = found[0]
+        table, engine, table_type = found[0]
+        if table_type == "SYSTEM VERSIONED":
+            raise NotSupported(
+                f"table {table} is system-versioned (WITH SYSTEM VERSIONING), so a "
+                "DELETE keeps each deleted row as a history row that the purge cannot "
+                f"remove; drop the history with ALTER TABLE {self.quote(table)} DROP "
+                "SYSTEM VERSIONING, or purge it with DELETE HISTORY, and plan again"
+            )
         if (engine or "").lower() != "innodb":
             raise NotSupported(
                 f"table {table} uses the {engine} engine; only InnoDB tables can be "

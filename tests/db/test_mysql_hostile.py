@@ -4,11 +4,14 @@ A purge deletes and checks rows by the key values that discovery read. A
 key value that does not bind back to its row makes every statement miss
 the row, so the row stays while the purge reports it already gone and the
 verification finds nothing at its key. These tests check that such rows
-are deleted.
+are deleted, or that the table is rejected before planning.
 """
 
 from __future__ import annotations
 
+import pytest
+
+from plugins.errors import NotSupported
 from plugins.mysql import MySQLPlugin
 from tests.db.test_mysql_groups import execute, fetch
 from tests.helpers.driver import run_plugin
@@ -78,3 +81,25 @@ def test_set_key_read_as_text(mysql_database):
     left = purge_all_but_kept(mysql_database, "selected = 1", {})
 
     assert left == [("keep",)]
+
+
+def test_system_versioned_table_rejected(mysql_database):
+    # A DELETE keeps each row of such a table as a history row.
+    execute(
+        mysql_database,
+        "CREATE TABLE items (id INT PRIMARY KEY, note VARCHAR(20)) "
+        "WITH SYSTEM VERSIONING ENGINE=InnoDB",
+        "INSERT INTO items VALUES (1, 'a'), (2, 'b')",
+    )
+
+    with pytest.raises(NotSupported) as raised:
+        run_plugin(
+            MySQLPlugin,
+            f"{mysql_database}?table=items&where=id = %s",
+            {"params": [1]},
+            purge=False,
+        )
+
+    assert "system-versioned" in str(raised.value)
+    assert "DROP SYSTEM VERSIONING" in str(raised.value)
+    assert fetch(mysql_database, "SELECT COUNT(*) FROM items FOR SYSTEM_TIME ALL") == [(2,)]
