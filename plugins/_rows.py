@@ -1550,10 +1550,29 @@ class RowStorePlugin(Plugin, abc.ABC):
             for row in self._rows_by_key(table, keys, lock=True):
                 key, digest, _ = self.split_row(table, row)
                 current[item_key(table.name, key)] = digest
+            if not current.keys() <= {entry.item.key for entry in entries}:
+                self._mark_rekeyed(table, entries, current)
             moved = self._moved_rows(table, [e for e in entries if e.item.key not in current])
         except Exception as error:  # noqa: BLE001 - translated below
             raise self.translate(error, f"re-read rows of {table.name}") from None
         return current, moved
+
+    def _mark_rekeyed(
+        self, table: TableInfo, entries: list[PlannedItem], current: dict[str, str]
+    ) -> None:
+        """Give a changed digest to planned rows whose key now reads differently.
+
+        A read by key also returns a row whose key equals the planned key
+        only in the engine's comparison, as 'A' equals 'a' in a
+        case-insensitive collation. Such a row changed since planning, so
+        it must be kept and reported, not counted as already gone.
+        """
+        for entry in entries:
+            if entry.item.key in current:
+                continue
+            key = tuple(entry.item.identity["key"])
+            if self._rows_by_key(table, [key], lock=True):
+                current[entry.item.key] = ""
 
     def _moved_rows(self, table: TableInfo, missing: list[PlannedItem]) -> set[str]:
         """Return the keys of missing rows whose values sit under another key.

@@ -13,7 +13,7 @@ import pytest
 
 from plugins.errors import NotSupported
 from plugins.mysql import MySQLPlugin
-from tests.db.test_mysql_groups import execute, fetch
+from tests.db.test_mysql_groups import execute, fetch, purge_after_change
 from tests.helpers.driver import run_plugin
 
 
@@ -103,3 +103,42 @@ def test_system_versioned_table_rejected(mysql_database):
     assert "system-versioned" in str(raised.value)
     assert "DROP SYSTEM VERSIONING" in str(raised.value)
     assert fetch(mysql_database, "SELECT COUNT(*) FROM items FOR SYSTEM_TIME ALL") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    "new_code", ["C2", "c2  "], ids=["letter-case", "trailing-spaces"]
+)
+def test_key_rewritten_equal_in_collation(mysql_database, new_code):
+    # The new key equals the planned one in the column's collation, so a
+    # read by the planned key finds the changed row.
+    execute(
+        mysql_database,
+        "CREATE TABLE codes (code VARCHAR(20) COLLATE utf8mb4_general_ci PRIMARY KEY, "
+        "secret VARCHAR(40)) ENGINE=InnoDB",
+        *[
+            ("INSERT INTO codes VALUES (%s, %s)", (f"c{n}", f"secret {n}"))
+            for n in range(1, 9)
+        ],
+        "INSERT INTO codes VALUES ('zz', 'not selected')",
+    )
+
+    results = purge_after_change(
+        mysql_database,
+        "codes",
+        "code <> %s",
+        ["zz"],
+        lambda: execute(
+            mysql_database,
+            ("UPDATE codes SET code = %s WHERE code = 'c2'", (new_code,)),
+        ),
+    )
+
+    changed_group = results['codes:["c1"]..["c4"]']
+    assert changed_group.status == "failed"
+    assert 'Kept rows: codes:["c2"].' in changed_group.detail
+    assert "already gone" not in changed_group.detail
+    assert results['codes:["c5"]..["c8"]'].detail == "deleted 4 rows"
+    assert fetch(mysql_database, "SELECT code, secret FROM codes ORDER BY code") == [
+        (new_code, "secret 2"),
+        ("zz", "not selected"),
+    ]
