@@ -1369,10 +1369,18 @@ class RowStorePlugin(Plugin, abc.ABC):
         return _Pending(tuple(dict.fromkeys(fingerprints)), None)
 
     def _rows_by_key(
-        self, table: TableInfo, keys: Sequence[Sequence[Any]], lock: bool = False
+        self,
+        table: TableInfo,
+        keys: Sequence[Sequence[Any]],
+        lock: bool = False,
+        columns: str | None = None,
     ) -> list[tuple]:
-        """Read rows by key; with ``lock``, add :attr:`row_lock_clause` to the reads."""
-        base = f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)} WHERE "
+        """Read rows by key; with ``lock``, add :attr:`row_lock_clause` to the reads.
+
+        ``columns`` replaces :meth:`select_list` in the statements.
+        """
+        columns = columns or self.select_list(table)
+        base = f"SELECT {columns} FROM {self.quote_table(table.name)} WHERE "
         suffix = self.row_lock_clause if lock else ""
         if len(table.key) == 1:
             found: list[tuple] = []

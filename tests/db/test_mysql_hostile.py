@@ -13,7 +13,14 @@ import pytest
 
 from plugins.errors import NotSupported
 from plugins.mysql import MySQLPlugin
-from tests.db.test_mysql_groups import execute, fetch, purge_after_change
+from tests.db.conftest import mysql_admin
+from tests.db.test_mysql_groups import (
+    database_name,
+    execute,
+    fetch,
+    make_people,
+    purge_after_change,
+)
 from tests.helpers.driver import run_plugin
 
 
@@ -141,4 +148,35 @@ def test_key_rewritten_equal_in_collation(mysql_database, new_code):
     assert fetch(mysql_database, "SELECT code, secret FROM codes ORDER BY code") == [
         (new_code, "secret 2"),
         ("zz", "not selected"),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_row_locked_by_other_session(mysql_database):
+    # The lock is on a row after the first in key order, so the locking
+    # re-read has sent rows before its lock wait fails.
+    make_people(mysql_database)
+    holder = mysql_admin(database_name(mysql_database))
+    holder.begin()
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT * FROM people WHERE id = 6 FOR UPDATE")
+    url = f"{mysql_database}?table=people&where=id <= %s"
+    options = {"params": [8], "rows_per_item": 4, "lock_timeout": 1}
+
+    try:
+        blocked = run_plugin(MySQLPlugin, url, options)
+    finally:
+        holder.rollback()
+        holder.close()
+    rerun = run_plugin(MySQLPlugin, url, options)
+
+    assert set(blocked.statuses().values()) == {"failed"}
+    assert all("timed out" in result.detail for result in blocked.results)
+    assert set(rerun.statuses().values()) == {"purged"}
+    assert rerun.unverified() == []
+    assert fetch(mysql_database, "SELECT id FROM people ORDER BY id") == [
+        (9,),
+        (10,),
+        (11,),
+        (12,),
     ]
