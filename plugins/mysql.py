@@ -836,7 +836,28 @@ class MySQLPlugin(_rows.RowStorePlugin):
             "server": f"{self.target.parts.hostname}:{self.target.parts.port or 3306}",
             "database": self.database,
         }
-        return TargetInfo(media=media, notes=tuple(notes), residual=tuple(self._residual()))
+        residual = self._residual()
+        residual.extend(self._trigger_residual(table.name))
+        return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _trigger_residual(self, table: str) -> list[str]:
+        """Return a residual risk naming the DELETE triggers of ``table``, if it has any."""
+        triggers = [
+            row[0]
+            for row in self.query(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+                "WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = %s "
+                "AND EVENT_MANIPULATION = 'DELETE' ORDER BY ACTION_ORDER",
+                (table,),
+            )
+        ]
+        if not triggers:
+            return []
+        return [
+            f"DELETE triggers on {table} ({', '.join(triggers)}) run for every purged "
+            "row, and what they write to other tables, such as an archive copy, is "
+            "neither purged nor scanned; review or drop them before the purge"
+        ]
 
     def _residual(self) -> list[str]:
         facts = self.facts

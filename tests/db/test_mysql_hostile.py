@@ -180,3 +180,26 @@ def test_row_locked_by_other_session(mysql_database):
         (11,),
         (12,),
     ]
+
+
+def test_delete_trigger_named_in_residual(mysql_database):
+    # The trigger copies each deleted row to a table that the purge does
+    # not touch, so the copy stays after the purge.
+    make_people(mysql_database)
+    execute(
+        mysql_database,
+        "CREATE TABLE archive (id INT, email VARCHAR(200)) ENGINE=InnoDB",
+        "CREATE TRIGGER people_archive AFTER DELETE ON people FOR EACH ROW "
+        "INSERT INTO archive VALUES (OLD.id, OLD.email)",
+    )
+
+    run = run_plugin(
+        MySQLPlugin,
+        f"{mysql_database}?table=people&where=id <= %s",
+        {"params": [8], "rows_per_item": 4},
+        purge=False,
+    )
+
+    named = [line for line in run.info.residual if "people_archive" in line]
+    assert len(named) == 1
+    assert "neither purged nor scanned" in named[0]
