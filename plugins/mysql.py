@@ -488,7 +488,7 @@ class MySQLPlugin(_rows.RowStorePlugin):
             return f"CAST({quoted} AS DOUBLE)"
         if data_type in ("time", "set"):
             return f"CAST({quoted} AS CHAR)"
-        if data_type == "bit":
+        if data_type in ("bit", "year"):
             return f"CAST({quoted} AS UNSIGNED)"
         return quoted
 
@@ -499,7 +499,15 @@ class MySQLPlugin(_rows.RowStorePlugin):
         keys = ", ".join(
             self._key_value_sql(name, types.get(name, "")) for name in table.key
         )
-        values = ", ".join(self.quote(name) for name in table.columns)
+        # mysql-connector-python 26.10 reads a YEAR value in binary results
+        # as a length-prefixed string, which returns wrong bytes or fails
+        # with IndexError, so YEAR goes as the number that text results give.
+        values = ", ".join(
+            f"CAST({self.quote(name)} AS UNSIGNED)"
+            if types.get(name) == "year"
+            else self.quote(name)
+            for name in table.columns
+        )
         return f"{keys}, {self._digest_sql(table)}, {values}"
 
     def split_row(

@@ -203,3 +203,28 @@ def test_delete_trigger_named_in_residual(mysql_database):
     named = [line for line in run.info.residual if "people_archive" in line]
     assert len(named) == 1
     assert "neither purged nor scanned" in named[0]
+
+
+@pytest.mark.parametrize("where", ["joined > 0", "joined > %s"], ids=["text", "binary"])
+def test_year_column_purged(mysql_database, where):
+    # Statements with values return binary results, the others text.
+    execute(
+        mysql_database,
+        "CREATE TABLE members (id INT PRIMARY KEY, joined YEAR, born YEAR) ENGINE=InnoDB",
+        *[
+            ("INSERT INTO members VALUES (%s, %s, %s)", (n, 1901 + n, 2155))
+            for n in range(1, 9)
+        ],
+        "INSERT INTO members VALUES (9, 0, 2000)",
+    )
+    options = {"params": [0]} if "%s" in where else {}
+
+    run = run_plugin(
+        MySQLPlugin,
+        f"{mysql_database}?table=members&where={where}",
+        {"rows_per_item": 4, **options},
+    )
+
+    assert set(run.statuses().values()) == {"purged"}
+    assert run.unverified() == []
+    assert fetch(mysql_database, "SELECT id FROM members") == [(9,)]
