@@ -483,6 +483,10 @@ class MySQLPlugin(_rows.RowStorePlugin):
         equal the column once bound. So these keys go as DOUBLE, text and
         an unsigned number.
         """
+        # NOTE: a TIMESTAMP key still reads in the session time zone. When
+        # the clocks go back, two rows read as one key, which addresses only
+        # one of them: with one row per item the other row is left out of
+        # the plan, and in groups the results name the wrong row as kept.
         quoted = self.quote(column)
         if data_type == "float":
             return f"CAST({quoted} AS DOUBLE)"
