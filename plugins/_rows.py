@@ -1686,8 +1686,9 @@ class RowStorePlugin(Plugin, abc.ABC):
             return
         planned = self._job_fingerprints
         self._job_fingerprints = {}
-        # At a lower priority, because VACUUM FULL of 1,000,000 rows beside
-        # it took 2.8 s on 2 cores, and 2.4 s with the build at nice 10.
+        # At a lower priority: on 2 cores with another job running, VACUUM
+        # FULL of 1,000,000 rows beside the build took 2.8 s, and 2.4 s with
+        # the build at nice 10.
         self._prepared = start_side_thread(
             lambda: _PreparedScan.build(planned), "lethe-scan-index", yield_cpu=True
         )
