@@ -576,6 +576,26 @@ class _Pending:
     refusal: Refusal | None
 
 
+class ServerDigests:
+    """Splitting of rows whose digest the database server computed.
+
+    An engine's :meth:`RowStorePlugin.select_list` puts the key columns
+    first, then the digest, then the values.
+    """
+
+    def split_row(self, table: TableInfo, row: Sequence[Any]) -> tuple[tuple, str, Sequence[Any]]:
+        width = len(table.key)
+        return tuple(row[:width]), row[width], row[width + 1 :]
+
+    def split_rows(
+        self, table: TableInfo, rows: Sequence[Sequence[Any]]
+    ) -> tuple[list[tuple], list[str], list[Sequence[Any]]]:
+        width = len(table.key)
+        keys = [tuple(row[:width]) for row in rows]
+        digests = [row[width] for row in rows]
+        return keys, digests, [row[width + 1 :] for row in rows]
+
+
 class RowStorePlugin(Plugin, abc.ABC):
     """Rows of a database table as items; purge is delete then compaction.
 

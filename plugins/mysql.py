@@ -80,7 +80,7 @@ def _connector() -> Any:
     return mysql.connector
 
 
-class MySQLPlugin(_rows.RowStorePlugin):
+class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
     """Rows of one InnoDB table in MariaDB or MySQL."""
 
     name = "mysql"
@@ -513,20 +513,6 @@ class MySQLPlugin(_rows.RowStorePlugin):
             for name in table.columns
         )
         return f"{keys}, {self._digest_sql(table)}, {values}"
-
-    def split_row(
-        self, table: _rows.TableInfo, row: Sequence[Any]
-    ) -> tuple[tuple, str, Sequence[Any]]:
-        width = len(table.key)
-        return tuple(row[:width]), row[width], row[width + 1 :]
-
-    def split_rows(
-        self, table: _rows.TableInfo, rows: Sequence[Sequence[Any]]
-    ) -> tuple[list[tuple], list[str], list[Sequence[Any]]]:
-        width = len(table.key)
-        keys = [tuple(row[:width]) for row in rows]
-        digests = [row[width] for row in rows]
-        return keys, digests, [row[width + 1 :] for row in rows]
 
     def _cursor(self, connection: Any, params: Any) -> Any:
         # Statements with values run prepared, so the values are bound on the

@@ -79,7 +79,7 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgreSQLPlugin(_rows.RowStorePlugin):
+class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
     """Rows of one table in a PostgreSQL database."""
 
     name = "postgresql"
@@ -430,20 +430,6 @@ class PostgreSQLPlugin(_rows.RowStorePlugin):
         keys = ", ".join(self.quote(name) for name in table.key)
         values = ", ".join(self.quote(name) for name in table.columns)
         return f"{keys}, {self._digest_sql(table)}, {values}"
-
-    def split_row(
-        self, table: _rows.TableInfo, row: Sequence[Any]
-    ) -> tuple[tuple, str, Sequence[Any]]:
-        width = len(table.key)
-        return tuple(row[:width]), row[width], row[width + 1 :]
-
-    def split_rows(
-        self, table: _rows.TableInfo, rows: Sequence[Sequence[Any]]
-    ) -> tuple[list[tuple], list[str], list[Sequence[Any]]]:
-        width = len(table.key)
-        keys = [tuple(row[:width]) for row in rows]
-        digests = [row[width] for row in rows]
-        return keys, digests, [row[width + 1 :] for row in rows]
 
     def key_in(
         self, table: _rows.TableInfo, column: str, values: list[Any]
