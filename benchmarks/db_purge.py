@@ -418,7 +418,7 @@ def main() -> None:
     }.get(args.engine, (args.engine,))
     if args.through_agent:
         # The registry imports plugin modules on the way to the one that
-        # claims a scheme; importing them here leaves that out of the times.
+        # claims a scheme. Importing them here leaves that out of the times.
         registry = Registry.from_entry_points()
         for scheme in ("sqlite", "postgresql", "mysql"):
             registry.plugin_for(Target(f"{scheme}://127.0.0.1/warm?table=people"))

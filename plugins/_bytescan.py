@@ -57,7 +57,7 @@ _MAX_CHOICES = 64
 #: Fingerprints sharing a middle key beyond which a long fingerprint's start
 #: and end are weighed too. A window equal to a key is compared with each
 #: fingerprint under it, which costs little for a few. Weighing them took
-#: 0.2 of 0.5 s for 300,000 fingerprints with copies among them.
+#: about 0.2 of 0.5 s for 300,000 fingerprints with copies among them.
 _FEW_SHARED = 4
 #: Fingerprints sharing a span key beyond which a long fingerprint is keyed
 #: by its rarest run at any offset and searched at every alignment instead.

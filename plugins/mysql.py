@@ -17,7 +17,7 @@ import contextlib
 import os
 import time
 import urllib.parse
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from plugins import _rows
@@ -458,9 +458,10 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         The string form of most types does. Text, binary strings and BIT hash
         as their bytes. Numbers, DECIMAL, dates and times print in full, a
         DOUBLE with the fewest digits that read back as the same value. A
-        FLOAT prints with six digits, so it goes through DOUBLE first. A TIMESTAMP prints in the session's time zone, where two
-        instants share a wall-clock time when the clocks go back, so it goes
-        as its seconds since 1970.
+        FLOAT prints with six digits, so it goes through DOUBLE first. A
+        TIMESTAMP prints in the session's time zone, where two instants share
+        a wall-clock time when the clocks go back, so it goes as its seconds
+        since 1970.
         """
         # NOTE: these string forms were checked on MariaDB 10.11 only. MySQL 8
         # needs 8.0.17 for CAST(... AS DOUBLE), and its forms are unchecked.
@@ -485,7 +486,7 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         """
         # NOTE: a TIMESTAMP key still reads in the session time zone. When
         # the clocks go back, two rows read as one key, which addresses only
-        # one of them: with one row per item the other row is left out of
+        # one of them. With one row per item the other row is left out of
         # the plan, and in groups the results name the wrong row as kept.
         quoted = self.quote(column)
         if data_type == "float":
@@ -522,7 +523,7 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
         if len(params) >= KEPT_FROM_PARAMS and not isinstance(params, Mapping):
             # Reads by key repeat one text per part of 10,000 keys.
-            cursor, sql = self._kept_cursor(sql, sql)
+            cursor, sql = self._kept_cursor(sql, lambda: sql)
             try:
                 cursor.execute(sql, tuple(params))
                 return list(cursor.fetchall()) if cursor.with_rows else []
@@ -613,10 +614,7 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             self._rollback_quietly()
             raise
         finally:
-            try:
-                cursor.close()
-            except Exception:  # noqa: BLE001 - the connection may be gone
-                self.log.debug("cursor close failed", exc_info=True)
+            self._close_cursor(cursor)
 
     def delete_group_rows(
         self,
@@ -665,28 +663,29 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
 
     def _prepared_delete(self, table: _rows.TableInfo, count: int) -> tuple[Any, str]:
         """Return the prepared cursor and statement for ``count`` rows of ``table``."""
-        found = self._kept_statements.get((table.name, count))
-        if found is not None:
-            return found[1], found[0]
-        name = self.quote_table(table.name)
-        mark = self.placeholder
-        if len(table.key) == 1:
-            keys = f"{self.quote(table.key[0])} IN ({', '.join([mark] * count)})"
-        else:
-            columns = ", ".join(self.quote(column) for column in table.key)
-            row = "(" + ", ".join([mark] * len(table.key)) + ")"
-            keys = f"({columns}) IN ({', '.join([row] * count)})"
-        text = (
-            f"DELETE FROM {name} WHERE {keys} "
-            f"AND {self._digest_sql(table)} IN ({', '.join([mark] * count)})"
-        )
+
+        def text() -> str:
+            name = self.quote_table(table.name)
+            mark = self.placeholder
+            if len(table.key) == 1:
+                keys = f"{self.quote(table.key[0])} IN ({', '.join([mark] * count)})"
+            else:
+                columns = ", ".join(self.quote(column) for column in table.key)
+                row = "(" + ", ".join([mark] * len(table.key)) + ")"
+                keys = f"({columns}) IN ({', '.join([row] * count)})"
+            return (
+                f"DELETE FROM {name} WHERE {keys} "
+                f"AND {self._digest_sql(table)} IN ({', '.join([mark] * count)})"
+            )
+
         return self._kept_cursor((table.name, count), text)
 
-    def _kept_cursor(self, key: Hashable, text: str) -> tuple[Any, str]:
+    def _kept_cursor(self, key: Hashable, text: Callable[[], str]) -> tuple[Any, str]:
         """Return the prepared cursor kept under ``key`` and the text to execute.
 
-        A new cursor is kept with ``text``, closing the oldest one past
-        :data:`PREPARED_KEPT`. The text returned is the one first kept.
+        Without one, ``text`` gives the statement, and a new cursor is kept
+        with it, closing the oldest one past :data:`PREPARED_KEPT`. The text
+        returned is the one first kept.
         """
         found = self._kept_statements.get(key)
         if found is not None:
@@ -694,9 +693,10 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         if len(self._kept_statements) >= PREPARED_KEPT:
             oldest = next(iter(self._kept_statements))
             self._close_cursor(self._kept_statements.pop(oldest)[1])
+        statement = text()
         cursor = self.conn.cursor(prepared=True)
-        self._kept_statements[key] = (text, cursor)
-        return cursor, text
+        self._kept_statements[key] = (statement, cursor)
+        return cursor, statement
 
     def _forget_prepared(self, key: Hashable) -> None:
         """Close and drop the cursor kept under ``key``, after a failed statement."""
