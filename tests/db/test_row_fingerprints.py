@@ -16,6 +16,7 @@ from plugins import _rows
 from plugins.base import SIDE_THREAD_NICE, JobContext, PlannedItem, Target, start_side_thread
 from plugins.sqlite import SQLitePlugin
 from tests.db.conftest import canary, files_contain, sqlite_files
+from tests.helpers.driver import run_plugin
 
 VALUES = (
     "ascii text",
@@ -276,18 +277,9 @@ def test_scanner_built_at_lower_priority(
 
     monkeypatch.setattr(_rows._PreparedScan, "build", classmethod(recording))
     usual = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    plugin = SQLitePlugin(
-        Target(f"sqlite://{path}?table=people&where=id <= ?", {"params": [50]}),
-        JobContext(job_id="test", dry_run=False),
-    )
-    try:
-        plugin.describe()
-        planned = [PlannedItem(item, plugin.plan_item(item)) for item in plugin.discover()]
-        list(plugin.purge(planned))
-        list(plugin.complete())
-        evidence = list(plugin.verify(planned))
-    finally:
-        plugin.close()
+
+    run = run_plugin(SQLitePlugin, f"sqlite://{path}?table=people&where=id <= ?", {"params": [50]})
 
     assert niceness == [min(usual + SIDE_THREAD_NICE, 19)]
-    assert all(found.verified for found in evidence)
+    assert run.evidence
+    assert not run.unverified()
