@@ -85,7 +85,7 @@ def _journal_jobs(state_dir: Path) -> list[dict[str, Any]]:
         rows = journal.query(
             "SELECT id, created, updated, state, plan_hash, source_plan, certificate,"
             " json_extract(summary, '$.error') AS error"
-            " FROM jobs WHERE dry_run = 0 ORDER BY created, id"
+            " FROM jobs WHERE dry_run = 0 ORDER BY created, rowid"
         )
         jobs = []
         for row in rows:

@@ -214,9 +214,11 @@ class Daemon:
         journal = self.journal
         claimed = {str(path): path for path in self.spool.claimed_plans()}
         latest: dict[str, Any] = {}
+        # Creation order is the rowid's: created has whole seconds, and ids
+        # made in one second end in random characters.
         for row in journal.query(
             "SELECT id, state, dry_run, source_plan FROM jobs"
-            " WHERE dry_run = 0 ORDER BY created, id"
+            " WHERE dry_run = 0 ORDER BY created, rowid"
         ):
             source = row["source_plan"] or ""
             latest[source] = row

@@ -53,7 +53,7 @@ def job_of(rig: DaemonRig, spool_name: str) -> tuple[str, str] | None:
     try:
         row = connection.execute(
             "SELECT id, state FROM jobs WHERE source_plan LIKE ? AND state != 'cancelled'"
-            " ORDER BY created DESC, id DESC LIMIT 1",
+            " ORDER BY created DESC, rowid DESC LIMIT 1",
             (f"%{spool_name}",),
         ).fetchone()
     finally:

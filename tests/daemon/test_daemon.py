@@ -265,3 +265,46 @@ def test_start_resumes_killed_cli_purge(rig: DaemonRig) -> None:
     assert ended["state"] == "done"
     assert not [path for path in selected if path.exists()]
     assert rig.stop() == 0
+
+
+def test_done_job_settles_claimed_plan_after_cancelled_twin(rig: DaemonRig) -> None:
+    # A kill can cancel a job that was still planning, and the next start
+    # can run the same claimed plan to done in the same second. Ids made
+    # in one second end in random characters, so the cancelled job's id
+    # may sort after the done job's. The plan must then settle, not run
+    # again against files it already destroyed.
+    make_tree(rig.target, 20)
+    plan = rig.plan(rig.target)
+    rig.start()
+    rig.wait_ready()
+    rig.submit(plan)
+    assert rig.wait_for_event("job run ended")["state"] == "done"
+    assert rig.stop() == 0
+    finished = rig.spool_files("done")
+    done_plan = next(path for path in finished if not path.name.endswith(".result.json"))
+    for path in finished:
+        path.unlink()
+    claimed = rig.state / "spool" / "claimed" / done_plan.name
+    claimed.write_bytes(plan.read_bytes())
+    journal = sqlite3.connect(rig.state / "journal.sqlite")
+    with journal:
+        done_id, created = journal.execute(
+            "SELECT id, created FROM jobs WHERE state = 'done'"
+        ).fetchone()
+        journal.execute(
+            "INSERT INTO jobs (rowid, id, created, updated, state, dry_run, settings,"
+            " source_plan) VALUES (-1, ?, ?, ?, 'cancelled', 0, '{}', ?)",
+            (done_id[:-6] + "zzzzzz", created, created, str(claimed)),
+        )
+    journal.close()
+
+    rig.start()
+    rig.wait_ready()
+    wait_until(lambda: rig.spool_files("done"), 30, "the claimed plan to settle")
+    assert rig.stop() == 0
+
+    journal = sqlite3.connect(rig.state / "journal.sqlite")
+    states = [row[0] for row in journal.execute("SELECT state FROM jobs WHERE dry_run = 0")]
+    journal.close()
+    assert sorted(states) == ["cancelled", "done"]
+    assert not rig.spool_files("claimed")
