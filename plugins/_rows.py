@@ -14,6 +14,8 @@ import abc
 import bisect
 import concurrent.futures
 import contextlib
+import datetime
+import decimal
 import hashlib
 import heapq
 import itertools
@@ -22,6 +24,7 @@ import re
 import threading
 import types
 import urllib.parse
+import uuid
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -392,6 +395,45 @@ def row_size(values: Iterable[Any]) -> int:
 
 #: Values that drivers return for JSON documents and arrays.
 _NESTED = (dict, list, tuple)
+#: Types that :func:`row_size` counts as 8 bytes each, when not null.
+_EIGHT_BYTES = frozenset({
+    int, float, bool, decimal.Decimal, uuid.UUID,
+    datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
+})
+
+
+def _rows_size(rows: Sequence[Sequence[Any]]) -> tuple[int, int] | None:
+    """Return the :func:`row_size` sum of ``rows`` and a bound on the largest.
+
+    Each column is sized in one pass of built-in calls, which costs less
+    than a call per row. The bound is the sum of each column's maximum.
+    Returns None for rows of unequal width or for columns of other types
+    (subclasses, nested values, non-ASCII text), which need :func:`row_size`.
+    """
+    if not rows or len(set(map(len, rows))) != 1:
+        return None
+    size = largest = 0
+    for column in zip(*rows):
+        kinds = set(map(type, column))
+        present = column
+        if types.NoneType in kinds:
+            present = [value for value in column if value is not None]
+            kinds.discard(types.NoneType)
+        if not kinds or kinds <= _EIGHT_BYTES:
+            size += 8 * len(present)
+            largest += 8 if kinds else 0
+        elif kinds == {str}:
+            text = "".join(present)
+            if not text.isascii():
+                return None
+            size += len(text)
+            largest += max(map(len, present))
+        elif kinds == {bytes}:
+            size += sum(map(len, present))
+            largest += max(map(len, present))
+        else:
+            return None
+    return size, largest
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -461,8 +503,22 @@ class GroupFingerprints(Sequence[bytes]):
             self._rows.append(values)
         return size
 
-    def add_rows(self, rows: Iterable[Sequence[Any]]) -> int:
-        """Add several rows' values; return the sum of their size estimates."""
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Add several rows' values; return the sum of their size estimates.
+
+        Rows of plain columns are sized a column at a time. When no row can
+        exceed :data:`MAX_KEPT_ROW` and the budget has room for all of them,
+        they are kept whole, as :meth:`add` would keep each of them.
+        """
+        assert self._rows is not None, "fingerprints already taken"
+        sized = _rows_size(rows)
+        if sized is not None:
+            size, largest = sized
+            memory = size + KEPT_VALUE_OVERHEAD * sum(map(len, rows))
+            if largest <= MAX_KEPT_ROW and memory <= self._budget.left:
+                self._budget.left -= memory
+                self._rows.extend(rows)
+                return size
         return sum([self.add(values) for values in rows])
 
     def take(self) -> tuple[bytes, ...]:

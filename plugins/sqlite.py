@@ -53,6 +53,11 @@ class SQLitePlugin(_rows.RowStorePlugin):
     schemes = ("sqlite",)
     default_lock_timeout = DEFAULT_LOCK_TIMEOUT
     placeholder = "?"
+    #: Each transaction copies the pages it changes to the rollback journal,
+    #: and rows in key order still touch index pages all over the file, so
+    #: fewer transactions copy fewer pages. Deleting 100,000 rows took 0.32 s
+    #: in one batch against 0.45 to 0.48 s in batches of 20,000.
+    batch_size = 100_000
 
     def __init__(self, target: Target, context: JobContext) -> None:
         super().__init__(target, context)

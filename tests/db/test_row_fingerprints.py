@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import hashlib
 import os
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +128,67 @@ def test_kept_bytes_shared_by_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     assert budget.left == 0
     assert tuple(first) == expected[0] + expected[1]
     assert tuple(second) == expected[2] + expected[3] + expected[4] + expected[5]
+
+
+class Label(str):
+    """A text subclass, which drivers return for some column types."""
+
+
+#: Groups of rows as drivers return them, for the group sizing of add_rows.
+GROUPS = {
+    "plain": [(1, "ada@example.org", None, 2.5), (2, "bob@example.org", "note", None)],
+    "other scalars": [
+        (True, decimal.Decimal("1.5"), datetime.date(2020, 1, 2), uuid.UUID(int=1)),
+        (False, None, datetime.datetime(2020, 1, 2, 3, 4), uuid.UUID(int=2)),
+    ],
+    "null column": [(1, None), (2, None)],
+    "bytes": [(1, b"\x00\x01binary"), (2, None)],
+    "non-ascii": [(1, "Zoë Ångström"), (2, "plain")],
+    "subclass": [(1, Label("label text")), (2, "plain text")],
+    "buffers": [(1, memoryview(b"view!")), (2, bytearray(b"buffer"))],
+    "nested": [(1, {"city": "Zoë's town"}), (2, ["array text", 7])],
+    "unequal widths": [(1, "short row"), (2, "longer row", 3)],
+    "large row": [(1, "x" * _rows.MAX_KEPT_ROW), (2, "small")],
+    # No row passes MAX_KEPT_ROW, but the sum of the columns' largest does.
+    "large columns": [
+        (1, "x" * (_rows.MAX_KEPT_ROW // 2 + 1), "y" * 10),
+        (2, "z", "y" * (_rows.MAX_KEPT_ROW // 2)),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+@pytest.mark.parametrize("room", [None, 0, 100])
+def test_add_rows_matches_add(name: str, room: int | None) -> None:
+    rows = GROUPS[name]
+    by_group = _rows.GroupFingerprints(words=False, kept=_rows.KeptBytes(room))
+    by_row = _rows.GroupFingerprints(words=False, kept=_rows.KeptBytes(room))
+
+    size = by_group.add_rows(rows)
+    sizes = [by_row.add(values) for values in rows]
+
+    assert size == sum(sizes)
+    assert by_group._budget.left == by_row._budget.left
+    assert [type(row) for row in by_group._rows] == [type(row) for row in by_row._rows]
+    assert tuple(by_group) == tuple(by_row)
+
+
+def test_add_rows_sizes_plain_columns_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [(number, f"user{number}@example.org", None, 1.5) for number in range(1000)]
+    calls: list[int] = []
+    real = _rows.row_size
+
+    def counted(values: Any) -> int:
+        calls.append(1)
+        return real(values)
+
+    monkeypatch.setattr(_rows, "row_size", counted)
+    group = _rows.GroupFingerprints(words=False)
+
+    size = group.add_rows(rows)
+
+    assert size == sum(real(values) for values in rows)
+    assert calls == []
 
 
 def test_planning_memory_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

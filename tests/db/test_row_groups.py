@@ -225,10 +225,13 @@ def test_mysql_groups_purged(mysql_database: str) -> None:
 
 def test_crash_then_resume_groups(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
-    markers = sqlite_people(path, 45000)
+    # Items of up to 1000 rows, in two full batches and one of four items.
+    per_batch = SQLitePlugin.batch_size // 1000
+    items = 2 * per_batch + 4
+    selected = items * 1000
+    markers = sqlite_people(path, selected + 1000)
     state_dir = tmp_path / "state"
-    # Forty-four items of up to 1000 rows: batches of twenty, twenty and four.
-    target = sqlite_url(path) + "&param=44000"
+    target = sqlite_url(path) + f"&param={selected}"
 
     first_plan = run_cli(state_dir, "plan", target, "--json")
     second_plan = run_cli(state_dir, "plan", target, "--json")
@@ -238,17 +241,20 @@ def test_crash_then_resume_groups(tmp_path: Path) -> None:
     assert _plan_hash(first_plan.stdout) == _plan_hash(second_plan.stdout)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     job_id, states = _purge_job_states(state_dir)
-    assert states == {"purging": 20, "planned": 24}
+    assert states == {"purging": per_batch, "planned": items - per_batch}
 
     resumed = run_cli(state_dir, "purge", "--resume", job_id)
 
     assert resumed.returncode in (0, 1), resumed.stdout + resumed.stderr
-    assert _purge_job_states(state_dir) == (job_id, {"verified": 44})
+    assert _purge_job_states(state_dir) == (job_id, {"verified": items})
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT MIN(id), COUNT(*) FROM people").fetchone() == (44001, 1000)
-    for number in (1, 20000, 44000):
+        assert conn.execute("SELECT MIN(id), COUNT(*) FROM people").fetchone() == (
+            selected + 1,
+            1000,
+        )
+    for number in (1, per_batch * 1000, selected):
         assert not files_contain(sqlite_files(path), markers[number].encode())
-    assert files_contain(sqlite_files(path), markers[44001].encode())
+    assert files_contain(sqlite_files(path), markers[selected + 1].encode())
 
 
 def _purge_job_states(state_dir: Path) -> tuple[str, dict[str, int]]:
