@@ -755,6 +755,18 @@ class RowStorePlugin(Plugin, abc.ABC):
         Raises TargetNotFound naming the table when the catalog lacks it.
         """
 
+    def null_key_message(self, table: TableInfo, column: str, subject: str) -> str:
+        """Return the refusal of rows whose key ``column`` reads as None.
+
+        ``subject`` is the start of the sentence, such as "2 selected rows of
+        people have".
+        """
+        return (
+            f"{subject} NULL in the primary key ({', '.join(table.key)}), so the purge "
+            "cannot delete or check them by key; give those rows keys, or exclude them "
+            f"by adding {column} IS NOT NULL to the WHERE clause"
+        )
+
     @abc.abstractmethod
     def user_tables(self) -> list[str]:
         """Return every user table of the database, for the residue check."""
@@ -987,13 +999,8 @@ class RowStorePlugin(Plugin, abc.ABC):
             empty = table.key[list(key).index(None)]
             count = len(members)
             verb = "has" if count == 1 else "have"
-            refusal = Refusal(
-                "not-supported",
-                f"{_count(count, 'selected row')} of {table.name} {verb} NULL in the "
-                f"primary key ({', '.join(table.key)}), so the purge cannot delete or "
-                "check them by key; give those rows keys, or exclude them by adding "
-                f"{empty} IS NOT NULL to the WHERE clause",
-            )
+            subject = f"{_count(count, 'selected row')} of {table.name} {verb}"
+            refusal = Refusal("not-supported", self.null_key_message(table, empty, subject))
             self._pending[name] = _Pending((), refusal)
             key_text = name[len(table.name) + 1 :]
             yield Item(

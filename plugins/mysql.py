@@ -67,6 +67,8 @@ _READ_ONLY = {1290, 1792, 1836}
 _MISSING = {1146, 1054, 1049, 1051}
 _DENIED = {1044, 1045, 1142, 1143, 1227, 1370}
 _CONSTRAINT = {1451, 1452, 1217, 3008}
+#: Column types whose zero value 0000-00-00 the connector reads as None.
+_DATE_TYPES = frozenset({"date", "datetime", "timestamp"})
 
 
 def _connector() -> Any:
@@ -496,6 +498,23 @@ class MySQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         if data_type in ("bit", "year"):
             return f"CAST({quoted} AS UNSIGNED)"
         return quoted
+
+    def null_key_message(self, table: _rows.TableInfo, column: str, subject: str) -> str:
+        # Key columns are NOT NULL here, so a key that reads as None is a
+        # zero date, which mysql-connector-python returns as None.
+        if self._column_types[table.name].get(column) not in _DATE_TYPES:
+            return super().null_key_message(table, column, subject)
+        # NOTE: a date with only a zero month or day (2024-00-10) makes the
+        # connector raise ValueError in binary results, so such a selection
+        # fails before this refusal.
+        quoted = self.quote(column)
+        return (
+            f"{subject} the zero date 0000-00-00 in key column {column}, which the "
+            "driver cannot read as a date, so the purge cannot delete or check them by "
+            "key; give those rows real dates, or exclude them by adding "
+            f"YEAR({quoted}) > 0 AND MONTH({quoted}) > 0 AND DAYOFMONTH({quoted}) > 0 "
+            "to the WHERE clause"
+        )
 
     def select_list(self, table: _rows.TableInfo) -> str:
         # The server computes the digest, so the grouped DELETE can compare

@@ -228,3 +228,65 @@ def test_year_column_purged(mysql_database, where):
     assert set(run.statuses().values()) == {"purged"}
     assert run.unverified() == []
     assert fetch(mysql_database, "SELECT id FROM members") == [(9,)]
+
+
+@pytest.mark.parametrize(
+    ("key_type", "zero"),
+    [("DATE", "'0000-00-00'"), ("DATETIME", "'0000-00-00 00:00:00'"), ("TIMESTAMP", "0")],
+    ids=["date", "datetime", "timestamp"],
+)
+@pytest.mark.parametrize("rows_per_item", [1, 4])
+def test_zero_date_key_refused(mysql_database, key_type, zero, rows_per_item):
+    # The driver reads the zero date 0000-00-00 as None, so no statement
+    # could address this row by its key.
+    execute(
+        mysql_database,
+        "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+        f"CREATE TABLE visits (day {key_type} NOT NULL PRIMARY KEY, note VARCHAR(20)) "
+        "ENGINE=InnoDB",
+        f"INSERT INTO visits VALUES ({zero}, 'zero'), ('2024-05-01', 'real'), "
+        "('2024-05-02', 'real'), ('2024-06-01', 'keep')",
+    )
+    url = f"{mysql_database}?table=visits&where=note <> %s"
+    options = {"params": ["keep"], "rows_per_item": rows_per_item}
+
+    run = run_plugin(MySQLPlugin, url, options)
+
+    [refused] = run.refused
+    detail = refused.decision.refusal.detail
+    assert refused.decision.refusal.reason == "not-supported"
+    assert "1 selected row of visits has the zero date 0000-00-00" in detail
+    assert "in key column day" in detail
+    assert "NULL" not in detail
+    assert "give those rows real dates" in detail
+    assert "YEAR(`day`) > 0 AND MONTH(`day`) > 0 AND DAYOFMONTH(`day`) > 0" in detail
+    assert set(run.statuses().values()) == {"purged"}
+    assert run.unverified() == []
+    assert fetch(mysql_database, "SELECT note FROM visits ORDER BY note") == [
+        ("keep",),
+        ("zero",),
+    ]
+
+
+def test_zero_date_key_excluded_by_advice(mysql_database):
+    # The WHERE condition that the refusal suggests leaves out the zero date
+    # and a date with a zero day.
+    execute(
+        mysql_database,
+        "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+        "CREATE TABLE visits (day DATETIME PRIMARY KEY, note VARCHAR(20)) ENGINE=InnoDB",
+        "INSERT INTO visits VALUES ('0000-00-00 00:00:00', 'zero'), "
+        "('2024-05-00 10:00:00', 'zero day'), ('2024-05-01 10:00:00', 'real')",
+    )
+    where = "note <> %s AND YEAR(`day`) > 0 AND MONTH(`day`) > 0 AND DAYOFMONTH(`day`) > 0"
+
+    run = run_plugin(
+        MySQLPlugin, f"{mysql_database}?table=visits&where={where}", {"params": ["keep"]}
+    )
+
+    assert run.refused == []
+    assert set(run.statuses().values()) == {"purged"}
+    assert fetch(mysql_database, "SELECT note FROM visits ORDER BY note") == [
+        ("zero",),
+        ("zero day",),
+    ]
