@@ -10,10 +10,11 @@ are deleted, or that the table is rejected before planning.
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from plugins.errors import NotSupported
 from plugins.mysql import MySQLPlugin
-from tests.db.conftest import mysql_admin
+from tests.db.conftest import canary, mysql_admin
 from tests.db.test_mysql_groups import (
     database_name,
     execute,
@@ -110,6 +111,39 @@ def test_system_versioned_table_rejected(mysql_database):
     assert "system-versioned" in str(raised.value)
     assert "DROP SYSTEM VERSIONING" in str(raised.value)
     assert fetch(mysql_database, "SELECT COUNT(*) FROM items FOR SYSTEM_TIME ALL") == [(2,)]
+
+
+def test_rejected_tables_skipped_by_live_row_check(mysql_database):
+    # A value that a surviving row shares makes verification read the rows
+    # of every user table, including tables the plugin rejects as targets.
+    shared = canary("city")
+    execute(
+        mysql_database,
+        "CREATE TABLE people (id INT PRIMARY KEY, city VARCHAR(100)) ENGINE=InnoDB",
+        ("INSERT INTO people VALUES (1, %s), (2, %s)", (shared, shared)),
+        "CREATE TABLE visits (id INT PRIMARY KEY, note VARCHAR(20)) "
+        "WITH SYSTEM VERSIONING ENGINE=InnoDB",
+        "CREATE TABLE legacy (id INT PRIMARY KEY, note VARCHAR(20)) ENGINE=MyISAM",
+        "CREATE TABLE loose (note VARCHAR(20)) ENGINE=InnoDB",
+    )
+
+    with structlog.testing.capture_logs() as logs:
+        run = run_plugin(
+            MySQLPlugin, f"{mysql_database}?table=people&where=id = %s", {"params": [1]}
+        )
+
+    skipped = {
+        entry["table"]: entry["error"]
+        for entry in logs
+        if entry["event"] == "surviving rows not read"
+    }
+    assert run.statuses() == {"people:[1]": "purged"}
+    assert run.unverified() == []
+    assert sorted(skipped) == ["legacy", "loose", "visits"]
+    assert "system-versioned" in skipped["visits"]
+    assert "MyISAM" in skipped["legacy"]
+    assert "no primary key" in skipped["loose"]
+    assert fetch(mysql_database, "SELECT id FROM people") == [(2,)]
 
 
 @pytest.mark.parametrize(
