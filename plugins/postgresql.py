@@ -243,29 +243,25 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         return '"' + name.replace('"', '""') + '"'
 
     def quote_table(self, name: str) -> str:
-        # NOTE: catalog names are stored as "schema.table", so a schema whose
-        # name contains a dot is not supported.
-        schema, _, table = name.partition(".")
-        return f"{self.quote(schema)}.{self.quote(table)}"
+        # Catalog names (see _catalog_name) split without a database lookup.
+        schema, relation, _ = _split_name(name)
+        if schema is None:
+            return self.quote(relation)
+        return f"{self.quote(schema)}.{self.quote(relation)}"
 
     # -- catalog ------------------------------------------------------------
 
     def load_table(self, name: str) -> _rows.TableInfo:
-        schema, _, relation = name.rpartition(".")
-        row = self.conn.execute(
-            "SELECT c.oid, n.nspname, c.relname FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND c.relname = %s "
-            "AND (n.nspname = %s OR (%s = '' AND pg_table_is_visible(c.oid)))",
-            (relation, schema, schema),
+        # Names this plugin read from the catalog are known by oid already.
+        oid = self._oids.get(name)
+        if oid is None:
+            oid = self._resolve_table(name)
+        namespace, relname = self.conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+            (oid,),
         ).fetchone()
-        if row is None:
-            raise TargetNotFound(
-                f"table {name!r} does not exist in database {self.database} "
-                "(or is not on the search_path); check the 'table' option"
-            )
-        oid, namespace, relname = row
-        qualified = f"{namespace}.{relname}"
+        qualified = _catalog_name(namespace, relname)
         if namespace in SYSTEM_SCHEMAS or namespace.startswith("pg_toast"):
             raise InvalidTarget(
                 f"table {qualified} is a system catalog, and deleting its rows would "
@@ -293,6 +289,58 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         table = _rows.TableInfo(qualified, columns, key, indexes, self._foreign_keys_to(oid))
         self._tables[qualified] = table
         return table
+
+    def _resolve_table(self, name: str) -> int:
+        """Return the oid of the table that the 'table' option ``name`` names.
+
+        A name without double quotes names a table of that whole name on
+        the search_path, or, split at its first dot, a table in a schema.
+        When both exist, the name is ambiguous and rejected. A name with
+        double quotes is read as an SQL name, [schema.]table, in which a
+        quoted part may contain dots. Unquoted parts are matched as written,
+        without folding to lower case.
+        """
+        try:
+            schema, relation, quoted = _split_name(name)
+        except ValueError as error:
+            raise InvalidTarget(
+                f"table name {name!r} is invalid ({error}); write TABLE or "
+                'SCHEMA.TABLE, and double-quote a part that contains a dot or a '
+                'double quote, as in public."a.b"'
+            ) from None
+        found = []
+        if schema is None or not quoted:
+            whole = relation if schema is None else name
+            found += self.conn.execute(
+                "SELECT n.nspname, c.relname, c.oid FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND c.relname = %s "
+                "AND pg_table_is_visible(c.oid)",
+                (whole,),
+            ).fetchall()
+        if schema is not None:
+            found += self.conn.execute(
+                "SELECT n.nspname, c.relname, c.oid FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND n.nspname = %s AND c.relname = %s",
+                (schema, relation),
+            ).fetchall()
+        if not found:
+            raise TargetNotFound(
+                f"table {name!r} does not exist in database {self.database} "
+                "(or is not on the search_path); check the 'table' option"
+            )
+        if len(found) > 1:
+            spellings = " or ".join(
+                f"{self.quote(namespace)}.{self.quote(relname)}"
+                for namespace, relname, _ in found
+            )
+            raise InvalidTarget(
+                f"table name {name!r} is ambiguous in database {self.database}: it "
+                f"names {len(found)} tables; write the one you mean with its double "
+                f"quotes in the 'table' option: {spellings}"
+            )
+        return found[0][2]
 
     def _row_identity(self, qualified: str, oid: int) -> tuple[list[str], list[str]]:
         """Return ctid as the key of a table without a primary key.
@@ -325,7 +373,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
     def _foreign_keys_to(self, oid: int) -> list[_rows.ForeignKey]:
         found = []
         rows = self.conn.execute(
-            "SELECT n.nspname || '.' || c.relname, pc.relname, pn.nspname, "
+            "SELECT n.nspname, c.relname, c.oid, pc.relname, pn.nspname, "
             "ARRAY(SELECT attname FROM unnest(f.conkey) WITH ORDINALITY k(num, pos) "
             "      JOIN pg_attribute ON attrelid = f.conrelid AND attnum = k.num "
             "      ORDER BY k.pos), "
@@ -341,12 +389,23 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             "WHERE f.contype = 'f' AND f.confrelid = %s",
             (oid,),
         ).fetchall()
-        for child, parent, parent_schema, child_columns, parent_columns, action in rows:
+        for (
+            child_schema,
+            child_relname,
+            child_oid,
+            parent,
+            parent_schema,
+            child_columns,
+            parent_columns,
+            action,
+        ) in rows:
+            child = _catalog_name(child_schema, child_relname)
+            self._oids.setdefault(child, child_oid)
             found.append(
                 _rows.ForeignKey(
                     child,
                     tuple(child_columns),
-                    f"{parent_schema}.{parent}",
+                    _catalog_name(parent_schema, parent),
                     tuple(parent_columns),
                     _DELETE_ACTIONS.get(action, "no action"),
                 )
@@ -373,16 +432,18 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         return self._full_text[table]
 
     def user_tables(self) -> list[str]:
-        return [
-            row[0]
-            for row in self.conn.execute(
-                "SELECT n.nspname || '.' || c.relname FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind IN ('r', 'p') "
-                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                "AND n.nspname NOT LIKE 'pg\\_toast%%'"
-            )
-        ]
+        names = []
+        for namespace, relname, oid in self.conn.execute(
+            "SELECT n.nspname, c.relname, c.oid FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_toast%%'"
+        ):
+            name = _catalog_name(namespace, relname)
+            self._oids.setdefault(name, oid)
+            names.append(name)
+        return names
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
         return self.conn.execute(sql, params or None).fetchall()
@@ -881,10 +942,11 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             residual.append(
                 f"standby {name or address} ({state}) received the rows; purge it as well"
             )
+        schema, relation, _ = _split_name(self.selection_table_name())
         for (publication,) in self.conn.execute(
             "SELECT pubname FROM pg_publication_tables "
-            "WHERE schemaname || '.' || tablename = %s",
-            (self.selection_table_name(),),
+            "WHERE schemaname = %s AND tablename = %s",
+            (schema, relation),
         ):
             residual.append(
                 f"publication {publication} sends the table's changes to logical "
@@ -965,6 +1027,70 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             if relative:
                 files.extend(_segments(os.path.join(directory, relative)))
         return files
+
+
+def _catalog_name(schema: str, relation: str) -> str:
+    """Return the name under which plans and results show a table: schema.table.
+
+    A part that contains a dot or a double quote is double-quoted, so that
+    :func:`_split_name` returns the same parts again.
+    """
+    parts = [
+        '"' + part.replace('"', '""') + '"' if "." in part or '"' in part else part
+        for part in (schema, relation)
+    ]
+    return ".".join(parts)
+
+
+def _split_name(name: str) -> tuple[str | None, str, bool]:
+    """Split a table name into schema (None when absent) and relation.
+
+    Also returns whether the name contains double quotes. A name without
+    them splits at its first dot. A name with them is read as an SQL name
+    of one or two parts, where a part is either "quoted" (with "" for a
+    double quote) or unquoted text without dots. Raises ValueError when the
+    name is not of that form.
+    """
+    if '"' not in name:
+        schema, dot, relation = name.partition(".")
+        return (schema, relation, False) if dot else (None, name, False)
+    parts: list[str] = []
+    position = 0
+    while True:
+        if name.startswith('"', position):
+            end = position + 1
+            text = []
+            while True:
+                close = name.find('"', end)
+                if close < 0:
+                    raise ValueError("a double quote is not closed")
+                text.append(name[end:close])
+                if not name.startswith('"', close + 1):
+                    break
+                text.append('"')
+                end = close + 2
+            parts.append("".join(text))
+            position = close + 1
+        else:
+            end = position
+            while end < len(name) and name[end] not in '."':
+                end += 1
+            if name.startswith('"', end):
+                raise ValueError("a double quote starts inside an unquoted part")
+            parts.append(name[position:end])
+            position = end
+        if not parts[-1]:
+            raise ValueError("a part of the name is empty")
+        if position == len(name):
+            break
+        if name[position] != ".":
+            raise ValueError("a quoted part is not followed by a dot")
+        position += 1
+    if len(parts) > 2:
+        raise ValueError(f"it has {len(parts)} parts, and at most 2 are allowed")
+    if len(parts) == 1:
+        return None, parts[0], True
+    return parts[0], parts[1], True
 
 
 def _keys_and_digests(entries: Sequence[PlannedItem]) -> tuple[list[Any], list[str]]:

@@ -425,3 +425,80 @@ def test_json_and_array_values_fingerprinted(pg_database):
     assert b"city" not in fingerprints
     assert set(run.statuses().values()) == {"purged"}
     assert not run.unverified()
+
+
+def make_dotted_tables(url: str, shared: str) -> None:
+    """Create public."a.b", a.b and other."a.b", each with rows 1 to 4.
+
+    Rows 1 and 3 of public."a.b" share a value, so verification reads the
+    surviving rows of every table.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA a")
+        conn.execute("CREATE SCHEMA other")
+        for table in ('public."a.b"', "a.b", 'other."a.b"'):
+            conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, note text)")
+            for number in range(1, 5):
+                note = shared if table.startswith("public") and number % 2 else canary()
+                conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (number, note))
+
+
+def dotted_ids(url: str) -> dict[str, list[int]]:
+    """Return the ids left in each table that make_dotted_tables created."""
+    ids = {}
+    with psycopg.connect(url) as conn:
+        for table in ('public."a.b"', "a.b", 'other."a.b"'):
+            rows = conn.execute(f"SELECT id FROM {table} ORDER BY id")
+            ids[table] = [row[0] for row in rows]
+    return ids
+
+
+def dotted_options(table: str) -> dict:
+    """Return target options that select rows 1 and 2 of ``table``."""
+    return {"table": table, "where": "id <= %s", "params": [2]}
+
+
+@pytest.mark.parametrize(
+    ("option", "purged"),
+    [
+        ("public.a.b", 'public."a.b"'),
+        ('public."a.b"', 'public."a.b"'),
+        ('"a.b"', 'public."a.b"'),
+        ('a."b"', "a.b"),
+        ('"a"."b"', "a.b"),
+    ],
+)
+def test_table_name_with_dot(pg_database, option, purged):
+    make_dotted_tables(pg_database, canary("shared"))
+    expected = {table: [1, 2, 3, 4] for table in ('public."a.b"', "a.b", 'other."a.b"')}
+    expected[purged] = [3, 4]
+
+    run = run_plugin(PostgreSQLPlugin, pg_database, dotted_options(option))
+
+    assert run.statuses() == {f"{purged}:[1]": "purged", f"{purged}:[2]": "purged"}
+    assert not run.unverified()
+    assert dotted_ids(pg_database) == expected
+
+
+def test_table_name_with_dot_ambiguous(pg_database):
+    make_dotted_tables(pg_database, canary("shared"))
+
+    with pytest.raises(InvalidTarget) as raised:
+        run_plugin(PostgreSQLPlugin, pg_database, dotted_options("a.b"))
+
+    message = str(raised.value)
+    assert "'a.b' is ambiguous" in message
+    assert '"public"."a.b"' in message
+    assert '"a"."b"' in message
+    assert dotted_ids(pg_database)["a.b"] == [1, 2, 3, 4]
+    assert dotted_ids(pg_database)['public."a.b"'] == [1, 2, 3, 4]
+
+
+def test_table_name_with_dot_not_found(pg_database):
+    with pytest.raises(TargetNotFound, match="'x.y' does not exist"):
+        run_plugin(PostgreSQLPlugin, pg_database, dotted_options("x.y"))
+
+
+def test_table_name_unclosed_quote(pg_database):
+    with pytest.raises(InvalidTarget, match="double quote is not closed"):
+        run_plugin(PostgreSQLPlugin, pg_database, dotted_options('public."a.b'))
