@@ -432,13 +432,16 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         return self._full_text[table]
 
     def user_tables(self) -> list[str]:
+        # Temporary tables of other sessions are left out, because the
+        # server refuses to read them.
         names = []
         for namespace, relname, oid in self.conn.execute(
             "SELECT n.nspname, c.relname, c.oid FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') "
             "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg\\_toast%%'"
+            "AND n.nspname NOT LIKE 'pg\\_toast%%' "
+            "AND NOT pg_is_other_temp_schema(n.oid)"
         ):
             name = _catalog_name(namespace, relname)
             self._oids.setdefault(name, oid)

@@ -502,3 +502,22 @@ def test_table_name_with_dot_not_found(pg_database):
 def test_table_name_unclosed_quote(pg_database):
     with pytest.raises(InvalidTarget, match="double quote is not closed"):
         run_plugin(PostgreSQLPlugin, pg_database, dotted_options('public."a.b'))
+
+
+def test_other_session_temp_table_not_read(pg_database):
+    # A shared value survives in row 2, so verification reads the rows of
+    # every user table. Another session's temporary table cannot be read.
+    shared = canary("shared")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO notes VALUES (1, %s), (2, %s)", (shared, shared))
+    with psycopg.connect(pg_database, autocommit=True) as other:
+        other.execute("CREATE TEMPORARY TABLE scratch (id int PRIMARY KEY, note text)")
+        other.execute("INSERT INTO scratch VALUES (1, %s)", (shared,))
+
+        run = run_plugin(PostgreSQLPlugin, target(pg_database, "notes", "id = %s"), {"params": [1]})
+
+    assert run.statuses() == {"public.notes:[1]": "purged"}
+    assert not run.unverified()
+    with psycopg.connect(pg_database) as conn:
+        assert conn.execute("SELECT id FROM notes").fetchall() == [(2,)]
