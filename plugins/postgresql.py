@@ -326,9 +326,15 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
                 (schema, relation),
             ).fetchall()
         if not found:
+            hint = ""
+            if "." in name:
+                hint = (
+                    ', and double-quote a schema or table name that contains a dot, '
+                    'as in "my.schema".orders'
+                )
             raise TargetNotFound(
                 f"table {name!r} does not exist in database {self.database} "
-                "(or is not on the search_path); check the 'table' option"
+                f"(or is not on the search_path); check the 'table' option{hint}"
             )
         if len(found) > 1:
             spellings = " or ".join(

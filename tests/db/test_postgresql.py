@@ -521,3 +521,17 @@ def test_other_session_temp_table_not_read(pg_database):
     assert not run.unverified()
     with psycopg.connect(pg_database) as conn:
         assert conn.execute("SELECT id FROM notes").fetchall() == [(2,)]
+
+
+def test_table_in_dotted_schema_not_found(pg_database):
+    # Unquoted, s.x.orders names schema s, so the error explains the quoting.
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA "s.x"')
+        conn.execute('CREATE TABLE "s.x".orders (id int PRIMARY KEY)')
+
+    with pytest.raises(TargetNotFound) as raised:
+        run_plugin(PostgreSQLPlugin, pg_database, dotted_options("s.x.orders"))
+
+    message = str(raised.value)
+    assert "'s.x.orders' does not exist" in message
+    assert "double-quote" in message
