@@ -438,18 +438,27 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         return self._full_text[table]
 
     def user_tables(self) -> list[str]:
-        # Temporary tables of other sessions are left out, because the
-        # server refuses to read them.
+        # Temporary tables of other sessions, and tables this role may not
+        # SELECT, are left out, because the server refuses to read them. A
+        # hit that only their rows would explain stays reported as residue.
         names = []
-        for namespace, relname, oid in self.conn.execute(
-            "SELECT n.nspname, c.relname, c.oid FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        for namespace, relname, oid, readable in self.conn.execute(
+            "SELECT n.nspname, c.relname, c.oid, has_schema_privilege(n.oid, 'USAGE') "
+            "AND has_table_privilege(c.oid, 'SELECT') "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') "
             "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg\\_toast%%' "
             "AND NOT pg_is_other_temp_schema(n.oid)"
         ):
             name = _catalog_name(namespace, relname)
+            if not readable:
+                self.log.warning(
+                    "surviving rows not read",
+                    table=name,
+                    error="no USAGE or SELECT privilege",
+                )
+                continue
             self._oids.setdefault(name, oid)
             names.append(name)
         return names

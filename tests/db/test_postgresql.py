@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import urllib.parse
 from pathlib import Path
 
 import psycopg
@@ -521,6 +523,43 @@ def test_other_session_temp_table_not_read(pg_database):
     assert not run.unverified()
     with psycopg.connect(pg_database) as conn:
         assert conn.execute("SELECT id FROM notes").fetchall() == [(2,)]
+
+
+def test_unreadable_table_not_read(pg_database):
+    # The purging role owns notes but may not read secrets, which shares a
+    # value with a surviving row, so verification reads the other tables.
+    shared = canary("shared")
+    role = f"lethe_reader_{secrets.token_hex(4)}"
+    parts = urllib.parse.urlsplit(pg_database)
+    as_role = urllib.parse.urlunsplit(
+        parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}")
+    )
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            conn.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+            # The byte scan needs SHOW data_directory, which this role allows.
+            conn.execute(f"GRANT pg_read_all_settings TO {role}")
+            conn.execute("CREATE TABLE secrets (id int PRIMARY KEY, note text)")
+            conn.execute("INSERT INTO secrets VALUES (1, %s)", (shared,))
+            with psycopg.connect(as_role, autocommit=True) as owner:
+                owner.execute("CREATE TABLE notes (id int PRIMARY KEY, note text)")
+                owner.execute(
+                    "INSERT INTO notes VALUES (1, %s), (2, %s)", (shared, shared)
+                )
+
+            run = run_plugin(
+                PostgreSQLPlugin, target(as_role, "notes", "id = %s"), {"params": [1]}
+            )
+
+            assert run.statuses() == {"public.notes:[1]": "purged"}
+            assert not run.unverified()
+            assert conn.execute("SELECT id FROM notes").fetchall() == [(2,)]
+        finally:
+            conn.execute("DROP TABLE IF EXISTS notes, secrets")
+            conn.execute(f"REVOKE ALL ON SCHEMA public FROM {role}")
+            conn.execute(f"REVOKE pg_read_all_settings FROM {role}")
+            conn.execute(f"DROP ROLE {role}")
 
 
 def test_table_in_dotted_schema_not_found(pg_database):
