@@ -151,7 +151,7 @@ def update_rows(
     updates: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
 ) -> None:
     """Write the masked values of several rows in one transaction, values bound."""
-    name = plugin.quote_table(table.name)
+    name = plugin.rows_of(table.name)
     mark = plugin.placeholder
     condition = " AND ".join(f"{plugin.quote(col)} = {mark}" for col in table.key)
     statements: dict[tuple[str, ...], str] = {}

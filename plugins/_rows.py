@@ -749,6 +749,15 @@ class RowStorePlugin(Plugin, abc.ABC):
         """Return a table name quoted for the engine's SQL."""
         return self.quote(name)
 
+    def rows_of(self, name: str) -> str:
+        """Return the table reference of statements that read, change or delete rows.
+
+        It reaches only the rows stored in table ``name`` itself. The default
+        is :meth:`quote_table`, and PostgreSQL adds ONLY for a table that
+        other tables inherit from.
+        """
+        return self.quote_table(name)
+
     @abc.abstractmethod
     def load_table(self, name: str) -> TableInfo:
         """Read a table's columns, key, indexes and incoming foreign keys.
@@ -888,7 +897,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         version = self.row_version_sql(table) if self._rows_per_item > 1 else None
         if version is not None:
             columns += f", {version}"
-        sql = f"SELECT {columns} FROM {self.quote_table(table.name)}"
+        sql = f"SELECT {columns} FROM {self.rows_of(table.name)}"
         if self.selection.where:
             sql += f" WHERE {self.selection.where}"
         if self._rows_per_item > 1:
@@ -1314,7 +1323,7 @@ class RowStorePlugin(Plugin, abc.ABC):
 
     def _count_selection(self, table: TableInfo) -> tuple[int, int]:
         """Count the selected and all rows, rejecting an unflagged whole-table purge."""
-        name = self.quote_table(table.name)
+        name = self.rows_of(table.name)
         total = self._guarded(
             f"count rows of {table.name}",
             lambda: self.query(f"SELECT COUNT(*) FROM {name}")[0][0],
@@ -1413,7 +1422,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         condition = " AND ".join(
             f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
         )
-        sql = f"SELECT {self.select_list(child)} FROM {self.quote_table(child.name)} WHERE {condition}"
+        sql = f"SELECT {self.select_list(child)} FROM {self.rows_of(child.name)} WHERE {condition}"
         return self._guarded(
             f"read rows of {child.name} that reference {fk.parent}",
             lambda: self.query(sql, list(parent_values)),
@@ -1425,7 +1434,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         condition = " AND ".join(
             f"{self.quote(col)} = {self.placeholder}" for col in fk.child_columns
         )
-        sql = f"SELECT COUNT(*) FROM {self.quote_table(child.name)} WHERE {condition}"
+        sql = f"SELECT COUNT(*) FROM {self.rows_of(child.name)} WHERE {condition}"
         return self._guarded(
             f"count rows of {child.name} that reference {fk.parent}",
             lambda: self.query(sql, list(parent_values))[0][0],
@@ -1469,7 +1478,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         ``columns`` replaces :meth:`select_list` in the statements.
         """
         columns = columns or self.select_list(table)
-        base = f"SELECT {columns} FROM {self.quote_table(table.name)} WHERE "
+        base = f"SELECT {columns} FROM {self.rows_of(table.name)} WHERE "
         suffix = self.row_lock_clause if lock else ""
         if len(table.key) == 1:
             found: list[tuple] = []
@@ -1681,7 +1690,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             return set()
         wanted = {entry.item.identity["digest"]: entry.item.key for entry in missing}
         found: set[str] = set()
-        for row in self.stream(f"SELECT {self.select_list(table)} FROM {self.quote_table(table.name)}"):
+        for row in self.stream(f"SELECT {self.select_list(table)} FROM {self.rows_of(table.name)}"):
             _, digest, _ = self.split_row(table, row)
             if digest in wanted:
                 found.add(wanted[digest])
@@ -1940,7 +1949,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 self.log.warning("surviving rows not read", table=name, error=str(error))
                 continue
             columns = ", ".join(self.quote(col) for col in table.columns)
-            for row in self.stream(f"SELECT {columns} FROM {self.quote_table(name)}"):
+            for row in self.stream(f"SELECT {columns} FROM {self.rows_of(name)}"):
                 values = list(_row_bytes(row))
                 rows.add(b"\0".join(values))
                 found.update(extended[value] for value in values if value in extended)

@@ -106,6 +106,8 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         self.privileges: dict[str, bool] = {}
         self._full_text: dict[str, bool] = {}
         self._key_types: dict[str, list[str]] = {}
+        # Tables by whether other tables inherit from them, see rows_of().
+        self._inherited_from: dict[str, bool] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -248,6 +250,32 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         if schema is None:
             return self.quote(relation)
         return f"{self.quote(schema)}.{self.quote(relation)}"
+
+    def rows_of(self, name: str) -> str:
+        # A statement on a table that other tables inherit from (INHERITS,
+        # not partitioning) reads and deletes their rows too, with keys that
+        # may repeat across the tables. VACUUM FULL of that table rewrites
+        # none of their files, so the purge keeps to the table's own rows.
+        if self._inherits_from(name):
+            return f"ONLY {self.quote_table(name)}"
+        return self.quote_table(name)
+
+    def _inherits_from(self, name: str) -> bool:
+        """Tell whether other tables inherit from the plain table ``name``."""
+        found = self._inherited_from.get(name)
+        if found is None:
+            oid = self._oids.get(name)
+            if oid is None:
+                oid = self._oids[self.table(name).name]
+            found = bool(
+                self.conn.execute(
+                    "SELECT 1 FROM pg_class c JOIN pg_inherits i ON i.inhparent = c.oid "
+                    "WHERE c.oid = %s AND c.relkind = 'r' LIMIT 1",
+                    (oid,),
+                ).fetchone()
+            )
+            self._inherited_from[name] = found
+        return found
 
     # -- catalog ------------------------------------------------------------
 
@@ -657,7 +685,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         source, match, params = self._key_join(table, keys, digests)
         current = "x.xmin::text" if by_version else self._digest_sql(table, "x")
         rows = self.conn.execute(
-            f"DELETE FROM {self.quote_table(table.name)} AS x USING {source} "
+            f"DELETE FROM {self.rows_of(table.name)} AS x USING {source} "
             f"WHERE {match} AND {current} = p.d "
             "RETURNING p.n",
             params,
@@ -673,7 +701,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         source, match, params = self._key_join(table, *_keys_and_digests(entries))
         rows = self.conn.execute(
             f"SELECT p.n, {self._digest_sql(table, 'x')} = p.d "
-            f"FROM {source} JOIN {self.quote_table(table.name)} AS x ON {match}",
+            f"FROM {source} JOIN {self.rows_of(table.name)} AS x ON {match}",
             params,
         ).fetchall()
         found = {entries[number - 1].item.key for number, _ in rows}
@@ -696,7 +724,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             row[0]
             for row in self.conn.execute(
                 f"SELECT DISTINCT {self._digest_sql(table, 'x')} FROM "
-                f"{self.quote_table(table.name)} AS x "
+                f"{self.rows_of(table.name)} AS x "
                 f"WHERE {self._digest_sql(table, 'x')} = ANY(%b::text[])",
                 (digests,),
             )
@@ -711,7 +739,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
 
 
     def delete_rows(self, table: _rows.TableInfo, keys: Sequence[Sequence[Any]]) -> None:
-        name = self.quote_table(table.name)
+        name = self.rows_of(table.name)
         with self.conn.transaction():
             cursor = self.conn.cursor()
             if len(table.key) == 1:
@@ -895,6 +923,22 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         notes.append(
             "pg_statistic holds most-common values of the table's columns after ANALYZE"
         )
+        if self._inherits_from(table.name):
+            children = [
+                _catalog_name(namespace, relname)
+                for namespace, relname in self.conn.execute(
+                    "SELECT n.nspname, c.relname FROM pg_inherits i "
+                    "JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE i.inhparent = %s ORDER BY 1, 2",
+                    (oid,),
+                )
+            ]
+            notes.append(
+                f"table(s) {', '.join(children)} inherit from {table.name}; the selection "
+                f"takes only the rows stored in {table.name} itself, so target each of "
+                "those tables to purge its rows"
+            )
         return notes
 
     def _replication_summary(self) -> str:

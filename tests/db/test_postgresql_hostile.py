@@ -1,0 +1,68 @@
+"""PostgreSQL targets whose tables copy, hide or spread rows beyond one table."""
+
+from __future__ import annotations
+
+import psycopg
+
+from plugins.postgresql import PostgreSQLPlugin
+from tests.db.conftest import canary, files_contain, pg_relation_files
+from tests.helpers.driver import run_plugin
+
+
+def fill_inherited(url: str) -> dict[str, str]:
+    """Create ``people`` with ten rows and ``archived``, which inherits from it."""
+    markers = {"parent": canary("parent"), "child": canary("child"), "note": canary("note")}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text, selected bool)")
+        conn.execute("CREATE TABLE archived (note text) INHERITS (people)")
+        conn.execute(
+            "INSERT INTO people SELECT i, 'person' || i, false FROM generate_series(2, 10) i"
+        )
+        conn.execute("INSERT INTO people VALUES (1, %s, true)", (markers["parent"],))
+        conn.execute(
+            "INSERT INTO archived VALUES (100, %s, true, %s), (5, 'person5', false, 'n')",
+            (markers["child"], markers["note"]),
+        )
+        conn.execute("CHECKPOINT")
+    return markers
+
+
+def test_inheriting_table_rows_not_selected(pg_database):
+    # DELETE on a parent also removes rows of inheriting tables, but VACUUM
+    # FULL of the parent leaves their files as they are.
+    markers = fill_inherited(pg_database)
+
+    run = run_plugin(PostgreSQLPlugin, f"{pg_database}?table=people&where=selected")
+
+    assert run.statuses() == {"public.people:[1]": "purged"}
+    assert not run.unverified()
+    notes = " ".join(run.info.notes)
+    assert "public.archived inherit from public.people" in notes
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        child = conn.execute("SELECT id FROM archived ORDER BY id").fetchall()
+        parent_files = pg_relation_files(conn, "people")
+        child_files = pg_relation_files(conn, "archived")
+    assert child == [(5,), (100,)]
+    assert not files_contain(parent_files, markers["parent"].encode())
+    assert files_contain(child_files, markers["child"].encode())
+
+
+def test_inheriting_table_row_outside_where_kept(pg_database):
+    # archived contains a row with the key and values of a selected row of
+    # people, which the WHERE clause excludes through tableoid.
+    markers = fill_inherited(pg_database)
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        f"{pg_database}?table=people&where=tableoid = %s::regclass AND id <= %s",
+        {"params": ["people", 5]},
+    )
+
+    assert len(run.statuses()) == 5
+    assert set(run.statuses().values()) == {"purged"}
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        child = conn.execute("SELECT id, email FROM archived ORDER BY id").fetchall()
+        parent = conn.execute("SELECT id FROM ONLY people ORDER BY id").fetchall()
+    assert child == [(5, "person5"), (100, markers["child"])]
+    assert parent == [(number,) for number in range(6, 11)]
+
