@@ -1049,10 +1049,11 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         return self._relation_files(statistics=True), None
 
     def _relation_files(self, statistics: bool) -> list[str]:
-        """Return the files of the selected and touched tables, their TOAST and indexes.
+        """Return the files of the selected and touched tables and their partitions.
 
-        With ``statistics``, the files of pg_statistic are included too. An
-        unreadable data directory gives no files.
+        The files of their TOAST tables and indexes are included, and with
+        ``statistics`` those of pg_statistic too. An unreadable data
+        directory gives no files.
         """
         directory = self._setting("data_directory") if self.privileges["read_settings"] else None
         if not directory or not os.access(directory, os.R_OK | os.X_OK):
@@ -1060,16 +1061,23 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         relations: list[Any] = []
         for name in [self.selection_table_name(), *self._touched]:
             oid = self._oids[self.table(name).name]
+            # A partitioned table has no files, and its rows sit in those of
+            # its partitions, at any depth of sub-partitioning.
             relations.extend(
                 row[0]
                 for row in self.conn.execute(
-                    "SELECT %s::oid UNION ALL "
-                    "SELECT indexrelid FROM pg_index WHERE indrelid = %s "
+                    "WITH RECURSIVE tree(oid) AS (SELECT %s::oid UNION ALL "
+                    "SELECT i.inhrelid FROM tree t "
+                    "JOIN pg_class p ON p.oid = t.oid AND p.relkind = 'p' "
+                    "JOIN pg_inherits i ON i.inhparent = t.oid) "
+                    "SELECT oid FROM tree UNION ALL "
+                    "SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT oid FROM tree) "
                     "UNION ALL SELECT reltoastrelid FROM pg_class "
-                    "WHERE oid = %s AND reltoastrelid <> 0 "
+                    "WHERE oid IN (SELECT oid FROM tree) AND reltoastrelid <> 0 "
                     "UNION ALL SELECT i.indexrelid FROM pg_class c "
-                    "JOIN pg_index i ON i.indrelid = c.reltoastrelid WHERE c.oid = %s",
-                    (oid, oid, oid, oid),
+                    "JOIN pg_index i ON i.indrelid = c.reltoastrelid "
+                    "WHERE c.oid IN (SELECT oid FROM tree)",
+                    (oid,),
                 )
             )
         if statistics:

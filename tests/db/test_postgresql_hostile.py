@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
+from plugins.base import JobContext, Target
 from plugins.postgresql import PostgreSQLPlugin
 from tests.db.conftest import canary, files_contain, pg_relation_files
 from tests.helpers.driver import run_plugin
@@ -66,3 +67,39 @@ def test_inheriting_table_row_outside_where_kept(pg_database):
     assert child == [(5, "person5"), (100, markers["child"])]
     assert parent == [(number,) for number in range(6, 11)]
 
+
+def test_partition_files_scanned(pg_database):
+    secret = canary("event")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE events (id int, region int, body text, PRIMARY KEY (id, region)) "
+            "PARTITION BY LIST (region)"
+        )
+        conn.execute(
+            "CREATE TABLE events_low PARTITION OF events FOR VALUES IN (1, 2) "
+            "PARTITION BY LIST (region)"
+        )
+        conn.execute("CREATE TABLE events_1 PARTITION OF events_low FOR VALUES IN (1)")
+        conn.execute("CREATE TABLE events_2 PARTITION OF events_low FOR VALUES IN (2)")
+        conn.execute("CREATE TABLE events_3 PARTITION OF events FOR VALUES IN (3)")
+        conn.execute(
+            "INSERT INTO events SELECT i, 1 + i % 3, 'body' || i FROM generate_series(1, 9) i"
+        )
+        conn.execute("INSERT INTO events VALUES (100, 1, %s)", (secret,))
+    plugin = PostgreSQLPlugin(
+        Target(f"{pg_database}?table=events&where=id = %s", {"params": [100]}), JobContext()
+    )
+    try:
+        plugin.describe()
+        files, note = plugin.data_files()
+    finally:
+        plugin.close()
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        partitions = [
+            path
+            for name in ("events_1", "events_2", "events_3")
+            for path in pg_relation_files(conn, name)
+        ]
+    assert note is None
+    assert set(partitions) <= set(files)
