@@ -706,12 +706,15 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         ).fetchall()
         found = {entries[number - 1].item.key for number, _ in rows}
         reasons = {}
+        skipped = _rows.skipped_delete_reason
+        if rows and self._row_security_applies(self._oids[table.name]):
+            skipped = _skipped_by_policy_reason
         for number, unchanged in rows:
             key = entries[number - 1].item.key
             # The DELETE matched this row by key and digest, so a row still
-            # there as planned is one a trigger kept, not a changed row.
+            # there as planned is one a trigger or policy kept, not a changed row.
             reasons[key] = (
-                _rows.skipped_delete_reason(key)
+                skipped(key)
                 if unchanged
                 else f"row {key} changed since planning; it was not deleted, plan "
                 "again to include its new values"
@@ -887,7 +890,11 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         table = self.table(self.selection.table)
         notes.extend(self._storage_notes(table))
         notes.append(self._replication_summary())
-        residual = self._missing_privilege_notes(table) + self._server_residual()
+        residual = (
+            self._missing_privilege_notes(table)
+            + self._copy_residual(table)
+            + self._server_residual()
+        )
         media = {
             "engine": "postgresql",
             "version": version,
@@ -970,6 +977,63 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         if not self.privileges["switch_wal"]:
             missing.append("pg_switch_wal() cannot run: needs superuser or an EXECUTE grant")
         return missing
+
+    def _copy_residual(self, table: _rows.TableInfo) -> list[str]:
+        """Return the rules, triggers, views and policies that copy or hide the rows.
+
+        The purge neither deletes the copies that they write into other
+        relations nor scans those relations' files.
+        """
+        # NOTE: tables reached through foreign keys, and materialized views
+        # that read the table through another view, are not inspected.
+        oid = self._oids[table.name]
+        residual = [
+            f"rule {rule} on {table.name} rewrites the purge's DELETE, so it may keep "
+            "the rows or copy them into another table"
+            for (rule,) in self.conn.execute(
+                "SELECT rulename FROM pg_rewrite WHERE ev_class = %s AND ev_type = '4' "
+                "ORDER BY 1",
+                (oid,),
+            )
+        ]
+        # Bit 3 of tgtype marks a trigger that fires on DELETE.
+        residual.extend(
+            f"trigger {trigger} on {table.name} runs on the purge's DELETE and may copy "
+            "the rows into another table"
+            for (trigger,) in self.conn.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
+                "AND tgtype & 8 <> 0 ORDER BY 1",
+                (oid,),
+            )
+        )
+        residual.extend(
+            f"materialized view {_catalog_name(namespace, relname)} keeps a copy of "
+            f"rows of {table.name} until REFRESH MATERIALIZED VIEW runs"
+            for namespace, relname in self.conn.execute(
+                "SELECT DISTINCT n.nspname, v.relname FROM pg_depend d "
+                "JOIN pg_rewrite r ON r.oid = d.objid "
+                "JOIN pg_class v ON v.oid = r.ev_class "
+                "JOIN pg_namespace n ON n.oid = v.relnamespace "
+                "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s "
+                "AND v.relkind = 'm' ORDER BY 1, 2",
+                (oid,),
+            )
+        )
+        if self._row_security_applies(oid):
+            residual.append(
+                f"row-level security on {table.name} applies to this user, so rows "
+                "that its policies hide are neither selected nor deleted; run the purge "
+                "as a user with BYPASSRLS"
+            )
+        return residual
+
+    def _row_security_applies(self, oid: int) -> bool:
+        """Tell whether row-level security policies filter this user's statements."""
+        return bool(
+            self.conn.execute(
+                "SELECT 1 WHERE row_security_active(%s::oid)", (oid,)
+            ).fetchone()
+        )
 
     def _setting(self, name: str) -> str | None:
         try:
@@ -1097,6 +1161,16 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             if relative:
                 files.extend(_segments(os.path.join(directory, relative)))
         return files
+
+
+def _skipped_by_policy_reason(key: str) -> str:
+    """Return the failure reason of a row that its DELETE left, under row-level security."""
+    return (
+        f"row {key} is still present after its DELETE statement, which a row-level "
+        "security policy for DELETE or a BEFORE DELETE trigger returning NULL can "
+        "skip; it was not deleted. Run the purge as a user with BYPASSRLS, or disable "
+        "that trigger for the purge, then run the purge again"
+    )
 
 
 def _catalog_name(schema: str, relation: str) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+
 import psycopg
 
 from plugins.base import JobContext, Target
 from plugins.postgresql import PostgreSQLPlugin
-from tests.db.conftest import canary, files_contain, pg_relation_files
+from tests.db.conftest import canary, files_contain, pg_admin, pg_relation_files
 from tests.helpers.driver import run_plugin
 
 
@@ -103,3 +105,78 @@ def test_partition_files_scanned(pg_database):
         ]
     assert note is None
     assert set(partitions) <= set(files)
+
+
+def test_copies_named_in_plan(pg_database):
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+        conn.execute("CREATE TABLE audit (id int, email text)")
+        conn.execute("INSERT INTO people SELECT i, 'person' || i FROM generate_series(1, 6) i")
+        conn.execute(
+            "CREATE RULE keep_deleted AS ON DELETE TO people "
+            "DO ALSO INSERT INTO audit VALUES (old.id, old.email)"
+        )
+        conn.execute(
+            "CREATE FUNCTION copy_row() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO audit VALUES (old.id, old.email); RETURN old; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER copy_deleted AFTER DELETE ON people "
+            "FOR EACH ROW EXECUTE FUNCTION copy_row()"
+        )
+        conn.execute(
+            "CREATE TRIGGER stamp BEFORE INSERT ON people "
+            "FOR EACH ROW EXECUTE FUNCTION copy_row()"
+        )
+        conn.execute("CREATE MATERIALIZED VIEW people_copy AS SELECT * FROM people")
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        f"{pg_database}?table=people&where=id = %s",
+        {"params": [2]},
+        purge=False,
+    )
+
+    residual = " ".join(run.info.residual)
+    assert "rule keep_deleted on public.people" in residual
+    assert "trigger copy_deleted on public.people" in residual
+    assert "trigger stamp" not in residual
+    assert "materialized view public.people_copy" in residual
+    assert "row-level security" not in residual
+
+
+def test_row_security_named_in_plan(pg_database):
+    role = f"lethe_pghostile_{secrets.token_hex(4)}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+            conn.execute(
+                "INSERT INTO people SELECT i, 'person' || i FROM generate_series(1, 8) i"
+            )
+            conn.execute(f'GRANT SELECT, DELETE ON people TO "{role}"')
+            conn.execute("ALTER TABLE people ENABLE ROW LEVEL SECURITY")
+            conn.execute("ALTER TABLE people FORCE ROW LEVEL SECURITY")
+            conn.execute(
+                f'CREATE POLICY visible ON people FOR SELECT TO "{role}" USING (id <> 6)'
+            )
+            conn.execute(
+                f'CREATE POLICY kept ON people FOR DELETE TO "{role}" USING (id <> 5)'
+            )
+        url = pg_database.replace("postgres@", f"{role}@", 1)
+
+        run = run_plugin(PostgreSQLPlugin, f"{url}?table=people&where=id >= %s", {"params": [5]})
+
+        residual = " ".join(run.info.residual)
+        assert "row-level security on public.people applies to this user" in residual
+        assert run.statuses()["public.people:[5]"] == "failed"
+        [failed] = [result for result in run.results if result.status == "failed"]
+        assert "row-level security policy for DELETE" in failed.detail
+        assert "BYPASSRLS" in failed.detail
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+        with pg_admin() as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
