@@ -218,6 +218,14 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
                 f"{error.sqlstate}); check that each value in 'params' has the type of "
                 "what the WHERE clause compares it with"
             )
+        if isinstance(error, errors.FeatureNotSupported) and "RETURNING" in summary:
+            # The purge deletes with DELETE ... RETURNING, which the server
+            # rejects when a DO INSTEAD rule for DELETE lacks a RETURNING clause.
+            return PurgeFailed(
+                f"{where}: a rule for DELETE on the table rewrites the purge's delete "
+                f"({summary}); drop that rule or disable it for the purge with "
+                "ALTER TABLE ... DISABLE RULE, then run the purge again"
+            )
         if (getattr(error, "sqlstate", None) or "").startswith("42"):
             # Class 42: syntax error or access rule violation.
             return InvalidTarget(f"{where}: the WHERE clause is invalid ({summary})")

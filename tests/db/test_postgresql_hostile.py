@@ -180,3 +180,17 @@ def test_row_security_named_in_plan(pg_database):
         with pg_admin() as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
+
+def test_delete_rule_fails_with_fix(pg_database):
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO people SELECT i, 'person' || i FROM generate_series(1, 6) i")
+        conn.execute("CREATE RULE keep_all AS ON DELETE TO people DO INSTEAD NOTHING")
+
+    run = run_plugin(PostgreSQLPlugin, f"{pg_database}?table=people&where=id = %s", {"params": [2]})
+
+    [result] = run.results
+    assert result.status == "failed"
+    assert "a rule for DELETE on the table rewrites the purge's delete" in result.detail
+    assert "DISABLE RULE" in result.detail
+    assert "rule keep_all on public.people" in " ".join(run.info.residual)
