@@ -1118,6 +1118,9 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         directory = self._setting("data_directory")
         if not directory or not os.access(directory, os.R_OK | os.X_OK):
             return [], f"the data directory {directory} is not readable by this process"
+        # NOTE: a value that PostgreSQL stored compressed (pglz or lz4, in an
+        # inline or TOAST column) may not contain its fingerprints, so the
+        # scan cannot find it in these files.
         return self._relation_files(statistics=True), None
 
     def _relation_files(self, statistics: bool) -> list[str]:
