@@ -468,7 +468,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
         """List processes other than this one that have the database open."""
         import psutil
 
-        wanted = {os.path.realpath(self.path + suffix) for suffix in ("", "-wal", "-journal")}
+        wanted = set(self._companion_files())
         holders = []
         for process in psutil.process_iter(["pid", "name"]):
             if process.pid == os.getpid():
@@ -506,7 +506,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 "other processes have the database open and may block the "
                 f"checkpoint: {', '.join(holders)}"
             )
-        directory = os.path.dirname(os.path.abspath(self.path))
+        directory = os.path.dirname(os.path.realpath(self.path))
         residual = (
             "VACUUM rewrites the file in place, but old pages written to the -wal or "
             "-journal file before they were truncated or unlinked stay in free blocks "
@@ -523,5 +523,13 @@ class SQLitePlugin(_rows.RowStorePlugin):
         return TargetInfo(media=media, notes=tuple(notes), residual=residual)
 
     def data_files(self) -> tuple[list[str], str | None]:
-        files = [self.path + suffix for suffix in ("", "-wal", "-journal")]
-        return [path for path in files if os.path.exists(path)], None
+        return [path for path in self._companion_files() if os.path.exists(path)], None
+
+    def _companion_files(self) -> list[str]:
+        """Return the database file and its -wal and -journal paths, symlinks resolved.
+
+        SQLite resolves a symlinked database path and names the -wal and
+        -journal files after the real file, so they sit beside it.
+        """
+        real = os.path.realpath(self.path)
+        return [real + suffix for suffix in ("", "-wal", "-journal")]
