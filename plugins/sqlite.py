@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugins import _rows
 from plugins.base import JobContext, PurgeResult, Target, TargetInfo
@@ -30,6 +31,52 @@ from plugins.errors import (
 
 #: Seconds a statement waits for another connection's lock before failing.
 DEFAULT_LOCK_TIMEOUT = 5.0
+
+
+#: An SQL name as a trigger's text may spell it: quoted in one of SQLite's
+#: three ways, or bare.
+_NAME = r'(?:"(?:[^"]|"")*"|\[[^\]]*\]|`(?:[^`]|``)*`|[^\s"\[`(),;.]+)'
+_TRIGGER_EVENT = re.compile(
+    rf"^\s*CREATE\s+(?:TEMP(?:ORARY)?\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?:{_NAME}\s*\.\s*)?{_NAME}\s+(?:BEFORE\s+|AFTER\s+|INSTEAD\s+OF\s+)?"
+    r"(DELETE|INSERT|UPDATE)\b",
+    re.IGNORECASE,
+)
+# NOTE: A write that this pattern misses, such as one inside an
+# application-defined SQL function, leaves its table counted as surviving rows.
+_TRIGGER_WRITE = re.compile(
+    rf"\b(?:INSERT|REPLACE|UPDATE)\s+(?:OR\s+\w+\s+)?(?:INTO\s+)?"
+    rf"(?:{_NAME}\s*\.\s*)?({_NAME})",
+    re.IGNORECASE,
+)
+
+
+class _Trigger(NamedTuple):
+    """A trigger of the database file, read from its CREATE TRIGGER text."""
+
+    name: str
+    #: "delete", "insert" or "update"; "" when the text did not parse, and
+    #: such a trigger is treated as firing on every event.
+    event: str
+    #: Names of the tables and views its statements insert into or update.
+    writes: tuple[str, ...]
+
+
+def _parse_trigger(name: str, sql: str) -> _Trigger:
+    header = _TRIGGER_EVENT.match(sql)
+    body = sql[header.end() :] if header else sql
+    writes = tuple(_unquote(found) for found in _TRIGGER_WRITE.findall(body))
+    return _Trigger(name, header.group(1).lower() if header else "", writes)
+
+
+def _unquote(name: str) -> str:
+    if name[:1] == '"':
+        return name[1:-1].replace('""', '"')
+    if name[:1] == "`":
+        return name[1:-1].replace("``", "`")
+    if name[:1] == "[":
+        return name[1:-1]
+    return name
 
 
 class _Changed(Exception):
@@ -286,6 +333,38 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 )
         return found
 
+    def _triggers_on(self, table: str) -> list[_Trigger]:
+        rows = self.conn.execute(
+            "SELECT name, COALESCE(sql, '') FROM sqlite_schema "
+            "WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE ORDER BY name",
+            (table,),
+        ).fetchall()
+        return [_parse_trigger(name, sql) for name, sql in rows]
+
+    def _delete_triggers(self, table: str) -> list[_Trigger]:
+        return [
+            trigger for trigger in self._triggers_on(table) if trigger.event in ("delete", "")
+        ]
+
+    def trigger_written_tables(self, tables: Sequence[str]) -> set[str]:
+        # A written table or view may have triggers of its own (an INSTEAD
+        # OF trigger of a view, an AFTER INSERT trigger), and those fire on
+        # any event, so the search follows them too.
+        pending = [(name, True) for name in tables]
+        followed: set[tuple[str, bool]] = set()
+        written: set[str] = set()
+        while pending:
+            name, deletes_only = pending.pop()
+            if (name.lower(), deletes_only) in followed:
+                continue
+            followed.add((name.lower(), deletes_only))
+            triggers = self._delete_triggers(name) if deletes_only else self._triggers_on(name)
+            for trigger in triggers:
+                for target in trigger.writes:
+                    written.add(target.lower())
+                    pending.append((target, False))
+        return {name for name, _ in self._schema() if name.lower() in written}
+
     def user_tables(self) -> list[str]:
         shadows = self._shadow_tables()
         return [name for name, _ in self._schema() if name not in shadows]
@@ -507,20 +586,36 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 f"checkpoint: {', '.join(holders)}"
             )
         directory = os.path.dirname(os.path.realpath(self.path))
-        residual = (
+        residual = [
             "VACUUM rewrites the file in place, but old pages written to the -wal or "
             "-journal file before they were truncated or unlinked stay in free blocks "
             f"of the filesystem holding {directory}; wipe its free space as a "
             "follow-up step",
             f"copies and backups of {self.path} made before the purge",
-        )
+        ]
+        residual.extend(self._trigger_residual(self.table(self.selection.table).name))
         media = {
             "engine": "sqlite",
             "version": sqlite3.sqlite_version,
             "path": self.path,
             "size": os.path.getsize(self.path),
         }
-        return TargetInfo(media=media, notes=tuple(notes), residual=residual)
+        return TargetInfo(media=media, notes=tuple(notes), residual=tuple(residual))
+
+    def _trigger_residual(self, table: str) -> list[str]:
+        """Return a residual risk naming the DELETE triggers of ``table``, if it has any."""
+        triggers = self._delete_triggers(table)
+        if not triggers:
+            return []
+        names = ", ".join(trigger.name for trigger in triggers)
+        written = sorted(self.trigger_written_tables([table]))
+        into = f" ({', '.join(written)})" if written else ""
+        return [
+            f"DELETE triggers on {table} ({names}) run for every purged row, and what "
+            f"they write to other tables{into}, such as an archive copy, is not purged, "
+            "and the byte scan reports such copies as residue. Review or drop the "
+            "triggers before the purge"
+        ]
 
     def data_files(self) -> tuple[list[str], str | None]:
         return [path for path in self._companion_files() if os.path.exists(path)], None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
+
+import pytest
 
 from plugins.sqlite import SQLitePlugin
 from tests.db.conftest import canary, files_contain, sqlite_files
@@ -40,3 +41,64 @@ def test_symlinked_file_scans_real_wal(sqlite_db, tmp_path):
     [evidence] = run.evidence
     assert not evidence.verified
     assert "remain in the data files" in evidence.checks[1].detail
+
+
+@pytest.mark.parametrize("rows_per_item", [1, 2])
+def test_audit_trigger_copy_not_verified(sqlite_db, rows_per_item):
+    # The trigger copies each deleted row into another table, so its bytes
+    # stay in the file in a row that the purge itself wrote.
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute("CREATE TABLE audit (id INTEGER, email TEXT)")
+    conn.execute(
+        'CREATE TRIGGER "keep copy" AFTER DELETE ON people '
+        "BEGIN INSERT INTO audit VALUES (old.id, old.email); END"
+    )
+    secret = canary("person")
+    conn.executemany(
+        "INSERT INTO people VALUES (?, ?)", [(1, secret), (2, canary()), (3, canary())]
+    )
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin,
+        f"sqlite://{path}?table=people&where=id = ?",
+        {"params": [1], "rows_per_item": rows_per_item},
+    )
+
+    assert files_contain(sqlite_files(path), secret.encode())
+    assert set(run.statuses().values()) == {"purged"}
+    [evidence] = run.evidence
+    assert not evidence.verified
+    assert "remain in the data files" in evidence.checks[1].detail
+    [risk] = [text for text in run.info.residual if "DELETE triggers" in text]
+    assert "keep copy" in risk
+    assert "audit" in risk
+
+
+def test_trigger_through_view_not_verified(sqlite_db):
+    # The DELETE trigger writes to a view whose INSTEAD OF trigger stores
+    # the row in a table.
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute("CREATE TABLE archive (id INTEGER, email TEXT)")
+    conn.execute("CREATE VIEW archive_view AS SELECT id, email FROM archive")
+    conn.execute(
+        "CREATE TRIGGER archive_insert INSTEAD OF INSERT ON archive_view "
+        "BEGIN INSERT OR REPLACE INTO [archive] (id, email) VALUES (new.id, new.email); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER archive_people BEFORE DELETE ON people "
+        "BEGIN INSERT INTO archive_view VALUES (old.id, old.email); END"
+    )
+    secret = canary("person")
+    conn.executemany(
+        "INSERT INTO people VALUES (?, ?)", [(1, secret), (2, canary()), (3, canary())]
+    )
+    conn.close()
+
+    run = run_plugin(SQLitePlugin, f"sqlite://{path}?table=people&where=id = ?", {"params": [1]})
+
+    assert files_contain(sqlite_files(path), secret.encode())
+    [evidence] = run.evidence
+    assert not evidence.verified
