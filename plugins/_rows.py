@@ -279,6 +279,7 @@ def _check_where(where: str) -> None:
 # One encoder, built once: json.dumps with options builds a new one per call.
 _KEY_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 _BUFFERS = (bytearray, memoryview)
+_BINARY = (bytes, bytearray, memoryview)
 
 
 def row_digest(values: Sequence[Any]) -> str:
@@ -610,6 +611,15 @@ def key_parts(
         yield part
 
 
+def has_binary_value(key: Sequence[Any]) -> bool:
+    """Tell whether a key contains bytes, which the job journal cannot store unchanged.
+
+    The journal stores item identities as JSON, which turns bytes into their
+    text repr, so a purge read back from it would address no row.
+    """
+    return any(isinstance(value, _BINARY) for value in key)
+
+
 def item_key(table: str, key: Sequence[Any]) -> str:
     """Return the item key of a row: its table and primary key as JSON."""
     if len(key) == 1 and type(key[0]) is int:
@@ -775,6 +785,16 @@ class RowStorePlugin(Plugin, abc.ABC):
             f"{subject} NULL in the primary key ({', '.join(table.key)}), so the purge "
             "cannot delete or check them by key; give those rows keys, or exclude them "
             f"by adding {column} IS NOT NULL to the WHERE clause"
+        )
+
+    def binary_key_message(self, table: TableInfo, name: str) -> str:
+        """Return the refusal of row ``name``, whose key contains a binary value."""
+        # NOTE: Rows with a binary key value (BLOB, bytea, VARBINARY) cannot
+        # be purged until the journal stores such keys unchanged.
+        return (
+            f"row {name} has a binary value in its primary key ({', '.join(table.key)}), "
+            "which the job journal cannot store unchanged, so the purge could not "
+            "address the row; delete it with the database's own tools"
         )
 
     @abc.abstractmethod
@@ -966,6 +986,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         group = _Split([], [], [])
         versions: list[Any] = []
         null_keyed: list[tuple[tuple, str, Sequence[Any]]] = []
+        binary_keyed: list[tuple[tuple, str, Sequence[Any]]] = []
         while chunk := list(itertools.islice(rows, limit - len(group.keys))):
             if versioned:
                 versions += [row[-1] for row in chunk]
@@ -973,6 +994,10 @@ class RowStorePlugin(Plugin, abc.ABC):
             split = _Split(*self.split_rows(table, chunk))
             if any(None in key for key in split.keys):
                 split, versions = self._without_null_keys(split, versions, null_keyed)
+            if any(has_binary_value(key) for key in split.keys):
+                split, versions = self._without_keys(
+                    split, versions, binary_keyed, has_binary_value
+                )
             group.keys.extend(split.keys)
             group.digests.extend(split.digests)
             group.values.extend(split.values)
@@ -982,12 +1007,27 @@ class RowStorePlugin(Plugin, abc.ABC):
         if group.keys:
             yield self._versioned(self._group_item(table, group), versions)
         yield from self._null_key_items(table, null_keyed)
+        for key, digest, values in binary_keyed:
+            name = item_key(table.name, key)
+            yield self._row_item(table, name, key, digest, values, None, None)
 
     @staticmethod
     def _without_null_keys(
         split: _Split, versions: list[Any], null_keyed: list[tuple[tuple, str, Sequence[Any]]]
     ) -> tuple[_Split, list[Any]]:
-        """Move the rows of ``split`` with NULL in the key to ``null_keyed``.
+        """Move the rows of ``split`` with NULL in the key to ``null_keyed``."""
+        return RowStorePlugin._without_keys(
+            split, versions, null_keyed, lambda key: None in key
+        )
+
+    @staticmethod
+    def _without_keys(
+        split: _Split,
+        versions: list[Any],
+        moved: list[tuple[tuple, str, Sequence[Any]]],
+        matches: Any,
+    ) -> tuple[_Split, list[Any]]:
+        """Move the rows of ``split`` whose key ``matches`` to ``moved``.
 
         ``versions`` ends with the versions of the rows of ``split``, and the
         versions of the moved rows are dropped from the returned list.
@@ -996,8 +1036,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         remaining = _Split([], [], [])
         remaining_versions = versions[:earlier]
         for number, (key, digest, values) in enumerate(zip(*split)):
-            if None in key:
-                null_keyed.append((key, digest, values))
+            if matches(key):
+                moved.append((key, digest, values))
                 continue
             remaining.keys.append(key)
             remaining.digests.append(digest)
@@ -1403,6 +1443,8 @@ class RowStorePlugin(Plugin, abc.ABC):
     ) -> Item:
         """Build a row's item and keep its fingerprints for plan_item."""
         fingerprints, size = row_facts(values, self.full_text_indexed(table.name))
+        if refusal is None and has_binary_value(key):
+            refusal = Refusal("not-supported", self.binary_key_message(table, name))
         self._pending[name] = _Pending(fingerprints, refusal)
         if via is None:
             # Rows selected directly share one attributes mapping per table.

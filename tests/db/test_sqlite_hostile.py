@@ -8,6 +8,7 @@ import pytest
 
 from plugins.sqlite import SQLitePlugin
 from tests.db.conftest import canary, files_contain, sqlite_files
+from tests.helpers.cli import run_cli
 from tests.helpers.driver import run_plugin
 
 
@@ -102,3 +103,30 @@ def test_trigger_through_view_not_verified(sqlite_db):
     assert files_contain(sqlite_files(path), secret.encode())
     [evidence] = run.evidence
     assert not evidence.verified
+
+
+@pytest.mark.parametrize("rows_per_item", [1, 2])
+def test_blob_key_row_refused(tmp_path, rows_per_item):
+    # The job journal stores item keys as JSON, which has no bytes type, so a
+    # purge would read the key b'k1' back as the text "b'k1'" and match no row.
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE tokens (id BLOB PRIMARY KEY, note TEXT) WITHOUT ROWID")
+    secret = canary("token")
+    conn.executemany(
+        "INSERT INTO tokens VALUES (?, ?)",
+        [(b"k1", secret), (b"k2", canary()), (b"k3", canary())],
+    )
+    conn.commit()
+    conn.close()
+    target = (
+        f"sqlite://{path}?table=tokens&where=note = ?&param={secret}"
+        f"&rows_per_item={rows_per_item}"
+    )
+
+    result = run_cli(tmp_path / "state", "purge", "--yes", target)
+
+    assert "destroyed and verified 1" not in result.stdout
+    assert "binary value in its primary key" in result.stdout
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 3
