@@ -259,6 +259,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
             (name,),
         ).fetchone()
         if real is None:
+            self._reject_view(name)
             raise TargetNotFound(
                 f"table {name!r} does not exist in {self.path}; "
                 "check the 'table' option (names are case-insensitive)"
@@ -279,6 +280,18 @@ class SQLitePlugin(_rows.RowStorePlugin):
         return _rows.TableInfo(
             table, columns, key, indexes, self._foreign_keys_to(table, key), implicit
         )
+
+    def _reject_view(self, name: str) -> None:
+        """Raise InvalidTarget when ``name`` is a view, whose rows live in other tables."""
+        view = self.conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'view' AND name = ? COLLATE NOCASE",
+            (name,),
+        ).fetchone()
+        if view is not None:
+            raise InvalidTarget(
+                f"{view[0]} in {self.path} is a view, and its rows are stored in the "
+                "tables it reads; name the table it reads in the 'table' option"
+            )
 
     def _rowid_name(self, table: str, columns: list[str]) -> str:
         """Return a name of the table's rowid that no column of the table takes.

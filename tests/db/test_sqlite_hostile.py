@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from plugins.errors import InvalidTarget
 from plugins.sqlite import SQLitePlugin
 from tests.db.conftest import canary, files_contain, sqlite_files
 from tests.helpers.cli import run_cli
@@ -130,3 +131,18 @@ def test_blob_key_row_refused(tmp_path, rows_per_item):
     assert "binary value in its primary key" in result.stdout
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 3
+
+
+def test_view_named_as_table(sqlite_db):
+    path, conn = sqlite_db()
+    conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute("CREATE VIEW active_people AS SELECT * FROM people")
+    conn.executemany("INSERT INTO people VALUES (?, ?)", [(1, canary()), (2, canary())])
+    conn.close()
+
+    with pytest.raises(InvalidTarget, match="is a view") as raised:
+        run_plugin(
+            SQLitePlugin, f"sqlite://{path}?table=active_people&where=id = ?", {"params": [1]}
+        )
+
+    assert "name the table it reads" in str(raised.value)
