@@ -1109,6 +1109,35 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
             text += "; with log_statement on, bind parameters are logged as statement details"
         return [text]
 
+    def compressed_keys(self, table: _rows.TableInfo) -> frozenset[tuple]:
+        # Values of variable length (attlen -1) are the ones PostgreSQL
+        # compresses, inline or in TOAST, once a row passes about 2 kB.
+        if int(self.conn.execute("SHOW server_version_num").fetchone()[0]) < 140000:
+            # NOTE: pg_column_compression() is new in PostgreSQL 14, so on
+            # older servers compressed values are not found.
+            return frozenset()
+        columns = [
+            record[0]
+            for record in self.conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                "AND NOT attisdropped AND attlen = -1",
+                (self._oids[table.name],),
+            )
+        ]
+        if not columns:
+            return frozenset()
+        compressed = " OR ".join(
+            f"pg_column_compression({self.quote(column)}) IS NOT NULL"
+            for column in columns
+        )
+        keys = ", ".join(self.quote(column) for column in table.key)
+        sql = f"SELECT {keys} FROM {self.rows_of(table.name)} WHERE ({compressed})"
+        if self.selection.where:
+            sql += f" AND ({self.selection.where})"
+        with self.read_only():
+            rows = self.query(sql, self.selection.params)
+        return frozenset(tuple(row) for row in rows)
+
     def selection_table_name(self) -> str:
         return self.table(self.selection.table).name
 
@@ -1118,9 +1147,6 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         directory = self._setting("data_directory")
         if not directory or not os.access(directory, os.R_OK | os.X_OK):
             return [], f"the data directory {directory} is not readable by this process"
-        # NOTE: a value that PostgreSQL stored compressed (pglz or lz4, in an
-        # inline or TOAST column) may not contain its fingerprints, so the
-        # scan cannot find it in these files.
         return self._relation_files(statistics=True), None
 
     def _relation_files(self, statistics: bool) -> list[str]:

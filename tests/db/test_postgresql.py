@@ -574,3 +574,58 @@ def test_table_in_dotted_schema_not_found(pg_database):
     message = str(raised.value)
     assert "'s.x.orders' does not exist" in message
     assert "double-quote" in message
+
+
+def test_compressed_value_scan_not_run(pg_database):
+    # PostgreSQL compresses a row's long values once the row passes about
+    # 2 kB, and a byte scan cannot recognize a compressed value.
+    long_secret = canary("long") + "a" * 8000
+    short_secret = canary("short")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+        conn.execute(
+            "INSERT INTO docs VALUES (1, %s), (2, %s), (3, 'kept')",
+            (long_secret, short_secret),
+        )
+        [(method,)] = conn.execute(
+            "SELECT pg_column_compression(body) FROM docs WHERE id = 1"
+        ).fetchall()
+    assert method is not None
+
+    run = run_plugin(
+        PostgreSQLPlugin, target(pg_database, "docs", "id <= %s"), {"params": [2]}
+    )
+
+    checks = {
+        evidence.key: {check.name: check.detail for check in evidence.checks}
+        for evidence in run.evidence
+    }
+    assert checks["public.docs:[1]"]["byte-scan"].startswith("not run:")
+    assert "compressed" in checks["public.docs:[1]"]["byte-scan"]
+    assert not checks["public.docs:[2]"]["byte-scan"].startswith("not run:")
+    assert not run.unverified()
+    assert run.statuses() == {"public.docs:[1]": "purged", "public.docs:[2]": "purged"}
+
+
+def test_compressed_value_in_group_scan_not_run(pg_database):
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+        conn.execute(
+            "INSERT INTO docs VALUES (1, %s), (2, %s), (3, %s), (4, 'kept')",
+            (canary("first"), canary("long") + "a" * 8000, canary("third")),
+        )
+
+    run = run_plugin(
+        PostgreSQLPlugin,
+        target(pg_database, "docs", "id <= %s"),
+        {"params": [3], "rows_per_item": 2},
+    )
+
+    checks = {
+        evidence.key: {check.name: check.detail for check in evidence.checks}
+        for evidence in run.evidence
+    }
+    assert sorted(checks) == ["public.docs:[1]..[2]", "public.docs:[3]..[3]"]
+    assert checks["public.docs:[1]..[2]"]["byte-scan"].startswith("not run:")
+    assert not checks["public.docs:[3]..[3]"]["byte-scan"].startswith("not run:")
+    assert not run.unverified()
