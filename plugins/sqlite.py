@@ -187,9 +187,13 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 f"{where}: the WHERE placeholders do not match 'params' ({message})"
             )
         if isinstance(error, sqlite3.IntegrityError):
+            # SQLite names no key, and delete_dependents only follows
+            # RESTRICT and NO ACTION keys, so the advice covers SET DEFAULT.
             return PurgeFailed(
                 f"{where}: a constraint rejected the delete ({message}); "
-                "set delete_dependents: true or remove the referencing rows first"
+                "set delete_dependents: true for RESTRICT or NO ACTION keys, give "
+                "each ON DELETE SET DEFAULT key a default that names an existing "
+                "row, or remove the referencing rows first"
             )
         if "not a database" in lowered:
             return InvalidTarget(f"{self.path} is not an SQLite database ({message})")

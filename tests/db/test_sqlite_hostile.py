@@ -146,3 +146,28 @@ def test_view_named_as_table(sqlite_db):
         )
 
     assert "name the table it reads" in str(raised.value)
+
+
+def test_set_default_key_failure_advice(sqlite_db):
+    # ON DELETE SET DEFAULT points the child at its default, 0, which has no
+    # parent row, so the foreign key rejects the delete at COMMIT.
+    path, conn = sqlite_db("app.db")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE owners (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute(
+        "CREATE TABLE pets (id INTEGER PRIMARY KEY, owner INTEGER DEFAULT 0 "
+        "REFERENCES owners(id) ON DELETE SET DEFAULT)"
+    )
+    conn.execute("INSERT INTO owners VALUES (1, ?), (2, ?)", (canary("owner"), canary()))
+    conn.execute("INSERT INTO pets VALUES (10, 1)")
+    conn.close()
+
+    run = run_plugin(
+        SQLitePlugin, f"sqlite://{path}?table=owners&where=id = ?", {"params": [1]}
+    )
+
+    [result] = [result for result in run.results if result.key == "owners:[1]"]
+    assert result.status == "failed"
+    assert "SET DEFAULT" in result.detail
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM owners").fetchone()[0] == 2
