@@ -50,7 +50,7 @@ def plan_mask(plugin: RowStorePlugin, item: Item, spec: Mapping[str, Any]) -> De
         Masker.from_spec(spec)
     except (MaskingError, TypeError) as error:
         return Decision(refusal=Refusal("invalid-mask", str(error)))
-    rows = plugin._rows_by_key(table, [item.identity["key"]])
+    rows = plugin._rows_by_key(table, [_rows.decode_key(item.identity["key"])])
     if not rows:
         return Decision(refusal=Refusal("gone", "the row no longer exists"))
     record = dict(zip(table.columns, plugin.split_row(table, rows[0])[2], strict=True))
@@ -75,7 +75,7 @@ def mask_table(
     """Mask the planned rows of one table and mark the table for compaction."""
     from plugins import _rows
 
-    keys = [tuple(entry.item.identity["key"]) for entry in entries]
+    keys = [_rows.decode_key(entry.item.identity["key"]) for entry in entries]
     try:
         rows = plugin._rows_by_key(table, keys)
     except Exception as error:  # noqa: BLE001 - translated below
@@ -222,7 +222,8 @@ def masked_checks(
     checks: dict[str, Check] = {}
     for entry in entries:
         table = plugin.table(entry.item.attributes["table"])
-        rows = plugin._rows_by_key(table, [entry.item.identity["key"]])
+        key = _rows.decode_key(entry.item.identity["key"])
+        rows = plugin._rows_by_key(table, [key])
         if not rows:
             checks[entry.item.key] = Check(
                 "row-masked", False, "the row is gone; masking should have kept it"

@@ -285,7 +285,6 @@ def _check_where(where: str) -> None:
 # One encoder, built once: json.dumps with options builds a new one per call.
 _KEY_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 _BUFFERS = (bytearray, memoryview)
-_BINARY = (bytes, bytearray, memoryview)
 
 
 def row_digest(values: Sequence[Any]) -> str:
@@ -617,20 +616,63 @@ def key_parts(
         yield part
 
 
-def has_binary_value(key: Sequence[Any]) -> bool:
-    """Tell whether a key contains bytes, which the job journal cannot store unchanged.
+# Key value types that encode_key wraps in a one-key object. The journal would
+# turn bytes into their text repr. Dicts (jsonb values) are wrapped too, so
+# every object in a stored key is a wrapper and decodes unambiguously.
+_WRAPPED_TYPES = frozenset({bytes, bytearray, memoryview, dict})
 
-    The journal stores item identities as JSON, which turns bytes into their
-    text repr, so a purge read back from it would address no row.
+
+def encode_key(key: Sequence[Any]) -> list[Any]:
+    """Return a primary key as the JSON-native list that item identities store.
+
+    A bytes-like value becomes ``{"hex": ...}`` and a JSON object (a jsonb
+    value) becomes ``{"json": ...}``. Other values are kept as they are, so
+    the identities of keys without such values do not change. Read keys back
+    with :func:`decode_key`.
     """
-    return any(isinstance(value, _BINARY) for value in key)
+    # NOTE: Values inside an array key (a list) are not encoded, so bytes in
+    # a bytea[] key still reach the journal as their text repr.
+    if _WRAPPED_TYPES.isdisjoint(map(type, key)):
+        return list(key)
+    return [_encode_key_value(value) for value in key]
+
+
+def _encode_key_value(value: Any) -> Any:
+    if type(value) is dict:
+        return {"json": value}
+    if type(value) in _WRAPPED_TYPES:
+        return {"hex": bytes(value).hex()}
+    return value
+
+
+def decode_key(key: Sequence[Any]) -> tuple:
+    """Return the primary key stored by :func:`encode_key`, as the driver read it.
+
+    A bytes-like value comes back as ``bytes``.
+    """
+    if dict not in map(type, key):
+        return tuple(key)
+    return tuple(_decode_key_value(value) for value in key)
+
+
+def _decode_key_value(value: Any) -> Any:
+    if type(value) is not dict:
+        return value
+    if "hex" in value:
+        return bytes.fromhex(value["hex"])
+    return value["json"]
 
 
 def item_key(table: str, key: Sequence[Any]) -> str:
-    """Return the item key of a row: its table and primary key as JSON."""
+    """Return the item key of a row: its table and primary key as JSON.
+
+    ``key`` is a key as the driver read it. Its bytes values are written as
+    :func:`encode_key` stores them, so a BLOB key b'k1' and a TEXT key
+    "b'k1'" of one SQLite table get different item keys.
+    """
     if len(key) == 1 and type(key[0]) is int:
         return f"{table}:[{key[0]}]"  # what JSON gives, without the encoder call
-    return f"{table}:{_KEY_JSON.encode(list(key))}"
+    return f"{table}:{_KEY_JSON.encode(encode_key(key))}"
 
 
 class _Split(NamedTuple):
@@ -793,16 +835,6 @@ class RowStorePlugin(Plugin, abc.ABC):
             f"{subject} NULL in the primary key ({', '.join(table.key)}), so the purge "
             "cannot delete or check them by key; give those rows keys, or exclude them "
             f"by adding {column} IS NOT NULL to the WHERE clause"
-        )
-
-    def binary_key_message(self, table: TableInfo, name: str) -> str:
-        """Return the refusal of row ``name``, whose key contains a binary value."""
-        # NOTE: Rows with a binary key value (BLOB, bytea, VARBINARY) cannot
-        # be purged until the journal stores such keys unchanged.
-        return (
-            f"row {name} has a binary value in its primary key ({', '.join(table.key)}), "
-            "which the job journal cannot store unchanged, so the purge could not "
-            "address the row; delete it with the database's own tools"
         )
 
     def compressed_keys(self, table: TableInfo) -> frozenset[tuple]:
@@ -1009,7 +1041,6 @@ class RowStorePlugin(Plugin, abc.ABC):
         group = _Split([], [], [])
         versions: list[Any] = []
         null_keyed: list[tuple[tuple, str, Sequence[Any]]] = []
-        binary_keyed: list[tuple[tuple, str, Sequence[Any]]] = []
         while chunk := list(itertools.islice(rows, limit - len(group.keys))):
             if versioned:
                 versions += [row[-1] for row in chunk]
@@ -1017,10 +1048,6 @@ class RowStorePlugin(Plugin, abc.ABC):
             split = _Split(*self.split_rows(table, chunk))
             if any(None in key for key in split.keys):
                 split, versions = self._without_null_keys(split, versions, null_keyed)
-            if any(has_binary_value(key) for key in split.keys):
-                split, versions = self._without_keys(
-                    split, versions, binary_keyed, has_binary_value
-                )
             group.keys.extend(split.keys)
             group.digests.extend(split.digests)
             group.values.extend(split.values)
@@ -1030,27 +1057,12 @@ class RowStorePlugin(Plugin, abc.ABC):
         if group.keys:
             yield self._versioned(self._group_item(table, group), versions)
         yield from self._null_key_items(table, null_keyed)
-        for key, digest, values in binary_keyed:
-            name = item_key(table.name, key)
-            yield self._row_item(table, name, key, digest, values, None, None)
 
     @staticmethod
     def _without_null_keys(
         split: _Split, versions: list[Any], null_keyed: list[tuple[tuple, str, Sequence[Any]]]
     ) -> tuple[_Split, list[Any]]:
-        """Move the rows of ``split`` with NULL in the key to ``null_keyed``."""
-        return RowStorePlugin._without_keys(
-            split, versions, null_keyed, lambda key: None in key
-        )
-
-    @staticmethod
-    def _without_keys(
-        split: _Split,
-        versions: list[Any],
-        moved: list[tuple[tuple, str, Sequence[Any]]],
-        matches: Any,
-    ) -> tuple[_Split, list[Any]]:
-        """Move the rows of ``split`` whose key ``matches`` to ``moved``.
+        """Move the rows of ``split`` with NULL in the key to ``null_keyed``.
 
         ``versions`` ends with the versions of the rows of ``split``, and the
         versions of the moved rows are dropped from the returned list.
@@ -1059,8 +1071,8 @@ class RowStorePlugin(Plugin, abc.ABC):
         remaining = _Split([], [], [])
         remaining_versions = versions[:earlier]
         for number, (key, digest, values) in enumerate(zip(*split)):
-            if matches(key):
-                moved.append((key, digest, values))
+            if None in key:
+                null_keyed.append((key, digest, values))
                 continue
             remaining.keys.append(key)
             remaining.digests.append(digest)
@@ -1096,7 +1108,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 size=sum(row_facts(values)[1] for _key, _digest, values in members),
                 identity={
                     "table": table.name,
-                    "key": list(key),
+                    "key": encode_key(key),
                     "digests": sorted(digest for _key, digest, _values in members),
                 },
                 attributes={
@@ -1130,7 +1142,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             size=size,
             identity={
                 "table": table.name,
-                "keys": [list(key) for key in rows.keys],
+                "keys": [encode_key(key) for key in rows.keys],
                 "digests": rows.digests,
             },
             attributes=attributes,
@@ -1254,7 +1266,9 @@ class RowStorePlugin(Plugin, abc.ABC):
         that this statement deleted. A group with a row that did not match
         (changed, or already gone) goes that way whole.
         """
-        keys = [key for group in members for key in group.item.identity["keys"]]
+        keys = [
+            decode_key(key) for group in members for key in group.item.identity["keys"]
+        ]
         digests = [digest for group in members for digest in group.item.identity["digests"]]
         known = [self._row_versions.pop(group.item.key, None) for group in members]
         versions = None
@@ -1469,8 +1483,6 @@ class RowStorePlugin(Plugin, abc.ABC):
     ) -> Item:
         """Build a row's item and keep its fingerprints for plan_item."""
         fingerprints, size = row_facts(values, self.full_text_indexed(table.name))
-        if refusal is None and has_binary_value(key):
-            refusal = Refusal("not-supported", self.binary_key_message(table, name))
         self._pending[name] = _Pending(fingerprints, refusal)
         if via is None:
             # Rows selected directly share one attributes mapping per table.
@@ -1490,7 +1502,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             key=name,
             kind="row",
             size=size,
-            identity={"table": table.name, "key": list(key), "digest": digest},
+            identity={"table": table.name, "key": encode_key(key), "digest": digest},
             attributes=attributes,
             label=name,
         )
@@ -1537,7 +1549,7 @@ class RowStorePlugin(Plugin, abc.ABC):
     def _reload(self, item: Item) -> _Pending:
         table = self.table(item.attributes["table"])
         keys = item.identity["keys"] if item.kind == "rows" else [item.identity["key"]]
-        rows = self._rows_by_key(table, keys)
+        rows = self._rows_by_key(table, [decode_key(key) for key in keys])
         words = self.full_text_indexed(table.name)
         fingerprints: list[bytes] = []
         for row in rows:
@@ -1648,7 +1660,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         yield from results
 
     def _purge_checked(self, table: TableInfo, entries: list[PlannedItem]) -> Iterator[PurgeResult]:
-        keys = [tuple(entry.item.identity["key"]) for entry in entries]
+        keys = [decode_key(entry.item.identity["key"]) for entry in entries]
         if self._grouped_purge and self.unchanged_since_selection():
             # Every row is as discovery read it, so it needs no second read.
             current = {entry.item.key: entry.item.identity["digest"] for entry in entries}
@@ -1679,7 +1691,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         kept: set[str] = set()
         try:
             present = [
-                tuple(entry.item.identity["key"])
+                decode_key(entry.item.identity["key"])
                 for entry in to_delete
                 if entry.item.key in current
             ]
@@ -1755,7 +1767,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         for entry in entries:
             if entry.item.key in current:
                 continue
-            key = tuple(entry.item.identity["key"])
+            key = decode_key(entry.item.identity["key"])
             if self._rows_by_key(table, [key], lock=True):
                 current[entry.item.key] = ""
 
@@ -1802,7 +1814,7 @@ class RowStorePlugin(Plugin, abc.ABC):
         gone: set[str] = set()
         for name, entries in by_table.items():
             table = self.table(name)
-            keys = [tuple(entry.item.identity["key"]) for entry in entries]
+            keys = [decode_key(entry.item.identity["key"]) for entry in entries]
             # A row counts as present only with its old content, because
             # VACUUM renumbers the implicit rowids of SQLite tables.
             present = set()
@@ -1828,7 +1840,11 @@ class RowStorePlugin(Plugin, abc.ABC):
         present: dict[str, list[str]] = {}
         for name, members in by_table.items():
             table = self.table(name)
-            keys = [key for group in members for key in group.item.identity["keys"]]
+            keys = [
+                decode_key(key)
+                for group in members
+                for key in group.item.identity["keys"]
+            ]
             found = {}
             for row in self._rows_by_key(table, keys):
                 key, digest, _ = self.split_row(table, row)
@@ -1840,7 +1856,7 @@ class RowStorePlugin(Plugin, abc.ABC):
                 still = [
                     row_key
                     for row_key, digest in (
-                        (item_key(name, key), digest)
+                        (item_key(name, decode_key(key)), digest)
                         for key, digest in zip(identity["keys"], identity["digests"], strict=True)
                     )
                     # VACUUM renumbers implicit rowids, so a row counts as
@@ -2191,7 +2207,7 @@ def expand_group(group: PlannedItem) -> list[PlannedItem]:
     rows: list[Any] = [
         _RowEntry(
             _RowItem(
-                item_key(table, key),
+                item_key(table, decode_key(key)),
                 "row",
                 0,
                 {"table": table, "key": key, "digest": digest},
@@ -2211,9 +2227,11 @@ def group_result(group: PlannedItem, results: Sequence[PurgeResult]) -> PurgeRes
     if len(results) < total:
         answered = {result.key for result in results}
         table = group.item.attributes["table"]
+        stored = group.item.identity["keys"]
+        row_keys = (item_key(table, decode_key(row)) for row in stored)
         failed += [
             PurgeResult(key, "failed", f"no delete result for row {key}")
-            for key in (item_key(table, row) for row in group.item.identity["keys"])
+            for key in row_keys
             if key not in answered
         ]
     if not failed:

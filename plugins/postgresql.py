@@ -1277,7 +1277,7 @@ def _split_name(name: str) -> tuple[str | None, str, bool]:
 def _keys_and_digests(entries: Sequence[PlannedItem]) -> tuple[list[Any], list[str]]:
     """Return the planned keys and digests of row entries."""
     return (
-        [entry.item.identity["key"] for entry in entries],
+        [_rows.decode_key(entry.item.identity["key"]) for entry in entries],
         [entry.item.identity["digest"] for entry in entries],
     )
 

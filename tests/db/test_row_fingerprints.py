@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -347,3 +348,46 @@ def test_scanner_built_at_lower_priority(
     assert niceness == [min(usual + SIDE_THREAD_NICE, 19)]
     assert run.evidence
     assert not run.unverified()
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ((b"k1",), (b"k1",)),
+        ((bytearray(b"\x00\xff"),), (b"\x00\xff",)),
+        ((memoryview(b"view"), 7), (b"view", 7)),
+        ((b"",), (b"",)),
+        (({"hex": "6b31"},), ({"hex": "6b31"},)),
+        (({"json": 1},), ({"json": 1},)),
+        (("b'k1'", None), ("b'k1'", None)),
+    ],
+)
+def test_key_survives_journal(key: tuple, expected: tuple) -> None:
+    from agent.journal import dumps, loads
+
+    stored = loads(dumps({"key": _rows.encode_key(key)}))["key"]
+
+    assert _rows.decode_key(stored) == expected
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (1,),
+        ("text", 2),
+        (None, 1.5),
+        (decimal.Decimal("1.10"), datetime.date(2024, 5, 1)),
+        (uuid.UUID(int=1), True),
+    ],
+)
+def test_key_encoding_keeps_other_types(key: tuple) -> None:
+    # Saved plans and item keys of existing jobs name these keys as before.
+    encoded = _rows.encode_key(key)
+
+    assert encoded == list(key)
+    text = json.dumps(list(key), default=str, ensure_ascii=False)
+    assert _rows.item_key("t", key) == f"t:{text}"
+
+
+def test_blob_and_text_keys_differ() -> None:
+    assert _rows.item_key("t", (b"k1",)) != _rows.item_key("t", ("b'k1'",))

@@ -107,30 +107,42 @@ def test_trigger_through_view_not_verified(sqlite_db):
 
 
 @pytest.mark.parametrize("rows_per_item", [1, 2])
-def test_blob_key_row_refused(tmp_path, rows_per_item):
-    # The job journal stores item keys as JSON, which has no bytes type, so a
-    # purge would read the key b'k1' back as the text "b'k1'" and match no row.
+def test_blob_key_rows_purged(tmp_path, rows_per_item):
+    # The purge reads each key back from the job journal, which stores JSON.
+    # The TEXT key "b'k1'" looks like the BLOB key b'k1' in Python's repr,
+    # so both are selected and must stay two rows with two item keys.
     path = tmp_path / "app.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE tokens (id BLOB PRIMARY KEY, note TEXT) WITHOUT ROWID")
-    secret = canary("token")
+    blob_secret = canary("blob")
+    text_secret = canary("text")
     conn.executemany(
         "INSERT INTO tokens VALUES (?, ?)",
-        [(b"k1", secret), (b"k2", canary()), (b"k3", canary())],
+        [
+            (b"k1", blob_secret),
+            ("b'k1'", text_secret),
+            (b"k2", canary()),
+            (b"\x00\xff", canary()),
+        ],
     )
     conn.commit()
     conn.close()
     target = (
-        f"sqlite://{path}?table=tokens&where=note = ?&param={secret}"
-        f"&rows_per_item={rows_per_item}"
+        f"sqlite://{path}?table=tokens&where=note IN (?, ?)"
+        f"&param={blob_secret}&param={text_secret}&rows_per_item={rows_per_item}"
     )
 
     result = run_cli(tmp_path / "state", "purge", "--yes", target)
 
-    assert "destroyed and verified 1" not in result.stdout
-    assert "binary value in its primary key" in result.stdout
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    items = 2 // rows_per_item
+    summary = f"destroyed and verified {items}, refused 0, blocked 0, failed 0"
+    assert summary in result.stdout
     with sqlite3.connect(path) as check:
-        assert check.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 3
+        left = check.execute("SELECT id FROM tokens ORDER BY id").fetchall()
+    assert left == [(b"\x00\xff",), (b"k2",)]
+    assert not files_contain(sqlite_files(path), blob_secret.encode())
+    assert not files_contain(sqlite_files(path), text_secret.encode())
 
 
 def test_view_named_as_table(sqlite_db):
