@@ -9,6 +9,8 @@ are deleted, or that the table is rejected before planning.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import structlog
 
@@ -22,6 +24,7 @@ from tests.db.test_mysql_groups import (
     make_people,
     purge_after_change,
 )
+from tests.helpers.cli import run_cli
 from tests.helpers.driver import run_plugin
 
 
@@ -324,3 +327,31 @@ def test_zero_date_key_excluded_by_advice(mysql_database):
         ("zero",),
         ("zero day",),
     ]
+
+
+@pytest.mark.parametrize("rows_per_item", [1, 2])
+def test_varbinary_key_rows_purged(tmp_path, mysql_database, rows_per_item):
+    # The purge reads each key back from the job journal, which stores JSON.
+    # The keys are UUIDs in their 16-byte form, as UUID_TO_BIN stores them.
+    first, second, kept = (uuid.uuid4().bytes for _ in range(3))
+    execute(
+        mysql_database,
+        "CREATE TABLE tokens (id VARBINARY(16) PRIMARY KEY, note VARCHAR(60), "
+        "selected BOOL NOT NULL) ENGINE=InnoDB",
+        (
+            "INSERT INTO tokens VALUES (%s, %s, 1), (%s, %s, 1), (%s, %s, 0)",
+            (first, canary("first"), second, canary("second"), kept, "keep"),
+        ),
+    )
+    url = (
+        f"{mysql_database}?table=tokens&where=selected = 1"
+        f"&rows_per_item={rows_per_item}"
+    )
+
+    result = run_cli(tmp_path / "state", "purge", "--yes", url)
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    items = 2 // rows_per_item
+    summary = f"destroyed and verified {items}, refused 0, blocked 0, failed 0"
+    assert summary in result.stdout
+    assert fetch(mysql_database, "SELECT id, note FROM tokens") == [(kept, "keep")]

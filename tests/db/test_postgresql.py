@@ -22,6 +22,7 @@ from tests.db.conftest import (
     pg_admin,
     pg_relation_files,
 )
+from tests.helpers.cli import run_cli
 from tests.helpers.driver import run_plugin
 
 
@@ -629,3 +630,30 @@ def test_compressed_value_in_group_scan_not_run(pg_database):
     assert checks["public.docs:[1]..[2]"]["byte-scan"].startswith("not run:")
     assert not checks["public.docs:[3]..[3]"]["byte-scan"].startswith("not run:")
     assert not run.unverified()
+
+
+@pytest.mark.parametrize("rows_per_item", [1, 2])
+def test_bytea_key_rows_purged(tmp_path, pg_database, rows_per_item):
+    # The purge reads each key back from the job journal, which stores JSON.
+    first, second = canary("first"), canary("second")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE tokens (id bytea PRIMARY KEY, note text, selected bool)"
+        )
+        conn.execute(
+            "INSERT INTO tokens VALUES (%s, %s, true), (%s, %s, true), (%s, %s, false)",
+            (b"k1", first, b"\x00\xff", second, b"k2", canary()),
+        )
+    url = f"{target(pg_database, 'tokens', 'selected')}&rows_per_item={rows_per_item}"
+
+    result = run_cli(tmp_path / "state", "purge", "--yes", url)
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    items = 2 // rows_per_item
+    summary = f"destroyed and verified {items}, refused 0, blocked 0, failed 0"
+    assert summary in result.stdout
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        left = conn.execute("SELECT id, note FROM tokens").fetchall()
+    assert [bytes(key) for key, _note in left] == [b"k2"]
+    assert first not in {note for _key, note in left}
+    assert second not in {note for _key, note in left}
