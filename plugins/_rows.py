@@ -637,6 +637,13 @@ def encode_key(key: Sequence[Any]) -> list[Any]:
     return [_encode_key_value(value) for value in key]
 
 
+def encode_keys(keys: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Return :func:`encode_key` of each key, checking the types a column at a time."""
+    if all(_WRAPPED_TYPES.isdisjoint(map(type, column)) for column in zip(*keys)):
+        return [list(key) for key in keys]
+    return [encode_key(key) for key in keys]
+
+
 def _encode_key_value(value: Any) -> Any:
     if type(value) is dict:
         return {"json": value}
@@ -1142,7 +1149,7 @@ class RowStorePlugin(Plugin, abc.ABC):
             size=size,
             identity={
                 "table": table.name,
-                "keys": [encode_key(key) for key in rows.keys],
+                "keys": encode_keys(rows.keys),
                 "digests": rows.digests,
             },
             attributes=attributes,

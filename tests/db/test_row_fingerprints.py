@@ -391,3 +391,12 @@ def test_key_encoding_keeps_other_types(key: tuple) -> None:
 
 def test_blob_and_text_keys_differ() -> None:
     assert _rows.item_key("t", (b"k1",)) != _rows.item_key("t", ("b'k1'",))
+
+
+def test_encode_keys_matches_encode_key() -> None:
+    plain = [(1, "a"), (2, "b")]
+    mixed = [(1, "a"), (2, b"k2"), (3, {"city": "x"})]
+
+    assert _rows.encode_keys(plain) == [_rows.encode_key(key) for key in plain]
+    assert _rows.encode_keys(mixed) == [_rows.encode_key(key) for key in mixed]
+    assert _rows.encode_keys(mixed)[1] == [2, {"hex": "6b32"}]
