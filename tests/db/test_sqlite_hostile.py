@@ -183,3 +183,35 @@ def test_set_default_key_failure_advice(sqlite_db):
     assert "SET DEFAULT" in result.detail
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT COUNT(*) FROM owners").fetchone()[0] == 2
+
+
+def test_blob_key_row_masked_through_cli(tmp_path):
+    # A held row is masked by key, and the key comes back from the journal.
+    path = tmp_path / "app.db"
+    marker = canary("phone")
+    secret = marker + "0100"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE tokens (id BLOB PRIMARY KEY, phone TEXT)")
+    conn.executemany(
+        "INSERT INTO tokens VALUES (?, ?)", [(b"k1", secret), (b"\x00\xff", "555-0199")]
+    )
+    conn.commit()
+    conn.close()
+    config = tmp_path / "hold.yaml"
+    config.write_text(
+        "policy:\n  holds:\n    - name: open-accounts\n      until: 2099-01-01\n"
+        "      match: {tables: [tokens]}\n"
+        "      mask:\n        fields: {phone: {method: keep, keep_last: 4}}\n"
+    )
+    target = f"sqlite://{path}?table=tokens&where=phone = ?&param={secret}"
+
+    result = run_cli(tmp_path / "state", "purge", "--yes", target, "-c", str(config))
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with sqlite3.connect(path) as check:
+        rows = dict(check.execute("SELECT id, phone FROM tokens").fetchall())
+    assert len(rows) == 2
+    assert rows[b"k1"] != secret
+    assert rows[b"k1"].endswith("0100")
+    assert rows[b"\x00\xff"] == "555-0199"
+    assert not files_contain(sqlite_files(path), marker.encode())
