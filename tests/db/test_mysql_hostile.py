@@ -9,6 +9,7 @@ are deleted, or that the table is rejected before planning.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 import pytest
@@ -355,3 +356,47 @@ def test_varbinary_key_rows_purged(tmp_path, mysql_database, rows_per_item):
     summary = f"destroyed and verified {items}, refused 0, blocked 0, failed 0"
     assert summary in result.stdout
     assert fetch(mysql_database, "SELECT id, note FROM tokens") == [(kept, "keep")]
+
+
+def test_unreadable_table_skipped_by_live_row_check(mysql_database):
+    # The purging user may not read secrets, which shares a value with a
+    # surviving row, so verification reads the rows of the other tables.
+    shared = canary("city")
+    name = mysql_database.rsplit("/", 1)[1]
+    user = f"lethe_reader_{secrets.token_hex(4)}"
+    execute(
+        mysql_database,
+        "CREATE TABLE people (id INT PRIMARY KEY, city VARCHAR(100)) ENGINE=InnoDB",
+        ("INSERT INTO people VALUES (1, %s), (2, %s)", (shared, shared)),
+        "CREATE TABLE secrets (id INT PRIMARY KEY, note VARCHAR(100)) ENGINE=InnoDB",
+        ("INSERT INTO secrets VALUES (1, %s)", (shared,)),
+    )
+    with mysql_admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE USER '{user}'@'127.0.0.1'")
+        try:
+            # PROCESS, RELOAD and LOCK TABLES let the purge wait for InnoDB's
+            # purge and flush the rebuilt table, so the scan reads its rows.
+            cursor.execute(f"GRANT PROCESS, RELOAD ON *.* TO '{user}'@'127.0.0.1'")
+            cursor.execute(f"GRANT LOCK TABLES ON `{name}`.* TO '{user}'@'127.0.0.1'")
+            cursor.execute(f"GRANT ALL ON `{name}`.`people` TO '{user}'@'127.0.0.1'")
+            # Any privilege lists the table in information_schema.TABLES.
+            cursor.execute(
+                f"GRANT INSERT ON `{name}`.`secrets` TO '{user}'@'127.0.0.1'"
+            )
+            url = f"mysql://{user}@127.0.0.1:3306/{name}?table=people&where=id = %s"
+
+            with structlog.testing.capture_logs() as logs:
+                run = run_plugin(MySQLPlugin, url, {"params": [1]})
+        finally:
+            cursor.execute(f"DROP USER '{user}'@'127.0.0.1'")
+
+    skipped = {
+        entry["table"]: entry["error"]
+        for entry in logs
+        if entry["event"] == "surviving rows not read"
+    }
+    assert run.statuses() == {"people:[1]": "purged"}
+    assert run.unverified() == []
+    assert "secrets" in skipped
+    assert "denied" in skipped["secrets"]
+    assert fetch(mysql_database, "SELECT id FROM people") == [(2,)]
