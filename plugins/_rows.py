@@ -1971,17 +1971,17 @@ class RowStorePlugin(Plugin, abc.ABC):
             early = {}
         files, note = self._guarded("locate the data files", self.data_files)
         self._scan_note = note
-        # Offsets by fingerprint, not hits by row: a value that 20,000 planned
+        # Places by fingerprint, not hits by row: a value that 20,000 planned
         # rows share and surviving rows keep in 20,000 places would make
-        # 400 million hits.
+        # 400 million hits. A place is one int (see _place).
         found: dict[bytes, list[int]] = {}
-        for path in files:
+        for number, path in enumerate(files):
             try:
                 occurrences = early.get(path)
                 if occurrences is None:
                     occurrences = scanner.find_in_file(path)
                 for fingerprint, offset in occurrences:
-                    found.setdefault(fingerprint, []).append(offset)
+                    found.setdefault(fingerprint, []).append(_place(number, offset))
             except FileNotFoundError:
                 continue
             except OSError as error:
@@ -1992,12 +1992,12 @@ class RowStorePlugin(Plugin, abc.ABC):
         )
         live = self._explained_by_live_rows(set(digests.values()))
         residue: dict[str, list[_Residue]] = {}
-        for fingerprint, offsets in found.items():
+        for fingerprint, places in found.items():
             digest = digests[fingerprint]
             if digest in live:
                 continue
             for owner in scanner.owners(fingerprint):
-                residue.setdefault(owner, []).append(_Residue(digest, offsets))
+                residue.setdefault(owner, []).append(_Residue(digest, places, files))
         # Only rows with residue get an entry, because most rows have none.
         for owner in owners:
             if owner in residue:
@@ -2082,14 +2082,19 @@ class RowStorePlugin(Plugin, abc.ABC):
             return Check("byte-scan", True, f"not run: {self._scan_note}")
         found = self._scan_residue.get(entry.item.key)
         if found and self._scanned_files:
-            count = sum(len(residue.offsets) for residue in found)
-            places = (offset for residue in found for offset in residue.offsets)
-            offsets = ", ".join(str(offset) for offset in heapq.nsmallest(5, places))
+            count = sum(len(residue.places) for residue in found)
+            pairs = (
+                (place, residue.files) for residue in found for place in residue.places
+            )
+            first = heapq.nsmallest(5, pairs, key=lambda pair: pair[0])
+            where = ", ".join(
+                f"{files[place >> _PLACE_SHIFT]} at offset {place & _OFFSET_MASK}"
+                for place, files in first
+            )
             return Check(
                 "byte-scan",
                 False,
-                f"{count} fingerprint(s) of the row remain in the data files "
-                f"(offsets {offsets})",
+                f"{count} fingerprint(s) of the row remain in the data files ({where})",
             )
         if entry.item.attributes.get("compressed"):
             return _COMPRESSED_NOT_SCANNED
@@ -2101,8 +2106,20 @@ class _Residue(NamedTuple):
     """A fingerprint of a row that the byte scan found, and where."""
 
     digest: str
-    #: Offsets in the data files, shared by every row with this fingerprint.
-    offsets: list[int]
+    #: Places in ``files`` (see _place), shared by the rows with this fingerprint.
+    places: list[int]
+    #: The files of the scan that found it.
+    files: Sequence[str]
+
+
+#: Bits of a place that contain the offset. The file's number is above them.
+_PLACE_SHIFT = 48
+_OFFSET_MASK = (1 << _PLACE_SHIFT) - 1
+
+
+def _place(file_number: int, offset: int) -> int:
+    """Return a file's number and an offset in it as one int, smaller than a tuple."""
+    return file_number << _PLACE_SHIFT | offset
 
 
 @dataclass(frozen=True)

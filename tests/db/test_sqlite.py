@@ -401,5 +401,8 @@ def test_verify_scans_fingerprints_of_its_batch(sqlite_db):
 
     assert files_contain(sqlite_files(path), residue.encode())
     assert not evidence[first.item.key].verified
-    assert "remain in the data files" in evidence[first.item.key].checks[1].detail
+    detail = evidence[first.item.key].checks[1].detail
+    assert "remain in the data files" in detail
+    offset = Path(path).read_bytes().find(residue.encode())
+    assert f"{path} at offset {offset}" in detail
     assert evidence[planned[1].item.key].verified
