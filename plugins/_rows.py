@@ -859,9 +859,10 @@ class RowStorePlugin(Plugin, abc.ABC):
     def user_tables(self) -> list[str]:
         """Return every user table of the database, for the residue check.
 
-        The residue check reads the surviving rows of each table that
-        :meth:`load_table` accepts, and skips, with a warning, each table
-        for which it raises NotSupported.
+        Engines leave out tables this user cannot read. The residue check
+        reads the surviving rows of each listed table that :meth:`load_table`
+        accepts, and skips, with a warning, each one for which it raises
+        NotSupported.
         """
 
     @abc.abstractmethod

@@ -250,7 +250,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
         return PurgeFailed(f"{where}: {summary}")
 
     def quote(self, name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
+        return _quote_name(name)
 
     def quote_table(self, name: str) -> str:
         # Catalog names (see _catalog_name) split without a database lookup.
@@ -1112,7 +1112,7 @@ class PostgreSQLPlugin(_rows.ServerDigests, _rows.RowStorePlugin):
     def compressed_keys(self, table: _rows.TableInfo) -> frozenset[tuple]:
         # Values of variable length (attlen -1) are the ones PostgreSQL
         # compresses, inline or in TOAST, once a row passes about 2 kB.
-        if int(self.conn.execute("SHOW server_version_num").fetchone()[0]) < 140000:
+        if self.conn.info.server_version < 140000:
             # NOTE: pg_column_compression() is new in PostgreSQL 14, so on
             # older servers compressed values are not found.
             return frozenset()
@@ -1205,7 +1205,7 @@ def _skipped_by_policy_reason(key: str) -> str:
     return (
         f"row {key} is still present after its DELETE statement, which a row-level "
         "security policy for DELETE or a BEFORE DELETE trigger returning NULL can "
-        "skip; it was not deleted. Run the purge as a user with BYPASSRLS, or disable "
+        "skip. It was not deleted. Run the purge as a user with BYPASSRLS, or disable "
         "that trigger for the purge, then run the purge again"
     )
 
@@ -1217,10 +1217,15 @@ def _catalog_name(schema: str, relation: str) -> str:
     :func:`_split_name` returns the same parts again.
     """
     parts = [
-        '"' + part.replace('"', '""') + '"' if "." in part or '"' in part else part
+        _quote_name(part) if "." in part or '"' in part else part
         for part in (schema, relation)
     ]
     return ".".join(parts)
+
+
+def _quote_name(name: str) -> str:
+    """Return ``name`` as a double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _split_name(name: str) -> tuple[str | None, str, bool]:

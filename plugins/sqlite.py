@@ -55,8 +55,8 @@ class _Trigger(NamedTuple):
     """A trigger of the database file, read from its CREATE TRIGGER text."""
 
     name: str
-    #: "delete", "insert" or "update"; "" when the text did not parse, and
-    #: such a trigger is treated as firing on every event.
+    #: "delete", "insert" or "update", or "" when the text did not parse. A
+    #: trigger whose text did not parse is treated as firing on every event.
     event: str
     #: Names of the tables and views its statements insert into or update.
     writes: tuple[str, ...]
@@ -564,7 +564,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
         """List processes other than this one that have the database open."""
         import psutil
 
-        wanted = set(self._companion_files())
+        paths = set(self._companion_files())
         holders = []
         for process in psutil.process_iter(["pid", "name"]):
             if process.pid == os.getpid():
@@ -573,7 +573,7 @@ class SQLitePlugin(_rows.RowStorePlugin):
                 files = process.open_files()
             except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue
-            if any(os.path.realpath(entry.path) in wanted for entry in files):
+            if any(os.path.realpath(entry.path) in paths for entry in files):
                 holders.append(f"pid {process.pid} ({process.info['name']})")
         return holders
 
@@ -628,9 +628,9 @@ class SQLitePlugin(_rows.RowStorePlugin):
         written = sorted(self.trigger_written_tables([table]))
         into = f" ({', '.join(written)})" if written else ""
         return [
-            f"DELETE triggers on {table} ({names}) run for every purged row, and what "
-            f"they write to other tables{into}, such as an archive copy, is not purged, "
-            "and the byte scan reports such copies as residue. Review or drop the "
+            f"DELETE triggers on {table} ({names}) run for every purged row. What "
+            f"they write to other tables{into}, such as an archive copy, is not "
+            "purged, and the byte scan reports it as residue. Review or drop the "
             "triggers before the purge"
         ]
 
